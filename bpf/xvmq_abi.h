@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The contract between the BPF programs and C++: every map key and value,
+ * the drop/fallback reasons and the map geometry. Included by every bpf/ program
+ * and by loader/. Fixed-width types and explicit padding only; the C++ side
+ * static_asserts sizes and offsets, and tests/abi_test.cpp checks them
+ * against the BTF of the built object.
+ */
+#ifndef XVMQ_ABI_H
+#define XVMQ_ABI_H
+
+#include <linux/types.h>
+
+/* Receive queues per uplink that the classifier can serve. */
+#define XVMQ_MAX_QUEUES 64
+/* vmq ids are 0..XVMQ_MAX_VMQS-1; vmq 0 is the default queue. */
+#define XVMQ_MAX_VMQS 128
+#define XVMQ_DEFAULT_VMQ 0
+/* Filter entries, (MAC, VLAN) and MAC-only together. */
+#define XVMQ_MAX_FILTERS 65536
+
+/* XSKMAP layout: one slot per (vmq, receive queue). */
+#define XVMQ_XSK_SLOTS (XVMQ_MAX_VMQS * XVMQ_MAX_QUEUES)
+#define XVMQ_XSK_SLOT(vmq, queue) ((vmq) * XVMQ_MAX_QUEUES + (queue))
+
+/* VLAN id of untagged and priority-tagged (VID 0) frames. */
+#define XVMQ_VLAN_NONE 0
+/* In a filter key: match the MAC on any VLAN (VMQ's MAC-only filter). */
+#define XVMQ_VLAN_ANY 0xffff
+#define XVMQ_VLAN_MAX 4094
+
+/* Filter map: (destination MAC, VLAN) -> vmq. */
+struct xvmq_filter_key {
+	__u8 mac[6];
+	__u16 vlan; /* host byte order; 0..4094, or XVMQ_VLAN_ANY */
+};
+
+/* Remove the outer VLAN tag before delivery (access port). */
+#define XVMQ_FILTER_F_STRIP_TAG (1u << 0)
+#define XVMQ_FILTER_F_ALL XVMQ_FILTER_F_STRIP_TAG
+
+struct xvmq_filter_value {
+	__u32 vmq;   /* 1..XVMQ_MAX_VMQS-1 */
+	__u32 flags; /* XVMQ_FILTER_F_* */
+};
+
+/* A per-CPU counter pair; the vmq map and the reason map hold these. */
+struct xvmq_counter {
+	__u64 frames;
+	__u64 bytes;
+};
+
+/*
+ * Why a frame was not delivered to a (non-default) vmq. Each frame the
+ * classifier sees is counted exactly once: in xvmq_vmq_stats[vmq] when a
+ * vmq (id >= 1) got it, otherwise in xvmq_reasons[reason]. Frames that then
+ * reach the default queue's socket are also counted in xvmq_vmq_stats[0];
+ * the rest went to the host stack (XDP_PASS) or were dropped (see
+ * xvmq_reason_is_drop).
+ */
+enum xvmq_reason {
+	XVMQ_REASON_MISS = 0,           /* unicast, no filter matched */
+	XVMQ_REASON_BROADCAST = 1,      /* ff:ff:ff:ff:ff:ff */
+	XVMQ_REASON_MULTICAST = 2,      /* group bit set, not broadcast */
+	XVMQ_REASON_NO_SOCKET = 3,      /* filter hit, vmq has no socket on this queue */
+	XVMQ_REASON_WRONG_QUEUE = 4,    /* filter hit, socket bound to another queue */
+	XVMQ_REASON_REDIRECT_ERROR = 5, /* filter hit, the kernel refused the redirect */
+	XVMQ_REASON_BAD_VMQ = 6,        /* filter names a vmq outside 1..MAX-1 */
+	XVMQ_REASON_BAD_QUEUE = 7,      /* receive queue >= XVMQ_MAX_QUEUES */
+	XVMQ_REASON_RUNT = 8,           /* shorter than an Ethernet header: dropped */
+	XVMQ_REASON_TRUNCATED_TAG = 9,  /* VLAN tag cut short: dropped */
+	XVMQ_REASON_STRIP_ERROR = 10,   /* tag removal failed: dropped */
+	XVMQ_REASON_MAX = 11,
+};
+
+#define XVMQ_REASON_DROP_MASK                                                  \
+	((1u << XVMQ_REASON_RUNT) | (1u << XVMQ_REASON_TRUNCATED_TAG) |          \
+	 (1u << XVMQ_REASON_STRIP_ERROR))
+
+static inline int xvmq_reason_is_drop(__u32 reason)
+{
+	return reason < XVMQ_REASON_MAX && ((XVMQ_REASON_DROP_MASK >> reason) & 1u);
+}
+
+/* Map names, as pinned under the per-uplink bpffs directory. */
+#define XVMQ_MAP_FILTERS "xvmq_filters"
+#define XVMQ_MAP_XSKS "xvmq_xsks"
+#define XVMQ_MAP_VMQ_STATS "xvmq_vmq_stats"
+#define XVMQ_MAP_REASONS "xvmq_reasons"
+
+#endif /* XVMQ_ABI_H */

@@ -1,0 +1,73 @@
+// C++ view of bpf/xvmq_abi.h: the same structs, checked for layout here and
+// against the BTF of the built object in tests/abi_test.cpp.
+#pragma once
+
+#include <linux/types.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+extern "C" {
+#include "bpf/xvmq_abi.h"
+}
+
+namespace xvmq {
+
+static_assert(sizeof(xvmq_filter_key) == 8);
+static_assert(offsetof(xvmq_filter_key, mac) == 0);
+static_assert(offsetof(xvmq_filter_key, vlan) == 6);
+static_assert(sizeof(xvmq_filter_value) == 8);
+static_assert(offsetof(xvmq_filter_value, vmq) == 0);
+static_assert(offsetof(xvmq_filter_value, flags) == 4);
+static_assert(sizeof(xvmq_counter) == 16);
+static_assert(offsetof(xvmq_counter, frames) == 0);
+static_assert(offsetof(xvmq_counter, bytes) == 8);
+
+using Mac = std::array<uint8_t, 6>;
+
+// "02:00:00:00:00:01" (also '-' separated); nullopt when malformed.
+std::optional<Mac> parse_mac(std::string_view text);
+std::string format_mac(const Mac& mac);
+inline bool is_multicast(const Mac& mac) { return mac[0] & 1; }
+
+// Reason names as users read them: "miss", "no_socket", ...
+std::string_view reason_name(uint32_t reason);
+
+struct FilterKey {
+  Mac mac{};
+  uint16_t vlan = XVMQ_VLAN_ANY;  // 0..4094, or XVMQ_VLAN_ANY for MAC-only
+
+  xvmq_filter_key to_abi() const;
+  static FilterKey from_abi(const xvmq_filter_key& k);
+  std::string to_string() const;  // "02:00:00:00:00:01 vlan 10" / "... any vlan"
+  bool operator==(const FilterKey&) const = default;
+};
+
+struct FilterValue {
+  uint32_t vmq = 0;
+  bool strip_tag = false;
+
+  xvmq_filter_value to_abi() const;
+  static FilterValue from_abi(const xvmq_filter_value& v);
+  bool operator==(const FilterValue&) const = default;
+};
+
+struct Counter {
+  uint64_t frames = 0;
+  uint64_t bytes = 0;
+};
+
+// Counters summed over CPUs.
+struct Counters {
+  std::array<Counter, XVMQ_MAX_VMQS> vmq{};
+  std::array<Counter, XVMQ_REASON_MAX> reason{};
+
+  // Frames the classifier saw: each one is in exactly one of vmq[1..] or reason[].
+  uint64_t total_frames() const;
+};
+
+}  // namespace xvmq

@@ -1,0 +1,523 @@
+#include "loader/classifier.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <xdp/libxdp.h>
+
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "loader/log.h"
+#include "loader/netdev.h"
+#include "xvmq_uplink.skel.h"
+
+namespace xvmq {
+
+Error make_error(int err, const std::string& context) {
+  if (err < 0) err = -err;
+  if (err == 0) err = EIO;
+  std::string msg = context + ": " + std::strerror(err);
+  std::string lib = log::captured();
+  if (!lib.empty()) msg += " (" + lib + ")";
+  return Error{err, msg};
+}
+
+std::string_view to_string(AttachMode mode) {
+  switch (mode) {
+    case AttachMode::Native: return "native";
+    case AttachMode::Skb: return "skb";
+    case AttachMode::Offload: return "offload";
+    case AttachMode::Auto: return "auto";
+  }
+  return "?";
+}
+
+std::optional<AttachMode> parse_attach_mode(std::string_view text) {
+  if (text == "native" || text == "drv") return AttachMode::Native;
+  if (text == "skb" || text == "generic") return AttachMode::Skb;
+  if (text == "offload" || text == "hw") return AttachMode::Offload;
+  if (text == "auto") return AttachMode::Auto;
+  return std::nullopt;
+}
+
+namespace {
+
+xdp_attach_mode to_libxdp(AttachMode m) {
+  switch (m) {
+    case AttachMode::Native: return XDP_MODE_NATIVE;
+    case AttachMode::Skb: return XDP_MODE_SKB;
+    case AttachMode::Offload: return XDP_MODE_HW;
+    case AttachMode::Auto: break;
+  }
+  return XDP_MODE_UNSPEC;
+}
+
+AttachMode from_libxdp(xdp_attach_mode m) {
+  switch (m) {
+    case XDP_MODE_SKB: return AttachMode::Skb;
+    case XDP_MODE_HW: return AttachMode::Offload;
+    default: return AttachMode::Native;
+  }
+}
+
+const char* map_type_name(uint32_t type) {
+  const char* s = libbpf_bpf_map_type_str(static_cast<bpf_map_type>(type));
+  return s ? s : "unknown";
+}
+
+Status check_bpffs(const std::string& dir) {
+  struct statfs st {};
+  if (statfs(dir.c_str(), &st) != 0) return make_error(errno, "pin directory " + dir);
+  if (st.f_type != BPF_FS_MAGIC)
+    return Error{EINVAL, "pin directory " + dir +
+                             " is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)"};
+  return {};
+}
+
+// Open the pinned object at path and check it can stand in for map.
+Result<int> open_compatible_pin(const bpf_map* map, const std::string& path) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return make_error(errno, "open pinned map " + path);
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+    Error e = make_error(errno, "pinned object " + path + " is not a map");
+    close(fd);
+    return e;
+  }
+  std::string why;
+  auto differs = [&](const char* what, uint64_t pinned, uint64_t want) {
+    if (pinned == want) return;
+    if (!why.empty()) why += ", ";
+    why += std::string(what) + " " + std::to_string(pinned) + " (classifier has " +
+           std::to_string(want) + ")";
+  };
+  if (info.type != bpf_map__type(map)) {
+    why = std::string("type ") + map_type_name(info.type) + " (classifier has " +
+          map_type_name(bpf_map__type(map)) + ")";
+  }
+  differs("key size", info.key_size, bpf_map__key_size(map));
+  differs("value size", info.value_size, bpf_map__value_size(map));
+  differs("max_entries", info.max_entries, bpf_map__max_entries(map));
+  differs("flags", info.map_flags, bpf_map__map_flags(map));
+  if (!why.empty()) {
+    close(fd);
+    return Error{EEXIST, "pinned map " + path + " does not fit the classifier: " + why +
+                             "; remove the pin or choose another pin directory"};
+  }
+  return fd;
+}
+
+}  // namespace
+
+struct Classifier::Impl {
+  xvmq_uplink* skel = nullptr;
+  xdp_program* xdp = nullptr;
+  std::string pin_dir;
+  std::vector<std::string> adopted;
+  bool loaded = false;
+  int ifindex = 0;
+  std::string ifname;
+  AttachMode mode = AttachMode::Native;
+
+  ~Impl() {
+    if (xdp) xdp_program__close(xdp);
+    if (skel) xvmq_uplink__destroy(skel);
+  }
+
+  bpf_map* map(std::string_view name) const {
+    return bpf_object__find_map_by_name(skel->obj, std::string(name).c_str());
+  }
+
+  Status pin_all() {
+    if (pin_dir.empty()) return {};
+    std::error_code ec;
+    std::filesystem::create_directories(pin_dir, ec);
+    if (ec) return Error{ec.value(), "create pin directory " + pin_dir + ": " + ec.message()};
+    if (auto st = check_bpffs(pin_dir); !st) return st;
+    bpf_map* m;
+    bpf_object__for_each_map(m, skel->obj) {
+      std::string name = bpf_map__name(m);
+      if (name.rfind(".", 0) == 0 || name.find(".rodata") != std::string::npos ||
+          name.find(".bss") != std::string::npos || name.find(".data") != std::string::npos)
+        continue;  // internal maps are not state
+      bool was_adopted = false;
+      for (const auto& a : adopted) was_adopted |= (a == name);
+      if (was_adopted) continue;
+      std::string path = pin_dir + "/" + name;
+      log::clear_captured();
+      if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0)
+        return make_error(errno, "pin map " + name + " at " + path);
+    }
+    return {};
+  }
+};
+
+Classifier::Classifier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Classifier::Classifier(Classifier&&) noexcept = default;
+Classifier& Classifier::operator=(Classifier&&) noexcept = default;
+Classifier::~Classifier() = default;
+
+Result<Classifier> Classifier::open(const ClassifierOptions& opts) {
+  log::install();
+  log::clear_captured();
+  auto impl = std::make_unique<Impl>();
+  impl->pin_dir = opts.pin_dir;
+  while (impl->pin_dir.size() > 1 && impl->pin_dir.back() == '/') impl->pin_dir.pop_back();
+  impl->skel = xvmq_uplink__open();
+  if (!impl->skel) return make_error(errno, "open classifier object");
+
+  bpf_map* m;
+  bpf_object__for_each_map(m, impl->skel->obj) {
+    // Pins are ours to manage: never libbpf's default /sys/fs/bpf/<name>.
+    if (bpf_map__set_pin_path(m, nullptr) != 0)
+      return make_error(errno, std::string("map ") + bpf_map__name(m) + ": clear pin path");
+  }
+  if (impl->pin_dir.empty()) return Classifier(std::move(impl));
+
+  struct stat st {};
+  if (::stat(impl->pin_dir.c_str(), &st) != 0) return Classifier(std::move(impl));  // nothing to adopt
+  if (auto s = check_bpffs(impl->pin_dir); !s) return s.error();
+
+  bpf_object__for_each_map(m, impl->skel->obj) {
+    if (bpf_map__is_internal(m)) continue;
+    std::string path = impl->pin_dir + "/" + bpf_map__name(m);
+    if (::access(path.c_str(), F_OK) != 0) continue;
+    auto fd = open_compatible_pin(m, path);
+    if (!fd) return fd.error();
+    int err = bpf_map__reuse_fd(m, *fd);
+    close(*fd);
+    if (err) return make_error(err, "adopt pinned map " + path);
+    impl->adopted.emplace_back(bpf_map__name(m));
+  }
+  return Classifier(std::move(impl));
+}
+
+Status Classifier::load() {
+  if (impl_->loaded) return {};
+  log::clear_captured();
+  if (int err = xvmq_uplink__load(impl_->skel); err)
+    return make_error(err, "load classifier");
+  impl_->loaded = true;
+  return impl_->pin_all();
+}
+
+Result<AttachMode> Classifier::attach(const std::string& ifname, AttachMode mode) {
+  if (impl_->ifindex)
+    return Error{EALREADY, "classifier already attached to " + impl_->ifname + " in mode " +
+                               std::string(to_string(impl_->mode))};
+  auto dev = netdev_info(ifname);
+  if (!dev) return dev.error();
+
+  if (mode == AttachMode::Offload && !driver_can_offload(dev->driver)) {
+    return Error{EOPNOTSUPP,
+                 "attach offload on " + ifname + ": driver '" +
+                     (dev->driver.empty() ? std::string("unknown") : dev->driver) +
+                     "' cannot run XDP programs in the NIC (offload needs nfp or netdevsim); "
+                     "use mode native, skb or auto"};
+  }
+
+  auto present = query(ifname);
+  if (!present) return present.error();
+  if (*present) {
+    const auto& p = **present;
+    return Error{EEXIST, "attach on " + ifname + ": XDP program '" + p.name + "' (id " +
+                             std::to_string(p.id) + ") is already attached in mode " +
+                             std::string(to_string(p.mode)) + "; detach it first"};
+  }
+
+  log::clear_captured();
+  if (!impl_->xdp) {
+    impl_->xdp = impl_->loaded ? xdp_program__from_fd(bpf_program__fd(impl_->skel->progs.xvmq_uplink))
+                               : xdp_program__from_bpf_obj(impl_->skel->obj, nullptr);
+    if (int err = libxdp_get_error(impl_->xdp); err) {
+      impl_->xdp = nullptr;
+      return make_error(err, "prepare classifier for libxdp");
+    }
+  }
+
+  std::vector<AttachMode> ladder;
+  if (mode == AttachMode::Auto)
+    ladder = {AttachMode::Native, AttachMode::Skb};
+  else
+    ladder = {mode};
+
+  std::string tried;
+  for (AttachMode m : ladder) {
+    log::clear_captured();
+    int err = xdp_program__attach(impl_->xdp, dev->ifindex, to_libxdp(m), 0);
+    if (err == 0) {
+      impl_->loaded = true;
+      impl_->ifindex = dev->ifindex;
+      impl_->ifname = ifname;
+      impl_->mode = m;
+      if (auto st = impl_->pin_all(); !st) {
+        (void)detach();
+        return st.error();
+      }
+      return m;
+    }
+    Error e = make_error(err, std::string(to_string(m)));
+    if (!tried.empty()) tried += "; ";
+    tried += e.message;
+    if (err == -EEXIST || err == -EBUSY) break;
+  }
+  std::string hint;
+  if (mode == AttachMode::Native) hint = "; try mode skb";
+  return Error{EOPNOTSUPP, "attach " + std::string(to_string(mode)) + " on " + ifname + " (driver " +
+                               dev->driver + "): " + tried + hint};
+}
+
+Status Classifier::detach() {
+  if (!impl_->ifindex) return Error{ENOENT, "classifier is not attached"};
+  log::clear_captured();
+  int err = xdp_program__detach(impl_->xdp, impl_->ifindex, to_libxdp(impl_->mode), 0);
+  if (err)
+    return make_error(err, "detach " + std::string(to_string(impl_->mode)) + " from " + impl_->ifname);
+  impl_->ifindex = 0;
+  impl_->ifname.clear();
+  return {};
+}
+
+const std::vector<std::string>& Classifier::adopted_maps() const { return impl_->adopted; }
+const std::string& Classifier::pin_dir() const { return impl_->pin_dir; }
+
+Status Classifier::unpin() {
+  if (impl_->pin_dir.empty()) return {};
+  bpf_map* m;
+  bpf_object__for_each_map(m, impl_->skel->obj) {
+    if (bpf_map__is_internal(m)) continue;
+    std::string path = impl_->pin_dir + "/" + bpf_map__name(m);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      return make_error(errno, "unpin " + path);
+  }
+  if (::rmdir(impl_->pin_dir.c_str()) != 0 && errno != ENOENT && errno != ENOTEMPTY)
+    return make_error(errno, "remove pin directory " + impl_->pin_dir);
+  return {};
+}
+
+int Classifier::prog_fd() const {
+  return impl_->loaded ? bpf_program__fd(impl_->skel->progs.xvmq_uplink) : -1;
+}
+
+int Classifier::map_fd(std::string_view name) const {
+  bpf_map* m = impl_->map(name);
+  return m ? bpf_map__fd(m) : -1;
+}
+
+namespace {
+
+Status need_fd(int fd, std::string_view map) {
+  if (fd < 0)
+    return Error{EBADF, "map " + std::string(map) + " is not loaded: load or attach the classifier first"};
+  return {};
+}
+
+}  // namespace
+
+Status Classifier::set_filter(const FilterKey& key, const FilterValue& value) {
+  if (is_multicast(key.mac))
+    return Error{EINVAL, "filter " + key.to_string() + ": MAC is multicast; a vmq filter takes a unicast MAC"};
+  if (key.vlan != XVMQ_VLAN_ANY && key.vlan > XVMQ_VLAN_MAX)
+    return Error{EINVAL, "filter " + key.to_string() + ": VLAN must be 0..4094 or any"};
+  if (value.vmq == XVMQ_DEFAULT_VMQ || value.vmq >= XVMQ_MAX_VMQS)
+    return Error{EINVAL, "filter " + key.to_string() + ": vmq " + std::to_string(value.vmq) +
+                             " is outside 1.." + std::to_string(XVMQ_MAX_VMQS - 1)};
+  int fd = map_fd(XVMQ_MAP_FILTERS);
+  if (auto st = need_fd(fd, XVMQ_MAP_FILTERS); !st) return st;
+  auto k = key.to_abi();
+  auto v = value.to_abi();
+  log::clear_captured();
+  if (bpf_map_update_elem(fd, &k, &v, BPF_ANY) != 0) {
+    int err = errno;
+    if (err == E2BIG)
+      return Error{E2BIG, "filter " + key.to_string() + ": filter map is full (" +
+                              std::to_string(XVMQ_MAX_FILTERS) + " entries); clear a filter first"};
+    return make_error(err, "set filter " + key.to_string());
+  }
+  return {};
+}
+
+Status Classifier::clear_filter(const FilterKey& key) {
+  int fd = map_fd(XVMQ_MAP_FILTERS);
+  if (auto st = need_fd(fd, XVMQ_MAP_FILTERS); !st) return st;
+  auto k = key.to_abi();
+  if (bpf_map_delete_elem(fd, &k) != 0) {
+    if (errno == ENOENT) return Error{ENOENT, "no filter for " + key.to_string()};
+    return make_error(errno, "clear filter " + key.to_string());
+  }
+  return {};
+}
+
+Result<std::vector<std::pair<FilterKey, FilterValue>>> Classifier::filters() const {
+  int fd = map_fd(XVMQ_MAP_FILTERS);
+  if (auto st = need_fd(fd, XVMQ_MAP_FILTERS); !st) return st.error();
+  std::vector<std::pair<FilterKey, FilterValue>> out;
+  xvmq_filter_key key{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    xvmq_filter_value v{};
+    if (bpf_map_lookup_elem(fd, &next, &v) == 0)
+      out.emplace_back(FilterKey::from_abi(next), FilterValue::from_abi(v));
+    key = next;
+    prev = &key;
+  }
+  return out;
+}
+
+namespace {
+
+Status check_slot(uint32_t vmq, uint32_t queue) {
+  if (vmq >= XVMQ_MAX_VMQS)
+    return Error{EINVAL, "socket slot: vmq " + std::to_string(vmq) + " is outside 0.." +
+                             std::to_string(XVMQ_MAX_VMQS - 1)};
+  if (queue >= XVMQ_MAX_QUEUES)
+    return Error{EINVAL, "socket slot: receive queue " + std::to_string(queue) +
+                             " is outside 0.." + std::to_string(XVMQ_MAX_QUEUES - 1)};
+  return {};
+}
+
+std::string slot_name(uint32_t vmq, uint32_t queue) {
+  return "vmq " + std::to_string(vmq) + " queue " + std::to_string(queue);
+}
+
+}  // namespace
+
+Status Classifier::set_socket(uint32_t vmq, uint32_t queue, int xsk_fd) {
+  if (auto st = check_slot(vmq, queue); !st) return st;
+  int fd = map_fd(XVMQ_MAP_XSKS);
+  if (auto st = need_fd(fd, XVMQ_MAP_XSKS); !st) return st;
+  uint32_t slot = XVMQ_XSK_SLOT(vmq, queue);
+  log::clear_captured();
+  if (bpf_map_update_elem(fd, &slot, &xsk_fd, BPF_ANY) != 0)
+    return make_error(errno, "set socket of " + slot_name(vmq, queue));
+  return {};
+}
+
+Status Classifier::clear_socket(uint32_t vmq, uint32_t queue) {
+  if (auto st = check_slot(vmq, queue); !st) return st;
+  int fd = map_fd(XVMQ_MAP_XSKS);
+  if (auto st = need_fd(fd, XVMQ_MAP_XSKS); !st) return st;
+  uint32_t slot = XVMQ_XSK_SLOT(vmq, queue);
+  if (bpf_map_delete_elem(fd, &slot) != 0 && errno != ENOENT)
+    return make_error(errno, "clear socket of " + slot_name(vmq, queue));
+  return {};
+}
+
+namespace {
+
+Status read_percpu(int fd, std::string_view map, uint32_t entries, Counter* out) {
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return make_error(ncpu, "count possible CPUs");
+  std::vector<xvmq_counter> values(static_cast<size_t>(ncpu));
+  for (uint32_t i = 0; i < entries; i++) {
+    if (bpf_map_lookup_elem(fd, &i, values.data()) != 0)
+      return make_error(errno, "read " + std::string(map) + "[" + std::to_string(i) + "]");
+    Counter sum;
+    for (const auto& v : values) {
+      sum.frames += v.frames;
+      sum.bytes += v.bytes;
+    }
+    out[i] = sum;
+  }
+  return {};
+}
+
+Status zero_percpu(int fd, std::string_view map, uint32_t entries) {
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return make_error(ncpu, "count possible CPUs");
+  std::vector<xvmq_counter> zeros(static_cast<size_t>(ncpu));
+  for (uint32_t i = 0; i < entries; i++)
+    if (bpf_map_update_elem(fd, &i, zeros.data(), BPF_ANY) != 0)
+      return make_error(errno, "reset " + std::string(map));
+  return {};
+}
+
+}  // namespace
+
+Result<Counters> Classifier::counters() const {
+  Counters c;
+  int vfd = map_fd(XVMQ_MAP_VMQ_STATS), rfd = map_fd(XVMQ_MAP_REASONS);
+  if (auto st = need_fd(vfd, XVMQ_MAP_VMQ_STATS); !st) return st.error();
+  if (auto st = need_fd(rfd, XVMQ_MAP_REASONS); !st) return st.error();
+  if (auto st = read_percpu(vfd, XVMQ_MAP_VMQ_STATS, XVMQ_MAX_VMQS, c.vmq.data()); !st) return st.error();
+  if (auto st = read_percpu(rfd, XVMQ_MAP_REASONS, XVMQ_REASON_MAX, c.reason.data()); !st) return st.error();
+  return c;
+}
+
+Status Classifier::reset_counters() {
+  int vfd = map_fd(XVMQ_MAP_VMQ_STATS), rfd = map_fd(XVMQ_MAP_REASONS);
+  if (auto st = need_fd(vfd, XVMQ_MAP_VMQ_STATS); !st) return st;
+  if (auto st = need_fd(rfd, XVMQ_MAP_REASONS); !st) return st;
+  if (auto st = zero_percpu(vfd, XVMQ_MAP_VMQ_STATS, XVMQ_MAX_VMQS); !st) return st;
+  return zero_percpu(rfd, XVMQ_MAP_REASONS, XVMQ_REASON_MAX);
+}
+
+Result<std::optional<AttachedProgram>> Classifier::query(const std::string& ifname) {
+  auto dev = netdev_info(ifname);
+  if (!dev) return dev.error();
+  log::install();
+  log::clear_captured();
+  xdp_multiprog* mp = xdp_multiprog__get_from_ifindex(dev->ifindex);
+  int err = libxdp_get_error(mp);
+  if (err == -ENOENT || (!err && !mp)) return std::optional<AttachedProgram>{};
+  if (err) return make_error(err, "query XDP programs on " + ifname);
+  AttachedProgram p;
+  p.mode = from_libxdp(xdp_multiprog__attach_mode(mp));
+  p.dispatcher = !xdp_multiprog__is_legacy(mp);
+  xdp_program* prog = p.dispatcher ? xdp_multiprog__next_prog(nullptr, mp) : xdp_multiprog__main_prog(mp);
+  if (!prog) prog = xdp_multiprog__hw_prog(mp);
+  if (p.dispatcher) {
+    // Report the classifier if it is among the dispatcher's programs.
+    for (xdp_program* q = prog; q; q = xdp_multiprog__next_prog(q, mp))
+      if (kClassifierName == xdp_program__name(q)) prog = q;
+  }
+  if (!prog) {
+    xdp_multiprog__close(mp);
+    return std::optional<AttachedProgram>{};
+  }
+  p.name = xdp_program__name(prog);
+  p.id = xdp_program__id(prog);
+  xdp_multiprog__close(mp);
+  return std::optional<AttachedProgram>{p};
+}
+
+Status Classifier::detach_from(const std::string& ifname) {
+  auto dev = netdev_info(ifname);
+  if (!dev) return dev.error();
+  log::install();
+  log::clear_captured();
+  xdp_multiprog* mp = xdp_multiprog__get_from_ifindex(dev->ifindex);
+  int err = libxdp_get_error(mp);
+  if (err == -ENOENT || (!err && !mp)) return Error{ENOENT, "no XDP program on " + ifname};
+  if (err) return make_error(err, "query XDP programs on " + ifname);
+
+  Status st;
+  if (xdp_multiprog__is_legacy(mp)) {
+    xdp_program* main = xdp_multiprog__main_prog(mp);
+    if (!main || kClassifierName != xdp_program__name(main)) {
+      st = Error{EPERM, "the XDP program on " + ifname + " is '" +
+                            std::string(main ? xdp_program__name(main) : "?") +
+                            "', not the classifier; left alone"};
+    } else if ((err = xdp_multiprog__detach(mp)) != 0) {
+      st = make_error(err, "detach classifier from " + ifname);
+    }
+  } else {
+    xdp_program* found = nullptr;
+    for (xdp_program* q = xdp_multiprog__next_prog(nullptr, mp); q; q = xdp_multiprog__next_prog(q, mp))
+      if (kClassifierName == xdp_program__name(q)) found = q;
+    if (!found)
+      st = Error{ENOENT, "the classifier is not among the XDP programs on " + ifname};
+    else if ((err = xdp_program__detach(found, dev->ifindex, xdp_multiprog__attach_mode(mp), 0)) != 0)
+      st = make_error(err, "detach classifier from " + ifname);
+  }
+  xdp_multiprog__close(mp);
+  return st;
+}
+
+}  // namespace xvmq

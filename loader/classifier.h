@@ -1,0 +1,99 @@
+// The uplink classifier as a C++ object: open, load or attach, pin and adopt
+// its maps, program filters and socket slots, read counters.
+//
+// A Classifier owns the BPF object and its map fds; it cannot be copied.
+// Destroying it closes those fds but leaves an attached program and its
+// pins in place: detaching is explicit (detach()), so a restarting switchd
+// leaves the uplink in XDP_PASS for the frames of its closed sockets.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "loader/abi.h"
+#include "loader/result.h"
+
+namespace xvmq {
+
+enum class AttachMode { Native, Skb, Offload, Auto };
+
+std::string_view to_string(AttachMode mode);
+std::optional<AttachMode> parse_attach_mode(std::string_view text);
+
+// The program found on a netdev.
+struct AttachedProgram {
+  std::string name;
+  uint32_t id = 0;
+  AttachMode mode = AttachMode::Native;  // never Auto
+  bool dispatcher = false;               // behind libxdp's multi-program dispatcher
+};
+
+struct ClassifierOptions {
+  // bpffs directory of this uplink's maps, e.g. /sys/fs/bpf/xvmq/eth0.
+  // Empty: maps are not pinned.
+  std::string pin_dir;
+};
+
+// The classifier's program name, as the kernel and `xdp-loader status` show it.
+inline constexpr std::string_view kClassifierName = "xvmq_uplink";
+
+class Classifier {
+ public:
+  // Open the object and adopt the maps pinned in opts.pin_dir when their
+  // type, key size, value size, max_entries and flags match; refuse with the
+  // mismatch otherwise. Nothing is loaded yet.
+  static Result<Classifier> open(const ClassifierOptions& opts = {});
+
+  Classifier(Classifier&&) noexcept;
+  Classifier& operator=(Classifier&&) noexcept;
+  Classifier(const Classifier&) = delete;
+  Classifier& operator=(const Classifier&) = delete;
+  ~Classifier();
+
+  // Load into the kernel without attaching (BPF_PROG_RUN), then pin.
+  Status load();
+
+  // Attach to a netdev. Auto tries native, then skb. Returns the mode in
+  // use. Maps are pinned only after the attach succeeded.
+  Result<AttachMode> attach(const std::string& ifname, AttachMode mode);
+  // Detach the program this object attached.
+  Status detach();
+
+  // The maps this object adopted from pins (names), empty if none.
+  const std::vector<std::string>& adopted_maps() const;
+  const std::string& pin_dir() const;
+  // Remove this classifier's pins and the pin directory if it is empty.
+  Status unpin();
+
+  int prog_fd() const;
+  int map_fd(std::string_view name) const;
+
+  // Filters: (MAC, VLAN or any VLAN) -> vmq.
+  Status set_filter(const FilterKey& key, const FilterValue& value);
+  Status clear_filter(const FilterKey& key);
+  Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
+
+  // Socket slots: the AF_XDP socket of (vmq, receive queue).
+  Status set_socket(uint32_t vmq, uint32_t queue, int xsk_fd);
+  Status clear_socket(uint32_t vmq, uint32_t queue);
+
+  Result<Counters> counters() const;
+  Status reset_counters();
+
+  // The XDP program on a netdev, if any.
+  static Result<std::optional<AttachedProgram>> query(const std::string& ifname);
+  // Detach the classifier from a netdev, whoever attached it (switchd after
+  // a restart, xdp-loader). Other programs on the netdev are left alone.
+  static Status detach_from(const std::string& ifname);
+
+ private:
+  struct Impl;
+  explicit Classifier(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace xvmq

@@ -1,0 +1,59 @@
+// Errors as values: every loader call that can fail returns a Result.
+#pragma once
+
+#include <cerrno>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace xvmq {
+
+// errno-style code (positive) and a message naming the object, the
+// operation and the kernel's own words.
+struct Error {
+  int code = 0;
+  std::string message;
+};
+
+// Build an Error from a negative or positive errno and a context line:
+// make_error(-ENOENT, "open pin /sys/fs/bpf/x") -> "open pin ...: No such file or directory".
+Error make_error(int err, const std::string& context);
+
+template <class T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : v_(std::move(value)) {}
+  Result(Error error) : v_(std::move(error)) {}
+
+  bool ok() const { return v_.index() == 0; }
+  explicit operator bool() const { return ok(); }
+  T& value() & { return std::get<0>(v_); }
+  T&& value() && { return std::get<0>(std::move(v_)); }
+  const T& value() const& { return std::get<0>(v_); }
+  T* operator->() { return &std::get<0>(v_); }
+  const T* operator->() const { return &std::get<0>(v_); }
+  T& operator*() & { return std::get<0>(v_); }
+  const Error& error() const { return std::get<1>(v_); }
+
+ private:
+  std::variant<T, Error> v_;
+};
+
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  Result() = default;
+  Result(Error error) : err_(std::move(error)), failed_(true) {}
+
+  bool ok() const { return !failed_; }
+  explicit operator bool() const { return ok(); }
+  const Error& error() const { return err_; }
+
+ private:
+  Error err_;
+  bool failed_ = false;
+};
+
+using Status = Result<void>;
+
+}  // namespace xvmq
