@@ -70,9 +70,13 @@ const char* map_type_name(uint32_t type) {
   return s ? s : "unknown";
 }
 
+// dir, or its nearest existing ancestor while dir is still to be created.
 Status check_bpffs(const std::string& dir) {
+  std::filesystem::path p = dir;
+  std::error_code ec;
+  while (!std::filesystem::exists(p, ec) && p.has_relative_path()) p = p.parent_path();
   struct statfs st {};
-  if (statfs(dir.c_str(), &st) != 0) return make_error(errno, "pin directory " + dir);
+  if (statfs(p.c_str(), &st) != 0) return make_error(errno, "pin directory " + dir);
   if (st.f_type != BPF_FS_MAGIC)
     return Error{EINVAL, "pin directory " + dir +
                              " is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)"};
@@ -121,6 +125,7 @@ struct Classifier::Impl {
   std::string pin_dir;
   std::vector<std::string> adopted;
   bool loaded = false;
+  bool pinned = false;
   int ifindex = 0;
   std::string ifname;
   AttachMode mode = AttachMode::Native;
@@ -135,11 +140,11 @@ struct Classifier::Impl {
   }
 
   Status pin_all() {
-    if (pin_dir.empty()) return {};
+    if (pin_dir.empty() || pinned) return {};
+    if (auto st = check_bpffs(pin_dir); !st) return st;
     std::error_code ec;
     std::filesystem::create_directories(pin_dir, ec);
     if (ec) return Error{ec.value(), "create pin directory " + pin_dir + ": " + ec.message()};
-    if (auto st = check_bpffs(pin_dir); !st) return st;
     bpf_map* m;
     bpf_object__for_each_map(m, skel->obj) {
       std::string name = bpf_map__name(m);
@@ -154,6 +159,7 @@ struct Classifier::Impl {
       if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0)
         return make_error(errno, "pin map " + name + " at " + path);
     }
+    pinned = true;
     return {};
   }
 };
@@ -199,7 +205,7 @@ Result<Classifier> Classifier::open(const ClassifierOptions& opts) {
 }
 
 Status Classifier::load() {
-  if (impl_->loaded) return {};
+  if (impl_->loaded) return impl_->pin_all();
   log::clear_captured();
   if (int err = xvmq_uplink__load(impl_->skel); err)
     return make_error(err, "load classifier");
@@ -224,7 +230,8 @@ Result<AttachMode> Classifier::attach(const std::string& ifname, AttachMode mode
 
   auto present = query(ifname);
   if (!present) return present.error();
-  if (*present) {
+  // A libxdp dispatcher takes one more program; anything else is in the way.
+  if (*present && (!(*present)->dispatcher || (*present)->name == kClassifierName)) {
     const auto& p = **present;
     return Error{EEXIST, "attach on " + ifname + ": XDP program '" + p.name + "' (id " +
                              std::to_string(p.id) + ") is already attached in mode " +
@@ -298,6 +305,7 @@ Status Classifier::unpin() {
   }
   if (::rmdir(impl_->pin_dir.c_str()) != 0 && errno != ENOENT && errno != ENOTEMPTY)
     return make_error(errno, "remove pin directory " + impl_->pin_dir);
+  impl_->pinned = false;
   return {};
 }
 
