@@ -16,7 +16,8 @@
 /* vmq ids are 0..XVMQ_MAX_VMQS-1; vmq 0 is the default queue. */
 #define XVMQ_MAX_VMQS 128
 #define XVMQ_DEFAULT_VMQ 0
-/* Filter entries, (MAC, VLAN) and MAC-only together. */
+/* Filters, (MAC, VLAN) and MAC-only together: a quarter of the table's
+ * slots, so that probes stay short in a full table. */
 #define XVMQ_MAX_FILTERS 65536
 
 /* XSKMAP layout: one slot per (vmq, receive queue). */
@@ -29,20 +30,61 @@
 #define XVMQ_VLAN_ANY 0xffff
 #define XVMQ_VLAN_MAX 4094
 
-/* Filter map: (destination MAC, VLAN) -> vmq. */
-struct xvmq_filter_key {
-	__u8 mac[6];
-	__u16 vlan; /* host byte order; 0..4094, or XVMQ_VLAN_ANY */
+/*
+ * The filter table: (destination MAC, VLAN) -> vmq, by open addressing with
+ * linear probing in an mmapable array. A hash map lookup costs about five
+ * times more than these inlined array probes. One process writes the table
+ * through mmap (loader/filter_table.cpp); the classifier only reads it.
+ *
+ * A slot is {key word, value word}, each written and read as one aligned
+ * 8-byte word. The writer stores the value before the key when it fills a
+ * slot, and never gives a freed slot to another key before a quarantine
+ * (longer than any program run) has passed, so a reader that matched a key
+ * never reads another key's value.
+ */
+#define XVMQ_FILTER_SLOTS_SHIFT 18
+#define XVMQ_FILTER_SLOTS (1u << XVMQ_FILTER_SLOTS_SHIFT)
+/* A key lives within this many slots of its hash. */
+#define XVMQ_FILTER_PROBES 32
+#define XVMQ_FILTER_EMPTY 0ull           /* never used: ends a probe */
+#define XVMQ_FILTER_TOMBSTONE (~0ull)    /* freed: a probe goes on */
+
+struct xvmq_filter_slot {
+	__u64 key;   /* xvmq_filter_word(), XVMQ_FILTER_EMPTY or XVMQ_FILTER_TOMBSTONE */
+	__u64 value; /* xvmq_filter_value_word(vmq, flags) */
 };
 
-/* Remove the outer VLAN tag before delivery (access port). */
+/* Remove the VLAN tags before delivery (access port). */
 #define XVMQ_FILTER_F_STRIP_TAG (1u << 0)
 #define XVMQ_FILTER_F_ALL XVMQ_FILTER_F_STRIP_TAG
 
-struct xvmq_filter_value {
-	__u32 vmq;   /* 1..XVMQ_MAX_VMQS-1 */
-	__u32 flags; /* XVMQ_FILTER_F_* */
-};
+/* MAC in bits 0..47 (mac[0] lowest), VLAN or XVMQ_VLAN_ANY in bits 48..63.
+ * Not 0 for a unicast MAC other than 00:00:00:00:00:00, never all ones. */
+static inline __u64 xvmq_filter_word(const __u8 *mac, __u16 vlan)
+{
+	return (__u64)mac[0] | (__u64)mac[1] << 8 | (__u64)mac[2] << 16 |
+	       (__u64)mac[3] << 24 | (__u64)mac[4] << 32 | (__u64)mac[5] << 40 |
+	       (__u64)vlan << 48;
+}
+
+static inline __u64 xvmq_filter_value_word(__u32 vmq, __u32 flags)
+{
+	return (__u64)vmq | (__u64)flags << 32;
+}
+
+#define XVMQ_FILTER_VMQ(value) ((__u32)(value))
+#define XVMQ_FILTER_FLAGS(value) ((__u32)((value) >> 32))
+
+/* The first slot to probe for a key word (murmur3's finalizer, top bits). */
+static inline __u32 xvmq_filter_hash(__u64 k)
+{
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdull;
+	k ^= k >> 33;
+	k *= 0xc4ceb9fe1a85ec53ull;
+	k ^= k >> 33;
+	return (__u32)(k >> (64 - XVMQ_FILTER_SLOTS_SHIFT));
+}
 
 /* A per-CPU counter pair; the vmq map and the reason map hold these. */
 struct xvmq_counter {

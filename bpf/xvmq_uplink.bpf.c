@@ -2,8 +2,8 @@
 /*
  * The uplink classifier: the VMQ filter test in XDP.
  *
- * Each frame's (destination MAC, VLAN) is looked up in xvmq_filters, first
- * exactly, then as a MAC-only filter. A hit is redirected into the XSKMAP
+ * Each frame's (destination MAC, VLAN) is looked up in the filter table,
+ * first exactly, then as a MAC-only filter. A hit is redirected into the XSKMAP
  * slot of that vmq for the frame's receive queue; everything else goes to
  * the default queue's slot of that receive queue, or to the host stack when
  * no default socket is there. A frame is never lost without a count.
@@ -16,10 +16,11 @@
 #include "lib/counters.h"
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, XVMQ_MAX_FILTERS);
-	__type(key, struct xvmq_filter_key);
-	__type(value, struct xvmq_filter_value);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XVMQ_FILTER_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct xvmq_filter_slot);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvmq_filters SEC(".maps");
 
@@ -30,6 +31,36 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvmq_xsks SEC(".maps");
+
+/* The smallest linear part a multi-buffer frame has (see xvmq_uplink()). */
+#define XVMQ_LINEAR_FRAGS_MIN 1024
+
+#define XVMQ_READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
+
+/* Probe the filter table for a key word; on a hit, *value is its value word. */
+static __always_inline int xvmq_filter_lookup(__u64 key, __u64 *value)
+{
+	__u32 first = xvmq_filter_hash(key);
+	int i;
+
+#pragma clang loop unroll(disable)
+	for (i = 0; i < XVMQ_FILTER_PROBES; i++) {
+		__u32 pos = (first + i) & (XVMQ_FILTER_SLOTS - 1);
+		struct xvmq_filter_slot *s = bpf_map_lookup_elem(&xvmq_filters, &pos);
+		__u64 k;
+
+		if (!s)
+			return 0;
+		k = XVMQ_READ_ONCE(s->key);
+		if (k == key) {
+			*value = XVMQ_READ_ONCE(s->value);
+			return 1;
+		}
+		if (k == XVMQ_FILTER_EMPTY)
+			return 0;
+	}
+	return 0;
+}
 
 /* A socket is usable for this queue only if it is bound to it. */
 static __always_inline __u32 xvmq_check_slot(__u32 slot, __u32 queue)
@@ -66,12 +97,11 @@ static __always_inline int xvmq_strip_tags(struct xdp_md *ctx, __u32 n)
 }
 
 /* Deliver to the vmq of a filter hit; returns XVMQ_REASON_MAX on success. */
-static __always_inline __u32 xvmq_to_vmq(struct xdp_md *ctx,
-					 const struct xvmq_filter_value *v,
+static __always_inline __u32 xvmq_to_vmq(struct xdp_md *ctx, __u64 value,
 					 const struct xvmq_frame *f, __u32 queue,
 					 __u64 bytes)
 {
-	__u32 vmq = v->vmq;
+	__u32 vmq = XVMQ_FILTER_VMQ(value);
 	__u32 slot, reason;
 
 	if (vmq == XVMQ_DEFAULT_VMQ || vmq >= XVMQ_MAX_VMQS)
@@ -83,7 +113,7 @@ static __always_inline __u32 xvmq_to_vmq(struct xdp_md *ctx,
 	/* Redirect first: the frame stays intact if it must fall back. */
 	if (bpf_redirect_map(&xvmq_xsks, slot, 0) != XDP_REDIRECT)
 		return XVMQ_REASON_REDIRECT_ERROR;
-	if (v->flags & XVMQ_FILTER_F_STRIP_TAG) {
+	if (XVMQ_FILTER_FLAGS(value) & XVMQ_FILTER_F_STRIP_TAG) {
 		if (xvmq_strip_tags(ctx, f->strip_tags))
 			return XVMQ_REASON_STRIP_ERROR;
 		bytes -= f->strip_tags * sizeof(struct xvmq_vlan_tag);
@@ -109,12 +139,16 @@ int xvmq_uplink(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u64 bytes = bpf_xdp_get_buff_len(ctx);
+	__u64 bytes = data_end - data;
 	__u32 queue = ctx->rx_queue_index;
-	struct xvmq_filter_key key = {};
-	struct xvmq_filter_value *v;
 	struct xvmq_frame f;
+	__u64 value;
 	__u32 reason;
+
+	/* Drivers fill the first buffer before they chain fragments: only a
+	 * frame with a large linear part can have more (saves a helper call). */
+	if (bytes >= XVMQ_LINEAR_FRAGS_MIN)
+		bytes = bpf_xdp_get_buff_len(ctx);
 
 	reason = xvmq_parse(data, data_end, &f);
 	if (reason != XVMQ_REASON_MAX) {
@@ -131,17 +165,13 @@ int xvmq_uplink(struct xdp_md *ctx)
 	} else if (xvmq_mac_is_multicast(f.dst)) {
 		reason = XVMQ_REASON_MULTICAST;
 	} else {
-		__builtin_memcpy(key.mac, f.dst, ETH_ALEN);
-		key.vlan = f.vlan;
-		v = bpf_map_lookup_elem(&xvmq_filters, &key);
-		if (!v) {
-			key.vlan = XVMQ_VLAN_ANY;
-			v = bpf_map_lookup_elem(&xvmq_filters, &key);
-		}
-		if (!v)
-			reason = XVMQ_REASON_MISS;
+		__u64 mac = xvmq_filter_word(f.dst, 0);
+
+		if (xvmq_filter_lookup(mac | (__u64)f.vlan << 48, &value) ||
+		    xvmq_filter_lookup(mac | (__u64)XVMQ_VLAN_ANY << 48, &value))
+			reason = xvmq_to_vmq(ctx, value, &f, queue, bytes);
 		else
-			reason = xvmq_to_vmq(ctx, v, &f, queue, bytes);
+			reason = XVMQ_REASON_MISS;
 		if (reason == XVMQ_REASON_MAX)
 			return XDP_REDIRECT;
 	}

@@ -46,34 +46,9 @@ std::string_view reason_name(uint32_t reason) {
   }
 }
 
-xvmq_filter_key FilterKey::to_abi() const {
-  xvmq_filter_key k{};
-  for (size_t i = 0; i < mac.size(); i++) k.mac[i] = mac[i];
-  k.vlan = vlan;
-  return k;
-}
-
-FilterKey FilterKey::from_abi(const xvmq_filter_key& k) {
-  FilterKey f;
-  for (size_t i = 0; i < f.mac.size(); i++) f.mac[i] = k.mac[i];
-  f.vlan = k.vlan;
-  return f;
-}
-
 std::string FilterKey::to_string() const {
   if (vlan == XVMQ_VLAN_ANY) return format_mac(mac) + " any vlan";
   return format_mac(mac) + " vlan " + std::to_string(vlan);
-}
-
-xvmq_filter_value FilterValue::to_abi() const {
-  xvmq_filter_value v{};
-  v.vmq = vmq;
-  v.flags = strip_tag ? XVMQ_FILTER_F_STRIP_TAG : 0;
-  return v;
-}
-
-FilterValue FilterValue::from_abi(const xvmq_filter_value& v) {
-  return FilterValue{v.vmq, (v.flags & XVMQ_FILTER_F_STRIP_TAG) != 0};
 }
 
 uint64_t Counters::total_frames() const {

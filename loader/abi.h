@@ -17,12 +17,9 @@ extern "C" {
 
 namespace xvmq {
 
-static_assert(sizeof(xvmq_filter_key) == 8);
-static_assert(offsetof(xvmq_filter_key, mac) == 0);
-static_assert(offsetof(xvmq_filter_key, vlan) == 6);
-static_assert(sizeof(xvmq_filter_value) == 8);
-static_assert(offsetof(xvmq_filter_value, vmq) == 0);
-static_assert(offsetof(xvmq_filter_value, flags) == 4);
+static_assert(sizeof(xvmq_filter_slot) == 16);
+static_assert(offsetof(xvmq_filter_slot, key) == 0);
+static_assert(offsetof(xvmq_filter_slot, value) == 8);
 static_assert(sizeof(xvmq_counter) == 16);
 static_assert(offsetof(xvmq_counter, frames) == 0);
 static_assert(offsetof(xvmq_counter, bytes) == 8);
@@ -41,8 +38,6 @@ struct FilterKey {
   Mac mac{};
   uint16_t vlan = XVMQ_VLAN_ANY;  // 0..4094, or XVMQ_VLAN_ANY for MAC-only
 
-  xvmq_filter_key to_abi() const;
-  static FilterKey from_abi(const xvmq_filter_key& k);
   std::string to_string() const;  // "02:00:00:00:00:01 vlan 10" / "... any vlan"
   bool operator==(const FilterKey&) const = default;
 };
@@ -51,8 +46,6 @@ struct FilterValue {
   uint32_t vmq = 0;
   bool strip_tag = false;
 
-  xvmq_filter_value to_abi() const;
-  static FilterValue from_abi(const xvmq_filter_value& v);
   bool operator==(const FilterValue&) const = default;
 };
 

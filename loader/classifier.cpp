@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "loader/filter_table.h"
 #include "loader/log.h"
 #include "loader/netdev.h"
 #include "xvmq_uplink.skel.h"
@@ -122,6 +123,7 @@ Result<int> open_compatible_pin(const bpf_map* map, const std::string& path) {
 struct Classifier::Impl {
   xvmq_uplink* skel = nullptr;
   xdp_program* xdp = nullptr;
+  std::unique_ptr<FilterTable> table;  // mapped on first use
   std::string pin_dir;
   std::vector<std::string> adopted;
   bool loaded = false;
@@ -131,6 +133,7 @@ struct Classifier::Impl {
   AttachMode mode = AttachMode::Native;
 
   ~Impl() {
+    table.reset();
     if (xdp) xdp_program__close(xdp);
     if (skel) xvmq_uplink__destroy(skel);
   }
@@ -331,51 +334,39 @@ Status need_fd(int fd, std::string_view map) {
 Status Classifier::set_filter(const FilterKey& key, const FilterValue& value) {
   if (is_multicast(key.mac))
     return Error{EINVAL, "filter " + key.to_string() + ": MAC is multicast; a vmq filter takes a unicast MAC"};
+  if (key.mac == Mac{})
+    return Error{EINVAL, "filter " + key.to_string() + ": MAC 00:00:00:00:00:00 is not a station address"};
   if (key.vlan != XVMQ_VLAN_ANY && key.vlan > XVMQ_VLAN_MAX)
     return Error{EINVAL, "filter " + key.to_string() + ": VLAN must be 0..4094 or any"};
   if (value.vmq == XVMQ_DEFAULT_VMQ || value.vmq >= XVMQ_MAX_VMQS)
     return Error{EINVAL, "filter " + key.to_string() + ": vmq " + std::to_string(value.vmq) +
                              " is outside 1.." + std::to_string(XVMQ_MAX_VMQS - 1)};
-  int fd = map_fd(XVMQ_MAP_FILTERS);
-  if (auto st = need_fd(fd, XVMQ_MAP_FILTERS); !st) return st;
-  auto k = key.to_abi();
-  auto v = value.to_abi();
-  log::clear_captured();
-  if (bpf_map_update_elem(fd, &k, &v, BPF_ANY) != 0) {
-    int err = errno;
-    if (err == E2BIG)
-      return Error{E2BIG, "filter " + key.to_string() + ": filter map is full (" +
-                              std::to_string(XVMQ_MAX_FILTERS) + " entries); clear a filter first"};
-    return make_error(err, "set filter " + key.to_string());
-  }
-  return {};
+  auto table = filter_table();
+  if (!table) return table.error();
+  return (*table)->set(key, value);
 }
 
 Status Classifier::clear_filter(const FilterKey& key) {
-  int fd = map_fd(XVMQ_MAP_FILTERS);
-  if (auto st = need_fd(fd, XVMQ_MAP_FILTERS); !st) return st;
-  auto k = key.to_abi();
-  if (bpf_map_delete_elem(fd, &k) != 0) {
-    if (errno == ENOENT) return Error{ENOENT, "no filter for " + key.to_string()};
-    return make_error(errno, "clear filter " + key.to_string());
-  }
-  return {};
+  auto table = filter_table();
+  if (!table) return table.error();
+  return (*table)->clear(key);
 }
 
 Result<std::vector<std::pair<FilterKey, FilterValue>>> Classifier::filters() const {
-  int fd = map_fd(XVMQ_MAP_FILTERS);
-  if (auto st = need_fd(fd, XVMQ_MAP_FILTERS); !st) return st.error();
-  std::vector<std::pair<FilterKey, FilterValue>> out;
-  xvmq_filter_key key{}, next{};
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    xvmq_filter_value v{};
-    if (bpf_map_lookup_elem(fd, &next, &v) == 0)
-      out.emplace_back(FilterKey::from_abi(next), FilterValue::from_abi(v));
-    key = next;
-    prev = &key;
+  auto table = filter_table();
+  if (!table) return table.error();
+  return (*table)->list();
+}
+
+Result<FilterTable*> Classifier::filter_table() const {
+  if (!impl_->table) {
+    int fd = map_fd(XVMQ_MAP_FILTERS);
+    if (auto st = need_fd(fd, XVMQ_MAP_FILTERS); !st) return st.error();
+    auto t = FilterTable::map(fd);
+    if (!t) return t.error();
+    impl_->table = std::move(t.value());
   }
-  return out;
+  return impl_->table.get();
 }
 
 namespace {

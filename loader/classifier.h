@@ -19,6 +19,8 @@
 
 namespace xvmq {
 
+class FilterTable;
+
 enum class AttachMode { Native, Skb, Offload, Auto };
 
 std::string_view to_string(AttachMode mode);
@@ -72,7 +74,8 @@ class Classifier {
   int prog_fd() const;
   int map_fd(std::string_view name) const;
 
-  // Filters: (MAC, VLAN or any VLAN) -> vmq.
+  // Filters: (MAC, VLAN or any VLAN) -> vmq. This object must be the
+  // table's only writer (see loader/filter_table.h).
   Status set_filter(const FilterKey& key, const FilterValue& value);
   Status clear_filter(const FilterKey& key);
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
@@ -93,6 +96,7 @@ class Classifier {
  private:
   struct Impl;
   explicit Classifier(std::unique_ptr<Impl> impl);
+  Result<FilterTable*> filter_table() const;
   std::unique_ptr<Impl> impl_;
 };
 

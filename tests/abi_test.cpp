@@ -30,10 +30,8 @@ struct Layout {
 
 std::vector<Layout> layouts() {
   return {
-      {"xvmq_filter_key", sizeof(xvmq_filter_key),
-       {XVMQ_MEMBER(xvmq_filter_key, mac), XVMQ_MEMBER(xvmq_filter_key, vlan)}},
-      {"xvmq_filter_value", sizeof(xvmq_filter_value),
-       {XVMQ_MEMBER(xvmq_filter_value, vmq), XVMQ_MEMBER(xvmq_filter_value, flags)}},
+      {"xvmq_filter_slot", sizeof(xvmq_filter_slot),
+       {XVMQ_MEMBER(xvmq_filter_slot, key), XVMQ_MEMBER(xvmq_filter_slot, value)}},
       {"xvmq_counter", sizeof(xvmq_counter),
        {XVMQ_MEMBER(xvmq_counter, frames), XVMQ_MEMBER(xvmq_counter, bytes)}},
   };
@@ -77,9 +75,11 @@ TEST(AbiMaps, KeyAndValueSizes) {
     bpf_map_type type;
     size_t key, value;
     uint32_t entries;
+    uint32_t flags = 0;
   };
   const Want wants[] = {
-      {XVMQ_MAP_FILTERS, BPF_MAP_TYPE_HASH, sizeof(xvmq_filter_key), sizeof(xvmq_filter_value), XVMQ_MAX_FILTERS},
+      {XVMQ_MAP_FILTERS, BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(xvmq_filter_slot), XVMQ_FILTER_SLOTS,
+       BPF_F_MMAPABLE},
       {XVMQ_MAP_XSKS, BPF_MAP_TYPE_XSKMAP, sizeof(uint32_t), sizeof(uint32_t), XVMQ_XSK_SLOTS},
       {XVMQ_MAP_VMQ_STATS, BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(xvmq_counter), XVMQ_MAX_VMQS},
       {XVMQ_MAP_REASONS, BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(xvmq_counter), XVMQ_REASON_MAX},
@@ -92,8 +92,19 @@ TEST(AbiMaps, KeyAndValueSizes) {
     EXPECT_EQ(bpf_map__key_size(m), w.key);
     EXPECT_EQ(bpf_map__value_size(m), w.value);
     EXPECT_EQ(bpf_map__max_entries(m), w.entries);
+    EXPECT_EQ(bpf_map__map_flags(m), w.flags);
   }
   bpf_object__close(obj);
+}
+
+TEST(AbiFilterWord, EncodesMacAndVlan) {
+  const uint8_t mac[6] = {0x02, 0x11, 0x22, 0x33, 0x44, 0x55};
+  EXPECT_EQ(xvmq_filter_word(mac, 10), 0x000a554433221102ull);
+  EXPECT_EQ(xvmq_filter_word(mac, XVMQ_VLAN_ANY) >> 48, 0xffffu);
+  EXPECT_NE(xvmq_filter_word(mac, 0), XVMQ_FILTER_EMPTY);
+  EXPECT_LT(xvmq_filter_hash(0x1234), XVMQ_FILTER_SLOTS);
+  EXPECT_EQ(XVMQ_FILTER_VMQ(xvmq_filter_value_word(7, 1)), 7u);
+  EXPECT_EQ(XVMQ_FILTER_FLAGS(xvmq_filter_value_word(7, 1)), 1u);
 }
 
 TEST(AbiReasons, EveryReasonHasAName) {

@@ -57,7 +57,7 @@ struct Row {
   std::map<uint32_t, uint64_t> vmq;      // vmq -> frames delta
   std::map<uint32_t, uint64_t> reason;   // reason -> frames delta
   bool no_default = false;               // run with no default socket on the row's queue
-  std::vector<std::pair<Filter, xvmq_filter_value>> raw;  // written to the map as is
+  std::vector<std::pair<Filter, uint64_t>> raw;  // value words written to the table as is
   bool kernel_refuses = false;           // BPF_PROG_RUN itself says EINVAL
 };
 
@@ -121,6 +121,11 @@ class ClassifierTable : public ::testing::Test {
   }
 
   void prepare(const Row& row) {
+    for (uint32_t pos : raw_slots_) {
+      xvmq_filter_slot unused{};
+      ASSERT_EQ(bpf_map_update_elem(cls_->map_fd(XVMQ_MAP_FILTERS), &pos, &unused, BPF_ANY), 0);
+    }
+    raw_slots_.clear();
     auto fl = cls_->filters();
     ASSERT_TRUE(fl);
     for (auto& [k, v] : *fl) ASSERT_TRUE(cls_->clear_filter(k));
@@ -137,8 +142,15 @@ class ClassifierTable : public ::testing::Test {
       ASSERT_TRUE(st) << st.error().message;
     }
     for (const auto& [f, v] : row.raw) {
-      auto k = FilterKey{*parse_mac(f.mac), f.vlan}.to_abi();
-      ASSERT_EQ(bpf_map_update_elem(cls_->map_fd(XVMQ_MAP_FILTERS), &k, &v, BPF_ANY), 0);
+      // Past the loader's checks: into the first unused slot of the key's probe.
+      xvmq_filter_slot slot{xvmq_filter_word(parse_mac(f.mac)->data(), f.vlan), v};
+      int fd = cls_->map_fd(XVMQ_MAP_FILTERS);
+      uint32_t pos = xvmq_filter_hash(slot.key);
+      xvmq_filter_slot cur{};
+      while (bpf_map_lookup_elem(fd, &pos, &cur) == 0 && cur.key != XVMQ_FILTER_EMPTY)
+        pos = (pos + 1) % XVMQ_FILTER_SLOTS;
+      ASSERT_EQ(bpf_map_update_elem(fd, &pos, &slot, BPF_ANY), 0);
+      raw_slots_.push_back(pos);
     }
     drain();
   }
@@ -210,6 +222,7 @@ class ClassifierTable : public ::testing::Test {
   static inline Classifier* cls_ = nullptr;
   static inline XskQueue* queues_[2] = {nullptr, nullptr};
   static inline int ifindex_ = 0;
+  std::vector<uint32_t> raw_slots_;
 };
 
 const std::string VM1 = "02:00:00:00:00:01", VM2 = "02:00:00:00:00:02", VM3 = "02:00:00:00:00:03",
@@ -278,10 +291,10 @@ std::vector<Row> table() {
   rows.push_back({"queue 1 miss", untagged(VM9), {}, 1, XDP_REDIRECT, dflt(1), {}, {{0, 1}}, {{XVMQ_REASON_MISS, 1}}});
 
   Row bad0{"filter naming vmq 0", untagged(VM1), {}, 0, XDP_REDIRECT, dflt(), {}, {{0, 1}}, {{XVMQ_REASON_BAD_VMQ, 1}}};
-  bad0.raw = {{{VM1, 0, 0}, xvmq_filter_value{0, 0}}};
+  bad0.raw = {{{VM1, 0, 0}, xvmq_filter_value_word(0, 0)}};
   rows.push_back(bad0);
   Row bad200{"filter naming vmq 200", untagged(VM1), {}, 0, XDP_REDIRECT, dflt(), {}, {{0, 1}}, {{XVMQ_REASON_BAD_VMQ, 1}}};
-  bad200.raw = {{{VM1, 0, 0}, xvmq_filter_value{200, 0}}};
+  bad200.raw = {{{VM1, 0, 0}, xvmq_filter_value_word(200, 0)}};
   rows.push_back(bad200);
 
   // Tag removal for access ports.

@@ -334,18 +334,21 @@ TEST(Loader, IncompatiblePinRefused) {
   const std::string path = up.pin_dir + "/" + XVMQ_MAP_FILTERS;
   struct Case {
     bpf_map_type type;
-    uint32_t key, value, entries;
+    uint32_t key, value, entries, flags;
     std::vector<std::string> words;
   };
+  const uint32_t mm = BPF_F_MMAPABLE;
   const std::vector<Case> cases = {
-      {BPF_MAP_TYPE_HASH, 8, 8, 1024, {"max_entries 1024 (classifier has 65536)"}},
-      {BPF_MAP_TYPE_HASH, 8, 16, XVMQ_MAX_FILTERS, {"value size 16 (classifier has 8)"}},
-      {BPF_MAP_TYPE_ARRAY, 4, 8, XVMQ_MAX_FILTERS, {"type array (classifier has hash)", "key size 4 (classifier has 8)"}},
+      {BPF_MAP_TYPE_ARRAY, 4, 16, 1024, mm, {"max_entries 1024 (classifier has " + std::to_string(XVMQ_FILTER_SLOTS) + ")"}},
+      {BPF_MAP_TYPE_ARRAY, 4, 8, XVMQ_FILTER_SLOTS, mm, {"value size 8 (classifier has 16)"}},
+      {BPF_MAP_TYPE_ARRAY, 4, 16, XVMQ_FILTER_SLOTS, 0, {"flags 0 (classifier has 1024)"}},
+      {BPF_MAP_TYPE_HASH, 8, 16, 1024, 0, {"type hash (classifier has array)", "key size 8 (classifier has 4)"}},
   };
   fs::create_directories(up.pin_dir);
   for (const auto& k : cases) {
     SCOPED_TRACE(k.words[0]);
-    int fd = bpf_map_create(k.type, XVMQ_MAP_FILTERS, k.key, k.value, k.entries, nullptr);
+    LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = k.flags);
+    int fd = bpf_map_create(k.type, XVMQ_MAP_FILTERS, k.key, k.value, k.entries, &opts);
     ASSERT_GE(fd, 0) << strerror(errno);
     ASSERT_EQ(bpf_obj_pin(fd, path.c_str()), 0) << strerror(errno);
     uint32_t id = obj_id(fd);
