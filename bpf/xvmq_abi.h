@@ -75,15 +75,12 @@ static inline __u64 xvmq_filter_value_word(__u32 vmq, __u32 flags)
 #define XVMQ_FILTER_VMQ(value) ((__u32)(value))
 #define XVMQ_FILTER_FLAGS(value) ((__u32)((value) >> 32))
 
-/* The first slot to probe for a key word (murmur3's finalizer, top bits). */
+/* The first slot to probe for a key word: Fibonacci hashing, the top bits
+ * of one multiplication (MACs differ mostly in their last bytes, which the
+ * product carries up into those bits). */
 static inline __u32 xvmq_filter_hash(__u64 k)
 {
-	k ^= k >> 33;
-	k *= 0xff51afd7ed558ccdull;
-	k ^= k >> 33;
-	k *= 0xc4ceb9fe1a85ec53ull;
-	k ^= k >> 33;
-	return (__u32)(k >> (64 - XVMQ_FILTER_SLOTS_SHIFT));
+	return (__u32)((k * 0x9e3779b97f4a7c15ull) >> (64 - XVMQ_FILTER_SLOTS_SHIFT));
 }
 
 /* A per-CPU counter pair; the vmq map and the reason map hold these. */
