@@ -1,0 +1,138 @@
+// The control socket of switchd: transport only (PROTOCOL.md, version 1).
+// ControlServer frames, checks and answers requests; what an op does is the
+// Handler's business. ControlClient is the other end, for switchctl and tests.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "loader/result.h"
+
+namespace xvmq::control {
+
+inline constexpr int kProtocolVersion = 1;
+inline constexpr std::size_t kMaxLine = 1 << 20;  // bytes of one line, without its '\n'
+inline constexpr const char* kDefaultSocket = "/run/xvmq/switchd.sock";
+
+enum class ErrorKind { Usage, NotFound, WrongState, Exists, Exhausted, Kernel, UnsupportedVersion, Permission };
+
+// The wire names: "usage", "not_found", ...
+std::string_view to_string(ErrorKind kind);
+std::optional<ErrorKind> parse_error_kind(std::string_view name);
+
+// How a Handler refuses a request: throw ControlError(kind, message). The
+// message is for a person: name the object, its state and what is allowed.
+class ControlError : public std::runtime_error {
+ public:
+  ControlError(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  ErrorKind kind() const { return kind_; }
+
+ private:
+  ErrorKind kind_;
+};
+
+// Called with a request's op and args (an object, {} when the request had
+// none). Returns the result (null becomes {}), or throws:
+//   ControlError               -> that kind and message;
+//   nlohmann::json::exception  -> usage (an ill-typed or missing argument read with at()/get());
+//   any other std::exception   -> kernel, "internal error: ..." (the protocol has no kind for bugs).
+// Calls come one at a time from the server's thread, never concurrently, so
+// the handler needs no lock of its own against other clients; a slow handler
+// delays every client.
+using Handler = std::function<nlohmann::json(const std::string& op, const nlohmann::json& args)>;
+
+struct ServerOptions {
+  std::string path = kDefaultSocket;
+  std::string group = "root";  // group that may connect, besides uid 0
+  int max_clients = 16;        // more wait in the listen backlog
+  // Told about refused peers and failures no response can carry; may be empty.
+  std::function<void(const std::string&)> log;
+};
+
+class ControlServer {
+ public:
+  // Creates the socket's parent directory (0755) when missing, replaces a
+  // stale socket file (nothing listening) and refuses when another server
+  // listens on the path or the path is not a socket. The socket gets mode
+  // 0660 and the group; its owner is this process's uid (root for switchd).
+  // Serving starts on its own thread before this returns.
+  static Result<std::unique_ptr<ControlServer>> start(ServerOptions options, Handler handler);
+
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+  ~ControlServer();
+
+  // Closes every connection, joins the thread and removes the socket file
+  // (when it is still the one this server bound). Idempotent.
+  void stop();
+
+  const std::string& path() const { return options_.path; }
+  gid_t gid() const { return gid_; }
+
+ private:
+  ControlServer(ServerOptions options, Handler handler, gid_t gid);
+  void run();
+
+  ServerOptions options_;
+  Handler handler_;
+  gid_t gid_;
+  int listen_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd: stop() wakes the thread's poll
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  std::thread thread_;
+};
+
+// One response as received. kind is kept as sent, which may be a kind this
+// build does not know (parse_error_kind() returns nullopt for it).
+struct Response {
+  nlohmann::json id;
+  bool ok = false;
+  nlohmann::json result;  // when ok
+  std::string kind;       // when !ok
+  std::string message;
+};
+
+class ControlClient {
+ public:
+  // The timeout bounds each call() or exchange() as a whole.
+  static Result<ControlClient> connect(const std::string& path,
+                                       std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+  ControlClient(ControlClient&& other) noexcept;
+  ControlClient& operator=(ControlClient&& other) noexcept;
+  ~ControlClient();
+
+  // Sends {"v":1,"id":<next>,"op":op,"args":args} and reads its response.
+  // An Error is a transport failure (closed, timeout, garbage), never a refusal.
+  // A response with id null is accepted: switchd refuses a peer that way
+  // before reading its request.
+  Result<Response> call(const std::string& op, const nlohmann::json& args = nlohmann::json::object());
+
+  // Sends one line as is (a '\n' is appended) and returns the next response
+  // line, parsed but not checked: for tests and debugging.
+  Result<nlohmann::json> exchange(const std::string& line);
+
+ private:
+  explicit ControlClient(int fd, std::chrono::milliseconds timeout) : fd_(fd), timeout_(timeout) {}
+  Result<nlohmann::json> read_json(std::chrono::steady_clock::time_point deadline);
+
+  int fd_ = -1;
+  std::chrono::milliseconds timeout_;
+  std::int64_t next_id_ = 1;
+  std::string buffered_;  // bytes after the last response line read
+};
+
+}  // namespace xvmq::control

@@ -1,0 +1,310 @@
+#include "switchd/datapath.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+#include <sched.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "loader/log.h"
+#include "loader/netdev.h"
+#include "xvmq_vmport.skel.h"
+
+namespace xvmq::switchd {
+namespace {
+
+// In-flight XDP runs that found a slot just cleared finish well within this.
+constexpr auto kGrace = std::chrono::milliseconds(5);
+
+// The CPU of a receive queue's interrupt, from /proc/interrupts names such
+// as "eth0-rx-1" or "eth0-TxRx-1"; -1 when there is none (veth).
+int irq_cpu(const std::string& dev, uint32_t queue) {
+  std::ifstream in("/proc/interrupts");
+  std::string line;
+  const std::string q = std::to_string(queue);
+  while (std::getline(in, line)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::istringstream words(line.substr(colon + 1));
+    std::string w, last;
+    while (words >> w) last = w;
+    if (last.rfind(dev + "-", 0) != 0) continue;
+    if (last.size() < q.size() + 1 || last.compare(last.size() - q.size() - 1, std::string::npos, "-" + q) != 0) continue;
+    if (last.find("tx-") != std::string::npos) continue;
+    std::ifstream aff("/proc/irq/" + line.substr(0, colon).substr(line.find_first_not_of(' ')) + "/smp_affinity_list");
+    int cpu = -1;
+    if (aff >> cpu) return cpu;
+  }
+  return -1;
+}
+
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  std::vector<int> out;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; c++)
+      if (CPU_ISSET(c, &set)) out.push_back(c);
+  if (out.empty()) out.push_back(0);
+  return out;
+}
+
+}  // namespace
+
+// The VM port program on one backend netdev, with its socket slots.
+class Datapath::VmPort {
+ public:
+  ~VmPort() {
+    if (ifindex_) bpf_xdp_detach(ifindex_, flags_, nullptr);
+    if (skel_) xvmq_vmport__destroy(skel_);
+  }
+  static Result<std::unique_ptr<VmPort>> attach(const NetdevInfo& dev) {
+    auto p = std::make_unique<VmPort>();
+    log::clear_captured();
+    p->skel_ = xvmq_vmport__open_and_load();
+    if (!p->skel_) return make_error(errno, "load the VM port program for " + dev.name);
+    int fd = bpf_program__fd(p->skel_->progs.xvmq_vmport);
+    std::string tried;
+    for (uint32_t mode : {XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE}) {
+      log::clear_captured();
+      // Replaces what a previous switchd left there.
+      if (bpf_xdp_attach(dev.ifindex, fd, mode, nullptr) == 0) {
+        p->ifindex_ = dev.ifindex;
+        p->flags_ = mode;
+        return p;
+      }
+      tried += (tried.empty() ? "" : "; ") + make_error(errno, mode == XDP_FLAGS_DRV_MODE ? "native" : "skb").message;
+    }
+    return Error{EOPNOTSUPP, "attach the VM port program to " + dev.name + " (driver " + dev.driver + "): " + tried};
+  }
+  Status set_slot(uint32_t queue, int fd) {
+    if (bpf_map__update_elem(skel_->maps.xvmq_port_xsks, &queue, sizeof(queue), &fd, sizeof(fd), BPF_ANY) != 0)
+      return make_error(errno, "VM port slot " + std::to_string(queue));
+    return {};
+  }
+  void clear_slots(uint32_t queues) {
+    for (uint32_t q = 0; q < queues; q++)
+      (void)bpf_map__delete_elem(skel_->maps.xvmq_port_xsks, &q, sizeof(q), BPF_ANY);
+  }
+
+ private:
+  xvmq_vmport* skel_ = nullptr;
+  int ifindex_ = 0;
+  uint32_t flags_ = 0;
+};
+
+struct Datapath::Connected {
+  NicSpec spec;
+  std::unique_ptr<VmPort> port;
+};
+
+Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, const DatapathOptions& opts) {
+  auto dev = netdev_info(uplink);
+  if (!dev) return dev.error();
+  if (dev->rx_queues > XVMQ_MAX_QUEUES)
+    return Error{EINVAL, "uplink " + uplink + " has " + std::to_string(dev->rx_queues) + " receive queues; xvmq serves at most " +
+                             std::to_string(XVMQ_MAX_QUEUES)};
+  std::unique_ptr<Datapath> dp(new Datapath());
+  dp->uplink_ = uplink;
+  dp->driver_ = dev->driver;
+  dp->opts_ = opts;
+
+  auto cls = Classifier::open({opts.pin_root + "/" + uplink});
+  if (!cls) return cls.error();
+  dp->cls_ = std::make_unique<Classifier>(std::move(cls.value()));
+  auto present = Classifier::query(uplink);
+  if (!present) return present.error();
+  if (*present && (*present)->name == kClassifierName && dp->cls_->adopted_maps().size() == 4) {
+    dp->adopted_ = true;  // a previous switchd's classifier, with its maps
+    dp->mode_ = (*present)->mode;
+  } else {
+    auto mode = dp->cls_->attach(uplink, opts.mode);
+    if (!mode) return mode.error();
+    dp->mode_ = *mode;
+  }
+
+  auto cpus = allowed_cpus();
+  for (uint32_t q = 0; q < dev->rx_queues; q++) {
+    QueueInfo info{q, 0, ""};
+    if (auto it = opts.queue_cpus.find(q); it != opts.queue_cpus.end()) {
+      info.cpu = it->second;
+      info.cpu_source = "configured";
+    } else if (int c = irq_cpu(uplink, q); c >= 0) {
+      info.cpu = c;
+      info.cpu_source = "interrupt affinity";
+    } else {
+      info.cpu = cpus[q % cpus.size()];
+      info.cpu_source = "spread";
+    }
+    auto w = std::make_unique<QueueWorker>(uplink, q, info.cpu, opts.worker);
+    auto fd = w->start();
+    if (!fd) return fd.error();
+    if (auto st = dp->cls_->set_socket(XVMQ_DEFAULT_VMQ, q, *fd); !st) return st.error();
+    dp->workers_.push_back(std::move(w));
+    dp->queues_.push_back(info);
+  }
+  return dp;
+}
+
+Datapath::~Datapath() {
+  // Sockets close with the workers; the kernel empties their slots.
+  for (auto& [name, c] : connected_) c->port.reset();
+  workers_.clear();
+}
+
+Status Datapath::install_filter(const NicSpec& nic) {
+  return cls_->set_filter({nic.mac, nic.vlan}, {nic.vmq, nic.vlan != 0});
+}
+
+void Datapath::clear_filter(const NicSpec& nic) { (void)cls_->clear_filter({nic.mac, nic.vlan}); }
+
+Status Datapath::connect(const NicSpec& nic) {
+  if (connected_.count(nic.name)) return Error{EEXIST, "nic " + nic.name + " is already connected"};
+  auto dev = netdev_info(nic.backend);
+  if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
+  if (dev->rx_queues < workers_.size())
+    return Error{EINVAL, "backend " + nic.backend + " has " + std::to_string(dev->rx_queues) + " receive queue(s); the uplink has " +
+                             std::to_string(workers_.size()) + ": give it as many (ip link add ... numrxqueues " +
+                             std::to_string(workers_.size()) + " numtxqueues " + std::to_string(workers_.size()) + ")"};
+  auto port = VmPort::attach(*dev);
+  if (!port) return port.error();
+  auto c = std::make_unique<Connected>();
+  c->spec = nic;
+  c->port = std::move(port.value());
+
+  auto& counters = counters_[nic.name];
+  if (counters.size() != workers_.size()) {
+    counters.clear();
+    for (size_t i = 0; i < workers_.size(); i++) counters.push_back(std::make_shared<NicCounters>());
+  }
+  size_t done = 0;
+  Status st;
+  for (; done < workers_.size(); done++) {
+    int vmq_fd = -1;
+    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, static_cast<int>(nic.vmq), counters[done]};
+    auto fd = workers_[done]->add_nic(wn, &vmq_fd);
+    if (!fd) {
+      st = fd.error();
+      break;
+    }
+    if (st = c->port->set_slot(workers_[done]->queue(), *fd); !st) {
+      done++;
+      break;
+    }
+    if (nic.vmq && !(st = cls_->set_socket(nic.vmq, workers_[done]->queue(), vmq_fd))) {
+      done++;
+      break;
+    }
+  }
+  if (st && nic.vmq) st = install_filter(nic);
+  if (!st) {
+    for (size_t i = 0; i < workers_.size(); i++) {
+      if (nic.vmq) (void)cls_->clear_socket(nic.vmq, workers_[i]->queue());
+    }
+    c->port.reset();
+    std::this_thread::sleep_for(kGrace);
+    for (size_t i = 0; i < done; i++) (void)workers_[i]->remove_nic(nic.name);
+    return st;
+  }
+  connected_[nic.name] = std::move(c);
+  return {};
+}
+
+Status Datapath::disconnect(const std::string& name) {
+  auto it = connected_.find(name);
+  if (it == connected_.end()) return Error{ENOENT, "nic " + name + " is not connected"};
+  const NicSpec& nic = it->second->spec;
+  if (nic.vmq) {
+    clear_filter(nic);
+    for (auto& w : workers_) (void)cls_->clear_socket(nic.vmq, w->queue());
+  }
+  it->second->port->clear_slots(static_cast<uint32_t>(workers_.size()));
+  it->second->port.reset();
+  std::this_thread::sleep_for(kGrace);
+  Status st;
+  for (auto& w : workers_)
+    if (auto s = w->remove_nic(name); !s && st) st = s;
+  connected_.erase(it);
+  return st;
+}
+
+Status Datapath::set_vmq(const NicSpec& nic, uint32_t vmq) {
+  auto it = connected_.find(nic.name);
+  if (it == connected_.end()) return {};  // applied at connect
+  NicSpec& cur = it->second->spec;
+  if (cur.vmq) {
+    clear_filter(cur);
+    for (auto& w : workers_) (void)cls_->clear_socket(cur.vmq, w->queue());
+    std::this_thread::sleep_for(kGrace);
+    for (auto& w : workers_)
+      if (auto fd = w->set_vmq(cur.name, 0); !fd) return fd.error();
+    cur.vmq = 0;
+  }
+  if (!vmq) return {};
+  for (auto& w : workers_) {
+    auto fd = w->set_vmq(cur.name, static_cast<int>(vmq));
+    if (!fd) return fd.error();
+    if (auto st = cls_->set_socket(vmq, w->queue(), *fd); !st) return st;
+  }
+  cur.vmq = vmq;
+  return install_filter(cur);
+}
+
+void Datapath::forget(const std::string& name) { counters_.erase(name); }
+
+Status Datapath::reconcile_filters(const std::vector<NicSpec>& keep) {
+  auto filters = cls_->filters();
+  if (!filters) return filters.error();
+  for (const auto& [key, value] : *filters) {
+    bool wanted = false;
+    for (const auto& n : keep) wanted |= n.vmq && key == FilterKey{n.mac, n.vlan} && value.vmq == n.vmq;
+    if (!wanted) (void)cls_->clear_filter(key);
+  }
+  return {};
+}
+
+Status Datapath::detach() {
+  for (auto& [name, c] : connected_) {
+    if (c->spec.vmq) clear_filter(c->spec);
+    c->port.reset();
+  }
+  std::this_thread::sleep_for(kGrace);
+  for (auto& [name, c] : connected_)
+    for (auto& w : workers_) (void)w->remove_nic(name);
+  connected_.clear();
+  workers_.clear();
+  Status st = Classifier::detach_from(uplink_);
+  if (!st && st.error().code != ENOENT) return st;
+  return cls_->unpin();
+}
+
+Result<Counters> Datapath::classifier_counters() const { return cls_->counters(); }
+
+std::map<std::string, NicTotals> Datapath::nic_totals() const {
+  std::map<std::string, NicTotals> out;
+  for (const auto& [name, per_queue] : counters_) {
+    NicTotals& t = out[name];
+    for (const auto& c : per_queue) {
+      t.fast_frames += c->fast_frames;
+      t.fast_bytes += c->fast_bytes;
+      t.default_frames += c->default_frames;
+      t.default_bytes += c->default_bytes;
+      t.from_vm_frames += c->from_vm_frames;
+      t.from_vm_bytes += c->from_vm_bytes;
+      for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++)
+        t.drops[std::string(to_string(static_cast<Drop>(d)))] += c->drops[d];
+    }
+  }
+  return out;
+}
+
+std::vector<std::pair<QueueInfo, PoolState>> Datapath::pools() const {
+  std::vector<std::pair<QueueInfo, PoolState>> out;
+  for (size_t i = 0; i < workers_.size(); i++) out.emplace_back(queues_[i], workers_[i]->pool());
+  return out;
+}
+
+}  // namespace xvmq::switchd

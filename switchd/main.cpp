@@ -1,0 +1,116 @@
+// switchd: the daemon that owns the uplink's classifier, the queues, the
+// AF_XDP sockets and the lifecycle of every port and VM NIC.
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "loader/log.h"
+#include "switchd/control.h"
+#include "switchd/switch.h"
+
+using namespace xvmq;
+using namespace xvmq::switchd;
+
+namespace {
+
+control::ErrorKind to_control(ErrorKind k) {
+  switch (k) {
+    case ErrorKind::Usage: return control::ErrorKind::Usage;
+    case ErrorKind::NotFound: return control::ErrorKind::NotFound;
+    case ErrorKind::WrongState: return control::ErrorKind::WrongState;
+    case ErrorKind::Exists: return control::ErrorKind::Exists;
+    case ErrorKind::Exhausted: return control::ErrorKind::Exhausted;
+    case ErrorKind::Kernel: return control::ErrorKind::Kernel;
+    case ErrorKind::Permission: return control::ErrorKind::Permission;
+  }
+  return control::ErrorKind::Kernel;
+}
+
+// "0:1,1:0" -> {0: 1, 1: 0}
+bool parse_queue_cpus(const std::string& text, std::map<uint32_t, int>* out) {
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto colon = item.find(':');
+    if (colon == std::string::npos) return false;
+    try {
+      (*out)[static_cast<uint32_t>(std::stoul(item.substr(0, colon)))] = std::stoi(item.substr(colon + 1));
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"switchd: Hyper-V's VMQ and extensible switch on XDP and AF_XDP.\n"
+               "Example: switchd --state-dir /var/lib/xvmq --max-vmqs 2"};
+  SwitchOptions opts;
+  control::ServerOptions ctl;
+  std::string queue_cpus;
+  bool verbose = false, detach_on_exit = false;
+  app.add_option("--state-dir", opts.state_dir, "where the configuration is kept")->capture_default_str();
+  app.add_option("--socket", ctl.path, "control socket")->capture_default_str();
+  app.add_option("--group", ctl.group, "group allowed on the control socket besides root")->capture_default_str();
+  app.add_option("--max-vmqs", opts.max_vmqs, "size of the vmq pool")->capture_default_str()->check(CLI::Range(1, XVMQ_MAX_VMQS - 1));
+  app.add_option("--pin-root", opts.datapath.pin_root, "bpffs directory of the uplinks' maps")->capture_default_str();
+  app.add_option("--umem-frames", opts.datapath.worker.frames, "receive buffers per queue")->capture_default_str()->check(CLI::Range(256, 1 << 20));
+  app.add_option("--frame-size", opts.datapath.worker.frame_size, "bytes per buffer (2048 or 4096)")->capture_default_str()->check(CLI::IsMember({2048, 4096}));
+  app.add_option("--ring-size", opts.datapath.worker.ring_size, "AF_XDP ring entries")->capture_default_str()->check(CLI::IsMember({256, 512, 1024, 2048, 4096}));
+  app.add_option("--nic-inflight", opts.datapath.worker.nic_inflight, "frames in flight to one NIC per queue")->capture_default_str();
+  app.add_option("--queue-cpus", queue_cpus, "receive queue to CPU, e.g. 0:1,1:0 (default: interrupt affinity, else spread)");
+  app.add_flag("--busy-poll", opts.datapath.worker.busy_poll, "workers spin instead of sleeping");
+  app.add_flag("--detach-on-exit", detach_on_exit, "on SIGTERM detach the classifier (default: leave it passing frames)");
+  app.add_flag("-v,--verbose", verbose, "libbpf and libxdp messages");
+  CLI11_PARSE(app, argc, argv);
+  if (!queue_cpus.empty() && !parse_queue_cpus(queue_cpus, &opts.datapath.queue_cpus)) {
+    std::fprintf(stderr, "switchd: --queue-cpus '%s': use QUEUE:CPU[,QUEUE:CPU...]\n", queue_cpus.c_str());
+    return 2;
+  }
+  log::install(verbose);
+
+  // Signals are read from a signalfd, so workers never see them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  auto sw = Switch::start(opts);
+  if (!sw) {
+    std::fprintf(stderr, "switchd: %s\n", sw.error().message.c_str());
+    return 1;
+  }
+  ctl.log = [](const std::string& line) { std::fprintf(stderr, "switchd: control: %s\n", line.c_str()); };
+  Switch* s = sw->get();
+  auto server = control::ControlServer::start(ctl, [s](const std::string& op, const nlohmann::json& args) {
+    try {
+      return s->handle(op, args);
+    } catch (const Refused& r) {
+      throw control::ControlError(to_control(r.error.kind), r.error.message);
+    }
+  });
+  if (!server) {
+    std::fprintf(stderr, "switchd: %s\n", server.error().message.c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "switchd: ready on %s\n", ctl.path.c_str());
+
+  sigdelset(&sigs, SIGPIPE);
+  int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+  signalfd_siginfo si{};
+  while (read(sfd, &si, sizeof(si)) < 0 && errno == EINTR) {
+  }
+  std::fprintf(stderr, "switchd: signal %u, shutting down\n", si.ssi_signo);
+  (*server)->stop();
+  if (detach_on_exit) s->detach_uplink();
+  sw->reset();
+  std::fprintf(stderr, "switchd: stopped\n");
+  return 0;
+}

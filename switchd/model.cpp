@@ -1,0 +1,217 @@
+#include "switchd/model.h"
+
+#include <algorithm>
+
+namespace xvmq::switchd {
+
+std::string_view to_string(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::Usage: return "usage";
+    case ErrorKind::NotFound: return "not_found";
+    case ErrorKind::WrongState: return "wrong_state";
+    case ErrorKind::Exists: return "exists";
+    case ErrorKind::Exhausted: return "exhausted";
+    case ErrorKind::Kernel: return "kernel";
+    case ErrorKind::Permission: return "permission";
+  }
+  return "?";
+}
+
+std::string_view to_string(PortState s) { return s == PortState::Created ? "created" : "torn_down"; }
+
+std::string_view to_string(NicState s) {
+  switch (s) {
+    case NicState::Created: return "created";
+    case NicState::Connected: return "connected";
+    case NicState::Disconnected: return "disconnected";
+  }
+  return "?";
+}
+
+std::string_view to_string(VmqPolicy p) { return p == VmqPolicy::Off ? "off" : "auto"; }
+std::string_view to_string(Steering s) { return s == Steering::Software ? "software" : "hardware"; }
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 15 || name[0] == '-' || name[0] == '.') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+  });
+}
+
+namespace {
+
+// The steps allowed from a state, as the error message names them.
+std::string port_steps(const Port& p) {
+  if (p.state == PortState::TornDown) return "port.delete";
+  if (!p.nic) return "nic.create, port.teardown";
+  return "nic steps only (the port has a NIC)";
+}
+
+std::string nic_steps(const Nic& n) {
+  switch (n.state) {
+    case NicState::Created: return n.vmq ? "nic.connect, nic.delete, vmq.free" : "nic.connect, nic.delete, vmq.allocate";
+    case NicState::Connected: return n.vmq ? "nic.disconnect, vmq.free" : "nic.disconnect, vmq.allocate";
+    case NicState::Disconnected: return n.vmq ? "nic.delete, vmq.free" : "nic.delete";
+  }
+  return "";
+}
+
+}  // namespace
+
+Model::Model(uint32_t max_vmqs) : max_vmqs_(std::min<uint32_t>(max_vmqs, XVMQ_MAX_VMQS - 1)) {}
+
+const Port& Model::port(const std::string& name) const {
+  auto it = ports_.find(name);
+  if (it == ports_.end()) throw Refused(ErrorKind::NotFound, "port " + name + " does not exist");
+  return it->second;
+}
+
+Port& Model::mut_port(const std::string& name) { return const_cast<Port&>(port(name)); }
+
+const Nic& Model::nic(const std::string& name) const {
+  const Port& p = port(name);
+  if (!p.nic)
+    throw Refused(ErrorKind::NotFound, "port " + name + " has no NIC (port is " +
+                                           std::string(to_string(p.state)) + "; allowed: " + port_steps(p) + ")");
+  return *p.nic;
+}
+
+Nic& Model::mut_nic(const std::string& name) { return const_cast<Nic&>(nic(name)); }
+
+void Model::wrong_nic_state(const std::string& port, const Nic& n, const std::string& step) const {
+  throw Refused(ErrorKind::WrongState, step + ": nic " + port + " is " + std::string(to_string(n.state)) +
+                                           "; allowed from there: " + nic_steps(n));
+}
+
+void Model::record(const std::string& object, std::string_view from, std::string_view to, const std::string& step) {
+  events_.push_back({next_seq_++, std::chrono::system_clock::now(), object, std::string(from), std::string(to), step});
+  if (events_.size() > 4096) events_.pop_front();
+}
+
+void Model::port_create(const std::string& name) {
+  if (!valid_name(name))
+    throw Refused(ErrorKind::Usage, "port name '" + name + "': use 1 to 15 characters of A-Z a-z 0-9 _ . -, not starting with - or .");
+  if (auto it = ports_.find(name); it != ports_.end())
+    throw Refused(ErrorKind::Exists, "port " + name + " already exists (it is " +
+                                         std::string(to_string(it->second.state)) + ")");
+  ports_[name] = Port{name, PortState::Created, std::nullopt};
+  record("port " + name, "none", "created", "port.create");
+}
+
+void Model::port_teardown(const std::string& name) {
+  Port& p = mut_port(name);
+  if (p.state != PortState::Created || p.nic) {
+    std::string why = p.nic ? "it has a NIC (" + std::string(to_string(p.nic->state)) + ")" : "it is torn_down";
+    throw Refused(ErrorKind::WrongState, "port.teardown: port " + name + " cannot be torn down: " + why +
+                                             "; allowed from there: " + port_steps(p));
+  }
+  p.state = PortState::TornDown;
+  record("port " + name, "created", "torn_down", "port.teardown");
+}
+
+void Model::port_delete(const std::string& name) {
+  Port& p = mut_port(name);
+  if (p.state != PortState::TornDown)
+    throw Refused(ErrorKind::WrongState, "port.delete: port " + name + " is " + std::string(to_string(p.state)) +
+                                             (p.nic ? " with a NIC" : "") + "; allowed from there: " + port_steps(p));
+  ports_.erase(name);
+  record("port " + name, "torn_down", "none", "port.delete");
+}
+
+void Model::nic_create(const std::string& name, const NicConfig& c) {
+  Port& p = mut_port(name);
+  if (p.nic)
+    throw Refused(ErrorKind::WrongState, "nic.create: port " + name + " already has a NIC (" +
+                                             std::string(to_string(p.nic->state)) + ", MAC " + format_mac(p.nic->config.mac) +
+                                             "); a port has one NIC");
+  if (p.state != PortState::Created)
+    throw Refused(ErrorKind::WrongState, "nic.create: port " + name + " is " + std::string(to_string(p.state)) +
+                                             "; allowed from there: " + port_steps(p));
+  if (is_multicast(c.mac) || c.mac == Mac{})
+    throw Refused(ErrorKind::Usage, "nic.create: MAC " + format_mac(c.mac) + " is not a unicast station address");
+  if (c.vlan > XVMQ_VLAN_MAX) throw Refused(ErrorKind::Usage, "nic.create: VLAN " + std::to_string(c.vlan) + " is outside 0..4094");
+  if (!valid_name(c.backend)) throw Refused(ErrorKind::Usage, "nic.create: backend '" + c.backend + "' is not a netdev name");
+  for (const auto& [other, q] : ports_) {
+    if (!q.nic) continue;
+    if (q.nic->config.mac == c.mac && q.nic->config.vlan == c.vlan)
+      throw Refused(ErrorKind::Exists, "nic.create: MAC " + format_mac(c.mac) + " on VLAN " + std::to_string(c.vlan) +
+                                           " is already in use by nic " + other);
+    if (q.nic->config.backend == c.backend)
+      throw Refused(ErrorKind::Exists, "nic.create: backend " + c.backend + " is already used by nic " + other);
+  }
+  p.nic = Nic{c, NicState::Created, std::nullopt};
+  record("nic " + name, "none", "created", "nic.create");
+}
+
+void Model::check_nic_connect(const std::string& name) const {
+  const Nic& n = nic(name);
+  if (n.state != NicState::Created) wrong_nic_state(name, n, "nic.connect");
+}
+
+void Model::nic_connect(const std::string& name) {
+  check_nic_connect(name);
+  mut_nic(name).state = NicState::Connected;
+  record("nic " + name, "created", "connected", "nic.connect");
+}
+
+void Model::check_nic_disconnect(const std::string& name) const {
+  const Nic& n = nic(name);
+  if (n.state != NicState::Connected) wrong_nic_state(name, n, "nic.disconnect");
+}
+
+void Model::nic_disconnect(const std::string& name) {
+  check_nic_disconnect(name);
+  mut_nic(name).state = NicState::Disconnected;
+  record("nic " + name, "connected", "disconnected", "nic.disconnect");
+}
+
+void Model::nic_delete(const std::string& name) {
+  const Nic& n = nic(name);
+  if (n.state == NicState::Connected) wrong_nic_state(name, n, "nic.delete");
+  if (n.vmq) record("vmq " + std::to_string(*n.vmq), "allocated", "free", "nic.delete");
+  std::string from(to_string(n.state));
+  mut_port(name).nic.reset();
+  record("nic " + name, from, "none", "nic.delete");
+}
+
+std::vector<uint32_t> Model::free_vmqs() const {
+  std::set<uint32_t> used;
+  for (const auto& [_, p] : ports_)
+    if (p.nic && p.nic->vmq) used.insert(*p.nic->vmq);
+  std::vector<uint32_t> out;
+  for (uint32_t v = 1; v <= max_vmqs_; v++)
+    if (!used.count(v)) out.push_back(v);
+  return out;
+}
+
+uint32_t Model::vmq_allocate(const std::string& name) {
+  const Nic& n = nic(name);
+  if (n.vmq)
+    throw Refused(ErrorKind::WrongState, "vmq.allocate: nic " + name + " already has vmq " + std::to_string(*n.vmq) +
+                                             "; allowed from there: " + nic_steps(n));
+  if (n.state == NicState::Disconnected) wrong_nic_state(name, n, "vmq.allocate");
+  auto free = free_vmqs();
+  if (free.empty())
+    throw Refused(ErrorKind::Exhausted, "vmq.allocate: all " + std::to_string(max_vmqs_) +
+                                            " vmqs are in use; nic " + name + " stays on the default queue");
+  mut_nic(name).vmq = free.front();
+  record("vmq " + std::to_string(free.front()), "free", "allocated to nic " + name, "vmq.allocate");
+  return free.front();
+}
+
+void Model::vmq_free(const std::string& name) {
+  const Nic& n = nic(name);
+  if (!n.vmq)
+    throw Refused(ErrorKind::WrongState, "vmq.free: nic " + name + " has no vmq; allowed from there: " + nic_steps(n));
+  uint32_t v = *n.vmq;
+  mut_nic(name).vmq.reset();
+  record("vmq " + std::to_string(v), "allocated to nic " + name, "free", "vmq.free");
+}
+
+void Model::restore(Port port) {
+  std::string name = port.name;
+  ports_[name] = std::move(port);
+}
+
+}  // namespace xvmq::switchd

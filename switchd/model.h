@@ -1,0 +1,124 @@
+// The switch as configuration: ports, VM NICs, the vmq pool and the
+// lifecycle that moves them, in the order of Hyper-V's extensible switch:
+// port create, NIC create, NIC connect, NIC disconnect, NIC delete, port
+// teardown, port delete. Pure logic: no kernel object is touched here, so
+// every refusal is decided before anything changes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "loader/abi.h"
+
+namespace xvmq::switchd {
+
+// The error kinds of switchd/PROTOCOL.md.
+enum class ErrorKind { Usage, NotFound, WrongState, Exists, Exhausted, Kernel, Permission };
+std::string_view to_string(ErrorKind kind);
+
+struct SwitchError {
+  ErrorKind kind;
+  std::string message;
+};
+
+// A refused step: no state changed. Thrown by Model and Switch, caught at
+// the control API, where it becomes an error response.
+struct Refused : std::exception {
+  SwitchError error;
+  Refused(ErrorKind kind, std::string message) : error{kind, std::move(message)} {}
+  const char* what() const noexcept override { return error.message.c_str(); }
+};
+
+enum class PortState { Created, TornDown };
+enum class NicState { Created, Connected, Disconnected };
+enum class VmqPolicy { Off, Auto };  // off: Hyper-V's emulated NIC; auto: take one when available
+enum class Steering { Software, Hardware };
+
+std::string_view to_string(PortState s);
+std::string_view to_string(NicState s);
+std::string_view to_string(VmqPolicy p);
+std::string_view to_string(Steering s);
+
+struct NicConfig {
+  Mac mac{};
+  std::string backend;   // host-side netdev of the VM NIC
+  uint16_t vlan = 0;     // 0: untagged
+  VmqPolicy vmq = VmqPolicy::Auto;
+  Steering steering = Steering::Software;
+};
+
+struct Nic {
+  NicConfig config;
+  NicState state = NicState::Created;
+  std::optional<uint32_t> vmq;  // allocated vmq id
+};
+
+struct Port {
+  std::string name;
+  PortState state = PortState::Created;
+  std::optional<Nic> nic;
+};
+
+struct Event {
+  uint64_t seq = 0;
+  std::chrono::system_clock::time_point time;
+  std::string object;  // "port vm1", "nic vm1", "vmq 2", "uplink up0"
+  std::string from, to;
+  std::string step;    // "port.create", ...
+};
+
+// Names: 1..15 characters of [A-Za-z0-9_.-], not starting with '-' or '.'.
+bool valid_name(std::string_view name);
+
+class Model {
+ public:
+  explicit Model(uint32_t max_vmqs = 2);
+
+  uint32_t max_vmqs() const { return max_vmqs_; }
+  const std::map<std::string, Port>& ports() const { return ports_; }
+  const Port& port(const std::string& name) const;  // throws NotFound
+  const Nic& nic(const std::string& port) const;    // throws NotFound / WrongState
+
+  // Each step checks everything first and throws Refused, or changes the
+  // model and records an event. The datapath follows the model.
+  void port_create(const std::string& name);
+  void port_teardown(const std::string& name);
+  void port_delete(const std::string& name);
+  void nic_create(const std::string& port, const NicConfig& config);
+  void nic_connect(const std::string& port);
+  void nic_disconnect(const std::string& port);
+  void nic_delete(const std::string& port);
+  uint32_t vmq_allocate(const std::string& port);  // throws Exhausted when the pool is empty
+  void vmq_free(const std::string& port);
+
+  // Check a step without doing it (the datapath may need to act first).
+  void check_nic_connect(const std::string& port) const;
+  void check_nic_disconnect(const std::string& port) const;
+
+  // vmq ids in use and free, 1..max_vmqs.
+  std::vector<uint32_t> free_vmqs() const;
+
+  const std::deque<Event>& events() const { return events_; }
+  void record(const std::string& object, std::string_view from, std::string_view to, const std::string& step);
+
+  // Restore a saved port as it was (restart); no event.
+  void restore(Port port);
+
+ private:
+  Port& mut_port(const std::string& name);
+  Nic& mut_nic(const std::string& port);
+  [[noreturn]] void wrong_nic_state(const std::string& port, const Nic& nic, const std::string& step) const;
+
+  uint32_t max_vmqs_;
+  std::map<std::string, Port> ports_;
+  std::deque<Event> events_;
+  uint64_t next_seq_ = 1;
+};
+
+}  // namespace xvmq::switchd

@@ -1,0 +1,546 @@
+#include "switchd/queue_worker.h"
+
+#include <linux/if_ether.h>
+#include <linux/if_xdp.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xdp/xsk.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "loader/log.h"
+
+namespace xvmq::switchd {
+
+std::string_view to_string(Drop d) {
+  switch (d) {
+    case Drop::UnknownUnicast: return "unknown_unicast";
+    case Drop::VlanMismatch: return "vlan_mismatch";
+    case Drop::Backpressure: return "backpressure";
+    case Drop::TxRingFull: return "tx_ring_full";
+    case Drop::NoBuffer: return "no_buffer";
+    case Drop::Malformed: return "malformed";
+    case Drop::Count: break;
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr uint32_t kHeadroom = 64;  // room to push a VLAN tag in place
+constexpr uint32_t kBatch = 64;
+constexpr uint16_t kTpid8021Q = 0x8100, kTpid8021AD = 0x88a8;
+
+void bump(std::atomic<uint64_t>& c, uint64_t n = 1) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+
+uint16_t rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
+// The frame's VLAN as the classifier reads it: first tag with a VID != 0.
+struct Tags {
+  uint16_t vlan = 0;
+  uint32_t strip = 0;  // tags to remove so the VLAN's tag is gone
+  bool ok = true;
+};
+
+Tags read_tags(const uint8_t* f, uint32_t len) {
+  Tags t;
+  if (len < ETH_HLEN) return Tags{0, 0, false};
+  uint16_t proto = rd16(f + 12);
+  uint32_t pos = ETH_HLEN, ntags = 0;
+  for (uint32_t i = 0; i < 2; i++) {
+    if (!(proto == kTpid8021Q || (i == 0 && proto == kTpid8021AD))) break;
+    if (pos + 4 > len) return Tags{0, 0, false};
+    uint16_t vid = rd16(f + pos) & 0x0fff;
+    ntags = i + 1;
+    if (vid && !t.vlan) {
+      t.vlan = vid;
+      t.strip = i + 1;
+    }
+    proto = rd16(f + pos + 2);
+    pos += 4;
+  }
+  if (!t.vlan) t.strip = ntags;
+  return t;
+}
+
+}  // namespace
+
+struct QueueWorker::Ctx {
+  std::string ifname;
+  xsk_ring_prod fill{};
+  xsk_ring_cons comp{};
+  uint32_t in_fill = 0;   // frames posted to the fill ring, not yet received
+  Sock* tx_sock = nullptr;
+};
+
+struct QueueWorker::Sock {
+  enum Kind { Default, Vmq, Backend } kind = Default;
+  xsk_socket* xsk = nullptr;
+  xsk_ring_cons rx{};
+  xsk_ring_prod tx{};
+  Ctx* ctx = nullptr;
+  Nic* nic = nullptr;
+  uint32_t outstanding = 0;  // sent, not yet completed
+  bool queued_kick = false;
+};
+
+struct QueueWorker::Nic {
+  WorkerNic cfg;
+  std::unique_ptr<Ctx> ctx;  // the backend's (netdev, queue)
+  Sock* backend = nullptr;
+  Sock* vmq_sock = nullptr;
+};
+
+QueueWorker::QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts)
+    : uplink_(std::move(uplink)), queue_(queue), cpu_(cpu), opts_(opts) {}
+
+QueueWorker::~QueueWorker() {
+  stop_ = true;
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+  if (thread_.joinable()) thread_.join();
+  for (auto& [_, n] : nics_) {
+    if (n->vmq_sock) destroy_socket(n->vmq_sock);
+    if (n->backend) destroy_socket(n->backend);
+  }
+  nics_.clear();
+  if (default_sock_) destroy_socket(default_sock_);
+  if (umem_) xsk_umem__delete(umem_);
+  if (area_) munmap(area_, area_size_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+Result<int> QueueWorker::start() {
+  const std::string where = uplink_ + " queue " + std::to_string(queue_);
+  if (opts_.frame_size != 2048 && opts_.frame_size != 4096)
+    return Error{EINVAL, "UMEM of " + where + ": frame size must be 2048 or 4096"};
+  area_size_ = static_cast<size_t>(opts_.frames) * opts_.frame_size;
+  area_ = mmap(nullptr, area_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (area_ == MAP_FAILED) {
+    area_ = nullptr;
+    return make_error(errno, "UMEM of " + where + ": mmap " + std::to_string(area_size_) + " bytes");
+  }
+  uplink_ctx_ = std::make_unique<Ctx>();
+  uplink_ctx_->ifname = uplink_;
+  xsk_umem_config cfg{};
+  cfg.fill_size = opts_.ring_size;
+  cfg.comp_size = opts_.ring_size;
+  cfg.frame_size = opts_.frame_size;
+  cfg.frame_headroom = kHeadroom;
+  log::clear_captured();
+  if (int err = xsk_umem__create(&umem_, area_, area_size_, &uplink_ctx_->fill, &uplink_ctx_->comp, &cfg); err)
+    return make_error(err, "UMEM of " + where);
+  refs_.assign(opts_.frames, 0);
+  for (uint32_t i = opts_.frames; i-- > 0;) free_.push_back(static_cast<uint64_t>(i) * opts_.frame_size);
+
+  auto s = create_socket(uplink_, uplink_ctx_.get());
+  if (!s) return s.error();
+  default_sock_ = *s;
+  default_sock_->kind = Sock::Default;
+  uplink_ctx_->tx_sock = default_sock_;
+  refill(*uplink_ctx_, std::min(opts_.ring_size, opts_.frames / 2));
+
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) return make_error(errno, "eventfd for " + where);
+  thread_ = std::thread([this] { loop(); });
+  return xsk_socket__fd(default_sock_->xsk);
+}
+
+Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname, Ctx* ctx) {
+  auto s = std::make_unique<Sock>();
+  xsk_socket_config cfg{};
+  cfg.rx_size = opts_.ring_size;
+  cfg.tx_size = opts_.ring_size;
+  cfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
+  cfg.bind_flags = XDP_USE_NEED_WAKEUP;  // zero-copy where the driver has it, else copy
+  log::clear_captured();
+  int err = xsk_socket__create_shared(&s->xsk, ifname.c_str(), queue_, umem_, &s->rx, &s->tx, &ctx->fill,
+                                      &ctx->comp, &cfg);
+  if (err) return make_error(err, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue_));
+  s->ctx = ctx;
+  socks_.push_back(std::move(s));
+  return socks_.back().get();
+}
+
+void QueueWorker::destroy_socket(Sock* s) {
+  xsk_socket__delete(s->xsk);
+  for (auto it = socks_.begin(); it != socks_.end(); ++it)
+    if (it->get() == s) {
+      socks_.erase(it);
+      break;
+    }
+}
+
+Status QueueWorker::run_on_thread(std::function<Status()> fn) {
+  if (!thread_.joinable()) return fn();
+  std::promise<Status> done;
+  auto result = done.get_future();
+  {
+    std::lock_guard lock(cmd_mu_);
+    cmds_.emplace_back(std::move(fn), std::move(done));
+  }
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+  return result.get();
+}
+
+uint64_t QueueWorker::alloc_frame() {
+  if (free_.empty()) return UINT64_MAX;
+  uint64_t a = free_.back();
+  free_.pop_back();
+  return a;
+}
+
+void QueueWorker::release(uint64_t addr) {
+  uint64_t base = addr - addr % opts_.frame_size;
+  uint16_t& r = refs_[base / opts_.frame_size];
+  if (r == 0 || --r == 0) free_.push_back(base);
+}
+
+void QueueWorker::refill(Ctx& c, uint32_t target) {
+  if (c.in_fill >= target || free_.empty()) return;
+  uint32_t want = std::min<uint32_t>(target - c.in_fill, static_cast<uint32_t>(free_.size()));
+  want = xsk_prod_nb_free(&c.fill, want) < want ? xsk_prod_nb_free(&c.fill, want) : want;
+  uint32_t idx = 0;
+  if (want == 0 || xsk_ring_prod__reserve(&c.fill, want, &idx) != want) return;
+  for (uint32_t i = 0; i < want; i++) *xsk_ring_prod__fill_addr(&c.fill, idx + i) = alloc_frame();
+  xsk_ring_prod__submit(&c.fill, want);
+  c.in_fill += want;
+}
+
+void QueueWorker::drop(Nic* nic, Drop why) {
+  bump(counters_.drops[static_cast<size_t>(why)]);
+  if (nic) bump(nic->cfg.counters->drops[static_cast<size_t>(why)]);
+}
+
+bool QueueWorker::send(Sock& to, Nic* nic, uint64_t addr, uint32_t len) {
+  if (to.kind == Sock::Backend && to.outstanding >= opts_.nic_inflight) {
+    drop(nic, Drop::Backpressure);
+    return false;
+  }
+  uint32_t idx = 0;
+  if (xsk_ring_prod__reserve(&to.tx, 1, &idx) != 1) {
+    drop(nic, Drop::TxRingFull);
+    return false;
+  }
+  xdp_desc* d = xsk_ring_prod__tx_desc(&to.tx, idx);
+  d->addr = addr;
+  d->len = len;
+  d->options = 0;
+  xsk_ring_prod__submit(&to.tx, 1);
+  refs_[addr / opts_.frame_size]++;
+  to.outstanding++;
+  bump(counters_.tx);
+  if (!to.queued_kick) {
+    to.queued_kick = true;
+    to_kick_.push_back(&to);
+  }
+  return true;
+}
+
+void QueueWorker::kick_tx() {
+  std::vector<Sock*> again;
+  for (Sock* s : to_kick_) {
+    s->queued_kick = false;
+    if (sendto(xsk_socket__fd(s->xsk), nullptr, 0, MSG_DONTWAIT, nullptr, 0) < 0 && errno != EAGAIN &&
+        errno != EBUSY && errno != ENOBUFS && errno != ENETDOWN)
+      continue;
+    // Copy mode sends a bounded batch per call: come back for the rest.
+    if (*s->tx.consumer != s->tx.cached_prod) {
+      s->queued_kick = true;
+      again.push_back(s);
+    }
+  }
+  to_kick_.swap(again);
+}
+
+void QueueWorker::reap_completions(Ctx& c) {
+  uint32_t idx = 0;
+  uint32_t n = xsk_ring_cons__peek(&c.comp, opts_.ring_size, &idx);
+  for (uint32_t i = 0; i < n; i++) release(*xsk_ring_cons__comp_addr(&c.comp, idx + i));
+  xsk_ring_cons__release(&c.comp, n);
+  if (c.tx_sock) c.tx_sock->outstanding -= std::min(n, c.tx_sock->outstanding);
+}
+
+// Deliver to a NIC with the frame's tags removed (access port).
+static inline void strip_in_place(uint8_t* umem, uint64_t& addr, uint32_t& len, uint32_t tags) {
+  if (!tags) return;
+  std::memmove(umem + addr + 4 * tags, umem + addr, 12);
+  addr += 4 * tags;
+  len -= 4 * tags;
+}
+
+void QueueWorker::forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic) {
+  auto* umem = static_cast<uint8_t*>(area_);
+  if (vmq_nic) {  // the VMQ path: the classifier matched this NIC
+    bump(vmq_nic->cfg.counters->fast_frames);
+    bump(vmq_nic->cfg.counters->fast_bytes, len);
+    send(*vmq_nic->backend, vmq_nic, addr, len);
+    return;
+  }
+  Tags t = read_tags(umem + addr, len);
+  if (!t.ok) return drop(nullptr, Drop::Malformed);
+  const uint8_t* dst = umem + addr;
+  if (dst[0] & 1) {  // broadcast and multicast: every NIC of the VLAN
+    bool stripped = false;
+    for (auto& [_, n] : nics_) {
+      if (n->cfg.vlan != t.vlan || !n->backend) continue;
+      if (!stripped) {
+        strip_in_place(umem, addr, len, t.strip);
+        stripped = true;
+      }
+      bump(n->cfg.counters->default_frames);
+      bump(n->cfg.counters->default_bytes, len);
+      send(*n->backend, n.get(), addr, len);
+    }
+    return;
+  }
+  auto it = by_mac_.find(xvmq_filter_word(dst, t.vlan));
+  if (it == by_mac_.end()) return drop(nullptr, Drop::UnknownUnicast);
+  Nic* n = it->second;
+  strip_in_place(umem, addr, len, t.strip);
+  bump(n->cfg.counters->default_frames);
+  bump(n->cfg.counters->default_bytes, len);
+  send(*n->backend, n, addr, len);
+}
+
+void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
+  auto* umem = static_cast<uint8_t*>(area_);
+  bump(from.cfg.counters->from_vm_frames);
+  bump(from.cfg.counters->from_vm_bytes, len);
+  if (len < ETH_HLEN) return drop(&from, Drop::Malformed);
+  uint16_t proto = rd16(umem + addr + 12);
+  if (proto == kTpid8021Q || proto == kTpid8021AD) return drop(&from, Drop::VlanMismatch);  // access NIC
+  const uint8_t* dst = umem + addr;
+  const uint16_t vlan = from.cfg.vlan;
+
+  // The uplink's shape of the frame: tagged with the NIC's VLAN.
+  auto to_uplink = [&](uint64_t a, uint32_t l) {
+    if (vlan) {
+      std::memmove(umem + a - 4, umem + a, 12);
+      a -= 4;
+      l += 4;
+      umem[a + 12] = kTpid8021Q >> 8;
+      umem[a + 13] = kTpid8021Q & 0xff;
+      umem[a + 14] = static_cast<uint8_t>(vlan >> 8);
+      umem[a + 15] = static_cast<uint8_t>(vlan);
+    }
+    send(*default_sock_, nullptr, a, l);
+  };
+
+  if (dst[0] & 1) {
+    bool shared = false;
+    for (auto& [_, n] : nics_) {
+      if (n.get() == &from || n->cfg.vlan != vlan || !n->backend) continue;
+      if (send(*n->backend, n.get(), addr, len)) shared = true;
+    }
+    if (!shared) return to_uplink(addr, len);
+    // Others hold this buffer untagged: the uplink gets its own copy.
+    uint64_t copy = alloc_frame();
+    if (copy == UINT64_MAX) return drop(&from, Drop::NoBuffer);
+    std::memcpy(umem + copy + kHeadroom, umem + addr, len);
+    to_uplink(copy + kHeadroom, len);
+    if (refs_[copy / opts_.frame_size] == 0) free_.push_back(copy);
+    return;
+  }
+  auto it = by_mac_.find(xvmq_filter_word(dst, vlan));
+  if (it != by_mac_.end() && it->second != &from) {
+    Nic* n = it->second;
+    bump(n->cfg.counters->default_frames);
+    bump(n->cfg.counters->default_bytes, len);
+    send(*n->backend, n, addr, len);
+    return;
+  }
+  to_uplink(addr, len);
+}
+
+void QueueWorker::process_rx(Sock& s, uint32_t budget) {
+  uint32_t idx = 0;
+  uint32_t n = xsk_ring_cons__peek(&s.rx, budget, &idx);
+  for (uint32_t i = 0; i < n; i++) {
+    const xdp_desc* d = xsk_ring_cons__rx_desc(&s.rx, idx + i);
+    uint64_t addr = d->addr;
+    switch (s.kind) {
+      case Sock::Default:
+        bump(counters_.rx_default);
+        forward_from_uplink(addr, d->len, nullptr);
+        break;
+      case Sock::Vmq:
+        bump(counters_.rx_vmq);
+        forward_from_uplink(addr, d->len, s.nic && by_vmq_.count(s.nic->cfg.vmq) ? s.nic : nullptr);
+        break;
+      case Sock::Backend:
+        bump(counters_.rx_vm);
+        forward_from_vm(*s.nic, addr, d->len);
+        break;
+    }
+    uint64_t base = addr - addr % opts_.frame_size;
+    if (refs_[base / opts_.frame_size] == 0) free_.push_back(base);
+  }
+  xsk_ring_cons__release(&s.rx, n);
+  s.ctx->in_fill -= std::min(n, s.ctx->in_fill);
+}
+
+void QueueWorker::loop() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu_, &set);
+  (void)sched_setaffinity(0, sizeof(set), &set);
+  const uint32_t uplink_target = std::min(opts_.ring_size, opts_.frames / 2);
+  const uint32_t nic_target = std::min<uint32_t>(opts_.ring_size, 64);
+  std::vector<pollfd> fds;
+  size_t fds_for = SIZE_MAX;
+
+  while (!stop_) {
+    {
+      std::vector<std::pair<std::function<Status()>, std::promise<Status>>> cmds;
+      {
+        std::lock_guard lock(cmd_mu_);
+        cmds.swap(cmds_);
+      }
+      for (auto& [fn, done] : cmds) done.set_value(fn());
+      if (!cmds.empty()) fds_for = SIZE_MAX;
+    }
+    uint32_t work = 0;
+    for (auto& s : socks_) {
+      uint32_t before = *s->rx.producer - s->rx.cached_cons;
+      if (before) {
+        process_rx(*s, kBatch);
+        work += before;
+      }
+    }
+    kick_tx();
+    reap_completions(*uplink_ctx_);
+    for (auto& [_, n] : nics_) reap_completions(*n->ctx);
+    refill(*uplink_ctx_, uplink_target);
+    for (auto& [_, n] : nics_) refill(*n->ctx, nic_target);
+
+    uint32_t fill = uplink_ctx_->in_fill, flight = default_sock_->outstanding;
+    for (auto& [_, n] : nics_) {
+      fill += n->ctx->in_fill;
+      flight += n->backend ? n->backend->outstanding : 0;
+    }
+    pool_free_.store(static_cast<uint32_t>(free_.size()), std::memory_order_relaxed);
+    pool_fill_.store(fill, std::memory_order_relaxed);
+    pool_flight_.store(flight, std::memory_order_relaxed);
+
+    if (work || !to_kick_.empty() || opts_.busy_poll) continue;
+    if (fds_for != socks_.size()) {
+      fds.clear();
+      fds.push_back({wake_fd_, POLLIN, 0});
+      for (auto& s : socks_) fds.push_back({xsk_socket__fd(s->xsk), POLLIN, 0});
+      fds_for = socks_.size();
+    }
+    // Completions of sends in flight need no wakeup in copy mode; a short
+    // timeout covers drivers that complete asynchronously.
+    if (poll(fds.data(), fds.size(), flight ? 1 : 100) > 0 && (fds[0].revents & POLLIN)) {
+      uint64_t v;
+      (void)!read(wake_fd_, &v, sizeof(v));
+    }
+  }
+}
+
+Result<int> QueueWorker::add_nic(const WorkerNic& cfg, int* vmq_fd) {
+  int backend_fd = -1;
+  Status st = run_on_thread([&]() -> Status {
+    if (nics_.count(cfg.name)) return Error{EEXIST, "nic " + cfg.name + " is already on queue " + std::to_string(queue_)};
+    auto n = std::make_unique<Nic>();
+    n->cfg = cfg;
+    n->ctx = std::make_unique<Ctx>();
+    n->ctx->ifname = cfg.backend;
+    auto b = create_socket(cfg.backend, n->ctx.get());
+    if (!b) return b.error();
+    n->backend = *b;
+    n->backend->kind = Sock::Backend;
+    n->backend->nic = n.get();
+    n->ctx->tx_sock = n->backend;
+    if (cfg.vmq) {
+      auto v = create_socket(uplink_, uplink_ctx_.get());
+      if (!v) {
+        destroy_socket(n->backend);
+        return v.error();
+      }
+      n->vmq_sock = *v;
+      n->vmq_sock->kind = Sock::Vmq;
+      n->vmq_sock->nic = n.get();
+      by_vmq_[cfg.vmq] = n.get();
+      if (vmq_fd) *vmq_fd = xsk_socket__fd(n->vmq_sock->xsk);
+    }
+    backend_fd = xsk_socket__fd(n->backend->xsk);
+    by_mac_[xvmq_filter_word(cfg.mac.data(), cfg.vlan)] = n.get();
+    nics_[cfg.name] = std::move(n);
+    return {};
+  });
+  if (!st) return st.error();
+  return backend_fd;
+}
+
+Result<int> QueueWorker::set_vmq(const std::string& name, int vmq) {
+  int fd = -1;
+  Status st = run_on_thread([&]() -> Status {
+    auto it = nics_.find(name);
+    if (it == nics_.end()) return Error{ENOENT, "nic " + name + " is not on queue " + std::to_string(queue_)};
+    Nic& n = *it->second;
+    if (n.vmq_sock) {
+      by_vmq_.erase(n.cfg.vmq);
+      process_rx(*n.vmq_sock, opts_.ring_size);  // what arrived is delivered by the software path
+      destroy_socket(n.vmq_sock);
+      n.vmq_sock = nullptr;
+    }
+    n.cfg.vmq = vmq;
+    if (!vmq) return {};
+    auto v = create_socket(uplink_, uplink_ctx_.get());
+    if (!v) return v.error();
+    n.vmq_sock = *v;
+    n.vmq_sock->kind = Sock::Vmq;
+    n.vmq_sock->nic = &n;
+    by_vmq_[vmq] = &n;
+    fd = xsk_socket__fd(n.vmq_sock->xsk);
+    return {};
+  });
+  if (!st) return st.error();
+  return fd;
+}
+
+Status QueueWorker::remove_nic(const std::string& name) {
+  return run_on_thread([&]() -> Status {
+    auto it = nics_.find(name);
+    if (it == nics_.end()) return Error{ENOENT, "nic " + name + " is not on queue " + std::to_string(queue_)};
+    Nic& n = *it->second;
+    by_mac_.erase(xvmq_filter_word(n.cfg.mac.data(), n.cfg.vlan));
+    by_vmq_.erase(n.cfg.vmq);
+    // Frames already in its rings: deliver what can be, then wait for its
+    // sends to complete (bounded), so no buffer stays behind.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    do {
+      if (n.vmq_sock) process_rx(*n.vmq_sock, opts_.ring_size);
+      process_rx(*n.backend, opts_.ring_size);
+      kick_tx();
+      reap_completions(*n.ctx);
+      reap_completions(*uplink_ctx_);
+    } while (n.backend->outstanding && std::chrono::steady_clock::now() < deadline);
+    // Buffers still posted to its fill ring come back to the pool.
+    for (uint32_t i = *n.ctx->fill.consumer; i != n.ctx->fill.cached_prod; i++)
+      free_.push_back(*xsk_ring_prod__fill_addr(&n.ctx->fill, i));
+    n.ctx->in_fill = 0;
+    std::erase(to_kick_, n.backend);
+    if (n.vmq_sock) std::erase(to_kick_, n.vmq_sock);
+    if (n.vmq_sock) destroy_socket(n.vmq_sock);
+    destroy_socket(n.backend);
+    nics_.erase(it);
+    return {};
+  });
+}
+
+PoolState QueueWorker::pool() const {
+  return PoolState{opts_.frames, pool_free_.load(), pool_fill_.load(), pool_flight_.load()};
+}
+
+}  // namespace xvmq::switchd

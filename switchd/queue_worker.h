@@ -1,0 +1,158 @@
+// One receive queue of the uplink and the thread that serves it.
+//
+// The worker owns the queue's buffer pool: one UMEM, shared by every socket
+// it has, on the uplink's queue (the default queue's socket and one socket
+// per vmq) and on the same queue of each connected VM NIC's backend netdev
+// (each with its own fill and completion rings, fact 3 of DESIGN.md). It
+// moves frames between those sockets by passing descriptors: no copy in user
+// space except when one frame must leave in two shapes (tagged, untagged).
+//
+// All socket and table changes run on the worker's thread, sent as commands;
+// the per-frame path takes no lock.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "loader/abi.h"
+#include "loader/result.h"
+
+struct xsk_umem;
+struct xsk_socket;
+
+namespace xvmq::switchd {
+
+struct WorkerOptions {
+  uint32_t frames = 4096;        // UMEM frames of this queue
+  uint32_t frame_size = 4096;
+  uint32_t ring_size = 1024;     // rx/tx/fill/completion ring entries
+  uint32_t nic_inflight = 256;   // frames in flight to one NIC before drops
+  bool busy_poll = false;        // spin instead of sleeping in poll()
+};
+
+// Why the software path did not deliver a frame (per NIC or per queue).
+enum class Drop : uint32_t {
+  UnknownUnicast,  // from the uplink, to no connected NIC
+  VlanMismatch,    // tagged on another VLAN than the NIC's, or tagged from an access NIC
+  Backpressure,    // the NIC has nic_inflight frames in flight
+  TxRingFull,      // the destination socket's ring is full
+  NoBuffer,        // no free frame to make a second copy
+  Malformed,       // shorter than an Ethernet header or a truncated tag
+  Count
+};
+std::string_view to_string(Drop d);
+
+// Counters one worker keeps for one NIC: single writer, relaxed.
+struct NicCounters {
+  std::atomic<uint64_t> fast_frames{0}, fast_bytes{0};        // arrived on the NIC's vmq socket
+  std::atomic<uint64_t> default_frames{0}, default_bytes{0};  // arrived on the default queue
+  std::atomic<uint64_t> from_vm_frames{0}, from_vm_bytes{0};  // sent by the VM
+  std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
+};
+
+struct QueueCounters {
+  std::atomic<uint64_t> rx_default{0}, rx_vmq{0}, rx_vm{0}, tx{0};
+  std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
+};
+
+// A connected NIC as the worker sees it.
+struct WorkerNic {
+  std::string name;
+  Mac mac{};
+  uint16_t vlan = 0;        // access VLAN, 0: untagged
+  std::string backend;
+  int vmq = 0;              // 0: none
+  std::shared_ptr<NicCounters> counters;  // this worker's counters for the NIC
+};
+
+// Frames of the buffer pool, by where they are (for leak checks).
+struct PoolState {
+  uint32_t total = 0, free = 0, in_fill = 0, in_flight = 0;
+};
+
+class QueueWorker {
+ public:
+  QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts);
+  ~QueueWorker();  // stops the thread, closes every socket
+  QueueWorker(const QueueWorker&) = delete;
+  QueueWorker& operator=(const QueueWorker&) = delete;
+
+  // Create the UMEM and the default queue's socket, start the thread.
+  // Returns the default socket's fd for the classifier's slot.
+  Result<int> start();
+
+  uint32_t queue() const { return queue_; }
+  int cpu() const { return cpu_; }
+
+  // Sockets of a NIC on this queue: on its backend (returns that fd for
+  // the VM port's slot) and, with a vmq, on the uplink (returns its fd in
+  // *vmq_fd for the classifier's slot).
+  Result<int> add_nic(const WorkerNic& nic, int* vmq_fd);
+  // Give a connected NIC a vmq socket, or take it away (vmq 0).
+  Result<int> set_vmq(const std::string& nic, int vmq);
+  // Stop delivering to the NIC, let its frames in flight complete, close
+  // its sockets and take back every buffer they held.
+  Status remove_nic(const std::string& nic);
+
+  const QueueCounters& counters() const { return counters_; }
+  PoolState pool() const;
+
+ private:
+  struct Ctx;
+  struct Sock;
+  struct Nic;
+
+  Status run_on_thread(std::function<Status()> fn);
+  void loop();
+  void process_rx(Sock& s, uint32_t budget);
+  void forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic);
+  void forward_from_vm(Nic& from, uint64_t addr, uint32_t len);
+  bool send(Sock& to, Nic* nic, uint64_t addr, uint32_t len);
+  void kick_tx();
+  void reap_completions(Ctx& c);
+  void refill(Ctx& c, uint32_t target);
+  void release(uint64_t addr);
+  uint64_t alloc_frame();
+  Result<Sock*> create_socket(const std::string& ifname, Ctx* ctx);
+  void destroy_socket(Sock* s);
+  void drop(Nic* nic, Drop why);
+
+  std::string uplink_;
+  uint32_t queue_;
+  int cpu_;
+  WorkerOptions opts_;
+
+  void* area_ = nullptr;
+  size_t area_size_ = 0;
+  xsk_umem* umem_ = nullptr;
+  std::vector<uint16_t> refs_;  // per frame: destinations still sending it
+  std::vector<uint64_t> free_;
+  std::unique_ptr<Ctx> uplink_ctx_;
+  Sock* default_sock_ = nullptr;
+  std::vector<std::unique_ptr<Sock>> socks_;
+  std::unordered_map<std::string, std::unique_ptr<Nic>> nics_;
+  std::unordered_map<uint64_t, Nic*> by_mac_;  // xvmq_filter_word(mac, vlan) of connected NICs
+  std::map<int, Nic*> by_vmq_;
+  std::vector<Sock*> to_kick_;
+
+  QueueCounters counters_;
+  std::atomic<uint32_t> pool_free_{0}, pool_fill_{0}, pool_flight_{0};
+
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  int wake_fd_ = -1;
+  std::mutex cmd_mu_;
+  std::vector<std::pair<std::function<Status()>, std::promise<Status>>> cmds_;
+};
+
+}  // namespace xvmq::switchd

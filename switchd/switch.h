@@ -1,0 +1,57 @@
+// The switch: what each control operation does, in order, and what is
+// kept across restarts. The model decides whether a step is allowed; the
+// datapath acts; the state file is written after every change.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "switchd/datapath.h"
+#include "switchd/model.h"
+
+namespace xvmq::switchd {
+
+struct SwitchOptions {
+  std::string state_dir = "/var/lib/xvmq";
+  uint32_t max_vmqs = 2;
+  DatapathOptions datapath;
+};
+
+class Switch {
+ public:
+  // Load the saved state, adopt the uplink's classifier and reconnect every
+  // NIC that was connected.
+  static Result<std::unique_ptr<Switch>> start(const SwitchOptions& opts);
+  ~Switch();
+
+  // The control handler (switchd/control.h): throws Refused on a refusal.
+  nlohmann::json handle(const std::string& op, const nlohmann::json& args);
+
+  // Detach the classifier from the uplink instead of leaving it to pass
+  // frames (shutdown with --detach-on-exit).
+  void detach_uplink();
+
+ private:
+  explicit Switch(const SwitchOptions& opts);
+  void persist();
+  nlohmann::json restore();
+  NicSpec spec_of(const std::string& port, uint32_t vmq) const;
+  nlohmann::json show() const;
+  nlohmann::json stats() const;
+  nlohmann::json port_json(const Port& p) const;
+  void event_logged(size_t before);
+
+  SwitchOptions opts_;
+  std::string state_path_;
+  std::mutex mu_;
+  Model model_;
+  std::string uplink_;  // the uplink's name, empty when none
+  AttachMode uplink_mode_ = AttachMode::Auto;
+  std::unique_ptr<Datapath> dp_;
+  std::map<std::string, std::string> steering_note_;  // per NIC: the steering in use and why
+};
+
+}  // namespace xvmq::switchd

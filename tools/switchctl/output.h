@@ -1,0 +1,21 @@
+// Human output of switchctl: read the result JSON generically, so that a
+// field switchd adds later shows up (stats) or is ignored (tables), never breaks it.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace xvmq::switchctl {
+
+// "nic vm1: connected (vmq 2)": the result's state, else `done`, and a few
+// telling fields when present. say_done: `done` first, the state among the
+// fields, for a step that does not change the state ("vmq allocated").
+std::string summary(const std::string& object, const std::string& done, const nlohmann::json& result,
+                    bool say_done = false);
+
+void print_show(const nlohmann::json& result);
+void print_stats(const nlohmann::json& result);
+void print_events(const nlohmann::json& result);
+
+}  // namespace xvmq::switchctl
