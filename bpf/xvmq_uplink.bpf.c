@@ -52,12 +52,13 @@ static __always_inline int xvmq_filter_lookup(__u64 key, __u64 *value)
 		if (!s)
 			return 0;
 		k = XVMQ_READ_ONCE(s->key);
+		/* Before the match: 00:00:00:00:00:00 on VLAN 0 is key word 0. */
+		if (k == XVMQ_FILTER_EMPTY)
+			return 0;
 		if (k == key) {
 			*value = XVMQ_READ_ONCE(s->value);
 			return 1;
 		}
-		if (k == XVMQ_FILTER_EMPTY)
-			return 0;
 	}
 	return 0;
 }

@@ -267,6 +267,8 @@ std::vector<Row> table() {
                   XDP_REDIRECT, hit(2), {}, {{2, 1}}, {}});
   rows.push_back({"MAC-only catches other VLANs", tagged({{k8021Q, 20}}), {{VM1, ANY, 1}, {VM1, 10, 2}}, 0,
                   XDP_REDIRECT, hit(1), {}, {{1, 1}}, {}});
+  rows.push_back({"all-zero MAC misses (its key word is the empty slot's)", untagged("00:00:00:00:00:00"),
+                  {{VM1, ANY, 1}}, 0, XDP_REDIRECT, dflt(), {}, {{0, 1}}, {{XVMQ_REASON_MISS, 1}}});
   rows.push_back({"broadcast", untagged("ff:ff:ff:ff:ff:ff"), {{VM1, ANY, 1}}, 0, XDP_REDIRECT, dflt(), {},
                   {{0, 1}}, {{XVMQ_REASON_BROADCAST, 1}}});
   rows.push_back({"tagged broadcast", tagged({{k8021Q, 10}}, "ff:ff:ff:ff:ff:ff"), {}, 0, XDP_REDIRECT, dflt(), {},
