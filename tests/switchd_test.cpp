@@ -1,0 +1,663 @@
+// switchd on the real kernel: the built daemon, driven through its control
+// socket, moving frames between network namespaces that play the outside
+// world (ext) and three VMs. This process's own namespace is the switch host.
+//
+//   ext: ext0 <-> up0 (uplink, 2 queues)      vmN: eth0 (02:00:00:00:00:0N) <-> vmN-host
+//
+// Frames come from xvmq-frames (AF_PACKET sendmmsg, sequence-numbered, with a
+// payload checksum) and are checked by xvmq-frames recv in each VM.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "loader/classifier.h"
+#include "switchd/control.h"
+#include "tests/harness.h"
+
+extern char** environ;
+
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using xvmq::control::ControlClient;
+using xvmq::control::Response;
+using xvmq::test::sh;
+using xvmq::test::sh_ok;
+namespace fs = std::filesystem;
+
+constexpr const char* kPinRoot = "/sys/fs/bpf/xvmq";
+
+uint64_t mono_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::string mac_of(int vm) { return "02:00:00:00:00:0" + std::to_string(vm); }
+
+// The last JSON line a tool printed (its stderr is mixed in by sh()).
+json last_json(const std::string& out) {
+  std::istringstream in(out);
+  std::string line;
+  json j;
+  while (std::getline(in, line))
+    if (!line.empty() && line[0] == '{') j = json::parse(line, nullptr, false);
+  return j;
+}
+
+uint64_t u64(const json& j, std::initializer_list<const char*> path) {
+  const json* p = &j;
+  for (const char* k : path) {
+    if (!p->is_object() || !p->contains(k)) return 0;
+    p = &(*p)[k];
+  }
+  return p->is_number_unsigned() ? p->get<uint64_t>() : 0;
+}
+
+// A command running in the background; its output when done.
+struct Bg {
+  std::string cmd;
+  std::future<std::string> out;
+  json wait(std::chrono::seconds limit = 60s) {
+    if (out.wait_for(limit) != std::future_status::ready) {
+      ADD_FAILURE() << "still running after " << limit.count() << " s: " << cmd;
+      return nullptr;
+    }
+    std::string text = out.get();
+    json j = last_json(text);
+    if (!j.is_object()) ADD_FAILURE() << "no JSON from: " << cmd << "\n" << text;
+    return j;
+  }
+};
+
+Bg background(const std::string& cmd) {
+  return Bg{cmd, std::async(std::launch::async, [cmd] {
+              std::string out;
+              sh(cmd, &out);
+              return out;
+            })};
+}
+
+int cpu_count() {
+  cpu_set_t set;
+  return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+// Sum over classifier reasons and vmqs 1.. : every frame the classifier saw.
+uint64_t classifier_total(const json& st) {
+  uint64_t n = 0;
+  for (const auto& [_, r] : st["classifier"]["reasons"].items()) n += r["frames"].get<uint64_t>();
+  for (const auto& [id, v] : st["classifier"]["vmqs"].items())
+    if (id != "0") n += v["frames"].get<uint64_t>();
+  return n;
+}
+
+uint64_t classifier_redirected(const json& st) {
+  uint64_t n = 0;
+  for (const auto& [_, v] : st["classifier"]["vmqs"].items()) n += v["frames"].get<uint64_t>();
+  return n;
+}
+
+uint64_t queue_sum(const json& st, const char* key) {
+  uint64_t n = 0;
+  for (const auto& q : st["queues"]) n += q[key].get<uint64_t>();
+  return n;
+}
+
+uint64_t queue_drops(const json& st) {
+  uint64_t n = 0;
+  for (const auto& q : st["queues"])
+    for (const auto& [_, d] : q["drops"].items()) n += d.get<uint64_t>();
+  return n;
+}
+
+class SwitchdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    XVMQ_REQUIRE_PRIVILEGES();
+    active_ = true;
+    // Named namespaces leave a file in the shared /run/netns: unique names.
+    prefix_ = "sd" + std::to_string(getpid()) + "-";
+    char tmpl[] = "/tmp/xvmq-switchd-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    sock_ = dir_ + "/switchd.sock";
+    log_ = dir_ + "/switchd.log";
+    sh("rm -rf " + std::string(kPinRoot));
+    ASSERT_TRUE(sh_ok("mkdir -p " + std::string(kPinRoot)));
+
+    for (const char* n : {"ext", "vm1", "vm2", "vm3"}) {
+      ASSERT_TRUE(sh_ok("ip netns add " + ns(n)));
+      made_ns_.push_back(n);
+      ASSERT_TRUE(sh_ok(in(n, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")));
+      ASSERT_TRUE(sh_ok("ip -n " + ns(n) + " link set lo up"));
+    }
+    ASSERT_TRUE(sh_ok("ip link add up0 numrxqueues 2 numtxqueues 2 type veth peer name ext0 netns " + ns("ext") +
+                      " numrxqueues 2 numtxqueues 2"));
+    ASSERT_TRUE(sh_ok("ip link set up0 up && ip -n " + ns("ext") + " link set ext0 up"));
+    for (int i = 1; i <= 3; i++) {
+      std::string vm = "vm" + std::to_string(i);
+      ASSERT_TRUE(sh_ok("ip link add " + vm + "-host numrxqueues 2 numtxqueues 2 type veth peer name eth0 netns " + ns(vm) +
+                        " address " + mac_of(i) + " numrxqueues 2 numtxqueues 2"));
+      ASSERT_TRUE(sh_ok("ip link set " + vm + "-host up && ip -n " + ns(vm) + " link set eth0 up"));
+    }
+    ASSERT_NO_FATAL_FAILURE(start_switchd());
+  }
+
+  void TearDown() override {
+    if (!active_) return;
+    stop_switchd(SIGTERM);
+    sh("ip link del up0");
+    for (int i = 1; i <= 3; i++) sh("ip link del vm" + std::to_string(i) + "-host");
+    for (const auto& n : made_ns_) sh("ip netns del " + ns(n));
+    check_log();
+    if (HasFailure()) std::fprintf(stderr, "---- switchd log (%s)\n%s----\n", log_.c_str(), slurp(log_).c_str());
+    sh("rm -rf " + std::string(kPinRoot));
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  std::string ns(const std::string& n) const { return prefix_ + n; }
+  std::string in(const std::string& n, const std::string& cmd) const { return "ip netns exec " + ns(n) + " " + cmd; }
+
+  void start_switchd() {
+    std::vector<std::string> args{SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state",
+                                  "--pin-root", kPinRoot, "--max-vmqs", "2"};
+    if (cpu_count() >= 2) args.insert(args.end(), {"--queue-cpus", "0:0,1:1"});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ASSERT_EQ(rc, 0) << "spawn " << SWITCHD_PATH << ": " << strerror(rc);
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        FAIL() << "switchd exited (status " << status << ") before its socket was ready";
+      }
+      if (auto c = ControlClient::connect(sock_, 10s)) {
+        ctl_.emplace(std::move(c.value()));
+        return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    FAIL() << "switchd's socket " << sock_ << " not ready after 10 s";
+  }
+
+  void stop_switchd(int sig) {
+    ctl_.reset();
+    if (pid_ <= 0) return;
+    kill(pid_, sig);
+    for (int i = 0; i < 500; i++) {
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    ADD_FAILURE() << "switchd did not stop on signal " << sig << " within 5 s";
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+  bool switchd_alive() { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+  // As Open vSwitch's check_logs: every line that says error or failed must be expected.
+  void check_log() {
+    std::istringstream in(slurp(log_));
+    std::string line;
+    while (std::getline(in, line)) {
+      std::string low = line;
+      for (auto& c : low) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (low.find("error") == std::string::npos && low.find("failed") == std::string::npos) continue;
+      bool expected = false;
+      for (const auto& e : expected_log_) expected |= line.find(e) != std::string::npos;
+      if (!expected) ADD_FAILURE() << "unexpected switchd log line: " << line;
+    }
+  }
+
+  Response request(const std::string& op, const json& args = json::object()) {
+    if (!ctl_) {
+      ADD_FAILURE() << op << ": not connected to switchd";
+      return {};
+    }
+    auto r = ctl_->call(op, args);
+    if (!r) {
+      ADD_FAILURE() << op << ": transport: " << r.error().message;
+      return {};
+    }
+    return r.value();
+  }
+
+  json call(const std::string& op, const json& args = json::object()) {
+    Response r = request(op, args);
+    if (!r.ok) ADD_FAILURE() << op << " " << args.dump() << " refused: " << r.kind << ": " << r.message;
+    return r.result;
+  }
+
+  // A refusal of `kind` whose message has every one of `words`, and no change.
+  void expect_refused(const std::string& op, const json& args, const std::string& kind,
+                      std::initializer_list<std::string> words) {
+    SCOPED_TRACE(op + " " + args.dump());
+    json before = call("show");
+    Response r = request(op, args);
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.kind, kind) << r.message;
+    for (const auto& w : words) EXPECT_NE(r.message.find(w), std::string::npos) << "'" << w << "' not in: " << r.message;
+    EXPECT_EQ(call("show"), before);
+  }
+
+  void attach() { call("uplink.attach", {{"name", "up0"}}); }
+
+  json add_vm(int i, const std::string& vmq = "auto") {
+    std::string vm = "vm" + std::to_string(i);
+    call("port.create", {{"name", vm}});
+    call("nic.create", {{"port", vm}, {"mac", mac_of(i)}, {"backend", vm + "-host"}, {"vmq", vmq}});
+    return call("nic.connect", {{"port", vm}});
+  }
+
+  json nic_of(const json& show, const std::string& port) {
+    for (const auto& p : show["ports"])
+      if (p["name"] == port) return p["nic"];
+    return nullptr;
+  }
+
+  // A receiver in a VM, ready when this returns.
+  Bg receive(int vm, int seconds, const std::string& extra = "") {
+    std::string ready = dir_ + "/ready-" + std::to_string(vm) + "-" + std::to_string(next_ready_++);
+    Bg b = background(in("vm" + std::to_string(vm), std::string(FRAME_TOOL) + " recv --dev eth0 --seconds " +
+                                                        std::to_string(seconds) + " --ready " + ready + " " + extra));
+    for (int i = 0; i < 500 && !fs::exists(ready); i++) std::this_thread::sleep_for(10ms);
+    EXPECT_TRUE(fs::exists(ready)) << "receiver in vm" << vm << " not ready";
+    return b;
+  }
+
+  Bg send(int vm, uint64_t count, const std::string& rate, int cpu, int stream) {
+    return background(in("ext", std::string(FRAME_TOOL) + " send --dev ext0 --dst " + mac_of(vm) + " --count " +
+                                    std::to_string(count) + " --rate " + rate + " --cpu " + std::to_string(cpu) +
+                                    " --stream " + std::to_string(stream) + " --timeout 30"));
+  }
+
+  uint64_t netdev_stat(const std::string& where, const std::string& dev, const std::string& stat) {
+    std::string path = "/sys/class/net/" + dev + "/statistics/" + stat, out;
+    sh(where.empty() ? "cat " + path : in(where, "cat " + path), &out);
+    return std::strtoull(out.c_str(), nullptr, 10);
+  }
+
+  // Every queue's buffers back in the pool or the fill rings, within 1 s.
+  void expect_pools_idle() {
+    json st;
+    for (int i = 0; i < 100; i++) {
+      st = call("stats");
+      bool idle = !st["queues"].empty();
+      for (const auto& q : st["queues"]) {
+        const json& b = q["buffers"];
+        idle &= b["free"].get<uint64_t>() + b["in_fill"].get<uint64_t>() == b["total"].get<uint64_t>() &&
+                b["in_flight"].get<uint64_t>() == 0;
+      }
+      if (idle) return;
+      std::this_thread::sleep_for(10ms);
+    }
+    ADD_FAILURE() << "buffer pools not idle after 1 s: " << st["queues"].dump();
+  }
+
+  // Counters along the path ext0 -> classifier -> worker -> backend -> VM.
+  struct Ledger {
+    json st;
+    uint64_t ext_drop = 0, up_drop = 0, host_drop = 0;
+  };
+  Ledger ledger() {
+    Ledger l{call("stats")};
+    l.ext_drop = netdev_stat("ext", "ext0", "tx_dropped");
+    l.up_drop = netdev_stat("", "up0", "rx_dropped");
+    for (int i = 1; i <= 3; i++) l.host_drop += netdev_stat("", "vm" + std::to_string(i) + "-host", "tx_dropped");
+    return l;
+  }
+
+  // Where the frames sent between two ledgers went, checked step by step:
+  // sent = received in the VMs + dropped by the switch (by reason) + dropped
+  // by the kernel: the ext0 ring (before the classifier), a failed redirect
+  // into a socket (up0 rx_dropped), the backends' transmit, the receivers'
+  // sockets. Returns the switch's drops by reason, with "total".
+  json account(const Ledger& a, const Ledger& b, uint64_t sent, uint64_t received, uint64_t sock_drops) {
+    const uint64_t cls = classifier_total(b.st) - classifier_total(a.st);
+    const uint64_t redirected = classifier_redirected(b.st) - classifier_redirected(a.st);
+    const uint64_t wrx = queue_sum(b.st, "rx_default") + queue_sum(b.st, "rx_vmq") - queue_sum(a.st, "rx_default") -
+                         queue_sum(a.st, "rx_vmq");
+    const uint64_t wtx = queue_sum(b.st, "tx") - queue_sum(a.st, "tx");
+    json drops{{"total", 0}};
+    for (size_t q = 0; q < b.st["queues"].size(); q++)
+      for (const auto& [why, n] : b.st["queues"][q]["drops"].items()) {
+        uint64_t d = n.get<uint64_t>() - a.st["queues"][q]["drops"][why].get<uint64_t>();
+        if (!d) continue;
+        drops[why] = u64(drops, {why.c_str()}) + d;
+        drops["total"] = drops["total"].get<uint64_t>() + d;
+      }
+    const uint64_t wdrop = drops["total"].get<uint64_t>();
+    const uint64_t ext = b.ext_drop - a.ext_drop, up = b.up_drop - a.up_drop, host = b.host_drop - a.host_drop;
+    std::printf("[ account  ] sent %" PRIu64 " = received %" PRIu64 " + switch drops %s + ext0 tx_dropped %" PRIu64
+                " + up0 rx_dropped %" PRIu64 " + backend tx_dropped %" PRIu64 " + receiver socket drops %" PRIu64
+                " (classifier saw %" PRIu64 ", redirected %" PRIu64 ", workers received %" PRIu64 ", sent %" PRIu64 ")\n",
+                sent, received, drops.dump().c_str(), ext, up, host, sock_drops, cls, redirected, wrx, wtx);
+    EXPECT_LE(received, sent);
+    EXPECT_EQ(cls + ext, sent) << "the classifier saw every frame that left ext0";
+    EXPECT_EQ(redirected, cls) << "with default sockets on every queue nothing is passed to the host stack";
+    EXPECT_EQ(wrx + up, redirected) << "every redirected frame reached a worker";
+    EXPECT_EQ(wtx + wdrop, wrx) << "a worker sends or counts a drop for each frame";
+    EXPECT_EQ(received + host + sock_drops, wtx) << "every frame sent to a backend reached the VM";
+    EXPECT_EQ(received + wdrop + ext + up + host + sock_drops, sent);
+    return drops;
+  }
+
+  bool active_ = false;
+  std::string prefix_, dir_, sock_, log_;
+  std::vector<std::string> made_ns_;
+  std::vector<std::string> expected_log_;
+  pid_t pid_ = -1;
+  std::optional<ControlClient> ctl_;
+  int next_ready_ = 0;
+};
+
+TEST_F(SwitchdTest, ThreeVmsTwoVmqs) {
+  constexpr uint64_t N = 2000;
+  attach();
+  for (int i = 1; i <= 3; i++) add_vm(i);
+  json show = call("show");
+  EXPECT_EQ(nic_of(show, "vm1")["path"], "vmq");
+  EXPECT_EQ(nic_of(show, "vm2")["path"], "vmq");
+  EXPECT_EQ(nic_of(show, "vm3")["path"], "default");
+  EXPECT_EQ(nic_of(show, "vm1")["vmq"], 1);
+  EXPECT_EQ(nic_of(show, "vm2")["vmq"], 2);
+  EXPECT_TRUE(nic_of(show, "vm3")["vmq"].is_null());
+
+  std::vector<Bg> rx, tx;
+  for (int i = 1; i <= 3; i++) rx.push_back(receive(i, 10, "--until-frames " + std::to_string(N)));
+  // Stream 10*vm + cpu: each half stays on one receive queue, so its order is kept.
+  for (int i = 1; i <= 3; i++)
+    for (int cpu = 0; cpu < 2; cpu++) tx.push_back(send(i, N / 2, "5000", cpu, 10 * i + cpu));
+  for (auto& t : tx) EXPECT_EQ(u64(t.wait(), {"sent"}), N / 2);
+  for (int i = 1; i <= 3; i++) {
+    SCOPED_TRACE("vm" + std::to_string(i));
+    json r = rx[i - 1].wait();
+    EXPECT_EQ(r["foreign"], 0);
+    ASSERT_EQ(r["streams"].size(), 2u) << r.dump();
+    for (int cpu = 0; cpu < 2; cpu++) {
+      json s = r["streams"][std::to_string(10 * i + cpu)];
+      EXPECT_EQ(u64(s, {"frames"}), N / 2) << r.dump();
+      EXPECT_EQ(u64(s, {"reordered"}), 0u);
+      EXPECT_EQ(u64(s, {"corrupt"}), 0u);
+      EXPECT_EQ(u64(s, {"lost"}), 0u);
+      EXPECT_EQ(u64(s, {"first"}), 0u);
+      EXPECT_EQ(u64(s, {"last"}), N / 2 - 1);
+    }
+  }
+  std::this_thread::sleep_for(100ms);  // anything stray would have arrived by now
+  for (int i = 1; i <= 3; i++) EXPECT_EQ(netdev_stat("vm" + std::to_string(i), "eth0", "rx_packets"), N) << "vm" << i;
+
+  json st = call("stats");
+  for (const char* vm : {"vm1", "vm2"}) {
+    EXPECT_EQ(u64(st, {"nics", vm, "fast_frames"}), N) << vm;
+    EXPECT_EQ(u64(st, {"nics", vm, "default_frames"}), 0u) << vm;
+  }
+  EXPECT_EQ(u64(st, {"nics", "vm3", "default_frames"}), N);
+  EXPECT_EQ(u64(st, {"nics", "vm3", "fast_frames"}), 0u);
+  ASSERT_EQ(st["queues"].size(), 2u);
+  for (int q = 0; q < 2; q++) {
+    SCOPED_TRACE("queue " + std::to_string(q));
+    // CPU q's senders land on queue q: half of vm1's and vm2's (fast), half of vm3's (default).
+    EXPECT_EQ(u64(st["queues"][q], {"rx_vmq"}), N);
+    EXPECT_EQ(u64(st["queues"][q], {"rx_default"}), N / 2);
+  }
+  EXPECT_EQ(u64(st, {"classifier", "vmqs", "1", "frames"}), N);
+  EXPECT_EQ(u64(st, {"classifier", "vmqs", "2", "frames"}), N);
+  EXPECT_EQ(u64(st, {"classifier", "reasons", "miss", "frames"}), N);
+  EXPECT_EQ(queue_drops(st), 0u) << st["queues"].dump();
+  expect_pools_idle();
+}
+
+TEST_F(SwitchdTest, LifecycleMisuse) {
+  attach();
+  const json empty = call("show");
+  call("port.create", {{"name", "lm1"}});
+  expect_refused("nic.connect", {{"port", "lm1"}}, "not_found", {"lm1", "no NIC", "created", "nic.create"});
+  expect_refused("nic.create", {{"port", "nope"}, {"mac", mac_of(1)}, {"backend", "vm1-host"}}, "not_found",
+                 {"nope", "does not exist"});
+  call("nic.create", {{"port", "lm1"}, {"mac", mac_of(1)}, {"backend", "vm1-host"}});
+  expect_refused("nic.create", {{"port", "lm1"}, {"mac", "02:00:00:00:00:11"}, {"backend", "vm2-host"}}, "wrong_state",
+                 {"lm1", "already has a NIC", "created"});
+  EXPECT_EQ(call("nic.connect", {{"port", "lm1"}})["path"], "vmq");
+  expect_refused("nic.delete", {{"port", "lm1"}}, "wrong_state", {"nic lm1", "connected", "nic.disconnect"});
+  expect_refused("port.teardown", {{"name", "lm1"}}, "wrong_state", {"lm1", "has a NIC", "connected"});
+  expect_refused("port.delete", {{"name", "lm1"}}, "wrong_state", {"lm1", "created"});
+  expect_refused("port.create", {{"name", "lm1"}}, "exists", {"lm1", "already exists"});
+  call("port.create", {{"name", "lm2"}});
+  expect_refused("nic.create", {{"port", "lm2"}, {"mac", mac_of(1)}, {"backend", "vm2-host"}}, "exists",
+                 {mac_of(1), "VLAN 0", "lm1"});
+  expect_refused("nic.create", {{"port", "lm2"}, {"mac", "01:00:5e:00:00:01"}, {"backend", "vm2-host"}}, "usage",
+                 {"01:00:5e:00:00:01", "unicast"});
+  expect_refused("port.frobnicate", {{"name", "lm2"}}, "usage", {"port.frobnicate"});
+  call("nic.create", {{"port", "lm2"}, {"mac", mac_of(2)}, {"backend", "vm2-host"}});
+  EXPECT_EQ(call("vmq.allocate", {{"port", "lm2"}})["vmq"], 2);
+  call("port.create", {{"name", "lm3"}});
+  call("nic.create", {{"port", "lm3"}, {"mac", mac_of(3)}, {"backend", "vm3-host"}});
+  expect_refused("vmq.allocate", {{"port", "lm3"}}, "exhausted", {"lm3", "all 2 vmqs"});
+
+  call("nic.disconnect", {{"port", "lm1"}});
+  for (const char* p : {"lm1", "lm2", "lm3"}) {
+    call("nic.delete", {{"port", p}});
+    call("port.teardown", {{"name", p}});
+    call("port.delete", {{"name", p}});
+  }
+  EXPECT_EQ(call("show"), empty);
+
+  // The whole lifecycle, in order, and its events.
+  json evs = call("events")["events"];
+  const uint64_t since = evs.empty() ? 0 : evs.back()["seq"].get<uint64_t>();
+  call("port.create", {{"name", "ok1"}});
+  call("nic.create", {{"port", "ok1"}, {"mac", mac_of(1)}, {"backend", "vm1-host"}});
+  EXPECT_EQ(call("nic.connect", {{"port", "ok1"}})["path"], "vmq");
+  EXPECT_EQ(call("nic.disconnect", {{"port", "ok1"}})["state"], "disconnected");
+  call("nic.delete", {{"port", "ok1"}});
+  EXPECT_EQ(call("port.teardown", {{"name", "ok1"}})["state"], "torn_down");
+  call("port.delete", {{"name", "ok1"}});
+  EXPECT_EQ(call("show"), empty);
+
+  evs = call("events", {{"since", since}})["events"];
+  std::vector<std::string> got;
+  uint64_t last = since;
+  const std::regex iso(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)");
+  for (const auto& e : evs) {
+    EXPECT_GT(e["seq"].get<uint64_t>(), last) << e.dump();
+    last = e["seq"].get<uint64_t>();
+    EXPECT_TRUE(std::regex_match(e["time"].get<std::string>(), iso)) << e.dump();
+    got.push_back(e["object"].get<std::string>() + ": " + e["from"].get<std::string>() + " -> " +
+                  e["to"].get<std::string>() + " (" + e["step"].get<std::string>() + ")");
+  }
+  const std::vector<std::string> want{
+      "port ok1: none -> created (port.create)",
+      "nic ok1: none -> created (nic.create)",
+      "vmq 1: free -> allocated to nic ok1 (vmq.allocate)",
+      "nic ok1: created -> connected (nic.connect)",
+      "nic ok1: connected -> disconnected (nic.disconnect)",
+      "vmq 1: allocated -> free (nic.delete)",
+      "nic ok1: disconnected -> none (nic.delete)",
+      "port ok1: created -> torn_down (port.teardown)",
+      "port ok1: torn_down -> none (port.delete)",
+  };
+  EXPECT_EQ(got, want) << evs.dump(1);
+}
+
+TEST_F(SwitchdTest, DisconnectAndDeleteUnderTraffic) {
+  constexpr uint64_t kPerStream = 5000;  // 2 s at 2500 pps
+  attach();
+  add_vm(1);
+  EXPECT_EQ(add_vm(3, "off")["path"], "default");
+  const Ledger before = ledger();
+
+  Bg rx1 = receive(1, 4), rx3 = receive(3, 4);
+  std::vector<Bg> tx;
+  for (int vm : {1, 3})
+    for (int cpu = 0; cpu < 2; cpu++) tx.push_back(send(vm, kPerStream, "2500", cpu, 10 * vm + cpu));
+  std::this_thread::sleep_for(1s);
+  for (const char* p : {"vm1", "vm3"}) {
+    auto t = mono_ns();
+    EXPECT_EQ(call("nic.disconnect", {{"port", p}})["state"], "disconnected");
+    std::printf("[ rate     ] nic.disconnect %s under traffic took %.1f ms\n", p, (mono_ns() - t) / 1e6);
+  }
+  std::this_thread::sleep_for(300ms);
+  for (const char* p : {"vm1", "vm3"}) call("nic.delete", {{"port", p}});
+  uint64_t sent = 0;
+  for (auto& t : tx) sent += u64(t.wait(), {"sent"});
+  EXPECT_EQ(sent, 4 * kPerStream);
+
+  uint64_t received = 0, sock_drops = 0;
+  for (Bg* b : {&rx1, &rx3}) {
+    json r = b->wait();
+    sock_drops += u64(r, {"socket_drops"});
+    EXPECT_EQ(r["foreign"], 0) << r.dump();
+    for (const auto& [id, s] : r["streams"].items()) {
+      received += s["frames"].get<uint64_t>();
+      EXPECT_EQ(s["reordered"], 0) << id;
+      EXPECT_EQ(s["corrupt"], 0) << id;
+      EXPECT_EQ(s["first"], 0) << id;  // nothing lost before the disconnect
+    }
+  }
+  EXPECT_TRUE(switchd_alive());
+  EXPECT_TRUE(call("show").is_object());
+  expect_pools_idle();
+
+  // Frames after the disconnect meet no NIC: unknown unicast drops.
+  json drops = account(before, ledger(), sent, received, sock_drops);
+  EXPECT_GT(u64(drops, {"unknown_unicast"}), 0u);
+  EXPECT_EQ(u64(drops, {"unknown_unicast"}), u64(drops, {"total"})) << drops.dump();
+  EXPECT_GT(received, 0u);
+}
+
+TEST_F(SwitchdTest, RestartUnderTraffic) {
+  attach();
+  add_vm(1);
+  EXPECT_EQ(add_vm(3, "off")["path"], "default");
+  constexpr uint64_t N = 12000;  // 6 s at 2000 pps per VM; the kill comes at 1.5 s, the restart at 3.1 s
+  Bg rx1 = receive(1, 12, "--stall-ms 20 --idle-ms 2500"), rx3 = receive(3, 12, "--stall-ms 20 --idle-ms 2500");
+  Bg tx1 = send(1, N, "2000", 0, 1), tx3 = send(3, N, "2000", 1, 3);
+  std::this_thread::sleep_for(1500ms);
+  const json show_before = call("show");
+  stop_switchd(SIGKILL);
+  EXPECT_TRUE(fs::exists(dir_ + "/state/state.json"));
+
+  // While switchd is dead the classifier passes the frames to the host stack
+  // (XDP_PASS): vm1's as no_socket (its filter stays), vm3's as miss.
+  auto counters = [&]() {
+    xvmq::Counters out;
+    auto c = xvmq::Classifier::open({std::string(kPinRoot) + "/up0"});
+    if (!c) ADD_FAILURE() << c.error().message;
+    auto n = c ? c->counters() : xvmq::Result<xvmq::Counters>(xvmq::Error{EBADF, "no classifier"});
+    if (n) out = *n;
+    else ADD_FAILURE() << n.error().message;
+    return out;
+  };
+  std::this_thread::sleep_for(100ms);
+  // up0's receive count brackets the counters' interval.
+  const uint64_t up_rx0 = netdev_stat("", "up0", "rx_packets");
+  const xvmq::Counters dead0 = counters();
+  std::this_thread::sleep_for(1400ms);
+  const xvmq::Counters dead1 = counters();
+  const uint64_t passed = netdev_stat("", "up0", "rx_packets") - up_rx0;
+  const uint64_t no_socket = dead1.reason[XVMQ_REASON_NO_SOCKET].frames - dead0.reason[XVMQ_REASON_NO_SOCKET].frames;
+  const uint64_t miss = dead1.reason[XVMQ_REASON_MISS].frames - dead0.reason[XVMQ_REASON_MISS].frames;
+  EXPECT_GT(no_socket, 1000u) << "vm1's frames while switchd was dead";
+  EXPECT_GT(miss, 1000u) << "vm3's frames while switchd was dead";
+  EXPECT_EQ(dead1.vmq[0].frames, dead0.vmq[0].frames) << "nothing redirected to a dead default socket";
+  EXPECT_EQ(dead1.vmq[1].frames, dead0.vmq[1].frames) << "nothing redirected to a dead vmq socket";
+  EXPECT_GE(passed, no_socket + miss) << "passed frames reach up0's stack";
+
+  const uint64_t t_restart = mono_ns();
+  ASSERT_NO_FATAL_FAILURE(start_switchd());
+  const uint64_t t_ready = mono_ns();
+  json show_after = call("show");
+  EXPECT_EQ(show_after["uplink"]["adopted"], true);
+  json a = show_after, b = show_before;
+  a["uplink"].erase("adopted");
+  b["uplink"].erase("adopted");
+  EXPECT_EQ(a, b);
+
+  EXPECT_EQ(u64(tx1.wait(), {"sent"}), N);
+  EXPECT_EQ(u64(tx3.wait(), {"sent"}), N);
+  for (auto [vm, bg] : {std::pair{1, &rx1}, std::pair{3, &rx3}}) {
+    SCOPED_TRACE("vm" + std::to_string(vm));
+    json r = bg->wait();
+    json s = r["streams"][std::to_string(vm)];
+    EXPECT_EQ(s["reordered"], 0);
+    EXPECT_EQ(s["corrupt"], 0);
+    EXPECT_EQ(u64(s, {"last"}), N - 1) << "frames flow again after the restart";
+    // The stall that spans the restart ends with the first frame after it.
+    uint64_t back = 0;
+    for (const auto& g : s["stalls"])
+      if (g[0].get<uint64_t>() < t_restart && g[1].get<uint64_t>() > t_restart) back = g[1].get<uint64_t>();
+    ASSERT_GT(back, 0u) << r.dump();
+    double ms = (back - t_restart) / 1e6;
+    std::printf("[ rate     ] restart: vm%d receives again %.1f ms after switchd was started (control socket up after %.1f ms)\n",
+                vm, ms, (t_ready - t_restart) / 1e6);
+    EXPECT_LT(ms, 1000.0);
+  }
+  json st = call("stats");
+  EXPECT_GE(u64(st, {"classifier", "reasons", "no_socket", "frames"}), dead1.reason[XVMQ_REASON_NO_SOCKET].frames);
+  EXPECT_GE(u64(st, {"classifier", "reasons", "miss", "frames"}), dead1.reason[XVMQ_REASON_MISS].frames);
+  expect_pools_idle();
+}
+
+TEST_F(SwitchdTest, FastPathOrderAndIntegrity) {
+  constexpr uint64_t N = 20000;
+  attach();
+  EXPECT_EQ(add_vm(1)["path"], "vmq");
+  EXPECT_EQ(add_vm(3, "off")["path"], "default");
+  for (int vm : {1, 3}) {
+    SCOPED_TRACE("vm" + std::to_string(vm));
+    const Ledger before = ledger();
+    Bg rx = receive(vm, 15, "--until-frames " + std::to_string(N) + " --idle-ms 500");
+    json t = send(vm, N, "max", 0, vm).wait();
+    json r = rx.wait();
+    account(before, ledger(), u64(t, {"sent"}), u64(r, {"streams", std::to_string(vm).c_str(), "frames"}),
+            u64(r, {"socket_drops"}));
+    json s = r["streams"][std::to_string(vm)];
+    EXPECT_EQ(u64(t, {"sent"}), N);
+    EXPECT_EQ(s["reordered"], 0);
+    EXPECT_EQ(s["corrupt"], 0);
+    EXPECT_GT(u64(s, {"frames"}), N / 10) << r.dump();
+    std::printf("[ rate     ] %s path, vm%d: 64-byte frames, xvmq-frames (AF_PACKET sendmmsg) at max rate from CPU 0: "
+                "sent %.0f pps, received in the VM %.0f pps, %" PRIu64 " of %" PRIu64 " received (%" PRIu64
+                " lost in the switch or kernel, %" PRIu64 " in the receiver's socket)\n",
+                vm == 1 ? "fast (vmq)" : "default (software switch)", vm, t["pps"].get<double>(), s["pps"].get<double>(),
+                u64(s, {"frames"}), N, u64(s, {"lost"}), u64(r, {"socket_drops"}));
+  }
+  expect_pools_idle();
+}
+
+}  // namespace
