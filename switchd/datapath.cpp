@@ -12,6 +12,7 @@
 
 #include "loader/log.h"
 #include "loader/netdev.h"
+#include "switchd/steering.h"
 #include "xvmq_vmport.skel.h"
 
 namespace xvmq::switchd {
@@ -99,6 +100,8 @@ class Datapath::VmPort {
 struct Datapath::Connected {
   NicSpec spec;
   std::unique_ptr<VmPort> port;
+  SteeringState steering;
+  std::unique_ptr<QueueWorker> dedicated;  // the vmq's own queue and UMEM
 };
 
 Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, const DatapathOptions& opts) {
@@ -126,6 +129,10 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
     dp->mode_ = *mode;
   }
 
+  if (opts.dedicated_queues >= dev->rx_queues)
+    return Error{EINVAL, "uplink " + uplink + " has " + std::to_string(dev->rx_queues) + " receive queue(s): " +
+                             std::to_string(opts.dedicated_queues) + " dedicated would leave none for the default queue"};
+  const uint32_t general = dev->rx_queues - opts.dedicated_queues;
   auto cpus = allowed_cpus();
   for (uint32_t q = 0; q < dev->rx_queues; q++) {
     QueueInfo info{q, 0, ""};
@@ -139,6 +146,10 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
       info.cpu = cpus[q % cpus.size()];
       info.cpu_source = "spread";
     }
+    if (q >= general) {  // served when a hardware-steered vmq takes it
+      dp->reserved_.push_back(info);
+      continue;
+    }
     auto w = std::make_unique<QueueWorker>(uplink, q, info.cpu, opts.worker);
     auto fd = w->start();
     if (!fd) return fd.error();
@@ -151,7 +162,10 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
 
 Datapath::~Datapath() {
   // Sockets close with the workers; the kernel empties their slots.
-  for (auto& [name, c] : connected_) c->port.reset();
+  for (auto& [name, c] : connected_) {
+    c->port.reset();
+    c->dedicated.reset();
+  }
   workers_.clear();
 }
 
@@ -165,48 +179,112 @@ Status Datapath::connect(const NicSpec& nic) {
   if (connected_.count(nic.name)) return Error{EEXIST, "nic " + nic.name + " is already connected"};
   auto dev = netdev_info(nic.backend);
   if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
-  if (dev->rx_queues < workers_.size())
+  const size_t all = workers_.size() + reserved_.size();
+  if (dev->rx_queues < all)
     return Error{EINVAL, "backend " + nic.backend + " has " + std::to_string(dev->rx_queues) + " receive queue(s); the uplink has " +
-                             std::to_string(workers_.size()) + ": give it as many (ip link add ... numrxqueues " +
-                             std::to_string(workers_.size()) + " numtxqueues " + std::to_string(workers_.size()) + ")"};
-  auto port = VmPort::attach(*dev);
-  if (!port) return port.error();
+                             std::to_string(all) + ": give it as many (ip link add ... numrxqueues " + std::to_string(all) +
+                             " numtxqueues " + std::to_string(all) + ")"};
   auto c = std::make_unique<Connected>();
   c->spec = nic;
+  SteeringState& ss = c->steering;
+  ss.requested_hw = nic.hardware;
+
+  // Hardware steering: a free reserved queue, and the NIC's rule for it.
+  if (nic.hardware) {
+    const QueueInfo* free = nullptr;
+    for (const auto& r : reserved_) {
+      bool taken = false;
+      for (const auto& [_, o] : connected_) taken |= o->steering.hardware && o->steering.queue == static_cast<int>(r.queue);
+      if (!taken) {
+        free = &r;
+        break;
+      }
+    }
+    if (!nic.vmq)
+      ss.reason = "the NIC has no vmq";
+    else if (reserved_.empty())
+      ss.reason = "no receive queue is reserved for dedication (--dedicated-queues)";
+    else if (!free)
+      ss.reason = "no dedicated queue is free (" + std::to_string(reserved_.size()) + " reserved, all taken)";
+    else if (opts_.flow_rules == FlowRules::Ethtool) {
+      auto hw = HardwareSteering::probe(uplink_);
+      if (!hw) {
+        ss.reason = choose_steering(SteeringMode::hardware, hw).reason;
+      } else {
+        std::optional<uint16_t> vlan;
+        if (nic.vlan) vlan = nic.vlan;
+        auto loc = hw->add_rule(nic.mac, vlan, free->queue);
+        if (!loc)
+          ss.reason = loc.error().message;
+        else
+          ss.rule_location = *loc;
+      }
+    }
+    if (ss.reason.empty()) {
+      ss.hardware = true;
+      ss.queue = static_cast<int>(free->queue);
+      ss.cpu = free->cpu;
+    }
+  }
+
+  auto port = VmPort::attach(*dev);
+  if (!port) return port.error();
   c->port = std::move(port.value());
 
   auto& counters = counters_[nic.name];
-  if (counters.size() != workers_.size()) {
+  if (counters.size() != workers_.size() + 1) {
     counters.clear();
-    for (size_t i = 0; i < workers_.size(); i++) counters.push_back(std::make_shared<NicCounters>());
+    for (size_t i = 0; i <= workers_.size(); i++) counters.push_back(std::make_shared<NicCounters>());
   }
   size_t done = 0;
   Status st;
-  for (; done < workers_.size(); done++) {
-    int vmq_fd = -1;
-    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, static_cast<int>(nic.vmq), counters[done]};
-    auto fd = workers_[done]->add_nic(wn, &vmq_fd);
-    if (!fd) {
-      st = fd.error();
+  auto undo = [&] {
+    if (nic.vmq)
+      for (size_t i = 0; i < all; i++) (void)cls_->clear_socket(nic.vmq, static_cast<uint32_t>(i));
+    c->port.reset();
+    std::this_thread::sleep_for(kGrace);
+    c->dedicated.reset();
+    for (size_t i = 0; i < done; i++) (void)workers_[i]->remove_nic(nic.name);
+    if (ss.rule_location)
+      if (auto hw = HardwareSteering::open(uplink_); hw) (void)hw->remove_rule(*ss.rule_location);
+  };
+  if (ss.hardware) {
+    c->dedicated = std::make_unique<QueueWorker>(uplink_, static_cast<uint32_t>(ss.queue), ss.cpu,
+                                                 [&] {
+                                                   WorkerOptions w = opts_.worker;
+                                                   w.frames = opts_.vmq_umem_frames;
+                                                   return w;
+                                                 }());
+    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, static_cast<int>(nic.vmq), counters.back(), {}};
+    auto socks = c->dedicated->start_dedicated(wn, workers_.front().get());
+    if (!socks) {
+      st = socks.error();
+    } else {
+      st = cls_->set_socket(nic.vmq, static_cast<uint32_t>(ss.queue), socks->vmq_fd);
+      if (st) st = c->port->set_slot(socks->backend.front().first, socks->backend.front().second);
+    }
+  }
+  for (; st && done < workers_.size(); done++) {
+    // Reserved queues without this NIC's dedicated worker: a general worker
+    // receives what the VM sends on them.
+    std::vector<uint32_t> extra;
+    for (size_t r = 0; r < reserved_.size(); r++)
+      if (!(ss.hardware && static_cast<int>(reserved_[r].queue) == ss.queue) && r % workers_.size() == done)
+        extra.push_back(reserved_[r].queue);
+    int vmq = ss.hardware ? 0 : static_cast<int>(nic.vmq);  // a dedicated vmq has its socket on its queue only
+    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, vmq, counters[done], extra};
+    auto socks = workers_[done]->add_nic(wn);
+    if (!socks) {
+      st = socks.error();
       break;
     }
-    if (st = c->port->set_slot(workers_[done]->queue(), *fd); !st) {
-      done++;
-      break;
-    }
-    if (nic.vmq && !(st = cls_->set_socket(nic.vmq, workers_[done]->queue(), vmq_fd))) {
-      done++;
-      break;
-    }
+    for (auto [q, fd] : socks->backend)
+      if (st = c->port->set_slot(q, fd); !st) break;
+    if (st && vmq) st = cls_->set_socket(nic.vmq, workers_[done]->queue(), socks->vmq_fd);
   }
   if (st && nic.vmq) st = install_filter(nic);
   if (!st) {
-    for (size_t i = 0; i < workers_.size(); i++) {
-      if (nic.vmq) (void)cls_->clear_socket(nic.vmq, workers_[i]->queue());
-    }
-    c->port.reset();
-    std::this_thread::sleep_for(kGrace);
-    for (size_t i = 0; i < done; i++) (void)workers_[i]->remove_nic(nic.name);
+    undo();
     return st;
   }
   connected_[nic.name] = std::move(c);
@@ -217,14 +295,19 @@ Status Datapath::disconnect(const std::string& name) {
   auto it = connected_.find(name);
   if (it == connected_.end()) return Error{ENOENT, "nic " + name + " is not connected"};
   const NicSpec& nic = it->second->spec;
+  const uint32_t all = static_cast<uint32_t>(workers_.size() + reserved_.size());
   if (nic.vmq) {
     clear_filter(nic);
-    for (auto& w : workers_) (void)cls_->clear_socket(nic.vmq, w->queue());
+    for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq, q);
   }
-  it->second->port->clear_slots(static_cast<uint32_t>(workers_.size()));
+  it->second->port->clear_slots(all);
   it->second->port.reset();
   std::this_thread::sleep_for(kGrace);
   Status st;
+  it->second->dedicated.reset();  // its UMEM goes with it: nothing to take back
+  if (auto loc = it->second->steering.rule_location)
+    if (auto hw = HardwareSteering::open(uplink_); hw)
+      if (auto s = hw->remove_rule(*loc); !s) st = s;
   for (auto& w : workers_)
     if (auto s = w->remove_nic(name); !s && st) st = s;
   connected_.erase(it);
@@ -234,6 +317,9 @@ Status Datapath::disconnect(const std::string& name) {
 Status Datapath::set_vmq(const NicSpec& nic, uint32_t vmq) {
   auto it = connected_.find(nic.name);
   if (it == connected_.end()) return {};  // applied at connect
+  if (it->second->steering.hardware)
+    return Error{EBUSY, "nic " + nic.name + " is hardware-steered on dedicated queue " +
+                            std::to_string(it->second->steering.queue) + "; disconnect it to change its vmq"};
   NicSpec& cur = it->second->spec;
   if (cur.vmq) {
     clear_filter(cur);
@@ -272,8 +358,10 @@ Status Datapath::detach() {
     c->port.reset();
   }
   std::this_thread::sleep_for(kGrace);
-  for (auto& [name, c] : connected_)
+  for (auto& [name, c] : connected_) {
+    c->dedicated.reset();
     for (auto& w : workers_) (void)w->remove_nic(name);
+  }
   connected_.clear();
   workers_.clear();
   Status st = Classifier::detach_from(uplink_);
@@ -297,6 +385,25 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
       for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++)
         t.drops[std::string(to_string(static_cast<Drop>(d)))] += c->drops[d];
     }
+  }
+  return out;
+}
+
+std::optional<SteeringState> Datapath::steering(const std::string& nic) const {
+  auto it = connected_.find(nic);
+  if (it == connected_.end()) return std::nullopt;
+  return it->second->steering;
+}
+
+std::vector<DedicatedInfo> Datapath::dedicated() const {
+  std::vector<DedicatedInfo> out;
+  for (const auto& [name, c] : connected_) {
+    if (!c->dedicated) continue;
+    const QueueCounters& qc = c->dedicated->counters();
+    QueueInfo q{static_cast<uint32_t>(c->steering.queue), c->steering.cpu, "dedicated"};
+    for (const auto& r : reserved_)
+      if (static_cast<int>(r.queue) == c->steering.queue) q = r;
+    out.push_back({q, name, c->dedicated->pool(), qc.rx_vmq.load(), qc.tx.load()});
   }
   return out;
 }

@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,11 +20,19 @@
 
 namespace xvmq::switchd {
 
+enum class FlowRules { Ethtool, External };
+
 struct DatapathOptions {
   std::string pin_root = "/sys/fs/bpf/xvmq";
   AttachMode mode = AttachMode::Auto;
   WorkerOptions worker;
   std::map<uint32_t, int> queue_cpus;  // receive queue -> CPU; others by default
+  // The highest receive queues, kept for hardware-steered vmqs.
+  uint32_t dedicated_queues = 0;
+  // Ethtool: program the NIC's RX flow rule for each; External: trust that
+  // the NIC already steers (rules made by other tooling).
+  FlowRules flow_rules = FlowRules::Ethtool;
+  uint32_t vmq_umem_frames = 2048;  // a hardware-steered vmq's own UMEM
 };
 
 struct NicSpec {
@@ -32,12 +41,31 @@ struct NicSpec {
   uint16_t vlan = 0;
   std::string backend;
   uint32_t vmq = 0;  // 0: none, the default queue's software path
+  bool hardware = false;  // hardware steering requested
 };
+
+// How a connected NIC's vmq is steered.
+struct SteeringState {
+  bool requested_hw = false;
+  bool hardware = false;
+  std::string reason;  // why software although hardware was requested
+  int queue = -1;      // the dedicated queue
+  int cpu = -1;
+  std::optional<uint32_t> rule_location;
+};
+
 
 struct QueueInfo {
   uint32_t queue;
   int cpu;
   std::string cpu_source;  // "interrupt affinity", "spread", "configured"
+};
+
+struct DedicatedInfo {
+  QueueInfo queue;
+  std::string nic;
+  PoolState pool;
+  uint64_t rx_vmq = 0, tx = 0;
 };
 
 // Counters of one NIC, summed over queues.
@@ -56,7 +84,12 @@ class Datapath {
   AttachMode mode() const { return mode_; }
   bool adopted() const { return adopted_; }
   const std::string& driver() const { return driver_; }
-  const std::vector<QueueInfo>& queues() const { return queues_; }
+  const std::vector<QueueInfo>& queues() const { return queues_; }  // general queues
+  const std::vector<QueueInfo>& reserved() const { return reserved_; }
+  FlowRules flow_rules() const { return opts_.flow_rules; }
+  uint32_t vmq_umem_frames() const { return opts_.vmq_umem_frames; }
+  std::optional<SteeringState> steering(const std::string& nic) const;
+  std::vector<DedicatedInfo> dedicated() const;
 
   Status connect(const NicSpec& nic);
   Status disconnect(const std::string& name);
@@ -90,6 +123,7 @@ class Datapath {
   std::unique_ptr<Classifier> cls_;
   std::vector<std::unique_ptr<QueueWorker>> workers_;
   std::vector<QueueInfo> queues_;
+  std::vector<QueueInfo> reserved_;
   std::map<std::string, std::unique_ptr<Connected>> connected_;
   std::map<std::string, std::vector<std::shared_ptr<NicCounters>>> counters_;
 };

@@ -64,6 +64,14 @@ int main(int argc, char** argv) {
   app.add_option("--ring-size", opts.datapath.worker.ring_size, "AF_XDP ring entries")->capture_default_str()->check(CLI::IsMember({256, 512, 1024, 2048, 4096}));
   app.add_option("--nic-inflight", opts.datapath.worker.nic_inflight, "frames in flight to one NIC per queue")->capture_default_str();
   app.add_option("--queue-cpus", queue_cpus, "receive queue to CPU, e.g. 0:1,1:0 (default: interrupt affinity, else spread)");
+  app.add_option("--dedicated-queues", opts.datapath.dedicated_queues,
+                 "the highest N receive queues are kept for hardware-steered vmqs")->capture_default_str();
+  std::string flow_rules = "ethtool";
+  app.add_option("--flow-rules", flow_rules,
+                 "ethtool: program the NIC's RX flow rule for each hardware-steered vmq; external: the NIC "
+                 "already steers (rules made by other tooling)")->capture_default_str()->check(CLI::IsMember({"ethtool", "external"}));
+  app.add_option("--vmq-umem-frames", opts.datapath.vmq_umem_frames, "buffers of a hardware-steered vmq's own UMEM")
+      ->capture_default_str()->check(CLI::Range(256, 1 << 20));
   app.add_flag("--busy-poll", opts.datapath.worker.busy_poll, "workers spin instead of sleeping");
   app.add_flag("--detach-on-exit", detach_on_exit, "on SIGTERM detach the classifier (default: leave it passing frames)");
   app.add_flag("-v,--verbose", verbose, "libbpf and libxdp messages");
@@ -72,6 +80,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "switchd: --queue-cpus '%s': use QUEUE:CPU[,QUEUE:CPU...]\n", queue_cpus.c_str());
     return 2;
   }
+  opts.datapath.flow_rules = flow_rules == "external" ? FlowRules::External : FlowRules::Ethtool;
   log::install(verbose);
 
   // Signals are read from a signalfd, so workers never see them.

@@ -92,8 +92,10 @@ struct QueueWorker::Sock {
 struct QueueWorker::Nic {
   WorkerNic cfg;
   std::unique_ptr<Ctx> ctx;  // the backend's (netdev, queue)
-  Sock* backend = nullptr;
+  Sock* backend = nullptr;   // delivers, and receives what the VM sends on this queue
   Sock* vmq_sock = nullptr;
+  // The backend's reserved queues this worker serves: receive only.
+  std::vector<std::pair<std::unique_ptr<Ctx>, Sock*>> extras;
 };
 
 QueueWorker::QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts)
@@ -106,10 +108,15 @@ QueueWorker::~QueueWorker() {
     (void)!write(wake_fd_, &one, sizeof(one));
   }
   if (thread_.joinable()) thread_.join();
+  // The UMEM's first socket (default, or a dedicated queue's vmq socket)
+  // goes last: it owns the UMEM's fd.
   for (auto& [_, n] : nics_) {
-    if (n->vmq_sock) destroy_socket(n->vmq_sock);
+    for (auto& [ctx, sock] : n->extras) destroy_socket(sock);
     if (n->backend) destroy_socket(n->backend);
+    if (n->vmq_sock && !dedicated_) destroy_socket(n->vmq_sock);
   }
+  for (auto& [_, n] : nics_)
+    if (n->vmq_sock && dedicated_) destroy_socket(n->vmq_sock);
   nics_.clear();
   if (default_sock_) destroy_socket(default_sock_);
   if (umem_) xsk_umem__delete(umem_);
@@ -117,7 +124,7 @@ QueueWorker::~QueueWorker() {
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
-Result<int> QueueWorker::start() {
+Status QueueWorker::create_umem() {
   const std::string where = uplink_ + " queue " + std::to_string(queue_);
   if (opts_.frame_size != 2048 && opts_.frame_size != 4096)
     return Error{EINVAL, "UMEM of " + where + ": frame size must be 2048 or 4096"};
@@ -139,21 +146,51 @@ Result<int> QueueWorker::start() {
     return make_error(err, "UMEM of " + where);
   refs_.assign(opts_.frames, 0);
   for (uint32_t i = opts_.frames; i-- > 0;) free_.push_back(static_cast<uint64_t>(i) * opts_.frame_size);
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) return make_error(errno, "eventfd for " + where);
+  return {};
+}
 
-  auto s = create_socket(uplink_, uplink_ctx_.get());
+Result<int> QueueWorker::start() {
+  if (auto st = create_umem(); !st) return st.error();
+  auto s = create_socket(uplink_, queue_, uplink_ctx_.get());
   if (!s) return s.error();
   default_sock_ = *s;
   default_sock_->kind = Sock::Default;
   uplink_ctx_->tx_sock = default_sock_;
   refill(*uplink_ctx_, std::min(opts_.ring_size, opts_.frames / 2));
-
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) return make_error(errno, "eventfd for " + where);
   thread_ = std::thread([this] { loop(); });
   return xsk_socket__fd(default_sock_->xsk);
 }
 
-Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname, Ctx* ctx) {
+Result<NicSockets> QueueWorker::start_dedicated(const WorkerNic& cfg, QueueWorker* handoff) {
+  dedicated_ = true;
+  handoff_ = handoff;
+  if (auto st = create_umem(); !st) return st.error();
+  auto n = std::make_unique<Nic>();
+  n->cfg = cfg;
+  auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
+  if (!v) return v.error();
+  n->vmq_sock = *v;
+  n->vmq_sock->kind = Sock::Vmq;
+  n->vmq_sock->nic = n.get();
+  n->ctx = std::make_unique<Ctx>();
+  n->ctx->ifname = cfg.backend;
+  auto b = create_socket(cfg.backend, queue_, n->ctx.get());
+  if (!b) return b.error();
+  n->backend = *b;
+  n->backend->kind = Sock::Backend;
+  n->backend->nic = n.get();
+  n->ctx->tx_sock = n->backend;
+  NicSockets out{{{queue_, xsk_socket__fd(n->backend->xsk)}}, xsk_socket__fd(n->vmq_sock->xsk)};
+  by_vmq_[cfg.vmq] = n.get();
+  nics_[cfg.name] = std::move(n);
+  refill(*uplink_ctx_, std::min(opts_.ring_size, opts_.frames / 2));
+  thread_ = std::thread([this] { loop(); });
+  return out;
+}
+
+Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx) {
   auto s = std::make_unique<Sock>();
   xsk_socket_config cfg{};
   cfg.rx_size = opts_.ring_size;
@@ -161,9 +198,9 @@ Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname,
   cfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
   cfg.bind_flags = XDP_USE_NEED_WAKEUP;  // zero-copy where the driver has it, else copy
   log::clear_captured();
-  int err = xsk_socket__create_shared(&s->xsk, ifname.c_str(), queue_, umem_, &s->rx, &s->tx, &ctx->fill,
+  int err = xsk_socket__create_shared(&s->xsk, ifname.c_str(), queue, umem_, &s->rx, &s->tx, &ctx->fill,
                                       &ctx->comp, &cfg);
-  if (err) return make_error(err, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue_));
+  if (err) return make_error(err, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue));
   s->ctx = ctx;
   socks_.push_back(std::move(s));
   return socks_.back().get();
@@ -313,6 +350,10 @@ void QueueWorker::forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic)
 
 void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
   auto* umem = static_cast<uint8_t*>(area_);
+  if (dedicated_) {  // switched by a general worker, which knows every port
+    if (handoff_) handoff_->inject_from_vm(from.cfg.name, std::vector<uint8_t>(umem + addr, umem + addr + len));
+    return;
+  }
   bump(from.cfg.counters->from_vm_frames);
   bump(from.cfg.counters->from_vm_bytes, len);
   if (len < ETH_HLEN) return drop(&from, Drop::Malformed);
@@ -416,22 +457,35 @@ void QueueWorker::loop() {
         work += before;
       }
     }
+    drain_inbox();
     kick_tx();
     reap_completions(*uplink_ctx_);
-    for (auto& [_, n] : nics_) reap_completions(*n->ctx);
+    for (auto& [_, n] : nics_) {
+      reap_completions(*n->ctx);
+      for (auto& [ctx, sock] : n->extras) reap_completions(*ctx);
+    }
     refill(*uplink_ctx_, uplink_target);
-    for (auto& [_, n] : nics_) refill(*n->ctx, nic_target);
+    for (auto& [_, n] : nics_) {
+      refill(*n->ctx, nic_target);
+      for (auto& [ctx, sock] : n->extras) refill(*ctx, nic_target);
+    }
 
-    uint32_t fill = uplink_ctx_->in_fill, flight = default_sock_->outstanding;
+    uint32_t fill = uplink_ctx_->in_fill, flight = default_sock_ ? default_sock_->outstanding : 0;
     for (auto& [_, n] : nics_) {
       fill += n->ctx->in_fill;
+      for (auto& [ctx, sock] : n->extras) fill += ctx->in_fill;
       flight += n->backend ? n->backend->outstanding : 0;
     }
     pool_free_.store(static_cast<uint32_t>(free_.size()), std::memory_order_relaxed);
     pool_fill_.store(fill, std::memory_order_relaxed);
     pool_flight_.store(flight, std::memory_order_relaxed);
 
-    if (work || !to_kick_.empty() || opts_.busy_poll) continue;
+    bool inbox;
+    {
+      std::lock_guard lock(inbox_mu_);
+      inbox = !inbox_.empty();
+    }
+    if (work || inbox || !to_kick_.empty() || opts_.busy_poll) continue;
     if (fds_for != socks_.size()) {
       fds.clear();
       fds.push_back({wake_fd_, POLLIN, 0});
@@ -447,39 +501,57 @@ void QueueWorker::loop() {
   }
 }
 
-Result<int> QueueWorker::add_nic(const WorkerNic& cfg, int* vmq_fd) {
-  int backend_fd = -1;
+Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
+  NicSockets out;
   Status st = run_on_thread([&]() -> Status {
     if (nics_.count(cfg.name)) return Error{EEXIST, "nic " + cfg.name + " is already on queue " + std::to_string(queue_)};
     auto n = std::make_unique<Nic>();
     n->cfg = cfg;
     n->ctx = std::make_unique<Ctx>();
     n->ctx->ifname = cfg.backend;
-    auto b = create_socket(cfg.backend, n->ctx.get());
+    auto undo = [&] {
+      for (auto& [ctx, sock] : n->extras) destroy_socket(sock);
+      if (n->backend) destroy_socket(n->backend);
+      if (n->vmq_sock) destroy_socket(n->vmq_sock);
+    };
+    auto b = create_socket(cfg.backend, queue_, n->ctx.get());
     if (!b) return b.error();
     n->backend = *b;
     n->backend->kind = Sock::Backend;
     n->backend->nic = n.get();
     n->ctx->tx_sock = n->backend;
+    out.backend.emplace_back(queue_, xsk_socket__fd(n->backend->xsk));
+    for (uint32_t q : cfg.extra_queues) {
+      auto ctx = std::make_unique<Ctx>();
+      ctx->ifname = cfg.backend;
+      auto e = create_socket(cfg.backend, q, ctx.get());
+      if (!e) {
+        undo();
+        return e.error();
+      }
+      (*e)->kind = Sock::Backend;
+      (*e)->nic = n.get();
+      out.backend.emplace_back(q, xsk_socket__fd((*e)->xsk));
+      n->extras.emplace_back(std::move(ctx), *e);
+    }
     if (cfg.vmq) {
-      auto v = create_socket(uplink_, uplink_ctx_.get());
+      auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
       if (!v) {
-        destroy_socket(n->backend);
+        undo();
         return v.error();
       }
       n->vmq_sock = *v;
       n->vmq_sock->kind = Sock::Vmq;
       n->vmq_sock->nic = n.get();
       by_vmq_[cfg.vmq] = n.get();
-      if (vmq_fd) *vmq_fd = xsk_socket__fd(n->vmq_sock->xsk);
+      out.vmq_fd = xsk_socket__fd(n->vmq_sock->xsk);
     }
-    backend_fd = xsk_socket__fd(n->backend->xsk);
     by_mac_[xvmq_filter_word(cfg.mac.data(), cfg.vlan)] = n.get();
     nics_[cfg.name] = std::move(n);
     return {};
   });
   if (!st) return st.error();
-  return backend_fd;
+  return out;
 }
 
 Result<int> QueueWorker::set_vmq(const std::string& name, int vmq) {
@@ -496,7 +568,7 @@ Result<int> QueueWorker::set_vmq(const std::string& name, int vmq) {
     }
     n.cfg.vmq = vmq;
     if (!vmq) return {};
-    auto v = create_socket(uplink_, uplink_ctx_.get());
+    auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
     if (!v) return v.error();
     n.vmq_sock = *v;
     n.vmq_sock->kind = Sock::Vmq;
@@ -522,14 +594,22 @@ Status QueueWorker::remove_nic(const std::string& name) {
     do {
       if (n.vmq_sock) process_rx(*n.vmq_sock, opts_.ring_size);
       process_rx(*n.backend, opts_.ring_size);
+      for (auto& [ctx, sock] : n.extras) process_rx(*sock, opts_.ring_size);
       kick_tx();
       reap_completions(*n.ctx);
       reap_completions(*uplink_ctx_);
     } while (n.backend->outstanding && std::chrono::steady_clock::now() < deadline);
-    // Buffers still posted to its fill ring come back to the pool.
-    for (uint32_t i = *n.ctx->fill.consumer; i != n.ctx->fill.cached_prod; i++)
-      free_.push_back(*xsk_ring_prod__fill_addr(&n.ctx->fill, i));
-    n.ctx->in_fill = 0;
+    // Buffers still posted to its fill rings come back to the pool.
+    auto reclaim = [&](Ctx& c) {
+      for (uint32_t i = *c.fill.consumer; i != c.fill.cached_prod; i++)
+        free_.push_back(*xsk_ring_prod__fill_addr(&c.fill, i));
+      c.in_fill = 0;
+    };
+    reclaim(*n.ctx);
+    for (auto& [ctx, sock] : n.extras) {
+      reclaim(*ctx);
+      destroy_socket(sock);
+    }
     std::erase(to_kick_, n.backend);
     if (n.vmq_sock) std::erase(to_kick_, n.vmq_sock);
     if (n.vmq_sock) destroy_socket(n.vmq_sock);
@@ -537,6 +617,42 @@ Status QueueWorker::remove_nic(const std::string& name) {
     nics_.erase(it);
     return {};
   });
+}
+
+void QueueWorker::inject_from_vm(const std::string& nic, std::vector<uint8_t> frame) {
+  {
+    std::lock_guard lock(inbox_mu_);
+    if (inbox_.size() >= opts_.ring_size) {  // bounded, like a ring
+      bump(counters_.drops[static_cast<size_t>(Drop::TxRingFull)]);
+      return;
+    }
+    inbox_.emplace_back(nic, std::move(frame));
+  }
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+}
+
+void QueueWorker::drain_inbox() {
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> frames;
+  {
+    std::lock_guard lock(inbox_mu_);
+    if (inbox_.empty()) return;
+    frames.swap(inbox_);
+  }
+  auto* umem = static_cast<uint8_t*>(area_);
+  for (auto& [name, bytes] : frames) {
+    auto it = nics_.find(name);
+    if (it == nics_.end()) continue;  // disconnected meanwhile
+    uint64_t base = alloc_frame();
+    if (base == UINT64_MAX || bytes.size() + kHeadroom > opts_.frame_size) {
+      if (base != UINT64_MAX) free_.push_back(base);
+      drop(it->second.get(), Drop::NoBuffer);
+      continue;
+    }
+    std::memcpy(umem + base + kHeadroom, bytes.data(), bytes.size());
+    forward_from_vm(*it->second, base + kHeadroom, static_cast<uint32_t>(bytes.size()));
+    if (refs_[base / opts_.frame_size] == 0) free_.push_back(base);
+  }
 }
 
 PoolState QueueWorker::pool() const {

@@ -73,6 +73,16 @@ struct WorkerNic {
   std::string backend;
   int vmq = 0;              // 0: none
   std::shared_ptr<NicCounters> counters;  // this worker's counters for the NIC
+  // Backend queues this worker also serves for the NIC (reserved queues no
+  // dedicated worker has the NIC on): the VM may transmit on any queue.
+  std::vector<uint32_t> extra_queues;
+};
+
+// The fds a NIC's sockets got on one worker, for the classifier's and the
+// VM port program's slots.
+struct NicSockets {
+  std::vector<std::pair<uint32_t, int>> backend;  // (backend queue, fd)
+  int vmq_fd = -1;
 };
 
 // Frames of the buffer pool, by where they are (for leak checks).
@@ -90,6 +100,12 @@ class QueueWorker {
   // Create the UMEM and the default queue's socket, start the thread.
   // Returns the default socket's fd for the classifier's slot.
   Result<int> start();
+  // A dedicated queue instead: the UMEM is the NIC's own, its vmq socket the
+  // only socket on the uplink's queue, and its backend's socket on the same
+  // queue delivers. Frames the VM sends on that queue go to `handoff` (a
+  // general worker), copied, since they may be for anyone.
+  Result<NicSockets> start_dedicated(const WorkerNic& nic, QueueWorker* handoff);
+  bool dedicated() const { return dedicated_; }
 
   uint32_t queue() const { return queue_; }
   int cpu() const { return cpu_; }
@@ -97,7 +113,7 @@ class QueueWorker {
   // Sockets of a NIC on this queue: on its backend (returns that fd for
   // the VM port's slot) and, with a vmq, on the uplink (returns its fd in
   // *vmq_fd for the classifier's slot).
-  Result<int> add_nic(const WorkerNic& nic, int* vmq_fd);
+  Result<NicSockets> add_nic(const WorkerNic& nic);
   // Give a connected NIC a vmq socket, or take it away (vmq 0).
   Result<int> set_vmq(const std::string& nic, int vmq);
   // Stop delivering to the NIC, let its frames in flight complete, close
@@ -106,6 +122,9 @@ class QueueWorker {
 
   const QueueCounters& counters() const { return counters_; }
   PoolState pool() const;
+
+  // A frame a VM sent on a dedicated queue, to switch here (any thread).
+  void inject_from_vm(const std::string& nic, std::vector<uint8_t> frame);
 
  private:
   struct Ctx;
@@ -123,7 +142,9 @@ class QueueWorker {
   void refill(Ctx& c, uint32_t target);
   void release(uint64_t addr);
   uint64_t alloc_frame();
-  Result<Sock*> create_socket(const std::string& ifname, Ctx* ctx);
+  Result<Sock*> create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx);
+  Status create_umem();
+  void drain_inbox();
   void destroy_socket(Sock* s);
   void drop(Nic* nic, Drop why);
 
@@ -153,6 +174,11 @@ class QueueWorker {
   int wake_fd_ = -1;
   std::mutex cmd_mu_;
   std::vector<std::pair<std::function<Status()>, std::promise<Status>>> cmds_;
+
+  bool dedicated_ = false;
+  QueueWorker* handoff_ = nullptr;
+  std::mutex inbox_mu_;
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> inbox_;
 };
 
 }  // namespace xvmq::switchd

@@ -321,7 +321,7 @@ std::optional<SteeringMode> parse_steering_mode(std::string_view name) {
 
 std::string SteeringChoice::describe() const {
   std::string s(steering_mode_name(mode));
-  return reason.empty() ? s : s + " (" + reason + ")";
+  return reason.empty() ? s : s + " (hardware requested; " + reason + ")";
 }
 
 SteeringChoice choose_steering(SteeringMode requested, const Error* hardware_failure) {
@@ -333,7 +333,7 @@ SteeringChoice choose_steering(SteeringMode requested, const Error* hardware_fai
     if (auto colon = why.find(": ", kPrefix.size()); colon != std::string_view::npos) why.remove_prefix(colon + 2);
   }
   why = why.substr(0, std::min(why.find(" ("), why.find("; ")));
-  return {SteeringMode::software, "hardware requested; " + std::string(why)};
+  return {SteeringMode::software, std::string(why)};
 }
 
 }  // namespace xvmq

@@ -87,7 +87,7 @@ std::optional<SteeringMode> parse_steering_mode(std::string_view name);
 
 struct SteeringChoice {
   SteeringMode mode = SteeringMode::software;
-  std::string reason;  // why not the mode requested; empty when it is
+  std::string reason;  // why not hardware, when it was requested: "driver 'veth' has no RX flow classification"
 
   // For status: "software (hardware requested; driver 'veth' has no RX flow classification)".
   std::string describe() const;

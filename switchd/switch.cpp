@@ -9,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "switchd/steering.h"
 
 namespace xvmq::switchd {
 
@@ -157,7 +156,7 @@ void Switch::persist() {
 
 NicSpec Switch::spec_of(const std::string& port, uint32_t vmq) const {
   const Nic& n = model_.nic(port);
-  return NicSpec{port, n.config.mac, n.config.vlan, n.config.backend, vmq};
+  return NicSpec{port, n.config.mac, n.config.vlan, n.config.backend, vmq, n.config.steering == Steering::Hardware};
 }
 
 void Switch::event_logged(size_t before) {
@@ -174,7 +173,14 @@ json Switch::port_json(const Port& p) const {
   if (p.nic) {
     const Nic& n = *p.nic;
     bool fast = n.vmq && n.state == NicState::Connected;
-    auto note = steering_note_.find(p.name);
+    auto ss = dp_ ? dp_->steering(p.name) : std::nullopt;
+    json steering{{"requested", to_string(n.config.steering)},
+                  {"mode", ss && ss->hardware ? "hardware" : "software"},
+                  {"reason", ss ? ss->reason : ""},
+                  {"queue", ss && ss->hardware ? json(ss->queue) : json(nullptr)},
+                  {"cpu", ss && ss->hardware ? json(ss->cpu) : json(nullptr)},
+                  {"flow_rules", dp_ && dp_->flow_rules() == FlowRules::External ? "external" : "ethtool"},
+                  {"umem_frames", ss && ss->hardware ? json(dp_->vmq_umem_frames()) : json(nullptr)}};
     j["nic"] = {{"state", to_string(n.state)},
                 {"mac", format_mac(n.config.mac)},
                 {"vlan", n.config.vlan},
@@ -182,8 +188,11 @@ json Switch::port_json(const Port& p) const {
                 {"vmq_policy", to_string(n.config.vmq)},
                 {"vmq", n.vmq ? json(*n.vmq) : json(nullptr)},
                 {"path", n.state != NicState::Connected ? "none" : fast ? "vmq" : "default"},
-                {"steering", note != steering_note_.end() ? note->second : std::string(to_string(n.config.steering))}};
-    if (fast && dp_) {
+                {"steering", steering}};
+    if (fast && ss && ss->hardware) {
+      j["nic"]["affinity"] = {{"cpus", json::array({ss->cpu})},
+                              {"by", "dedicated queue " + std::to_string(ss->queue) + " (hardware steering)"}};
+    } else if (fast && dp_) {
       // Software steering: the NIC's frames arrive on whatever queue RSS
       // picks, so every queue's CPU serves its vmq (as VMMQ does).
       json cpus = json::array();
@@ -199,8 +208,12 @@ json Switch::show() const {
   if (dp_) {
     json queues = json::array();
     for (const auto& q : dp_->queues()) queues.push_back({{"queue", q.queue}, {"cpu", q.cpu}, {"cpu_from", q.cpu_source}});
+    json general = json::array(), dedicated = json::array();
+    for (const auto& q : dp_->queues()) general.push_back(q.queue);
+    for (const auto& q : dp_->reserved()) dedicated.push_back(q.queue);
     uplink = {{"name", uplink_}, {"mode", to_string(dp_->mode())}, {"driver", dp_->driver()},
               {"adopted", dp_->adopted()}, {"queues", queues},
+              {"general_queues", general}, {"dedicated_queues", dedicated},
               {"frame_size", opts_.datapath.worker.frame_size},
               {"umem_frames_per_queue", opts_.datapath.worker.frames}};
   }
@@ -211,7 +224,7 @@ json Switch::show() const {
 }
 
 json Switch::stats() const {
-  json out{{"classifier", nullptr}, {"nics", json::object()}, {"queues", json::array()}};
+  json out{{"classifier", nullptr}, {"nics", json::object()}, {"queues", json::array()}, {"dedicated", json::array()}};
   if (!dp_) return out;
   if (auto c = dp_->classifier_counters(); c) {
     json reasons = json::object(), vmqs = json::object();
@@ -226,6 +239,11 @@ json Switch::stats() const {
                          {"default_frames", t.default_frames}, {"default_bytes", t.default_bytes},
                          {"from_vm_frames", t.from_vm_frames}, {"from_vm_bytes", t.from_vm_bytes},
                          {"drops", t.drops}};
+  for (const auto& d : dp_->dedicated())
+    out["dedicated"].push_back({{"queue", d.queue.queue}, {"cpu", d.queue.cpu}, {"nic", d.nic}, {"rx_vmq", d.rx_vmq},
+                                {"tx", d.tx},
+                                {"buffers", {{"total", d.pool.total}, {"free", d.pool.free}, {"in_fill", d.pool.in_fill},
+                                             {"in_flight", d.pool.in_flight}}}});
   size_t i = 0;
   for (const auto& [q, pool] : dp_->pools()) {
     const QueueCounters& c = dp_->queue_counters(i++);
@@ -324,14 +342,10 @@ json Switch::handle(const std::string& op, const json& args) {
     uint32_t vmq = n.vmq.value_or(0);
     auto free = model_.free_vmqs();
     if (!vmq && n.config.vmq == VmqPolicy::Auto && !free.empty()) vmq = free.front();
-    if (n.config.steering == Steering::Hardware) {
-      SteeringChoice choice = choose_steering(SteeringMode::hardware, HardwareSteering::probe(uplink_));
-      steering_note_[port] = choice.describe();
-      if (choice.mode == SteeringMode::software)
-        std::fprintf(stderr, "switchd: nic %s: steering %s\n", port.c_str(), choice.describe().c_str());
-    }
     if (auto st = dp_->connect(spec_of(port, vmq)); !st)
       throw Refused(kind_of(st.error()), "nic.connect " + port + ": " + st.error().message);
+    if (auto ss = dp_->steering(port); ss && ss->requested_hw && !ss->hardware)
+      std::fprintf(stderr, "switchd: nic %s: software steering (hardware requested; %s)\n", port.c_str(), ss->reason.c_str());
     if (vmq && !n.vmq) model_.vmq_allocate(port);
     model_.nic_connect(port);
     result = port_json(model_.port(port))["nic"];
@@ -346,7 +360,6 @@ json Switch::handle(const std::string& op, const json& args) {
     std::string port = arg_name(args, "port");
     model_.nic_delete(port);
     if (dp_) dp_->forget(port);
-    steering_note_.erase(port);
   } else if (op == "vmq.allocate") {
     std::string port = arg_name(args, "port");
     const Nic& n = model_.nic(port);
@@ -361,7 +374,7 @@ json Switch::handle(const std::string& op, const json& args) {
     const Nic& n = model_.nic(port);
     if (n.vmq && n.state == NicState::Connected && dp_)
       if (auto st = dp_->set_vmq(spec_of(port, *n.vmq), 0); !st)
-        throw Refused(ErrorKind::Kernel, "vmq.free " + port + ": " + st.error().message);
+        throw Refused(st.error().code == EBUSY ? ErrorKind::WrongState : ErrorKind::Kernel, "vmq.free " + port + ": " + st.error().message);
     model_.vmq_free(port);
     result = port_json(model_.port(port))["nic"];
   } else {

@@ -51,7 +51,6 @@ class Switch {
   std::string uplink_;  // the uplink's name, empty when none
   AttachMode uplink_mode_ = AttachMode::Auto;
   std::unique_ptr<Datapath> dp_;
-  std::map<std::string, std::string> steering_note_;  // per NIC: the steering in use and why
 };
 
 }  // namespace xvmq::switchd

@@ -189,7 +189,7 @@ TEST(SteeringChoice, Policy) {
 
   auto fallback = choose_steering(SteeringMode::hardware, &veth);
   EXPECT_EQ(fallback.mode, SteeringMode::software);
-  EXPECT_EQ(fallback.reason, "hardware requested; driver 'veth' has no RX flow classification");
+  EXPECT_EQ(fallback.reason, "driver 'veth' has no RX flow classification");
   EXPECT_EQ(fallback.describe(), "software (hardware requested; driver 'veth' has no RX flow classification)");
 
   const Error other{ENODEV, "netdev eth9: No such device"};
