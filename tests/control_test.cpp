@@ -667,7 +667,10 @@ TEST_F(SwitchctlTest, ShowStatsAndEventsPrintTables) {
     "uplink": {"name": "eth0", "mode": "native", "queues": 4},
     "ports": [
       {"name": "vm1", "state": "created", "nic": {"state": "connected", "mac": "02:00:00:00:00:01", "vlan": 10,
-                                                  "backend": "vm1-host", "vmq": 2, "path": "vmq"}},
+                                                  "backend": "vm1-host", "vmq": 2, "path": "vmq",
+                                                  "steering": {"mode": "software", "queue": null,
+                                                               "reason": "driver 'veth' has no RX flow classification"},
+                                                  "affinity": {"cpus": [0, 1]}}},
       {"name": "host0", "state": "created"}
     ],
     "vmqs": {"max": 8, "used": 1}})");
@@ -681,9 +684,10 @@ TEST_F(SwitchctlTest, ShowStatsAndEventsPrintTables) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out,
             "uplink eth0: mode native, queues 4\n"
-            "PORT   STATE    NIC-STATE  MAC                VLAN  BACKEND   VMQ  PATH\n"
-            "vm1    created  connected  02:00:00:00:00:01    10  vm1-host    2  vmq\n"
-            "host0  created  -          -                     -  -           -  -\n"
+            "PORT   STATE    NIC-STATE  MAC                VLAN  BACKEND   VMQ  PATH  STEERING  CPUS\n"
+            "vm1    created  connected  02:00:00:00:00:01    10  vm1-host    2  vmq   software  0,1\n"
+            "host0  created  -          -                     -  -           -  -     -         -\n"
+            "vm1: software steering (hardware requested; driver 'veth' has no RX flow classification)\n"
             "vmqs: max 8, used 1\n");
 
   r = ctl({"stats"});

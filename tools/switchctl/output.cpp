@@ -103,13 +103,23 @@ void print_show(const json& result) {
     std::printf("ports: none\n");
   } else {
     std::vector<std::vector<std::string>> rows;
+    std::vector<std::string> notes;
     for (const json& p : ports) {
       const json& nic = field(p, "nic");
+      const json& steering = field(nic, "steering");
+      std::string steer = text(field(steering, "mode"));
+      if (field(steering, "queue").is_number()) steer += " q" + text(field(steering, "queue"));
+      std::string cpus;
+      for (const json& c : field(field(nic, "affinity"), "cpus")) cpus += (cpus.empty() ? "" : ",") + text(c);
       rows.push_back({text(field(p, "name")), text(field(p, "state")), text(field(nic, "state")),
                       text(field(nic, "mac")), text(field(nic, "vlan")), text(field(nic, "backend")),
-                      text(field(nic, "vmq")), text(field(nic, "path"))});
+                      text(field(nic, "vmq")), text(field(nic, "path")), steer, cpus.empty() ? "-" : cpus});
+      if (field(steering, "reason").is_string() && !field(steering, "reason").get<std::string>().empty())
+        notes.push_back(text(field(p, "name")) + ": software steering (hardware requested; " +
+                        field(steering, "reason").get<std::string>() + ")");
     }
-    print_table({"PORT", "STATE", "NIC-STATE", "MAC", "VLAN", "BACKEND", "VMQ", "PATH"}, rows);
+    print_table({"PORT", "STATE", "NIC-STATE", "MAC", "VLAN", "BACKEND", "VMQ", "PATH", "STEERING", "CPUS"}, rows);
+    for (const auto& n : notes) std::printf("%s\n", n.c_str());
   }
 
   const json& vmqs = field(result, "vmqs");
