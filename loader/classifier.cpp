@@ -3,6 +3,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -124,6 +126,7 @@ struct Classifier::Impl {
   xvmq_uplink* skel = nullptr;
   xdp_program* xdp = nullptr;
   std::unique_ptr<FilterTable> table;  // mapped on first use
+  int lock_fd = -1;                    // the writer lock on pin_dir
   std::string pin_dir;
   std::vector<std::string> adopted;
   bool loaded = false;
@@ -133,6 +136,7 @@ struct Classifier::Impl {
   AttachMode mode = AttachMode::Native;
 
   ~Impl() {
+    if (lock_fd >= 0) ::close(lock_fd);
     table.reset();
     if (xdp) xdp_program__close(xdp);
     if (skel) xvmq_uplink__destroy(skel);
@@ -291,6 +295,27 @@ Status Classifier::detach() {
     return make_error(err, "detach " + std::string(to_string(impl_->mode)) + " from " + impl_->ifname);
   impl_->ifindex = 0;
   impl_->ifname.clear();
+  return {};
+}
+
+Status Classifier::lock_filters(std::chrono::milliseconds wait) {
+  if (impl_->lock_fd >= 0) return {};
+  if (impl_->pin_dir.empty()) return {};  // unpinned: no one else can reach the table
+  int fd = ::open(impl_->pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return make_error(errno, "lock the filters in " + impl_->pin_dir);
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK || std::chrono::steady_clock::now() >= deadline) {
+      int err = errno;
+      ::close(fd);
+      if (err == EWOULDBLOCK)
+        return Error{EBUSY, "the filters in " + impl_->pin_dir +
+                                " have another writer (switchd manages this uplink, or another command is running)"};
+      return make_error(err, "lock the filters in " + impl_->pin_dir);
+    }
+    ::usleep(10000);
+  }
+  impl_->lock_fd = fd;
   return {};
 }
 

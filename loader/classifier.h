@@ -7,6 +7,7 @@
 // leaves the uplink in XDP_PASS for the frames of its closed sockets.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,8 +75,14 @@ class Classifier {
   int prog_fd() const;
   int map_fd(std::string_view name) const;
 
+  // Become the filter table's only writer: an exclusive lock on the pin
+  // directory, held while this object lives. Waits up to `wait` for another
+  // writer (a short xvmq-classify command) to finish; a long-lived holder
+  // (switchd) makes it fail with EBUSY, naming the directory.
+  Status lock_filters(std::chrono::milliseconds wait = std::chrono::seconds(2));
+
   // Filters: (MAC, VLAN or any VLAN) -> vmq. This object must be the
-  // table's only writer (see loader/filter_table.h).
+  // table's only writer (see loader/filter_table.h and lock_filters()).
   Status set_filter(const FilterKey& key, const FilterValue& value);
   Status clear_filter(const FilterKey& key);
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;

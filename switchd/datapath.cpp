@@ -128,6 +128,8 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
     if (!mode) return mode.error();
     dp->mode_ = *mode;
   }
+  // switchd is the filters' only writer while it runs.
+  if (auto st = dp->cls_->lock_filters(std::chrono::milliseconds(0)); !st) return st.error();
 
   if (opts.dedicated_queues >= dev->rx_queues)
     return Error{EINVAL, "uplink " + uplink + " has " + std::to_string(dev->rx_queues) + " receive queue(s): " +

@@ -197,9 +197,16 @@ Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname,
   cfg.tx_size = opts_.ring_size;
   cfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
   cfg.bind_flags = XDP_USE_NEED_WAKEUP;  // zero-copy where the driver has it, else copy
-  log::clear_captured();
-  int err = xsk_socket__create_shared(&s->xsk, ifname.c_str(), queue, umem_, &s->rx, &s->tx, &ctx->fill,
-                                      &ctx->comp, &cfg);
+  // A queue a killed switchd had sockets on is released by a kernel work
+  // item after its exit: until then binding it says EBUSY. Wait a little.
+  int err = 0;
+  for (int attempt = 0; attempt < 100; attempt++) {
+    log::clear_captured();
+    err = xsk_socket__create_shared(&s->xsk, ifname.c_str(), queue, umem_, &s->rx, &s->tx, &ctx->fill,
+                                    &ctx->comp, &cfg);
+    if (err != -EBUSY) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   if (err) return make_error(err, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue));
   s->ctx = ctx;
   socks_.push_back(std::move(s));

@@ -504,3 +504,29 @@ TEST(Loader, LoadThenAttachPinsOnce) {
 
 }  // namespace
 }  // namespace xvmq::test
+
+namespace xvmq::test {
+namespace {
+
+TEST(Loader, OneFilterWriterAtATime) {
+  XVMQ_REQUIRE_PRIVILEGES();
+  Uplink up("lt9");
+  ASSERT_TRUE(up.ok);
+  auto first = Classifier::open({up.pin_dir});
+  ASSERT_TRUE(first) << first.error().message;
+  ASSERT_TRUE(first->load());
+  ASSERT_TRUE(first->lock_filters());
+  auto second = Classifier::open({up.pin_dir});
+  ASSERT_TRUE(second) << second.error().message;
+  auto st = second->lock_filters(std::chrono::milliseconds(50));
+  ASSERT_FALSE(st) << "two writers hold the filter table";
+  EXPECT_EQ(st.error().code, EBUSY);
+  EXPECT_NE(st.error().message.find(up.pin_dir), std::string::npos) << st.error().message;
+  // The lock goes with its holder.
+  first = Error{0, ""};
+  EXPECT_TRUE(second->lock_filters(std::chrono::milliseconds(50)));
+  ASSERT_TRUE(second->unpin());
+}
+
+}  // namespace
+}  // namespace xvmq::test

@@ -100,38 +100,11 @@ std::string vlan_text(uint16_t vlan) {
 
 }  // namespace
 
-namespace {
-
-// The filter table has one writer at a time (loader/filter_table.h): filter
-// add and del hold an exclusive lock on the pin directory while they write.
-class WriterLock {
- public:
-  explicit WriterLock(const std::string& dir)
-      : fd_(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)), dir_(dir) {}
-  ~WriterLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  WriterLock(const WriterLock&) = delete;
-  WriterLock& operator=(const WriterLock&) = delete;
-  // Empty on success, else why not.
-  std::string acquire() {
-    if (fd_ < 0) return "lock " + dir_ + ": " + std::strerror(errno);
-    if (::flock(fd_, LOCK_EX) != 0) return "lock " + dir_ + ": " + std::strerror(errno);
-    return {};
-  }
-
- private:
-  int fd_;
-  std::string dir_;
-};
-
-}  // namespace
-
 int filter_add(const Common& c, const FilterKey& key, const FilterValue& value) {
   auto cls = open_pinned(c);
   if (!cls) return 1;
-  WriterLock lock(c.pin_dir());
-  if (auto why = lock.acquire(); !why.empty()) return fail(why);
+  // The filter table has one writer at a time (loader/filter_table.h).
+  if (auto st = cls->lock_filters(); !st) return fail(c.dev + ": " + st.error().message);
   if (auto st = cls->set_filter(key, value); !st) return fail(st.error().message);
   std::printf("%s: filter %s\n", c.dev.c_str(), describe(key, value).c_str());
   return 0;
@@ -140,8 +113,7 @@ int filter_add(const Common& c, const FilterKey& key, const FilterValue& value) 
 int filter_del(const Common& c, const FilterKey& key) {
   auto cls = open_pinned(c);
   if (!cls) return 1;
-  WriterLock lock(c.pin_dir());
-  if (auto why = lock.acquire(); !why.empty()) return fail(why);
+  if (auto st = cls->lock_filters(); !st) return fail(c.dev + ": " + st.error().message);
   if (auto st = cls->clear_filter(key); !st) return fail(c.dev + ": " + st.error().message);
   std::printf("%s: filter %s removed\n", c.dev.c_str(), key.to_string().c_str());
   return 0;
