@@ -197,7 +197,7 @@ json Switch::port_json(const Port& p) const {
       // picks, so every queue's CPU serves its vmq (as VMMQ does).
       json cpus = json::array();
       for (const auto& q : dp_->queues()) cpus.push_back(q.cpu);
-      j["nic"]["affinity"] = {{"cpus", cpus}, {"by", "every receive queue (software steering)"}};
+      j["nic"]["affinity"] = {{"cpus", cpus}, {"by", "every general receive queue (software steering)"}};
     }
   }
   return j;

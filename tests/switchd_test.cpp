@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <filesystem>
@@ -184,6 +185,7 @@ class SwitchdTest : public ::testing::Test {
     std::vector<std::string> args{SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state",
                                   "--pin-root", kPinRoot, "--max-vmqs", "2"};
     if (cpu_count() >= 2) args.insert(args.end(), {"--queue-cpus", "0:0,1:1"});
+    args.insert(args.end(), switchd_extra_.begin(), switchd_extra_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -276,10 +278,13 @@ class SwitchdTest : public ::testing::Test {
 
   void attach() { call("uplink.attach", {{"name", "up0"}}); }
 
-  json add_vm(int i, const std::string& vmq = "auto") {
+  // steering: "software" or "hardware"; empty: switchd's default.
+  json add_vm(int i, const std::string& vmq = "auto", const std::string& steering = "") {
     std::string vm = "vm" + std::to_string(i);
     call("port.create", {{"name", vm}});
-    call("nic.create", {{"port", vm}, {"mac", mac_of(i)}, {"backend", vm + "-host"}, {"vmq", vmq}});
+    json nic{{"port", vm}, {"mac", mac_of(i)}, {"backend", vm + "-host"}, {"vmq", vmq}};
+    if (!steering.empty()) nic["steering"] = steering;
+    call("nic.create", nic);
     return call("nic.connect", {{"port", vm}});
   }
 
@@ -380,6 +385,7 @@ class SwitchdTest : public ::testing::Test {
   std::string prefix_, dir_, sock_, log_;
   std::vector<std::string> made_ns_;
   std::vector<std::string> expected_log_;
+  std::vector<std::string> switchd_extra_;  // more switchd options, set before SetUp
   pid_t pid_ = -1;
   std::optional<ControlClient> ctl_;
   int next_ready_ = 0;
@@ -658,6 +664,365 @@ TEST_F(SwitchdTest, FastPathOrderAndIntegrity) {
                 u64(s, {"frames"}), N, u64(s, {"lost"}), u64(r, {"socket_drops"}));
   }
   expect_pools_idle();
+}
+
+// ---------------------------------------------------------------------------
+// Hardware-steered dedicated queues. switchd reserves the highest receive
+// queue of up0 (queue 1, CPU 1) for a hardware-steered vmq: that vmq's socket
+// exists only on queue 1, on a UMEM of its own, served by a worker pinned to
+// CPU 1; general workers serve queue 0. With --flow-rules external switchd
+// programs no NIC rule and trusts that the vmq's frames arrive on queue 1:
+// on a veth the test plays the NIC's flow rule by sending from CPU 1 (a frame
+// lands on the peer's receive queue = the sender's transmit queue = its CPU,
+// PACKET_QDISC_BYPASS). Frames for it sent from CPU 0 arrive on queue 0,
+// where it has no vmq socket: the classifier falls back to the default
+// socket (reason no_socket) and the software switch still delivers them.
+
+// The entry of `st[list]` whose "queue" is q, or null.
+json entry_of_queue(const json& st, const char* list, uint64_t q) {
+  if (!st.contains(list) || !st[list].is_array()) return nullptr;
+  for (const auto& e : st[list])
+    if (e.contains("queue") && e["queue"] == q) return e;
+  return nullptr;
+}
+
+// The names of a process's threads allowed on exactly one CPU, `cpu`.
+std::vector<std::string> threads_pinned_to(pid_t pid, int cpu) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::istringstream in(slurp(t.path() / "status"));
+    std::string line, name, cpus;
+    while (std::getline(in, line)) {
+      if (line.rfind("Name:", 0) == 0) name = line.substr(line.find_first_not_of(" \t", 5));
+      if (line.rfind("Cpus_allowed_list:", 0) == 0) cpus = line.substr(line.find_first_not_of(" \t", 18));
+    }
+    if (cpus == std::to_string(cpu)) out.push_back(name);
+  }
+  return out;
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+class SwitchdDedicatedTest : public SwitchdTest {
+ protected:
+  static constexpr uint64_t kDedicatedQueue = 1, kGeneralQueue = 0;
+  static constexpr uint64_t kDefaultVmqUmemFrames = 2048;  // --vmq-umem-frames default
+
+  void SetUp() override {
+    XVMQ_REQUIRE_PRIVILEGES();
+    // Same rule as privileges: a skip here, a failure under CI.
+    if (const int n = cpu_count(); n < 2) {
+      const std::string why = "dedicated queue tests need 2 CPUs (frames reach up0's receive queue 1 only when sent from "
+                              "CPU 1, and its worker is pinned to CPU 1); this process may use " + std::to_string(n);
+      if (xvmq::test::in_ci()) FAIL() << "cannot run under CI: " << why;
+      GTEST_SKIP() << why;
+    }
+    switchd_extra_ = {"--dedicated-queues", "1"};
+    if (!flow_rules_.empty()) switchd_extra_.insert(switchd_extra_.end(), {"--flow-rules", flow_rules_});
+    SwitchdTest::SetUp();
+  }
+
+  // --flow-rules for switchd; empty: its default (ethtool).
+  std::string flow_rules_ = "external";
+
+  // The NIC holds dedicated queue 1 (CPU 1) by hardware steering.
+  void expect_dedicated(json nic, const std::string& flow_rules) {
+    SCOPED_TRACE("nic " + nic.dump());
+    ASSERT_TRUE(nic.is_object());
+    EXPECT_EQ(nic["path"], json("vmq"));
+    json s = nic["steering"];
+    ASSERT_TRUE(s.is_object()) << "steering is not an object";
+    EXPECT_EQ(s["requested"], json("hardware"));
+    EXPECT_EQ(s["mode"], json("hardware"));
+    EXPECT_EQ(s["reason"], json(""));
+    EXPECT_EQ(s["queue"], kDedicatedQueue);
+    EXPECT_EQ(s["cpu"], 1);
+    EXPECT_EQ(s["flow_rules"], flow_rules);
+    EXPECT_EQ(s["umem_frames"], kDefaultVmqUmemFrames);
+    EXPECT_EQ(nic["affinity"], (json{{"cpus", json::array({1})}, {"by", "dedicated queue 1 (hardware steering)"}}));
+  }
+
+  // The NIC's vmq is steered in software: no dedicated queue, served by the
+  // general queues (here queue 0, CPU 0).
+  void expect_software(json nic, const std::string& requested, const std::string& flow_rules) {
+    SCOPED_TRACE("nic " + nic.dump());
+    ASSERT_TRUE(nic.is_object());
+    EXPECT_EQ(nic["path"], json("vmq"));
+    json s = nic["steering"];
+    ASSERT_TRUE(s.is_object()) << "steering is not an object";
+    EXPECT_EQ(s["requested"], requested);
+    EXPECT_EQ(s["mode"], json("software"));
+    if (requested == "software") EXPECT_EQ(s["reason"], json(""));
+    else EXPECT_NE(s["reason"], json("")) << "software instead of hardware needs a reason";
+    EXPECT_TRUE(s.contains("queue") && s["queue"].is_null());
+    EXPECT_TRUE(s.contains("cpu") && s["cpu"].is_null());
+    EXPECT_TRUE(s.contains("umem_frames") && s["umem_frames"].is_null());
+    EXPECT_EQ(s["flow_rules"], flow_rules);
+    json a = nic["affinity"];
+    EXPECT_EQ(a["by"], json("every general receive queue (software steering)"));
+    ASSERT_TRUE(a["cpus"].is_array());
+    json cpus = a["cpus"];
+    EXPECT_NE(std::find(cpus.begin(), cpus.end(), json(0)), cpus.end()) << "general queue 0's CPU serves the vmq";
+  }
+
+  void expect_queue_split(json show) {
+    EXPECT_EQ(show["uplink"]["dedicated_queues"], json::array({kDedicatedQueue})) << show["uplink"].dump();
+    EXPECT_EQ(show["uplink"]["general_queues"], json::array({kGeneralQueue})) << show["uplink"].dump();
+  }
+
+  // n sequence-numbered frames to vm, sent from `cpu` (so they arrive on
+  // up0's receive queue `cpu`): every one received, in order, intact, and
+  // nothing else. Returns the sender's JSON.
+  json expect_delivered(int vm, int cpu, uint32_t stream, uint64_t n) {
+    SCOPED_TRACE("vm" + std::to_string(vm) + " from CPU " + std::to_string(cpu));
+    Bg rx = receive(vm, 15, "--until-frames " + std::to_string(n) + " --idle-ms 1500");
+    json t = send(vm, n, "5000", cpu, stream).wait();
+    json r = rx.wait();
+    EXPECT_EQ(u64(t, {"sent"}), n) << t.dump();
+    EXPECT_EQ(r["foreign"], 0) << r.dump();
+    EXPECT_EQ(r["streams"].size(), 1u) << r.dump();
+    json s = r["streams"][std::to_string(stream)];
+    EXPECT_EQ(u64(s, {"frames"}), n) << r.dump();
+    EXPECT_EQ(u64(s, {"reordered"}), 0u);
+    EXPECT_EQ(u64(s, {"corrupt"}), 0u);
+    EXPECT_EQ(u64(s, {"lost"}), 0u);
+    EXPECT_EQ(u64(s, {"first"}), 0u);
+    EXPECT_EQ(u64(s, {"last"}), n - 1);
+    return t;
+  }
+
+  // stats.dedicated's entry for queue 1.
+  json dedicated_of(json st) {
+    json d = entry_of_queue(st, "dedicated", kDedicatedQueue);
+    EXPECT_TRUE(d.is_object()) << "no stats.dedicated entry for queue 1: " << st["dedicated"].dump();
+    return d.is_object() ? d : json::object();
+  }
+
+  // The dedicated queue's buffers back in its pool or fill ring, within 1 s.
+  void expect_dedicated_idle(uint64_t total) {
+    json d;
+    for (int i = 0; i < 100; i++) {
+      d = dedicated_of(call("stats"));
+      json b = d["buffers"];
+      if (u64(b, {"total"}) == total && u64(b, {"free"}) + u64(b, {"in_fill"}) == total && u64(b, {"in_flight"}) == 0)
+        return;
+      std::this_thread::sleep_for(10ms);
+    }
+    ADD_FAILURE() << "dedicated queue's pool (of " << total << " frames) not idle after 1 s: " << d.dump();
+  }
+};
+
+class SwitchdEthtoolRulesTest : public SwitchdDedicatedTest {
+ protected:
+  SwitchdEthtoolRulesTest() { flow_rules_.clear(); }  // switchd's default: ethtool
+};
+
+TEST_F(SwitchdDedicatedTest, DedicatedQueueServesItsVm) {
+  constexpr uint64_t N = 2000;
+  attach();
+  add_vm(1, "auto", "hardware");
+  add_vm(2, "auto", "software");
+  json show = call("show");
+  expect_queue_split(show);
+  json vm1 = nic_of(show, "vm1"), vm2 = nic_of(show, "vm2");
+  expect_dedicated(vm1, "external");
+  expect_software(vm2, "software", "external");
+  ASSERT_TRUE(vm1["vmq"].is_number() && vm2["vmq"].is_number()) << show.dump();
+  const std::string vmq1 = std::to_string(vm1["vmq"].get<uint64_t>()), vmq2 = std::to_string(vm2["vmq"].get<uint64_t>());
+  EXPECT_FALSE(threads_pinned_to(pid_, 1).empty()) << "no switchd thread is pinned to CPU 1 (dedicated queue 1's CPU)";
+
+  // 1. From CPU 1: the hardware rule's queue. The dedicated worker alone sees them.
+  json a = call("stats");
+  expect_delivered(1, 1, 11, N);
+  json b = call("stats");
+  {
+    SCOPED_TRACE("vm1 from CPU 1 (dedicated queue 1)");
+    ASSERT_EQ(b["dedicated"].size(), 1u) << b["dedicated"].dump();
+    json da = dedicated_of(a), db = dedicated_of(b);
+    EXPECT_EQ(db["queue"], kDedicatedQueue);
+    EXPECT_EQ(db["cpu"], 1);
+    EXPECT_EQ(db["nic"], json("vm1"));
+    EXPECT_EQ(u64(db, {"rx_vmq"}) - u64(da, {"rx_vmq"}), N) << db.dump();
+    EXPECT_EQ(u64(db, {"tx"}) - u64(da, {"tx"}), N) << db.dump();
+    EXPECT_EQ(u64(b, {"nics", "vm1", "fast_frames"}) - u64(a, {"nics", "vm1", "fast_frames"}), N);
+    EXPECT_EQ(u64(b, {"nics", "vm1", "default_frames"}) - u64(a, {"nics", "vm1", "default_frames"}), 0u);
+    EXPECT_EQ(u64(b, {"classifier", "vmqs", vmq1.c_str(), "frames"}) - u64(a, {"classifier", "vmqs", vmq1.c_str(), "frames"}), N);
+    json qa = entry_of_queue(a, "queues", kGeneralQueue), qb = entry_of_queue(b, "queues", kGeneralQueue);
+    ASSERT_TRUE(qb.is_object()) << "no stats.queues entry for general queue 0: " << b["queues"].dump();
+    for (const char* k : {"rx_default", "rx_vmq", "tx"})
+      EXPECT_EQ(u64(qb, {k}), u64(qa, {k})) << "general queue 0's " << k << " moved for frames on queue 1";
+  }
+
+  // 2. vm1 from CPU 0: queue 0 has no vmq socket of vm1's; the default path delivers.
+  a = b;
+  expect_delivered(1, 0, 10, N);
+  b = call("stats");
+  {
+    SCOPED_TRACE("vm1 from CPU 0 (general queue 0)");
+    EXPECT_EQ(u64(b, {"classifier", "reasons", "no_socket", "frames"}) - u64(a, {"classifier", "reasons", "no_socket", "frames"}), N);
+    EXPECT_EQ(u64(b, {"nics", "vm1", "default_frames"}) - u64(a, {"nics", "vm1", "default_frames"}), N);
+    EXPECT_EQ(u64(b, {"nics", "vm1", "fast_frames"}) - u64(a, {"nics", "vm1", "fast_frames"}), 0u);
+    EXPECT_EQ(u64(dedicated_of(b), {"rx_vmq"}) - u64(dedicated_of(a), {"rx_vmq"}), 0u);
+    json qa = entry_of_queue(a, "queues", kGeneralQueue), qb = entry_of_queue(b, "queues", kGeneralQueue);
+    EXPECT_EQ(u64(qb, {"rx_default"}) - u64(qa, {"rx_default"}), N);
+    EXPECT_EQ(u64(qb, {"rx_vmq"}) - u64(qa, {"rx_vmq"}), 0u);
+  }
+
+  // 3. vm2 (software steering) from CPU 0: its vmq socket on general queue 0.
+  a = b;
+  expect_delivered(2, 0, 20, N);
+  b = call("stats");
+  {
+    SCOPED_TRACE("vm2 from CPU 0 (general queue 0)");
+    EXPECT_EQ(u64(b, {"nics", "vm2", "fast_frames"}) - u64(a, {"nics", "vm2", "fast_frames"}), N);
+    EXPECT_EQ(u64(b, {"nics", "vm2", "default_frames"}) - u64(a, {"nics", "vm2", "default_frames"}), 0u);
+    EXPECT_EQ(u64(b, {"classifier", "vmqs", vmq2.c_str(), "frames"}) - u64(a, {"classifier", "vmqs", vmq2.c_str(), "frames"}), N);
+    json qa = entry_of_queue(a, "queues", kGeneralQueue), qb = entry_of_queue(b, "queues", kGeneralQueue);
+    EXPECT_EQ(u64(qb, {"rx_vmq"}) - u64(qa, {"rx_vmq"}), N);
+    EXPECT_EQ(u64(qb, {"rx_default"}) - u64(qa, {"rx_default"}), 0u);
+    EXPECT_EQ(u64(dedicated_of(b), {"rx_vmq"}) - u64(dedicated_of(a), {"rx_vmq"}), 0u);
+  }
+
+  // Nothing foreign anywhere: each VM got its own frames and no others.
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(netdev_stat("vm1", "eth0", "rx_packets"), 2 * N);
+  EXPECT_EQ(netdev_stat("vm2", "eth0", "rx_packets"), N);
+  EXPECT_EQ(netdev_stat("vm3", "eth0", "rx_packets"), 0u);
+  EXPECT_EQ(queue_drops(b), 0u) << b["queues"].dump();
+  EXPECT_EQ(u64(b, {"classifier", "reasons", "no_socket", "frames"}), N) << "only vm1's frames on queue 0";
+  expect_pools_idle();
+  expect_dedicated_idle(kDefaultVmqUmemFrames);
+}
+
+TEST_F(SwitchdEthtoolRulesTest, FallsBackWithEthtoolRulesOnVeth) {
+  constexpr uint64_t N = 2000;
+  attach();
+  add_vm(1, "auto", "hardware");
+  json show = call("show");
+  expect_queue_split(show);
+  json vm1 = nic_of(show, "vm1");
+  expect_software(vm1, "hardware", "ethtool");
+  const std::string reason = vm1["steering"].value("reason", "");
+  EXPECT_NE(reason.find("veth"), std::string::npos) << "the reason names the driver: " << reason;
+  EXPECT_EQ(vm1["affinity"]["cpus"], json::array({0})) << "served by every general queue (queue 0, CPU 0)";
+  json st0 = call("stats");
+  for (const auto& d : st0.value("dedicated", json::array())) EXPECT_NE(d.value("nic", ""), "vm1") << d.dump();
+
+  json a = call("stats");
+  expect_delivered(1, 0, 10, N);
+  json b = call("stats");
+  EXPECT_EQ(u64(b, {"nics", "vm1", "fast_frames"}) - u64(a, {"nics", "vm1", "fast_frames"}), N);
+  EXPECT_EQ(u64(b, {"nics", "vm1", "default_frames"}) - u64(a, {"nics", "vm1", "default_frames"}), 0u);
+  json qa = entry_of_queue(a, "queues", kGeneralQueue), qb = entry_of_queue(b, "queues", kGeneralQueue);
+  EXPECT_EQ(u64(qb, {"rx_vmq"}) - u64(qa, {"rx_vmq"}), N);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(netdev_stat("vm1", "eth0", "rx_packets"), N);
+  expect_pools_idle();
+}
+
+TEST_F(SwitchdDedicatedTest, DisconnectReleasesTheDedicatedQueue) {
+  constexpr uint64_t N = 2000;
+  attach();
+  add_vm(1, "auto", "hardware");
+  expect_dedicated(nic_of(call("show"), "vm1"), "external");
+
+  EXPECT_EQ(call("nic.disconnect", {{"port", "vm1"}})["state"], json("disconnected"));
+  json show = call("show");
+  {
+    SCOPED_TRACE("vm1 disconnected");
+    json s = nic_of(show, "vm1")["steering"];
+    EXPECT_TRUE(s.contains("queue") && s["queue"].is_null()) << s.dump();
+    for (const auto& d : call("stats").value("dedicated", json::array())) EXPECT_NE(d.value("nic", ""), "vm1") << d.dump();
+  }
+
+  // vm1 still holds vmq 1 (until nic.delete); vm3 gets vmq 2 and the freed queue.
+  add_vm(3, "auto", "hardware");
+  show = call("show");
+  expect_queue_split(show);
+  expect_dedicated(nic_of(show, "vm3"), "external");
+  json a = call("stats");
+  expect_delivered(3, 1, 31, N);
+  json b = call("stats");
+  {
+    SCOPED_TRACE("vm3 from CPU 1 (dedicated queue 1)");
+    EXPECT_EQ(dedicated_of(b)["nic"], json("vm3"));
+    EXPECT_EQ(u64(dedicated_of(b), {"rx_vmq"}) - u64(dedicated_of(a), {"rx_vmq"}), N);
+    EXPECT_EQ(u64(b, {"nics", "vm3", "fast_frames"}) - u64(a, {"nics", "vm3", "fast_frames"}), N);
+  }
+
+  // Free a vmq; a second hardware NIC finds every reserved queue taken.
+  call("nic.delete", {{"port", "vm1"}});
+  add_vm(2, "auto", "hardware");
+  show = call("show");
+  json vm2 = nic_of(show, "vm2");
+  expect_software(vm2, "hardware", "external");
+  const std::string reason = lower(vm2["steering"].value("reason", ""));
+  EXPECT_NE(reason.find("dedicated queue"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("free"), std::string::npos) << reason;
+  expect_dedicated(nic_of(show, "vm3"), "external");
+
+  a = call("stats");
+  expect_delivered(2, 0, 20, N);
+  b = call("stats");
+  EXPECT_EQ(u64(b, {"nics", "vm2", "fast_frames"}) - u64(a, {"nics", "vm2", "fast_frames"}), N);
+  EXPECT_EQ(b["dedicated"].size(), 1u) << b["dedicated"].dump();
+  EXPECT_EQ(dedicated_of(b)["nic"], json("vm3"));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(netdev_stat("vm1", "eth0", "rx_packets"), 0u);
+  EXPECT_EQ(netdev_stat("vm2", "eth0", "rx_packets"), N);
+  EXPECT_EQ(netdev_stat("vm3", "eth0", "rx_packets"), N);
+  expect_pools_idle();
+  expect_dedicated_idle(kDefaultVmqUmemFrames);
+}
+
+TEST_F(SwitchdDedicatedTest, RestartKeepsTheDedicatedQueue) {
+  constexpr uint64_t N = 2000;
+  attach();
+  add_vm(1, "auto", "hardware");
+  add_vm(2, "auto", "software");
+  expect_delivered(1, 1, 11, N);
+  json show_before = call("show");
+  expect_dedicated(nic_of(show_before, "vm1"), "external");
+
+  stop_switchd(SIGKILL);
+  EXPECT_TRUE(fs::exists(dir_ + "/state/state.json"));
+  ASSERT_NO_FATAL_FAILURE(start_switchd());
+  json show_after = call("show");
+  EXPECT_EQ(show_after["uplink"]["adopted"], true);
+  expect_queue_split(show_after);
+  expect_dedicated(nic_of(show_after, "vm1"), "external");
+  expect_software(nic_of(show_after, "vm2"), "software", "external");
+  json x = show_after, y = show_before;
+  x["uplink"].erase("adopted");
+  y["uplink"].erase("adopted");
+  EXPECT_EQ(x, y);
+  EXPECT_FALSE(threads_pinned_to(pid_, 1).empty()) << "no switchd thread is pinned to CPU 1 after the restart";
+
+  json a = call("stats");
+  expect_delivered(1, 1, 12, N);
+  json b = call("stats");
+  {
+    SCOPED_TRACE("vm1 from CPU 1 after the restart");
+    ASSERT_EQ(b["dedicated"].size(), 1u) << b["dedicated"].dump();
+    EXPECT_EQ(dedicated_of(b)["nic"], json("vm1"));
+    EXPECT_EQ(dedicated_of(b)["cpu"], 1);
+    EXPECT_EQ(u64(dedicated_of(b), {"rx_vmq"}) - u64(dedicated_of(a), {"rx_vmq"}), N);
+    EXPECT_EQ(u64(b, {"nics", "vm1", "fast_frames"}) - u64(a, {"nics", "vm1", "fast_frames"}), N);
+    EXPECT_EQ(u64(b, {"nics", "vm1", "default_frames"}) - u64(a, {"nics", "vm1", "default_frames"}), 0u);
+  }
+  a = b;
+  expect_delivered(2, 0, 20, N);
+  b = call("stats");
+  EXPECT_EQ(u64(b, {"nics", "vm2", "fast_frames"}) - u64(a, {"nics", "vm2", "fast_frames"}), N);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(netdev_stat("vm1", "eth0", "rx_packets"), 2 * N);
+  EXPECT_EQ(netdev_stat("vm2", "eth0", "rx_packets"), N);
+  expect_pools_idle();
+  expect_dedicated_idle(kDefaultVmqUmemFrames);
 }
 
 }  // namespace
