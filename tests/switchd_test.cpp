@@ -391,6 +391,8 @@ class SwitchdTest : public ::testing::Test {
   int next_ready_ = 0;
 };
 
+std::vector<std::string> threads_pinned_to(pid_t pid, int cpu);
+
 TEST_F(SwitchdTest, ThreeVmsTwoVmqs) {
   constexpr uint64_t N = 2000;
   attach();
@@ -440,6 +442,9 @@ TEST_F(SwitchdTest, ThreeVmsTwoVmqs) {
     // CPU q's senders land on queue q: half of vm1's and vm2's (fast), half of vm3's (default).
     EXPECT_EQ(u64(st["queues"][q], {"rx_vmq"}), N);
     EXPECT_EQ(u64(st["queues"][q], {"rx_default"}), N / 2);
+    // ... and are served by a worker pinned to CPU q.
+    EXPECT_EQ(u64(st["queues"][q], {"cpu"}), static_cast<uint64_t>(q));
+    EXPECT_FALSE(threads_pinned_to(pid_, q).empty()) << "no switchd thread is pinned to CPU " << q;
   }
   EXPECT_EQ(u64(st, {"classifier", "vmqs", "1", "frames"}), N);
   EXPECT_EQ(u64(st, {"classifier", "vmqs", "2", "frames"}), N);
