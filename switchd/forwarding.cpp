@@ -1,0 +1,124 @@
+#include "switchd/forwarding.h"
+
+#include <linux/if_ether.h>
+
+namespace xvmq::switchd {
+
+bool PortVlans::carries(uint16_t vlan) const {
+  if (mode == VlanMode::Access) return vlan == access;
+  return (vlan < allowed.size() && allowed[vlan]) || native == vlan;
+}
+
+bool PortVlans::sends_tagged(uint16_t vlan) const { return mode == VlanMode::Trunk && native != vlan; }
+
+PortVlans PortVlans::access_vlan(uint16_t vlan) {
+  PortVlans v;
+  v.access = vlan;
+  return v;
+}
+
+PortVlans PortVlans::trunk(const std::vector<uint16_t>& allowed, std::optional<uint16_t> native) {
+  PortVlans v;
+  v.mode = VlanMode::Trunk;
+  for (uint16_t a : allowed)
+    if (a < v.allowed.size()) v.allowed.set(a);
+  v.native = native;
+  return v;
+}
+
+std::string_view to_string(SwitchDrop d) {
+  switch (d) {
+    case SwitchDrop::Malformed: return "malformed";
+    case SwitchDrop::SpoofedSource: return "spoofed_source";
+    case SwitchDrop::TaggedOnAccess: return "tagged_on_access";
+    case SwitchDrop::VlanNotAllowed: return "vlan_not_allowed";
+    case SwitchDrop::UnknownUnicast: return "unknown_unicast";
+    case SwitchDrop::NoPort: return "no_port";
+    case SwitchDrop::Count: break;
+  }
+  return "?";
+}
+
+namespace {
+
+uint16_t rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
+Decision dropped(SwitchDrop why) {
+  Decision d;
+  d.drop = why;
+  return d;
+}
+
+}  // namespace
+
+Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports) {
+  if (len < ETH_HLEN) return dropped(SwitchDrop::Malformed);
+  // Tags as the classifier reads them: outer 0x8100/0x88a8, inner 0x8100;
+  // the VLAN is the first VID that is not 0 (priority tags carry none).
+  uint16_t proto = rd16(f + 12), vlan = 0;
+  uint32_t pos = ETH_HLEN, ntags = 0, vlan_tags = 0;
+  for (uint32_t i = 0; i < 2; i++) {
+    if (!(proto == 0x8100 || (i == 0 && proto == 0x88a8))) break;
+    if (pos + 4 > len) return dropped(SwitchDrop::Malformed);
+    uint16_t vid = rd16(f + pos) & 0x0fff;
+    ntags = i + 1;
+    if (vid && !vlan) {
+      vlan = vid;
+      vlan_tags = i + 1;
+    }
+    proto = rd16(f + pos + 2);
+    pos += 4;
+  }
+  Decision d;
+  d.tags = vlan ? vlan_tags : ntags;  // the tags that make the frame's VLAN; the rest is payload
+  Mac dst, src;
+  std::copy(f, f + 6, dst.begin());
+  std::copy(f + 6, f + 12, src.begin());
+
+  if (ingress == kUplink) {
+    d.vlan = vlan;
+    d.learn = !is_multicast(src) && src != Mac{};
+  } else {
+    const SwitchPort& p = ports.at(static_cast<size_t>(ingress));
+    if (src != p.mac && !p.allow_mac_spoofing) return dropped(SwitchDrop::SpoofedSource);
+    if (p.vlans.mode == VlanMode::Access) {
+      if (vlan) return dropped(SwitchDrop::TaggedOnAccess);
+      d.vlan = p.vlans.access;
+    } else if (vlan) {
+      if (!p.vlans.carries(vlan)) return dropped(SwitchDrop::VlanNotAllowed);
+      d.vlan = vlan;
+    } else {
+      if (!p.vlans.native) return dropped(SwitchDrop::VlanNotAllowed);
+      d.vlan = *p.vlans.native;
+    }
+  }
+
+  auto add = [&](int port) {
+    bool tagged = port == kUplink ? d.vlan != 0 : ports[static_cast<size_t>(port)].vlans.sends_tagged(d.vlan);
+    d.out.push_back({port, tagged});
+  };
+  if (is_multicast(dst)) {
+    for (size_t i = 0; i < ports.size(); i++)
+      if (static_cast<int>(i) != ingress && ports[i].vlans.carries(d.vlan)) add(static_cast<int>(i));
+    if (ingress != kUplink) add(kUplink);
+    if (d.out.empty()) d.drop = SwitchDrop::NoPort;
+    return d;
+  }
+  for (size_t i = 0; i < ports.size(); i++) {
+    if (ports[i].mac != dst || !ports[i].vlans.carries(d.vlan)) continue;
+    if (static_cast<int>(i) == ingress) {
+      d.drop = SwitchDrop::NoPort;  // back where it came from
+      return d;
+    }
+    add(static_cast<int>(i));
+    return d;
+  }
+  if (ingress == kUplink) {
+    d.drop = SwitchDrop::UnknownUnicast;
+    return d;
+  }
+  add(kUplink);
+  return d;
+}
+
+}  // namespace xvmq::switchd

@@ -1,0 +1,73 @@
+// The software switch's decision for one frame: where it goes and in which
+// shape, or why it is dropped. Pure: no sockets, no locks; the queue
+// workers execute it. It behaves like an Ethernet switch with VLANs (IEEE
+// 802.1Q), Hyper-V's port security, and the uplink as a trunk that carries
+// every VLAN (VLAN 0: untagged).
+#pragma once
+
+#include <bitset>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "loader/abi.h"
+
+namespace xvmq::switchd {
+
+enum class VlanMode : uint8_t { Access, Trunk };
+
+// A VM NIC's VLAN settings, as Hyper-V's Set-VMNetworkAdapterVlan.
+struct PortVlans {
+  VlanMode mode = VlanMode::Access;
+  uint16_t access = 0;         // access: its one VLAN; 0 = the untagged network
+  std::bitset<4096> allowed;   // trunk: the VLANs it carries
+  std::optional<uint16_t> native;  // trunk: the VLAN of its untagged frames
+
+  bool carries(uint16_t vlan) const;
+  bool sends_tagged(uint16_t vlan) const;  // this port's shape of a frame on `vlan`
+  static PortVlans access_vlan(uint16_t vlan);
+  static PortVlans trunk(const std::vector<uint16_t>& allowed, std::optional<uint16_t> native);
+};
+
+enum class SwitchDrop : uint8_t {
+  Malformed,          // shorter than an Ethernet header, or a truncated tag
+  SpoofedSource,      // a VM sent with a source MAC not its NIC's
+  TaggedOnAccess,     // a tagged frame from an access NIC
+  VlanNotAllowed,     // a trunk NIC sent on a VLAN it does not carry, or untagged with no native VLAN
+  UnknownUnicast,     // from the uplink, to no port
+  NoPort,             // no port to send to: alone on its VLAN, or to the port it came from
+  Count
+};
+std::string_view to_string(SwitchDrop d);
+
+inline constexpr int kUplink = -1;
+
+// One port as the switch sees it (index = position in the ports vector).
+struct SwitchPort {
+  Mac mac{};
+  PortVlans vlans;
+  bool allow_mac_spoofing = false;
+};
+
+struct Egress {
+  int port;     // kUplink or an index into the ports
+  bool tagged;  // leaves with one tag of the frame's VLAN, else untagged
+};
+
+struct Decision {
+  std::optional<SwitchDrop> drop;
+  uint16_t vlan = 0;        // the frame's VLAN inside the switch
+  uint32_t tags = 0;        // tags on the frame as received (removed before shaping)
+  std::vector<Egress> out;
+  bool learn = false;       // the source MAC (on `vlan`) is behind the uplink
+};
+
+// Decide for a frame entering on `ingress` (kUplink or a port index).
+// Unicast goes to the port that has the destination MAC on the frame's
+// VLAN; a VM's frame to anyone else goes to the uplink; the uplink's frame
+// to no port is dropped. Broadcast and multicast go to every other port of
+// the VLAN, the uplink included when a VM sent it.
+Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports);
+
+}  // namespace xvmq::switchd
