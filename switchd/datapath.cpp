@@ -171,11 +171,28 @@ Datapath::~Datapath() {
   workers_.clear();
 }
 
-Status Datapath::install_filter(const NicSpec& nic) {
-  return cls_->set_filter({nic.mac, nic.vlan}, {nic.vmq, nic.vlan != 0});
+namespace {
+
+// One filter per VLAN the NIC is on; the tag goes where the NIC takes the
+// VLAN untagged (access, a trunk's native VLAN).
+std::vector<std::pair<FilterKey, FilterValue>> filters_of(const NicSpec& nic) {
+  std::vector<std::pair<FilterKey, FilterValue>> out;
+  for (uint16_t v = 0; v <= XVMQ_VLAN_MAX; v++)
+    if (nic.vlans.carries(v)) out.push_back({{nic.mac, v}, {nic.vmq, !nic.vlans.sends_tagged(v)}});
+  return out;
 }
 
-void Datapath::clear_filter(const NicSpec& nic) { (void)cls_->clear_filter({nic.mac, nic.vlan}); }
+}  // namespace
+
+Status Datapath::install_filter(const NicSpec& nic) {
+  for (const auto& [k, v] : filters_of(nic))
+    if (auto st = cls_->set_filter(k, v); !st) return st;
+  return {};
+}
+
+void Datapath::clear_filter(const NicSpec& nic) {
+  for (const auto& [k, v] : filters_of(nic)) (void)cls_->clear_filter(k);
+}
 
 Status Datapath::connect(const NicSpec& nic) {
   if (connected_.count(nic.name)) return Error{EEXIST, "nic " + nic.name + " is already connected"};
@@ -257,7 +274,8 @@ Status Datapath::connect(const NicSpec& nic) {
                                                    w.frames = opts_.vmq_umem_frames;
                                                    return w;
                                                  }());
-    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, static_cast<int>(nic.vmq), counters.back(), {}};
+    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, static_cast<int>(nic.vmq), counters.back(), {},
+                 nic.vlans, nic.allow_mac_spoofing};
     auto socks = c->dedicated->start_dedicated(wn, workers_.front().get());
     if (!socks) {
       st = socks.error();
@@ -274,7 +292,7 @@ Status Datapath::connect(const NicSpec& nic) {
       if (!(ss.hardware && static_cast<int>(reserved_[r].queue) == ss.queue) && r % workers_.size() == done)
         extra.push_back(reserved_[r].queue);
     int vmq = ss.hardware ? 0 : static_cast<int>(nic.vmq);  // a dedicated vmq has its socket on its queue only
-    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, vmq, counters[done], extra};
+    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, vmq, counters[done], extra, nic.vlans, nic.allow_mac_spoofing};
     auto socks = workers_[done]->add_nic(wn);
     if (!socks) {
       st = socks.error();
@@ -348,7 +366,8 @@ Status Datapath::reconcile_filters(const std::vector<NicSpec>& keep) {
   if (!filters) return filters.error();
   for (const auto& [key, value] : *filters) {
     bool wanted = false;
-    for (const auto& n : keep) wanted |= n.vmq && key == FilterKey{n.mac, n.vlan} && value.vmq == n.vmq;
+    for (const auto& n : keep)
+      for (const auto& [k, v] : filters_of(n)) wanted |= n.vmq && key == k && value == v;
     if (!wanted) (void)cls_->clear_filter(key);
   }
   return {};

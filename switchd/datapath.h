@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "loader/classifier.h"
+#include "switchd/forwarding.h"
 #include "switchd/queue_worker.h"
 
 namespace xvmq::switchd {
@@ -42,6 +43,8 @@ struct NicSpec {
   std::string backend;
   uint32_t vmq = 0;  // 0: none, the default queue's software path
   bool hardware = false;  // hardware steering requested
+  PortVlans vlans = PortVlans::access_vlan(0);  // `vlan` is vlans.access for an access NIC
+  bool allow_mac_spoofing = false;
 };
 
 // How a connected NIC's vmq is steered.

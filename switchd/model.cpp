@@ -30,6 +30,18 @@ std::string_view to_string(NicState s) {
 
 std::string_view to_string(VmqPolicy p) { return p == VmqPolicy::Off ? "off" : "auto"; }
 std::string_view to_string(Steering s) { return s == Steering::Software ? "software" : "hardware"; }
+std::string_view to_string(VlanMode m) { return m == VlanMode::Access ? "access" : "trunk"; }
+
+PortVlans NicConfig::vlans() const {
+  return vlan_mode == VlanMode::Access ? PortVlans::access_vlan(vlan) : PortVlans::trunk(trunk_vlans, native_vlan);
+}
+
+std::vector<uint16_t> NicConfig::carried() const {
+  if (vlan_mode == VlanMode::Access) return {vlan};
+  std::set<uint16_t> all(trunk_vlans.begin(), trunk_vlans.end());
+  if (native_vlan) all.insert(*native_vlan);
+  return {all.begin(), all.end()};
+}
 
 bool valid_name(std::string_view name) {
   if (name.empty() || name.size() > 15 || name[0] == '-' || name[0] == '.') return false;
@@ -131,12 +143,22 @@ void Model::nic_create(const std::string& name, const NicConfig& c) {
   if (is_multicast(c.mac) || c.mac == Mac{})
     throw Refused(ErrorKind::Usage, "nic.create: MAC " + format_mac(c.mac) + " is not a unicast station address");
   if (c.vlan > XVMQ_VLAN_MAX) throw Refused(ErrorKind::Usage, "nic.create: VLAN " + std::to_string(c.vlan) + " is outside 0..4094");
+  if (c.vlan_mode == VlanMode::Trunk) {
+    if (c.trunk_vlans.empty()) throw Refused(ErrorKind::Usage, "nic.create: a trunk NIC needs at least one VLAN");
+    for (uint16_t v : c.trunk_vlans)
+      if (v == 0 || v > XVMQ_VLAN_MAX)
+        throw Refused(ErrorKind::Usage, "nic.create: trunk VLAN " + std::to_string(v) + " is outside 1..4094");
+    if (c.native_vlan && *c.native_vlan > XVMQ_VLAN_MAX)
+      throw Refused(ErrorKind::Usage, "nic.create: native VLAN " + std::to_string(*c.native_vlan) + " is outside 0..4094");
+  }
   if (!valid_name(c.backend)) throw Refused(ErrorKind::Usage, "nic.create: backend '" + c.backend + "' is not a netdev name");
   for (const auto& [other, q] : ports_) {
     if (!q.nic) continue;
-    if (q.nic->config.mac == c.mac && q.nic->config.vlan == c.vlan)
-      throw Refused(ErrorKind::Exists, "nic.create: MAC " + format_mac(c.mac) + " on VLAN " + std::to_string(c.vlan) +
-                                           " is already in use by nic " + other);
+    for (uint16_t v : c.carried())
+      for (uint16_t w : q.nic->config.carried())
+        if (q.nic->config.mac == c.mac && v == w)
+          throw Refused(ErrorKind::Exists, "nic.create: MAC " + format_mac(c.mac) + " on VLAN " + std::to_string(v) +
+                                               " is already in use by nic " + other);
     if (q.nic->config.backend == c.backend)
       throw Refused(ErrorKind::Exists, "nic.create: backend " + c.backend + " is already used by nic " + other);
   }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "loader/abi.h"
+#include "switchd/forwarding.h"
 
 namespace xvmq::switchd {
 
@@ -44,13 +45,22 @@ std::string_view to_string(PortState s);
 std::string_view to_string(NicState s);
 std::string_view to_string(VmqPolicy p);
 std::string_view to_string(Steering s);
+std::string_view to_string(VlanMode m);
 
 struct NicConfig {
   Mac mac{};
   std::string backend;   // host-side netdev of the VM NIC
-  uint16_t vlan = 0;     // 0: untagged
+  VlanMode vlan_mode = VlanMode::Access;
+  uint16_t vlan = 0;     // access: the VLAN; 0 = untagged
+  std::vector<uint16_t> trunk_vlans;     // trunk: the VLANs it carries, tagged
+  std::optional<uint16_t> native_vlan;   // trunk: the VLAN of its untagged frames
+  bool allow_mac_spoofing = false;       // Hyper-V's MacAddressSpoofing
   VmqPolicy vmq = VmqPolicy::Auto;
   Steering steering = Steering::Software;
+
+  PortVlans vlans() const;
+  // The VLANs the NIC is on: one for access; the trunk's and its native.
+  std::vector<uint16_t> carried() const;
 };
 
 struct Nic {

@@ -20,7 +20,10 @@ namespace xvmq::switchd {
 std::string_view to_string(Drop d) {
   switch (d) {
     case Drop::UnknownUnicast: return "unknown_unicast";
-    case Drop::VlanMismatch: return "vlan_mismatch";
+    case Drop::SpoofedSource: return "spoofed_source";
+    case Drop::TaggedOnAccess: return "tagged_on_access";
+    case Drop::VlanNotAllowed: return "vlan_not_allowed";
+    case Drop::NoPort: return "no_port";
     case Drop::Backpressure: return "backpressure";
     case Drop::TxRingFull: return "tx_ring_full";
     case Drop::NoBuffer: return "no_buffer";
@@ -34,39 +37,9 @@ namespace {
 
 constexpr uint32_t kHeadroom = 64;  // room to push a VLAN tag in place
 constexpr uint32_t kBatch = 64;
-constexpr uint16_t kTpid8021Q = 0x8100, kTpid8021AD = 0x88a8;
 
 void bump(std::atomic<uint64_t>& c, uint64_t n = 1) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 
-uint16_t rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-
-// The frame's VLAN as the classifier reads it: first tag with a VID != 0.
-struct Tags {
-  uint16_t vlan = 0;
-  uint32_t strip = 0;  // tags to remove so the VLAN's tag is gone
-  bool ok = true;
-};
-
-Tags read_tags(const uint8_t* f, uint32_t len) {
-  Tags t;
-  if (len < ETH_HLEN) return Tags{0, 0, false};
-  uint16_t proto = rd16(f + 12);
-  uint32_t pos = ETH_HLEN, ntags = 0;
-  for (uint32_t i = 0; i < 2; i++) {
-    if (!(proto == kTpid8021Q || (i == 0 && proto == kTpid8021AD))) break;
-    if (pos + 4 > len) return Tags{0, 0, false};
-    uint16_t vid = rd16(f + pos) & 0x0fff;
-    ntags = i + 1;
-    if (vid && !t.vlan) {
-      t.vlan = vid;
-      t.strip = i + 1;
-    }
-    proto = rd16(f + pos + 2);
-    pos += 4;
-  }
-  if (!t.vlan) t.strip = ntags;
-  return t;
-}
 
 }  // namespace
 
@@ -96,6 +69,7 @@ struct QueueWorker::Nic {
   Sock* vmq_sock = nullptr;
   // The backend's reserved queues this worker serves: receive only.
   std::vector<std::pair<std::unique_ptr<Ctx>, Sock*>> extras;
+  bool removing = false;
 };
 
 QueueWorker::QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts)
@@ -313,46 +287,53 @@ void QueueWorker::reap_completions(Ctx& c) {
   if (c.tx_sock) c.tx_sock->outstanding -= std::min(n, c.tx_sock->outstanding);
 }
 
-// Deliver to a NIC with the frame's tags removed (access port).
-static inline void strip_in_place(uint8_t* umem, uint64_t& addr, uint32_t& len, uint32_t tags) {
+Drop to_drop(SwitchDrop d) {
+  switch (d) {
+    case SwitchDrop::Malformed: return Drop::Malformed;
+    case SwitchDrop::SpoofedSource: return Drop::SpoofedSource;
+    case SwitchDrop::TaggedOnAccess: return Drop::TaggedOnAccess;
+    case SwitchDrop::VlanNotAllowed: return Drop::VlanNotAllowed;
+    case SwitchDrop::UnknownUnicast: return Drop::UnknownUnicast;
+    case SwitchDrop::NoPort:
+    case SwitchDrop::Count: break;
+  }
+  return Drop::NoPort;
+}
+
+// The frame's shapes: `tags` tags removed (untagged), or exactly one tag of
+// `vlan` (tagged; the priority bits of a tag it had are kept). Frames have
+// kHeadroom bytes before them in their UMEM frame for the tag.
+static void shape_untagged(uint8_t* umem, uint64_t& addr, uint32_t& len, uint32_t tags) {
   if (!tags) return;
   std::memmove(umem + addr + 4 * tags, umem + addr, 12);
   addr += 4 * tags;
   len -= 4 * tags;
 }
 
+static void shape_tagged(uint8_t* umem, uint64_t& addr, uint32_t& len, uint32_t tags, uint16_t vlan) {
+  uint16_t pcp = tags ? static_cast<uint16_t>(umem[addr + 14] & 0xe0) << 8 : 0;
+  if (tags > 1) shape_untagged(umem, addr, len, tags - 1);
+  if (!tags) {
+    std::memmove(umem + addr - 4, umem + addr, 12);
+    addr -= 4;
+    len += 4;
+  }
+  uint16_t tci = static_cast<uint16_t>(pcp | vlan);
+  umem[addr + 12] = 0x81;
+  umem[addr + 13] = 0x00;
+  umem[addr + 14] = static_cast<uint8_t>(tci >> 8);
+  umem[addr + 15] = static_cast<uint8_t>(tci);
+}
+
 void QueueWorker::forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic) {
-  auto* umem = static_cast<uint8_t*>(area_);
-  if (vmq_nic) {  // the VMQ path: the classifier matched this NIC
+  if (vmq_nic) {  // the VMQ path: the classifier matched this NIC and shaped the frame
     bump(vmq_nic->cfg.counters->fast_frames);
     bump(vmq_nic->cfg.counters->fast_bytes, len);
     send(*vmq_nic->backend, vmq_nic, addr, len);
     return;
   }
-  Tags t = read_tags(umem + addr, len);
-  if (!t.ok) return drop(nullptr, Drop::Malformed);
-  const uint8_t* dst = umem + addr;
-  if (dst[0] & 1) {  // broadcast and multicast: every NIC of the VLAN
-    bool stripped = false;
-    for (auto& [_, n] : nics_) {
-      if (n->cfg.vlan != t.vlan || !n->backend) continue;
-      if (!stripped) {
-        strip_in_place(umem, addr, len, t.strip);
-        stripped = true;
-      }
-      bump(n->cfg.counters->default_frames);
-      bump(n->cfg.counters->default_bytes, len);
-      send(*n->backend, n.get(), addr, len);
-    }
-    return;
-  }
-  auto it = by_mac_.find(xvmq_filter_word(dst, t.vlan));
-  if (it == by_mac_.end()) return drop(nullptr, Drop::UnknownUnicast);
-  Nic* n = it->second;
-  strip_in_place(umem, addr, len, t.strip);
-  bump(n->cfg.counters->default_frames);
-  bump(n->cfg.counters->default_bytes, len);
-  send(*n->backend, n, addr, len);
+  auto* umem = static_cast<uint8_t*>(area_);
+  execute(decide(umem + addr, len, kUplink, ports_), nullptr, addr, len);
 }
 
 void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
@@ -363,50 +344,57 @@ void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
   }
   bump(from.cfg.counters->from_vm_frames);
   bump(from.cfg.counters->from_vm_bytes, len);
-  if (len < ETH_HLEN) return drop(&from, Drop::Malformed);
-  uint16_t proto = rd16(umem + addr + 12);
-  if (proto == kTpid8021Q || proto == kTpid8021AD) return drop(&from, Drop::VlanMismatch);  // access NIC
-  const uint8_t* dst = umem + addr;
-  const uint16_t vlan = from.cfg.vlan;
+  auto it = port_index_.find(&from);
+  if (it == port_index_.end()) return drop(&from, Drop::NoPort);  // being removed
+  execute(decide(umem + addr, len, it->second, ports_), &from, addr, len);
+}
 
-  // The uplink's shape of the frame: tagged with the NIC's VLAN.
-  auto to_uplink = [&](uint64_t a, uint32_t l) {
-    if (vlan) {
-      std::memmove(umem + a - 4, umem + a, 12);
-      a -= 4;
-      l += 4;
-      umem[a + 12] = kTpid8021Q >> 8;
-      umem[a + 13] = kTpid8021Q & 0xff;
-      umem[a + 14] = static_cast<uint8_t>(vlan >> 8);
-      umem[a + 15] = static_cast<uint8_t>(vlan);
+void QueueWorker::execute(const Decision& d, Nic* from, uint64_t addr, uint32_t len) {
+  if (d.drop) return drop(from, to_drop(*d.drop));
+  auto* umem = static_cast<uint8_t*>(area_);
+  bool untagged = false, tagged = false;
+  for (const auto& e : d.out) (e.tagged ? tagged : untagged) = true;
+  // Both shapes: the tagged one gets its own copy of the frame.
+  uint64_t t_addr = addr, copy = UINT64_MAX;
+  uint32_t t_len = len;
+  if (tagged && untagged) {
+    copy = alloc_frame();
+    if (copy == UINT64_MAX) {
+      drop(from, Drop::NoBuffer);
+      tagged = false;
+    } else {
+      t_addr = copy + kHeadroom;
+      std::memcpy(umem + t_addr, umem + addr, len);
     }
-    send(*default_sock_, nullptr, a, l);
-  };
-
-  if (dst[0] & 1) {
-    bool shared = false;
-    for (auto& [_, n] : nics_) {
-      if (n.get() == &from || n->cfg.vlan != vlan || !n->backend) continue;
-      if (send(*n->backend, n.get(), addr, len)) shared = true;
-    }
-    if (!shared) return to_uplink(addr, len);
-    // Others hold this buffer untagged: the uplink gets its own copy.
-    uint64_t copy = alloc_frame();
-    if (copy == UINT64_MAX) return drop(&from, Drop::NoBuffer);
-    std::memcpy(umem + copy + kHeadroom, umem + addr, len);
-    to_uplink(copy + kHeadroom, len);
-    if (refs_[copy / opts_.frame_size] == 0) free_.push_back(copy);
-    return;
   }
-  auto it = by_mac_.find(xvmq_filter_word(dst, vlan));
-  if (it != by_mac_.end() && it->second != &from) {
-    Nic* n = it->second;
+  if (tagged) shape_tagged(umem, t_addr, t_len, d.tags, d.vlan);
+  if (untagged) shape_untagged(umem, addr, len, d.tags);
+  for (const auto& e : d.out) {
+    if (e.tagged && !tagged) continue;
+    uint64_t a = e.tagged ? t_addr : addr;
+    uint32_t l = e.tagged ? t_len : len;
+    if (e.port == kUplink) {
+      send(*default_sock_, nullptr, a, l);
+      continue;
+    }
+    Nic* n = port_nics_[static_cast<size_t>(e.port)];
     bump(n->cfg.counters->default_frames);
-    bump(n->cfg.counters->default_bytes, len);
-    send(*n->backend, n, addr, len);
-    return;
+    bump(n->cfg.counters->default_bytes, l);
+    send(*n->backend, n, a, l);
   }
-  to_uplink(addr, len);
+  if (copy != UINT64_MAX && refs_[copy / opts_.frame_size] == 0) free_.push_back(copy);
+}
+
+void QueueWorker::rebuild_ports() {
+  ports_.clear();
+  port_nics_.clear();
+  port_index_.clear();
+  for (auto& [_, n] : nics_) {
+    if (n->removing) continue;
+    port_index_[n.get()] = static_cast<int>(ports_.size());
+    ports_.push_back({n->cfg.mac, n->cfg.vlans, n->cfg.allow_mac_spoofing});
+    port_nics_.push_back(n.get());
+  }
 }
 
 void QueueWorker::process_rx(Sock& s, uint32_t budget) {
@@ -553,8 +541,8 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
       by_vmq_[cfg.vmq] = n.get();
       out.vmq_fd = xsk_socket__fd(n->vmq_sock->xsk);
     }
-    by_mac_[xvmq_filter_word(cfg.mac.data(), cfg.vlan)] = n.get();
     nics_[cfg.name] = std::move(n);
+    rebuild_ports();
     return {};
   });
   if (!st) return st.error();
@@ -593,8 +581,10 @@ Status QueueWorker::remove_nic(const std::string& name) {
     auto it = nics_.find(name);
     if (it == nics_.end()) return Error{ENOENT, "nic " + name + " is not on queue " + std::to_string(queue_)};
     Nic& n = *it->second;
-    by_mac_.erase(xvmq_filter_word(n.cfg.mac.data(), n.cfg.vlan));
     by_vmq_.erase(n.cfg.vmq);
+    // No new deliveries to it; what it still sends is dropped (no_port).
+    n.removing = true;
+    rebuild_ports();
     // Frames already in its rings: deliver what can be, then wait for its
     // sends to complete (bounded), so no buffer stays behind.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
@@ -622,6 +612,7 @@ Status QueueWorker::remove_nic(const std::string& name) {
     if (n.vmq_sock) destroy_socket(n.vmq_sock);
     destroy_socket(n.backend);
     nics_.erase(it);
+    rebuild_ports();
     return {};
   });
 }

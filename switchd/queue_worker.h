@@ -26,6 +26,7 @@
 
 #include "loader/abi.h"
 #include "loader/result.h"
+#include "switchd/forwarding.h"
 
 struct xsk_umem;
 struct xsk_socket;
@@ -43,7 +44,10 @@ struct WorkerOptions {
 // Why the software path did not deliver a frame (per NIC or per queue).
 enum class Drop : uint32_t {
   UnknownUnicast,  // from the uplink, to no connected NIC
-  VlanMismatch,    // tagged on another VLAN than the NIC's, or tagged from an access NIC
+  SpoofedSource,   // a VM sent with a source MAC not its NIC's
+  TaggedOnAccess,  // a tagged frame from an access NIC
+  VlanNotAllowed,  // a trunk NIC sent on a VLAN it does not carry, or untagged without a native VLAN
+  NoPort,          // no port to send to
   Backpressure,    // the NIC has nic_inflight frames in flight
   TxRingFull,      // the destination socket's ring is full
   NoBuffer,        // no free frame to make a second copy
@@ -76,6 +80,8 @@ struct WorkerNic {
   // Backend queues this worker also serves for the NIC (reserved queues no
   // dedicated worker has the NIC on): the VM may transmit on any queue.
   std::vector<uint32_t> extra_queues;
+  PortVlans vlans = PortVlans::access_vlan(0);
+  bool allow_mac_spoofing = false;
 };
 
 // The fds a NIC's sockets got on one worker, for the classifier's and the
@@ -136,6 +142,9 @@ class QueueWorker {
   void process_rx(Sock& s, uint32_t budget);
   void forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic);
   void forward_from_vm(Nic& from, uint64_t addr, uint32_t len);
+  // Carry out the software switch's decision for a frame.
+  void execute(const Decision& d, Nic* from, uint64_t addr, uint32_t len);
+  void rebuild_ports();
   bool send(Sock& to, Nic* nic, uint64_t addr, uint32_t len);
   void kick_tx();
   void reap_completions(Ctx& c);
@@ -162,8 +171,10 @@ class QueueWorker {
   Sock* default_sock_ = nullptr;
   std::vector<std::unique_ptr<Sock>> socks_;
   std::unordered_map<std::string, std::unique_ptr<Nic>> nics_;
-  std::unordered_map<uint64_t, Nic*> by_mac_;  // xvmq_filter_word(mac, vlan) of connected NICs
   std::map<int, Nic*> by_vmq_;
+  std::vector<SwitchPort> ports_;  // the connected NICs, for decide()
+  std::vector<Nic*> port_nics_;    // the same order
+  std::unordered_map<const Nic*, int> port_index_;
   std::vector<Sock*> to_kick_;
 
   QueueCounters counters_;

@@ -100,6 +100,10 @@ nlohmann::json Switch::restore() {
       nic.config.mac = parse_mac(n.at("mac").get<std::string>()).value_or(Mac{});
       nic.config.backend = n.at("backend").get<std::string>();
       nic.config.vlan = n.value("vlan", 0);
+      nic.config.vlan_mode = n.value("vlan_mode", "access") == "trunk" ? VlanMode::Trunk : VlanMode::Access;
+      nic.config.trunk_vlans = n.value("trunk_vlans", std::vector<uint16_t>{});
+      if (n.contains("native_vlan") && !n["native_vlan"].is_null()) nic.config.native_vlan = n["native_vlan"].get<uint16_t>();
+      nic.config.allow_mac_spoofing = n.value("allow_mac_spoofing", false);
       nic.config.vmq = n.value("vmq_policy", "auto") == "off" ? VmqPolicy::Off : VmqPolicy::Auto;
       nic.config.steering = n.value("steering", "software") == "hardware" ? Steering::Hardware : Steering::Software;
       std::string st = n.at("state").get<std::string>();
@@ -143,6 +147,9 @@ void Switch::persist() {
     if (p.nic) {
       const Nic& n = *p.nic;
       j["nic"] = {{"mac", format_mac(n.config.mac)}, {"backend", n.config.backend}, {"vlan", n.config.vlan},
+                  {"vlan_mode", to_string(n.config.vlan_mode)}, {"trunk_vlans", n.config.trunk_vlans},
+                  {"native_vlan", n.config.native_vlan ? json(*n.config.native_vlan) : json(nullptr)},
+                  {"allow_mac_spoofing", n.config.allow_mac_spoofing},
                   {"vmq_policy", to_string(n.config.vmq)}, {"steering", to_string(n.config.steering)},
                   {"state", to_string(n.state)}, {"vmq", n.vmq ? json(*n.vmq) : json(nullptr)}};
     }
@@ -156,7 +163,10 @@ void Switch::persist() {
 
 NicSpec Switch::spec_of(const std::string& port, uint32_t vmq) const {
   const Nic& n = model_.nic(port);
-  return NicSpec{port, n.config.mac, n.config.vlan, n.config.backend, vmq, n.config.steering == Steering::Hardware};
+  NicSpec spec{port, n.config.mac, n.config.vlan, n.config.backend, vmq, n.config.steering == Steering::Hardware};
+  spec.vlans = n.config.vlans();
+  spec.allow_mac_spoofing = n.config.allow_mac_spoofing;
+  return spec;
 }
 
 void Switch::event_logged(size_t before) {
@@ -184,6 +194,10 @@ json Switch::port_json(const Port& p) const {
     j["nic"] = {{"state", to_string(n.state)},
                 {"mac", format_mac(n.config.mac)},
                 {"vlan", n.config.vlan},
+                {"vlan_mode", to_string(n.config.vlan_mode)},
+                {"trunk_vlans", n.config.trunk_vlans},
+                {"native_vlan", n.config.native_vlan ? json(*n.config.native_vlan) : json(nullptr)},
+                {"allow_mac_spoofing", n.config.allow_mac_spoofing},
                 {"backend", n.config.backend},
                 {"vmq_policy", to_string(n.config.vmq)},
                 {"vmq", n.vmq ? json(*n.vmq) : json(nullptr)},
@@ -320,10 +334,34 @@ json Switch::handle(const std::string& op, const json& args) {
     if (!mac) throw Refused(ErrorKind::Usage, "mac '" + arg_string(args, "mac") + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
     c.mac = *mac;
     c.backend = arg_name(args, "backend");
+    auto vlan_arg = [&](const char* name, int64_t lo) {
+      const json& v = args[name];
+      if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > XVMQ_VLAN_MAX)
+        throw Refused(ErrorKind::Usage, std::string(name) + " must be an integer " + std::to_string(lo) + "..4094");
+      return v.get<uint16_t>();
+    };
+    std::string mode = args.value("vlan_mode", "access");
+    if (mode != "access" && mode != "trunk") throw Refused(ErrorKind::Usage, "vlan_mode '" + mode + "': use access or trunk");
+    c.vlan_mode = mode == "trunk" ? VlanMode::Trunk : VlanMode::Access;
     if (args.contains("vlan")) {
-      if (!args["vlan"].is_number_integer() || args["vlan"].get<int64_t>() < 0 || args["vlan"].get<int64_t>() > XVMQ_VLAN_MAX)
-        throw Refused(ErrorKind::Usage, "vlan must be an integer 0..4094 (0: untagged)");
-      c.vlan = args["vlan"].get<uint16_t>();
+      if (c.vlan_mode == VlanMode::Trunk) throw Refused(ErrorKind::Usage, "vlan is an access NIC's; a trunk takes trunk_vlans and native_vlan");
+      c.vlan = vlan_arg("vlan", 0);
+    }
+    if (args.contains("trunk_vlans") || args.contains("native_vlan")) {
+      if (c.vlan_mode != VlanMode::Trunk) throw Refused(ErrorKind::Usage, "trunk_vlans and native_vlan need vlan_mode trunk");
+      if (args.contains("native_vlan")) c.native_vlan = vlan_arg("native_vlan", 0);
+      if (args.contains("trunk_vlans")) {
+        if (!args["trunk_vlans"].is_array()) throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
+        for (const json& v : args["trunk_vlans"]) {
+          if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > XVMQ_VLAN_MAX)
+            throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
+          c.trunk_vlans.push_back(v.get<uint16_t>());
+        }
+      }
+    }
+    if (args.contains("allow_mac_spoofing")) {
+      if (!args["allow_mac_spoofing"].is_boolean()) throw Refused(ErrorKind::Usage, "allow_mac_spoofing must be true or false");
+      c.allow_mac_spoofing = args["allow_mac_spoofing"].get<bool>();
     }
     std::string vmq = args.value("vmq", "auto");
     if (vmq != "auto" && vmq != "off") throw Refused(ErrorKind::Usage, "vmq '" + vmq + "': use auto or off");

@@ -149,7 +149,8 @@ int main(int argc, char** argv) {
 
   CLI::App* nic = group("nic", "VM NICs, one per port, named by their port");
   CLI::App* create = step(nic, "create", "create the NIC of port PORT on the host-side netdev BACKEND",
-                          "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --vlan 10");
+                          "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --vlan 10\n"
+                          "  switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host --trunk 10,20 --native-vlan 30");
   create->add_option("PORT", name, "the port of the NIC")->required()->check(kName);
   create->add_option("--mac", mac, "the NIC's unicast MAC, like 02:00:00:00:00:01")->required()->transform(kMac);
   create->add_option("--backend", backend, "host-side netdev: a veth end or a VM's tap")->required()->check(kName);
@@ -160,11 +161,28 @@ int main(int argc, char** argv) {
   CLI::Option* steering_opt =
       create->add_option("--steering", steering, "software (XDP), or hardware (NIC flow rules); default software")
           ->check(CLI::IsMember({"software", "hardware"}));
+  static std::vector<int> trunk;
+  static int native_vlan = 0;
+  static bool spoofing = false;
+  CLI::Option* trunk_opt = create->add_option("--trunk", trunk, "a trunk NIC carrying these VLANs tagged, e.g. 10,20")
+                               ->delimiter(',')
+                               ->check(CLI::Range(1, 4094))
+                               ->excludes(vlan_opt);
+  CLI::Option* native_opt = create->add_option("--native-vlan", native_vlan, "a trunk NIC's VLAN for its untagged frames")
+                                ->check(CLI::Range(0, 4094))
+                                ->needs(trunk_opt);
+  create->add_flag("--allow-mac-spoofing", spoofing, "let the VM send from other source MACs (default: dropped)");
   create->callback([&] {
     call = Call{"nic.create", {{"port", name}, {"mac", mac}, {"backend", backend}}, "nic " + name, "created", false};
     if (vmq_opt->count()) call->args["vmq"] = vmq;
     if (vlan_opt->count()) call->args["vlan"] = vlan;
     if (steering_opt->count()) call->args["steering"] = steering;
+    if (trunk_opt->count()) {
+      call->args["vlan_mode"] = "trunk";
+      call->args["trunk_vlans"] = trunk;
+    }
+    if (native_opt->count()) call->args["native_vlan"] = native_vlan;
+    if (spoofing) call->args["allow_mac_spoofing"] = true;
   });
   named(nic, "connect", "connect the NIC of port PORT: traffic flows", "port", "connected");
   named(nic, "disconnect", "disconnect the NIC of port PORT: traffic stops", "port", "disconnected");
