@@ -112,6 +112,7 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
                              std::to_string(XVMQ_MAX_QUEUES)};
   std::unique_ptr<Datapath> dp(new Datapath());
   dp->uplink_ = uplink;
+  dp->fdb_ = std::make_unique<Fdb>(opts.fdb_size);
   dp->driver_ = dev->driver;
   dp->opts_ = opts;
 
@@ -152,17 +153,34 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
       dp->reserved_.push_back(info);
       continue;
     }
-    auto w = std::make_unique<QueueWorker>(uplink, q, info.cpu, opts.worker);
+    auto w = std::make_unique<QueueWorker>(uplink, q, info.cpu, opts.worker, dp->fdb_.get());
     auto fd = w->start();
     if (!fd) return fd.error();
     if (auto st = dp->cls_->set_socket(XVMQ_DEFAULT_VMQ, q, *fd); !st) return st.error();
     dp->workers_.push_back(std::move(w));
     dp->queues_.push_back(info);
   }
+  Datapath* self = dp.get();
+  dp->aging_ = std::thread([self] {
+    std::unique_lock lock(self->aging_mu_);
+    while (!self->aging_cv_.wait_for(lock, std::chrono::seconds(1), [self] { return self->stopping_; }))
+      self->fdb_->expire(now_s(), self->opts_.fdb_age_s);
+  });
   return dp;
 }
 
+uint32_t Datapath::now_s() {
+  return static_cast<uint32_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
 Datapath::~Datapath() {
+  {
+    std::lock_guard lock(aging_mu_);
+    stopping_ = true;
+  }
+  aging_cv_.notify_all();
+  if (aging_.joinable()) aging_.join();
   // Sockets close with the workers; the kernel empties their slots.
   for (auto& [name, c] : connected_) {
     c->port.reset();

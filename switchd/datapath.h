@@ -9,13 +9,17 @@
 // to the host stack until a new switchd adopts it.
 #pragma once
 
+#include <condition_variable>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
 #include "loader/classifier.h"
+#include "switchd/fdb.h"
 #include "switchd/forwarding.h"
 #include "switchd/queue_worker.h"
 
@@ -34,6 +38,8 @@ struct DatapathOptions {
   // the NIC already steers (rules made by other tooling).
   FlowRules flow_rules = FlowRules::Ethtool;
   uint32_t vmq_umem_frames = 2048;  // a hardware-steered vmq's own UMEM
+  uint32_t fdb_size = 8192;         // MACs learned behind the uplink, at most
+  uint32_t fdb_age_s = 300;         // forgotten when not seen for this long
 };
 
 struct NicSpec {
@@ -110,6 +116,9 @@ class Datapath {
   std::map<std::string, NicTotals> nic_totals() const;
   std::vector<std::pair<QueueInfo, PoolState>> pools() const;
   const QueueCounters& queue_counters(size_t i) const { return workers_[i]->counters(); }
+  Fdb& fdb() { return *fdb_; }
+  const Fdb& fdb() const { return *fdb_; }
+  static uint32_t now_s();  // the FDB's clock
 
  private:
   class VmPort;
@@ -124,6 +133,11 @@ class Datapath {
   bool adopted_ = false;
   DatapathOptions opts_;
   std::unique_ptr<Classifier> cls_;
+  std::unique_ptr<Fdb> fdb_;
+  std::thread aging_;
+  std::mutex aging_mu_;
+  std::condition_variable aging_cv_;
+  bool stopping_ = false;
   std::vector<std::unique_ptr<QueueWorker>> workers_;
   std::vector<QueueInfo> queues_;
   std::vector<QueueInfo> reserved_;

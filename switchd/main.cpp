@@ -72,6 +72,10 @@ int main(int argc, char** argv) {
                  "already steers (rules made by other tooling)")->capture_default_str()->check(CLI::IsMember({"ethtool", "external"}));
   app.add_option("--vmq-umem-frames", opts.datapath.vmq_umem_frames, "buffers of a hardware-steered vmq's own UMEM")
       ->capture_default_str()->check(CLI::Range(256, 1 << 20));
+  app.add_option("--fdb-size", opts.datapath.fdb_size, "MACs learned behind the uplink, at most")
+      ->capture_default_str()->check(CLI::Range(16, 1 << 22));
+  app.add_option("--fdb-age", opts.datapath.fdb_age_s, "seconds before an unseen learned MAC is forgotten")
+      ->capture_default_str()->check(CLI::Range(1, 86400));
   app.add_flag("--busy-poll", opts.datapath.worker.busy_poll, "workers spin instead of sleeping");
   app.add_flag("--detach-on-exit", detach_on_exit, "on SIGTERM detach the classifier (default: leave it passing frames)");
   app.add_flag("-v,--verbose", verbose, "libbpf and libxdp messages");

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "loader/log.h"
+#include "switchd/fdb.h"
 
 namespace xvmq::switchd {
 
@@ -72,8 +73,8 @@ struct QueueWorker::Nic {
   bool removing = false;
 };
 
-QueueWorker::QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts)
-    : uplink_(std::move(uplink)), queue_(queue), cpu_(cpu), opts_(opts) {}
+QueueWorker::QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts, Fdb* fdb)
+    : uplink_(std::move(uplink)), queue_(queue), cpu_(cpu), opts_(opts), fdb_(fdb) {}
 
 QueueWorker::~QueueWorker() {
   stop_ = true;
@@ -350,8 +351,18 @@ void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
 }
 
 void QueueWorker::execute(const Decision& d, Nic* from, uint64_t addr, uint32_t len) {
-  if (d.drop) return drop(from, to_drop(*d.drop));
   auto* umem = static_cast<uint8_t*>(area_);
+  if (d.learn && fdb_) {
+    Mac src;
+    std::copy(umem + addr + 6, umem + addr + 12, src.begin());
+    switch (fdb_->learn(src, d.vlan, now_s_)) {
+      case Fdb::Learned::Added: bump(counters_.learned); break;
+      case Fdb::Learned::Full: bump(counters_.learn_refused); break;
+      case Fdb::Learned::Known: break;
+    }
+  }
+  if (d.drop) return drop(from, to_drop(*d.drop));
+  bump(counters_.vlan_frames[d.vlan & 0xfff]);
   bool untagged = false, tagged = false;
   for (const auto& e : d.out) (e.tagged ? tagged : untagged) = true;
   // Both shapes: the tagged one gets its own copy of the frame.
@@ -435,6 +446,8 @@ void QueueWorker::loop() {
   size_t fds_for = SIZE_MAX;
 
   while (!stop_) {
+    now_s_ = static_cast<uint32_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
     {
       std::vector<std::pair<std::function<Status()>, std::promise<Status>>> cmds;
       {

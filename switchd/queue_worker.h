@@ -67,6 +67,8 @@ struct NicCounters {
 struct QueueCounters {
   std::atomic<uint64_t> rx_default{0}, rx_vmq{0}, rx_vm{0}, tx{0};
   std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
+  std::atomic<uint64_t> learned{0}, learn_refused{0};
+  std::atomic<uint64_t> vlan_frames[4096]{};  // frames the software switch forwarded, by VLAN
 };
 
 // A connected NIC as the worker sees it.
@@ -98,7 +100,7 @@ struct PoolState {
 
 class QueueWorker {
  public:
-  QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts);
+  QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts, class Fdb* fdb = nullptr);
   ~QueueWorker();  // stops the thread, closes every socket
   QueueWorker(const QueueWorker&) = delete;
   QueueWorker& operator=(const QueueWorker&) = delete;
@@ -161,6 +163,8 @@ class QueueWorker {
   uint32_t queue_;
   int cpu_;
   WorkerOptions opts_;
+  class Fdb* fdb_ = nullptr;  // shared by the workers; learned from the uplink
+  uint32_t now_s_ = 0;        // coarse clock for the FDB, once per loop
 
   void* area_ = nullptr;
   size_t area_size_ = 0;

@@ -240,6 +240,19 @@ json Switch::show() const {
 json Switch::stats() const {
   json out{{"classifier", nullptr}, {"nics", json::object()}, {"queues", json::array()}, {"dedicated", json::array()}};
   if (!dp_) return out;
+  uint64_t learned = 0, refused = 0;
+  std::vector<uint64_t> vlans(4096, 0);
+  for (size_t q = 0; q < dp_->queues().size(); q++) {
+    const QueueCounters& c = dp_->queue_counters(q);
+    learned += c.learned.load();
+    refused += c.learn_refused.load();
+    for (size_t v = 0; v < vlans.size(); v++) vlans[v] += c.vlan_frames[v].load(std::memory_order_relaxed);
+  }
+  out["fdb"] = {{"size", dp_->fdb().size()}, {"capacity", dp_->fdb().capacity()}, {"learned", learned},
+                {"learn_refused", refused}};
+  out["vlans"] = json::object();
+  for (size_t v = 0; v < vlans.size(); v++)
+    if (vlans[v]) out["vlans"][std::to_string(v)] = {{"frames", vlans[v]}};
   if (auto c = dp_->classifier_counters(); c) {
     json reasons = json::object(), vmqs = json::object();
     for (uint32_t r = 0; r < XVMQ_REASON_MAX; r++)
@@ -289,6 +302,19 @@ json Switch::handle(const std::string& op, const json& args) {
       if (e.seq > since)
         evs.push_back({{"seq", e.seq}, {"time", iso_time(e.time)}, {"object", e.object}, {"from", e.from}, {"to", e.to}, {"step", e.step}});
     return {{"events", evs}};
+  } else if (op == "fdb.show") {
+    if (!dp_) throw Refused(ErrorKind::NotFound, "no uplink is attached");
+    json entries = json::array();
+    for (const auto& e : dp_->fdb().entries(Datapath::now_s()))
+      entries.push_back({{"mac", format_mac(e.mac)}, {"vlan", e.vlan}, {"port", "uplink"}, {"age_s", e.age_s}});
+    for (const auto& [name, p] : model_.ports())
+      if (p.nic && p.nic->state == NicState::Connected)
+        for (uint16_t v : p.nic->config.carried())
+          entries.push_back({{"mac", format_mac(p.nic->config.mac)}, {"vlan", v}, {"port", name}, {"static", true}});
+    return {{"entries", entries}, {"size", dp_->fdb().size()}, {"capacity", dp_->fdb().capacity()}};
+  } else if (op == "fdb.flush") {
+    if (!dp_) throw Refused(ErrorKind::NotFound, "no uplink is attached");
+    return {{"flushed", dp_->fdb().flush()}};
   } else if (op == "uplink.attach") {
     std::string name = arg_name(args, "name");
     auto mode = parse_attach_mode(args.value("mode", "auto"));

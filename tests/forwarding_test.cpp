@@ -146,3 +146,50 @@ TEST(Forwarding, NoFrameCrossesVlans) {
 
 }  // namespace
 }  // namespace xvmq::switchd
+
+#include <thread>
+
+#include "switchd/fdb.h"
+
+namespace xvmq::switchd {
+namespace {
+
+TEST(Fdb, LearnsAgesAndStaysBounded) {
+  Fdb fdb(100);
+  EXPECT_EQ(fdb.learn(mac(1), 10, 1), Fdb::Learned::Added);
+  EXPECT_EQ(fdb.learn(mac(1), 10, 2), Fdb::Learned::Known);
+  EXPECT_EQ(fdb.learn(mac(1), 20, 2), Fdb::Learned::Added);  // per VLAN
+  EXPECT_EQ(fdb.size(), 2u);
+  // A flood of source MACs: the table stops at its bound, and counts.
+  for (uint32_t i = 0; i < 100000; i++) fdb.learn(Mac{0x02, 0x33, uint8_t(i >> 24), uint8_t(i >> 16), uint8_t(i >> 8), uint8_t(i)}, 10, 3);
+  EXPECT_EQ(fdb.size(), 100u);
+  EXPECT_GE(fdb.refused(), 100000u - 98);
+  EXPECT_EQ(fdb.learn(mac(1), 10, 4), Fdb::Learned::Known) << "a known station stays known when the table is full";
+  // Aging: mac(1)/10 was seen at 4, the flood at 3.
+  EXPECT_EQ(fdb.expire(10, 6), 99u);
+  EXPECT_EQ(fdb.size(), 1u);
+  auto e = fdb.entries(10);
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].mac, mac(1));
+  EXPECT_EQ(e[0].vlan, 10);
+  EXPECT_EQ(e[0].age_s, 6u);
+  EXPECT_EQ(fdb.learn(mac(2), 10, 11), Fdb::Learned::Added) << "freed slots are learned into again";
+  EXPECT_EQ(fdb.flush(), 2u);
+  EXPECT_EQ(fdb.size(), 0u);
+}
+
+TEST(Fdb, WorkersLearnConcurrently) {
+  Fdb fdb(4096);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 4; w++)
+    workers.emplace_back([&, w] {
+      for (uint32_t i = 0; i < 20000; i++) fdb.learn(Mac{0x02, 0x44, 0, uint8_t(w), uint8_t(i >> 8), uint8_t(i)}, 0, 1);
+    });
+  for (auto& t : workers) t.join();
+  EXPECT_LE(fdb.size(), 4096u);
+  EXPECT_EQ(fdb.entries(1).size(), fdb.size());
+  EXPECT_EQ(fdb.size() + fdb.refused(), 4u * 20000u);
+}
+
+}  // namespace
+}  // namespace xvmq::switchd

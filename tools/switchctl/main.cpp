@@ -192,6 +192,14 @@ int main(int argc, char** argv) {
   named(vmqs, "allocate", "give the NIC of port PORT a vmq", "port", "vmq allocated");
   named(vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port", "vmq freed");
 
+  CLI::App* fdb = group("fdb", "the forwarding table: MACs learned behind the uplink, and the NICs' own");
+  step(fdb, "show", "every entry: MAC, VLAN, port, age", "switchctl fdb show")->callback([&] {
+    call = Call{"fdb.show", json::object(), {}, {}, false};
+  });
+  step(fdb, "flush", "forget the MACs learned behind the uplink", "switchctl fdb flush")->callback([&] {
+    call = Call{"fdb.flush", json::object(), "fdb", "flushed", false};
+  });
+
   step(&app, "show", "the uplink, the ports with their NICs, and the vmqs", "switchctl show")->callback([&] {
     call = Call{"show", json::object(), {}, {}, false};
   });
@@ -250,6 +258,7 @@ int main(int argc, char** argv) {
   else if (call->op == "show") switchctl::print_show(result);
   else if (call->op == "stats") switchctl::print_stats(result);
   else if (call->op == "events") switchctl::print_events(result);
+  else if (call->op == "fdb.show") switchctl::print_fdb(result);
   else std::printf("%s\n", switchctl::summary(call->object, call->done, result, call->say_done).c_str());
   return 0;
 }

@@ -151,4 +151,13 @@ void print_events(const json& result) {
   print_table({"SEQ", "TIME", "OBJECT", "FROM", "TO", "STEP"}, rows);
 }
 
+void print_fdb(const json& result) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& e : field(result, "entries"))
+    rows.push_back({text(field(e, "mac")), text(field(e, "vlan")), text(field(e, "port")),
+                    field(e, "static").is_boolean() ? "static" : text(field(e, "age_s")) + "s"});
+  print_table({"MAC", "VLAN", "PORT", "AGE"}, rows);
+  std::printf("learned %s of at most %s\n", text(field(result, "size")).c_str(), text(field(result, "capacity")).c_str());
+}
+
 }  // namespace xvmq::switchctl

@@ -17,5 +17,6 @@ std::string summary(const std::string& object, const std::string& done, const nl
 void print_show(const nlohmann::json& result);
 void print_stats(const nlohmann::json& result);
 void print_events(const nlohmann::json& result);
+void print_fdb(const nlohmann::json& result);
 
 }  // namespace xvmq::switchctl
