@@ -109,12 +109,13 @@ enum xvmq_reason {
 	XVMQ_REASON_RUNT = 8,           /* shorter than an Ethernet header: dropped */
 	XVMQ_REASON_TRUNCATED_TAG = 9,  /* VLAN tag cut short: dropped */
 	XVMQ_REASON_STRIP_ERROR = 10,   /* tag removal failed: dropped */
-	XVMQ_REASON_MAX = 11,
+	XVMQ_REASON_TOO_BIG = 11,       /* longer than xvmq_max_frame: dropped */
+	XVMQ_REASON_MAX = 12,
 };
 
 #define XVMQ_REASON_DROP_MASK                                                  \
 	((1u << XVMQ_REASON_RUNT) | (1u << XVMQ_REASON_TRUNCATED_TAG) |          \
-	 (1u << XVMQ_REASON_STRIP_ERROR))
+	 (1u << XVMQ_REASON_STRIP_ERROR) | (1u << XVMQ_REASON_TOO_BIG))
 
 static inline int xvmq_reason_is_drop(__u32 reason)
 {

@@ -32,6 +32,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvmq_xsks SEC(".maps");
 
+/* The longest frame a socket's buffer holds, set by the loader before the
+ * load (0: no limit). Longer frames would fail in the socket: counted and
+ * dropped here instead. */
+const volatile __u32 xvmq_max_frame = 0;
+
 /* The smallest linear part a multi-buffer frame has (see xvmq_uplink()). */
 #define XVMQ_LINEAR_FRAGS_MIN 1024
 
@@ -152,6 +157,8 @@ int xvmq_uplink(struct xdp_md *ctx)
 		bytes = bpf_xdp_get_buff_len(ctx);
 
 	reason = xvmq_parse(data, data_end, &f);
+	if (reason == XVMQ_REASON_MAX && xvmq_max_frame && bytes > xvmq_max_frame)
+		reason = XVMQ_REASON_TOO_BIG;
 	if (reason != XVMQ_REASON_MAX) {
 		xvmq_count_reason(reason, bytes);
 		return XDP_DROP;

@@ -184,6 +184,7 @@ Result<Classifier> Classifier::open(const ClassifierOptions& opts) {
   while (impl->pin_dir.size() > 1 && impl->pin_dir.back() == '/') impl->pin_dir.pop_back();
   impl->skel = xvmq_uplink__open();
   if (!impl->skel) return make_error(errno, "open classifier object");
+  impl->skel->rodata->xvmq_max_frame = opts.max_frame;
 
   bpf_map* m;
   bpf_object__for_each_map(m, impl->skel->obj) {

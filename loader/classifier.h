@@ -39,6 +39,9 @@ struct ClassifierOptions {
   // bpffs directory of this uplink's maps, e.g. /sys/fs/bpf/xvmq/eth0.
   // Empty: maps are not pinned.
   std::string pin_dir;
+  // The longest frame the sockets' buffers hold: longer ones are dropped
+  // and counted as too_big. 0: no limit. Fixed when the program loads.
+  uint32_t max_frame = 0;
 };
 
 // The classifier's program name, as the kernel and `xdp-loader status` show it.

@@ -62,11 +62,13 @@ class Datapath::VmPort {
     if (ifindex_) bpf_xdp_detach(ifindex_, flags_, nullptr);
     if (skel_) xvmq_vmport__destroy(skel_);
   }
-  static Result<std::unique_ptr<VmPort>> attach(const NetdevInfo& dev) {
+  static Result<std::unique_ptr<VmPort>> attach(const NetdevInfo& dev, uint32_t max_frame) {
     auto p = std::make_unique<VmPort>();
     log::clear_captured();
-    p->skel_ = xvmq_vmport__open_and_load();
-    if (!p->skel_) return make_error(errno, "load the VM port program for " + dev.name);
+    p->skel_ = xvmq_vmport__open();
+    if (!p->skel_) return make_error(errno, "open the VM port program for " + dev.name);
+    p->skel_->rodata->xvmq_max_frame = max_frame;
+    if (int err = xvmq_vmport__load(p->skel_); err) return make_error(err, "load the VM port program for " + dev.name);
     int fd = bpf_program__fd(p->skel_->progs.xvmq_vmport);
     std::string tried;
     for (uint32_t mode : {XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE}) {
@@ -85,6 +87,19 @@ class Datapath::VmPort {
     if (bpf_map__update_elem(skel_->maps.xvmq_port_xsks, &queue, sizeof(queue), &fd, sizeof(fd), BPF_ANY) != 0)
       return make_error(errno, "VM port slot " + std::to_string(queue));
     return {};
+  }
+  // Frames the VM sent that were too long, summed over CPUs.
+  uint64_t too_big() const {
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) return 0;
+    std::vector<xvmq_counter> v(static_cast<size_t>(ncpu));
+    uint32_t zero = 0;
+    if (bpf_map__lookup_elem(skel_->maps.xvmq_port_too_big, &zero, sizeof(zero), v.data(),
+                             v.size() * sizeof(xvmq_counter), 0) != 0)
+      return 0;
+    uint64_t n = 0;
+    for (const auto& c : v) n += c.frames;
+    return n;
   }
   void clear_slots(uint32_t queues) {
     for (uint32_t q = 0; q < queues; q++)
@@ -116,7 +131,7 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   dp->driver_ = dev->driver;
   dp->opts_ = opts;
 
-  auto cls = Classifier::open({opts.pin_root + "/" + uplink});
+  auto cls = Classifier::open({opts.pin_root + "/" + uplink, max_frame(opts.worker.frame_size)});
   if (!cls) return cls.error();
   dp->cls_ = std::make_unique<Classifier>(std::move(cls.value()));
   auto present = Classifier::query(uplink);
@@ -264,7 +279,7 @@ Status Datapath::connect(const NicSpec& nic) {
     }
   }
 
-  auto port = VmPort::attach(*dev);
+  auto port = VmPort::attach(*dev, max_frame(opts_.worker.frame_size));
   if (!port) return port.error();
   c->port = std::move(port.value());
 
@@ -424,6 +439,8 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
       for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++)
         t.drops[std::string(to_string(static_cast<Drop>(d)))] += c->drops[d];
     }
+    auto it = connected_.find(name);
+    t.drops["too_big"] = it != connected_.end() && it->second->port ? it->second->port->too_big() : 0;
   }
   return out;
 }

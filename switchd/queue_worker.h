@@ -33,6 +33,10 @@ struct xsk_socket;
 
 namespace xvmq::switchd {
 
+// The longest frame a UMEM buffer of frame_size bytes holds: the kernel
+// keeps XDP_PACKET_HEADROOM (256) and the workers 64 bytes to push a tag.
+constexpr uint32_t max_frame(uint32_t frame_size) { return frame_size - 256 - 64; }
+
 struct WorkerOptions {
   uint32_t frames = 4096;        // UMEM frames of this queue
   uint32_t frame_size = 4096;

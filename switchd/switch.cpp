@@ -229,6 +229,7 @@ json Switch::show() const {
               {"adopted", dp_->adopted()}, {"queues", queues},
               {"general_queues", general}, {"dedicated_queues", dedicated},
               {"frame_size", opts_.datapath.worker.frame_size},
+              {"max_frame", max_frame(opts_.datapath.worker.frame_size)},
               {"umem_frames_per_queue", opts_.datapath.worker.frames}};
   }
   json ports = json::array();

@@ -418,3 +418,31 @@ TEST_F(ClassifierTable, LoaderRefusesBadFilters) {
 
 }  // namespace
 }  // namespace xvmq::test
+
+namespace xvmq::test {
+namespace {
+
+// With a frame limit (the sockets' buffer size), longer frames are dropped
+// and counted, not lost in a socket that cannot hold them.
+TEST(ClassifierLimit, FramesLongerThanTheBuffersAreDroppedAndCounted) {
+  XVMQ_REQUIRE_PRIVILEGES();
+  auto c = Classifier::open({"", 1500});
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->load());
+  for (size_t len : {1500u, 1501u, 9000u}) {
+    SCOPED_TRACE(len);
+    auto before = c->counters();
+    ASSERT_TRUE(before);
+    auto r = prog_run(c->prog_fd(), untagged(VM9, len - 14));
+    ASSERT_EQ(r.err, 0);
+    auto after = c->counters();
+    bool big = len > 1500;
+    EXPECT_EQ(r.action, big ? XDP_DROP : XDP_PASS);
+    EXPECT_EQ(after->reason[XVMQ_REASON_TOO_BIG].frames - before->reason[XVMQ_REASON_TOO_BIG].frames, big ? 1u : 0u);
+    EXPECT_EQ(after->reason[XVMQ_REASON_TOO_BIG].bytes - before->reason[XVMQ_REASON_TOO_BIG].bytes, big ? len : 0u);
+    EXPECT_EQ(after->total_frames() - before->total_frames(), 1u);
+  }
+}
+
+}  // namespace
+}  // namespace xvmq::test

@@ -46,7 +46,6 @@ struct Row {
   uint32_t tags = 0;
 };
 
-bool operator==(const Egress& a, const Egress& b) { return a.port == b.port && a.tagged == b.tagged; }
 
 std::string str(const std::vector<Egress>& out) {
   std::string s;

@@ -5,104 +5,30 @@
 //   ext: ext0 <-> up0 (uplink, 2 queues)      vmN: eth0 (02:00:00:00:00:0N) <-> vmN-host
 //
 // Frames come from xvmq-frames (AF_PACKET sendmmsg, sequence-numbered, with a
-// payload checksum) and are checked by xvmq-frames recv in each VM.
-#include <fcntl.h>
+// payload checksum) and are checked by xvmq-frames recv in each VM. The
+// fixture (namespaces, veths, switchd as a child) is tests/switchd_fixture.h.
 #include <signal.h>
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <filesystem>
-#include <fstream>
-#include <future>
 #include <regex>
 #include <sstream>
 #include <thread>
 
 #include "loader/classifier.h"
-#include "switchd/control.h"
-#include "tests/harness.h"
-
-extern char** environ;
+#include "tests/switchd_fixture.h"
 
 namespace {
 
-using json = nlohmann::json;
 using namespace std::chrono_literals;
-using xvmq::control::ControlClient;
+using namespace xvmq::test;
 using xvmq::control::Response;
-using xvmq::test::sh;
-using xvmq::test::sh_ok;
 namespace fs = std::filesystem;
 
 constexpr const char* kPinRoot = "/sys/fs/bpf/xvmq";
-
-uint64_t mono_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::string mac_of(int vm) { return "02:00:00:00:00:0" + std::to_string(vm); }
-
-// The last JSON line a tool printed (its stderr is mixed in by sh()).
-json last_json(const std::string& out) {
-  std::istringstream in(out);
-  std::string line;
-  json j;
-  while (std::getline(in, line))
-    if (!line.empty() && line[0] == '{') j = json::parse(line, nullptr, false);
-  return j;
-}
-
-uint64_t u64(const json& j, std::initializer_list<const char*> path) {
-  const json* p = &j;
-  for (const char* k : path) {
-    if (!p->is_object() || !p->contains(k)) return 0;
-    p = &(*p)[k];
-  }
-  return p->is_number_unsigned() ? p->get<uint64_t>() : 0;
-}
-
-// A command running in the background; its output when done.
-struct Bg {
-  std::string cmd;
-  std::future<std::string> out;
-  json wait(std::chrono::seconds limit = 60s) {
-    if (out.wait_for(limit) != std::future_status::ready) {
-      ADD_FAILURE() << "still running after " << limit.count() << " s: " << cmd;
-      return nullptr;
-    }
-    std::string text = out.get();
-    json j = last_json(text);
-    if (!j.is_object()) ADD_FAILURE() << "no JSON from: " << cmd << "\n" << text;
-    return j;
-  }
-};
-
-Bg background(const std::string& cmd) {
-  return Bg{cmd, std::async(std::launch::async, [cmd] {
-              std::string out;
-              sh(cmd, &out);
-              return out;
-            })};
-}
-
-int cpu_count() {
-  cpu_set_t set;
-  return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-}
 
 // Sum over classifier reasons and vmqs 1.. : every frame the classifier saw.
 uint64_t classifier_total(const json& st) {
@@ -132,205 +58,12 @@ uint64_t queue_drops(const json& st) {
   return n;
 }
 
-class SwitchdTest : public ::testing::Test {
+class SwitchdTest : public SwitchdFixture {
  protected:
-  void SetUp() override {
-    XVMQ_REQUIRE_PRIVILEGES();
-    active_ = true;
-    // Named namespaces leave a file in the shared /run/netns: unique names.
-    prefix_ = "sd" + std::to_string(getpid()) + "-";
-    char tmpl[] = "/tmp/xvmq-switchd-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    sock_ = dir_ + "/switchd.sock";
-    log_ = dir_ + "/switchd.log";
-    sh("rm -rf " + std::string(kPinRoot));
-    ASSERT_TRUE(sh_ok("mkdir -p " + std::string(kPinRoot)));
-
-    for (const char* n : {"ext", "vm1", "vm2", "vm3"}) {
-      ASSERT_TRUE(sh_ok("ip netns add " + ns(n)));
-      made_ns_.push_back(n);
-      ASSERT_TRUE(sh_ok(in(n, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")));
-      ASSERT_TRUE(sh_ok("ip -n " + ns(n) + " link set lo up"));
-    }
-    ASSERT_TRUE(sh_ok("ip link add up0 numrxqueues 2 numtxqueues 2 type veth peer name ext0 netns " + ns("ext") +
-                      " numrxqueues 2 numtxqueues 2"));
-    ASSERT_TRUE(sh_ok("ip link set up0 up && ip -n " + ns("ext") + " link set ext0 up"));
-    for (int i = 1; i <= 3; i++) {
-      std::string vm = "vm" + std::to_string(i);
-      ASSERT_TRUE(sh_ok("ip link add " + vm + "-host numrxqueues 2 numtxqueues 2 type veth peer name eth0 netns " + ns(vm) +
-                        " address " + mac_of(i) + " numrxqueues 2 numtxqueues 2"));
-      ASSERT_TRUE(sh_ok("ip link set " + vm + "-host up && ip -n " + ns(vm) + " link set eth0 up"));
-    }
-    ASSERT_NO_FATAL_FAILURE(start_switchd());
-  }
-
-  void TearDown() override {
-    if (!active_) return;
-    stop_switchd(SIGTERM);
-    sh("ip link del up0");
-    for (int i = 1; i <= 3; i++) sh("ip link del vm" + std::to_string(i) + "-host");
-    for (const auto& n : made_ns_) sh("ip netns del " + ns(n));
-    check_log();
-    if (HasFailure()) std::fprintf(stderr, "---- switchd log (%s)\n%s----\n", log_.c_str(), slurp(log_).c_str());
-    sh("rm -rf " + std::string(kPinRoot));
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  std::string ns(const std::string& n) const { return prefix_ + n; }
-  std::string in(const std::string& n, const std::string& cmd) const { return "ip netns exec " + ns(n) + " " + cmd; }
-
-  void start_switchd() {
-    std::vector<std::string> args{SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state",
-                                  "--pin-root", kPinRoot, "--max-vmqs", "2"};
-    if (cpu_count() >= 2) args.insert(args.end(), {"--queue-cpus", "0:0,1:1"});
-    args.insert(args.end(), switchd_extra_.begin(), switchd_extra_.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ASSERT_EQ(rc, 0) << "spawn " << SWITCHD_PATH << ": " << strerror(rc);
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        FAIL() << "switchd exited (status " << status << ") before its socket was ready";
-      }
-      if (auto c = ControlClient::connect(sock_, 10s)) {
-        ctl_.emplace(std::move(c.value()));
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    FAIL() << "switchd's socket " << sock_ << " not ready after 10 s";
-  }
-
-  void stop_switchd(int sig) {
-    ctl_.reset();
-    if (pid_ <= 0) return;
-    kill(pid_, sig);
-    for (int i = 0; i < 500; i++) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    ADD_FAILURE() << "switchd did not stop on signal " << sig << " within 5 s";
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
-  bool switchd_alive() { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
-
-  // As Open vSwitch's check_logs: every line that says error or failed must be expected.
-  void check_log() {
-    std::istringstream in(slurp(log_));
-    std::string line;
-    while (std::getline(in, line)) {
-      std::string low = line;
-      for (auto& c : low) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (low.find("error") == std::string::npos && low.find("failed") == std::string::npos) continue;
-      bool expected = false;
-      for (const auto& e : expected_log_) expected |= line.find(e) != std::string::npos;
-      if (!expected) ADD_FAILURE() << "unexpected switchd log line: " << line;
-    }
-  }
-
-  Response request(const std::string& op, const json& args = json::object()) {
-    if (!ctl_) {
-      ADD_FAILURE() << op << ": not connected to switchd";
-      return {};
-    }
-    auto r = ctl_->call(op, args);
-    if (!r) {
-      ADD_FAILURE() << op << ": transport: " << r.error().message;
-      return {};
-    }
-    return r.value();
-  }
-
-  json call(const std::string& op, const json& args = json::object()) {
-    Response r = request(op, args);
-    if (!r.ok) ADD_FAILURE() << op << " " << args.dump() << " refused: " << r.kind << ": " << r.message;
-    return r.result;
-  }
-
-  // A refusal of `kind` whose message has every one of `words`, and no change.
-  void expect_refused(const std::string& op, const json& args, const std::string& kind,
-                      std::initializer_list<std::string> words) {
-    SCOPED_TRACE(op + " " + args.dump());
-    json before = call("show");
-    Response r = request(op, args);
-    EXPECT_FALSE(r.ok);
-    EXPECT_EQ(r.kind, kind) << r.message;
-    for (const auto& w : words) EXPECT_NE(r.message.find(w), std::string::npos) << "'" << w << "' not in: " << r.message;
-    EXPECT_EQ(call("show"), before);
-  }
-
-  void attach() { call("uplink.attach", {{"name", "up0"}}); }
-
-  // steering: "software" or "hardware"; empty: switchd's default.
-  json add_vm(int i, const std::string& vmq = "auto", const std::string& steering = "") {
-    std::string vm = "vm" + std::to_string(i);
-    call("port.create", {{"name", vm}});
-    json nic{{"port", vm}, {"mac", mac_of(i)}, {"backend", vm + "-host"}, {"vmq", vmq}};
-    if (!steering.empty()) nic["steering"] = steering;
-    call("nic.create", nic);
-    return call("nic.connect", {{"port", vm}});
-  }
-
-  json nic_of(const json& show, const std::string& port) {
-    for (const auto& p : show["ports"])
-      if (p["name"] == port) return p["nic"];
-    return nullptr;
-  }
-
-  // A receiver in a VM, ready when this returns.
-  Bg receive(int vm, int seconds, const std::string& extra = "") {
-    std::string ready = dir_ + "/ready-" + std::to_string(vm) + "-" + std::to_string(next_ready_++);
-    Bg b = background(in("vm" + std::to_string(vm), std::string(FRAME_TOOL) + " recv --dev eth0 --seconds " +
-                                                        std::to_string(seconds) + " --ready " + ready + " " + extra));
-    for (int i = 0; i < 500 && !fs::exists(ready); i++) std::this_thread::sleep_for(10ms);
-    EXPECT_TRUE(fs::exists(ready)) << "receiver in vm" << vm << " not ready";
-    return b;
-  }
-
   Bg send(int vm, uint64_t count, const std::string& rate, int cpu, int stream) {
     return background(in("ext", std::string(FRAME_TOOL) + " send --dev ext0 --dst " + mac_of(vm) + " --count " +
                                     std::to_string(count) + " --rate " + rate + " --cpu " + std::to_string(cpu) +
                                     " --stream " + std::to_string(stream) + " --timeout 30"));
-  }
-
-  uint64_t netdev_stat(const std::string& where, const std::string& dev, const std::string& stat) {
-    std::string path = "/sys/class/net/" + dev + "/statistics/" + stat, out;
-    sh(where.empty() ? "cat " + path : in(where, "cat " + path), &out);
-    return std::strtoull(out.c_str(), nullptr, 10);
-  }
-
-  // Every queue's buffers back in the pool or the fill rings, within 1 s.
-  void expect_pools_idle() {
-    json st;
-    for (int i = 0; i < 100; i++) {
-      st = call("stats");
-      bool idle = !st["queues"].empty();
-      for (const auto& q : st["queues"]) {
-        const json& b = q["buffers"];
-        idle &= b["free"].get<uint64_t>() + b["in_fill"].get<uint64_t>() == b["total"].get<uint64_t>() &&
-                b["in_flight"].get<uint64_t>() == 0;
-      }
-      if (idle) return;
-      std::this_thread::sleep_for(10ms);
-    }
-    ADD_FAILURE() << "buffer pools not idle after 1 s: " << st["queues"].dump();
   }
 
   // Counters along the path ext0 -> classifier -> worker -> backend -> VM.
@@ -380,15 +113,6 @@ class SwitchdTest : public ::testing::Test {
     EXPECT_EQ(received + wdrop + ext + up + host + sock_drops, sent);
     return drops;
   }
-
-  bool active_ = false;
-  std::string prefix_, dir_, sock_, log_;
-  std::vector<std::string> made_ns_;
-  std::vector<std::string> expected_log_;
-  std::vector<std::string> switchd_extra_;  // more switchd options, set before SetUp
-  pid_t pid_ = -1;
-  std::optional<ControlClient> ctl_;
-  int next_ready_ = 0;
 };
 
 std::vector<std::string> threads_pinned_to(pid_t pid, int cpu);
@@ -705,11 +429,6 @@ std::vector<std::string> threads_pinned_to(pid_t pid, int cpu) {
     if (cpus == std::to_string(cpu)) out.push_back(name);
   }
   return out;
-}
-
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
 }
 
 class SwitchdDedicatedTest : public SwitchdTest {

@@ -1,0 +1,104 @@
+// The fixture of the tests that run the built switchd on the real kernel:
+// this test process (in its own network and mount namespace, see main.cpp)
+// plays the switch host; named namespaces play the outside world (ext) and
+// the VMs; switchd runs as a child process, driven through its control
+// socket.
+//
+//   ext: ext0 <-> up0 (uplink, 2 queues)      vmN: eth0 (02:00:00:00:00:0N) <-> vmN-host
+//
+// Every namespace, veth and process the fixture or a test makes in those
+// namespaces is removed in TearDown, on failure too.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "switchd/control.h"
+#include "tests/harness.h"
+
+namespace xvmq::test {
+
+using json = nlohmann::json;
+
+uint64_t mono_ns();
+std::string slurp(const std::string& path);
+std::string lower(std::string s);
+int cpu_count();
+
+// The last JSON line a tool printed (its stderr is mixed in by sh()).
+json last_json(const std::string& out);
+
+// The unsigned number at `path` in j, or 0.
+uint64_t u64(const json& j, std::initializer_list<const char*> path);
+
+// A command running in the background; its output when done.
+struct Bg {
+  std::string cmd;
+  std::future<std::string> out;
+  // Its last JSON line (a failure when there is none, or it is still
+  // running after `limit`).
+  json wait(std::chrono::seconds limit = std::chrono::seconds(60));
+  // Its whole output ("" and a failure when still running after `limit`).
+  std::string text(std::chrono::seconds limit = std::chrono::seconds(60));
+};
+
+Bg background(const std::string& cmd);
+
+class SwitchdFixture : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  std::string ns(const std::string& n) const { return prefix_ + n; }
+  std::string in(const std::string& n, const std::string& cmd) const { return "ip netns exec " + ns(n) + " " + cmd; }
+  static std::string mac_of(int vm) { return "02:00:00:00:00:0" + std::to_string(vm); }
+  std::string vm(int i) const { return "vm" + std::to_string(i); }
+
+  void start_switchd();
+  void stop_switchd(int sig);
+  bool switchd_alive();
+  // As Open vSwitch's check_logs: every line that says error or failed must be expected.
+  void check_log();
+
+  xvmq::control::Response request(const std::string& op, const json& args = json::object());
+  json call(const std::string& op, const json& args = json::object());
+  // A refusal of `kind` whose message has every one of `words`, and no change.
+  void expect_refused(const std::string& op, const json& args, const std::string& kind,
+                      std::initializer_list<std::string> words);
+
+  void attach() { call("uplink.attach", {{"name", "up0"}}); }
+  // steering: "software" or "hardware"; empty: switchd's default.
+  json add_vm(int i, const std::string& vmq = "auto", const std::string& steering = "");
+  json nic_of(const json& show, const std::string& port);
+
+  // A receiver (xvmq-frames recv) in a VM, ready when this returns.
+  Bg receive(int vm, int seconds, const std::string& extra = "");
+
+  uint64_t netdev_stat(const std::string& where, const std::string& dev, const std::string& stat);
+  // Every queue's buffers back in the pool or the fill rings, within 1 s.
+  void expect_pools_idle();
+
+  // Settings for SetUp, set in a derived fixture's constructor.
+  int vm_count_ = 3;
+  int max_vmqs_ = 2;
+  bool offloads_off_ = false;  // ethtool -K tx/gso/tso/gro off on ext0 and every eth0
+  std::string prefix_tag_ = "sd";
+  std::vector<std::string> switchd_extra_;  // more switchd options
+
+  bool active_ = false;
+  std::string prefix_, dir_, sock_, log_;
+  std::vector<std::string> made_ns_;
+  std::vector<std::string> expected_log_;
+  pid_t pid_ = -1;
+  std::optional<xvmq::control::ControlClient> ctl_;
+  int next_ready_ = 0;
+};
+
+}  // namespace xvmq::test
