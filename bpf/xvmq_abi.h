@@ -16,6 +16,8 @@
 /* vmq ids are 0..XVMQ_MAX_VMQS-1; vmq 0 is the default queue. */
 #define XVMQ_MAX_VMQS 128
 #define XVMQ_DEFAULT_VMQ 0
+/* In a filter: the frame is the host's, for its own stack (no host port). */
+#define XVMQ_HOST_VMQ 0xffffffffu
 /* Filters, (MAC, VLAN) and MAC-only together: a quarter of the table's
  * slots, so that probes stay short in a full table. */
 #define XVMQ_MAX_FILTERS 65536
@@ -110,7 +112,8 @@ enum xvmq_reason {
 	XVMQ_REASON_TRUNCATED_TAG = 9,  /* VLAN tag cut short: dropped */
 	XVMQ_REASON_STRIP_ERROR = 10,   /* tag removal failed: dropped */
 	XVMQ_REASON_TOO_BIG = 11,       /* longer than xvmq_max_frame: dropped */
-	XVMQ_REASON_MAX = 12,
+	XVMQ_REASON_HOST = 12,          /* to the host's own MAC: its stack (XDP_PASS) */
+	XVMQ_REASON_MAX = 13,
 };
 
 #define XVMQ_REASON_DROP_MASK                                                  \

@@ -110,6 +110,8 @@ static __always_inline __u32 xvmq_to_vmq(struct xdp_md *ctx, __u64 value,
 	__u32 vmq = XVMQ_FILTER_VMQ(value);
 	__u32 slot, reason;
 
+	if (vmq == XVMQ_HOST_VMQ)
+		return XVMQ_REASON_HOST;
 	if (vmq == XVMQ_DEFAULT_VMQ || vmq >= XVMQ_MAX_VMQS)
 		return XVMQ_REASON_BAD_VMQ;
 	slot = XVMQ_XSK_SLOT(vmq, queue);
@@ -187,6 +189,8 @@ int xvmq_uplink(struct xdp_md *ctx)
 	xvmq_count_reason(reason, bytes);
 	if (xvmq_reason_is_drop(reason))
 		return XDP_DROP;
+	if (reason == XVMQ_REASON_HOST)
+		return XDP_PASS;
 	return xvmq_to_default(queue, bytes);
 }
 

@@ -43,6 +43,7 @@ std::string_view reason_name(uint32_t reason) {
     case XVMQ_REASON_TRUNCATED_TAG: return "truncated_tag";
     case XVMQ_REASON_STRIP_ERROR: return "strip_error";
     case XVMQ_REASON_TOO_BIG: return "too_big";
+    case XVMQ_REASON_HOST: return "host";
     default: return "unknown";
   }
 }

@@ -372,6 +372,14 @@ Status Classifier::set_filter(const FilterKey& key, const FilterValue& value) {
   return (*table)->set(key, value);
 }
 
+Status Classifier::set_host_mac(const Mac& mac) {
+  if (is_multicast(mac) || mac == Mac{})
+    return Error{EINVAL, "host MAC " + format_mac(mac) + " is not a unicast station address"};
+  auto table = filter_table();
+  if (!table) return table.error();
+  return (*table)->set({mac, XVMQ_VLAN_ANY}, {XVMQ_HOST_VMQ, false});
+}
+
 Status Classifier::clear_filter(const FilterKey& key) {
   auto table = filter_table();
   if (!table) return table.error();

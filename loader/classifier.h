@@ -88,6 +88,9 @@ class Classifier {
   // table's only writer (see loader/filter_table.h and lock_filters()).
   Status set_filter(const FilterKey& key, const FilterValue& value);
   Status clear_filter(const FilterKey& key);
+  // Frames to the host's own MAC (on any VLAN) go to its stack: for an
+  // uplink that keeps the host's addresses, with no host port.
+  Status set_host_mac(const Mac& mac);
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
 
   // Socket slots: the AF_XDP socket of (vmq, receive queue).

@@ -1,6 +1,10 @@
 #include "switchd/datapath.h"
 
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <ifaddrs.h>
+#include <linux/if_packet.h>
+#include <netinet/in.h>
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
 #include <sched.h>
@@ -51,6 +55,48 @@ std::vector<int> allowed_cpus() {
       if (CPU_ISSET(c, &set)) out.push_back(c);
   if (out.empty()) out.push_back(0);
   return out;
+}
+
+}  // namespace
+
+std::vector<std::string> host_addresses(const std::string& ifname) {
+  std::vector<std::string> out;
+  ifaddrs* all = nullptr;
+  if (getifaddrs(&all) != 0) return out;
+  for (ifaddrs* a = all; a; a = a->ifa_next) {
+    if (!a->ifa_addr || ifname != a->ifa_name) continue;
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (a->ifa_addr->sa_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf, sizeof(buf));
+    } else if (a->ifa_addr->sa_family == AF_INET6) {
+      const in6_addr& v6 = reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr;
+      if (IN6_IS_ADDR_LINKLOCAL(&v6)) continue;
+      inet_ntop(AF_INET6, &v6, buf, sizeof(buf));
+    } else {
+      continue;
+    }
+    out.push_back(buf);
+  }
+  freeifaddrs(all);
+  return out;
+}
+
+namespace {
+
+std::optional<Mac> mac_of(const std::string& ifname) {
+  ifaddrs* all = nullptr;
+  if (getifaddrs(&all) != 0) return std::nullopt;
+  std::optional<Mac> mac;
+  for (ifaddrs* a = all; a; a = a->ifa_next) {
+    if (!a->ifa_addr || ifname != a->ifa_name || a->ifa_addr->sa_family != AF_PACKET) continue;
+    const auto* sll = reinterpret_cast<const sockaddr_ll*>(a->ifa_addr);
+    if (sll->sll_halen != 6) continue;
+    Mac m;
+    std::copy(sll->sll_addr, sll->sll_addr + 6, m.begin());
+    mac = m;
+  }
+  freeifaddrs(all);
+  return mac;
 }
 
 }  // namespace
@@ -146,6 +192,11 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   }
   // switchd is the filters' only writer while it runs.
   if (auto st = dp->cls_->lock_filters(std::chrono::milliseconds(0)); !st) return st.error();
+  if (opts.host_stack) {
+    auto mac = mac_of(uplink);
+    if (!mac) return Error{ENODEV, "uplink " + uplink + ": no MAC address to keep for the host"};
+    if (auto st = dp->cls_->set_host_mac(*mac); !st) return st.error();
+  }
 
   if (opts.dedicated_queues >= dev->rx_queues)
     return Error{EINVAL, "uplink " + uplink + " has " + std::to_string(dev->rx_queues) + " receive queue(s): " +
@@ -398,7 +449,7 @@ Status Datapath::reconcile_filters(const std::vector<NicSpec>& keep) {
   auto filters = cls_->filters();
   if (!filters) return filters.error();
   for (const auto& [key, value] : *filters) {
-    bool wanted = false;
+    bool wanted = opts_.host_stack && value.vmq == XVMQ_HOST_VMQ;
     for (const auto& n : keep)
       for (const auto& [k, v] : filters_of(n)) wanted |= n.vmq && key == k && value == v;
     if (!wanted) (void)cls_->clear_filter(key);

@@ -40,7 +40,14 @@ struct DatapathOptions {
   uint32_t vmq_umem_frames = 2048;  // a hardware-steered vmq's own UMEM
   uint32_t fdb_size = 8192;         // MACs learned behind the uplink, at most
   uint32_t fdb_age_s = 300;         // forgotten when not seen for this long
+  // Frames to the uplink's own MAC go to the host's stack (the host keeps
+  // its addresses on the uplink and has no host port).
+  bool host_stack = false;
 };
+
+// The uplink's addresses that the host uses (not IPv6 link-local): an
+// uplink that has some must not be taken without saying where they go.
+std::vector<std::string> host_addresses(const std::string& ifname);
 
 struct NicSpec {
   std::string name;

@@ -116,9 +116,11 @@ nlohmann::json Switch::restore() {
   if (s.contains("uplink") && !s["uplink"].is_null()) {
     uplink_ = s["uplink"].at("name").get<std::string>();
     uplink_mode_ = parse_attach_mode(s["uplink"].value("mode", "auto")).value_or(AttachMode::Auto);
+    uplink_host_ = s["uplink"].value("host", "");
     auto dp = Datapath::open(uplink_, [&] {
       DatapathOptions o = opts_.datapath;
       o.mode = uplink_mode_;
+      o.host_stack = uplink_host_ == "stack";
       return o;
     }());
     if (!dp) throw Refused(ErrorKind::Kernel, "restore uplink " + uplink_ + ": " + dp.error().message);
@@ -156,7 +158,8 @@ void Switch::persist() {
     ports.push_back(j);
   }
   json s{{"version", 1},
-         {"uplink", uplink_.empty() ? json(nullptr) : json{{"name", uplink_}, {"mode", to_string(uplink_mode_)}}},
+         {"uplink", uplink_.empty() ? json(nullptr)
+                                    : json{{"name", uplink_}, {"mode", to_string(uplink_mode_)}, {"host", uplink_host_}}},
          {"ports", ports}};
   write_atomic(state_path_, s.dump(2) + "\n");
 }
@@ -226,7 +229,7 @@ json Switch::show() const {
     for (const auto& q : dp_->queues()) general.push_back(q.queue);
     for (const auto& q : dp_->reserved()) dedicated.push_back(q.queue);
     uplink = {{"name", uplink_}, {"mode", to_string(dp_->mode())}, {"driver", dp_->driver()},
-              {"adopted", dp_->adopted()}, {"queues", queues},
+              {"adopted", dp_->adopted()}, {"queues", queues}, {"host", uplink_host_.empty() ? "none" : uplink_host_},
               {"general_queues", general}, {"dedicated_queues", dedicated},
               {"frame_size", opts_.datapath.worker.frame_size},
               {"max_frame", max_frame(opts_.datapath.worker.frame_size)},
@@ -324,13 +327,28 @@ json Switch::handle(const std::string& op, const json& args) {
       throw Refused(name == uplink_ ? ErrorKind::Exists : ErrorKind::WrongState,
                     "uplink " + uplink_ + " is attached (mode " + std::string(to_string(dp_->mode())) +
                         "); one uplink per switchd: uplink.detach first");
+    // Attaching must never cut the host off silently: where do its addresses go?
+    std::string host = args.value("host", "");
+    if (!host.empty() && host != "stack" && host != "port")
+      throw Refused(ErrorKind::Usage, "host '" + host + "': use stack (frames to " + name +
+                                          "'s MAC reach the host's stack) or port (the host moves its addresses to a host port)");
+    if (auto addrs = host_addresses(name); !addrs.empty() && host.empty()) {
+      std::string list;
+      for (const auto& a : addrs) list += (list.empty() ? "" : ", ") + a;
+      throw Refused(ErrorKind::WrongState,
+                    "uplink.attach " + name + ": it carries host addresses (" + list +
+                        "); choose host=stack (frames to its MAC keep reaching the host's stack) or host=port "
+                        "(the host moves its addresses to a host port: a NIC like a VM's on a netdev of the host)");
+    }
     DatapathOptions o = opts_.datapath;
     o.mode = *mode;
+    o.host_stack = host == "stack";
     auto dp = Datapath::open(name, o);
     if (!dp) throw Refused(kind_of(dp.error()), "uplink.attach " + name + ": " + dp.error().message);
     dp_ = std::move(dp.value());
     uplink_ = name;
     uplink_mode_ = *mode;
+    uplink_host_ = host;
     model_.record("uplink " + name, "none", "attached (" + std::string(to_string(dp_->mode())) + ")", "uplink.attach");
     result = show()["uplink"];
   } else if (op == "uplink.detach") {

@@ -50,6 +50,7 @@ class Switch {
   Model model_;
   std::string uplink_;  // the uplink's name, empty when none
   AttachMode uplink_mode_ = AttachMode::Auto;
+  std::string uplink_host_;  // "stack", "port" or "" (the uplink had no host addresses)
   std::unique_ptr<Datapath> dp_;
 };
 

@@ -299,6 +299,10 @@ std::vector<Row> table() {
   bad200.raw = {{{VM1, 0, 0}, xvmq_filter_value_word(200, 0)}};
   rows.push_back(bad200);
 
+  Row host{"to the host's own MAC: its stack", tagged({{k8021Q, 10}}), {}, 0, XDP_PASS, {}, {}, {}, {{XVMQ_REASON_HOST, 1}}};
+  host.raw = {{{VM1, ANY, 0}, xvmq_filter_value_word(XVMQ_HOST_VMQ, 0)}};
+  rows.push_back(host);
+
   // Tag removal for access ports.
   Bytes t10 = tagged({{k8021Q, 10}});
   rows.push_back({"strip tag", t10, {{VM1, 10, 1, true}}, 0, XDP_REDIRECT, hit(1), strip(t10, 1), {{1, 1}}, {}});

@@ -134,9 +134,15 @@ int main(int argc, char** argv) {
   CLI::Option* mode_opt = attach->add_option("--mode", mode, "XDP mode: auto (native, then skb), native, skb, offload; "
                                                              "default auto")
                               ->check(CLI::IsMember({"auto", "native", "skb", "offload"}));
+  static std::string host;
+  CLI::Option* host_opt =
+      attach->add_option("--host", host, "an uplink with host addresses: stack (frames to its MAC reach the "
+                                         "host's stack) or port (the host moves its addresses to a host port)")
+          ->check(CLI::IsMember({"stack", "port"}));
   attach->callback([&] {
     call = Call{"uplink.attach", {{"name", name}}, "uplink " + name, "attached", false};
     if (mode_opt->count()) call->args["mode"] = mode;
+    if (host_opt->count()) call->args["host"] = host;
   });
   step(uplink, "detach", "detach switchd from its uplink", "switchctl uplink detach")->callback([&] {
     call = Call{"uplink.detach", json::object(), "uplink", "detached", false};
