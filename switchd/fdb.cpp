@@ -34,16 +34,17 @@ Fdb::Learned Fdb::learn(const Mac& mac, uint16_t vlan, uint32_t now_s) {
       }
       if (v == kEmpty) break;
     }
-    if (free < 0 || count_.load(std::memory_order_relaxed) >= capacity_) {
+    // Reserve a place under the bound first, so that workers learning at
+    // the same moment cannot overshoot it.
+    if (free < 0 || count_.fetch_add(1, std::memory_order_relaxed) >= capacity_) {
+      if (free >= 0) count_.fetch_sub(1, std::memory_order_relaxed);
       refused_.fetch_add(1, std::memory_order_relaxed);
       return Learned::Full;
     }
     Slot& s = slots_[static_cast<uint32_t>(free)];
     s.seen.store(now_s, std::memory_order_relaxed);
-    if (s.key.compare_exchange_strong(seen_there, k, std::memory_order_acq_rel)) {
-      count_.fetch_add(1, std::memory_order_relaxed);
-      return Learned::Added;
-    }
+    if (s.key.compare_exchange_strong(seen_there, k, std::memory_order_acq_rel)) return Learned::Added;
+    count_.fetch_sub(1, std::memory_order_relaxed);
     // Another worker took the slot meanwhile: look again.
   }
   refused_.fetch_add(1, std::memory_order_relaxed);

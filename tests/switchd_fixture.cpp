@@ -120,12 +120,16 @@ void SwitchdFixture::SetUp() {
   ASSERT_TRUE(sh_ok("ip link add up0 numrxqueues 2 numtxqueues 2 type veth peer name ext0 netns " + ns("ext") +
                     " numrxqueues 2 numtxqueues 2"));
   ASSERT_TRUE(sh_ok("ip link set up0 up && ip -n " + ns("ext") + " link set ext0 up"));
-  if (offloads_off_) ASSERT_TRUE(sh_ok(in("ext", "ethtool -K ext0 tx off gso off tso off gro off")));
+  if (offloads_off_) {
+    ASSERT_TRUE(sh_ok(in("ext", "ethtool -K ext0 tx off gso off tso off gro off")));
+  }
   for (int i = 1; i <= vm_count_; i++) {
     ASSERT_TRUE(sh_ok("ip link add " + vm(i) + "-host numrxqueues 2 numtxqueues 2 type veth peer name eth0 netns " +
                       ns(vm(i)) + " address " + mac_of(i) + " numrxqueues 2 numtxqueues 2"));
     ASSERT_TRUE(sh_ok("ip link set " + vm(i) + "-host up && ip -n " + ns(vm(i)) + " link set eth0 up"));
-    if (offloads_off_) ASSERT_TRUE(sh_ok(in(vm(i), "ethtool -K eth0 tx off gso off tso off gro off")));
+    if (offloads_off_) {
+      ASSERT_TRUE(sh_ok(in(vm(i), "ethtool -K eth0 tx off gso off tso off gro off")));
+    }
   }
   ASSERT_NO_FATAL_FAILURE(start_switchd());
 }

@@ -32,6 +32,9 @@ std::string slurp(const std::string& path);
 std::string lower(std::string s);
 int cpu_count();
 
+// VM N's MAC (N < 10).
+inline std::string vm_mac(int vm) { return "02:00:00:00:00:0" + std::to_string(vm); }
+
 // The last JSON line a tool printed (its stderr is mixed in by sh()).
 json last_json(const std::string& out);
 
@@ -58,7 +61,7 @@ class SwitchdFixture : public ::testing::Test {
 
   std::string ns(const std::string& n) const { return prefix_ + n; }
   std::string in(const std::string& n, const std::string& cmd) const { return "ip netns exec " + ns(n) + " " + cmd; }
-  static std::string mac_of(int vm) { return "02:00:00:00:00:0" + std::to_string(vm); }
+  static std::string mac_of(int vm) { return vm_mac(vm); }
   std::string vm(int i) const { return "vm" + std::to_string(i); }
 
   void start_switchd();
