@@ -138,25 +138,36 @@ Result<int> QueueWorker::start() {
   return xsk_socket__fd(default_sock_->xsk);
 }
 
+Status QueueWorker::open_backend_socket(Nic& n) {
+  n.ctx = std::make_unique<Ctx>();
+  n.ctx->ifname = n.cfg.backend;
+  auto b = create_socket(n.cfg.backend, queue_, n.ctx.get());
+  if (!b) return b.error();
+  n.backend = *b;
+  n.backend->kind = Sock::Backend;
+  n.backend->nic = &n;
+  n.ctx->tx_sock = n.backend;
+  return {};
+}
+
+Status QueueWorker::open_vmq_socket(Nic& n) {
+  auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
+  if (!v) return v.error();
+  n.vmq_sock = *v;
+  n.vmq_sock->kind = Sock::Vmq;
+  n.vmq_sock->nic = &n;
+  return {};
+}
+
 Result<NicSockets> QueueWorker::start_dedicated(const WorkerNic& cfg, QueueWorker* handoff) {
   dedicated_ = true;
   handoff_ = handoff;
   if (auto st = create_umem(); !st) return st.error();
   auto n = std::make_unique<Nic>();
   n->cfg = cfg;
-  auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
-  if (!v) return v.error();
-  n->vmq_sock = *v;
-  n->vmq_sock->kind = Sock::Vmq;
-  n->vmq_sock->nic = n.get();
-  n->ctx = std::make_unique<Ctx>();
-  n->ctx->ifname = cfg.backend;
-  auto b = create_socket(cfg.backend, queue_, n->ctx.get());
-  if (!b) return b.error();
-  n->backend = *b;
-  n->backend->kind = Sock::Backend;
-  n->backend->nic = n.get();
-  n->ctx->tx_sock = n->backend;
+  // The vmq socket first: the UMEM's fd is bound to the uplink's queue.
+  if (auto st = open_vmq_socket(*n); !st) return st.error();
+  if (auto st = open_backend_socket(*n); !st) return st.error();
   NicSockets out{{{queue_, xsk_socket__fd(n->backend->xsk)}}, xsk_socket__fd(n->vmq_sock->xsk)};
   by_vmq_[cfg.vmq] = n.get();
   nics_[cfg.name] = std::move(n);
@@ -515,19 +526,12 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
     if (nics_.count(cfg.name)) return Error{EEXIST, "nic " + cfg.name + " is already on queue " + std::to_string(queue_)};
     auto n = std::make_unique<Nic>();
     n->cfg = cfg;
-    n->ctx = std::make_unique<Ctx>();
-    n->ctx->ifname = cfg.backend;
     auto undo = [&] {
       for (auto& [ctx, sock] : n->extras) destroy_socket(sock);
       if (n->backend) destroy_socket(n->backend);
       if (n->vmq_sock) destroy_socket(n->vmq_sock);
     };
-    auto b = create_socket(cfg.backend, queue_, n->ctx.get());
-    if (!b) return b.error();
-    n->backend = *b;
-    n->backend->kind = Sock::Backend;
-    n->backend->nic = n.get();
-    n->ctx->tx_sock = n->backend;
+    if (auto st = open_backend_socket(*n); !st) return st;
     out.backend.emplace_back(queue_, xsk_socket__fd(n->backend->xsk));
     for (uint32_t q : cfg.extra_queues) {
       auto ctx = std::make_unique<Ctx>();
@@ -543,14 +547,10 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
       n->extras.emplace_back(std::move(ctx), *e);
     }
     if (cfg.vmq) {
-      auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
-      if (!v) {
+      if (auto st = open_vmq_socket(*n); !st) {
         undo();
-        return v.error();
+        return st;
       }
-      n->vmq_sock = *v;
-      n->vmq_sock->kind = Sock::Vmq;
-      n->vmq_sock->nic = n.get();
       by_vmq_[cfg.vmq] = n.get();
       out.vmq_fd = xsk_socket__fd(n->vmq_sock->xsk);
     }
@@ -576,11 +576,7 @@ Result<int> QueueWorker::set_vmq(const std::string& name, int vmq) {
     }
     n.cfg.vmq = vmq;
     if (!vmq) return {};
-    auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
-    if (!v) return v.error();
-    n.vmq_sock = *v;
-    n.vmq_sock->kind = Sock::Vmq;
-    n.vmq_sock->nic = &n;
+    if (auto st = open_vmq_socket(n); !st) return st;
     by_vmq_[vmq] = &n;
     fd = xsk_socket__fd(n.vmq_sock->xsk);
     return {};

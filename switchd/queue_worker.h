@@ -158,6 +158,8 @@ class QueueWorker {
   void release(uint64_t addr);
   uint64_t alloc_frame();
   Result<Sock*> create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx);
+  Status open_backend_socket(Nic& n);  // on the NIC's backend, this queue
+  Status open_vmq_socket(Nic& n);      // on the uplink, this queue
   Status create_umem();
   void drain_inbox();
   void destroy_socket(Sock* s);

@@ -35,7 +35,9 @@
 #include <cinttypes>
 #include <cstring>
 #include <future>
+#include <functional>
 #include <map>
+#include <random>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -328,6 +330,65 @@ Outcome expect(const std::vector<PortSpec>& ports, const std::string& from, int 
   return o;
 }
 
+
+// Runs `body` with an AF_PACKET socket for sending on `dev` in the named
+// namespace (empty: this process's), from a thread that entered it. "" when
+// it ran, else why not.
+std::string with_raw_socket(const std::string& netns, const std::string& dev,
+                            const std::function<void(int fd, const sockaddr_ll& to)>& body) {
+  std::string err;
+  std::thread t([&] {
+    if (!netns.empty()) {
+      int nsfd = open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+      if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) != 0) {
+        err = "enter netns " + netns + ": " + strerror(errno);
+        if (nsfd >= 0) close(nsfd);
+        return;
+      }
+      close(nsfd);
+    }
+    sockaddr_ll to{};
+    to.sll_family = AF_PACKET;
+    to.sll_ifindex = static_cast<int>(if_nametoindex(dev.c_str()));
+    to.sll_halen = 6;
+    if (!to.sll_ifindex) {
+      err = "no netdev " + dev;
+      return;
+    }
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      err = std::string("socket(AF_PACKET): ") + strerror(errno);
+      return;
+    }
+    body(fd, to);
+    close(fd);
+  });
+  t.join();
+  return err;
+}
+
+// One raw frame: dst, src, the test EtherType, `fill` up to `len` bytes.
+std::vector<uint8_t> raw_frame(const MacBytes& dst, const MacBytes& src, size_t len, uint8_t fill) {
+  std::vector<uint8_t> f(len, fill);
+  std::copy(dst.begin(), dst.end(), f.begin());
+  std::copy(src.begin(), src.end(), f.begin() + 6);
+  f[12] = kTestEthertype >> 8;
+  f[13] = kTestEthertype & 0xff;
+  return f;
+}
+
+// Sends a frame, retrying while the netdev's queue is full; true when it left.
+bool send_raw(int fd, const sockaddr_ll& to, const std::vector<uint8_t>& f) {
+  for (int i = 0; i < 1000; i++) {
+    if (sendto(fd, f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) ==
+        static_cast<ssize_t>(f.size()))
+      return true;
+    if (errno != ENOBUFS && errno != EAGAIN) return false;
+    std::this_thread::sleep_for(100us);
+  }
+  return false;
+}
+
 // One stream of sequence-numbered frames from one port.
 struct Flow {
   uint32_t stream = 0;
@@ -555,8 +616,9 @@ class SwitchTest : public SwitchdFixture {
   };
   Ping ping(const std::string& from, const std::string& addr, int count = 5, int deadline_s = 10) {
     Ping p;
-    p.rc = sh(in(from, "ping -n -q -c " + std::to_string(count) + " -i 0.2 -W 2 -w " + std::to_string(deadline_s) + " " + addr),
-              &p.out);
+    // from "": this process's namespace, the switch host.
+    const std::string cmd = "ping -n -q -c " + std::to_string(count) + " -i 0.2 -W 2 -w " + std::to_string(deadline_s) + " " + addr;
+    p.rc = sh(from.empty() ? cmd : in(from, cmd), &p.out);
     std::smatch m;
     if (std::regex_search(p.out, m, std::regex(R"((\d+) packets transmitted, (\d+) received)"))) {
       p.sent = std::stoi(m[1]);
@@ -571,7 +633,8 @@ class SwitchTest : public SwitchdFixture {
 
   void expect_ping(const std::string& from, const std::string& to, const std::string& addr) {
     Ping p = ping(from, addr);
-    std::printf("[ ping     ] %s -> %s (%s): %d/%d replies, rtt avg %.3f ms, max %.3f ms\n", from.c_str(), to.c_str(),
+    std::printf("[ ping     ] %s -> %s (%s): %d/%d replies, rtt avg %.3f ms, max %.3f ms\n",
+                from.empty() ? "the host" : from.c_str(), to.c_str(),
                 addr.c_str(), p.received, p.sent, p.avg_ms, p.max_ms);
     EXPECT_EQ(p.rc, 0) << from << " -> " << to << ":\n" << p.out;
     EXPECT_EQ(p.received, 5) << from << " -> " << to << ":\n" << p.out;
@@ -989,6 +1052,230 @@ TEST_F(SwitchTest, BroadcastExactlyOnce) {
     std::printf("[ flood    ] %s: each frame once at%s\n", f.what().c_str(), to.c_str());
   }
   expect_drops(drops_between(before, after), {});
+  expect_pools_idle();
+}
+
+// ---------------------------------------------------------------------------
+// The FDB under a MAC flood, the host's own addresses, a trunk's native VLAN
+// carrying IP, and frames too big for the switch's buffers.
+
+class SwitchFdbTest : public SwitchTest {
+ protected:
+  SwitchFdbTest() { switchd_extra_ = {"--fdb-size", "1024"}; }
+};
+
+static uint64_t learned_entries(const json& show) {
+  uint64_t n = 0;
+  for (const auto& e : show["entries"]) n += e.value("port", "") == "uplink";
+  return n;
+}
+
+TEST_F(SwitchFdbTest, MacFloodKeepsTheTableBoundedAndTrafficFlowing) {
+  const std::vector<PortSpec> ports{{.vm = 1}, {.vm = 2, .vmq = "off"}};
+  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.0.1/24"));
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm2", "10.77.0.2/24"));
+  expect_ping("vm1", "vm2", "10.77.0.2");  // ARP resolved before the flood
+  const json before = call("stats");
+  EXPECT_EQ(u64(before, {"fdb", "capacity"}), 1024u) << before["fdb"].dump();
+
+  // 100,000 frames from the outside, each from a random unicast MAC, to a MAC nobody has
+  // (learned, then dropped as unknown unicast), at about 25,000 frames/s while vm1 pings vm2.
+  constexpr uint64_t kFrames = 100000, kPerMs = 25;
+  Bg pinger = background(in("vm1", "ping -n -q -c 20 -i 0.2 -W 2 -w 15 10.77.0.2"));
+  uint64_t sent = 0;
+  const uint64_t t0 = mono_ns();
+  const std::string err = with_raw_socket(ns("ext"), "ext0", [&](int fd, const sockaddr_ll& to) {
+    std::mt19937_64 rng(20240501);
+    auto f = raw_frame(mac_bytes(kUnknownMac), MacBytes{}, 64, 0);
+    for (uint64_t i = 0; i < kFrames; i++) {
+      uint64_t r = rng();
+      for (int b = 0; b < 6; b++) f[6 + b] = static_cast<uint8_t>(r >> (8 * b));
+      f[6] = static_cast<uint8_t>((f[6] & 0xfc) | 0x02);  // unicast, locally administered
+      if (!send_raw(fd, to, f)) break;
+      sent++;
+      if (i % 500 == 499) {
+        const uint64_t due = t0 + (i + 1) / kPerMs * 1000000ull;
+        const uint64_t now = mono_ns();
+        if (due > now) std::this_thread::sleep_for(std::chrono::nanoseconds(due - now));
+      }
+    }
+  });
+  const double secs = static_cast<double>(mono_ns() - t0) / 1e9;
+  ASSERT_EQ(err, "");
+  EXPECT_EQ(sent, kFrames) << strerror(errno);
+  EXPECT_LT(secs, 20.0);
+  const std::string pout = pinger.text(30s);
+  std::smatch m;
+  int psent = 0, precv = 0;
+  if (std::regex_search(pout, m, std::regex(R"((\d+) packets transmitted, (\d+) received)"))) {
+    psent = std::stoi(m[1]);
+    precv = std::stoi(m[2]);
+  }
+  std::this_thread::sleep_for(300ms);
+  const json after = call("stats");
+  const json fdb = after["fdb"];
+  const json show = call("fdb.show");
+  std::printf("[ flood    ] %" PRIu64 " frames from random MACs in %.1f s; vm1 -> vm2 ping meanwhile: %d/%d replies; "
+              "fdb %s; fdb.show: %" PRIu64 " learned entries\n",
+              sent, secs, precv, psent, fdb.dump().c_str(), learned_entries(show));
+  EXPECT_EQ(psent, 20) << pout;
+  EXPECT_GE(precv, 19) << "the flood must not stop the VMs' traffic:\n" << pout;
+  EXPECT_LE(u64(fdb, {"size"}), 1024u);
+  EXPECT_EQ(u64(fdb, {"size"}), u64(fdb, {"capacity"})) << "the flood fills the table";
+  EXPECT_GT(u64(fdb, {"learn_refused"}), 0u);
+  EXPECT_LE(learned_entries(show), 1024u);
+  EXPECT_EQ(learned_entries(show), u64(fdb, {"size"}));
+  EXPECT_EQ(u64(show, {"size"}), u64(fdb, {"size"}));
+
+  json flushed = call("fdb.flush");
+  EXPECT_EQ(u64(flushed, {"flushed"}), u64(fdb, {"size"})) << flushed.dump();
+  const json empty = call("fdb.show");
+  EXPECT_EQ(learned_entries(empty), 0u) << empty.dump();
+  EXPECT_EQ(u64(call("stats"), {"fdb", "size"}), 0u);
+  // The VMs' own (static) entries are still there, and traffic still flows.
+  EXPECT_EQ(empty["entries"].size(), 2u) << empty.dump();
+  expect_ping("vm2", "vm1", "10.77.0.1");
+  EXPECT_TRUE(switchd_alive());
+  expect_pools_idle();
+}
+
+// The host's own netdevs: the uplink with an address, and a host port.
+class SwitchHostTest : public SwitchTest {
+ protected:
+  void TearDown() override {
+    SwitchTest::TearDown();
+    if (made_hostp_) sh("ip link del hostp");
+  }
+  std::string mac_of_dev(const std::string& dev) { return slurp("/sys/class/net/" + dev + "/address").substr(0, 17); }
+  bool made_hostp_ = false;
+};
+
+TEST_F(SwitchHostTest, HostStackKeepsTheHostReachable) {
+  ASSERT_TRUE(sh_ok("ip addr add 10.77.5.1/24 dev up0"));
+  expect_refused("uplink.attach", {{"name", "up0"}}, "wrong_state", {"10.77.5.1", "stack", "port"});
+  json up = call("uplink.attach", {{"name", "up0"}, {"host", "stack"}});
+  EXPECT_EQ(up.value("host", ""), "stack") << up.dump();
+
+  const std::string up_mac = mac_of_dev("up0");
+  constexpr uint64_t N = 50;
+  const json before = call("stats");
+  const uint64_t rx0 = netdev_stat("", "up0", "rx_packets");
+  std::string out;
+  EXPECT_TRUE(sh_ok(in("ext", std::string(FRAME_TOOL) + " send --dev ext0 --dst " + up_mac + " --count " +
+                                  std::to_string(N) + " --rate 1000 --timeout 20")));
+  std::this_thread::sleep_for(300ms);
+  const json after = call("stats");
+  const uint64_t host = u64(after, {"classifier", "reasons", "host", "frames"}) -
+                        u64(before, {"classifier", "reasons", "host", "frames"});
+  const uint64_t rx = netdev_stat("", "up0", "rx_packets") - rx0;
+  std::printf("[ host     ] %" PRIu64 " frames to up0's MAC %s: classifier.reasons.host +%" PRIu64
+              ", up0 rx_packets +%" PRIu64 "\n",
+              N, up_mac.c_str(), host, rx);
+  EXPECT_GE(host, N);
+  EXPECT_GE(rx, N) << "the frames reached the host stack";
+
+  // And IP, unicast: the outside reaches the host's address on the uplink. (The outside
+  // is told up0's MAC: its ARP request, a broadcast, goes to the software switch, which
+  // has no way to the host's stack.)
+  ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.5.254/24"));
+  ASSERT_TRUE(sh_ok(in("ext", "ip neigh replace 10.77.5.1 lladdr " + up_mac + " dev ext0 nud permanent")));
+  expect_ping("ext", "the host", "10.77.5.1");
+  EXPECT_TRUE(switchd_alive());
+}
+
+TEST_F(SwitchHostTest, HostPort) {
+  ASSERT_TRUE(sh_ok("ip link add hostp numrxqueues 2 numtxqueues 2 type veth peer name hostp-sw numrxqueues 2 numtxqueues 2"));
+  made_hostp_ = true;
+  ASSERT_TRUE(sh_ok("ethtool -K hostp tx off gso off tso off gro off"));
+  ASSERT_TRUE(sh_ok("ip link set hostp up && ip link set hostp-sw up"));
+  ASSERT_TRUE(sh_ok("ip addr add 10.77.0.100/24 dev hostp"));
+  const std::string hostp_mac = mac_of_dev("hostp");
+
+  json up = call("uplink.attach", {{"name", "up0"}, {"host", "port"}});
+  EXPECT_EQ(up.value("host", ""), "port") << up.dump();
+  add_port({.vm = 1});
+  call("port.create", {{"name", "host"}});
+  call("nic.create", {{"port", "host"}, {"mac", hostp_mac}, {"backend", "hostp-sw"}});
+  json nic = call("nic.connect", {{"port", "host"}});
+  EXPECT_EQ(nic.value("state", ""), "connected") << nic.dump();
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.0.1/24"));
+  ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.0.254/24"));
+
+  expect_ping("", "vm1", "10.77.0.1");
+  expect_ping("", "ext", "10.77.0.254");
+  expect_ping("vm1", "the host", "10.77.0.100");
+  const json st = call("stats");
+  EXPECT_GT(u64(st, {"nics", "host", "from_vm_frames"}), 10u) << st["nics"].dump();
+  EXPECT_TRUE(switchd_alive());
+  expect_pools_idle();
+}
+
+TEST_F(SwitchTest, TrunkNativeCarriesIp) {
+  const std::vector<PortSpec> ports{{.vm = 1, .trunk = true, .allowed = {20}, .native = 0},
+                                    {.vm = 2, .access = 0, .vmq = "off"}};
+  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.4.1/24"));
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm2", "10.77.4.2/24"));
+  expect_ping("vm1", "vm2", "10.77.4.2");
+  expect_ping("vm2", "vm1", "10.77.4.1");
+  expect_iperf("vm1", "vm2", "10.77.4.2", 5211, "trunk's native VLAN 0 (untagged) to an access VLAN 0 NIC");
+  expect_iperf("vm2", "vm1", "10.77.4.1", 5212, "access VLAN 0 to the trunk's native VLAN");
+  const json st = call("stats");
+  for (const char* p : {"vm1", "vm2"})
+    for (const char* why : {"spoofed_source", "tagged_on_access", "vlan_not_allowed"})
+      EXPECT_EQ(nic_drop(st, p, why), 0u) << p << " " << why;
+  expect_pools_idle();
+}
+
+class SwitchSmallFrameTest : public SwitchTest {
+ protected:
+  SwitchSmallFrameTest() { switchd_extra_ = {"--frame-size", "2048"}; }
+};
+
+TEST_F(SwitchSmallFrameTest, TooBigFromAVmIsCountedPerNic) {
+  // Jumbo-capable VMs: 3000 bytes on both ends of their NICs.
+  for (int v : {1, 2}) {
+    ASSERT_TRUE(sh_ok("ip -n " + ns(vm(v)) + " link set eth0 mtu 3000"));
+    ASSERT_TRUE(sh_ok("ip link set " + vm(v) + "-host mtu 3000"));
+  }
+  const std::vector<PortSpec> ports{{.vm = 1}, {.vm = 2, .vmq = "off"}};
+  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  const json show = call("show");
+  EXPECT_EQ(u64(show, {"uplink", "max_frame"}), 1728u) << show["uplink"].dump();
+
+  constexpr int N = 5;
+  auto caps = capture({"ext", "vm2"});
+  const json before = call("stats");
+  const std::string err = with_raw_socket(ns("vm1"), "eth0", [&](int fd, const sockaddr_ll& to) {
+    const MacBytes src = mac_bytes(mac_of(1));
+    for (int i = 0; i < N; i++) {
+      EXPECT_TRUE(send_raw(fd, to, raw_frame(mac_bytes(mac_of(2)), src, 2500, 0xb1))) << strerror(errno);
+      EXPECT_TRUE(send_raw(fd, to, raw_frame(mac_bytes(kBroadcast), src, 2500, 0xb2))) << strerror(errno);
+      EXPECT_TRUE(send_raw(fd, to, raw_frame(mac_bytes(mac_of(2)), src, 1700, 0xa1))) << strerror(errno);
+    }
+  });
+  ASSERT_EQ(err, "");
+  stop_all(caps);
+  const json after = call("stats");
+  std::map<std::string, std::map<size_t, uint64_t>> got{{"ext", {}}, {"vm2", {}}};  // port -> length -> frames from vm1
+  for (const auto& [port, cap] : caps)
+    for (const auto& s : cap->frames())
+      if (mac_str(s.src) == mac_of(1)) got[port][s.len]++;
+  const size_t vm2_lengths = got["vm2"].size(), ext_lengths = got["ext"].size();
+  const uint64_t too_big = nic_drop(after, "vm1", "too_big") - nic_drop(before, "vm1", "too_big");
+  std::printf("[ too big  ] vm1 sent %d x 2500 bytes to vm2, %d x 2500 broadcast, %d x 1700 to vm2: "
+              "nics.vm1.drops.too_big +%" PRIu64 ", vm2 got %" PRIu64 " of 1700 and %" PRIu64 " of 2500\n",
+              N, N, N, too_big, got["vm2"][1700], got["vm2"][2500]);
+  EXPECT_EQ(too_big, 2u * N);
+  EXPECT_EQ(got["vm2"][1700], static_cast<uint64_t>(N)) << "1700 bytes fit a 2048-byte buffer";
+  EXPECT_EQ(got["vm2"][2500], 0u);
+  EXPECT_EQ(ext_lengths, 0u) << "nothing of vm1's reaches the outside";
+  EXPECT_EQ(vm2_lengths, 1u) << "vm2 got only the 1700-byte frames";
+  EXPECT_EQ(u64(after, {"nics", "vm1", "from_vm_frames"}) - u64(before, {"nics", "vm1", "from_vm_frames"}),
+            static_cast<uint64_t>(N));
+  EXPECT_EQ(nic_drop(after, "vm2", "too_big"), 0u);
+  EXPECT_TRUE(switchd_alive());
   expect_pools_idle();
 }
 
