@@ -452,7 +452,13 @@ void QueueWorker::loop() {
   CPU_SET(cpu_, &set);
   (void)sched_setaffinity(0, sizeof(set), &set);
   const uint32_t uplink_target = std::min(opts_.ring_size, opts_.frames / 2);
-  const uint32_t nic_target = std::min<uint32_t>(opts_.ring_size, 64);
+  // What a VM sends lands in its backend's fill ring: give each backend a
+  // share of the half of the pool the uplink does not hold, so a VM sending
+  // at full rate is not starved (a ring of 64 lost four frames in five).
+  auto nic_target_now = [&] {
+    uint32_t share = (opts_.frames / 2) / static_cast<uint32_t>(std::max<size_t>(1, nics_.size()));
+    return std::clamp<uint32_t>(share, 64, opts_.ring_size / 2);
+  };
   std::vector<pollfd> fds;
   size_t fds_for = SIZE_MAX;
 
@@ -484,6 +490,7 @@ void QueueWorker::loop() {
       for (auto& [ctx, sock] : n->extras) reap_completions(*ctx);
     }
     refill(*uplink_ctx_, uplink_target);
+    const uint32_t nic_target = nic_target_now();
     for (auto& [_, n] : nics_) {
       refill(*n->ctx, nic_target);
       for (auto& [ctx, sock] : n->extras) refill(*ctx, nic_target);
