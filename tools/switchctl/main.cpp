@@ -96,7 +96,10 @@ int main(int argc, char** argv) {
   app.add_flag("--json", raw_json, "print the result as switchd sent it (JSON)");
 
   std::optional<Call> call;
-  std::string name, mode, mac, backend, vmq, steering;
+  std::string name, mode, mac, backend, vmq, steering, host;
+  std::vector<int> trunk;
+  int native_vlan = 0;
+  bool spoofing = false;
   int vlan = 0;
   uint64_t since = 0;
 
@@ -134,7 +137,6 @@ int main(int argc, char** argv) {
   CLI::Option* mode_opt = attach->add_option("--mode", mode, "XDP mode: auto (native, then skb), native, skb, offload; "
                                                              "default auto")
                               ->check(CLI::IsMember({"auto", "native", "skb", "offload"}));
-  static std::string host;
   CLI::Option* host_opt =
       attach->add_option("--host", host, "an uplink with host addresses: stack (frames to its MAC reach the "
                                          "host's stack) or port (the host moves its addresses to a host port)")
@@ -167,9 +169,6 @@ int main(int argc, char** argv) {
   CLI::Option* steering_opt =
       create->add_option("--steering", steering, "software (XDP), or hardware (NIC flow rules); default software")
           ->check(CLI::IsMember({"software", "hardware"}));
-  static std::vector<int> trunk;
-  static int native_vlan = 0;
-  static bool spoofing = false;
   CLI::Option* trunk_opt = create->add_option("--trunk", trunk, "a trunk NIC carrying these VLANs tagged, e.g. 10,20")
                                ->delimiter(',')
                                ->check(CLI::Range(1, 4094))
