@@ -58,7 +58,7 @@ struct QueueWorker::Sock {
   xsk_ring_cons rx{};
   xsk_ring_prod tx{};
   Ctx* ctx = nullptr;
-  Nic* nic = nullptr;
+  Nic* nic = nullptr;  // its NIC; a vmq socket being taken away has none
   uint32_t outstanding = 0;  // sent, not yet completed
   bool queued_kick = false;
 };
@@ -169,7 +169,6 @@ Result<NicSockets> QueueWorker::start_dedicated(const WorkerNic& cfg, QueueWorke
   if (auto st = open_vmq_socket(*n); !st) return st.error();
   if (auto st = open_backend_socket(*n); !st) return st.error();
   NicSockets out{{{queue_, xsk_socket__fd(n->backend->xsk)}}, xsk_socket__fd(n->vmq_sock->xsk)};
-  by_vmq_[cfg.vmq] = n.get();
   nics_[cfg.name] = std::move(n);
   refill(*uplink_ctx_, std::min(opts_.ring_size, opts_.frames / 2));
   thread_ = std::thread([this] { loop(); });
@@ -432,7 +431,7 @@ void QueueWorker::process_rx(Sock& s, uint32_t budget) {
         break;
       case Sock::Vmq:
         bump(counters_.rx_vmq);
-        forward_from_uplink(addr, d->len, s.nic && by_vmq_.count(s.nic->cfg.vmq) ? s.nic : nullptr);
+        forward_from_uplink(addr, d->len, s.nic);  // nullptr once the vmq is being taken away
         break;
       case Sock::Backend:
         bump(counters_.rx_vm);
@@ -558,7 +557,6 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
         undo();
         return st;
       }
-      by_vmq_[cfg.vmq] = n.get();
       out.vmq_fd = xsk_socket__fd(n->vmq_sock->xsk);
     }
     nics_[cfg.name] = std::move(n);
@@ -576,7 +574,7 @@ Result<int> QueueWorker::set_vmq(const std::string& name, int vmq) {
     if (it == nics_.end()) return Error{ENOENT, "nic " + name + " is not on queue " + std::to_string(queue_)};
     Nic& n = *it->second;
     if (n.vmq_sock) {
-      by_vmq_.erase(n.cfg.vmq);
+      n.vmq_sock->nic = nullptr;
       process_rx(*n.vmq_sock, opts_.ring_size);  // what arrived is delivered by the software path
       destroy_socket(n.vmq_sock);
       n.vmq_sock = nullptr;
@@ -584,7 +582,6 @@ Result<int> QueueWorker::set_vmq(const std::string& name, int vmq) {
     n.cfg.vmq = vmq;
     if (!vmq) return {};
     if (auto st = open_vmq_socket(n); !st) return st;
-    by_vmq_[vmq] = &n;
     fd = xsk_socket__fd(n.vmq_sock->xsk);
     return {};
   });
@@ -597,8 +594,9 @@ Status QueueWorker::remove_nic(const std::string& name) {
     auto it = nics_.find(name);
     if (it == nics_.end()) return Error{ENOENT, "nic " + name + " is not on queue " + std::to_string(queue_)};
     Nic& n = *it->second;
-    by_vmq_.erase(n.cfg.vmq);
-    // No new deliveries to it; what it still sends is dropped (no_port).
+    // No new deliveries to it: what reaches its vmq socket takes the software
+    // path, which no longer knows it; what it still sends is dropped (no_port).
+    if (n.vmq_sock) n.vmq_sock->nic = nullptr;
     n.removing = true;
     rebuild_ports();
     // Frames already in its rings: deliver what can be, then wait for its

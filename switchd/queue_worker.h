@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <functional>
 #include <future>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -117,7 +116,6 @@ class QueueWorker {
   // queue delivers. Frames the VM sends on that queue go to `handoff` (a
   // general worker), copied, since they may be for anyone.
   Result<NicSockets> start_dedicated(const WorkerNic& nic, QueueWorker* handoff);
-  bool dedicated() const { return dedicated_; }
 
   uint32_t queue() const { return queue_; }
   int cpu() const { return cpu_; }
@@ -181,7 +179,6 @@ class QueueWorker {
   Sock* default_sock_ = nullptr;
   std::vector<std::unique_ptr<Sock>> socks_;
   std::unordered_map<std::string, std::unique_ptr<Nic>> nics_;
-  std::map<int, Nic*> by_vmq_;
   std::vector<SwitchPort> ports_;  // the connected NICs, for decide()
   std::vector<Nic*> port_nics_;    // the same order
   std::unordered_map<const Nic*, int> port_index_;
