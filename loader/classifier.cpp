@@ -461,16 +461,6 @@ Status read_percpu(int fd, std::string_view map, uint32_t entries, Counter* out)
   return {};
 }
 
-Status zero_percpu(int fd, std::string_view map, uint32_t entries) {
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return make_error(ncpu, "count possible CPUs");
-  std::vector<xvmq_counter> zeros(static_cast<size_t>(ncpu));
-  for (uint32_t i = 0; i < entries; i++)
-    if (bpf_map_update_elem(fd, &i, zeros.data(), BPF_ANY) != 0)
-      return make_error(errno, "reset " + std::string(map));
-  return {};
-}
-
 }  // namespace
 
 Result<Counters> Classifier::counters() const {
@@ -481,14 +471,6 @@ Result<Counters> Classifier::counters() const {
   if (auto st = read_percpu(vfd, XVMQ_MAP_VMQ_STATS, XVMQ_MAX_VMQS, c.vmq.data()); !st) return st.error();
   if (auto st = read_percpu(rfd, XVMQ_MAP_REASONS, XVMQ_REASON_MAX, c.reason.data()); !st) return st.error();
   return c;
-}
-
-Status Classifier::reset_counters() {
-  int vfd = map_fd(XVMQ_MAP_VMQ_STATS), rfd = map_fd(XVMQ_MAP_REASONS);
-  if (auto st = need_fd(vfd, XVMQ_MAP_VMQ_STATS); !st) return st;
-  if (auto st = need_fd(rfd, XVMQ_MAP_REASONS); !st) return st;
-  if (auto st = zero_percpu(vfd, XVMQ_MAP_VMQ_STATS, XVMQ_MAX_VMQS); !st) return st;
-  return zero_percpu(rfd, XVMQ_MAP_REASONS, XVMQ_REASON_MAX);
 }
 
 Result<std::optional<AttachedProgram>> Classifier::query(const std::string& ifname) {

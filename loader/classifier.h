@@ -98,7 +98,6 @@ class Classifier {
   Status clear_socket(uint32_t vmq, uint32_t queue);
 
   Result<Counters> counters() const;
-  Status reset_counters();
 
   // The XDP program on a netdev, if any.
   static Result<std::optional<AttachedProgram>> query(const std::string& ifname);

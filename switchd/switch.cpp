@@ -81,9 +81,9 @@ Result<std::unique_ptr<Switch>> Switch::start(const SwitchOptions& opts) {
   return sw;
 }
 
-nlohmann::json Switch::restore() {
+void Switch::restore() {
   std::ifstream in(state_path_);
-  if (!in) return {};
+  if (!in) return;
   json s;
   try {
     s = json::parse(in);
@@ -139,7 +139,6 @@ nlohmann::json Switch::restore() {
   std::fprintf(stderr, "switchd: restored %zu port(s)%s from %s\n", model_.ports().size(),
                uplink_.empty() ? "" : (", uplink " + uplink_ + (dp_->adopted() ? " (classifier adopted)" : "")).c_str(),
                state_path_.c_str());
-  return s;
 }
 
 void Switch::persist() {
@@ -293,7 +292,6 @@ json Switch::handle(const std::string& op, const json& args) {
   std::lock_guard lock(mu_);
   const uint64_t before = model_.events().empty() ? 0 : model_.events().back().seq;
   json result = json::object();
-  bool changed = true;
 
   if (op == "show") {
     return show();
@@ -461,13 +459,11 @@ json Switch::handle(const std::string& op, const json& args) {
     model_.vmq_free(port);
     result = port_json(model_.port(port))["nic"];
   } else {
-    changed = false;
     throw Refused(ErrorKind::Usage, "unknown op '" + op + "'");
   }
-  if (changed) {
-    persist();
-    event_logged(before);
-  }
+  // Every op that gets here changed the configuration.
+  persist();
+  event_logged(before);
   return result;
 }
 

@@ -37,7 +37,7 @@ class Switch {
  private:
   explicit Switch(const SwitchOptions& opts);
   void persist();
-  nlohmann::json restore();
+  void restore();
   NicSpec spec_of(const std::string& port, uint32_t vmq) const;
   nlohmann::json show() const;
   nlohmann::json stats() const;
