@@ -1,5 +1,7 @@
 #include "loader/abi.h"
 
+#include <linux/bpf.h>
+
 #include <cstdio>
 
 namespace xvmq {
@@ -46,6 +48,17 @@ std::string_view reason_name(uint32_t reason) {
     case XVMQ_REASON_HOST: return "host";
     default: return "unknown";
   }
+}
+
+std::string_view xdp_action_name(uint32_t action) {
+  switch (action) {
+    case XDP_ABORTED: return "XDP_ABORTED";
+    case XDP_DROP: return "XDP_DROP";
+    case XDP_PASS: return "XDP_PASS";
+    case XDP_TX: return "XDP_TX";
+    case XDP_REDIRECT: return "XDP_REDIRECT";
+  }
+  return "?";
 }
 
 std::string FilterKey::to_string() const {

@@ -33,6 +33,8 @@ inline bool is_multicast(const Mac& mac) { return mac[0] & 1; }
 
 // Reason names as users read them: "miss", "no_socket", ...
 std::string_view reason_name(uint32_t reason);
+// "XDP_PASS", ... or "?" for a value that is no XDP action.
+std::string_view xdp_action_name(uint32_t action);
 
 struct FilterKey {
   Mac mac{};

@@ -23,17 +23,6 @@ constexpr const char* kDev = "xq0";
 constexpr const char* kPeer = "xq0p";
 constexpr uint16_t k8021Q = 0x8100, k8021AD = 0x88a8;
 
-const char* action_name(uint32_t a) {
-  switch (a) {
-    case XDP_ABORTED: return "XDP_ABORTED";
-    case XDP_DROP: return "XDP_DROP";
-    case XDP_PASS: return "XDP_PASS";
-    case XDP_TX: return "XDP_TX";
-    case XDP_REDIRECT: return "XDP_REDIRECT";
-  }
-  return "?";
-}
-
 struct Filter {
   std::string mac;
   uint16_t vlan;  // XVMQ_VLAN_ANY for MAC-only
@@ -175,7 +164,7 @@ class ClassifierTable : public ::testing::Test {
       return;
     }
     ASSERT_EQ(r.err, 0) << "BPF_PROG_RUN: " << strerror(-r.err);
-    EXPECT_EQ(r.action, row.action) << action_name(r.action) << " != " << action_name(row.action);
+    EXPECT_EQ(r.action, row.action) << xdp_action_name(r.action) << " != " << xdp_action_name(row.action);
     const Bytes& want = row.out ? *row.out : row.frame;
     EXPECT_EQ(r.out, want) << "got  " << hex(r.out) << "\nwant " << hex(want);
 

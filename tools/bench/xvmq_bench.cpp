@@ -114,17 +114,6 @@ Result<std::unique_ptr<Classifier>> classifier_with(uint32_t n, const XskQueue& 
   return cls;
 }
 
-std::string action_name(uint32_t a) {
-  switch (a) {
-    case XDP_ABORTED: return "XDP_ABORTED";
-    case XDP_DROP: return "XDP_DROP";
-    case XDP_PASS: return "XDP_PASS";
-    case XDP_TX: return "XDP_TX";
-    case XDP_REDIRECT: return "XDP_REDIRECT";
-  }
-  return "action " + std::to_string(a);
-}
-
 // The counter that every frame of a classifier case must move.
 struct Check {
   const Classifier* cls;
@@ -163,7 +152,8 @@ Result<uint32_t> run(const Case& c, int ifindex, uint32_t repeat) {
               .ctx_size_in = sizeof(ctx), .repeat = static_cast<int>(repeat));
   if (bpf_prog_test_run_opts(c.prog_fd, &opts) != 0) return make_error(errno, "BPF_PROG_RUN");
   if (opts.retval != c.action)
-    return Error{EPROTO, "returned " + action_name(opts.retval) + ", expected " + action_name(c.action)};
+    return Error{EPROTO, "returned " + std::string(xdp_action_name(opts.retval)) + " (" + std::to_string(opts.retval) +
+                             "), expected " + std::string(xdp_action_name(c.action))};
   if (c.check) {
     auto after = c.check->cls->counters();
     if (!after) return after.error();
