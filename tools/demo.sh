@@ -78,6 +78,8 @@ TMP=$(mktemp -d /tmp/xvmq-demo.XXXXXX)
 
 step "two namespaces and a veth pair with 2 queues: ext0 (the outside) -- up0 (the uplink)"
 echo "'$SW# xvmq-classify ...' runs: nsenter --net=/run/netns/$SW ${CLASSIFY#"$XVMQ_ROOT"/} --pin-root $PIN_ROOT ..."
+# A machine (or container) without systemd may have no bpffs mounted.
+mountpoint -q /sys/fs/bpf || host mount -t bpf bpf /sys/fs/bpf
 echo "host# mkdir -p $PIN_ROOT    # the pins, and libxdp's own state (LIBXDP_BPFFS)"
 mkdir -p "$PIN_ROOT"
 host ip netns add "$EXT"

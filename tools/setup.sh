@@ -10,7 +10,7 @@ XVMQ_PACKAGES=(
   build-essential cmake pkg-config clang llvm
   libbpf-dev libxdp-dev xdp-tools bpftool libelf-dev zlib1g-dev
   libcli11-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev
-  iproute2 iputils-ping ethtool netsniff-ng iperf3 tcpdump python3-scapy
+  iproute2 iputils-ping procps ethtool netsniff-ng iperf3 tcpdump python3-scapy
 )
 
 xvmq_install_packages() {
