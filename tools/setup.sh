@@ -10,6 +10,7 @@ XVMQ_PACKAGES=(
   build-essential cmake pkg-config clang llvm
   libbpf-dev libxdp-dev xdp-tools bpftool libelf-dev zlib1g-dev
   libcli11-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev
+  libmnl-dev libsystemd-dev libtomlplusplus-dev prometheus-cpp-dev
   iproute2 iputils-ping procps ethtool netsniff-ng iperf3 tcpdump python3-scapy
 )
 
@@ -28,7 +29,9 @@ xvmq_install_packages() {
 
 xvmq_build() {
   echo "==> building in $XVMQ_BUILD"
-  cmake -S "$XVMQ_ROOT" -B "$XVMQ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  local launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  cmake -S "$XVMQ_ROOT" -B "$XVMQ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" >/dev/null
   cmake --build "$XVMQ_BUILD" -j"$(nproc)" 2>&1 | grep -E "^\[ *[0-9]+%\] (Built|Linking)|error|warning" || true
   # A failed build leaves no trace in the filtered output above: check it.
   cmake --build "$XVMQ_BUILD" -j"$(nproc)" >/dev/null
