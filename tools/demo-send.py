@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Send the demo's frames out of one netdev: a fixed, bounded set.
 
-Run by tools/demo.sh inside its external namespace. Frames are built with
+Run by tools/demo-classifier.sh inside its external namespace. Frames are built with
 scapy and sent with AF_PACKET, bypassing the qdisc, alternately from the
 first two CPUs: on a veth the frame then arrives on the peer's receive queue
 (CPU % queues), so both receive queues get some.

@@ -1,58 +1,77 @@
 #!/usr/bin/env bash
-# Build xvmq and show the uplink classifier sorting frames into VM queues.
+# The xvmq demo: switchd and switchctl build a switch with three VMs on an
+# uplink with two receive queues, traffic runs through it, and `show` and
+# `stats` tell which frames took the VMQ path and which the default queue.
 #
-# Two network namespaces of its own, joined by a veth pair with two queues:
-# frames sent from ext0 (xvmq-demo-ext) arrive on up0 (xvmq-demo-sw), where
-# the classifier redirects each into the AF_XDP socket of its VM's vmq, or of
-# the default queue, on the receive queue it arrived on. Everything it makes
-# (namespaces, links, program, pins) is removed at the end, on failure and on
-# Ctrl-C too. Nothing is sent in the root namespace.
+#   xvmq-demo-ext:  ext0 10.77.0.100 (the outside world)
+#        |  veth, 2 queues each way
+#   xvmq-demo-sw:   up0 (uplink: switchd's classifier)   vm1-host  vm2-host  vm3-host
+#                                                           |         |         |
+#   xvmq-demo-vmN:                                        eth0      eth0      eth0
+#     vm1 10.77.0.1, access VLAN 0, a vmq        (the VMQ fast path)
+#     vm2 10.77.0.2, access VLAN 0, --vmq off    (the default queue and software switch)
+#     vm3 10.77.0.3, trunk VLANs 10,20, native (untagged) VLAN 0, a vmq
+#
+# Every namespace, link, pin and process it makes is removed at the end, on
+# failure and on Ctrl-C too. Nothing is sent in the root namespace.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 xvmq_require_root
 
-EXT=xvmq-demo-ext
-SW=xvmq-demo-sw
+P=xvmq-demo
+EXT=$P-ext
+SW=$P-sw
+VMS=("$P-vm1" "$P-vm2" "$P-vm3")
+NAMESPACES=("$EXT" "$SW" "${VMS[@]}")
 PIN_ROOT=/sys/fs/bpf/xvmq-demo
-SERVE_SECONDS=5
-CLASSIFY="$XVMQ_BUILD/tools/classify/xvmq-classify"
+SWITCHD="$XVMQ_BUILD/switchd/switchd"
+SWITCHCTL_BIN="$XVMQ_BUILD/tools/switchctl/switchctl"
+FRAMES="$XVMQ_BUILD/tests/xvmq-frames"
 # libxdp keeps state of its own in <bpffs>/xdp: beside the demo's pins, not
-# in the host's /sys/fs/bpf/xdp. The directory must exist before libxdp
-# looks, or libxdp skips its dispatcher.
+# in the host's /sys/fs/bpf/xdp.
 export LIBXDP_BPFFS=$PIN_ROOT
 
 TMP=""
-SERVE_PID=""
-TEE_PID=""
+SWITCHD_PID=""
+BG_PIDS=()
 
-# `ip netns exec` remounts /sys, so pins made under it vanish when it ends:
-# the switch side runs with nsenter, which keeps the host's /sys/fs/bpf.
-classify() { nsenter --net="/run/netns/$SW" "$CLASSIFY" --pin-root "$PIN_ROOT" "$@"; }
-
-# Print each command before it runs, with the namespace it runs in.
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+say() { echo "    $*"; }
+# Print each command before it runs, with where it runs.
 host() { echo "host# $*"; "$@"; }
-sw() { echo "$SW# xvmq-classify $*"; classify "$@"; }
-step() { printf '\n==> %s\n' "$*"; }
-
-attached() { ip -n "$SW" link show up0 2>/dev/null | grep -q "prog/xdp"; }
+in_ns() {
+  local ns=$1
+  shift
+  echo "$ns# $*" >&2  # stderr: the output may be filtered, the command is not
+  ip netns exec "$ns" "$@"
+}
+switchctl() {
+  echo "host# switchctl $*"
+  "$SWITCHCTL_BIN" "$@"
+}
+quiet_switchctl() { "$SWITCHCTL_BIN" "$@"; }
 
 cleanup() {
   local rc=${1:-$?}
   trap - EXIT INT TERM
   set +e
   step "tearing down"
-  if [[ -n $SERVE_PID ]]; then
-    kill -TERM "$SERVE_PID" 2>/dev/null
-    wait "$SERVE_PID" 2>/dev/null
+  for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  if [[ -n $SWITCHD_PID ]] && kill -0 "$SWITCHD_PID" 2>/dev/null; then
+    echo "host# kill -TERM switchd    # --detach-on-exit: the classifier leaves up0"
+    kill -TERM "$SWITCHD_PID"
+    wait "$SWITCHD_PID" 2>/dev/null
   fi
-  if [[ -n $TEE_PID ]]; then wait "$TEE_PID" 2>/dev/null; fi
-  if attached; then sw detach up0 --unpin; fi
-  for ns in "$EXT" "$SW"; do
+  for ns in "${NAMESPACES[@]}"; do
     if [[ -e /run/netns/$ns ]]; then host ip netns del "$ns"; fi
   done
   if [[ -e $PIN_ROOT ]]; then host rm -rf "$PIN_ROOT"; fi
+  if ((rc != 0)) && [[ -n $TMP && -s $TMP/switchd.log ]]; then
+    echo "--- switchd's log"
+    tail -n 20 "$TMP/switchd.log"
+  fi
   if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
-  if ((rc == 0)); then echo "demo done: namespaces, links, program and pins removed"; fi
+  if ((rc == 0)); then echo "demo done: namespaces, links, switchd, program and pins removed"; fi
   exit "$rc"
 }
 
@@ -61,12 +80,13 @@ fail() {
   exit 1
 }
 
+step "installing what is missing and building (progress below)"
 xvmq_install_packages
 xvmq_build
-[[ -x $CLASSIFY ]] || fail "$CLASSIFY was not built"
+for bin in "$SWITCHD" "$SWITCHCTL_BIN" "$FRAMES"; do [[ -x $bin ]] || fail "$bin was not built"; done
 
 # A demo killed hard (SIGKILL) leaves its namespaces and pins: start clean.
-for ns in "$EXT" "$SW"; do
+for ns in "${NAMESPACES[@]}"; do
   if [[ -e /run/netns/$ns ]]; then ip netns del "$ns"; fi
 done
 rm -rf "$PIN_ROOT"
@@ -75,74 +95,134 @@ trap cleanup EXIT
 trap 'cleanup 130' INT
 trap 'cleanup 143' TERM
 TMP=$(mktemp -d /tmp/xvmq-demo.XXXXXX)
+export XVMQ_SOCKET=$TMP/switchd.sock
 
-step "two namespaces and a veth pair with 2 queues: ext0 (the outside) -- up0 (the uplink)"
-echo "'$SW# xvmq-classify ...' runs: nsenter --net=/run/netns/$SW ${CLASSIFY#"$XVMQ_ROOT"/} --pin-root $PIN_ROOT ..."
-# A machine (or container) without systemd may have no bpffs mounted.
+step "the network: an outside host, the switch host with its uplink (2 receive queues), three VMs"
 mountpoint -q /sys/fs/bpf || host mount -t bpf bpf /sys/fs/bpf
-echo "host# mkdir -p $PIN_ROOT    # the pins, and libxdp's own state (LIBXDP_BPFFS)"
 mkdir -p "$PIN_ROOT"
-host ip netns add "$EXT"
-host ip netns add "$SW"
-for ns in "$EXT" "$SW"; do
-  host ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+for ns in "${NAMESPACES[@]}"; do
+  host ip netns add "$ns"
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 done
 host ip -n "$EXT" link add ext0 numrxqueues 2 numtxqueues 2 type veth \
   peer name up0 netns "$SW" numrxqueues 2 numtxqueues 2
+host ip -n "$EXT" addr add 10.77.0.100/24 dev ext0
+# Frames cross AF_XDP sockets, which carry no checksum offload state:
+# checksums are computed in software, and segmentation is done before.
+ip netns exec "$EXT" ethtool -K ext0 tx off gso off tso off gro off >/dev/null
 host ip -n "$EXT" link set ext0 up
 host ip -n "$SW" link set up0 up
+for i in 1 2 3; do
+  ns=${VMS[i - 1]}
+  host ip -n "$ns" link add eth0 address "02:00:00:00:00:0$i" numrxqueues 2 numtxqueues 2 type veth \
+    peer name "vm$i-host" netns "$SW" numrxqueues 2 numtxqueues 2
+  host ip -n "$ns" addr add "10.77.0.$i/24" dev eth0
+  ip netns exec "$ns" ethtool -K eth0 tx off gso off tso off gro off >/dev/null
+  host ip -n "$ns" link set eth0 up
+  host ip -n "$SW" link set "vm$i-host" up
+done
 
-step "the classifier on up0, and one filter per VM"
-sw attach up0
-sw filter add up0 02:00:00:00:00:01 --vmq 1
-sw filter add up0 02:00:00:00:00:02 --vlan 10 --vmq 2 --strip-tag
-sw filter list up0
-
-step "sockets for the default queue (vmq 0), VM1 (vmq 1) and VM2 (vmq 2) on each receive queue"
-mkfifo "$TMP/serve.out"
-touch "$TMP/serve.log"
-tee "$TMP/serve.log" <"$TMP/serve.out" &
-TEE_PID=$!
-echo "$SW# xvmq-classify serve up0 --vmq 1 --vmq 2 --seconds $SERVE_SECONDS --print &"
-# Not through classify(): $! must be serve itself, for the teardown's kill.
-nsenter --net="/run/netns/$SW" "$CLASSIFY" --pin-root "$PIN_ROOT" \
-  serve up0 --vmq 1 --vmq 2 --seconds "$SERVE_SECONDS" --print >"$TMP/serve.out" 2>&1 &
-SERVE_PID=$!
+step "switchd on the switch host: 2 vmqs, one worker per receive queue"
+cmd=("$SWITCHD" --state-dir "$TMP/state" --socket "$XVMQ_SOCKET" --pin-root "$PIN_ROOT"
+  --max-vmqs 2 --queue-cpus "0:0,1:$(($(nproc) > 1 ? 1 : 0))" --detach-on-exit)
+echo "$SW# ${cmd[*]#"$XVMQ_ROOT"/} &"
+nsenter --net="/run/netns/$SW" "${cmd[@]}" >"$TMP/switchd.log" 2>&1 &
+SWITCHD_PID=$!
 for ((i = 0; i < 100; i++)); do
-  grep -q "receiving for" "$TMP/serve.log" && break
-  kill -0 "$SERVE_PID" 2>/dev/null || break
+  grep -qs "ready on" "$TMP/switchd.log" && break
+  kill -0 "$SWITCHD_PID" 2>/dev/null || fail "switchd exited: $(tail -n 3 "$TMP/switchd.log")"
   sleep 0.1
 done
-grep -q "receiving for" "$TMP/serve.log" || fail "serve did not open its sockets"
+grep -q "ready on" "$TMP/switchd.log" || fail "switchd did not get ready"
+say "switchd is ready; switchctl finds it through XVMQ_SOCKET=$XVMQ_SOCKET"
 
-step "20 frames from the outside, sent on ext0"
-echo "$EXT# /usr/bin/python3 tools/demo-send.py ext0"
-ip netns exec "$EXT" /usr/bin/python3 "$XVMQ_ROOT/tools/demo-send.py" ext0
+step "the switch, step by step, in Hyper-V's order: port create, nic create, nic connect"
+switchctl uplink attach up0
+switchctl port create vm1
+switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host
+switchctl nic connect vm1
+switchctl port create vm2
+switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host --vmq off
+switchctl nic connect vm2
+switchctl port create vm3
+switchctl nic create vm3 --mac 02:00:00:00:00:03 --backend vm3-host --trunk 10,20 --native-vlan 0
+switchctl nic connect vm3
+switchctl show
 
-wait "$SERVE_PID" || fail "serve failed"
-SERVE_PID=""
-wait "$TEE_PID" || true
-TEE_PID=""
+step "ping: the outside host to each VM, and VM to VM"
+for i in 1 2 3; do
+  in_ns "$EXT" ping -c 3 -i 0.2 -W 2 "10.77.0.$i" | grep -E "bytes from|packet loss"
+done
+in_ns "${VMS[0]}" ping -c 3 -i 0.2 -W 2 10.77.0.2 | grep -E "bytes from|packet loss"
+in_ns "${VMS[2]}" ping -c 3 -i 0.2 -W 2 10.77.0.1 | grep -E "bytes from|packet loss"
 
-step "what the classifier counted"
-sw stats up0
+iperf() {
+  local server_ns=$1 client_ns=$2 addr=$3 what=$4
+  step "iperf3, 3 s of TCP: $what"
+  ip netns exec "$server_ns" iperf3 -s -1 -B "$addr" >/dev/null 2>&1 &
+  BG_PIDS+=($!)
+  for ((i = 0; i < 50; i++)); do
+    ip netns exec "$server_ns" ss -ltn 2>/dev/null | grep -q "$addr:5201" && break
+    sleep 0.1
+  done
+  in_ns "$client_ns" iperf3 -c "$addr" -t 3 -i 1 -f m --connect-timeout 3000 |
+    grep -E "sec .*bits/sec" | sed 's/^/    /'
+  wait "${BG_PIDS[-1]}" 2>/dev/null || true
+}
+iperf "${VMS[1]}" "${VMS[0]}" 10.77.0.2 "vm1 -> vm2 (VM to VM)"
+iperf "$EXT" "${VMS[0]}" 10.77.0.100 "vm1 -> the outside host"
+iperf "${VMS[0]}" "$EXT" 10.77.0.1 "the outside host -> vm1 (its vmq)"
 
-# The figures, from the JSON form of the same counters.
-read -r v0f v0b v1f v1b v2f v2b miss bcast total < <(classify stats up0 --json | /usr/bin/python3 -c '
+step "VLANs: 500 frames tagged VLAN 10 for vm3 (a trunk), 500 tagged VLAN 20 for vm1 (access, VLAN 0)"
+(ip netns exec "${VMS[2]}" "$FRAMES" recv --dev eth0 --seconds 5 --idle-ms 800 >"$TMP/vm3.recv" 2>&1) &
+BG_PIDS+=($!)
+(ip netns exec "${VMS[0]}" "$FRAMES" recv --dev eth0 --seconds 5 --idle-ms 800 >"$TMP/vm1.recv" 2>&1) &
+BG_PIDS+=($!)
+sleep 0.5
+in_ns "$EXT" "$FRAMES" send --dev ext0 --dst 02:00:00:00:00:03 --vlan 10 --count 500 --rate 20000 >/dev/null
+in_ns "$EXT" "$FRAMES" send --dev ext0 --dst 02:00:00:00:00:01 --vlan 20 --count 500 --rate 20000 >/dev/null
+wait "${BG_PIDS[-1]}" "${BG_PIDS[-2]}" 2>/dev/null || true
+frames_of() { /usr/bin/python3 -c 'import json,sys
+lines=[l for l in open(sys.argv[1]) if l.startswith("{")]
+print(sum(v["frames"] for v in json.loads(lines[-1])["streams"].values()) if lines else 0)' "$1"; }
+got3=$(frames_of "$TMP/vm3.recv")
+got1=$(frames_of "$TMP/vm1.recv")
+say "vm3 received $got3 test frames (VLAN 10 is one of its trunk VLANs)"
+say "vm1 received $got1 test frames (VLAN 20 is not its VLAN: none cross)"
+((got3 == 500 && got1 == 0)) || fail "expected 500 frames in vm3 and 0 in vm1"
+
+step "what switchd shows and counts"
+switchctl show
+switchctl stats
+# The same counters as JSON, read for the summary below.
+quiet_switchctl stats --json >"$TMP/stats.json"
+/usr/bin/python3 - "$TMP/stats.json" <<'EOF'
 import json, sys
-s = json.load(sys.stdin)
-v = {r["vmq"]: r for r in s["vmqs"]}
-g = lambda i, k: v.get(i, {}).get(k, 0)
-r = {x["reason"]: x["frames"] for x in s["reasons"]}
-print(g(0, "frames"), g(0, "bytes"), g(1, "frames"), g(1, "bytes"), g(2, "frames"), g(2, "bytes"),
-      r["miss"], r["broadcast"], s["total_frames"])')
+s = json.load(open(sys.argv[1]))
+nics = s.get("nics", {})
+print("\n    Which path each VM's received frames took:")
+for port in ("vm1", "vm2", "vm3"):
+    n = nics.get(port, {})
+    print(f"      {port}: {n.get('fast_frames', 0):>8} frames by the VMQ path (classifier -> its vmq socket),"
+          f" {n.get('default_frames', 0):>8} by the default queue (software switch)")
+# The demo checks what it claims: vm2 (no vmq) got nothing by the VMQ path,
+# vm1 and vm3 (vmqs) did.
+if nics["vm2"]["fast_frames"] != 0 or not nics["vm1"]["fast_frames"] or not nics["vm3"]["fast_frames"]:
+    sys.exit("demo: the paths are not as claimed")
+reasons = s.get("classifier", {}).get("reasons", {})
+print("    The classifier's reasons for what did not go to a vmq:",
+      ", ".join(f"{r} {v.get('frames', 0)}" for r, v in reasons.items() if v.get("frames", 0)))
+EOF
+say "vm2 has no vmq: all its frames come through the default queue. vm1 and vm3 have vmqs: frames"
+say "from the outside reach them straight from XDP; frames from other VMs and broadcasts (ARP) come"
+say "through the software switch, which is why they have default-path frames too."
 
-step "what the figures show"
-echo " - vmq 1: VM1's $v1f frames went straight from XDP into VM1's sockets: the VMQ fast path, no switch lookup."
-echo " - vmq 2: VM2's $v2f VLAN 10 frames left ext0 tagged (64 bytes) and reached VM2 untagged ($v2b bytes = $v2f x 60): --strip-tag removed the tag."
-echo " - vmq 0: the default queue took the $v0f others for the software switch: $miss misses (VM2 on VLAN 20 has no filter; 02:00:00:00:00:99 is no VM's) and $bcast broadcasts."
-echo " - each receive queue has its own socket per vmq (the table from serve): a frame is delivered on the queue it arrived on."
-echo " - each frame is counted once, $v1f + $v2f in vmqs 1-2 and $miss + $bcast by reason = $total; vmq 0 counts those $v0f again because they reached the default socket."
-expected="10 620 5 300 5 300 7 3 20"
-[[ "$v0f $v0b $v1f $v1b $v2f $v2b $miss $bcast $total" == "$expected" ]] ||
-  fail "unexpected figures: vmq0 $v0f/$v0b vmq1 $v1f/$v1b vmq2 $v2f/$v2b miss $miss broadcast $bcast total $total; expected $expected (frames/bytes)"
+step "the lifecycle backwards: nic disconnect, nic delete, port teardown, port delete"
+for vm in vm1 vm2 vm3; do
+  switchctl nic disconnect "$vm"
+  switchctl nic delete "$vm"
+  switchctl port teardown "$vm"
+  switchctl port delete "$vm"
+done
+switchctl uplink detach
+switchctl events | tail -n 6

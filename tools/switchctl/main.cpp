@@ -253,7 +253,7 @@ int main(int argc, char** argv) {
   }
   if (!response->ok) {
     const std::string& m = response->message;
-    std::string prefix = m.starts_with(call->op + ":") ? "" : call->op + ": ";
+    std::string prefix = m.starts_with(call->op + ":") || m.starts_with(call->op + " ") ? "" : call->op + ": ";
     std::fprintf(stderr, "switchctl: %s%s (%s)\n", prefix.c_str(), m.c_str(), response->kind.c_str());
     return exit_code(response->kind);
   }
