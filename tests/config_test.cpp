@@ -3,6 +3,8 @@
 // state of the model to a file. No privileges needed.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -106,6 +108,17 @@ TEST(ConfigParse, GoodFileAndRoundTrip) {
   ASSERT_TRUE(again) << again.error().message << "\n" << to_toml(c);
   EXPECT_EQ(to_toml(*again), to_toml(c));
   EXPECT_EQ(again->uplink, c.uplink);
+}
+
+TEST(ConfigParse, TheExampleFileIsValid) {
+  std::ifstream in(EXAMPLE_CONFIG);
+  std::stringstream text;
+  text << in.rdbuf();
+  ASSERT_TRUE(in) << EXAMPLE_CONFIG;
+  auto r = parse_config(text.str(), "switch.toml");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->ports.size(), 4u);
+  EXPECT_FALSE(r->ports.at("vm3").connected);
 }
 
 // A model brought to a state by the ops' own steps.
