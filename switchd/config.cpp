@@ -65,6 +65,7 @@ json to_json(const toml::node& n) {
 // The key of a NIC table that a refusal of nic.create is about.
 std::string key_of(std::string_view m) {
   auto has = [&](std::string_view w) { return m.find(w) != std::string_view::npos; };
+  if (m.starts_with("argument '")) return std::string(m.substr(10, m.find('\'', 10) - 10));
   if (has("need vlan_mode trunk")) return "vlan_mode";
   if (m.starts_with("mac") || m.starts_with("MAC")) return "mac";
   if (m.starts_with("backend")) return "backend";
@@ -186,7 +187,7 @@ NicConfig nic_config_from_args(const json& args) {
       if (dflt) return dflt;
       throw Refused(ErrorKind::Usage, std::string("missing argument '") + name + "'");
     }
-    if (!args[name].is_string()) throw Refused(ErrorKind::Usage, std::string(name) + " must be a string");
+    if (!args[name].is_string()) throw Refused(ErrorKind::Usage, std::string("argument '") + name + "' must be a string");
     return args[name].get<std::string>();
   };
   NicConfig c;

@@ -238,6 +238,9 @@ TEST_F(ConfigApplyTest, RefusedFilesAndFailedStepsChangeNothing) {
   Run typo = switchctl("apply " + file("typo.toml", kA + "vlna = 3\n"));
   EXPECT_EQ(typo.status, 2);
   EXPECT_NE(typo.err.find("typo.toml:22: port 'vm3': nic: unknown key 'vlna'"), std::string::npos) << typo.err;
+  // The vmq steps set only the policy that fits them.
+  expect_refused("vmq.free", {{"port", "vm1"}, {"policy", "auto"}}, "usage", {"vmq.free", "policy must be \"off\""});
+  expect_refused("vmq.allocate", {{"port", "vm3"}, {"policy", "off"}}, "usage", {"policy must be \"auto\""});
   EXPECT_EQ(call("show"), show);
   EXPECT_TRUE(events_since(seq).empty());
 
