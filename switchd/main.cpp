@@ -6,6 +6,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "loader/log.h"
 #include "switchd/control.h"
@@ -78,6 +80,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1, 86400));
   app.add_flag("--busy-poll", opts.datapath.worker.busy_poll, "workers spin instead of sleeping");
   app.add_flag("--detach-on-exit", detach_on_exit, "on SIGTERM detach the classifier (default: leave it passing frames)");
+  std::string config_file;
+  app.add_option("--config", config_file, "at start, after the saved state, bring the switch to this configuration "
+                                          "file (TOML, see README); a bad file: exit 2");
   app.add_flag("-v,--verbose", verbose, "libbpf and libxdp messages");
   CLI11_PARSE(app, argc, argv);
   if (!queue_cpus.empty() && !parse_queue_cpus(queue_cpus, &opts.datapath.queue_cpus)) {
@@ -99,6 +104,21 @@ int main(int argc, char** argv) {
   if (!sw) {
     std::fprintf(stderr, "switchd: %s\n", sw.error().message.c_str());
     return 1;
+  }
+  if (!config_file.empty()) {
+    std::ifstream in(config_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      std::fprintf(stderr, "switchd: --config %s: cannot read it\n", config_file.c_str());
+      return 2;
+    }
+    try {
+      (*sw)->handle("config.apply", {{"config", text.str()}, {"source", config_file}});
+    } catch (const Refused& r) {
+      std::fprintf(stderr, "switchd: %s\n", r.error.message.c_str());
+      return r.error.kind == ErrorKind::Usage ? 2 : 1;
+    }
   }
   ctl.log = [](const std::string& line) { std::fprintf(stderr, "switchd: control: %s\n", line.c_str()); };
   Switch* s = sw->get();

@@ -231,6 +231,14 @@ void Model::vmq_free(const std::string& name) {
   record("vmq " + std::to_string(v), "allocated to nic " + name, "free", "vmq.free");
 }
 
+void Model::set_vmq_policy(const std::string& name, VmqPolicy policy, const std::string& step) {
+  Nic& n = mut_nic(name);
+  if (n.config.vmq == policy) return;
+  std::string from = "vmq policy " + std::string(to_string(n.config.vmq));
+  n.config.vmq = policy;
+  record("nic " + name, from, "vmq policy " + std::string(to_string(policy)), step);
+}
+
 void Model::restore(Port port) {
   std::string name = port.name;
   ports_[name] = std::move(port);

@@ -106,6 +106,9 @@ class Model {
   void nic_delete(const std::string& port);
   uint32_t vmq_allocate(const std::string& port);  // throws Exhausted when the pool is empty
   void vmq_free(const std::string& port);
+  // The NIC's vmq policy (what it asks for at connect), by `step`; no event
+  // when it already has that policy.
+  void set_vmq_policy(const std::string& port, VmqPolicy policy, const std::string& step);
 
   // Check a step without doing it (the datapath may need to act first).
   void check_nic_connect(const std::string& port) const;

@@ -57,6 +57,16 @@ void write_atomic(const std::string& path, const std::string& text) {
   }
 }
 
+// vmq.allocate and vmq.free may set the NIC's vmq policy too: only to the
+// one that matches the step (auto for allocate, off for free).
+std::optional<VmqPolicy> policy_arg(const json& args, VmqPolicy fits, const std::string& step) {
+  if (!args.contains("policy")) return std::nullopt;
+  std::string want(to_string(fits));
+  if (!args["policy"].is_string() || args["policy"].get<std::string>() != want)
+    throw Refused(ErrorKind::Usage, step + ": policy must be \"" + want + "\"");
+  return fits;
+}
+
 ErrorKind kind_of(const Error& e) {
   return e.code == ENODEV || e.code == ENOENT ? ErrorKind::NotFound : e.code == EINVAL ? ErrorKind::Usage : ErrorKind::Kernel;
 }
@@ -290,6 +300,12 @@ json Switch::stats() const {
 
 json Switch::handle(const std::string& op, const json& args) {
   std::lock_guard lock(mu_);
+  if (op == "config.apply") return config_apply(args);
+  if (op == "config.export") return config_export();
+  return handle_op(op, args);
+}
+
+json Switch::handle_op(const std::string& op, const json& args) {
   const uint64_t before = model_.events().empty() ? 0 : model_.events().back().seq;
   json result = json::object();
 
@@ -372,47 +388,7 @@ json Switch::handle(const std::string& op, const json& args) {
     model_.port_delete(arg_name(args, "name"));
   } else if (op == "nic.create") {
     std::string port = arg_name(args, "port");
-    NicConfig c;
-    auto mac = parse_mac(arg_string(args, "mac"));
-    if (!mac) throw Refused(ErrorKind::Usage, "mac '" + arg_string(args, "mac") + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
-    c.mac = *mac;
-    c.backend = arg_name(args, "backend");
-    auto vlan_arg = [&](const char* name, int64_t lo) {
-      const json& v = args[name];
-      if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > XVMQ_VLAN_MAX)
-        throw Refused(ErrorKind::Usage, std::string(name) + " must be an integer " + std::to_string(lo) + "..4094");
-      return v.get<uint16_t>();
-    };
-    std::string mode = args.value("vlan_mode", "access");
-    if (mode != "access" && mode != "trunk") throw Refused(ErrorKind::Usage, "vlan_mode '" + mode + "': use access or trunk");
-    c.vlan_mode = mode == "trunk" ? VlanMode::Trunk : VlanMode::Access;
-    if (args.contains("vlan")) {
-      if (c.vlan_mode == VlanMode::Trunk) throw Refused(ErrorKind::Usage, "vlan is an access NIC's; a trunk takes trunk_vlans and native_vlan");
-      c.vlan = vlan_arg("vlan", 0);
-    }
-    if (args.contains("trunk_vlans") || args.contains("native_vlan")) {
-      if (c.vlan_mode != VlanMode::Trunk) throw Refused(ErrorKind::Usage, "trunk_vlans and native_vlan need vlan_mode trunk");
-      if (args.contains("native_vlan")) c.native_vlan = vlan_arg("native_vlan", 0);
-      if (args.contains("trunk_vlans")) {
-        if (!args["trunk_vlans"].is_array()) throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
-        for (const json& v : args["trunk_vlans"]) {
-          if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > XVMQ_VLAN_MAX)
-            throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
-          c.trunk_vlans.push_back(v.get<uint16_t>());
-        }
-      }
-    }
-    if (args.contains("allow_mac_spoofing")) {
-      if (!args["allow_mac_spoofing"].is_boolean()) throw Refused(ErrorKind::Usage, "allow_mac_spoofing must be true or false");
-      c.allow_mac_spoofing = args["allow_mac_spoofing"].get<bool>();
-    }
-    std::string vmq = args.value("vmq", "auto");
-    if (vmq != "auto" && vmq != "off") throw Refused(ErrorKind::Usage, "vmq '" + vmq + "': use auto or off");
-    c.vmq = vmq == "off" ? VmqPolicy::Off : VmqPolicy::Auto;
-    std::string steering = args.value("steering", "software");
-    if (steering != "software" && steering != "hardware")
-      throw Refused(ErrorKind::Usage, "steering '" + steering + "': use software or hardware");
-    c.steering = steering == "hardware" ? Steering::Hardware : Steering::Software;
+    NicConfig c = nic_config_from_args(args);
     model_.nic_create(port, c);
     result = port_json(model_.port(port))["nic"];
   } else if (op == "nic.connect") {
@@ -443,20 +419,29 @@ json Switch::handle(const std::string& op, const json& args) {
     if (dp_) dp_->forget(port);
   } else if (op == "vmq.allocate") {
     std::string port = arg_name(args, "port");
+    auto policy = policy_arg(args, VmqPolicy::Auto, "vmq.allocate");
     const Nic& n = model_.nic(port);
     auto free = model_.free_vmqs();
-    if (!n.vmq && !free.empty() && n.state == NicState::Connected && dp_)
-      if (auto st = dp_->set_vmq(spec_of(port, 0), free.front()); !st)
-        throw Refused(ErrorKind::Kernel, "vmq.allocate " + port + ": " + st.error().message);
-    model_.vmq_allocate(port);
+    // With policy auto the NIC takes a vmq when one can be had, as at connect.
+    if (!policy || (!n.vmq && !free.empty() && n.state != NicState::Disconnected)) {
+      if (!n.vmq && !free.empty() && n.state == NicState::Connected && dp_)
+        if (auto st = dp_->set_vmq(spec_of(port, 0), free.front()); !st)
+          throw Refused(ErrorKind::Kernel, "vmq.allocate " + port + ": " + st.error().message);
+      model_.vmq_allocate(port);
+    }
+    if (policy) model_.set_vmq_policy(port, *policy, "vmq.allocate");
     result = port_json(model_.port(port))["nic"];
   } else if (op == "vmq.free") {
     std::string port = arg_name(args, "port");
+    auto policy = policy_arg(args, VmqPolicy::Off, "vmq.free");
     const Nic& n = model_.nic(port);
-    if (n.vmq && n.state == NicState::Connected && dp_)
-      if (auto st = dp_->set_vmq(spec_of(port, *n.vmq), 0); !st)
-        throw Refused(st.error().code == EBUSY ? ErrorKind::WrongState : ErrorKind::Kernel, "vmq.free " + port + ": " + st.error().message);
-    model_.vmq_free(port);
+    if (!policy || n.vmq) {
+      if (n.vmq && n.state == NicState::Connected && dp_)
+        if (auto st = dp_->set_vmq(spec_of(port, *n.vmq), 0); !st)
+          throw Refused(st.error().code == EBUSY ? ErrorKind::WrongState : ErrorKind::Kernel, "vmq.free " + port + ": " + st.error().message);
+      model_.vmq_free(port);
+    }
+    if (policy) model_.set_vmq_policy(port, *policy, "vmq.free");
     result = port_json(model_.port(port))["nic"];
   } else {
     throw Refused(ErrorKind::Usage, "unknown op '" + op + "'");

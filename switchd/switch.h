@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "switchd/config.h"
 #include "switchd/datapath.h"
 #include "switchd/model.h"
 
@@ -39,6 +40,12 @@ class Switch {
   void persist();
   void restore();
   NicSpec spec_of(const std::string& port, uint32_t vmq) const;
+  // One op, with mu_ held.
+  nlohmann::json handle_op(const std::string& op, const nlohmann::json& args);
+  // config.apply and config.export (switchd/switch_config.cpp), with mu_ held.
+  nlohmann::json config_apply(const nlohmann::json& args);
+  nlohmann::json config_export() const;
+  std::optional<UplinkConfig> uplink_config() const;
   nlohmann::json show() const;
   nlohmann::json stats() const;
   nlohmann::json port_json(const Port& p) const;

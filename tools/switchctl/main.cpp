@@ -7,7 +7,9 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "switchd/control.h"
@@ -69,6 +71,19 @@ const CLI::Validator kSeq(
       return digits ? std::string() : "'" + s + "' is not a sequence number (0 or more)";
     },
     "N", "SEQ");
+
+// config.apply's steps, numbered, as the commands that do the same.
+void print_steps(const json& result, bool dry_run) {
+  const json& steps = result.value("steps", json::array());
+  if (steps.empty()) {
+    std::printf("nothing to do\n");
+    return;
+  }
+  size_t i = 0;
+  for (const auto& s : steps) std::printf("%zu. %s\n", ++i, s.value("command", "").c_str());
+  if (dry_run) std::printf("dry run: %zu step(s), nothing changed\n", i);
+  else std::printf("applied %zu step(s)\n", i);
+}
 
 // One request, and how to say that it was done.
 struct Call {
@@ -197,6 +212,29 @@ int main(int argc, char** argv) {
   named(vmqs, "allocate", "give the NIC of port PORT a vmq", "port", "vmq allocated");
   named(vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port", "vmq freed");
 
+  // vmq allocate/free --policy: the NIC's vmq policy changes with its vmq (what apply does).
+  std::string policy;
+  CLI::Option* alloc_policy = vmqs->get_subcommand("allocate")
+                                  ->add_option("--policy", policy, "also set the NIC's vmq policy to auto")
+                                  ->check(CLI::IsMember({"auto"}));
+  CLI::Option* free_policy = vmqs->get_subcommand("free")
+                                 ->add_option("--policy", policy, "also set the NIC's vmq policy to off")
+                                 ->check(CLI::IsMember({"off"}));
+
+  std::string config_file;
+  bool dry_run = false;
+  CLI::App* apply = step(&app, "apply", "move switchd to the configuration in FILE (TOML, see README), with only "
+                                        "the lifecycle steps needed, and print them",
+                         "switchctl apply /etc/xvmq/switch.toml --dry-run");
+  apply->add_option("FILE", config_file, "the configuration file")->required();
+  apply->add_flag("--dry-run", dry_run, "print the steps, change nothing");
+  apply->callback([&] {
+    call = Call{"config.apply", {{"source", config_file}, {"dry_run", dry_run}}, {}, {}, false};
+  });
+  CLI::App* config = group("config", "the running configuration as a file");
+  step(config, "show", "the running configuration as TOML that switchctl apply takes", "switchctl config show")
+      ->callback([&] { call = Call{"config.export", json::object(), {}, {}, false}; });
+
   CLI::App* fdb = group("fdb", "the forwarding table: MACs learned behind the uplink, and the NICs' own");
   step(fdb, "show", "every entry: MAC, VLAN, port, age", "switchctl fdb show")->callback([&] {
     call = Call{"fdb.show", json::object(), {}, {}, false};
@@ -232,6 +270,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!call) return 2;  // require_subcommand makes this unreachable
+  if (alloc_policy->count() || free_policy->count()) call->args["policy"] = policy;
+  if (call->op == "config.apply") {
+    std::ifstream in(config_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      std::fprintf(stderr, "switchctl: apply %s: cannot read it\n", config_file.c_str());
+      return 2;
+    }
+    call->args["config"] = text.str();
+  }
 
   auto client = control::ControlClient::connect(socket);
   if (!client) {
@@ -264,6 +313,8 @@ int main(int argc, char** argv) {
   else if (call->op == "stats") switchctl::print_stats(result);
   else if (call->op == "events") switchctl::print_events(result);
   else if (call->op == "fdb.show") switchctl::print_fdb(result);
+  else if (call->op == "config.apply") print_steps(result, dry_run);
+  else if (call->op == "config.export") std::printf("%s", result.value("config", "").c_str());
   else std::printf("%s\n", switchctl::summary(call->object, call->done, result, call->say_done).c_str());
   return 0;
 }

@@ -1,0 +1,389 @@
+#include "switchd/config.h"
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+namespace xvmq::switchd {
+
+using nlohmann::json;
+
+namespace {
+
+const std::set<std::string> kTopKeys{"uplink", "port"};
+const std::set<std::string> kUplinkKeys{"name", "mode", "host"};
+const std::set<std::string> kPortKeys{"name", "nic"};
+const std::set<std::string> kNicKeys{"mac",         "backend",    "vmq",      "vlan_mode", "vlan", "trunk_vlans",
+                                     "native_vlan", "allow_mac_spoofing", "steering", "connected"};
+
+const char* kNameRule = "use 1 to 15 characters of A-Z a-z 0-9 _ . -, not starting with - or .";
+
+// A refusal in the file: the line says where.
+struct Bad {
+  int line;
+  std::string message;
+};
+
+int line_of(const toml::node& n) { return static_cast<int>(n.source().begin.line); }
+
+std::string joined(const std::set<std::string>& keys) {
+  std::string s;
+  for (const auto& k : keys) s += (s.empty() ? "" : ", ") + k;
+  return s;
+}
+
+void only_known(const toml::table& t, const std::set<std::string>& known, const std::string& where) {
+  for (auto&& [key, node] : t)
+    if (!known.count(std::string(key.str())))
+      throw Bad{static_cast<int>(key.source().begin.line),
+                where + ": unknown key '" + std::string(key.str()) + "' (known: " + joined(known) + ")"};
+}
+
+std::string string_at(const toml::table& t, const char* key, const std::string& where) {
+  const toml::node* n = t.get(key);
+  if (!n) throw Bad{line_of(t), where + ": missing key '" + key + "'"};
+  if (!n->is_string()) throw Bad{line_of(*n), where + ": " + key + " must be a string"};
+  return n->value<std::string>().value();
+}
+
+// A TOML value as the op's JSON argument; the op's checks then judge it.
+json to_json(const toml::node& n) {
+  if (n.is_string()) return n.value<std::string>().value();
+  if (n.is_integer()) return n.value<int64_t>().value();
+  if (n.is_boolean()) return n.value<bool>().value();
+  if (n.is_floating_point()) return n.value<double>().value();
+  if (const toml::array* a = n.as_array()) {
+    json out = json::array();
+    for (const auto& e : *a) out.push_back(to_json(e));
+    return out;
+  }
+  return json::object();  // a table or a date: ill-typed for every key
+}
+
+// The key of a NIC table that a refusal of nic.create is about.
+std::string key_of(std::string_view m) {
+  auto has = [&](std::string_view w) { return m.find(w) != std::string_view::npos; };
+  if (m.starts_with("argument '")) return std::string(m.substr(10, m.find('\'', 10) - 10));
+  if (has("need vlan_mode trunk")) return "vlan_mode";
+  if (m.starts_with("mac") || m.starts_with("MAC")) return "mac";
+  if (m.starts_with("backend")) return "backend";
+  if (m.starts_with("trunk_vlans") || m.starts_with("trunk VLAN")) return "trunk_vlans";
+  if (m.starts_with("native")) return "native_vlan";
+  if (m.starts_with("vlan_mode") || has("a trunk NIC needs")) return "vlan_mode";
+  if (m.starts_with("vlan") || m.starts_with("VLAN")) return "vlan";
+  if (m.starts_with("allow_mac_spoofing")) return "allow_mac_spoofing";
+  if (m.starts_with("vmq")) return "vmq";
+  if (m.starts_with("steering")) return "steering";
+  return "";
+}
+
+std::string strip_step(std::string m) {
+  for (const char* p : {"nic.create: ", "port.create: "})
+    if (m.starts_with(p)) return m.substr(std::string_view(p).size());
+  return m;
+}
+
+SwitchConfig parse_table(const toml::table& root) {
+  only_known(root, kTopKeys, "top level");
+  SwitchConfig out;
+  if (const toml::node* u = root.get("uplink")) {
+    const toml::table* t = u->as_table();
+    if (!t) throw Bad{line_of(*u), "uplink must be a table ([uplink])"};
+    only_known(*t, kUplinkKeys, "uplink");
+    UplinkConfig up;
+    up.name = string_at(*t, "name", "uplink");
+    if (!valid_name(up.name)) throw Bad{line_of(*t->get("name")), "uplink: name '" + up.name + "': " + kNameRule};
+    if (t->get("mode")) {
+      std::string m = string_at(*t, "mode", "uplink");
+      auto mode = parse_attach_mode(m);
+      if (!mode) throw Bad{line_of(*t->get("mode")), "uplink: mode '" + m + "': use auto, native, skb or offload"};
+      up.mode = *mode;
+    }
+    if (t->get("host")) {
+      up.host = string_at(*t, "host", "uplink");
+      if (up.host != "stack" && up.host != "port")
+        throw Bad{line_of(*t->get("host")), "uplink: host '" + up.host +
+                                                 "': use stack (frames to its MAC reach the host's stack) or port "
+                                                 "(the host moves its addresses to a host port)"};
+    }
+    out.uplink = up;
+  }
+
+  // Every port and NIC goes through the model's own steps, so the file meets
+  // exactly the rules of port.create and nic.create (names, MACs, VLANs,
+  // duplicates of names, of MACs on a VLAN and of backends).
+  Model scratch(XVMQ_MAX_VMQS - 1);
+  if (const toml::node* p = root.get("port")) {
+    const toml::array* ports = p->as_array();
+    if (!ports || !ports->is_array_of_tables()) throw Bad{line_of(*p), "port must be an array of tables ([[port]])"};
+    for (const toml::node& pn : *ports) {
+      const toml::table& t = *pn.as_table();
+      only_known(t, kPortKeys, "port");
+      PortConfig pc;
+      pc.line = line_of(t);
+      pc.name = string_at(t, "name", "port");
+      const std::string where = "port '" + pc.name + "'";
+      try {
+        scratch.port_create(pc.name);
+      } catch (const Refused& r) {
+        throw Bad{line_of(*t.get("name")), strip_step(r.error.message)};
+      }
+      if (const toml::node* nn = t.get("nic")) {
+        const toml::table* nt = nn->as_table();
+        if (!nt) throw Bad{line_of(*nn), where + ": nic must be a table ([port.nic])"};
+        only_known(*nt, kNicKeys, where + ": nic");
+        json args{{"port", pc.name}};
+        for (auto&& [key, v] : *nt) args[std::string(key.str())] = to_json(v);
+        if (args.contains("connected")) {
+          if (!args["connected"].is_boolean())
+            throw Bad{line_of(*nt->get("connected")), where + ": connected must be true or false"};
+          pc.connected = args["connected"].get<bool>();
+          args.erase("connected");
+        }
+        // A file may leave vlan_mode out where the keys say it.
+        if (!args.contains("vlan_mode") && (args.contains("trunk_vlans") || args.contains("native_vlan")))
+          args["vlan_mode"] = "trunk";
+        try {
+          NicConfig c = nic_config_from_args(args);
+          scratch.nic_create(pc.name, c);
+          pc.nic = c;
+        } catch (const Refused& r) {
+          std::string m = strip_step(r.error.message);
+          std::string key = key_of(m);
+          const toml::node* at = key.empty() ? nullptr : nt->get(key);
+          throw Bad{at ? line_of(*at) : line_of(*nt), where + ": " + m};
+        }
+        if (pc.connected && !out.uplink)
+          throw Bad{line_of(*nt), where + ": a connected NIC needs an [uplink]; add one, or set connected = false"};
+      }
+      out.ports[pc.name] = std::move(pc);
+    }
+  }
+  return out;
+}
+
+bool same_but_vmq(NicConfig a, NicConfig b) {
+  std::sort(a.trunk_vlans.begin(), a.trunk_vlans.end());
+  std::sort(b.trunk_vlans.begin(), b.trunk_vlans.end());
+  return a.mac == b.mac && a.backend == b.backend && a.vlan_mode == b.vlan_mode &&
+         (a.vlan_mode == VlanMode::Trunk || a.vlan == b.vlan) &&
+         (a.vlan_mode == VlanMode::Access || (a.trunk_vlans == b.trunk_vlans && a.native_vlan == b.native_vlan)) &&
+         a.allow_mac_spoofing == b.allow_mac_spoofing && a.steering == b.steering;
+}
+
+std::string toml_list(const std::vector<uint16_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+NicConfig nic_config_from_args(const json& args) {
+  auto str = [&](const char* name, const char* dflt) -> std::string {
+    if (!args.contains(name)) {
+      if (dflt) return dflt;
+      throw Refused(ErrorKind::Usage, std::string("missing argument '") + name + "'");
+    }
+    if (!args[name].is_string()) throw Refused(ErrorKind::Usage, std::string("argument '") + name + "' must be a string");
+    return args[name].get<std::string>();
+  };
+  NicConfig c;
+  std::string mac_text = str("mac", nullptr);
+  auto mac = parse_mac(mac_text);
+  if (!mac) throw Refused(ErrorKind::Usage, "mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+  c.mac = *mac;
+  c.backend = str("backend", nullptr);
+  if (!valid_name(c.backend)) throw Refused(ErrorKind::Usage, "backend '" + c.backend + "': " + kNameRule);
+  auto vlan_arg = [&](const char* name, int64_t lo) {
+    const json& v = args[name];
+    if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > XVMQ_VLAN_MAX)
+      throw Refused(ErrorKind::Usage, std::string(name) + " must be an integer " + std::to_string(lo) + "..4094");
+    return v.get<uint16_t>();
+  };
+  std::string mode = str("vlan_mode", "access");
+  if (mode != "access" && mode != "trunk") throw Refused(ErrorKind::Usage, "vlan_mode '" + mode + "': use access or trunk");
+  c.vlan_mode = mode == "trunk" ? VlanMode::Trunk : VlanMode::Access;
+  if (args.contains("vlan")) {
+    if (c.vlan_mode == VlanMode::Trunk) throw Refused(ErrorKind::Usage, "vlan is an access NIC's; a trunk takes trunk_vlans and native_vlan");
+    c.vlan = vlan_arg("vlan", 0);
+  }
+  if (args.contains("trunk_vlans") || args.contains("native_vlan")) {
+    if (c.vlan_mode != VlanMode::Trunk) throw Refused(ErrorKind::Usage, "trunk_vlans and native_vlan need vlan_mode trunk");
+    if (args.contains("native_vlan")) c.native_vlan = vlan_arg("native_vlan", 0);
+    if (args.contains("trunk_vlans")) {
+      if (!args["trunk_vlans"].is_array()) throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
+      for (const json& v : args["trunk_vlans"]) {
+        if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > XVMQ_VLAN_MAX)
+          throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
+        c.trunk_vlans.push_back(v.get<uint16_t>());
+      }
+    }
+  }
+  if (args.contains("allow_mac_spoofing")) {
+    if (!args["allow_mac_spoofing"].is_boolean()) throw Refused(ErrorKind::Usage, "allow_mac_spoofing must be true or false");
+    c.allow_mac_spoofing = args["allow_mac_spoofing"].get<bool>();
+  }
+  std::string vmq = str("vmq", "auto");
+  if (vmq != "auto" && vmq != "off") throw Refused(ErrorKind::Usage, "vmq '" + vmq + "': use auto or off");
+  c.vmq = vmq == "off" ? VmqPolicy::Off : VmqPolicy::Auto;
+  std::string steering = str("steering", "software");
+  if (steering != "software" && steering != "hardware")
+    throw Refused(ErrorKind::Usage, "steering '" + steering + "': use software or hardware");
+  c.steering = steering == "hardware" ? Steering::Hardware : Steering::Software;
+  return c;
+}
+
+json nic_args(const std::string& port, const NicConfig& c) {
+  json a{{"port", port}, {"mac", format_mac(c.mac)}, {"backend", c.backend}, {"vlan_mode", to_string(c.vlan_mode)}};
+  if (c.vlan_mode == VlanMode::Access) {
+    a["vlan"] = c.vlan;
+  } else {
+    a["trunk_vlans"] = c.trunk_vlans;
+    if (c.native_vlan) a["native_vlan"] = *c.native_vlan;
+  }
+  a["vmq"] = to_string(c.vmq);
+  a["steering"] = to_string(c.steering);
+  a["allow_mac_spoofing"] = c.allow_mac_spoofing;
+  return a;
+}
+
+Result<SwitchConfig> parse_config(std::string_view text, const std::string& source) {
+  try {
+    return parse_table(toml::parse(text, source));
+  } catch (const toml::parse_error& e) {
+    return Error{EINVAL, source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description())};
+  } catch (const Bad& b) {
+    return Error{EINVAL, source + ":" + std::to_string(b.line) + ": " + b.message};
+  }
+}
+
+SwitchConfig current_config(const std::map<std::string, Port>& ports, const std::optional<UplinkConfig>& uplink) {
+  SwitchConfig c;
+  c.uplink = uplink;
+  for (const auto& [name, p] : ports) {
+    PortConfig pc{name, std::nullopt, true, 0};
+    if (p.nic) {
+      pc.nic = p.nic->config;
+      pc.connected = p.nic->state == NicState::Connected;
+    }
+    c.ports[name] = pc;
+  }
+  return c;
+}
+
+std::string to_toml(const SwitchConfig& c) {
+  std::ostringstream o;
+  if (c.uplink) {
+    o << "[uplink]\nname = \"" << c.uplink->name << "\"\nmode = \"" << to_string(c.uplink->mode) << "\"\n";
+    if (!c.uplink->host.empty()) o << "host = \"" << c.uplink->host << "\"\n";
+  }
+  for (const auto& [name, p] : c.ports) {
+    o << "\n[[port]]\nname = \"" << name << "\"\n";
+    if (!p.nic) continue;
+    const NicConfig& n = *p.nic;
+    o << "[port.nic]\nmac = \"" << format_mac(n.mac) << "\"\nbackend = \"" << n.backend << "\"\n";
+    if (n.vlan_mode == VlanMode::Access) {
+      o << "vlan = " << n.vlan << "\n";
+    } else {
+      o << "vlan_mode = \"trunk\"\ntrunk_vlans = " << toml_list(n.trunk_vlans) << "\n";
+      if (n.native_vlan) o << "native_vlan = " << *n.native_vlan << "\n";
+    }
+    o << "vmq = \"" << to_string(n.vmq) << "\"\nsteering = \"" << to_string(n.steering) << "\"\n"
+      << "allow_mac_spoofing = " << (n.allow_mac_spoofing ? "true" : "false") << "\n"
+      << "connected = " << (p.connected ? "true" : "false") << "\n";
+  }
+  return o.str();
+}
+
+std::string Step::command() const {
+  auto s = [&](const char* k) { return args.contains(k) && args[k].is_string() ? args[k].get<std::string>() : ""; };
+  std::string verb = op;
+  std::replace(verb.begin(), verb.end(), '.', ' ');
+  std::string cmd = "switchctl " + verb;
+  if (op == "uplink.attach") {
+    cmd += " " + s("name");
+    if (!s("mode").empty() && s("mode") != "auto") cmd += " --mode " + s("mode");
+    if (!s("host").empty()) cmd += " --host " + s("host");
+  } else if (op.starts_with("port.")) {
+    cmd += " " + s("name");
+  } else if (op.starts_with("nic.") || op.starts_with("vmq.")) {
+    cmd += " " + s("port");
+  }
+  if (op == "nic.create") {
+    cmd += " --mac " + s("mac") + " --backend " + s("backend");
+    if (s("vlan_mode") == "trunk") {
+      std::string list;
+      for (const auto& v : args["trunk_vlans"]) list += (list.empty() ? "" : ",") + std::to_string(v.get<int>());
+      cmd += " --trunk " + list;
+      if (args.contains("native_vlan")) cmd += " --native-vlan " + std::to_string(args["native_vlan"].get<int>());
+    } else if (args.value("vlan", 0) != 0) {
+      cmd += " --vlan " + std::to_string(args["vlan"].get<int>());
+    }
+    if (s("vmq") == "off") cmd += " --vmq off";
+    if (s("steering") == "hardware") cmd += " --steering hardware";
+    if (args.value("allow_mac_spoofing", false)) cmd += " --allow-mac-spoofing";
+  }
+  if (!s("policy").empty()) cmd += " --policy " + s("policy");
+  return cmd;
+}
+
+std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::optional<UplinkConfig>& uplink,
+                       const SwitchConfig& desired) {
+  const bool uplink_changes = uplink != desired.uplink;
+  std::vector<Step> disconnect, del_nic, teardown, del_port, detach, vmq_free, vmq_alloc, attach, create_port,
+      create_nic, connect;
+  std::set<std::string> kept;  // NICs that stay as they are (but perhaps their vmq or connect)
+  for (const auto& [name, p] : ports) {
+    auto it = desired.ports.find(name);
+    const PortConfig* want = it == desired.ports.end() ? nullptr : &it->second;
+    if (p.nic) {
+      const Nic& n = *p.nic;
+      bool keep = want && want->nic && !uplink_changes && n.state != NicState::Disconnected &&
+                  same_but_vmq(n.config, *want->nic) && (want->connected || n.state != NicState::Connected);
+      if (keep) {
+        kept.insert(name);
+        if (n.config.vmq != want->nic->vmq) {
+          if (want->nic->vmq == VmqPolicy::Off) vmq_free.push_back({"vmq.free", {{"port", name}, {"policy", "off"}}});
+          else vmq_alloc.push_back({"vmq.allocate", {{"port", name}, {"policy", "auto"}}});
+        }
+        if (want->connected && n.state == NicState::Created) connect.push_back({"nic.connect", {{"port", name}}});
+      } else {
+        if (n.state == NicState::Connected) disconnect.push_back({"nic.disconnect", {{"port", name}}});
+        del_nic.push_back({"nic.delete", {{"port", name}}});
+      }
+    }
+    // A torn-down port can only be deleted: one that stays is made again.
+    if (!want || p.state == PortState::TornDown) {
+      if (p.state == PortState::Created) teardown.push_back({"port.teardown", {{"name", name}}});
+      del_port.push_back({"port.delete", {{"name", name}}});
+      if (want) create_port.push_back({"port.create", {{"name", name}}});
+    }
+  }
+  if (uplink_changes && uplink) detach.push_back({"uplink.detach", json::object()});
+  if (uplink_changes && desired.uplink) {
+    json a{{"name", desired.uplink->name}, {"mode", to_string(desired.uplink->mode)}};
+    if (!desired.uplink->host.empty()) a["host"] = desired.uplink->host;
+    attach.push_back({"uplink.attach", a});
+  }
+  for (const auto& [name, want] : desired.ports) {
+    if (!ports.count(name)) create_port.push_back({"port.create", {{"name", name}}});
+    if (!want.nic || kept.count(name)) continue;
+    create_nic.push_back({"nic.create", nic_args(name, *want.nic)});
+    if (want.connected) connect.push_back({"nic.connect", {{"port", name}}});
+  }
+  auto by_name = [](const char* key) {
+    return [key](const Step& a, const Step& b) { return a.args[key] < b.args[key]; };
+  };
+  std::sort(create_port.begin(), create_port.end(), by_name("name"));
+  std::sort(connect.begin(), connect.end(), by_name("port"));
+  std::vector<Step> out;
+  for (auto* kind : {&disconnect, &del_nic, &teardown, &del_port, &detach, &vmq_free, &vmq_alloc, &attach,
+                     &create_port, &create_nic, &connect})
+    out.insert(out.end(), kind->begin(), kind->end());
+  return out;
+}
+
+}  // namespace xvmq::switchd

@@ -1,0 +1,78 @@
+// The declarative configuration (README, "Configuration file"): a TOML file
+// that describes the uplink, the ports and their NICs; the planner that finds
+// the lifecycle steps from the running switch to it; and the running switch
+// written back as such a file. Pure logic: switchd executes the steps
+// (Switch, op config.apply), one at a time, through the same code as the ops.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "loader/classifier.h"
+#include "loader/result.h"
+#include "switchd/model.h"
+
+namespace xvmq::switchd {
+
+struct UplinkConfig {
+  std::string name;
+  AttachMode mode = AttachMode::Auto;
+  std::string host;  // "stack", "port" or "" (the uplink carries no host addresses)
+  bool operator==(const UplinkConfig&) const = default;
+};
+
+struct PortConfig {
+  std::string name;
+  std::optional<NicConfig> nic;
+  bool connected = true;  // the NIC's: connected, or only created
+  int line = 0;           // of its [[port]] table in the file; 0 when not from a file
+};
+
+struct SwitchConfig {
+  std::optional<UplinkConfig> uplink;
+  std::map<std::string, PortConfig> ports;
+};
+
+// Parses and validates a configuration with the rules of the ops
+// (nic_config_from_args, Model). An error is "SOURCE:LINE: reason", the line
+// of the key or table at fault. Unknown keys are errors.
+Result<SwitchConfig> parse_config(std::string_view text, const std::string& source);
+
+// The running switch as a configuration: a Disconnected NIC is connected = false.
+SwitchConfig current_config(const std::map<std::string, Port>& ports, const std::optional<UplinkConfig>& uplink);
+
+// A configuration as TOML that parse_config reads back to the same thing.
+std::string to_toml(const SwitchConfig& config);
+
+// One lifecycle step: a control op with its arguments.
+struct Step {
+  std::string op;
+  nlohmann::json args = nlohmann::json::object();
+  // The switchctl command that does the same, e.g. "switchctl nic connect vm1".
+  std::string command() const;
+  bool operator==(const Step&) const = default;
+};
+
+// The steps from the running switch to `desired`, in Hyper-V's order:
+// removals (nic disconnect, nic delete, port teardown, port delete, uplink
+// detach), then changes (vmq free, vmq allocate, uplink attach), then
+// additions (port create, nic create, nic connect); within a kind, by port
+// name. A NIC whose vmq policy alone changed gets a vmq step (with `policy`);
+// any other change recreates it (disconnect, delete, create, connect); an
+// unchanged NIC gets no step. A Disconnected NIC can only be deleted, so it
+// is recreated; a changed uplink recreates every NIC.
+std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::optional<UplinkConfig>& uplink,
+                       const SwitchConfig& desired);
+
+// The arguments of nic.create as a NicConfig (without the port): shared by
+// the op and the configuration file. Throws Refused(Usage).
+NicConfig nic_config_from_args(const nlohmann::json& args);
+// ... and back: nic.create's arguments for a NIC.
+nlohmann::json nic_args(const std::string& port, const NicConfig& config);
+
+}  // namespace xvmq::switchd

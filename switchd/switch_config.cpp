@@ -1,0 +1,75 @@
+// config.apply and config.export: the declarative configuration
+// (switchd/config.h) on the running switch.
+#include <cstdio>
+
+#include "switchd/switch.h"
+
+namespace xvmq::switchd {
+
+using nlohmann::json;
+
+std::optional<UplinkConfig> Switch::uplink_config() const {
+  if (uplink_.empty()) return std::nullopt;
+  return UplinkConfig{uplink_, uplink_mode_, uplink_host_};
+}
+
+json Switch::config_export() const {
+  return {{"config", "# switchd's running configuration: switchctl apply takes it back\n" +
+                         to_toml(current_config(model_.ports(), uplink_config()))}};
+}
+
+json Switch::config_apply(const json& args) {
+  if (!args.contains("config") || !args["config"].is_string())
+    throw Refused(ErrorKind::Usage, "config.apply: argument 'config' (the file's TOML text) must be a string");
+  if (args.contains("source") && !args["source"].is_string())
+    throw Refused(ErrorKind::Usage, "config.apply: argument 'source' must be a string");
+  if (args.contains("dry_run") && !args["dry_run"].is_boolean())
+    throw Refused(ErrorKind::Usage, "config.apply: argument 'dry_run' must be true or false");
+  const std::string source = args.value("source", "config");
+  const bool dry_run = args.value("dry_run", false);
+  auto desired = parse_config(args["config"].get<std::string>(), source);
+  if (!desired) throw Refused(ErrorKind::Usage, desired.error().message);
+
+  const SwitchConfig before = current_config(model_.ports(), uplink_config());
+  const std::vector<Step> steps = plan(model_.ports(), uplink_config(), *desired);
+  json out{{"steps", json::array()}, {"applied", !dry_run}};
+  for (const Step& s : steps) out["steps"].push_back({{"op", s.op}, {"args", s.args}, {"command", s.command()}});
+  if (dry_run || steps.empty()) return out;
+
+  std::fprintf(stderr, "switchd: config %s: %zu step(s)\n", source.c_str(), steps.size());
+  // A step's refusal as (kind, message), whatever threw it.
+  auto run = [&](const Step& s) -> std::optional<SwitchError> {
+    try {
+      handle_op(s.op, s.args);
+      return std::nullopt;
+    } catch (const Refused& r) {
+      return r.error;
+    } catch (const std::exception& e) {
+      return SwitchError{ErrorKind::Kernel, s.op + ": " + e.what()};
+    }
+  };
+  for (size_t i = 0; i < steps.size(); i++) {
+    std::fprintf(stderr, "switchd: config %s: %zu. %s\n", source.c_str(), i + 1, steps[i].command().c_str());
+    auto failed = run(steps[i]);
+    if (!failed) continue;
+    std::string msg = "config " + source + ": step " + std::to_string(i + 1) + " of " + std::to_string(steps.size()) +
+                      " (" + steps[i].command() + ") failed: " + failed->message;
+    // Back to where the apply started: the steps already taken, undone.
+    const std::vector<Step> back = plan(model_.ports(), uplink_config(), before);
+    for (size_t j = 0; j < back.size(); j++) {
+      std::fprintf(stderr, "switchd: config %s: undo %zu. %s\n", source.c_str(), j + 1, back[j].command().c_str());
+      if (auto undo = run(back[j])) {
+        msg += "; undo step " + std::to_string(j + 1) + " (" + back[j].command() + ") failed too: " + undo->message +
+               "; the switch is between the two configurations (see switchctl show)";
+        std::fprintf(stderr, "switchd: %s\n", msg.c_str());
+        throw Refused(failed->kind, msg);
+      }
+    }
+    msg += "; undone in " + std::to_string(back.size()) + " step(s), nothing changed";
+    std::fprintf(stderr, "switchd: %s\n", msg.c_str());
+    throw Refused(failed->kind, msg);
+  }
+  return out;
+}
+
+}  // namespace xvmq::switchd
