@@ -9,6 +9,8 @@
 
 #include "loader/log.h"
 #include "switchd/control.h"
+#include "switchd/metrics.h"
+#include "switchd/service.h"
 #include "switchd/switch.h"
 
 using namespace xvmq;
@@ -79,7 +81,19 @@ int main(int argc, char** argv) {
   app.add_flag("--busy-poll", opts.datapath.worker.busy_poll, "workers spin instead of sleeping");
   app.add_flag("--detach-on-exit", detach_on_exit, "on SIGTERM detach the classifier (default: leave it passing frames)");
   app.add_flag("-v,--verbose", verbose, "libbpf and libxdp messages");
+  std::string metrics_listen, log_level = "info";
+  app.add_option("--metrics-listen", metrics_listen,
+                 "serve Prometheus metrics on ADDR:PORT (a bare PORT: 127.0.0.1); off when not given");
+  app.add_option("--log-level", log_level, "error, warn, info or debug; on the journal with <N> priorities")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
   CLI11_PARSE(app, argc, argv);
+  service::init_log(*service::parse_level(log_level));
+  if (!metrics_listen.empty())
+    if (auto a = parse_listen(metrics_listen); !a) {
+      std::fprintf(stderr, "switchd: %s\n", a.error().message.c_str());
+      return 2;
+    }
   if (!queue_cpus.empty() && !parse_queue_cpus(queue_cpus, &opts.datapath.queue_cpus)) {
     std::fprintf(stderr, "switchd: --queue-cpus '%s': use QUEUE:CPU[,QUEUE:CPU...]\n", queue_cpus.c_str());
     return 2;
@@ -97,10 +111,10 @@ int main(int argc, char** argv) {
 
   auto sw = Switch::start(opts);
   if (!sw) {
-    std::fprintf(stderr, "switchd: %s\n", sw.error().message.c_str());
+    service::log(service::Level::Error, "%s", sw.error().message.c_str());
     return 1;
   }
-  ctl.log = [](const std::string& line) { std::fprintf(stderr, "switchd: control: %s\n", line.c_str()); };
+  ctl.log = [](const std::string& line) { service::log(service::Level::Warn, "control: %s", line.c_str()); };
   Switch* s = sw->get();
   auto server = control::ControlServer::start(ctl, [s](const std::string& op, const nlohmann::json& args) {
     try {
@@ -110,20 +124,40 @@ int main(int argc, char** argv) {
     }
   });
   if (!server) {
-    std::fprintf(stderr, "switchd: %s\n", server.error().message.c_str());
+    service::log(service::Level::Error, "%s", server.error().message.c_str());
     return 1;
   }
-  std::fprintf(stderr, "switchd: ready on %s\n", ctl.path.c_str());
+  std::unique_ptr<MetricsServer> metrics;
+  if (!metrics_listen.empty()) {
+    auto m = MetricsServer::start(metrics_listen, [s] { return s->snapshot(); });
+    if (!m) {
+      service::log(service::Level::Error, "%s", m.error().message.c_str());
+      return 1;
+    }
+    metrics = std::move(m.value());
+    service::log(service::Level::Info, "metrics on http://%s/metrics", metrics->address().c_str());
+  }
+  // Ready only now: the state is restored, its uplink attached, and the
+  // control socket answers.
+  const nlohmann::json shown = s->snapshot()["show"];
+  const std::string uplink = shown["uplink"].is_object() ? shown["uplink"]["name"].get<std::string>() : "none";
+  service::log(service::Level::Info, "ready on %s", ctl.path.c_str());
+  service::notify("READY=1\nSTATUS=serving " + ctl.path + ", uplink " + uplink + ", " +
+                  std::to_string(shown["ports"].size()) + " port(s)");
 
   sigdelset(&sigs, SIGPIPE);
   int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
   signalfd_siginfo si{};
   while (read(sfd, &si, sizeof(si)) < 0 && errno == EINTR) {
   }
-  std::fprintf(stderr, "switchd: signal %u, shutting down\n", si.ssi_signo);
+  service::log(service::Level::Info, "signal %u, shutting down", si.ssi_signo);
+  service::notify("STOPPING=1\nSTATUS=shutting down");
+  metrics.reset();
   (*server)->stop();
+  // Filters first, so that no frame is redirected to a socket being closed.
+  s->clear_filters();
   if (detach_on_exit) s->detach_uplink();
   sw->reset();
-  std::fprintf(stderr, "switchd: stopped\n");
+  service::log(service::Level::Info, "stopped (classifier %s)", detach_on_exit ? "detached" : "left passing frames");
   return 0;
 }
