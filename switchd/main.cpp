@@ -1,5 +1,6 @@
 // switchd: the daemon that owns the uplink's classifier, the queues, the
 // AF_XDP sockets and the lifecycle of every port and VM NIC.
+#include <sched.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -97,6 +98,18 @@ int main(int argc, char** argv) {
   if (!queue_cpus.empty() && !parse_queue_cpus(queue_cpus, &opts.datapath.queue_cpus)) {
     std::fprintf(stderr, "switchd: --queue-cpus '%s': use QUEUE:CPU[,QUEUE:CPU...]\n", queue_cpus.c_str());
     return 2;
+  }
+  {
+    // A CPU this process may not run on would leave its queue unserved.
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    sched_getaffinity(0, sizeof(allowed), &allowed);
+    for (const auto& [q, cpu] : opts.datapath.queue_cpus)
+      if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
+        std::fprintf(stderr, "switchd: --queue-cpus: queue %u on CPU %d: no such CPU among the %d this process may "
+                     "use; see nproc\n", q, cpu, CPU_COUNT(&allowed));
+        return 2;
+      }
   }
   opts.datapath.flow_rules = flow_rules == "external" ? FlowRules::External : FlowRules::Ethtool;
   log::install(verbose);
