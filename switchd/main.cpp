@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
   ctl.log = [](const std::string& line) { service::log(service::Level::Warn, "control: %s", line.c_str()); };
   Switch* s = sw->get();
   auto server = control::ControlServer::start(ctl, [s](const std::string& op, const nlohmann::json& args) {
+    service::log(service::Level::Debug, "control: %s %s", op.c_str(), args.dump().c_str());
     try {
       return s->handle(op, args);
     } catch (const Refused& r) {

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -155,6 +156,46 @@ class SwitchctlTest : public SwitchdFixture {
     EXPECT_TRUE(j.is_object()) << out;
     return u64(j, {"sent"});
   }
+  // switchd as the fixture starts it, with more options and environment
+  // (replacing variables of the same name), its output appended to log_;
+  // TearDown stops it.
+  void spawn_switchd(const std::vector<std::string>& extra, const std::vector<std::string>& env) {
+    std::vector<std::string> args{SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state", "--pin-root",
+                                  kPinRoot, "--max-vmqs", std::to_string(max_vmqs_)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_s = env;
+    for (char** e = environ; *e; e++) {
+      std::string var(*e);
+      bool replaced = false;
+      for (const auto& v : env) replaced |= var.substr(0, var.find('=') + 1) == v.substr(0, v.find('=') + 1);
+      if (!replaced) env_s.push_back(var);
+    }
+    std::vector<char*> envp;
+    for (auto& v : env_s) envp.push_back(v.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    ASSERT_EQ(rc, 0) << strerror(rc);
+  }
+  // Waits for the control socket of a spawned switchd.
+  void wait_answering() {
+    for (int i = 0; i < 1000; i++) {
+      if (auto c = xvmq::control::ControlClient::connect(sock_, 2s)) {
+        ctl_.emplace(std::move(c.value()));
+        return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    FAIL() << "switchd's socket not answering after 10 s";
+  }
+
   // stats once no counter moves any more (the frames sent have landed).
   json settled_stats() {
     json a = ctl_json("stats");
@@ -247,7 +288,9 @@ TEST_F(MetricsTest, ScrapeMatchesStatsJson) {
     if (s.name.rfind("xvmq_", 0) != 0) continue;
     std::set<std::string> names;
     for (const auto& [k, _] : s.labels) names.insert(k);
-    if (seen.count(s.name)) EXPECT_EQ(seen[s.name], names) << s.name;
+    if (seen.count(s.name)) {
+      EXPECT_EQ(seen[s.name], names) << s.name;
+    }
     seen[s.name] = names;
     EXPECT_TRUE(e.help.count(s.name)) << s.name << " has no HELP";
     ASSERT_TRUE(e.type.count(s.name)) << s.name << " has no TYPE";
@@ -287,23 +330,7 @@ TEST_F(SwitchctlTest, NotifyReadyAndStopping) {
     return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
   };
 
-  std::vector<std::string> args{SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state", "--pin-root", kPinRoot,
-                                "--max-vmqs", std::to_string(max_vmqs_)};
-  std::vector<char*> argv;
-  for (auto& s : args) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_s{"NOTIFY_SOCKET=" + notify_path};
-  for (char** e = environ; *e; e++)
-    if (std::string(*e).rfind("NOTIFY_SOCKET=", 0) != 0) env_s.push_back(*e);
-  std::vector<char*> envp;
-  for (auto& s : env_s) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  ASSERT_EQ(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&fa);
+  ASSERT_NO_FATAL_FAILURE(spawn_switchd({}, {"NOTIFY_SOCKET=" + notify_path}));
 
   std::string ready = next_message(10s);
   ASSERT_NE(ready.find("READY=1"), std::string::npos) << "got: '" << ready << "'";
@@ -352,6 +379,45 @@ TEST_F(SwitchctlTest, NotifyReadyAndStopping) {
   prog = xvmq::Classifier::query("up0");
   ASSERT_TRUE(prog) << prog.error().message;
   EXPECT_FALSE(prog->has_value()) << "detached on exit";
+}
+
+// Under systemd, stderr is the journal's stream (JOURNAL_STREAM names its
+// device and inode): lines carry sd-daemon priorities; --log-level filters.
+TEST_F(SwitchctlTest, LogLevelsAndJournalPriorities) {
+  attach();
+  stop_switchd(SIGTERM);
+  struct stat st{};
+  ASSERT_EQ(stat(log_.c_str(), &st), 0);
+  const std::string journal = "JOURNAL_STREAM=" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  const size_t from = slurp(log_).size();
+  ASSERT_NO_FATAL_FAILURE(spawn_switchd({"--log-level", "debug"}, {journal}));
+  ASSERT_NO_FATAL_FAILURE(wait_answering());
+  call("port.create", {{"name", "vm1"}});
+  request("port.create", {{"name", "vm1"}});  // refused: exists
+  stop_switchd(SIGTERM);
+  std::string text = slurp(log_).substr(from);
+  EXPECT_NE(text.find("<6>ready on " + sock_ + "\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("<7>debug: control: port.create {\"name\":\"vm1\"}\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("<6>event "), std::string::npos) << text;
+  for (const auto& l : lines_of(text)) EXPECT_TRUE(std::regex_search(l, std::regex("^<[3467]>"))) << l;
+
+  // Not the journal (another file): "switchd: " lines; warn hides info.
+  const size_t from2 = slurp(log_).size();
+  ASSERT_NO_FATAL_FAILURE(spawn_switchd({"--log-level", "warn"}, {"JOURNAL_STREAM=1:1"}));
+  ASSERT_NO_FATAL_FAILURE(wait_answering());
+  call("port.create", {{"name", "vm2"}});
+  stop_switchd(SIGTERM);
+  text = slurp(log_).substr(from2);
+  EXPECT_EQ(text.find("ready on"), std::string::npos) << text;
+  EXPECT_EQ(text.find("event "), std::string::npos) << text;
+  EXPECT_EQ(text.find("<"), std::string::npos) << text;
+  // And info shows them, unprefixed by a priority.
+  const size_t from3 = slurp(log_).size();
+  ASSERT_NO_FATAL_FAILURE(spawn_switchd({}, {}));
+  ASSERT_NO_FATAL_FAILURE(wait_answering());
+  stop_switchd(SIGTERM);
+  text = slurp(log_).substr(from3);
+  EXPECT_NE(text.find("switchd: ready on " + sock_), std::string::npos) << text;
 }
 
 TEST_F(SwitchctlTest, EveryVerbAgainstTheDatapath) {

@@ -167,6 +167,11 @@ int follow_events(control::ControlClient& client, const std::string& socket, jso
       switchctl::print_event_rows(evs, header);
       header = false;
     }
+    // switchd keeps the last 4096 events: a gap means the follower fell behind.
+    if (!evs.empty() && args.contains("since") && evs.front()["seq"].get<uint64_t>() > args["since"].get<uint64_t>() + 1)
+      std::fprintf(stderr, "switchctl: events %llu to %llu were dropped from switchd's log before they were read\n",
+                   static_cast<unsigned long long>(args["since"].get<uint64_t>() + 1),
+                   static_cast<unsigned long long>(evs.front()["seq"].get<uint64_t>() - 1));
     if (!evs.empty()) args["since"] = evs.back()["seq"];
   } while (pause_for(0.2));
   return 0;

@@ -62,6 +62,18 @@ std::string joined(const std::vector<std::string>& parts) {
   return s;
 }
 
+void numbers(const json& j, const std::string& name, std::vector<std::vector<std::string>>& rows) {
+  if (j.is_number()) rows.push_back({name, j.is_number_float() ? [&] {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.1f", j.get<double>());
+    return std::string(buf);
+  }() : j.dump()});
+  if (j.is_object())
+    for (auto& [key, v] : j.items()) numbers(v, name.empty() ? key : name + "." + key, rows);
+  if (j.is_array())
+    for (size_t i = 0; i < j.size(); ++i) numbers(j[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), rows);
+}
+
 }  // namespace
 
 std::string summary(const std::string& object, const std::string& done, const json& result, bool say_done) {
@@ -156,13 +168,19 @@ void section(const char* title) { std::printf("\n%s\n", title); }
 
 void print_stats(const json& result) {
   const json& cls = field(result, "classifier");
-  if (!cls.is_object()) {
+  if (result.is_object() && cls.is_null()) {
     std::printf("no uplink attached: no counters\n");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  if (!field(cls, "reasons").is_object()) {
+    // A shape this switchctl does not know: every number, by its path.
+    numbers(result, "", rows);
+    print_table({"COUNTER", "VALUE"}, rows);
     return;
   }
   // The switch: every frame the classifier saw, by where it went.
   section("CLASSIFIER (per reason)");
-  std::vector<std::vector<std::string>> rows;
   for (auto& [reason, c] : field(cls, "reasons").items())
     rows.push_back({reason, cell(field(c, "frames")), cell(field(c, "bytes"))});
   print_table({"REASON", "FRAMES", "BYTES"}, rows);
@@ -242,6 +260,15 @@ void print_stats(const json& result) {
     section("VLANS (software switch)");
     print_table({"VLAN", "FRAMES"}, rows);
   }
+  // Counters a newer switchd added: shown by their path.
+  rows.clear();
+  for (auto& [key, v] : result.items())
+    if (key != "classifier" && key != "nics" && key != "queues" && key != "dedicated" && key != "fdb" && key != "vlans")
+      numbers(v, key, rows);
+  if (!rows.empty()) {
+    section("OTHER");
+    print_table({"COUNTER", "VALUE"}, rows);
+  }
 }
 
 json rates(const json& before, const json& after, double seconds, const std::string& key) {
@@ -266,9 +293,9 @@ json rates(const json& before, const json& after, double seconds, const std::str
 
 void print_event_rows(const json& events, bool header) {
   // Fixed widths: a followed stream cannot know its longest cell.
-  if (header) std::printf("%-6s  %-24s  %-16s  %-14s  %-14s  %s\n", "SEQ", "TIME", "OBJECT", "FROM", "TO", "STEP");
+  if (header) std::printf("%-6s  %-24s  %-16s  %-20s  %-20s  %s\n", "SEQ", "TIME", "OBJECT", "FROM", "TO", "STEP");
   for (const json& e : events)
-    std::printf("%6s  %-24s  %-16s  %-14s  %-14s  %s\n", text(field(e, "seq")).c_str(), text(field(e, "time")).c_str(),
+    std::printf("%6s  %-24s  %-16s  %-20s  %-20s  %s\n", text(field(e, "seq")).c_str(), text(field(e, "time")).c_str(),
                 text(field(e, "object")).c_str(), text(field(e, "from")).c_str(), text(field(e, "to")).c_str(),
                 text(field(e, "step")).c_str());
   std::fflush(stdout);
