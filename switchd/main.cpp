@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 
 #include "loader/log.h"
@@ -88,7 +89,17 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "error, warn, info or debug; on the journal with <N> priorities")
       ->capture_default_str()
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line, and the usage exit code of switchctl.
+    std::string what = e.what();
+    std::replace(what.begin(), what.end(), '\n', ' ');
+    std::fprintf(stderr, "switchd: %s (see switchd --help)\n", what.c_str());
+    return 2;
+  }
   service::init_log(*service::parse_level(log_level));
   if (!metrics_listen.empty())
     if (auto a = parse_listen(metrics_listen); !a) {
@@ -127,8 +138,20 @@ int main(int argc, char** argv) {
     service::log(service::Level::Error, "%s", sw.error().message.c_str());
     return 1;
   }
-  ctl.log = [](const std::string& line) { service::log(service::Level::Warn, "control: %s", line.c_str()); };
   Switch* s = sw->get();
+  // Before the control socket: a taken address fails the start before any
+  // client sees this switchd.
+  std::unique_ptr<MetricsServer> metrics;
+  if (!metrics_listen.empty()) {
+    auto m = MetricsServer::start(metrics_listen, [s] { return s->snapshot(); });
+    if (!m) {
+      service::log(service::Level::Error, "%s", m.error().message.c_str());
+      return 1;
+    }
+    metrics = std::move(m.value());
+    service::log(service::Level::Info, "metrics on http://%s/metrics", metrics->address().c_str());
+  }
+  ctl.log = [](const std::string& line) { service::log(service::Level::Warn, "control: %s", line.c_str()); };
   auto server = control::ControlServer::start(ctl, [s](const std::string& op, const nlohmann::json& args) {
     service::log(service::Level::Debug, "control: %s %s", op.c_str(), args.dump().c_str());
     try {
@@ -140,16 +163,6 @@ int main(int argc, char** argv) {
   if (!server) {
     service::log(service::Level::Error, "%s", server.error().message.c_str());
     return 1;
-  }
-  std::unique_ptr<MetricsServer> metrics;
-  if (!metrics_listen.empty()) {
-    auto m = MetricsServer::start(metrics_listen, [s] { return s->snapshot(); });
-    if (!m) {
-      service::log(service::Level::Error, "%s", m.error().message.c_str());
-      return 1;
-    }
-    metrics = std::move(m.value());
-    service::log(service::Level::Info, "metrics on http://%s/metrics", metrics->address().c_str());
   }
   // Ready only now: the state is restored, its uplink attached, and the
   // control socket answers.

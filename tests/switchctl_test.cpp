@@ -575,10 +575,33 @@ TEST_F(SwitchctlTest, InvalidInputRefusedWithItsExitCode) {
     int rc = sh(std::string(SWITCHD_PATH) + " --socket " + dir_ + "/other.sock --state-dir " + dir_ + "/other " + bad +
                     " 2>&1",
                 &out);
-    EXPECT_NE(rc, 0) << bad;
+    EXPECT_EQ(rc, 2) << bad << ": " << out;
+    EXPECT_EQ(lines_of(out).size(), 1u) << out;
     EXPECT_FALSE(std::filesystem::exists(dir_ + "/other.sock")) << bad;
     EXPECT_NE(out.find(std::string(bad).substr(0, std::string(bad).find(' '))), std::string::npos) << bad << ": " << out;
   }
+  // A metrics address already taken: exit 1 naming it, nothing left behind.
+  // (Another port than the scraped one, whose closed connections may wait
+  // in TIME_WAIT; SO_REUSEADDR for the same reason.)
+  const int port = kMetricsPort + 1;
+  int busy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(busy, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(busy, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << strerror(errno);
+  ASSERT_EQ(listen(busy, 1), 0);
+  std::string out;
+  int rc = sh(std::string(SWITCHD_PATH) + " --socket " + dir_ + "/other.sock --state-dir " + dir_ +
+                  "/other --metrics-listen " + std::to_string(port),
+              &out);
+  close(busy);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("error: metrics on 127.0.0.1:" + std::to_string(port)), std::string::npos) << out;
+  EXPECT_EQ(lines_of(out).size(), 1u) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/other.sock"));
 }
 
 }  // namespace
