@@ -1,16 +1,20 @@
 // switchd: the daemon that owns the uplink's classifier, the queues, the
 // AF_XDP sockets and the lifecycle of every port and VM NIC.
+#include <sched.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
 #include "loader/log.h"
 #include "switchd/control.h"
+#include "switchd/metrics.h"
+#include "switchd/service.h"
 #include "switchd/switch.h"
 
 using namespace xvmq;
@@ -84,10 +88,44 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_file, "at start, after the saved state, bring the switch to this configuration "
                                           "file (TOML, see README); a bad file: exit 2");
   app.add_flag("-v,--verbose", verbose, "libbpf and libxdp messages");
-  CLI11_PARSE(app, argc, argv);
+  std::string metrics_listen, log_level = "info";
+  app.add_option("--metrics-listen", metrics_listen,
+                 "serve Prometheus metrics on ADDR:PORT (a bare PORT: 127.0.0.1); off when not given");
+  app.add_option("--log-level", log_level, "error, warn, info or debug; on the journal with <N> priorities")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line, and the usage exit code of switchctl.
+    std::string what = e.what();
+    std::replace(what.begin(), what.end(), '\n', ' ');
+    std::fprintf(stderr, "switchd: %s (see switchd --help)\n", what.c_str());
+    return 2;
+  }
+  service::init_log(*service::parse_level(log_level));
+  if (!metrics_listen.empty())
+    if (auto a = parse_listen(metrics_listen); !a) {
+      std::fprintf(stderr, "switchd: %s\n", a.error().message.c_str());
+      return 2;
+    }
   if (!queue_cpus.empty() && !parse_queue_cpus(queue_cpus, &opts.datapath.queue_cpus)) {
     std::fprintf(stderr, "switchd: --queue-cpus '%s': use QUEUE:CPU[,QUEUE:CPU...]\n", queue_cpus.c_str());
     return 2;
+  }
+  {
+    // A CPU this process may not run on would leave its queue unserved.
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    sched_getaffinity(0, sizeof(allowed), &allowed);
+    for (const auto& [q, cpu] : opts.datapath.queue_cpus)
+      if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
+        std::fprintf(stderr, "switchd: --queue-cpus: queue %u on CPU %d: no such CPU among the %d this process may "
+                     "use; see nproc\n", q, cpu, CPU_COUNT(&allowed));
+        return 2;
+      }
   }
   opts.datapath.flow_rules = flow_rules == "external" ? FlowRules::External : FlowRules::Ethtool;
   log::install(verbose);
@@ -102,7 +140,7 @@ int main(int argc, char** argv) {
 
   auto sw = Switch::start(opts);
   if (!sw) {
-    std::fprintf(stderr, "switchd: %s\n", sw.error().message.c_str());
+    service::log(service::Level::Error, "%s", sw.error().message.c_str());
     return 1;
   }
   if (!config_file.empty()) {
@@ -110,19 +148,32 @@ int main(int argc, char** argv) {
     std::stringstream text;
     text << in.rdbuf();
     if (!in) {
-      std::fprintf(stderr, "switchd: --config %s: cannot read it\n", config_file.c_str());
+      service::log(service::Level::Error, "--config %s: cannot read it", config_file.c_str());
       return 2;
     }
     try {
       (*sw)->handle("config.apply", {{"config", text.str()}, {"source", config_file}});
     } catch (const Refused& r) {
-      std::fprintf(stderr, "switchd: %s\n", r.error.message.c_str());
+      service::log(service::Level::Error, "%s", r.error.message.c_str());
       return r.error.kind == ErrorKind::Usage ? 2 : 1;
     }
   }
-  ctl.log = [](const std::string& line) { std::fprintf(stderr, "switchd: control: %s\n", line.c_str()); };
   Switch* s = sw->get();
+  // Before the control socket: a taken address fails the start before any
+  // client sees this switchd.
+  std::unique_ptr<MetricsServer> metrics;
+  if (!metrics_listen.empty()) {
+    auto m = MetricsServer::start(metrics_listen, [s] { return s->snapshot(); });
+    if (!m) {
+      service::log(service::Level::Error, "%s", m.error().message.c_str());
+      return 1;
+    }
+    metrics = std::move(m.value());
+    service::log(service::Level::Info, "metrics on http://%s/metrics", metrics->address().c_str());
+  }
+  ctl.log = [](const std::string& line) { service::log(service::Level::Warn, "control: %s", line.c_str()); };
   auto server = control::ControlServer::start(ctl, [s](const std::string& op, const nlohmann::json& args) {
+    service::log(service::Level::Debug, "control: %s %s", op.c_str(), args.dump().c_str());
     try {
       return s->handle(op, args);
     } catch (const Refused& r) {
@@ -130,20 +181,30 @@ int main(int argc, char** argv) {
     }
   });
   if (!server) {
-    std::fprintf(stderr, "switchd: %s\n", server.error().message.c_str());
+    service::log(service::Level::Error, "%s", server.error().message.c_str());
     return 1;
   }
-  std::fprintf(stderr, "switchd: ready on %s\n", ctl.path.c_str());
+  // Ready only now: the state is restored, its uplink attached, and the
+  // control socket answers.
+  const nlohmann::json shown = s->snapshot()["show"];
+  const std::string uplink = shown["uplink"].is_object() ? shown["uplink"]["name"].get<std::string>() : "none";
+  service::log(service::Level::Info, "ready on %s", ctl.path.c_str());
+  service::notify("READY=1\nSTATUS=serving " + ctl.path + ", uplink " + uplink + ", " +
+                  std::to_string(shown["ports"].size()) + " port(s)");
 
   sigdelset(&sigs, SIGPIPE);
   int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
   signalfd_siginfo si{};
   while (read(sfd, &si, sizeof(si)) < 0 && errno == EINTR) {
   }
-  std::fprintf(stderr, "switchd: signal %u, shutting down\n", si.ssi_signo);
+  service::log(service::Level::Info, "signal %u, shutting down", si.ssi_signo);
+  service::notify("STOPPING=1\nSTATUS=shutting down");
+  metrics.reset();
   (*server)->stop();
+  // Filters first, so that no frame is redirected to a socket being closed.
+  s->clear_filters();
   if (detach_on_exit) s->detach_uplink();
   sw->reset();
-  std::fprintf(stderr, "switchd: stopped\n");
+  service::log(service::Level::Info, "stopped (classifier %s)", detach_on_exit ? "detached" : "left passing frames");
   return 0;
 }

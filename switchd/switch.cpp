@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "switchd/service.h"
 
 namespace xvmq::switchd {
 
@@ -140,13 +141,13 @@ void Switch::restore() {
       if (!port.nic || port.nic->state != NicState::Connected) continue;
       NicSpec spec = spec_of(name, port.nic->vmq.value_or(0));
       if (auto st = dp_->connect(spec); !st)
-        std::fprintf(stderr, "switchd: restore nic %s: %s\n", name.c_str(), st.error().message.c_str());
+        service::log(service::Level::Warn, "restore nic %s: %s", name.c_str(), st.error().message.c_str());
       else
         connected.push_back(spec);
     }
     (void)dp_->reconcile_filters(connected);
   }
-  std::fprintf(stderr, "switchd: restored %zu port(s)%s from %s\n", model_.ports().size(),
+  service::log(service::Level::Info, "restored %zu port(s)%s from %s", model_.ports().size(),
                uplink_.empty() ? "" : (", uplink " + uplink_ + (dp_->adopted() ? " (classifier adopted)" : "")).c_str(),
                state_path_.c_str());
 }
@@ -186,7 +187,7 @@ void Switch::event_logged(size_t before) {
   size_t n = ev.empty() ? 0 : ev.back().seq;
   for (const auto& e : ev)
     if (e.seq > before && e.seq <= n)
-      std::fprintf(stderr, "switchd: event %llu %s %s: %s -> %s (%s)\n", static_cast<unsigned long long>(e.seq),
+      service::log(service::Level::Info, "event %llu %s %s: %s -> %s (%s)", static_cast<unsigned long long>(e.seq),
                    iso_time(e.time).c_str(), e.object.c_str(), e.from.c_str(), e.to.c_str(), e.step.c_str());
 }
 
@@ -402,7 +403,7 @@ json Switch::handle_op(const std::string& op, const json& args) {
     if (auto st = dp_->connect(spec_of(port, vmq)); !st)
       throw Refused(kind_of(st.error()), "nic.connect " + port + ": " + st.error().message);
     if (auto ss = dp_->steering(port); ss && ss->requested_hw && !ss->hardware)
-      std::fprintf(stderr, "switchd: nic %s: software steering (hardware requested; %s)\n", port.c_str(), ss->reason.c_str());
+      service::log(service::Level::Warn, "nic %s: software steering (hardware requested; %s)", port.c_str(), ss->reason.c_str());
     if (vmq && !n.vmq) model_.vmq_allocate(port);
     model_.nic_connect(port);
     result = port_json(model_.port(port))["nic"];
@@ -410,7 +411,7 @@ json Switch::handle_op(const std::string& op, const json& args) {
     std::string port = arg_name(args, "port");
     model_.check_nic_disconnect(port);
     if (auto st = dp_->disconnect(port); !st)
-      std::fprintf(stderr, "switchd: nic.disconnect %s: %s\n", port.c_str(), st.error().message.c_str());
+      service::log(service::Level::Warn, "nic.disconnect %s: %s", port.c_str(), st.error().message.c_str());
     model_.nic_disconnect(port);
     result = port_json(model_.port(port))["nic"];
   } else if (op == "nic.delete") {
@@ -450,6 +451,18 @@ json Switch::handle_op(const std::string& op, const json& args) {
   persist();
   event_logged(before);
   return result;
+}
+
+void Switch::clear_filters() {
+  std::lock_guard lock(mu_);
+  if (!dp_) return;
+  if (auto st = dp_->reconcile_filters({}); !st)
+    service::log(service::Level::Warn, "clear filters on %s: %s", uplink_.c_str(), st.error().message.c_str());
+}
+
+json Switch::snapshot() {
+  std::lock_guard lock(mu_);
+  return {{"show", show()}, {"stats", stats()}};
 }
 
 void Switch::detach_uplink() {

@@ -35,6 +35,13 @@ class Switch {
   // frames (shutdown with --detach-on-exit).
   void detach_uplink();
 
+  // Shutdown: remove the NICs' filters (frames to their MACs then go to the
+  // default queue, or to the host stack once the sockets are closed).
+  void clear_filters();
+
+  // {"show": ..., "stats": ...} under one lock: what a metrics scrape reads.
+  nlohmann::json snapshot();
+
  private:
   explicit Switch(const SwitchOptions& opts);
   void persist();

@@ -2,6 +2,7 @@
 // (switchd/config.h) on the running switch.
 #include <cstdio>
 
+#include "switchd/service.h"
 #include "switchd/switch.h"
 
 namespace xvmq::switchd {
@@ -36,7 +37,7 @@ json Switch::config_apply(const json& args) {
   for (const Step& s : steps) out["steps"].push_back({{"op", s.op}, {"args", s.args}, {"command", s.command()}});
   if (dry_run || steps.empty()) return out;
 
-  std::fprintf(stderr, "switchd: config %s: %zu step(s)\n", source.c_str(), steps.size());
+  service::log(service::Level::Info, "config %s: %zu step(s)", source.c_str(), steps.size());
   // A step's refusal as (kind, message), whatever threw it.
   auto run = [&](const Step& s) -> std::optional<SwitchError> {
     try {
@@ -49,7 +50,7 @@ json Switch::config_apply(const json& args) {
     }
   };
   for (size_t i = 0; i < steps.size(); i++) {
-    std::fprintf(stderr, "switchd: config %s: %zu. %s\n", source.c_str(), i + 1, steps[i].command().c_str());
+    service::log(service::Level::Info, "config %s: %zu. %s", source.c_str(), i + 1, steps[i].command().c_str());
     auto failed = run(steps[i]);
     if (!failed) continue;
     std::string msg = "config " + source + ": step " + std::to_string(i + 1) + " of " + std::to_string(steps.size()) +
@@ -57,16 +58,16 @@ json Switch::config_apply(const json& args) {
     // Back to where the apply started: the steps already taken, undone.
     const std::vector<Step> back = plan(model_.ports(), uplink_config(), before);
     for (size_t j = 0; j < back.size(); j++) {
-      std::fprintf(stderr, "switchd: config %s: undo %zu. %s\n", source.c_str(), j + 1, back[j].command().c_str());
+      service::log(service::Level::Warn, "config %s: undo %zu. %s", source.c_str(), j + 1, back[j].command().c_str());
       if (auto undo = run(back[j])) {
         msg += "; undo step " + std::to_string(j + 1) + " (" + back[j].command() + ") failed too: " + undo->message +
                "; the switch is between the two configurations (see switchctl show)";
-        std::fprintf(stderr, "switchd: %s\n", msg.c_str());
+        service::log(service::Level::Error, "%s", msg.c_str());
         throw Refused(failed->kind, msg);
       }
     }
     msg += "; undone in " + std::to_string(back.size()) + " step(s), nothing changed";
-    std::fprintf(stderr, "switchd: %s\n", msg.c_str());
+    service::log(service::Level::Error, "%s", msg.c_str());
     throw Refused(failed->kind, msg);
   }
   return out;

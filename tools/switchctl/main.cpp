@@ -11,6 +11,10 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
+
+#include <signal.h>
+#include <unistd.h>
 
 #include "switchd/control.h"
 #include "tools/switchctl/output.h"
@@ -85,6 +89,32 @@ void print_steps(const json& result, bool dry_run) {
   else std::printf("applied %zu step(s)\n", i);
 }
 
+volatile sig_atomic_t g_interrupted = 0;
+
+// SIGINT and SIGTERM end --watch and --follow cleanly (exit 0).
+void on_interrupt(int) { g_interrupted = 1; }
+
+void catch_interrupts() {
+  struct sigaction sa{};
+  sa.sa_handler = on_interrupt;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Sleeps `seconds`, waking early on an interrupt; false when interrupted.
+bool pause_for(double seconds) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!g_interrupted && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return !g_interrupted;
+}
+
+constexpr const char* kExitCodes =
+    "Exit codes: 0 done; 1 switchd unreachable (not running, wrong --socket); 2 usage (bad option, name, MAC,\n"
+    "VLAN or CPU); 3 not found; 4 wrong state (the message names the steps allowed); 5 exists; 6 no vmq left;\n"
+    "7 the kernel refused; 8 unsupported protocol version; 9 permission denied.\n"
+    "Errors are one line on stderr. --json (before or after the verb) prints results as JSON (PROTOCOL.md).";
+
 // One request, and how to say that it was done.
 struct Call {
   std::string op;
@@ -94,6 +124,74 @@ struct Call {
   bool say_done = false;
 };
 
+// A failed call of a loop: transport (exit 1) or refusal (its class).
+int failed(const std::string& op, const std::string& socket, const xvmq::Result<control::Response>& r) {
+  if (!r) {
+    std::fprintf(stderr, "switchctl: %s at %s: %s\n", op.c_str(), socket.c_str(), r.error().message.c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "switchctl: %s: %s (%s)\n", op.c_str(), r->message.c_str(), r->kind.c_str());
+  return exit_code(r->kind);
+}
+
+// stats --watch: a sample per interval, printed as rates per second over it.
+int watch_stats(control::ControlClient& client, const std::string& socket, double interval, uint64_t count,
+                bool as_json) {
+  catch_interrupts();
+  auto r = client.call("stats");
+  if (!r || !r->ok) return failed("stats", socket, r);
+  json before = r->result;
+  auto t0 = std::chrono::steady_clock::now();
+  const bool tty = isatty(STDOUT_FILENO);
+  for (uint64_t n = 1; count == 0 || n <= count; n++) {
+    if (!pause_for(interval)) break;
+    r = client.call("stats");
+    if (!r || !r->ok) return failed("stats", socket, r);
+    auto t1 = std::chrono::steady_clock::now();
+    double dt = std::chrono::duration<double>(t1 - t0).count();
+    json per_second = switchctl::rates(before, r->result, dt);
+    if (as_json) {
+      std::printf("%s\n", json{{"sample", n}, {"interval_s", dt}, {"rates", per_second}, {"stats", r->result}}.dump().c_str());
+    } else {
+      if (tty) std::printf("\033[H\033[2J");
+      else if (n > 1) std::printf("\n");
+      std::printf("switchctl stats --watch: rates per second over %.2f s (sample %llu; Ctrl-C to stop)\n", dt,
+                  static_cast<unsigned long long>(n));
+      switchctl::print_stats(per_second);
+    }
+    std::fflush(stdout);
+    before = r->result;
+    t0 = t1;
+  }
+  return 0;
+}
+
+// events --follow: the client polls "events since=<last seq>" (PROTOCOL.md):
+// switchd's control thread is never held by a waiting request.
+int follow_events(control::ControlClient& client, const std::string& socket, json args, bool as_json) {
+  catch_interrupts();
+  bool header = true;
+  do {
+    auto r = client.call("events", args);
+    if (!r || !r->ok) return failed("events", socket, r);
+    const json& evs = r->result["events"];
+    if (as_json) {
+      for (const json& e : evs) std::printf("%s\n", e.dump().c_str());
+      std::fflush(stdout);
+    } else if (!evs.empty() || header) {
+      switchctl::print_event_rows(evs, header);
+      header = false;
+    }
+    // switchd keeps the last 4096 events: a gap means the follower fell behind.
+    if (!evs.empty() && args.contains("since") && evs.front()["seq"].get<uint64_t>() > args["since"].get<uint64_t>() + 1)
+      std::fprintf(stderr, "switchctl: events %llu to %llu were dropped from switchd's log before they were read\n",
+                   static_cast<unsigned long long>(args["since"].get<uint64_t>() + 1),
+                   static_cast<unsigned long long>(evs.front()["seq"].get<uint64_t>() - 1));
+    if (!evs.empty()) args["since"] = evs.back()["seq"];
+  } while (pause_for(0.2));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,8 +199,8 @@ int main(int argc, char** argv) {
                "A VM NIC follows Hyper-V's steps: port create, nic create, nic connect, nic disconnect,\n"
                "nic delete, port teardown, port delete.",
                "switchctl"};
-  app.footer("Example: switchctl port create vm1 && switchctl nic create vm1 --mac 02:00:00:00:00:01 "
-             "--backend vm1-host && switchctl nic connect vm1");
+  app.footer(std::string("Example: switchctl port create vm1 && switchctl nic create vm1 --mac 02:00:00:00:00:01 "
+                         "--backend vm1-host && switchctl nic connect vm1\n") + kExitCodes);
   app.require_subcommand(1);
   app.fallthrough();
   std::string socket = control::kDefaultSocket;
@@ -118,8 +216,9 @@ int main(int argc, char** argv) {
   int vlan = 0;
   uint64_t since = 0;
 
-  auto group = [&](const char* noun, const char* help) {
+  auto group = [&](const char* noun, const char* help, const std::string& example) {
     CLI::App* g = app.add_subcommand(noun, help);
+    g->footer("Example: " + example);
     g->require_subcommand(1);
     g->fallthrough();
     return g;
@@ -145,7 +244,8 @@ int main(int argc, char** argv) {
     return s;
   };
 
-  CLI::App* uplink = group("uplink", "the uplink NIC whose receive queues switchd classifies");
+  CLI::App* uplink = group("uplink", "the uplink NIC whose receive queues switchd classifies",
+                           "switchctl uplink attach eth1 --mode native");
   CLI::App* attach = step(uplink, "attach", "attach switchd's classifier to the uplink netdev NAME",
                           "switchctl uplink attach eth0 --mode native");
   attach->add_option("NAME", name, "uplink netdev")->required()->check(kName);
@@ -165,12 +265,12 @@ int main(int argc, char** argv) {
     call = Call{"uplink.detach", json::object(), "uplink", "detached", false};
   });
 
-  CLI::App* port = group("port", "switch ports: create, teardown, delete");
+  CLI::App* port = group("port", "switch ports: create, teardown, delete", "switchctl port create vm1");
   named(port, "create", "create a switch port", "name", "created");
   named(port, "teardown", "tear down port NAME once its NIC is deleted", "name", "torn down");
   named(port, "delete", "delete a torn-down port", "name", "deleted");
 
-  CLI::App* nic = group("nic", "VM NICs, one per port, named by their port");
+  CLI::App* nic = group("nic", "VM NICs, one per port, named by their port", "switchctl nic connect vm1");
   CLI::App* create = step(nic, "create", "create the NIC of port PORT on the host-side netdev BACKEND",
                           "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --vlan 10\n"
                           "  switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host --trunk 10,20 --native-vlan 30");
@@ -208,7 +308,7 @@ int main(int argc, char** argv) {
   named(nic, "disconnect", "disconnect the NIC of port PORT: traffic stops", "port", "disconnected");
   named(nic, "delete", "delete the disconnected NIC of port PORT", "port", "deleted");
 
-  CLI::App* vmqs = group("vmq", "a NIC's vmq: its own receive queue filter, the fast path");
+  CLI::App* vmqs = group("vmq", "a NIC's vmq: its own receive queue filter, the fast path", "switchctl vmq allocate vm1");
   named(vmqs, "allocate", "give the NIC of port PORT a vmq", "port", "vmq allocated");
   named(vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port", "vmq freed");
 
@@ -231,11 +331,12 @@ int main(int argc, char** argv) {
   apply->callback([&] {
     call = Call{"config.apply", {{"source", config_file}, {"dry_run", dry_run}}, {}, {}, false};
   });
-  CLI::App* config = group("config", "the running configuration as a file");
+  CLI::App* config = group("config", "the running configuration as a file", "switchctl config show");
   step(config, "show", "the running configuration as TOML that switchctl apply takes", "switchctl config show")
       ->callback([&] { call = Call{"config.export", json::object(), {}, {}, false}; });
 
-  CLI::App* fdb = group("fdb", "the forwarding table: MACs learned behind the uplink, and the NICs' own");
+  CLI::App* fdb = group("fdb", "the forwarding table: MACs learned behind the uplink, and the NICs' own",
+                        "switchctl fdb show --json");
   step(fdb, "show", "every entry: MAC, VLAN, port, age", "switchctl fdb show")->callback([&] {
     call = Call{"fdb.show", json::object(), {}, {}, false};
   });
@@ -246,12 +347,28 @@ int main(int argc, char** argv) {
   step(&app, "show", "the uplink, the ports with their NICs, and the vmqs", "switchctl show")->callback([&] {
     call = Call{"show", json::object(), {}, {}, false};
   });
-  step(&app, "stats", "counters: classifier reasons, per vmq, per NIC, per queue", "switchctl stats --json")
-      ->callback([&] { call = Call{"stats", json::object(), {}, {}, false}; });
+  bool watch = false, follow = false;
+  double interval = 1.0;
+  uint64_t watch_count = 0;
+  CLI::App* stats = step(&app, "stats", "counters per reason, vmq, port, receive queue, CPU and drop reason",
+                         "switchctl stats --watch --interval 2");
+  stats->add_flag("--watch", watch, "show rates per second every interval until interrupted (Ctrl-C); with --json, "
+                                    "one JSON object per interval");
+  CLI::Option* interval_opt =
+      stats->add_option("--interval", interval, "seconds between --watch samples (0.1..3600, default 1)")
+          ->check(CLI::Range(0.1, 3600.0));
+  CLI::Option* count_opt =
+      stats->add_option("--count", watch_count, "with --watch: stop after N intervals")->check(CLI::Range(1, 1000000));
+  interval_opt->needs("--watch");
+  count_opt->needs("--watch");
+  stats->callback([&] { call = Call{"stats", json::object(), {}, {}, false}; });
   CLI::App* events = step(&app, "events", "the lifecycle steps switchd recorded, oldest first",
                           "switchctl events --since 42");
   CLI::Option* since_opt =
       events->add_option("--since", since, "only events with a sequence number above N")->check(kSeq);
+  events->add_flag("--follow", follow, "then print new events as they happen, until interrupted (Ctrl-C); with "
+                                      "--json, one event object per line");
+  events->footer("Example: switchctl events --since 42\n  switchctl events --follow --json");
   events->callback([&] {
     call = Call{"events", json::object(), {}, {}, false};
     if (since_opt->count()) call->args["since"] = since;
@@ -294,6 +411,8 @@ int main(int argc, char** argv) {
                  "or XVMQ_SOCKET at its socket\n", client.error().message.c_str());
     return 1;
   }
+  if (watch) return watch_stats(*client, socket, interval, watch_count, raw_json);
+  if (follow) return follow_events(*client, socket, call->args, raw_json);
   auto response = client->call(call->op, call->args);
   if (!response) {
     std::fprintf(stderr, "switchctl: %s at %s: %s\n", call->op.c_str(), socket.c_str(),

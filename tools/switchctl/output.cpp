@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <vector>
 
 namespace xvmq::switchctl {
@@ -62,7 +63,11 @@ std::string joined(const std::vector<std::string>& parts) {
 }
 
 void numbers(const json& j, const std::string& name, std::vector<std::vector<std::string>>& rows) {
-  if (j.is_number()) rows.push_back({name, j.dump()});
+  if (j.is_number()) rows.push_back({name, j.is_number_float() ? [&] {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.1f", j.get<double>());
+    return std::string(buf);
+  }() : j.dump()});
   if (j.is_object())
     for (auto& [key, v] : j.items()) numbers(v, name.empty() ? key : name + "." + key, rows);
   if (j.is_array())
@@ -128,14 +133,172 @@ void print_show(const json& result) {
   if (!parts.empty()) std::printf("vmqs: %s\n", joined(parts).c_str());
 }
 
+namespace {
+
+// A counter's cell: an integer as is, a rate (a float) with one decimal.
+std::string cell(const json& v) {
+  if (v.is_number_float()) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.1f", v.get<double>());
+    return buf;
+  }
+  return v.is_null() ? "0" : text(v);
+}
+
+double value(const json& v) { return v.is_number() ? v.get<double>() : 0.0; }
+
+json sum_values(const json& obj) {
+  bool fl = false;
+  double n = 0;
+  for (auto& [_, v] : obj.items()) {
+    fl |= v.is_number_float();
+    n += value(v);
+  }
+  return fl ? json(n) : json(static_cast<uint64_t>(n));
+}
+
+json add(const json& a, const json& b) {
+  if (a.is_number_float() || b.is_number_float()) return value(a) + value(b);
+  return static_cast<uint64_t>(value(a) + value(b));
+}
+
+void section(const char* title) { std::printf("\n%s\n", title); }
+
+}  // namespace
+
 void print_stats(const json& result) {
-  std::vector<std::vector<std::string>> rows;
-  numbers(result, "", rows);
-  if (rows.empty()) {
-    std::printf("no counters\n");
+  const json& cls = field(result, "classifier");
+  if (result.is_object() && cls.is_null()) {
+    std::printf("no uplink attached: no counters\n");
     return;
   }
-  print_table({"COUNTER", "VALUE"}, rows);
+  std::vector<std::vector<std::string>> rows;
+  if (!field(cls, "reasons").is_object()) {
+    // A shape this switchctl does not know: every number, by its path.
+    numbers(result, "", rows);
+    print_table({"COUNTER", "VALUE"}, rows);
+    return;
+  }
+  // The switch: every frame the classifier saw, by where it went.
+  section("CLASSIFIER (per reason)");
+  for (auto& [reason, c] : field(cls, "reasons").items())
+    rows.push_back({reason, cell(field(c, "frames")), cell(field(c, "bytes"))});
+  print_table({"REASON", "FRAMES", "BYTES"}, rows);
+
+  section("VMQS (classifier deliveries; vmq 0 = default queue)");
+  rows.clear();
+  for (auto& [vmq, c] : field(cls, "vmqs").items()) rows.push_back({vmq, cell(field(c, "frames")), cell(field(c, "bytes"))});
+  print_table({"VMQ", "FRAMES", "BYTES"}, rows);
+
+  section("PORTS (per VM NIC)");
+  rows.clear();
+  for (auto& [port, n] : field(result, "nics").items())
+    rows.push_back({port, cell(field(n, "fast_frames")), cell(field(n, "fast_bytes")), cell(field(n, "default_frames")),
+                    cell(field(n, "default_bytes")), cell(field(n, "from_vm_frames")), cell(field(n, "from_vm_bytes")),
+                    cell(sum_values(field(n, "drops")))});
+  print_table({"PORT", "FAST-FRAMES", "FAST-BYTES", "DEFAULT-FRAMES", "DEFAULT-BYTES", "FROM-VM-FRAMES", "FROM-VM-BYTES",
+               "DROPS"},
+              rows);
+
+  section("RECEIVE QUEUES");
+  rows.clear();
+  std::map<std::string, std::vector<json>> per_cpu;  // cpu -> rx, tx, drops
+  auto cpu_add = [&](const std::string& cpu, const json& rx, const json& tx, const json& drops) {
+    auto& c = per_cpu[cpu];
+    if (c.empty()) c = {json(0), json(0), json(0)};
+    c[0] = add(c[0], rx);
+    c[1] = add(c[1], tx);
+    c[2] = add(c[2], drops);
+  };
+  for (const json& q : field(result, "queues")) {
+    const json& b = field(q, "buffers");
+    json drops = sum_values(field(q, "drops"));
+    rows.push_back({text(field(q, "queue")), text(field(q, "cpu")), "general", "-", cell(field(q, "rx_default")),
+                    cell(field(q, "rx_vmq")), cell(field(q, "rx_vm")), cell(field(q, "tx")), cell(drops),
+                    text(field(b, "free")), text(field(b, "in_fill")), text(field(b, "in_flight")), text(field(b, "total"))});
+    cpu_add(text(field(q, "cpu")),
+            add(add(field(q, "rx_default"), field(q, "rx_vmq")), field(q, "rx_vm")), field(q, "tx"), drops);
+  }
+  for (const json& d : field(result, "dedicated")) {
+    const json& b = field(d, "buffers");
+    rows.push_back({text(field(d, "queue")), text(field(d, "cpu")), "dedicated", text(field(d, "nic")), "0",
+                    cell(field(d, "rx_vmq")), "0", cell(field(d, "tx")), "0", text(field(b, "free")),
+                    text(field(b, "in_fill")), text(field(b, "in_flight")), text(field(b, "total"))});
+    cpu_add(text(field(d, "cpu")), field(d, "rx_vmq"), field(d, "tx"), json(0));
+  }
+  print_table({"QUEUE", "CPU", "KIND", "NIC", "RX-DEFAULT", "RX-VMQ", "RX-VM", "TX", "DROPS", "BUF-FREE", "BUF-FILL",
+               "BUF-FLIGHT", "BUF-TOTAL"},
+              rows);
+
+  section("CPUS (workers' queues summed)");
+  rows.clear();
+  for (const auto& [cpu, c] : per_cpu) rows.push_back({cpu, cell(c[0]), cell(c[1]), cell(c[2])});
+  print_table({"CPU", "RX", "TX", "DROPS"}, rows);
+
+  // Every frame not delivered, by reason and where it was counted.
+  section("DROPS (per reason)");
+  rows.clear();
+  for (const char* r : {"runt", "truncated_tag", "strip_error", "too_big"})
+    rows.push_back({r, "classifier", cell(field(field(field(cls, "reasons"), r), "frames"))});
+  std::map<std::string, json> sw;
+  for (const json& q : field(result, "queues"))
+    for (auto& [reason, v] : field(q, "drops").items()) sw[reason] = add(sw.count(reason) ? sw[reason] : json(0), v);
+  for (const auto& [reason, v] : sw) rows.push_back({reason, "switch", cell(v)});
+  for (auto& [port, n] : field(result, "nics").items())
+    for (auto& [reason, v] : field(n, "drops").items())
+      if (value(v) != 0) rows.push_back({reason, "port " + port, cell(v)});
+  print_table({"REASON", "WHERE", "FRAMES"}, rows);
+
+  const json& fdb = field(result, "fdb");
+  if (fdb.is_object())
+    std::printf("\nfdb: %s of %s entries, learned %s, learning refused %s\n", text(field(fdb, "size")).c_str(),
+                text(field(fdb, "capacity")).c_str(), cell(field(fdb, "learned")).c_str(),
+                cell(field(fdb, "learn_refused")).c_str());
+  rows.clear();
+  for (auto& [vlan, v] : field(result, "vlans").items()) rows.push_back({vlan, cell(field(v, "frames"))});
+  if (!rows.empty()) {
+    section("VLANS (software switch)");
+    print_table({"VLAN", "FRAMES"}, rows);
+  }
+  // Counters a newer switchd added: shown by their path.
+  rows.clear();
+  for (auto& [key, v] : result.items())
+    if (key != "classifier" && key != "nics" && key != "queues" && key != "dedicated" && key != "fdb" && key != "vlans")
+      numbers(v, key, rows);
+  if (!rows.empty()) {
+    section("OTHER");
+    print_table({"COUNTER", "VALUE"}, rows);
+  }
+}
+
+json rates(const json& before, const json& after, double seconds, const std::string& key) {
+  // Gauges and identifiers keep their value; counters become per second.
+  static const std::vector<std::string> kept{"queue", "cpu", "nic", "total", "free", "in_fill", "in_flight", "size",
+                                             "capacity"};
+  if (after.is_object()) {
+    json out = json::object();
+    for (auto& [k, v] : after.items()) out[k] = rates(field(before, k.c_str()), v, seconds, k);
+    return out;
+  }
+  if (after.is_array()) {
+    json out = json::array();
+    for (size_t i = 0; i < after.size(); ++i)
+      out.push_back(rates(before.is_array() && i < before.size() ? before[i] : json(), after[i], seconds, key));
+    return out;
+  }
+  if (!after.is_number() || std::find(kept.begin(), kept.end(), key) != kept.end()) return after;
+  double d = value(after) - value(before);
+  return seconds > 0 && d > 0 ? d / seconds : 0.0;
+}
+
+void print_event_rows(const json& events, bool header) {
+  // Fixed widths: a followed stream cannot know its longest cell.
+  if (header) std::printf("%-6s  %-24s  %-16s  %-20s  %-20s  %s\n", "SEQ", "TIME", "OBJECT", "FROM", "TO", "STEP");
+  for (const json& e : events)
+    std::printf("%6s  %-24s  %-16s  %-20s  %-20s  %s\n", text(field(e, "seq")).c_str(), text(field(e, "time")).c_str(),
+                text(field(e, "object")).c_str(), text(field(e, "from")).c_str(), text(field(e, "to")).c_str(),
+                text(field(e, "step")).c_str());
+  std::fflush(stdout);
 }
 
 void print_events(const json& result) {

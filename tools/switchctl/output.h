@@ -15,7 +15,16 @@ std::string summary(const std::string& object, const std::string& done, const nl
                     bool say_done = false);
 
 void print_show(const nlohmann::json& result);
+// Tables per reason, vmq, port, receive queue, CPU and drop reason; a
+// rates() result prints the same way, per second.
 void print_stats(const nlohmann::json& result);
+// `after` with every counter replaced by its increase since `before`, per
+// second; gauges (buffers, fdb size) and identifiers (queue, cpu, nic) as in
+// `after`. The schema of stats, for stats --watch.
+nlohmann::json rates(const nlohmann::json& before, const nlohmann::json& after, double seconds,
+                     const std::string& key = "");
+// Events as rows of fixed width (events --follow), the header when asked.
+void print_event_rows(const nlohmann::json& events, bool header);
 void print_events(const nlohmann::json& result);
 void print_fdb(const nlohmann::json& result);
 
