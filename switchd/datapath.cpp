@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
-#include <ifaddrs.h>
 #include <linux/if_packet.h>
 #include <netinet/in.h>
 #include <bpf/libbpf.h>
@@ -16,6 +15,7 @@
 
 #include "loader/log.h"
 #include "loader/netdev.h"
+#include "switchd/netlink.h"
 #include "switchd/steering.h"
 #include "xvmq_vmport.skel.h"
 
@@ -55,48 +55,6 @@ std::vector<int> allowed_cpus() {
       if (CPU_ISSET(c, &set)) out.push_back(c);
   if (out.empty()) out.push_back(0);
   return out;
-}
-
-}  // namespace
-
-std::vector<std::string> host_addresses(const std::string& ifname) {
-  std::vector<std::string> out;
-  ifaddrs* all = nullptr;
-  if (getifaddrs(&all) != 0) return out;
-  for (ifaddrs* a = all; a; a = a->ifa_next) {
-    if (!a->ifa_addr || ifname != a->ifa_name) continue;
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (a->ifa_addr->sa_family == AF_INET) {
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf, sizeof(buf));
-    } else if (a->ifa_addr->sa_family == AF_INET6) {
-      const in6_addr& v6 = reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr;
-      if (IN6_IS_ADDR_LINKLOCAL(&v6)) continue;
-      inet_ntop(AF_INET6, &v6, buf, sizeof(buf));
-    } else {
-      continue;
-    }
-    out.push_back(buf);
-  }
-  freeifaddrs(all);
-  return out;
-}
-
-namespace {
-
-std::optional<Mac> mac_of(const std::string& ifname) {
-  ifaddrs* all = nullptr;
-  if (getifaddrs(&all) != 0) return std::nullopt;
-  std::optional<Mac> mac;
-  for (ifaddrs* a = all; a; a = a->ifa_next) {
-    if (!a->ifa_addr || ifname != a->ifa_name || a->ifa_addr->sa_family != AF_PACKET) continue;
-    const auto* sll = reinterpret_cast<const sockaddr_ll*>(a->ifa_addr);
-    if (sll->sll_halen != 6) continue;
-    Mac m;
-    std::copy(sll->sll_addr, sll->sll_addr + 6, m.begin());
-    mac = m;
-  }
-  freeifaddrs(all);
-  return mac;
 }
 
 }  // namespace
@@ -193,8 +151,8 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   // switchd is the filters' only writer while it runs.
   if (auto st = dp->cls_->lock_filters(std::chrono::milliseconds(0)); !st) return st.error();
   if (opts.host_stack) {
-    auto mac = mac_of(uplink);
-    if (!mac) return Error{ENODEV, "uplink " + uplink + ": no MAC address to keep for the host"};
+    auto mac = netlink::link_mac(uplink);
+    if (!mac) return Error{mac.error().code, "uplink " + uplink + ": the MAC to keep for the host: " + mac.error().message};
     if (auto st = dp->cls_->set_host_mac(*mac); !st) return st.error();
   }
 

@@ -45,10 +45,6 @@ struct DatapathOptions {
   bool host_stack = false;
 };
 
-// The uplink's addresses that the host uses (not IPv6 link-local): an
-// uplink that has some must not be taken without saying where they go.
-std::vector<std::string> host_addresses(const std::string& ifname);
-
 struct NicSpec {
   std::string name;
   Mac mac{};

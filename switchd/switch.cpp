@@ -8,7 +8,10 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
+#include "loader/netdev.h"
+#include "switchd/netlink.h"
 
 namespace xvmq::switchd {
 
@@ -60,6 +63,11 @@ void write_atomic(const std::string& path, const std::string& text) {
 ErrorKind kind_of(const Error& e) {
   return e.code == ENODEV || e.code == ENOENT ? ErrorKind::NotFound : e.code == EINVAL ? ErrorKind::Usage : ErrorKind::Kernel;
 }
+
+// The host port's netdevs: the host's end, by default named after the
+// uplink, and the switch's end named after the host's (15 characters at most).
+std::string default_host_netdev(const std::string& uplink) { return uplink.substr(0, 10) + "-host"; }
+std::string host_backend(const std::string& netdev) { return netdev.substr(0, 12) + "-sw"; }
 
 }  // namespace
 
@@ -117,6 +125,19 @@ void Switch::restore() {
     uplink_ = s["uplink"].at("name").get<std::string>();
     uplink_mode_ = parse_attach_mode(s["uplink"].value("mode", "auto")).value_or(AttachMode::Auto);
     uplink_host_ = s["uplink"].value("host", "");
+    if (const json& h = s["uplink"].value("host_port", json(nullptr)); h.is_object()) {
+      HostPort hp;
+      hp.port = h.value("port", "host");
+      hp.netdev = h.at("netdev").get<std::string>();
+      hp.backend = h.at("backend").get<std::string>();
+      hp.vlan = h.value("vlan", uint16_t{0});
+      hp.addresses = h.value("addresses", std::vector<std::string>{});
+      hp.routes = h.value("routes", std::vector<std::string>{});
+      // Adopted as it is: its addresses and routes were moved at attach.
+      if (!netlink::link_exists(hp.netdev))
+        std::fprintf(stderr, "switchd: restore host port: netdev %s is gone (its addresses with it)\n", hp.netdev.c_str());
+      host_port_ = hp;
+    }
     auto dp = Datapath::open(uplink_, [&] {
       DatapathOptions o = opts_.datapath;
       o.mode = uplink_mode_;
@@ -156,10 +177,15 @@ void Switch::persist() {
     }
     ports.push_back(j);
   }
-  json s{{"version", 1},
-         {"uplink", uplink_.empty() ? json(nullptr)
-                                    : json{{"name", uplink_}, {"mode", to_string(uplink_mode_)}, {"host", uplink_host_}}},
-         {"ports", ports}};
+  json uplink = nullptr;
+  if (!uplink_.empty()) {
+    uplink = {{"name", uplink_}, {"mode", to_string(uplink_mode_)}, {"host", uplink_host_}};
+    if (host_port_)
+      uplink["host_port"] = {{"port", host_port_->port}, {"netdev", host_port_->netdev}, {"backend", host_port_->backend},
+                             {"vlan", host_port_->vlan}, {"addresses", host_port_->addresses},
+                             {"routes", host_port_->routes}};
+  }
+  json s{{"version", 1}, {"uplink", uplink}, {"ports", ports}};
   write_atomic(state_path_, s.dump(2) + "\n");
 }
 
@@ -219,6 +245,18 @@ json Switch::port_json(const Port& p) const {
   return j;
 }
 
+json Switch::host_json() const {
+  json h{{"mode", uplink_host_.empty() ? "none" : uplink_host_}};
+  if (host_port_) {
+    h["port"] = host_port_->port;
+    h["netdev"] = host_port_->netdev;
+    h["backend"] = host_port_->backend;
+    h["vlan"] = host_port_->vlan;
+    h["moved"] = {{"addresses", host_port_->addresses}, {"routes", host_port_->routes}};
+  }
+  return h;
+}
+
 json Switch::show() const {
   json uplink = nullptr;
   if (dp_) {
@@ -228,7 +266,7 @@ json Switch::show() const {
     for (const auto& q : dp_->queues()) general.push_back(q.queue);
     for (const auto& q : dp_->reserved()) dedicated.push_back(q.queue);
     uplink = {{"name", uplink_}, {"mode", to_string(dp_->mode())}, {"driver", dp_->driver()},
-              {"adopted", dp_->adopted()}, {"queues", queues}, {"host", uplink_host_.empty() ? "none" : uplink_host_},
+              {"adopted", dp_->adopted()}, {"queues", queues}, {"host", host_json()},
               {"general_queues", general}, {"dedicated_queues", dedicated},
               {"frame_size", opts_.datapath.worker.frame_size},
               {"max_frame", max_frame(opts_.datapath.worker.frame_size)},
@@ -330,9 +368,28 @@ json Switch::handle(const std::string& op, const json& args) {
     if (!host.empty() && host != "stack" && host != "port")
       throw Refused(ErrorKind::Usage, "host '" + host + "': use stack (frames to " + name +
                                           "'s MAC reach the host's stack) or port (the host moves its addresses to a host port)");
-    if (auto addrs = host_addresses(name); !addrs.empty() && host.empty()) {
+    std::string host_netdev;
+    uint16_t host_vlan = 0;
+    if (host == "port") {
+      host_netdev = args.contains("host_netdev") ? arg_name(args, "host_netdev") : default_host_netdev(name);
+      if (args.contains("host_vlan")) {
+        const json& v = args["host_vlan"];
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > XVMQ_VLAN_MAX)
+          throw Refused(ErrorKind::Usage, "host_vlan must be an integer 0..4094 (0: untagged)");
+        host_vlan = v.get<uint16_t>();
+      }
+      if (model_.ports().count("host"))
+        throw Refused(ErrorKind::Exists, "uplink.attach " + name + " host=port: port 'host' exists (state " +
+                                             std::string(to_string(model_.port("host").state)) +
+                                             "); the host port takes that name: delete it first");
+    } else if (args.contains("host_netdev") || args.contains("host_vlan")) {
+      throw Refused(ErrorKind::Usage, "host_netdev and host_vlan go with host=port");
+    }
+    auto addrs = netlink::addresses(name);
+    if (!addrs) throw Refused(kind_of(addrs.error()), "uplink.attach " + name + ": " + addrs.error().message);
+    if (!addrs->empty() && host.empty()) {
       std::string list;
-      for (const auto& a : addrs) list += (list.empty() ? "" : ", ") + a;
+      for (const auto& a : *addrs) list += (list.empty() ? "" : ", ") + a.str();
       throw Refused(ErrorKind::WrongState,
                     "uplink.attach " + name + ": it carries host addresses (" + list +
                         "); choose host=stack (frames to its MAC keep reaching the host's stack) or host=port "
@@ -344,6 +401,16 @@ json Switch::handle(const std::string& op, const json& args) {
     auto dp = Datapath::open(name, o);
     if (!dp) throw Refused(kind_of(dp.error()), "uplink.attach " + name + ": " + dp.error().message);
     dp_ = std::move(dp.value());
+    if (host == "port") {
+      try {
+        make_host_port(name, host_netdev, host_vlan);
+      } catch (const Refused&) {
+        if (auto st = dp_->detach(); !st)
+          std::fprintf(stderr, "switchd: uplink.attach %s: undo: %s\n", name.c_str(), st.error().message.c_str());
+        dp_.reset();
+        throw;
+      }
+    }
     uplink_ = name;
     uplink_mode_ = *mode;
     uplink_host_ = host;
@@ -353,9 +420,13 @@ json Switch::handle(const std::string& op, const json& args) {
     if (!dp_) throw Refused(ErrorKind::NotFound, "no uplink is attached");
     std::string busy;
     for (const auto& [name, p] : model_.ports())
-      if (p.nic && p.nic->state == NicState::Connected) busy += (busy.empty() ? "" : ", ") + name;
+      if (p.nic && p.nic->state == NicState::Connected && !(host_port_ && name == host_port_->port))
+        busy += (busy.empty() ? "" : ", ") + name;
     if (!busy.empty())
       throw Refused(ErrorKind::WrongState, "uplink.detach: nics still connected: " + busy + "; nic.disconnect them first");
+    if (host_port_)
+      if (std::string errs = remove_host_port(); !errs.empty())
+        std::fprintf(stderr, "switchd: uplink.detach %s: host port: %s\n", uplink_.c_str(), errs.c_str());
     if (auto st = dp_->detach(); !st) throw Refused(ErrorKind::Kernel, "uplink.detach " + uplink_ + ": " + st.error().message);
     dp_.reset();
     model_.record("uplink " + uplink_, "attached", "none", "uplink.detach");
@@ -366,10 +437,13 @@ json Switch::handle(const std::string& op, const json& args) {
     result = port_json(model_.port(name));
   } else if (op == "port.teardown") {
     std::string name = arg_name(args, "name");
+    refuse_on_host_port(op, name);
     model_.port_teardown(name);
     result = port_json(model_.port(name));
   } else if (op == "port.delete") {
-    model_.port_delete(arg_name(args, "name"));
+    std::string name = arg_name(args, "name");
+    refuse_on_host_port(op, name);
+    model_.port_delete(name);
   } else if (op == "nic.create") {
     std::string port = arg_name(args, "port");
     NicConfig c;
@@ -432,6 +506,7 @@ json Switch::handle(const std::string& op, const json& args) {
     result = port_json(model_.port(port))["nic"];
   } else if (op == "nic.disconnect") {
     std::string port = arg_name(args, "port");
+    refuse_on_host_port(op, port);
     model_.check_nic_disconnect(port);
     if (auto st = dp_->disconnect(port); !st)
       std::fprintf(stderr, "switchd: nic.disconnect %s: %s\n", port.c_str(), st.error().message.c_str());
@@ -439,6 +514,7 @@ json Switch::handle(const std::string& op, const json& args) {
     result = port_json(model_.port(port))["nic"];
   } else if (op == "nic.delete") {
     std::string port = arg_name(args, "port");
+    refuse_on_host_port(op, port);
     model_.nic_delete(port);
     if (dp_) dp_->forget(port);
   } else if (op == "vmq.allocate") {
@@ -469,8 +545,151 @@ json Switch::handle(const std::string& op, const json& args) {
 
 void Switch::detach_uplink() {
   std::lock_guard lock(mu_);
+  if (host_port_ && dp_) {
+    if (std::string errs = remove_host_port(); !errs.empty())
+      std::fprintf(stderr, "switchd: detach %s: host port: %s\n", uplink_.c_str(), errs.c_str());
+    persist();
+  }
   if (dp_) (void)dp_->detach();
   dp_.reset();
+}
+
+void Switch::make_host_port(const std::string& uplink, const std::string& netdev, uint16_t vlan) {
+  const std::string what = "uplink.attach " + uplink + " host=port";
+  HostPort hp;
+  hp.netdev = netdev;
+  hp.backend = host_backend(netdev);
+  hp.vlan = vlan;
+  auto fail = [&](const Error& e) { return Refused(kind_of(e), what + ": " + e.message); };
+  auto mac = netlink::link_mac(uplink);
+  if (!mac) throw fail(mac.error());
+  auto info = netdev_info(uplink);
+  if (!info) throw fail(info.error());
+  auto addrs = netlink::addresses(uplink);
+  if (!addrs) throw fail(addrs.error());
+  auto routes = netlink::routes(uplink);
+  if (!routes) throw fail(routes.error());
+
+  // Each step that changed something pushes its undo; a failure runs them
+  // backwards, so a refused attach leaves the host as it found it.
+  std::vector<std::function<void()>> undo;
+  const Model saved = model_;
+  auto check = [&](Status st) {
+    if (st) return;
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) (*it)();
+    model_ = saved;
+    throw Refused(kind_of(st.error()), what + ": " + st.error().message + "; undone, nothing changed");
+  };
+  auto noted = [&](const Status& st) {
+    if (!st) std::fprintf(stderr, "switchd: %s: undo: %s\n", what.c_str(), st.error().message.c_str());
+  };
+
+  if (auto st = netlink::create_veth(netdev, hp.backend, info->rx_queues, *mac); !st) {
+    for (const auto& dev : {netdev, hp.backend})
+      if (netlink::link_exists(dev))
+        throw Refused(ErrorKind::Exists, what + ": " + (dev == netdev ? "host_netdev '" : "the host port's backend '") +
+                                             dev + "' already exists on this host; nothing changed" +
+                                             (dev == netdev ? "" : " (choose another host_netdev)"));
+    throw fail(st.error());
+  }
+  undo.push_back([&] { noted(netlink::delete_link(netdev)); });
+  (void)netlink::disable_ipv6_addresses(hp.backend);  // fails only where IPv6 is off
+  check(netlink::tx_offloads_off(netdev));
+  check(netlink::set_up(hp.backend, true));
+  check(netlink::set_up(netdev, true));
+
+  // The host port: a port and NIC like a VM's, through the normal lifecycle.
+  try {
+    model_.port_create(hp.port);
+    NicConfig c;
+    c.mac = *mac;
+    c.backend = hp.backend;
+    c.vlan = vlan;
+    model_.nic_create(hp.port, c);
+    model_.check_nic_connect(hp.port);
+  } catch (const Refused&) {
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) (*it)();
+    model_ = saved;
+    throw;
+  }
+  auto free = model_.free_vmqs();
+  const uint32_t vmq = free.empty() ? 0 : free.front();
+  check(dp_->connect(spec_of(hp.port, vmq)));
+  undo.push_back([&] {
+    noted(dp_->disconnect(hp.port));
+    dp_->forget(hp.port);
+  });
+  if (vmq) model_.vmq_allocate(hp.port);
+  model_.nic_connect(hp.port);
+
+  // The host's addresses and routes move: onto the host port first, so
+  // the host always has them somewhere.
+  for (const auto& a : *addrs) {
+    check(netlink::add_address(netdev, a));
+    undo.push_back([&] { noted(netlink::delete_address(netdev, a)); });
+  }
+  for (const auto& r : *routes) {
+    check(netlink::delete_route(uplink, r));
+    undo.push_back([&] { noted(netlink::add_route(uplink, r)); });
+  }
+  for (auto it = addrs->rbegin(); it != addrs->rend(); ++it) {  // secondaries first
+    const auto& a = *it;
+    check(netlink::delete_address(uplink, a));
+    undo.push_back([&] { noted(netlink::add_address(uplink, a)); });
+  }
+  for (const auto& r : *routes) {
+    check(netlink::add_route(netdev, r));
+    undo.push_back([&] { noted(netlink::delete_route(netdev, r)); });
+  }
+  for (const auto& a : *addrs) hp.addresses.push_back(a.str());
+  for (const auto& r : *routes) hp.routes.push_back(r.str());
+  std::fprintf(stderr, "switchd: host port %s: netdev %s (backend %s), %zu address(es) and %zu route(s) moved from %s\n",
+               hp.port.c_str(), netdev.c_str(), hp.backend.c_str(), addrs->size(), routes->size(), uplink.c_str());
+  host_port_ = hp;
+}
+
+std::string Switch::remove_host_port() {
+  const HostPort hp = *host_port_;
+  std::string errs;
+  auto note = [&](const Status& st) {
+    if (!st) errs += (errs.empty() ? "" : "; ") + st.error().message;
+  };
+  // What the host port carries now goes back (an administrator may have
+  // changed it since the attach).
+  if (netlink::link_exists(hp.netdev)) {
+    auto routes = netlink::routes(hp.netdev);
+    auto addrs = netlink::addresses(hp.netdev);
+    if (!routes) note(routes.error());
+    if (!addrs) note(addrs.error());
+    if (routes)
+      for (const auto& r : *routes) note(netlink::delete_route(hp.netdev, r));
+    if (addrs)
+      for (const auto& a : *addrs) note(netlink::add_address(uplink_, a));
+    if (routes)
+      for (const auto& r : *routes) note(netlink::add_route(uplink_, r));
+  } else {
+    errs = "netdev " + hp.netdev + " is gone: no address to move back";
+  }
+  if (model_.ports().count(hp.port)) {
+    const Port& p = model_.port(hp.port);
+    if (p.nic && p.nic->state == NicState::Connected) {
+      if (dp_) note(dp_->disconnect(hp.port));
+      model_.nic_disconnect(hp.port);
+    }
+    if (model_.port(hp.port).nic) model_.nic_delete(hp.port);
+    if (dp_) dp_->forget(hp.port);
+    if (model_.port(hp.port).state == PortState::Created) model_.port_teardown(hp.port);
+    model_.port_delete(hp.port);
+  }
+  if (netlink::link_exists(hp.netdev)) note(netlink::delete_link(hp.netdev));
+  host_port_.reset();
+  return errs;
+}
+
+void Switch::refuse_on_host_port(const std::string& op, const std::string& port) const {
+  if (host_port_ && port == host_port_->port)
+    throw Refused(ErrorKind::WrongState, op + " " + port + ": it is the host port of uplink " + uplink_ + " (netdev " +
+                                             host_port_->netdev + ", connected); uplink.detach removes it");
 }
 
 }  // namespace xvmq::switchd
