@@ -650,6 +650,8 @@ class SwitchTest : public SwitchdFixture {
   Iperf iperf(const std::string& client, const std::string& server, const std::string& addr, int port) {
     Iperf r;
     const std::string p = std::to_string(port);
+    // "" is this process's namespace, the switch host.
+    auto in = [this](const std::string& where, const std::string& cmd) { return where.empty() ? cmd : this->in(where, cmd); };
     Bg srv = background(in(server, "timeout 20 iperf3 -s -1 -B " + addr + " -p " + p));
     bool listening = false;
     for (int i = 0; i < 200 && !listening; i++) {
@@ -691,7 +693,7 @@ class SwitchTest : public SwitchdFixture {
     // XDP could not redirect into a full socket (the host ends' rx_dropped).
     std::printf("[ iperf3   ] TCP %s -> %s (%s), 2 s: %.1f Mbit/s received (%.1f sent, %" PRIu64
                 " retransmits; switch drops:%s; rx_dropped: vmN-host %" PRIu64 ", up0 %" PRIu64 ")\n",
-                client.c_str(), server.c_str(), path.c_str(), r.received_bps / 1e6, r.sent_bps / 1e6, r.retransmits,
+                client.empty() ? "the host" : client.c_str(), server.c_str(), path.c_str(), r.received_bps / 1e6, r.sent_bps / 1e6, r.retransmits,
                 drops.empty() ? " none" : drops.c_str(), host_rx_dropped() - host_drop0,
                 netdev_stat("", "up0", "rx_dropped") - up_rx_drop0);
     EXPECT_TRUE(r.ok) << client << " -> " << server << ":\n" << r.out;
@@ -1144,18 +1146,47 @@ TEST_F(SwitchFdbTest, MacFloodKeepsTheTableBoundedAndTrafficFlowing) {
 class SwitchHostTest : public SwitchTest {
  protected:
   void TearDown() override {
-    SwitchTest::TearDown();
-    if (made_hostp_) sh("ip link del hostp");
+    SwitchTest::TearDown();  // switchd stops without --detach-on-exit: the host port stays
+    for (const char* dev : {"up0-host", "hostp", "hp0"})
+      if (link_exists(dev)) sh(std::string("ip link del ") + dev);
   }
   std::string mac_of_dev(const std::string& dev) { return slurp("/sys/class/net/" + dev + "/address").substr(0, 17); }
-  bool made_hostp_ = false;
+  // `ip -o` lines of the host's addresses / routes on a device ("" when it has none).
+  std::string addrs_on(const std::string& dev) {
+    std::string out;
+    sh("ip -o addr show dev " + dev + " scope global 2>&1", &out);
+    return out;
+  }
+  std::string routes_on(const std::string& dev) {
+    std::string out;
+    sh("ip route show dev " + dev + " 2>&1", &out);
+    return out;
+  }
+  bool link_exists(const std::string& dev) { return ::access(("/sys/class/net/" + dev).c_str(), F_OK) == 0; }
+  // The host's address and a route through the outside host, on the uplink.
+  void host_on_uplink() {
+    ASSERT_TRUE(sh_ok("ip addr add 10.77.0.100/24 dev up0"));
+    ASSERT_TRUE(sh_ok("ip route add 10.88.0.0/16 via 10.77.0.254 dev up0"));
+    ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.0.254/24"));
+    ASSERT_TRUE(sh_ok(in("ext", "ip addr add 10.88.0.1/32 dev lo && sysctl -qw net.ipv4.ip_forward=1")));
+  }
+  void expect_host_on_uplink() {
+    EXPECT_NE(addrs_on("up0").find("10.77.0.100/24"), std::string::npos) << addrs_on("up0");
+    EXPECT_NE(routes_on("up0").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("up0");
+  }
+  void expect_host_on_port() {
+    EXPECT_EQ(addrs_on("up0").find("10.77.0.100"), std::string::npos) << "moved off the uplink:\n" << addrs_on("up0");
+    EXPECT_EQ(routes_on("up0").find("10.88.0.0/16"), std::string::npos) << routes_on("up0");
+    EXPECT_NE(addrs_on("up0-host").find("10.77.0.100/24"), std::string::npos) << addrs_on("up0-host");
+    EXPECT_NE(routes_on("up0-host").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("up0-host");
+  }
 };
 
 TEST_F(SwitchHostTest, HostStackKeepsTheHostReachable) {
   ASSERT_TRUE(sh_ok("ip addr add 10.77.5.1/24 dev up0"));
   expect_refused("uplink.attach", {{"name", "up0"}}, "wrong_state", {"10.77.5.1", "stack", "port"});
   json up = call("uplink.attach", {{"name", "up0"}, {"host", "stack"}});
-  EXPECT_EQ(up.value("host", ""), "stack") << up.dump();
+  EXPECT_EQ(up["host"].value("mode", ""), "stack") << up.dump();
 
   const std::string up_mac = mac_of_dev("up0");
   constexpr uint64_t N = 50;
@@ -1185,30 +1216,99 @@ TEST_F(SwitchHostTest, HostStackKeepsTheHostReachable) {
 }
 
 TEST_F(SwitchHostTest, HostPort) {
-  ASSERT_TRUE(sh_ok("ip link add hostp numrxqueues 2 numtxqueues 2 type veth peer name hostp-sw numrxqueues 2 numtxqueues 2"));
-  made_hostp_ = true;
-  ASSERT_TRUE(sh_ok("ethtool -K hostp tx off gso off tso off gro off"));
-  ASSERT_TRUE(sh_ok("ip link set hostp up && ip link set hostp-sw up"));
-  ASSERT_TRUE(sh_ok("ip addr add 10.77.0.100/24 dev hostp"));
-  const std::string hostp_mac = mac_of_dev("hostp");
-
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  const std::string up_mac = mac_of_dev("up0");
   json up = call("uplink.attach", {{"name", "up0"}, {"host", "port"}});
-  EXPECT_EQ(up.value("host", ""), "port") << up.dump();
-  add_port({.vm = 1});
-  call("port.create", {{"name", "host"}});
-  call("nic.create", {{"port", "host"}, {"mac", hostp_mac}, {"backend", "hostp-sw"}});
-  json nic = call("nic.connect", {{"port", "host"}});
-  EXPECT_EQ(nic.value("state", ""), "connected") << nic.dump();
-  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.0.1/24"));
-  ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.0.254/24"));
+  EXPECT_EQ(up["host"].value("mode", ""), "port") << up.dump();
+  EXPECT_EQ(up["host"].value("netdev", ""), "up0-host") << up.dump();
+  EXPECT_EQ(up["host"]["moved"]["addresses"], json::array({"10.77.0.100/24"})) << up.dump();
+  EXPECT_EQ(up["host"]["moved"]["routes"], json::array({"10.88.0.0/16 via 10.77.0.254"})) << up.dump();
+  ASSERT_TRUE(link_exists("up0-host") && link_exists("up0-host-sw"));
+  EXPECT_EQ(mac_of_dev("up0-host"), up_mac) << "the host's vNIC takes the uplink's MAC";
+  expect_host_on_port();
+  // The host port is a port like the others, and only uplink.detach removes it.
+  const json show = call("show");
+  const json hn = nic_of(show, "host");
+  EXPECT_EQ(hn.value("state", ""), "connected") << show.dump();
+  EXPECT_EQ(hn.value("mac", ""), up_mac);
+  EXPECT_EQ(hn.value("backend", ""), "up0-host-sw");
+  expect_refused("nic.disconnect", {{"port", "host"}}, "wrong_state", {"host port", "up0-host", "uplink.detach"});
+  expect_refused("port.delete", {{"name", "host"}}, "wrong_state", {"host port", "uplink.detach"});
 
+  add_port({.vm = 1});
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.0.1/24"));
   expect_ping("", "vm1", "10.77.0.1");
   expect_ping("", "ext", "10.77.0.254");
+  expect_ping("", "ext (through the moved route)", "10.88.0.1");
   expect_ping("vm1", "the host", "10.77.0.100");
+  expect_ping("ext", "the host", "10.77.0.100");
+  expect_iperf("", "vm1", "10.77.0.1", 5221, "host port to a VM");
+  expect_iperf("", "ext", "10.77.0.254", 5222, "host port to the outside");
   const json st = call("stats");
   EXPECT_GT(u64(st, {"nics", "host", "from_vm_frames"}), 10u) << st["nics"].dump();
-  EXPECT_TRUE(switchd_alive());
+  EXPECT_GT(u64(st, {"nics", "host", "fast_frames"}), 10u) << "frames to the host's MAC take the host port's vmq";
   expect_pools_idle();
+
+  // Detach: everything back on the uplink, the veth pair gone.
+  call("nic.disconnect", {{"port", "vm1"}});
+  call("uplink.detach");
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("up0-host"));
+  EXPECT_FALSE(link_exists("up0-host-sw"));
+  EXPECT_EQ(call("show")["ports"].size(), 1u) << "the host port is gone, vm1 stays";
+  expect_ping("ext", "the host (on the uplink again)", "10.77.0.100");
+  EXPECT_TRUE(switchd_alive());
+}
+
+TEST_F(SwitchHostTest, HostPortSurvivesARestart) {
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  call("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_vlan", 0}});
+  const json show0 = call("show");
+  stop_switchd(SIGTERM);
+  expect_host_on_port();  // switchd is down: the host keeps its port
+  ASSERT_NO_FATAL_FAILURE(start_switchd());
+  const json show1 = call("show");
+  EXPECT_EQ(show1["uplink"]["host"], show0["uplink"]["host"]) << show1.dump();
+  EXPECT_EQ(show1["ports"], show0["ports"]) << show1.dump();
+  EXPECT_TRUE(show1["uplink"].value("adopted", false));
+  expect_host_on_port();
+  const std::string log = slurp(log_);
+  size_t moves = 0;
+  for (size_t at = 0; (at = log.find("moved from up0", at)) != std::string::npos; at++) moves++;
+  EXPECT_EQ(moves, 1u) << "a restart adopts the host port without moving anything again:\n" << log;
+  expect_ping("", "ext", "10.77.0.254");
+  expect_ping("ext", "the host", "10.77.0.100");
+  call("uplink.detach");
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("up0-host"));
+}
+
+TEST_F(SwitchHostTest, HostPortRefusedAttachChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  // A netdev of that name already: the attach gets as far as the veth pair, then undoes all.
+  ASSERT_TRUE(sh_ok("ip link add hostp type veth peer name hostp-peer"));
+  expect_refused("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_netdev", "hostp"}}, "exists",
+                 {"host_netdev 'hostp'", "already exists", "nothing changed"});
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("hostp-sw"));
+  std::string xdp;
+  sh("ip -d link show up0", &xdp);
+  EXPECT_EQ(xdp.find("prog/xdp"), std::string::npos) << "the classifier is detached again:\n" << xdp;
+  EXPECT_TRUE(call("show")["uplink"].is_null());
+  EXPECT_TRUE(call("show")["ports"].empty());
+  std::string pins;
+  sh("ls -A /sys/fs/bpf/xvmq", &pins);
+  EXPECT_EQ(pins, "") << "no pins left";
+  expect_refused("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_vlan", 4095}}, "usage", {"host_vlan"});
+  expect_refused("uplink.attach", {{"name", "up0"}, {"host", "stack"}, {"host_netdev", "x"}}, "usage", {"host=port"});
+  // And with a free name it works.
+  json up = call("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_netdev", "hp0"}, {"host_vlan", 0}});
+  EXPECT_EQ(up["host"].value("netdev", ""), "hp0") << up.dump();
+  EXPECT_EQ(up["host"].value("backend", ""), "hp0-sw") << up.dump();
+  expect_ping("ext", "the host", "10.77.0.100");
+  call("uplink.detach");
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("hp0"));
 }
 
 TEST_F(SwitchTest, TrunkNativeCarriesIp) {
