@@ -9,6 +9,7 @@
 // to the host stack until a new switchd adopts it.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -128,6 +129,10 @@ class Datapath {
   struct Connected;
   Datapath() = default;
   Status install_filter(const NicSpec& nic);
+  // host=stack: the group frames the classifier passed to the host's stack,
+  // read back from an AF_PACKET socket on the uplink and flooded to the VMs.
+  Status start_stack_reader(int ifindex);
+  void stop_stack_reader();
   void clear_filter(const NicSpec& nic);
 
   std::string uplink_;
@@ -142,6 +147,9 @@ class Datapath {
   std::condition_variable aging_cv_;
   bool stopping_ = false;
   std::vector<std::unique_ptr<QueueWorker>> workers_;
+  int stack_fd_ = -1;
+  std::thread stack_reader_;
+  std::atomic<bool> stack_stop_{false};
   std::vector<QueueInfo> queues_;
   std::vector<QueueInfo> reserved_;
   std::map<std::string, std::unique_ptr<Connected>> connected_;

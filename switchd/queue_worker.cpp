@@ -653,6 +653,19 @@ void QueueWorker::drain_inbox() {
   }
   auto* umem = static_cast<uint8_t*>(area_);
   for (auto& [name, bytes] : frames) {
+    if (name.empty()) {  // from the uplink, through the host's stack
+      uint64_t base = alloc_frame();
+      if (base == UINT64_MAX || bytes.size() + kHeadroom > opts_.frame_size) {
+        if (base != UINT64_MAX) free_.push_back(base);
+        drop(nullptr, Drop::NoBuffer);
+        continue;
+      }
+      bump(counters_.rx_stack);
+      std::memcpy(umem + base + kHeadroom, bytes.data(), bytes.size());
+      forward_from_uplink(base + kHeadroom, static_cast<uint32_t>(bytes.size()), nullptr);
+      if (refs_[base / opts_.frame_size] == 0) free_.push_back(base);
+      continue;
+    }
     auto it = nics_.find(name);
     if (it == nics_.end()) continue;  // disconnected meanwhile
     uint64_t base = alloc_frame();

@@ -69,6 +69,7 @@ struct NicCounters {
 
 struct QueueCounters {
   std::atomic<uint64_t> rx_default{0}, rx_vmq{0}, rx_vm{0}, tx{0};
+  std::atomic<uint64_t> rx_stack{0};  // group frames from the uplink, read from the host's stack (host=stack)
   std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
   std::atomic<uint64_t> learned{0}, learn_refused{0};
   std::atomic<uint64_t> vlan_frames[4096]{};  // frames the software switch forwarded, by VLAN
@@ -135,6 +136,9 @@ class QueueWorker {
 
   // A frame a VM sent on a dedicated queue, to switch here (any thread).
   void inject_from_vm(const std::string& nic, std::vector<uint8_t> frame);
+  // A frame from the uplink that the classifier passed to the host's
+  // stack (host=stack broadcast and multicast), to switch here (any thread).
+  void inject_from_uplink(std::vector<uint8_t> frame) { inject_from_vm(std::string(), std::move(frame)); }
 
  private:
   struct Ctx;

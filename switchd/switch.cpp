@@ -318,7 +318,7 @@ json Switch::stats() const {
     json drops = json::object();
     for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++) drops[std::string(to_string(static_cast<Drop>(d)))] = c.drops[d].load();
     out["queues"].push_back({{"queue", q.queue}, {"cpu", q.cpu},
-                             {"rx_default", c.rx_default.load()}, {"rx_vmq", c.rx_vmq.load()}, {"rx_vm", c.rx_vm.load()},
+                             {"rx_default", c.rx_default.load()}, {"rx_stack", c.rx_stack.load()}, {"rx_vmq", c.rx_vmq.load()}, {"rx_vm", c.rx_vm.load()},
                              {"tx", c.tx.load()}, {"drops", drops},
                              {"buffers", {{"total", pool.total}, {"free", pool.free}, {"in_fill", pool.in_fill},
                                           {"in_flight", pool.in_flight}}}});

@@ -1206,13 +1206,38 @@ TEST_F(SwitchHostTest, HostStackKeepsTheHostReachable) {
   EXPECT_GE(host, N);
   EXPECT_GE(rx, N) << "the frames reached the host stack";
 
-  // And IP, unicast: the outside reaches the host's address on the uplink. (The outside
-  // is told up0's MAC: its ARP request, a broadcast, goes to the software switch, which
-  // has no way to the host's stack.)
+  // And IP, with no static neighbour anywhere: the outside resolves the host's address
+  // (its ARP request, a broadcast, reaches the host's stack) and a VM's on VLAN 0 (the
+  // same broadcasts reach the VM through the software switch).
+  add_port({.vm = 1});
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.5.2/24"));
   ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.5.254/24"));
-  ASSERT_TRUE(sh_ok(in("ext", "ip neigh replace 10.77.5.1 lladdr " + up_mac + " dev ext0 nud permanent")));
+  const json before_ip = call("stats");
   expect_ping("ext", "the host", "10.77.5.1");
+  expect_ping("ext", "vm1", "10.77.5.2");
+  expect_ping("vm1", "the outside", "10.77.5.254");
+  const json after_ip = call("stats");
+  std::string neigh;
+  sh(in("ext", "ip neigh show dev ext0"), &neigh);
+  std::printf("[ host     ] ext's neighbours, learned by ARP:\n%s", neigh.c_str());
+  EXPECT_TRUE(std::regex_search(neigh, std::regex("10\\.77\\.5\\.1 lladdr " + up_mac + " (REACHABLE|STALE|DELAY)")))
+      << neigh;
+  EXPECT_TRUE(std::regex_search(neigh, std::regex("10\\.77\\.5\\.2 lladdr " + mac_of(1) + " (REACHABLE|STALE|DELAY)")))
+      << neigh;
+  EXPECT_EQ(neigh.find("PERMANENT"), std::string::npos) << neigh;
+  const uint64_t groups = u64(after_ip, {"classifier", "reasons", "host_group", "frames"}) -
+                          u64(before_ip, {"classifier", "reasons", "host_group", "frames"});
+  uint64_t rx_stack = 0;
+  for (const auto& q : after_ip["queues"]) rx_stack += q.value("rx_stack", uint64_t{0});
+  for (const auto& q : before_ip["queues"]) rx_stack -= q.value("rx_stack", uint64_t{0});
+  std::printf("[ host     ] group frames from the outside: classifier.reasons.host_group +%" PRIu64
+              ", flooded by switchd from the host's stack (queues[].rx_stack) +%" PRIu64 "\n", groups, rx_stack);
+  EXPECT_GE(groups, 2u) << "at least the two ARP requests";
+  EXPECT_EQ(rx_stack, groups) << "every group frame the classifier passed is flooded once";
+  EXPECT_EQ(u64(after_ip, {"classifier", "reasons", "broadcast", "frames"}),
+            u64(before_ip, {"classifier", "reasons", "broadcast", "frames"}));
   EXPECT_TRUE(switchd_alive());
+  expect_pools_idle();
 }
 
 TEST_F(SwitchHostTest, HostPort) {
