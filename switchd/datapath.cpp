@@ -530,7 +530,16 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
       t.from_vm_bytes += c->from_vm_bytes;
       for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++)
         t.drops[std::string(to_string(static_cast<Drop>(d)))] += c->drops[d];
+      for (size_t i = 0; i < kXskStats; i++) {
+        t.xsk_backend[i] += c->xsk_backend[i];
+        t.xsk_vmq[i] += c->xsk_vmq[i];
+      }
     }
+    // Frames the kernel lost at the NIC's sockets, by reason.
+    t.drops["xsk_rx_dropped"] = t.xsk_backend[static_cast<size_t>(XskStat::RxDropped)];
+    t.drops["xsk_rx_ring_full"] = t.xsk_backend[static_cast<size_t>(XskStat::RxRingFull)];
+    t.drops["xsk_vmq_rx_dropped"] = t.xsk_vmq[static_cast<size_t>(XskStat::RxDropped)];
+    t.drops["xsk_vmq_rx_ring_full"] = t.xsk_vmq[static_cast<size_t>(XskStat::RxRingFull)];
     auto it = connected_.find(name);
     t.drops["too_big"] = it != connected_.end() && it->second->port ? it->second->port->too_big() : 0;
   }

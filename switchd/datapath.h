@@ -86,6 +86,7 @@ struct NicTotals {
   uint64_t fast_frames = 0, fast_bytes = 0, default_frames = 0, default_bytes = 0;
   uint64_t from_vm_frames = 0, from_vm_bytes = 0;
   std::map<std::string, uint64_t> drops;
+  uint64_t xsk_backend[kXskStats] = {}, xsk_vmq[kXskStats] = {};
 };
 
 class Datapath {

@@ -69,6 +69,13 @@ ErrorKind kind_of(const Error& e) {
 std::string default_host_netdev(const std::string& uplink) { return uplink.substr(0, 10) + "-host"; }
 std::string host_backend(const std::string& netdev) { return netdev.substr(0, 12) + "-sw"; }
 
+// What the kernel counted at AF_XDP sockets, by name.
+json xsk_json(const uint64_t (&v)[kXskStats]) {
+  json j = json::object();
+  for (size_t i = 0; i < kXskStats; i++) j[std::string(to_string(static_cast<XskStat>(i)))] = v[i];
+  return j;
+}
+
 }  // namespace
 
 Switch::Switch(const SwitchOptions& opts)
@@ -306,7 +313,7 @@ json Switch::stats() const {
     out["nics"][name] = {{"fast_frames", t.fast_frames}, {"fast_bytes", t.fast_bytes},
                          {"default_frames", t.default_frames}, {"default_bytes", t.default_bytes},
                          {"from_vm_frames", t.from_vm_frames}, {"from_vm_bytes", t.from_vm_bytes},
-                         {"drops", t.drops}};
+                         {"drops", t.drops}, {"xsk", {{"backend", xsk_json(t.xsk_backend)}, {"vmq", xsk_json(t.xsk_vmq)}}}};
   for (const auto& d : dp_->dedicated())
     out["dedicated"].push_back({{"queue", d.queue.queue}, {"cpu", d.queue.cpu}, {"nic", d.nic}, {"rx_vmq", d.rx_vmq},
                                 {"tx", d.tx},
@@ -317,9 +324,13 @@ json Switch::stats() const {
     const QueueCounters& c = dp_->queue_counters(i++);
     json drops = json::object();
     for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++) drops[std::string(to_string(static_cast<Drop>(d)))] = c.drops[d].load();
+    uint64_t xsk[kXskStats];
+    for (size_t x = 0; x < kXskStats; x++) xsk[x] = c.xsk[x].load();
+    drops["xsk_rx_dropped"] = xsk[static_cast<size_t>(XskStat::RxDropped)];
+    drops["xsk_rx_ring_full"] = xsk[static_cast<size_t>(XskStat::RxRingFull)];
     out["queues"].push_back({{"queue", q.queue}, {"cpu", q.cpu},
                              {"rx_default", c.rx_default.load()}, {"rx_stack", c.rx_stack.load()}, {"rx_vmq", c.rx_vmq.load()}, {"rx_vm", c.rx_vm.load()},
-                             {"tx", c.tx.load()}, {"drops", drops},
+                             {"tx", c.tx.load()}, {"drops", drops}, {"xsk", xsk_json(xsk)},
                              {"buffers", {{"total", pool.total}, {"free", pool.free}, {"in_fill", pool.in_fill},
                                           {"in_flight", pool.in_flight}}}});
   }

@@ -28,6 +28,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1334,6 +1335,100 @@ TEST_F(SwitchHostTest, HostPortRefusedAttachChangesNothing) {
   call("uplink.detach");
   expect_host_on_uplink();
   EXPECT_FALSE(link_exists("hp0"));
+}
+
+// Frames the kernel drops at switchd's AF_XDP sockets (XDP_STATISTICS) are
+// counted: with switchd stopped nothing drains its rings, so a burst from a
+// VM and from the outside overflows them, and every frame is accounted for.
+TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
+  const std::vector<PortSpec> ports{{.vm = 1}, {.vm = 2, .vmq = "off"}};
+  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  ASSERT_EQ(nic_of(call("show"), "vm1").value("path", ""), "vmq");
+  constexpr uint64_t N = 6000;  // each burst: more than the rings and fill rings hold
+  const json before = call("stats");
+  const uint64_t veth_drop0 = netdev_stat(vm(1), "eth0", "tx_dropped");
+  uint64_t sent_vm = 0, sent_fast = 0, sent_default = 0;
+  {
+    ASSERT_EQ(::kill(pid_, SIGSTOP), 0);
+    struct Resume {
+      pid_t pid;
+      ~Resume() { ::kill(pid, SIGCONT); }
+    } resume{pid_};
+    auto burst = [&](const std::string& where, const std::string& dev, const std::string& dst, const std::string& src,
+                     uint64_t* sent) {
+      const std::string err = with_raw_socket(ns(where), dev, [&](int fd, const sockaddr_ll& to) {
+        auto f = raw_frame(mac_bytes(dst), mac_bytes(src), 64, 0x5a);
+        for (uint64_t i = 0; i < N && send_raw(fd, to, f); i++) ++*sent;
+      });
+      EXPECT_EQ(err, "");
+      EXPECT_EQ(*sent, N) << where << ": " << strerror(errno);
+    };
+    burst(vm(1), "eth0", kUnknownMac, mac_of(1), &sent_vm);           // VM -> its backend socket
+    burst("ext", "ext0", mac_of(1), kOutsideMac, &sent_fast);         // outside -> vm1's vmq socket
+    burst("ext", "ext0", kUnknownMac, kOutsideMac, &sent_default);    // outside -> the default sockets
+  }
+  // switchd drains what its rings hold and reads the kernel's counters (every 100 ms).
+  json after;
+  for (int i = 0; i < 20; i++) {
+    std::this_thread::sleep_for(250ms);
+    json again = call("stats");
+    if (again == after) break;
+    after = again;
+  }
+  auto d = [&](std::initializer_list<const char*> path) { return u64(after, path) - u64(before, path); };
+  auto sum_queues = [&](const json& st, const char* a, const char* b) {
+    uint64_t n = 0;
+    for (const auto& q : st["queues"]) n += q.contains(a) ? q[a].value(b, uint64_t{0}) : 0;
+    return n;
+  };
+  auto dq = [&](const char* a, const char* b) { return sum_queues(after, a, b) - sum_queues(before, a, b); };
+  const uint64_t veth_drops = netdev_stat(vm(1), "eth0", "tx_dropped") - veth_drop0;  // the veth's ring, before XDP
+
+  // From the VM: what switchd read from vm1's backend sockets + what the kernel dropped there.
+  const uint64_t from_vm = d({"nics", "vm1", "from_vm_frames"});
+  const uint64_t vm_xsk = d({"nics", "vm1", "drops", "xsk_rx_dropped"}) + d({"nics", "vm1", "drops", "xsk_rx_ring_full"});
+  // To vm1's vmq: what the classifier sent there = what switchd read + the kernel's drops.
+  const uint64_t classified_fast = d({"classifier", "vmqs", "1", "frames"});
+  const uint64_t fast = d({"nics", "vm1", "fast_frames"});
+  const uint64_t fast_xsk =
+      d({"nics", "vm1", "drops", "xsk_vmq_rx_dropped"}) + d({"nics", "vm1", "drops", "xsk_vmq_rx_ring_full"});
+  // The default sockets: the queues' kernel drops less the NICs' are theirs.
+  const uint64_t classified_default = d({"classifier", "vmqs", "0", "frames"});
+  const uint64_t rx_default = [&] {
+    uint64_t n = 0;
+    for (const auto& q : after["queues"]) n += q.value("rx_default", uint64_t{0});
+    for (const auto& q : before["queues"]) n -= q.value("rx_default", uint64_t{0});
+    return n;
+  }();
+  const uint64_t queue_xsk = dq("drops", "xsk_rx_dropped") + dq("drops", "xsk_rx_ring_full");
+  const uint64_t nic_xsk = vm_xsk + fast_xsk + d({"nics", "vm2", "drops", "xsk_rx_dropped"}) +
+                           d({"nics", "vm2", "drops", "xsk_rx_ring_full"});
+  const uint64_t default_xsk = queue_xsk - nic_xsk;
+  std::printf("[ xsk      ] switchd stopped, %" PRIu64 " frames per burst:\n"
+              "             vm1 -> out: %" PRIu64 " read by switchd + %" PRIu64 " dropped at its backend sockets + %" PRIu64
+              " at the veth = %" PRIu64 "\n"
+              "             out -> vm1 (vmq): classifier %" PRIu64 " = %" PRIu64 " read + %" PRIu64 " dropped at the vmq sockets\n"
+              "             out -> unknown (default): classifier %" PRIu64 " = %" PRIu64 " read + %" PRIu64 " dropped at the default sockets\n"
+              "             queues[].xsk: %s\n",
+              N, from_vm, vm_xsk, veth_drops, from_vm + vm_xsk + veth_drops, classified_fast, fast, fast_xsk,
+              classified_default, rx_default, default_xsk,
+              [&] {
+                std::string x;
+                for (const auto& q : after["queues"]) x += q["xsk"].dump() + " ";
+                return x;
+              }().c_str());
+  EXPECT_EQ(from_vm + vm_xsk + veth_drops, sent_vm) << after["nics"]["vm1"].dump();
+  EXPECT_GT(vm_xsk, 0u) << "the burst overflowed the backend's rings";
+  EXPECT_EQ(classified_fast, sent_fast) << after["classifier"]["vmqs"].dump();
+  EXPECT_EQ(fast + fast_xsk, classified_fast) << after["nics"]["vm1"].dump();
+  EXPECT_GT(fast_xsk, 0u);
+  EXPECT_GE(classified_default, sent_default);
+  EXPECT_EQ(rx_default + default_xsk, classified_default) << after["queues"].dump();
+  EXPECT_GT(default_xsk, 0u);
+  EXPECT_GT(u64(after, {"nics", "vm1", "xsk", "backend", "rx_fill_ring_empty_descs"}), 0u) << after["nics"]["vm1"].dump();
+  EXPECT_EQ(dq("xsk", "rx_invalid_descs") + dq("xsk", "tx_invalid_descs"), 0u) << "switchd never posts a bad descriptor";
+  EXPECT_TRUE(switchd_alive());
+  expect_pools_idle();
 }
 
 TEST_F(SwitchTest, TrunkNativeCarriesIp) {
