@@ -132,6 +132,8 @@ void Switch::restore() {
     uplink_ = s["uplink"].at("name").get<std::string>();
     uplink_mode_ = parse_attach_mode(s["uplink"].value("mode", "auto")).value_or(AttachMode::Auto);
     uplink_host_ = s["uplink"].value("host", "");
+    host_netdev_ = s["uplink"].value("host_netdev", "");
+    host_vlan_ = s["uplink"].value("host_vlan", uint16_t{0});
     if (const json& h = s["uplink"].value("host_port", json(nullptr)); h.is_object()) {
       HostPort hp;
       hp.port = h.value("port", "host");
@@ -163,6 +165,15 @@ void Switch::restore() {
         connected.push_back(spec);
     }
     (void)dp_->reconcile_filters(connected);
+    // Shut down with --detach-on-exit, the host port went with the uplink: make it again.
+    if (uplink_host_ == "port" && !host_port_) {
+      try {
+        make_host_port(uplink_, host_netdev_.empty() ? default_host_netdev(uplink_) : host_netdev_, host_vlan_);
+        persist();
+      } catch (const Refused& r) {
+        std::fprintf(stderr, "switchd: restore uplink %s: the host port: %s\n", uplink_.c_str(), r.error.message.c_str());
+      }
+    }
   }
   std::fprintf(stderr, "switchd: restored %zu port(s)%s from %s\n", model_.ports().size(),
                uplink_.empty() ? "" : (", uplink " + uplink_ + (dp_->adopted() ? " (classifier adopted)" : "")).c_str(),
@@ -187,6 +198,10 @@ void Switch::persist() {
   json uplink = nullptr;
   if (!uplink_.empty()) {
     uplink = {{"name", uplink_}, {"mode", to_string(uplink_mode_)}, {"host", uplink_host_}};
+    if (uplink_host_ == "port") {
+      uplink["host_netdev"] = host_netdev_;
+      uplink["host_vlan"] = host_vlan_;
+    }
     if (host_port_)
       uplink["host_port"] = {{"port", host_port_->port}, {"netdev", host_port_->netdev}, {"backend", host_port_->backend},
                              {"vlan", host_port_->vlan}, {"addresses", host_port_->addresses},
@@ -425,6 +440,8 @@ json Switch::handle(const std::string& op, const json& args) {
     uplink_ = name;
     uplink_mode_ = *mode;
     uplink_host_ = host;
+    host_netdev_ = host_netdev;
+    host_vlan_ = host_vlan;
     model_.record("uplink " + name, "none", "attached (" + std::string(to_string(dp_->mode())) + ")", "uplink.attach");
     result = show()["uplink"];
   } else if (op == "uplink.detach") {

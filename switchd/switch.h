@@ -73,6 +73,10 @@ class Switch {
     std::vector<std::string> addresses, routes;  // moved from the uplink at attach
   };
   std::optional<HostPort> host_port_;
+  // host=port's choices, kept to make the host port again after a
+  // shutdown that removed it (--detach-on-exit).
+  std::string host_netdev_;
+  uint16_t host_vlan_ = 0;
 };
 
 }  // namespace xvmq::switchd

@@ -1431,6 +1431,33 @@ TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
   expect_pools_idle();
 }
 
+class SwitchHostDetachOnExitTest : public SwitchHostTest {
+ protected:
+  SwitchHostDetachOnExitTest() { switchd_extra_ = {"--detach-on-exit"}; }
+};
+
+TEST_F(SwitchHostDetachOnExitTest, ShutdownGivesTheHostItsUplinkBackAndARestartTakesItAgain) {
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  call("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_netdev", "hp0"}});
+  EXPECT_NE(addrs_on("hp0").find("10.77.0.100/24"), std::string::npos) << addrs_on("hp0");
+  stop_switchd(SIGTERM);
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("hp0"));
+  EXPECT_FALSE(link_exists("hp0-sw"));
+  expect_ping("ext", "the host, switchd stopped", "10.77.0.100");
+  // The configuration is not lost: the uplink is attached again, with its host port.
+  ASSERT_NO_FATAL_FAILURE(start_switchd());
+  const json up = call("show")["uplink"];
+  EXPECT_EQ(up["host"].value("netdev", ""), "hp0") << up.dump();
+  EXPECT_EQ(up["host"]["moved"]["addresses"], json::array({"10.77.0.100/24"})) << up.dump();
+  EXPECT_NE(addrs_on("hp0").find("10.77.0.100/24"), std::string::npos) << addrs_on("hp0");
+  EXPECT_NE(routes_on("hp0").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("hp0");
+  expect_ping("ext", "the host through its port again", "10.77.0.100");
+  call("uplink.detach");
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("hp0"));
+}
+
 TEST_F(SwitchTest, TrunkNativeCarriesIp) {
   const std::vector<PortSpec> ports{{.vm = 1, .trunk = true, .allowed = {20}, .native = 0},
                                     {.vm = 2, .access = 0, .vmq = "off"}};
