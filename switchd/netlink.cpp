@@ -347,11 +347,6 @@ Status set_up(const std::string& dev, bool up) {
   });
 }
 
-Status set_mac(const std::string& dev, const Mac& mac) {
-  return link_request(dev, "set the MAC of " + dev + " to " + format_mac(mac),
-                      [&](Msg& m, ifinfomsg*) { mnl_attr_put(m.nlh, IFLA_ADDRESS, mac.size(), mac.data()); });
-}
-
 Status disable_ipv6_addresses(const std::string& dev) {
   return link_request(dev, "IPv6 address generation off on " + dev, [](Msg& m, ifinfomsg*) {
     nlattr* spec = mnl_attr_nest_start(m.nlh, IFLA_AF_SPEC);

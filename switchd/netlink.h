@@ -58,7 +58,6 @@ Status delete_route(const std::string& dev, const Route& r);
 Status create_veth(const std::string& name, const std::string& peer, uint32_t queues, const Mac& mac);
 Status delete_link(const std::string& dev);
 Status set_up(const std::string& dev, bool up);
-Status set_mac(const std::string& dev, const Mac& mac);
 // No IPv6 link-local address (a switch-side backend speaks for nobody).
 Status disable_ipv6_addresses(const std::string& dev);
 Result<LinkStats> link_stats(const std::string& dev);

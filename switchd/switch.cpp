@@ -275,6 +275,9 @@ json Switch::host_json() const {
     h["backend"] = host_port_->backend;
     h["vlan"] = host_port_->vlan;
     h["moved"] = {{"addresses", host_port_->addresses}, {"routes", host_port_->routes}};
+    if (auto st = netlink::link_stats(host_port_->netdev); st)
+      h["netdev_stats"] = {{"rx_packets", st->rx_packets}, {"tx_packets", st->tx_packets},
+                           {"rx_dropped", st->rx_dropped}, {"tx_dropped", st->tx_dropped}};
   }
   return h;
 }
