@@ -1148,6 +1148,7 @@ class SwitchHostTest : public SwitchTest {
  protected:
   void TearDown() override {
     SwitchTest::TearDown();  // switchd stops without --detach-on-exit: the host port stays
+    sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
     for (const char* dev : {"up0-host", "hostp", "hp0"})
       if (link_exists(dev)) sh(std::string("ip link del ") + dev);
   }
@@ -1167,18 +1168,24 @@ class SwitchHostTest : public SwitchTest {
   // The host's address and a route through the outside host, on the uplink.
   void host_on_uplink() {
     ASSERT_TRUE(sh_ok("ip addr add 10.77.0.100/24 dev up0"));
+    // IPv6 for the host's netdevs (the test's namespace has it off by default).
+    ASSERT_TRUE(sh_ok("sysctl -qw net.ipv6.conf.default.disable_ipv6=0 net.ipv6.conf.up0.disable_ipv6=0"));
+    ASSERT_TRUE(sh_ok("ip addr add fd77::100/64 dev up0 nodad"));
     ASSERT_TRUE(sh_ok("ip route add 10.88.0.0/16 via 10.77.0.254 dev up0"));
     ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.0.254/24"));
     ASSERT_TRUE(sh_ok(in("ext", "ip addr add 10.88.0.1/32 dev lo && sysctl -qw net.ipv4.ip_forward=1")));
   }
   void expect_host_on_uplink() {
     EXPECT_NE(addrs_on("up0").find("10.77.0.100/24"), std::string::npos) << addrs_on("up0");
+    EXPECT_NE(addrs_on("up0").find("fd77::100/64"), std::string::npos) << addrs_on("up0");
     EXPECT_NE(routes_on("up0").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("up0");
   }
   void expect_host_on_port() {
     EXPECT_EQ(addrs_on("up0").find("10.77.0.100"), std::string::npos) << "moved off the uplink:\n" << addrs_on("up0");
     EXPECT_EQ(routes_on("up0").find("10.88.0.0/16"), std::string::npos) << routes_on("up0");
     EXPECT_NE(addrs_on("up0-host").find("10.77.0.100/24"), std::string::npos) << addrs_on("up0-host");
+    EXPECT_NE(addrs_on("up0-host").find("fd77::100/64"), std::string::npos) << addrs_on("up0-host");
+    EXPECT_EQ(addrs_on("up0").find("fd77::100"), std::string::npos) << addrs_on("up0");
     EXPECT_NE(routes_on("up0-host").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("up0-host");
   }
 };
@@ -1247,7 +1254,7 @@ TEST_F(SwitchHostTest, HostPort) {
   json up = call("uplink.attach", {{"name", "up0"}, {"host", "port"}});
   EXPECT_EQ(up["host"].value("mode", ""), "port") << up.dump();
   EXPECT_EQ(up["host"].value("netdev", ""), "up0-host") << up.dump();
-  EXPECT_EQ(up["host"]["moved"]["addresses"], json::array({"10.77.0.100/24"})) << up.dump();
+  EXPECT_EQ(up["host"]["moved"]["addresses"], json::array({"10.77.0.100/24", "fd77::100/64"})) << up.dump();
   EXPECT_EQ(up["host"]["moved"]["routes"], json::array({"10.88.0.0/16 via 10.77.0.254"})) << up.dump();
   ASSERT_TRUE(link_exists("up0-host") && link_exists("up0-host-sw"));
   EXPECT_EQ(mac_of_dev("up0-host"), up_mac) << "the host's vNIC takes the uplink's MAC";
@@ -1438,6 +1445,26 @@ TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
   expect_pools_idle();
 }
 
+TEST_F(SwitchHostTest, HostPortFailureHalfWayIsUndone) {
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  // New netdevs get no IPv6: the attach makes the veth pair, connects the host port, moves
+  // the IPv4 address, then fails on the IPv6 one, and must undo all of it.
+  ASSERT_TRUE(sh_ok("sysctl -qw net.ipv6.conf.default.disable_ipv6=1"));
+  const std::string routes0 = routes_on("up0");
+  expect_refused("uplink.attach", {{"name", "up0"}, {"host", "port"}}, "kernel",
+                 {"add address fd77::100/64 to up0-host", "undone, nothing changed"});
+  expect_host_on_uplink();
+  EXPECT_EQ(routes_on("up0"), routes0);
+  EXPECT_FALSE(link_exists("up0-host"));
+  EXPECT_FALSE(link_exists("up0-host-sw"));
+  std::string xdp;
+  sh("ip -d link show up0", &xdp);
+  EXPECT_EQ(xdp.find("prog/xdp"), std::string::npos) << "the classifier is detached again:\n" << xdp;
+  EXPECT_TRUE(call("events")["events"].empty()) << call("events").dump();
+  expected_log_.push_back("undone, nothing changed");
+  expect_ping("ext", "the host, still on its uplink", "10.77.0.100");
+}
+
 class SwitchHostDetachOnExitTest : public SwitchHostTest {
  protected:
   SwitchHostDetachOnExitTest() { switchd_extra_ = {"--detach-on-exit"}; }
@@ -1456,7 +1483,7 @@ TEST_F(SwitchHostDetachOnExitTest, ShutdownGivesTheHostItsUplinkBackAndARestartT
   ASSERT_NO_FATAL_FAILURE(start_switchd());
   const json up = call("show")["uplink"];
   EXPECT_EQ(up["host"].value("netdev", ""), "hp0") << up.dump();
-  EXPECT_EQ(up["host"]["moved"]["addresses"], json::array({"10.77.0.100/24"})) << up.dump();
+  EXPECT_EQ(up["host"]["moved"]["addresses"], json::array({"10.77.0.100/24", "fd77::100/64"})) << up.dump();
   EXPECT_NE(addrs_on("hp0").find("10.77.0.100/24"), std::string::npos) << addrs_on("hp0");
   EXPECT_NE(routes_on("hp0").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("hp0");
   expect_ping("ext", "the host through its port again", "10.77.0.100");
