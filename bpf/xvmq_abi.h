@@ -18,6 +18,10 @@
 #define XVMQ_DEFAULT_VMQ 0
 /* In a filter: the frame is the host's, for its own stack (no host port). */
 #define XVMQ_HOST_VMQ 0xffffffffu
+/* The filter (ff:ff:ff:ff:ff:ff, this VLAN) -> XVMQ_HOST_VMQ says that
+ * broadcast and multicast go to the host's stack too (host=stack); no real
+ * filter has this VLAN, and its word is not the tombstone. */
+#define XVMQ_HOST_GROUPS_VLAN 0xfffe
 /* Filters, (MAC, VLAN) and MAC-only together: a quarter of the table's
  * slots, so that probes stay short in a full table. */
 #define XVMQ_MAX_FILTERS 65536
@@ -113,7 +117,8 @@ enum xvmq_reason {
 	XVMQ_REASON_STRIP_ERROR = 10,   /* tag removal failed: dropped */
 	XVMQ_REASON_TOO_BIG = 11,       /* longer than xvmq_max_frame: dropped */
 	XVMQ_REASON_HOST = 12,          /* to the host's own MAC: its stack (XDP_PASS) */
-	XVMQ_REASON_MAX = 13,
+	XVMQ_REASON_HOST_GROUP = 13,    /* broadcast or multicast, host=stack: its stack (XDP_PASS), switchd floods a copy */
+	XVMQ_REASON_MAX = 14,
 };
 
 #define XVMQ_REASON_DROP_MASK                                                  \

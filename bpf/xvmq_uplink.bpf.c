@@ -40,6 +40,9 @@ const volatile __u32 xvmq_max_frame = 0;
 /* The smallest linear part a multi-buffer frame has (see xvmq_uplink()). */
 #define XVMQ_LINEAR_FRAGS_MIN 1024
 
+/* xvmq_filter_word(ff:ff:ff:ff:ff:ff, XVMQ_HOST_GROUPS_VLAN) */
+#define XVMQ_HOST_GROUPS_KEY (0xffffffffffffull | (__u64)XVMQ_HOST_GROUPS_VLAN << 48)
+
 #define XVMQ_READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
 
 /* Probe the filter table for a key word; on a hit, *value is its value word. */
@@ -170,10 +173,17 @@ int xvmq_uplink(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	if (xvmq_mac_is_broadcast(f.dst)) {
-		reason = XVMQ_REASON_BROADCAST;
-	} else if (xvmq_mac_is_multicast(f.dst)) {
-		reason = XVMQ_REASON_MULTICAST;
+	if (xvmq_mac_is_multicast(f.dst)) {
+		/* host=stack: the host's neighbours must reach it (ARP, ND), so
+		 * group frames go to its stack; switchd floods them to the VMs
+		 * from there. One probe, on group frames only. */
+		if (xvmq_filter_lookup(XVMQ_HOST_GROUPS_KEY, &value) &&
+		    XVMQ_FILTER_VMQ(value) == XVMQ_HOST_VMQ) {
+			xvmq_count_reason(XVMQ_REASON_HOST_GROUP, bytes);
+			return XDP_PASS;
+		}
+		reason = xvmq_mac_is_broadcast(f.dst) ? XVMQ_REASON_BROADCAST :
+							XVMQ_REASON_MULTICAST;
 	} else {
 		__u64 mac = xvmq_filter_word(f.dst, 0);
 

@@ -46,6 +46,7 @@ std::string_view reason_name(uint32_t reason) {
     case XVMQ_REASON_STRIP_ERROR: return "strip_error";
     case XVMQ_REASON_TOO_BIG: return "too_big";
     case XVMQ_REASON_HOST: return "host";
+    case XVMQ_REASON_HOST_GROUP: return "host_group";
     default: return "unknown";
   }
 }

@@ -380,6 +380,13 @@ Status Classifier::set_host_mac(const Mac& mac) {
   return (*table)->set({mac, XVMQ_VLAN_ANY}, {XVMQ_HOST_VMQ, false});
 }
 
+Status Classifier::set_host_groups(bool on) {
+  auto table = filter_table();
+  if (!table) return table.error();
+  const FilterKey key{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, XVMQ_HOST_GROUPS_VLAN};
+  return on ? (*table)->set(key, {XVMQ_HOST_VMQ, false}) : (*table)->clear(key);
+}
+
 Status Classifier::clear_filter(const FilterKey& key) {
   auto table = filter_table();
   if (!table) return table.error();

@@ -91,6 +91,9 @@ class Classifier {
   // Frames to the host's own MAC (on any VLAN) go to its stack: for an
   // uplink that keeps the host's addresses, with no host port.
   Status set_host_mac(const Mac& mac);
+  // Broadcast and multicast go to the host's stack too (host=stack: its
+  // neighbours must resolve its addresses), counted as host_group.
+  Status set_host_groups(bool on);
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
 
   // Socket slots: the AF_XDP socket of (vmq, receive queue).

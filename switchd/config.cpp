@@ -13,7 +13,7 @@ using nlohmann::json;
 namespace {
 
 const std::set<std::string> kTopKeys{"uplink", "port"};
-const std::set<std::string> kUplinkKeys{"name", "mode", "host"};
+const std::set<std::string> kUplinkKeys{"name", "mode", "host", "host_netdev", "host_vlan"};
 const std::set<std::string> kPortKeys{"name", "nic"};
 const std::set<std::string> kNicKeys{"mac",         "backend",    "vmq",      "vlan_mode", "vlan", "trunk_vlans",
                                      "native_vlan", "allow_mac_spoofing", "steering", "connected"};
@@ -108,6 +108,20 @@ SwitchConfig parse_table(const toml::table& root) {
                                                  "': use stack (frames to its MAC reach the host's stack) or port "
                                                  "(the host moves its addresses to a host port)"};
     }
+    if (const toml::node* n = t->get("host_netdev")) {
+      if (up.host != "port") throw Bad{line_of(*n), "uplink: host_netdev goes with host = \"port\""};
+      up.host_netdev = string_at(*t, "host_netdev", "uplink");
+      if (!valid_name(up.host_netdev))
+        throw Bad{line_of(*n), "uplink: host_netdev '" + up.host_netdev + "': " + kNameRule};
+    }
+    if (const toml::node* n = t->get("host_vlan")) {
+      if (up.host != "port") throw Bad{line_of(*n), "uplink: host_vlan goes with host = \"port\""};
+      auto v = n->value<int64_t>();
+      if (!v || *v < 0 || *v > XVMQ_VLAN_MAX)
+        throw Bad{line_of(*n), "uplink: host_vlan must be an integer 0..4094 (0: untagged)"};
+      up.host_vlan = static_cast<uint16_t>(*v);
+    }
+    if (up.host == "port" && up.host_netdev.empty()) up.host_netdev = default_host_netdev(up.name);
     out.uplink = up;
   }
 
@@ -279,6 +293,8 @@ std::string to_toml(const SwitchConfig& c) {
   if (c.uplink) {
     o << "[uplink]\nname = \"" << c.uplink->name << "\"\nmode = \"" << to_string(c.uplink->mode) << "\"\n";
     if (!c.uplink->host.empty()) o << "host = \"" << c.uplink->host << "\"\n";
+    if (c.uplink->host == "port")
+      o << "host_netdev = \"" << c.uplink->host_netdev << "\"\nhost_vlan = " << c.uplink->host_vlan << "\n";
   }
   for (const auto& [name, p] : c.ports) {
     o << "\n[[port]]\nname = \"" << name << "\"\n";
@@ -298,6 +314,8 @@ std::string to_toml(const SwitchConfig& c) {
   return o.str();
 }
 
+std::string default_host_netdev(const std::string& uplink) { return uplink.substr(0, 10) + "-host"; }
+
 std::string Step::command() const {
   auto s = [&](const char* k) { return args.contains(k) && args[k].is_string() ? args[k].get<std::string>() : ""; };
   std::string verb = op;
@@ -307,6 +325,8 @@ std::string Step::command() const {
     cmd += " " + s("name");
     if (!s("mode").empty() && s("mode") != "auto") cmd += " --mode " + s("mode");
     if (!s("host").empty()) cmd += " --host " + s("host");
+    if (!s("host_netdev").empty()) cmd += " --host-netdev " + s("host_netdev");
+    if (args.contains("host_vlan")) cmd += " --host-vlan " + std::to_string(args["host_vlan"].get<int>());
   } else if (op.starts_with("port.")) {
     cmd += " " + s("name");
   } else if (op.starts_with("nic.") || op.starts_with("vmq.")) {
@@ -366,6 +386,10 @@ std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::opti
   if (uplink_changes && desired.uplink) {
     json a{{"name", desired.uplink->name}, {"mode", to_string(desired.uplink->mode)}};
     if (!desired.uplink->host.empty()) a["host"] = desired.uplink->host;
+    if (desired.uplink->host == "port") {
+      a["host_netdev"] = desired.uplink->host_netdev;
+      if (desired.uplink->host_vlan) a["host_vlan"] = desired.uplink->host_vlan;
+    }
     attach.push_back({"uplink.attach", a});
   }
   for (const auto& [name, want] : desired.ports) {

@@ -23,6 +23,10 @@ struct UplinkConfig {
   std::string name;
   AttachMode mode = AttachMode::Auto;
   std::string host;  // "stack", "port" or "" (the uplink carries no host addresses)
+  // With host = "port": the host's netdev (default_host_netdev() when the
+  // file leaves it out) and the host port's access VLAN.
+  std::string host_netdev;
+  uint16_t host_vlan = 0;
   bool operator==(const UplinkConfig&) const = default;
 };
 
@@ -48,6 +52,10 @@ SwitchConfig current_config(const std::map<std::string, Port>& ports, const std:
 
 // A configuration as TOML that parse_config reads back to the same thing.
 std::string to_toml(const SwitchConfig& config);
+
+// The host port's netdev when uplink.attach names none: the uplink's name,
+// cut to 10 characters, and "-host".
+std::string default_host_netdev(const std::string& uplink);
 
 // One lifecycle step: a control op with its arguments.
 struct Step {

@@ -2,20 +2,27 @@
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
-#include <ifaddrs.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
 #include <linux/if_packet.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
 #include <sched.h>
 
 #include <chrono>
+#include <cstring>
+#include <iterator>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "loader/log.h"
 #include "loader/netdev.h"
+#include "switchd/netlink.h"
 #include "switchd/steering.h"
 #include "xvmq_vmport.skel.h"
 
@@ -55,48 +62,6 @@ std::vector<int> allowed_cpus() {
       if (CPU_ISSET(c, &set)) out.push_back(c);
   if (out.empty()) out.push_back(0);
   return out;
-}
-
-}  // namespace
-
-std::vector<std::string> host_addresses(const std::string& ifname) {
-  std::vector<std::string> out;
-  ifaddrs* all = nullptr;
-  if (getifaddrs(&all) != 0) return out;
-  for (ifaddrs* a = all; a; a = a->ifa_next) {
-    if (!a->ifa_addr || ifname != a->ifa_name) continue;
-    char buf[INET6_ADDRSTRLEN] = {};
-    if (a->ifa_addr->sa_family == AF_INET) {
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf, sizeof(buf));
-    } else if (a->ifa_addr->sa_family == AF_INET6) {
-      const in6_addr& v6 = reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr;
-      if (IN6_IS_ADDR_LINKLOCAL(&v6)) continue;
-      inet_ntop(AF_INET6, &v6, buf, sizeof(buf));
-    } else {
-      continue;
-    }
-    out.push_back(buf);
-  }
-  freeifaddrs(all);
-  return out;
-}
-
-namespace {
-
-std::optional<Mac> mac_of(const std::string& ifname) {
-  ifaddrs* all = nullptr;
-  if (getifaddrs(&all) != 0) return std::nullopt;
-  std::optional<Mac> mac;
-  for (ifaddrs* a = all; a; a = a->ifa_next) {
-    if (!a->ifa_addr || ifname != a->ifa_name || a->ifa_addr->sa_family != AF_PACKET) continue;
-    const auto* sll = reinterpret_cast<const sockaddr_ll*>(a->ifa_addr);
-    if (sll->sll_halen != 6) continue;
-    Mac m;
-    std::copy(sll->sll_addr, sll->sll_addr + 6, m.begin());
-    mac = m;
-  }
-  freeifaddrs(all);
-  return mac;
 }
 
 }  // namespace
@@ -193,8 +158,8 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   // switchd is the filters' only writer while it runs.
   if (auto st = dp->cls_->lock_filters(std::chrono::milliseconds(0)); !st) return st.error();
   if (opts.host_stack) {
-    auto mac = mac_of(uplink);
-    if (!mac) return Error{ENODEV, "uplink " + uplink + ": no MAC address to keep for the host"};
+    auto mac = netlink::link_mac(uplink);
+    if (!mac) return Error{mac.error().code, "uplink " + uplink + ": the MAC to keep for the host: " + mac.error().message};
     if (auto st = dp->cls_->set_host_mac(*mac); !st) return st.error();
   }
 
@@ -226,6 +191,12 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
     dp->workers_.push_back(std::move(w));
     dp->queues_.push_back(info);
   }
+  if (opts.host_stack) {
+    if (auto st = dp->start_stack_reader(dev->ifindex); !st) return st.error();
+    if (auto st = dp->cls_->set_host_groups(true); !st) return st.error();
+  } else {
+    (void)dp->cls_->set_host_groups(false);
+  }
   Datapath* self = dp.get();
   dp->aging_ = std::thread([self] {
     std::unique_lock lock(self->aging_mu_);
@@ -235,12 +206,80 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   return dp;
 }
 
+Status Datapath::start_stack_reader(int ifindex) {
+  // No protocol until the filter is on: nothing unfiltered gets queued.
+  int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_error(errno, "uplink " + uplink_ + ": AF_PACKET socket for the host's group frames");
+  // Group destinations only (the I/G bit of the first byte).
+  sock_filter code[] = {
+      {BPF_LD | BPF_B | BPF_ABS, 0, 0, 0},
+      {BPF_JMP | BPF_JSET | BPF_K, 0, 1, 1},
+      {BPF_RET | BPF_K, 0, 0, 0xffffffff},
+      {BPF_RET | BPF_K, 0, 0, 0},
+  };
+  sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
+  int one = 1;
+  sockaddr_ll addr{};
+  addr.sll_family = AF_PACKET;
+  addr.sll_protocol = htons(ETH_P_ALL);
+  addr.sll_ifindex = ifindex;
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) != 0 ||
+      setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) != 0 ||
+      setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof(one)) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    Error e = make_error(errno, "uplink " + uplink_ + ": AF_PACKET socket for the host's group frames");
+    ::close(fd);
+    return e;
+  }
+  stack_fd_ = fd;
+  stack_stop_ = false;
+  stack_reader_ = std::thread([this] {
+    std::vector<uint8_t> buf(65536);
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(tpacket_auxdata))];
+    while (!stack_stop_.load()) {
+      pollfd p{stack_fd_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      iovec iov{buf.data(), buf.size()};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      ssize_t n = recvmsg(stack_fd_, &msg, MSG_DONTWAIT);
+      if (n < 14) continue;
+      std::vector<uint8_t> frame(buf.begin(), buf.begin() + n);
+      // The stack took the VLAN tag off into the metadata: put it back.
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA) continue;
+        tpacket_auxdata aux;
+        std::memcpy(&aux, CMSG_DATA(c), sizeof(aux));
+        if (!(aux.tp_status & TP_STATUS_VLAN_VALID)) continue;
+        uint16_t tpid = aux.tp_status & TP_STATUS_VLAN_TPID_VALID ? aux.tp_vlan_tpid : ETH_P_8021Q;
+        uint8_t tag[4] = {static_cast<uint8_t>(tpid >> 8), static_cast<uint8_t>(tpid),
+                          static_cast<uint8_t>(aux.tp_vlan_tci >> 8), static_cast<uint8_t>(aux.tp_vlan_tci)};
+        frame.insert(frame.begin() + 12, tag, tag + 4);
+      }
+      // One worker for all: their order is kept.
+      workers_.front()->inject_from_uplink(std::move(frame));
+    }
+  });
+  return {};
+}
+
+void Datapath::stop_stack_reader() {
+  stack_stop_ = true;
+  if (stack_reader_.joinable()) stack_reader_.join();
+  if (stack_fd_ >= 0) ::close(stack_fd_);
+  stack_fd_ = -1;
+}
+
 uint32_t Datapath::now_s() {
   return static_cast<uint32_t>(
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
 }
 
 Datapath::~Datapath() {
+  stop_stack_reader();
   {
     std::lock_guard lock(aging_mu_);
     stopping_ = true;
@@ -458,6 +497,8 @@ Status Datapath::reconcile_filters(const std::vector<NicSpec>& keep) {
 }
 
 Status Datapath::detach() {
+  (void)cls_->set_host_groups(false);
+  stop_stack_reader();
   for (auto& [name, c] : connected_) {
     if (c->spec.vmq) clear_filter(c->spec);
     c->port.reset();
@@ -489,7 +530,16 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
       t.from_vm_bytes += c->from_vm_bytes;
       for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++)
         t.drops[std::string(to_string(static_cast<Drop>(d)))] += c->drops[d];
+      for (size_t i = 0; i < kXskStats; i++) {
+        t.xsk_backend[i] += c->xsk_backend[i];
+        t.xsk_vmq[i] += c->xsk_vmq[i];
+      }
     }
+    // Frames the kernel lost at the NIC's sockets, by reason.
+    t.drops["xsk_rx_dropped"] = t.xsk_backend[static_cast<size_t>(XskStat::RxDropped)];
+    t.drops["xsk_rx_ring_full"] = t.xsk_backend[static_cast<size_t>(XskStat::RxRingFull)];
+    t.drops["xsk_vmq_rx_dropped"] = t.xsk_vmq[static_cast<size_t>(XskStat::RxDropped)];
+    t.drops["xsk_vmq_rx_ring_full"] = t.xsk_vmq[static_cast<size_t>(XskStat::RxRingFull)];
     auto it = connected_.find(name);
     t.drops["too_big"] = it != connected_.end() && it->second->port ? it->second->port->too_big() : 0;
   }

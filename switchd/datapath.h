@@ -9,6 +9,7 @@
 // to the host stack until a new switchd adopts it.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -44,10 +45,6 @@ struct DatapathOptions {
   // its addresses on the uplink and has no host port).
   bool host_stack = false;
 };
-
-// The uplink's addresses that the host uses (not IPv6 link-local): an
-// uplink that has some must not be taken without saying where they go.
-std::vector<std::string> host_addresses(const std::string& ifname);
 
 struct NicSpec {
   std::string name;
@@ -89,6 +86,7 @@ struct NicTotals {
   uint64_t fast_frames = 0, fast_bytes = 0, default_frames = 0, default_bytes = 0;
   uint64_t from_vm_frames = 0, from_vm_bytes = 0;
   std::map<std::string, uint64_t> drops;
+  uint64_t xsk_backend[kXskStats] = {}, xsk_vmq[kXskStats] = {};
 };
 
 class Datapath {
@@ -132,6 +130,10 @@ class Datapath {
   struct Connected;
   Datapath() = default;
   Status install_filter(const NicSpec& nic);
+  // host=stack: the group frames the classifier passed to the host's stack,
+  // read back from an AF_PACKET socket on the uplink and flooded to the VMs.
+  Status start_stack_reader(int ifindex);
+  void stop_stack_reader();
   void clear_filter(const NicSpec& nic);
 
   std::string uplink_;
@@ -146,6 +148,9 @@ class Datapath {
   std::condition_variable aging_cv_;
   bool stopping_ = false;
   std::vector<std::unique_ptr<QueueWorker>> workers_;
+  int stack_fd_ = -1;
+  std::thread stack_reader_;
+  std::atomic<bool> stack_stop_{false};
   std::vector<QueueInfo> queues_;
   std::vector<QueueInfo> reserved_;
   std::map<std::string, std::unique_ptr<Connected>> connected_;

@@ -18,6 +18,18 @@
 
 namespace xvmq::switchd {
 
+std::string_view to_string(XskStat s) {
+  switch (s) {
+    case XskStat::RxDropped: return "rx_dropped";
+    case XskStat::RxRingFull: return "rx_ring_full";
+    case XskStat::RxFillRingEmpty: return "rx_fill_ring_empty_descs";
+    case XskStat::RxInvalidDescs: return "rx_invalid_descs";
+    case XskStat::TxInvalidDescs: return "tx_invalid_descs";
+    case XskStat::Count: break;
+  }
+  return "unknown";
+}
+
 std::string_view to_string(Drop d) {
   switch (d) {
     case Drop::UnknownUnicast: return "unknown_unicast";
@@ -54,6 +66,7 @@ struct QueueWorker::Ctx {
 
 struct QueueWorker::Sock {
   enum Kind { Default, Vmq, Backend } kind = Default;
+  uint64_t seen[kXskStats] = {};  // the kernel's counters at the last look
   xsk_socket* xsk = nullptr;
   xsk_ring_cons rx{};
   xsk_ring_prod tx{};
@@ -198,7 +211,26 @@ Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname,
   return socks_.back().get();
 }
 
+void QueueWorker::read_xsk_stats(Sock& s) {
+  xdp_statistics st{};
+  socklen_t len = sizeof(st);
+  if (getsockopt(xsk_socket__fd(s.xsk), SOL_XDP, XDP_STATISTICS, &st, &len) != 0) return;
+  // Sockets on one (netdev, queue) share its fill ring, and each reports
+  // the ring's count: only the ring's first socket adds it.
+  const bool fill_owner = s.kind != Sock::Vmq || dedicated_;
+  const uint64_t now[kXskStats] = {st.rx_dropped, st.rx_ring_full, fill_owner ? st.rx_fill_ring_empty_descs : 0,
+                                   st.rx_invalid_descs, st.tx_invalid_descs};
+  for (size_t i = 0; i < kXskStats; i++) {
+    if (now[i] <= s.seen[i]) continue;
+    const uint64_t d = now[i] - s.seen[i];
+    s.seen[i] = now[i];
+    bump(counters_.xsk[i], d);
+    if (s.nic) bump((s.kind == Sock::Backend ? s.nic->cfg.counters->xsk_backend : s.nic->cfg.counters->xsk_vmq)[i], d);
+  }
+}
+
 void QueueWorker::destroy_socket(Sock* s) {
+  read_xsk_stats(*s);  // the last drops count too
   xsk_socket__delete(s->xsk);
   for (auto it = socks_.begin(); it != socks_.end(); ++it)
     if (it->get() == s) {
@@ -460,10 +492,15 @@ void QueueWorker::loop() {
   };
   std::vector<pollfd> fds;
   size_t fds_for = SIZE_MAX;
+  auto next_xsk_look = std::chrono::steady_clock::now();
 
   while (!stop_) {
-    now_s_ = static_cast<uint32_t>(
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+    const auto now = std::chrono::steady_clock::now();
+    now_s_ = static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count());
+    if (now >= next_xsk_look) {  // the kernel's drops, ten times a second
+      for (auto& sock : socks_) read_xsk_stats(*sock);
+      next_xsk_look = now + std::chrono::milliseconds(100);
+    }
     {
       std::vector<std::pair<std::function<Status()>, std::promise<Status>>> cmds;
       {
@@ -653,6 +690,19 @@ void QueueWorker::drain_inbox() {
   }
   auto* umem = static_cast<uint8_t*>(area_);
   for (auto& [name, bytes] : frames) {
+    if (name.empty()) {  // from the uplink, through the host's stack
+      uint64_t base = alloc_frame();
+      if (base == UINT64_MAX || bytes.size() + kHeadroom > opts_.frame_size) {
+        if (base != UINT64_MAX) free_.push_back(base);
+        drop(nullptr, Drop::NoBuffer);
+        continue;
+      }
+      bump(counters_.rx_stack);
+      std::memcpy(umem + base + kHeadroom, bytes.data(), bytes.size());
+      forward_from_uplink(base + kHeadroom, static_cast<uint32_t>(bytes.size()), nullptr);
+      if (refs_[base / opts_.frame_size] == 0) free_.push_back(base);
+      continue;
+    }
     auto it = nics_.find(name);
     if (it == nics_.end()) continue;  // disconnected meanwhile
     uint64_t base = alloc_frame();

@@ -59,18 +59,29 @@ enum class Drop : uint32_t {
 };
 std::string_view to_string(Drop d);
 
+// What the kernel counts at an AF_XDP socket (XDP_STATISTICS). rx_dropped
+// and rx_ring_full are frames lost before the socket's ring; the others
+// count events (a fill ring found empty, bad descriptors from switchd).
+enum class XskStat : uint32_t { RxDropped, RxRingFull, RxFillRingEmpty, RxInvalidDescs, TxInvalidDescs, Count };
+constexpr size_t kXskStats = static_cast<size_t>(XskStat::Count);
+std::string_view to_string(XskStat s);
+
 // Counters one worker keeps for one NIC: single writer, relaxed.
 struct NicCounters {
   std::atomic<uint64_t> fast_frames{0}, fast_bytes{0};        // arrived on the NIC's vmq socket
   std::atomic<uint64_t> default_frames{0}, default_bytes{0};  // arrived on the default queue
   std::atomic<uint64_t> from_vm_frames{0}, from_vm_bytes{0};  // sent by the VM
   std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
+  std::atomic<uint64_t> xsk_backend[kXskStats]{};  // its backend's sockets: frames from the VM
+  std::atomic<uint64_t> xsk_vmq[kXskStats]{};      // its vmq's sockets on the uplink: frames to the VM
 };
 
 struct QueueCounters {
   std::atomic<uint64_t> rx_default{0}, rx_vmq{0}, rx_vm{0}, tx{0};
+  std::atomic<uint64_t> rx_stack{0};  // group frames from the uplink, read from the host's stack (host=stack)
   std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
   std::atomic<uint64_t> learned{0}, learn_refused{0};
+  std::atomic<uint64_t> xsk[kXskStats]{};  // every socket of this worker, summed
   std::atomic<uint64_t> vlan_frames[4096]{};  // frames the software switch forwarded, by VLAN
 };
 
@@ -135,6 +146,9 @@ class QueueWorker {
 
   // A frame a VM sent on a dedicated queue, to switch here (any thread).
   void inject_from_vm(const std::string& nic, std::vector<uint8_t> frame);
+  // A frame from the uplink that the classifier passed to the host's
+  // stack (host=stack broadcast and multicast), to switch here (any thread).
+  void inject_from_uplink(std::vector<uint8_t> frame) { inject_from_vm(std::string(), std::move(frame)); }
 
  private:
   struct Ctx;
@@ -162,6 +176,8 @@ class QueueWorker {
   void drain_inbox();
   void destroy_socket(Sock* s);
   void drop(Nic* nic, Drop why);
+  // Add what the kernel counted at the socket since the last look.
+  void read_xsk_stats(Sock& s);
 
   std::string uplink_;
   uint32_t queue_;

@@ -8,7 +8,10 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
+#include "loader/netdev.h"
+#include "switchd/netlink.h"
 #include "switchd/service.h"
 
 namespace xvmq::switchd {
@@ -72,6 +75,17 @@ ErrorKind kind_of(const Error& e) {
   return e.code == ENODEV || e.code == ENOENT ? ErrorKind::NotFound : e.code == EINVAL ? ErrorKind::Usage : ErrorKind::Kernel;
 }
 
+// The host port's netdevs: the host's end, by default named after the
+// uplink, and the switch's end named after the host's (15 characters at most).
+std::string host_backend(const std::string& netdev) { return netdev.substr(0, 12) + "-sw"; }
+
+// What the kernel counted at AF_XDP sockets, by name.
+json xsk_json(const uint64_t (&v)[kXskStats]) {
+  json j = json::object();
+  for (size_t i = 0; i < kXskStats; i++) j[std::string(to_string(static_cast<XskStat>(i)))] = v[i];
+  return j;
+}
+
 }  // namespace
 
 Switch::Switch(const SwitchOptions& opts)
@@ -128,6 +142,21 @@ void Switch::restore() {
     uplink_ = s["uplink"].at("name").get<std::string>();
     uplink_mode_ = parse_attach_mode(s["uplink"].value("mode", "auto")).value_or(AttachMode::Auto);
     uplink_host_ = s["uplink"].value("host", "");
+    host_netdev_ = s["uplink"].value("host_netdev", "");
+    host_vlan_ = s["uplink"].value("host_vlan", uint16_t{0});
+    if (const json& h = s["uplink"].value("host_port", json(nullptr)); h.is_object()) {
+      HostPort hp;
+      hp.port = h.value("port", "host");
+      hp.netdev = h.at("netdev").get<std::string>();
+      hp.backend = h.at("backend").get<std::string>();
+      hp.vlan = h.value("vlan", uint16_t{0});
+      hp.addresses = h.value("addresses", std::vector<std::string>{});
+      hp.routes = h.value("routes", std::vector<std::string>{});
+      // Adopted as it is: its addresses and routes were moved at attach.
+      if (!netlink::link_exists(hp.netdev))
+        std::fprintf(stderr, "switchd: restore host port: netdev %s is gone (its addresses with it)\n", hp.netdev.c_str());
+      host_port_ = hp;
+    }
     auto dp = Datapath::open(uplink_, [&] {
       DatapathOptions o = opts_.datapath;
       o.mode = uplink_mode_;
@@ -146,6 +175,15 @@ void Switch::restore() {
         connected.push_back(spec);
     }
     (void)dp_->reconcile_filters(connected);
+    // Shut down with --detach-on-exit, the host port went with the uplink: make it again.
+    if (uplink_host_ == "port" && !host_port_) {
+      try {
+        make_host_port(uplink_, host_netdev_.empty() ? default_host_netdev(uplink_) : host_netdev_, host_vlan_);
+        persist();
+      } catch (const Refused& r) {
+        std::fprintf(stderr, "switchd: restore uplink %s: the host port: %s\n", uplink_.c_str(), r.error.message.c_str());
+      }
+    }
   }
   service::log(service::Level::Info, "restored %zu port(s)%s from %s", model_.ports().size(),
                uplink_.empty() ? "" : (", uplink " + uplink_ + (dp_->adopted() ? " (classifier adopted)" : "")).c_str(),
@@ -167,10 +205,19 @@ void Switch::persist() {
     }
     ports.push_back(j);
   }
-  json s{{"version", 1},
-         {"uplink", uplink_.empty() ? json(nullptr)
-                                    : json{{"name", uplink_}, {"mode", to_string(uplink_mode_)}, {"host", uplink_host_}}},
-         {"ports", ports}};
+  json uplink = nullptr;
+  if (!uplink_.empty()) {
+    uplink = {{"name", uplink_}, {"mode", to_string(uplink_mode_)}, {"host", uplink_host_}};
+    if (uplink_host_ == "port") {
+      uplink["host_netdev"] = host_netdev_;
+      uplink["host_vlan"] = host_vlan_;
+    }
+    if (host_port_)
+      uplink["host_port"] = {{"port", host_port_->port}, {"netdev", host_port_->netdev}, {"backend", host_port_->backend},
+                             {"vlan", host_port_->vlan}, {"addresses", host_port_->addresses},
+                             {"routes", host_port_->routes}};
+  }
+  json s{{"version", 1}, {"uplink", uplink}, {"ports", ports}};
   write_atomic(state_path_, s.dump(2) + "\n");
 }
 
@@ -230,6 +277,21 @@ json Switch::port_json(const Port& p) const {
   return j;
 }
 
+json Switch::host_json() const {
+  json h{{"mode", uplink_host_.empty() ? "none" : uplink_host_}};
+  if (host_port_) {
+    h["port"] = host_port_->port;
+    h["netdev"] = host_port_->netdev;
+    h["backend"] = host_port_->backend;
+    h["vlan"] = host_port_->vlan;
+    h["moved"] = {{"addresses", host_port_->addresses}, {"routes", host_port_->routes}};
+    if (auto st = netlink::link_stats(host_port_->netdev); st)
+      h["netdev_stats"] = {{"rx_packets", st->rx_packets}, {"tx_packets", st->tx_packets},
+                           {"rx_dropped", st->rx_dropped}, {"tx_dropped", st->tx_dropped}};
+  }
+  return h;
+}
+
 json Switch::show() const {
   json uplink = nullptr;
   if (dp_) {
@@ -239,7 +301,7 @@ json Switch::show() const {
     for (const auto& q : dp_->queues()) general.push_back(q.queue);
     for (const auto& q : dp_->reserved()) dedicated.push_back(q.queue);
     uplink = {{"name", uplink_}, {"mode", to_string(dp_->mode())}, {"driver", dp_->driver()},
-              {"adopted", dp_->adopted()}, {"queues", queues}, {"host", uplink_host_.empty() ? "none" : uplink_host_},
+              {"adopted", dp_->adopted()}, {"queues", queues}, {"host", host_json()},
               {"general_queues", general}, {"dedicated_queues", dedicated},
               {"frame_size", opts_.datapath.worker.frame_size},
               {"max_frame", max_frame(opts_.datapath.worker.frame_size)},
@@ -279,7 +341,7 @@ json Switch::stats() const {
     out["nics"][name] = {{"fast_frames", t.fast_frames}, {"fast_bytes", t.fast_bytes},
                          {"default_frames", t.default_frames}, {"default_bytes", t.default_bytes},
                          {"from_vm_frames", t.from_vm_frames}, {"from_vm_bytes", t.from_vm_bytes},
-                         {"drops", t.drops}};
+                         {"drops", t.drops}, {"xsk", {{"backend", xsk_json(t.xsk_backend)}, {"vmq", xsk_json(t.xsk_vmq)}}}};
   for (const auto& d : dp_->dedicated())
     out["dedicated"].push_back({{"queue", d.queue.queue}, {"cpu", d.queue.cpu}, {"nic", d.nic}, {"rx_vmq", d.rx_vmq},
                                 {"tx", d.tx},
@@ -290,9 +352,13 @@ json Switch::stats() const {
     const QueueCounters& c = dp_->queue_counters(i++);
     json drops = json::object();
     for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++) drops[std::string(to_string(static_cast<Drop>(d)))] = c.drops[d].load();
+    uint64_t xsk[kXskStats];
+    for (size_t x = 0; x < kXskStats; x++) xsk[x] = c.xsk[x].load();
+    drops["xsk_rx_dropped"] = xsk[static_cast<size_t>(XskStat::RxDropped)];
+    drops["xsk_rx_ring_full"] = xsk[static_cast<size_t>(XskStat::RxRingFull)];
     out["queues"].push_back({{"queue", q.queue}, {"cpu", q.cpu},
-                             {"rx_default", c.rx_default.load()}, {"rx_vmq", c.rx_vmq.load()}, {"rx_vm", c.rx_vm.load()},
-                             {"tx", c.tx.load()}, {"drops", drops},
+                             {"rx_default", c.rx_default.load()}, {"rx_stack", c.rx_stack.load()}, {"rx_vmq", c.rx_vmq.load()}, {"rx_vm", c.rx_vm.load()},
+                             {"tx", c.tx.load()}, {"drops", drops}, {"xsk", xsk_json(xsk)},
                              {"buffers", {{"total", pool.total}, {"free", pool.free}, {"in_fill", pool.in_fill},
                                           {"in_flight", pool.in_flight}}}});
   }
@@ -347,9 +413,28 @@ json Switch::handle_op(const std::string& op, const json& args) {
     if (!host.empty() && host != "stack" && host != "port")
       throw Refused(ErrorKind::Usage, "host '" + host + "': use stack (frames to " + name +
                                           "'s MAC reach the host's stack) or port (the host moves its addresses to a host port)");
-    if (auto addrs = host_addresses(name); !addrs.empty() && host.empty()) {
+    std::string host_netdev;
+    uint16_t host_vlan = 0;
+    if (host == "port") {
+      host_netdev = args.contains("host_netdev") ? arg_name(args, "host_netdev") : default_host_netdev(name);
+      if (args.contains("host_vlan")) {
+        const json& v = args["host_vlan"];
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > XVMQ_VLAN_MAX)
+          throw Refused(ErrorKind::Usage, "host_vlan must be an integer 0..4094 (0: untagged)");
+        host_vlan = v.get<uint16_t>();
+      }
+      if (model_.ports().count("host"))
+        throw Refused(ErrorKind::Exists, "uplink.attach " + name + " host=port: port 'host' exists (state " +
+                                             std::string(to_string(model_.port("host").state)) +
+                                             "); the host port takes that name: delete it first");
+    } else if (args.contains("host_netdev") || args.contains("host_vlan")) {
+      throw Refused(ErrorKind::Usage, "host_netdev and host_vlan go with host=port");
+    }
+    auto addrs = netlink::addresses(name);
+    if (!addrs) throw Refused(kind_of(addrs.error()), "uplink.attach " + name + ": " + addrs.error().message);
+    if (!addrs->empty() && host.empty()) {
       std::string list;
-      for (const auto& a : addrs) list += (list.empty() ? "" : ", ") + a;
+      for (const auto& a : *addrs) list += (list.empty() ? "" : ", ") + a.str();
       throw Refused(ErrorKind::WrongState,
                     "uplink.attach " + name + ": it carries host addresses (" + list +
                         "); choose host=stack (frames to its MAC keep reaching the host's stack) or host=port "
@@ -361,18 +446,34 @@ json Switch::handle_op(const std::string& op, const json& args) {
     auto dp = Datapath::open(name, o);
     if (!dp) throw Refused(kind_of(dp.error()), "uplink.attach " + name + ": " + dp.error().message);
     dp_ = std::move(dp.value());
+    if (host == "port") {
+      try {
+        make_host_port(name, host_netdev, host_vlan);
+      } catch (const Refused&) {
+        if (auto st = dp_->detach(); !st)
+          std::fprintf(stderr, "switchd: uplink.attach %s: undo: %s\n", name.c_str(), st.error().message.c_str());
+        dp_.reset();
+        throw;
+      }
+    }
     uplink_ = name;
     uplink_mode_ = *mode;
     uplink_host_ = host;
+    host_netdev_ = host_netdev;
+    host_vlan_ = host_vlan;
     model_.record("uplink " + name, "none", "attached (" + std::string(to_string(dp_->mode())) + ")", "uplink.attach");
     result = show()["uplink"];
   } else if (op == "uplink.detach") {
     if (!dp_) throw Refused(ErrorKind::NotFound, "no uplink is attached");
     std::string busy;
     for (const auto& [name, p] : model_.ports())
-      if (p.nic && p.nic->state == NicState::Connected) busy += (busy.empty() ? "" : ", ") + name;
+      if (p.nic && p.nic->state == NicState::Connected && !(host_port_ && name == host_port_->port))
+        busy += (busy.empty() ? "" : ", ") + name;
     if (!busy.empty())
       throw Refused(ErrorKind::WrongState, "uplink.detach: nics still connected: " + busy + "; nic.disconnect them first");
+    if (host_port_)
+      if (std::string errs = remove_host_port(); !errs.empty())
+        std::fprintf(stderr, "switchd: uplink.detach %s: host port: %s\n", uplink_.c_str(), errs.c_str());
     if (auto st = dp_->detach(); !st) throw Refused(ErrorKind::Kernel, "uplink.detach " + uplink_ + ": " + st.error().message);
     dp_.reset();
     model_.record("uplink " + uplink_, "attached", "none", "uplink.detach");
@@ -383,10 +484,13 @@ json Switch::handle_op(const std::string& op, const json& args) {
     result = port_json(model_.port(name));
   } else if (op == "port.teardown") {
     std::string name = arg_name(args, "name");
+    refuse_on_host_port(op, name);
     model_.port_teardown(name);
     result = port_json(model_.port(name));
   } else if (op == "port.delete") {
-    model_.port_delete(arg_name(args, "name"));
+    std::string name = arg_name(args, "name");
+    refuse_on_host_port(op, name);
+    model_.port_delete(name);
   } else if (op == "nic.create") {
     std::string port = arg_name(args, "port");
     NicConfig c = nic_config_from_args(args);
@@ -409,6 +513,7 @@ json Switch::handle_op(const std::string& op, const json& args) {
     result = port_json(model_.port(port))["nic"];
   } else if (op == "nic.disconnect") {
     std::string port = arg_name(args, "port");
+    refuse_on_host_port(op, port);
     model_.check_nic_disconnect(port);
     if (auto st = dp_->disconnect(port); !st)
       service::log(service::Level::Warn, "nic.disconnect %s: %s", port.c_str(), st.error().message.c_str());
@@ -416,6 +521,7 @@ json Switch::handle_op(const std::string& op, const json& args) {
     result = port_json(model_.port(port))["nic"];
   } else if (op == "nic.delete") {
     std::string port = arg_name(args, "port");
+    refuse_on_host_port(op, port);
     model_.nic_delete(port);
     if (dp_) dp_->forget(port);
   } else if (op == "vmq.allocate") {
@@ -467,8 +573,151 @@ json Switch::snapshot() {
 
 void Switch::detach_uplink() {
   std::lock_guard lock(mu_);
+  if (host_port_ && dp_) {
+    if (std::string errs = remove_host_port(); !errs.empty())
+      std::fprintf(stderr, "switchd: detach %s: host port: %s\n", uplink_.c_str(), errs.c_str());
+    persist();
+  }
   if (dp_) (void)dp_->detach();
   dp_.reset();
+}
+
+void Switch::make_host_port(const std::string& uplink, const std::string& netdev, uint16_t vlan) {
+  const std::string what = "uplink.attach " + uplink + " host=port";
+  HostPort hp;
+  hp.netdev = netdev;
+  hp.backend = host_backend(netdev);
+  hp.vlan = vlan;
+  auto fail = [&](const Error& e) { return Refused(kind_of(e), what + ": " + e.message); };
+  auto mac = netlink::link_mac(uplink);
+  if (!mac) throw fail(mac.error());
+  auto info = netdev_info(uplink);
+  if (!info) throw fail(info.error());
+  auto addrs = netlink::addresses(uplink);
+  if (!addrs) throw fail(addrs.error());
+  auto routes = netlink::routes(uplink);
+  if (!routes) throw fail(routes.error());
+
+  // Each step that changed something pushes its undo; a failure runs them
+  // backwards, so a refused attach leaves the host as it found it.
+  std::vector<std::function<void()>> undo;
+  const Model saved = model_;
+  auto check = [&](Status st) {
+    if (st) return;
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) (*it)();
+    model_ = saved;
+    throw Refused(kind_of(st.error()), what + ": " + st.error().message + "; undone, nothing changed");
+  };
+  auto noted = [&](const Status& st) {
+    if (!st) std::fprintf(stderr, "switchd: %s: undo: %s\n", what.c_str(), st.error().message.c_str());
+  };
+
+  if (auto st = netlink::create_veth(netdev, hp.backend, info->rx_queues, *mac); !st) {
+    for (const auto& dev : {netdev, hp.backend})
+      if (netlink::link_exists(dev))
+        throw Refused(ErrorKind::Exists, what + ": " + (dev == netdev ? "host_netdev '" : "the host port's backend '") +
+                                             dev + "' already exists on this host; nothing changed" +
+                                             (dev == netdev ? "" : " (choose another host_netdev)"));
+    throw fail(st.error());
+  }
+  undo.push_back([&] { noted(netlink::delete_link(netdev)); });
+  (void)netlink::disable_ipv6_addresses(hp.backend);  // fails only where IPv6 is off
+  check(netlink::tx_offloads_off(netdev));
+  check(netlink::set_up(hp.backend, true));
+  check(netlink::set_up(netdev, true));
+
+  // The host port: a port and NIC like a VM's, through the normal lifecycle.
+  try {
+    model_.port_create(hp.port);
+    NicConfig c;
+    c.mac = *mac;
+    c.backend = hp.backend;
+    c.vlan = vlan;
+    model_.nic_create(hp.port, c);
+    model_.check_nic_connect(hp.port);
+  } catch (const Refused&) {
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) (*it)();
+    model_ = saved;
+    throw;
+  }
+  auto free = model_.free_vmqs();
+  const uint32_t vmq = free.empty() ? 0 : free.front();
+  check(dp_->connect(spec_of(hp.port, vmq)));
+  undo.push_back([&] {
+    noted(dp_->disconnect(hp.port));
+    dp_->forget(hp.port);
+  });
+  if (vmq) model_.vmq_allocate(hp.port);
+  model_.nic_connect(hp.port);
+
+  // The host's addresses and routes move: onto the host port first, so
+  // the host always has them somewhere.
+  for (const auto& a : *addrs) {
+    check(netlink::add_address(netdev, a));
+    undo.push_back([&] { noted(netlink::delete_address(netdev, a)); });
+  }
+  for (const auto& r : *routes) {
+    check(netlink::delete_route(uplink, r));
+    undo.push_back([&] { noted(netlink::add_route(uplink, r)); });
+  }
+  for (auto it = addrs->rbegin(); it != addrs->rend(); ++it) {  // secondaries first
+    const auto& a = *it;
+    check(netlink::delete_address(uplink, a));
+    undo.push_back([&] { noted(netlink::add_address(uplink, a)); });
+  }
+  for (const auto& r : *routes) {
+    check(netlink::add_route(netdev, r));
+    undo.push_back([&] { noted(netlink::delete_route(netdev, r)); });
+  }
+  for (const auto& a : *addrs) hp.addresses.push_back(a.str());
+  for (const auto& r : *routes) hp.routes.push_back(r.str());
+  std::fprintf(stderr, "switchd: host port %s: netdev %s (backend %s), %zu address(es) and %zu route(s) moved from %s\n",
+               hp.port.c_str(), netdev.c_str(), hp.backend.c_str(), addrs->size(), routes->size(), uplink.c_str());
+  host_port_ = hp;
+}
+
+std::string Switch::remove_host_port() {
+  const HostPort hp = *host_port_;
+  std::string errs;
+  auto note = [&](const Status& st) {
+    if (!st) errs += (errs.empty() ? "" : "; ") + st.error().message;
+  };
+  // What the host port carries now goes back (an administrator may have
+  // changed it since the attach).
+  if (netlink::link_exists(hp.netdev)) {
+    auto routes = netlink::routes(hp.netdev);
+    auto addrs = netlink::addresses(hp.netdev);
+    if (!routes) note(routes.error());
+    if (!addrs) note(addrs.error());
+    if (routes)
+      for (const auto& r : *routes) note(netlink::delete_route(hp.netdev, r));
+    if (addrs)
+      for (const auto& a : *addrs) note(netlink::add_address(uplink_, a));
+    if (routes)
+      for (const auto& r : *routes) note(netlink::add_route(uplink_, r));
+  } else {
+    errs = "netdev " + hp.netdev + " is gone: no address to move back";
+  }
+  if (model_.ports().count(hp.port)) {
+    const Port& p = model_.port(hp.port);
+    if (p.nic && p.nic->state == NicState::Connected) {
+      if (dp_) note(dp_->disconnect(hp.port));
+      model_.nic_disconnect(hp.port);
+    }
+    if (model_.port(hp.port).nic) model_.nic_delete(hp.port);
+    if (dp_) dp_->forget(hp.port);
+    if (model_.port(hp.port).state == PortState::Created) model_.port_teardown(hp.port);
+    model_.port_delete(hp.port);
+  }
+  if (netlink::link_exists(hp.netdev)) note(netlink::delete_link(hp.netdev));
+  host_port_.reset();
+  return errs;
+}
+
+void Switch::refuse_on_host_port(const std::string& op, const std::string& port) const {
+  if (host_port_ && port == host_port_->port)
+    throw Refused(ErrorKind::WrongState, op + " " + port + ": it is the host port of uplink " + uplink_ + " (netdev " +
+                                             host_port_->netdev + ", connected); uplink.detach removes it");
 }
 
 }  // namespace xvmq::switchd

@@ -5,7 +5,9 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -53,10 +55,19 @@ class Switch {
   nlohmann::json config_apply(const nlohmann::json& args);
   nlohmann::json config_export() const;
   std::optional<UplinkConfig> uplink_config() const;
+  std::map<std::string, Port> config_ports() const;
   nlohmann::json show() const;
+  nlohmann::json host_json() const;
   nlohmann::json stats() const;
   nlohmann::json port_json(const Port& p) const;
   void event_logged(size_t before);
+  // host=port: the host port's veth pair, its NIC connected, then the
+  // host's addresses and routes moved from the uplink onto it; all or nothing.
+  void make_host_port(const std::string& uplink, const std::string& netdev, uint16_t vlan);
+  // Addresses and routes back to the uplink, NIC gone, veth pair deleted.
+  // Best effort (returns what failed, "" when nothing did).
+  std::string remove_host_port();
+  void refuse_on_host_port(const std::string& op, const std::string& port) const;
 
   SwitchOptions opts_;
   std::string state_path_;
@@ -66,6 +77,21 @@ class Switch {
   AttachMode uplink_mode_ = AttachMode::Auto;
   std::string uplink_host_;  // "stack", "port" or "" (the uplink had no host addresses)
   std::unique_ptr<Datapath> dp_;
+
+  // Hyper-V's "management OS shares this adapter": an internal port whose
+  // netdev on the host carries the host's addresses (host=port).
+  struct HostPort {
+    std::string port = "host";  // the switch port and its NIC
+    std::string netdev;         // the host's end of the veth pair
+    std::string backend;        // the switch's end: the NIC's backend
+    uint16_t vlan = 0;
+    std::vector<std::string> addresses, routes;  // moved from the uplink at attach
+  };
+  std::optional<HostPort> host_port_;
+  // host=port's choices, kept to make the host port again after a
+  // shutdown that removed it (--detach-on-exit).
+  std::string host_netdev_;
+  uint16_t host_vlan_ = 0;
 };
 
 }  // namespace xvmq::switchd

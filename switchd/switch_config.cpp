@@ -11,12 +11,25 @@ using nlohmann::json;
 
 std::optional<UplinkConfig> Switch::uplink_config() const {
   if (uplink_.empty()) return std::nullopt;
-  return UplinkConfig{uplink_, uplink_mode_, uplink_host_};
+  UplinkConfig u{uplink_, uplink_mode_, uplink_host_};
+  if (uplink_host_ == "port") {
+    u.host_netdev = host_netdev_.empty() ? default_host_netdev(uplink_) : host_netdev_;
+    u.host_vlan = host_vlan_;
+  }
+  return u;
+}
+
+// The ports a configuration file describes: all but the host port, which
+// belongs to the uplink (its [uplink] host = "port").
+std::map<std::string, Port> Switch::config_ports() const {
+  std::map<std::string, Port> ports = model_.ports();
+  if (host_port_) ports.erase(host_port_->port);
+  return ports;
 }
 
 json Switch::config_export() const {
   return {{"config", "# switchd's running configuration: switchctl apply takes it back\n" +
-                         to_toml(current_config(model_.ports(), uplink_config()))}};
+                         to_toml(current_config(config_ports(), uplink_config()))}};
 }
 
 json Switch::config_apply(const json& args) {
@@ -31,8 +44,8 @@ json Switch::config_apply(const json& args) {
   auto desired = parse_config(args["config"].get<std::string>(), source);
   if (!desired) throw Refused(ErrorKind::Usage, desired.error().message);
 
-  const SwitchConfig before = current_config(model_.ports(), uplink_config());
-  const std::vector<Step> steps = plan(model_.ports(), uplink_config(), *desired);
+  const SwitchConfig before = current_config(config_ports(), uplink_config());
+  const std::vector<Step> steps = plan(config_ports(), uplink_config(), *desired);
   json out{{"steps", json::array()}, {"applied", !dry_run}};
   for (const Step& s : steps) out["steps"].push_back({{"op", s.op}, {"args", s.args}, {"command", s.command()}});
   if (dry_run || steps.empty()) return out;
@@ -56,7 +69,7 @@ json Switch::config_apply(const json& args) {
     std::string msg = "config " + source + ": step " + std::to_string(i + 1) + " of " + std::to_string(steps.size()) +
                       " (" + steps[i].command() + ") failed: " + failed->message;
     // Back to where the apply started: the steps already taken, undone.
-    const std::vector<Step> back = plan(model_.ports(), uplink_config(), before);
+    const std::vector<Step> back = plan(config_ports(), uplink_config(), before);
     for (size_t j = 0; j < back.size(); j++) {
       service::log(service::Level::Warn, "config %s: undo %zu. %s", source.c_str(), j + 1, back[j].command().c_str());
       if (auto undo = run(back[j])) {

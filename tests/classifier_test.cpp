@@ -291,6 +291,25 @@ std::vector<Row> table() {
   Row host{"to the host's own MAC: its stack", tagged({{k8021Q, 10}}), {}, 0, XDP_PASS, {}, {}, {}, {{XVMQ_REASON_HOST, 1}}};
   host.raw = {{{VM1, ANY, 0}, xvmq_filter_value_word(XVMQ_HOST_VMQ, 0)}};
   rows.push_back(host);
+  // host=stack's group flag: broadcast and multicast to the host's stack, unicast untouched.
+  const std::pair<Filter, uint64_t> groups{{"ff:ff:ff:ff:ff:ff", XVMQ_HOST_GROUPS_VLAN, 0},
+                                           xvmq_filter_value_word(XVMQ_HOST_VMQ, 0)};
+  Row hg_b{"host groups: broadcast to the host's stack", untagged("ff:ff:ff:ff:ff:ff"), {}, 0, XDP_PASS, {}, {}, {},
+           {{XVMQ_REASON_HOST_GROUP, 1}}};
+  Row hg_m{"host groups: tagged multicast to the host's stack", tagged({{k8021Q, 10}}, "33:33:00:00:00:01"), {}, 0,
+           XDP_PASS, {}, {}, {}, {{XVMQ_REASON_HOST_GROUP, 1}}};
+  Row hg_u{"host groups: a unicast miss still goes to the default queue", untagged(VM9), {}, 0, XDP_REDIRECT, dflt(),
+           {}, {{0, 1}}, {{XVMQ_REASON_MISS, 1}}};
+  Row hg_h{"host groups: a unicast hit still goes to its vmq", untagged(VM1), {{VM1, ANY, 1}}, 0, XDP_REDIRECT, hit(1),
+           {}, {{1, 1}}, {}};
+  Row hg_v{"host groups' VLAN with another vmq: not the flag", untagged("ff:ff:ff:ff:ff:ff"), {}, 0, XDP_REDIRECT,
+           dflt(), {}, {{0, 1}}, {{XVMQ_REASON_BROADCAST, 1}}};
+  for (Row* r : {&hg_b, &hg_m, &hg_u, &hg_h}) {
+    r->raw = {groups};
+    rows.push_back(*r);
+  }
+  hg_v.raw = {{groups.first, xvmq_filter_value_word(3, 0)}};
+  rows.push_back(hg_v);
 
   // Tag removal for access ports.
   Bytes t10 = tagged({{k8021Q, 10}});

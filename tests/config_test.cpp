@@ -34,6 +34,9 @@ TEST(ConfigParse, BadFilesNameTheLineAndTheReason) {
       {"syntax error", kUplink + "[[port]]\nname = vm1\n", 4, {"sw.toml:4:"}},
       {"unknown top-level key", "uplinks = 1\n" + kUplink, 1, {"unknown key 'uplinks'", "known: port, uplink"}},
       {"unknown uplink key", "[uplink]\nname = \"up0\"\nmdoe = \"skb\"\n", 3, {"uplink", "unknown key 'mdoe'"}},
+      {"host_netdev without a host port", "[uplink]\nname = \"up0\"\nhost = \"stack\"\nhost_netdev = \"h0\"\n", 4,
+       {"uplink", "host_netdev goes with host = \"port\""}},
+      {"host_vlan 4095", "[uplink]\nname = \"up0\"\nhost = \"port\"\nhost_vlan = 4095\n", 4, {"host_vlan", "0..4094"}},
       {"unknown NIC key", kUplink + port("vm1", "02:00:00:00:00:01", "vlna = 10\n"), 9, {"port 'vm1'", "'vlna'"}},
       {"unknown port key", kUplink + "\n[[port]]\nname = \"vm1\"\nmac = \"02:00:00:00:00:01\"\n", 6, {"unknown key 'mac'"}},
       {"bad MAC", kUplink + port("vm1", "02:00:00:00:00"), 7, {"port 'vm1'", "'02:00:00:00:00' is not a MAC"}},
@@ -112,6 +115,19 @@ TEST(ConfigParse, GoodFileAndRoundTrip) {
   ASSERT_TRUE(again) << again.error().message << "\n" << to_toml(c);
   EXPECT_EQ(to_toml(*again), to_toml(c));
   EXPECT_EQ(again->uplink, c.uplink);
+}
+
+TEST(ConfigParse, HostPortBelongsToTheUplink) {
+  auto r = parse_config("[uplink]\nname = \"eth1\"\nhost = \"port\"\nhost_vlan = 10\n", "sw.toml");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->uplink->host_netdev, "eth1-host") << "the default of uplink.attach";
+  EXPECT_EQ(r->uplink->host_vlan, 10);
+  auto steps = plan({}, std::nullopt, *r);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].command(), "switchctl uplink attach eth1 --host port --host-netdev eth1-host --host-vlan 10");
+  auto again = parse_config(to_toml(*r), "export");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->uplink, r->uplink);
 }
 
 TEST(ConfigParse, TheExampleFileIsValid) {

@@ -28,6 +28,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -650,6 +651,8 @@ class SwitchTest : public SwitchdFixture {
   Iperf iperf(const std::string& client, const std::string& server, const std::string& addr, int port) {
     Iperf r;
     const std::string p = std::to_string(port);
+    // "" is this process's namespace, the switch host.
+    auto in = [this](const std::string& where, const std::string& cmd) { return where.empty() ? cmd : this->in(where, cmd); };
     Bg srv = background(in(server, "timeout 20 iperf3 -s -1 -B " + addr + " -p " + p));
     bool listening = false;
     for (int i = 0; i < 200 && !listening; i++) {
@@ -691,7 +694,7 @@ class SwitchTest : public SwitchdFixture {
     // XDP could not redirect into a full socket (the host ends' rx_dropped).
     std::printf("[ iperf3   ] TCP %s -> %s (%s), 2 s: %.1f Mbit/s received (%.1f sent, %" PRIu64
                 " retransmits; switch drops:%s; rx_dropped: vmN-host %" PRIu64 ", up0 %" PRIu64 ")\n",
-                client.c_str(), server.c_str(), path.c_str(), r.received_bps / 1e6, r.sent_bps / 1e6, r.retransmits,
+                client.empty() ? "the host" : client.c_str(), server.c_str(), path.c_str(), r.received_bps / 1e6, r.sent_bps / 1e6, r.retransmits,
                 drops.empty() ? " none" : drops.c_str(), host_rx_dropped() - host_drop0,
                 netdev_stat("", "up0", "rx_dropped") - up_rx_drop0);
     EXPECT_TRUE(r.ok) << client << " -> " << server << ":\n" << r.out;
@@ -1144,18 +1147,54 @@ TEST_F(SwitchFdbTest, MacFloodKeepsTheTableBoundedAndTrafficFlowing) {
 class SwitchHostTest : public SwitchTest {
  protected:
   void TearDown() override {
-    SwitchTest::TearDown();
-    if (made_hostp_) sh("ip link del hostp");
+    SwitchTest::TearDown();  // switchd stops without --detach-on-exit: the host port stays
+    sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
+    for (const char* dev : {"up0-host", "hostp", "hp0"})
+      if (link_exists(dev)) sh(std::string("ip link del ") + dev);
   }
   std::string mac_of_dev(const std::string& dev) { return slurp("/sys/class/net/" + dev + "/address").substr(0, 17); }
-  bool made_hostp_ = false;
+  // `ip -o` lines of the host's addresses / routes on a device ("" when it has none).
+  std::string addrs_on(const std::string& dev) {
+    std::string out;
+    sh("ip -o addr show dev " + dev + " scope global 2>&1", &out);
+    return out;
+  }
+  std::string routes_on(const std::string& dev) {
+    std::string out;
+    sh("ip route show dev " + dev + " 2>&1", &out);
+    return out;
+  }
+  bool link_exists(const std::string& dev) { return ::access(("/sys/class/net/" + dev).c_str(), F_OK) == 0; }
+  // The host's address and a route through the outside host, on the uplink.
+  void host_on_uplink() {
+    ASSERT_TRUE(sh_ok("ip addr add 10.77.0.100/24 dev up0"));
+    // IPv6 for the host's netdevs (the test's namespace has it off by default).
+    ASSERT_TRUE(sh_ok("sysctl -qw net.ipv6.conf.default.disable_ipv6=0 net.ipv6.conf.up0.disable_ipv6=0"));
+    ASSERT_TRUE(sh_ok("ip addr add fd77::100/64 dev up0 nodad"));
+    ASSERT_TRUE(sh_ok("ip route add 10.88.0.0/16 via 10.77.0.254 dev up0"));
+    ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.0.254/24"));
+    ASSERT_TRUE(sh_ok(in("ext", "ip addr add 10.88.0.1/32 dev lo && sysctl -qw net.ipv4.ip_forward=1")));
+  }
+  void expect_host_on_uplink() {
+    EXPECT_NE(addrs_on("up0").find("10.77.0.100/24"), std::string::npos) << addrs_on("up0");
+    EXPECT_NE(addrs_on("up0").find("fd77::100/64"), std::string::npos) << addrs_on("up0");
+    EXPECT_NE(routes_on("up0").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("up0");
+  }
+  void expect_host_on_port() {
+    EXPECT_EQ(addrs_on("up0").find("10.77.0.100"), std::string::npos) << "moved off the uplink:\n" << addrs_on("up0");
+    EXPECT_EQ(routes_on("up0").find("10.88.0.0/16"), std::string::npos) << routes_on("up0");
+    EXPECT_NE(addrs_on("up0-host").find("10.77.0.100/24"), std::string::npos) << addrs_on("up0-host");
+    EXPECT_NE(addrs_on("up0-host").find("fd77::100/64"), std::string::npos) << addrs_on("up0-host");
+    EXPECT_EQ(addrs_on("up0").find("fd77::100"), std::string::npos) << addrs_on("up0");
+    EXPECT_NE(routes_on("up0-host").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("up0-host");
+  }
 };
 
 TEST_F(SwitchHostTest, HostStackKeepsTheHostReachable) {
   ASSERT_TRUE(sh_ok("ip addr add 10.77.5.1/24 dev up0"));
   expect_refused("uplink.attach", {{"name", "up0"}}, "wrong_state", {"10.77.5.1", "stack", "port"});
   json up = call("uplink.attach", {{"name", "up0"}, {"host", "stack"}});
-  EXPECT_EQ(up.value("host", ""), "stack") << up.dump();
+  EXPECT_EQ(up["host"].value("mode", ""), "stack") << up.dump();
 
   const std::string up_mac = mac_of_dev("up0");
   constexpr uint64_t N = 50;
@@ -1175,40 +1214,288 @@ TEST_F(SwitchHostTest, HostStackKeepsTheHostReachable) {
   EXPECT_GE(host, N);
   EXPECT_GE(rx, N) << "the frames reached the host stack";
 
-  // And IP, unicast: the outside reaches the host's address on the uplink. (The outside
-  // is told up0's MAC: its ARP request, a broadcast, goes to the software switch, which
-  // has no way to the host's stack.)
+  // And IP, with no static neighbour anywhere: the outside resolves the host's address
+  // (its ARP request, a broadcast, reaches the host's stack) and a VM's on VLAN 0 (the
+  // same broadcasts reach the VM through the software switch).
+  add_port({.vm = 1});
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.5.2/24"));
   ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.5.254/24"));
-  ASSERT_TRUE(sh_ok(in("ext", "ip neigh replace 10.77.5.1 lladdr " + up_mac + " dev ext0 nud permanent")));
+  const json before_ip = call("stats");
   expect_ping("ext", "the host", "10.77.5.1");
+  expect_ping("ext", "vm1", "10.77.5.2");
+  expect_ping("vm1", "the outside", "10.77.5.254");
+  const json after_ip = call("stats");
+  std::string neigh;
+  sh(in("ext", "ip neigh show dev ext0"), &neigh);
+  std::printf("[ host     ] ext's neighbours, learned by ARP:\n%s", neigh.c_str());
+  EXPECT_TRUE(std::regex_search(neigh, std::regex("10\\.77\\.5\\.1 lladdr " + up_mac + " (REACHABLE|STALE|DELAY)")))
+      << neigh;
+  EXPECT_TRUE(std::regex_search(neigh, std::regex("10\\.77\\.5\\.2 lladdr " + mac_of(1) + " (REACHABLE|STALE|DELAY)")))
+      << neigh;
+  EXPECT_EQ(neigh.find("PERMANENT"), std::string::npos) << neigh;
+  const uint64_t groups = u64(after_ip, {"classifier", "reasons", "host_group", "frames"}) -
+                          u64(before_ip, {"classifier", "reasons", "host_group", "frames"});
+  uint64_t rx_stack = 0;
+  for (const auto& q : after_ip["queues"]) rx_stack += q.value("rx_stack", uint64_t{0});
+  for (const auto& q : before_ip["queues"]) rx_stack -= q.value("rx_stack", uint64_t{0});
+  std::printf("[ host     ] group frames from the outside: classifier.reasons.host_group +%" PRIu64
+              ", flooded by switchd from the host's stack (queues[].rx_stack) +%" PRIu64 "\n", groups, rx_stack);
+  EXPECT_GE(groups, 2u) << "at least the two ARP requests";
+  EXPECT_EQ(rx_stack, groups) << "every group frame the classifier passed is flooded once";
+  EXPECT_EQ(u64(after_ip, {"classifier", "reasons", "broadcast", "frames"}),
+            u64(before_ip, {"classifier", "reasons", "broadcast", "frames"}));
   EXPECT_TRUE(switchd_alive());
+  expect_pools_idle();
 }
 
 TEST_F(SwitchHostTest, HostPort) {
-  ASSERT_TRUE(sh_ok("ip link add hostp numrxqueues 2 numtxqueues 2 type veth peer name hostp-sw numrxqueues 2 numtxqueues 2"));
-  made_hostp_ = true;
-  ASSERT_TRUE(sh_ok("ethtool -K hostp tx off gso off tso off gro off"));
-  ASSERT_TRUE(sh_ok("ip link set hostp up && ip link set hostp-sw up"));
-  ASSERT_TRUE(sh_ok("ip addr add 10.77.0.100/24 dev hostp"));
-  const std::string hostp_mac = mac_of_dev("hostp");
-
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  const std::string up_mac = mac_of_dev("up0");
   json up = call("uplink.attach", {{"name", "up0"}, {"host", "port"}});
-  EXPECT_EQ(up.value("host", ""), "port") << up.dump();
-  add_port({.vm = 1});
-  call("port.create", {{"name", "host"}});
-  call("nic.create", {{"port", "host"}, {"mac", hostp_mac}, {"backend", "hostp-sw"}});
-  json nic = call("nic.connect", {{"port", "host"}});
-  EXPECT_EQ(nic.value("state", ""), "connected") << nic.dump();
-  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.0.1/24"));
-  ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.0.254/24"));
+  EXPECT_EQ(up["host"].value("mode", ""), "port") << up.dump();
+  EXPECT_EQ(up["host"].value("netdev", ""), "up0-host") << up.dump();
+  EXPECT_EQ(up["host"]["moved"]["addresses"], json::array({"10.77.0.100/24", "fd77::100/64"})) << up.dump();
+  EXPECT_EQ(up["host"]["moved"]["routes"], json::array({"10.88.0.0/16 via 10.77.0.254"})) << up.dump();
+  ASSERT_TRUE(link_exists("up0-host") && link_exists("up0-host-sw"));
+  EXPECT_EQ(mac_of_dev("up0-host"), up_mac) << "the host's vNIC takes the uplink's MAC";
+  expect_host_on_port();
+  // The host port is a port like the others, and only uplink.detach removes it.
+  const json show = call("show");
+  const json hn = nic_of(show, "host");
+  EXPECT_EQ(hn.value("state", ""), "connected") << show.dump();
+  EXPECT_EQ(hn.value("mac", ""), up_mac);
+  EXPECT_EQ(hn.value("backend", ""), "up0-host-sw");
+  expect_refused("nic.disconnect", {{"port", "host"}}, "wrong_state", {"host port", "up0-host", "uplink.detach"});
+  expect_refused("port.delete", {{"name", "host"}}, "wrong_state", {"host port", "uplink.detach"});
+  // The configuration file describes the host port by its [uplink]: the
+  // running switch, exported and applied back, has nothing to do.
+  const std::string exported = call("config.export")["config"].get<std::string>();
+  EXPECT_NE(exported.find("host_netdev = \"up0-host\""), std::string::npos) << exported;
+  EXPECT_EQ(exported.find("name = \"host\""), std::string::npos) << "the host port is the uplink's, not a [[port]]";
+  EXPECT_EQ(call("config.apply", {{"config", exported}, {"dry_run", true}})["steps"].size(), 0u) << exported;
 
+  add_port({.vm = 1});
+  ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.0.1/24"));
   expect_ping("", "vm1", "10.77.0.1");
   expect_ping("", "ext", "10.77.0.254");
+  expect_ping("", "ext (through the moved route)", "10.88.0.1");
   expect_ping("vm1", "the host", "10.77.0.100");
+  expect_ping("ext", "the host", "10.77.0.100");
+  expect_iperf("", "vm1", "10.77.0.1", 5221, "host port to a VM");
+  expect_iperf("", "ext", "10.77.0.254", 5222, "host port to the outside");
   const json st = call("stats");
   EXPECT_GT(u64(st, {"nics", "host", "from_vm_frames"}), 10u) << st["nics"].dump();
+  EXPECT_GT(u64(st, {"nics", "host", "fast_frames"}), 10u) << "frames to the host's MAC take the host port's vmq";
+  const json hs = call("show")["uplink"]["host"]["netdev_stats"];
+  EXPECT_GT(u64(hs, {"rx_packets"}), 10u) << hs.dump();
+  EXPECT_GT(u64(hs, {"tx_packets"}), 10u) << hs.dump();
+  expect_pools_idle();
+
+  // Detach: everything back on the uplink, the veth pair gone.
+  call("nic.disconnect", {{"port", "vm1"}});
+  call("uplink.detach");
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("up0-host"));
+  EXPECT_FALSE(link_exists("up0-host-sw"));
+  EXPECT_EQ(call("show")["ports"].size(), 1u) << "the host port is gone, vm1 stays";
+  expect_ping("ext", "the host (on the uplink again)", "10.77.0.100");
+  EXPECT_TRUE(switchd_alive());
+}
+
+TEST_F(SwitchHostTest, HostPortSurvivesARestart) {
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  call("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_vlan", 0}});
+  const json show0 = call("show");
+  stop_switchd(SIGTERM);
+  expect_host_on_port();  // switchd is down: the host keeps its port
+  ASSERT_NO_FATAL_FAILURE(start_switchd());
+  const json show1 = call("show");
+  auto config = [](json host) {
+    host.erase("netdev_stats");
+    return host;
+  };
+  EXPECT_EQ(config(show1["uplink"]["host"]), config(show0["uplink"]["host"])) << show1.dump();
+  EXPECT_EQ(show1["ports"], show0["ports"]) << show1.dump();
+  EXPECT_TRUE(show1["uplink"].value("adopted", false));
+  expect_host_on_port();
+  const std::string log = slurp(log_);
+  size_t moves = 0;
+  for (size_t at = 0; (at = log.find("moved from up0", at)) != std::string::npos; at++) moves++;
+  EXPECT_EQ(moves, 1u) << "a restart adopts the host port without moving anything again:\n" << log;
+  expect_ping("", "ext", "10.77.0.254");
+  expect_ping("ext", "the host", "10.77.0.100");
+  call("uplink.detach");
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("up0-host"));
+}
+
+TEST_F(SwitchHostTest, HostPortRefusedAttachChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  // A netdev of that name already: the attach gets as far as the veth pair, then undoes all.
+  ASSERT_TRUE(sh_ok("ip link add hostp type veth peer name hostp-peer"));
+  expect_refused("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_netdev", "hostp"}}, "exists",
+                 {"host_netdev 'hostp'", "already exists", "nothing changed"});
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("hostp-sw"));
+  std::string xdp;
+  sh("ip -d link show up0", &xdp);
+  EXPECT_EQ(xdp.find("prog/xdp"), std::string::npos) << "the classifier is detached again:\n" << xdp;
+  EXPECT_TRUE(call("show")["uplink"].is_null());
+  EXPECT_TRUE(call("show")["ports"].empty());
+  std::string pins;
+  sh("ls -A /sys/fs/bpf/xvmq", &pins);
+  EXPECT_EQ(pins, "") << "no pins left";
+  expect_refused("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_vlan", 4095}}, "usage", {"host_vlan"});
+  expect_refused("uplink.attach", {{"name", "up0"}, {"host", "stack"}, {"host_netdev", "x"}}, "usage", {"host=port"});
+  // And with a free name it works.
+  json up = call("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_netdev", "hp0"}, {"host_vlan", 0}});
+  EXPECT_EQ(up["host"].value("netdev", ""), "hp0") << up.dump();
+  EXPECT_EQ(up["host"].value("backend", ""), "hp0-sw") << up.dump();
+  expect_ping("ext", "the host", "10.77.0.100");
+  call("uplink.detach");
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("hp0"));
+}
+
+// Frames the kernel drops at switchd's AF_XDP sockets (XDP_STATISTICS) are
+// counted: with switchd stopped nothing drains its rings, so a burst from a
+// VM and from the outside overflows them, and every frame is accounted for.
+TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
+  const std::vector<PortSpec> ports{{.vm = 1}, {.vm = 2, .vmq = "off"}};
+  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  ASSERT_EQ(nic_of(call("show"), "vm1").value("path", ""), "vmq");
+  constexpr uint64_t N = 6000;  // each burst: more than the rings and fill rings hold
+  const json before = call("stats");
+  const uint64_t veth_drop0 = netdev_stat(vm(1), "eth0", "tx_dropped");
+  uint64_t sent_vm = 0, sent_fast = 0, sent_default = 0;
+  {
+    ASSERT_EQ(::kill(pid_, SIGSTOP), 0);
+    struct Resume {
+      pid_t pid;
+      ~Resume() { ::kill(pid, SIGCONT); }
+    } resume{pid_};
+    auto burst = [&](const std::string& where, const std::string& dev, const std::string& dst, const std::string& src,
+                     uint64_t* sent) {
+      const std::string err = with_raw_socket(ns(where), dev, [&](int fd, const sockaddr_ll& to) {
+        auto f = raw_frame(mac_bytes(dst), mac_bytes(src), 64, 0x5a);
+        for (uint64_t i = 0; i < N && send_raw(fd, to, f); i++) ++*sent;
+      });
+      EXPECT_EQ(err, "");
+      EXPECT_EQ(*sent, N) << where << ": " << strerror(errno);
+    };
+    burst(vm(1), "eth0", kUnknownMac, mac_of(1), &sent_vm);           // VM -> its backend socket
+    burst("ext", "ext0", mac_of(1), kOutsideMac, &sent_fast);         // outside -> vm1's vmq socket
+    burst("ext", "ext0", kUnknownMac, kOutsideMac, &sent_default);    // outside -> the default sockets
+  }
+  // switchd drains what its rings hold and reads the kernel's counters (every 100 ms).
+  json after;
+  for (int i = 0; i < 20; i++) {
+    std::this_thread::sleep_for(250ms);
+    json again = call("stats");
+    if (again == after) break;
+    after = again;
+  }
+  auto d = [&](std::initializer_list<const char*> path) { return u64(after, path) - u64(before, path); };
+  auto sum_queues = [&](const json& st, const char* a, const char* b) {
+    uint64_t n = 0;
+    for (const auto& q : st["queues"]) n += q.contains(a) ? q[a].value(b, uint64_t{0}) : 0;
+    return n;
+  };
+  auto dq = [&](const char* a, const char* b) { return sum_queues(after, a, b) - sum_queues(before, a, b); };
+  const uint64_t veth_drops = netdev_stat(vm(1), "eth0", "tx_dropped") - veth_drop0;  // the veth's ring, before XDP
+
+  // From the VM: what switchd read from vm1's backend sockets + what the kernel dropped there.
+  const uint64_t from_vm = d({"nics", "vm1", "from_vm_frames"});
+  const uint64_t vm_xsk = d({"nics", "vm1", "drops", "xsk_rx_dropped"}) + d({"nics", "vm1", "drops", "xsk_rx_ring_full"});
+  // To vm1's vmq: what the classifier sent there = what switchd read + the kernel's drops.
+  const uint64_t classified_fast = d({"classifier", "vmqs", "1", "frames"});
+  const uint64_t fast = d({"nics", "vm1", "fast_frames"});
+  const uint64_t fast_xsk =
+      d({"nics", "vm1", "drops", "xsk_vmq_rx_dropped"}) + d({"nics", "vm1", "drops", "xsk_vmq_rx_ring_full"});
+  // The default sockets: the queues' kernel drops less the NICs' are theirs.
+  const uint64_t classified_default = d({"classifier", "vmqs", "0", "frames"});
+  const uint64_t rx_default = [&] {
+    uint64_t n = 0;
+    for (const auto& q : after["queues"]) n += q.value("rx_default", uint64_t{0});
+    for (const auto& q : before["queues"]) n -= q.value("rx_default", uint64_t{0});
+    return n;
+  }();
+  const uint64_t queue_xsk = dq("drops", "xsk_rx_dropped") + dq("drops", "xsk_rx_ring_full");
+  const uint64_t nic_xsk = vm_xsk + fast_xsk + d({"nics", "vm2", "drops", "xsk_rx_dropped"}) +
+                           d({"nics", "vm2", "drops", "xsk_rx_ring_full"});
+  const uint64_t default_xsk = queue_xsk - nic_xsk;
+  std::printf("[ xsk      ] switchd stopped, %" PRIu64 " frames per burst:\n"
+              "             vm1 -> out: %" PRIu64 " read by switchd + %" PRIu64 " dropped at its backend sockets + %" PRIu64
+              " at the veth = %" PRIu64 "\n"
+              "             out -> vm1 (vmq): classifier %" PRIu64 " = %" PRIu64 " read + %" PRIu64 " dropped at the vmq sockets\n"
+              "             out -> unknown (default): classifier %" PRIu64 " = %" PRIu64 " read + %" PRIu64 " dropped at the default sockets\n"
+              "             queues[].xsk: %s\n",
+              N, from_vm, vm_xsk, veth_drops, from_vm + vm_xsk + veth_drops, classified_fast, fast, fast_xsk,
+              classified_default, rx_default, default_xsk,
+              [&] {
+                std::string x;
+                for (const auto& q : after["queues"]) x += q["xsk"].dump() + " ";
+                return x;
+              }().c_str());
+  EXPECT_EQ(from_vm + vm_xsk + veth_drops, sent_vm) << after["nics"]["vm1"].dump();
+  EXPECT_GT(vm_xsk, 0u) << "the burst overflowed the backend's rings";
+  EXPECT_EQ(classified_fast, sent_fast) << after["classifier"]["vmqs"].dump();
+  EXPECT_EQ(fast + fast_xsk, classified_fast) << after["nics"]["vm1"].dump();
+  EXPECT_GT(fast_xsk, 0u);
+  EXPECT_GE(classified_default, sent_default);
+  EXPECT_EQ(rx_default + default_xsk, classified_default) << after["queues"].dump();
+  EXPECT_GT(default_xsk, 0u);
+  EXPECT_GT(u64(after, {"nics", "vm1", "xsk", "backend", "rx_fill_ring_empty_descs"}), 0u) << after["nics"]["vm1"].dump();
+  EXPECT_EQ(dq("xsk", "rx_invalid_descs") + dq("xsk", "tx_invalid_descs"), 0u) << "switchd never posts a bad descriptor";
   EXPECT_TRUE(switchd_alive());
   expect_pools_idle();
+}
+
+TEST_F(SwitchHostTest, HostPortFailureHalfWayIsUndone) {
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  // New netdevs get no IPv6: the attach makes the veth pair, connects the host port, moves
+  // the IPv4 address, then fails on the IPv6 one, and must undo all of it.
+  ASSERT_TRUE(sh_ok("sysctl -qw net.ipv6.conf.default.disable_ipv6=1"));
+  const std::string routes0 = routes_on("up0");
+  expect_refused("uplink.attach", {{"name", "up0"}, {"host", "port"}}, "kernel",
+                 {"add address fd77::100/64 to up0-host", "undone, nothing changed"});
+  expect_host_on_uplink();
+  EXPECT_EQ(routes_on("up0"), routes0);
+  EXPECT_FALSE(link_exists("up0-host"));
+  EXPECT_FALSE(link_exists("up0-host-sw"));
+  std::string xdp;
+  sh("ip -d link show up0", &xdp);
+  EXPECT_EQ(xdp.find("prog/xdp"), std::string::npos) << "the classifier is detached again:\n" << xdp;
+  EXPECT_TRUE(call("events")["events"].empty()) << call("events").dump();
+  expected_log_.push_back("undone, nothing changed");
+  expect_ping("ext", "the host, still on its uplink", "10.77.0.100");
+}
+
+class SwitchHostDetachOnExitTest : public SwitchHostTest {
+ protected:
+  SwitchHostDetachOnExitTest() { switchd_extra_ = {"--detach-on-exit"}; }
+};
+
+TEST_F(SwitchHostDetachOnExitTest, ShutdownGivesTheHostItsUplinkBackAndARestartTakesItAgain) {
+  ASSERT_NO_FATAL_FAILURE(host_on_uplink());
+  call("uplink.attach", {{"name", "up0"}, {"host", "port"}, {"host_netdev", "hp0"}});
+  EXPECT_NE(addrs_on("hp0").find("10.77.0.100/24"), std::string::npos) << addrs_on("hp0");
+  stop_switchd(SIGTERM);
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("hp0"));
+  EXPECT_FALSE(link_exists("hp0-sw"));
+  expect_ping("ext", "the host, switchd stopped", "10.77.0.100");
+  // The configuration is not lost: the uplink is attached again, with its host port.
+  ASSERT_NO_FATAL_FAILURE(start_switchd());
+  const json up = call("show")["uplink"];
+  EXPECT_EQ(up["host"].value("netdev", ""), "hp0") << up.dump();
+  EXPECT_EQ(up["host"]["moved"]["addresses"], json::array({"10.77.0.100/24", "fd77::100/64"})) << up.dump();
+  EXPECT_NE(addrs_on("hp0").find("10.77.0.100/24"), std::string::npos) << addrs_on("hp0");
+  EXPECT_NE(routes_on("hp0").find("10.88.0.0/16 via 10.77.0.254"), std::string::npos) << routes_on("hp0");
+  expect_ping("ext", "the host through its port again", "10.77.0.100");
+  call("uplink.detach");
+  expect_host_on_uplink();
+  EXPECT_FALSE(link_exists("hp0"));
 }
 
 TEST_F(SwitchTest, TrunkNativeCarriesIp) {

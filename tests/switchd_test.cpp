@@ -91,10 +91,12 @@ class SwitchdTest : public SwitchdFixture {
                          queue_sum(a.st, "rx_vmq");
     const uint64_t wtx = queue_sum(b.st, "tx") - queue_sum(a.st, "tx");
     json drops{{"total", 0}};
+    uint64_t xsk = 0;  // the kernel's, at the workers' sockets: before a worker, not the switch's
     for (size_t q = 0; q < b.st["queues"].size(); q++)
       for (const auto& [why, n] : b.st["queues"][q]["drops"].items()) {
         uint64_t d = n.get<uint64_t>() - a.st["queues"][q]["drops"][why].get<uint64_t>();
-        if (!d) continue;
+        if (why.rfind("xsk_", 0) == 0) xsk += d;
+        if (!d || why.rfind("xsk_", 0) == 0) continue;
         drops[why] = u64(drops, {why.c_str()}) + d;
         drops["total"] = drops["total"].get<uint64_t>() + d;
       }
@@ -102,8 +104,10 @@ class SwitchdTest : public SwitchdFixture {
     const uint64_t ext = b.ext_drop - a.ext_drop, up = b.up_drop - a.up_drop, host = b.host_drop - a.host_drop;
     std::printf("[ account  ] sent %" PRIu64 " = received %" PRIu64 " + switch drops %s + ext0 tx_dropped %" PRIu64
                 " + up0 rx_dropped %" PRIu64 " + backend tx_dropped %" PRIu64 " + receiver socket drops %" PRIu64
-                " (classifier saw %" PRIu64 ", redirected %" PRIu64 ", workers received %" PRIu64 ", sent %" PRIu64 ")\n",
-                sent, received, drops.dump().c_str(), ext, up, host, sock_drops, cls, redirected, wrx, wtx);
+                " (classifier saw %" PRIu64 ", redirected %" PRIu64 ", workers received %" PRIu64 ", sent %" PRIu64
+                "; switchd's sockets counted %" PRIu64 " kernel drops)\n",
+                sent, received, drops.dump().c_str(), ext, up, host, sock_drops, cls, redirected, wrx, wtx, xsk);
+    EXPECT_EQ(xsk, up) << "switchd's stats name every frame the kernel dropped at its sockets";
     EXPECT_LE(received, sent);
     EXPECT_EQ(cls + ext, sent) << "the classifier saw every frame that left ext0";
     EXPECT_EQ(redirected, cls) << "with default sockets on every queue nothing is passed to the host stack";

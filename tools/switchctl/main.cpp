@@ -256,10 +256,21 @@ int main(int argc, char** argv) {
       attach->add_option("--host", host, "an uplink with host addresses: stack (frames to its MAC reach the "
                                          "host's stack) or port (the host moves its addresses to a host port)")
           ->check(CLI::IsMember({"stack", "port"}));
+  std::string host_netdev;
+  int host_vlan = 0;
+  CLI::Option* host_netdev_opt =
+      attach->add_option("--host-netdev", host_netdev, "--host port: the host's netdev (default: NAME truncated to 10, "
+                                                       "then -host)")
+          ->check(kName);
+  CLI::Option* host_vlan_opt =
+      attach->add_option("--host-vlan", host_vlan, "--host port: the host port's access VLAN (default 0, untagged)")
+          ->check(CLI::Range(0, 4094));
   attach->callback([&] {
     call = Call{"uplink.attach", {{"name", name}}, "uplink " + name, "attached", false};
     if (mode_opt->count()) call->args["mode"] = mode;
     if (host_opt->count()) call->args["host"] = host;
+    if (host_netdev_opt->count()) call->args["host_netdev"] = host_netdev;
+    if (host_vlan_opt->count()) call->args["host_vlan"] = host_vlan;
   });
   step(uplink, "detach", "detach switchd from its uplink", "switchctl uplink detach")->callback([&] {
     call = Call{"uplink.detach", json::object(), "uplink", "detached", false};

@@ -99,6 +99,12 @@ void print_show(const json& result) {
     scalars(rest, "", parts);
     std::printf("uplink %s%s%s\n", text(field(uplink, "name")).c_str(), parts.empty() ? "" : ": ",
                 joined(parts).c_str());
+    const json& moved = field(field(uplink, "host"), "moved");
+    for (const char* what : {"addresses", "routes"}) {
+      std::vector<std::string> items;
+      for (const json& a : field(moved, what)) items.push_back(text(a));
+      if (moved.is_object()) std::printf("host port: %s moved from the uplink: %s\n", what, items.empty() ? "none" : joined(items).c_str());
+    }
   } else {
     std::printf("uplink: none\n");
   }
