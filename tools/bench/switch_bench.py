@@ -321,10 +321,11 @@ class Bench:
         self.make_ceiling()
         self.make_bridge()
         self.make_xvmq()
-        cases = self.cases()
+        cases = [c for c in self.cases() if not a.cases or c["id"] in a.cases]
         sizes = a.sizes
         frames = {(c["id"], s): [] for c in cases for s in sizes}
-        lat_keys = [("bridge", "ext_vm"), ("xvmq", "ext_vm"), ("bridge", "vm_vm"), ("xvmq", "vm_vm")]
+        lat_keys = [] if a.no_latency else [("bridge", "ext_vm"), ("xvmq", "ext_vm"), ("bridge", "vm_vm"),
+                                            ("xvmq", "vm_vm")]
         pings = {k: [] for k in lat_keys}
         iperfs = {k: [] for k in lat_keys}
         world = {"bridge": "br", "xvmq": "xv"}
@@ -373,7 +374,7 @@ class Bench:
         def ratio(cid, ref, s):
             # Per round: the cases of one round ran next to each other, on the
             # same machine load.
-            xs = [x["pps"] / y["pps"] for x, y in zip(frames[(cid, s)], frames[(ref, s)]) if y["pps"] > 0]
+            xs = [x["pps"] / y["pps"] for x, y in zip(frames[(cid, s)], frames.get((ref, s), [])) if y["pps"] > 0]
             return statistics.median(xs) if xs else None
 
         rows = []
@@ -391,7 +392,7 @@ class Bench:
                 rows.append(row)
 
         lat = []
-        for path in ("ext_vm", "vm_vm"):
+        for path in ("ext_vm", "vm_vm") if pings else ():
             for sys_ in ("bridge", "xvmq"):
                 ps, ips = pings[(sys_, path)], iperfs[(sys_, path)]
                 bp, bi = pings[("bridge", path)], iperfs[("bridge", path)]
@@ -409,24 +410,24 @@ class Bench:
                     "iperf_retransmits": sum(i["retransmits"] for i in ips)})
 
         def row_of(cid, s):
-            return next(r for r in rows if r["case"] == cid and r["frame_bytes"] == s)
+            return next((r for r in rows if r["case"] == cid and r["frame_bytes"] == s), {})
 
         def lat_of(sys_, path):
-            return next(x for x in lat if x["system"] == sys_ and x["path"] == path)
+            return next((x for x in lat if x["system"] == sys_ and x["path"] == path), {})
 
         small = min(a.sizes)
         targets = [
             {"target": "VMQ path >= 1.5 x bridge at %d B" % small,
-             "value": row_of("xvmq_vmq", small)["x_bridge"], "limit": 1.5, "ok": None},
+             "value": row_of("xvmq_vmq", small).get("x_bridge"), "limit": 1.5, "ok": None},
             {"target": "VMQ path >= 0.8 x ceiling at %d B" % small,
-             "value": row_of("xvmq_vmq", small)["x_ceiling"], "limit": 0.8, "ok": None},
+             "value": row_of("xvmq_vmq", small).get("x_ceiling"), "limit": 0.8, "ok": None},
         ]
         for s in a.sizes:
             targets.append({"target": "default path >= 1.0 x bridge at %d B" % s,
-                            "value": row_of("xvmq_default", s)["x_bridge"], "limit": 1.0, "ok": None})
+                            "value": row_of("xvmq_default", s).get("x_bridge"), "limit": 1.0, "ok": None})
         for path in ("ext_vm", "vm_vm"):
             targets.append({"target": "ping p99 %s <= 1.2 x bridge" % path.replace("_", " to "),
-                            "value": lat_of("xvmq", path)["p99_x_bridge"], "limit": 1.2, "ok": None, "at_most": True})
+                            "value": lat_of("xvmq", path).get("p99_x_bridge"), "limit": 1.2, "ok": None, "at_most": True})
         for t in targets:
             v = t["value"]
             t["ok"] = v is not None and (v <= t["limit"] if t.get("at_most") else v >= t["limit"])
@@ -504,16 +505,17 @@ def print_table(rep):
                       "%.1f" % (r["fps_max"] / 1e3), fmt(r["x_bridge"], "%.2f"), fmt(r["x_ceiling"], "%.2f")))
     print_aligned(lines)
     print()
-    hdr = ("system", "path", "ping p50 us", "p99 us", "p50 x br", "p99 x br", "iperf3 Mbit/s", "x bridge")
-    lines = [hdr]
-    for r in rep["latency_tcp"]:
-        lines.append((r["system"], r["path"].replace("_", " to "), "%.1f" % r["ping_p50_us"], "%.1f" % r["ping_p99_us"],
-                      "%.2f" % r["p50_x_bridge"], "%.2f" % r["p99_x_bridge"], "%.0f" % r["iperf_mbps"],
-                      "%.2f" % r["iperf_x_bridge"]))
-    print_aligned(lines)
-    print()
+    if rep["latency_tcp"]:
+        hdr = ("system", "path", "ping p50 us", "p99 us", "p50 x br", "p99 x br", "iperf3 Mbit/s", "x bridge")
+        lines = [hdr]
+        for r in rep["latency_tcp"]:
+            lines.append((r["system"], r["path"].replace("_", " to "), "%.1f" % r["ping_p50_us"],
+                          "%.1f" % r["ping_p99_us"], "%.2f" % r["p50_x_bridge"], "%.2f" % r["p99_x_bridge"],
+                          "%.0f" % r["iperf_mbps"], "%.2f" % r["iperf_x_bridge"]))
+        print_aligned(lines)
+        print()
     for t in rep["targets"]:
-        print("  %-4s %-40s %s (limit %.1f)" % ("met" if t["ok"] else "MISS", t["target"], fmt(t["value"], "%.2f"),
+        print("  %-4s %-40s %s (limit %.1f)" % ("n/a" if t["value"] is None else "met" if t["ok"] else "MISS", t["target"], fmt(t["value"], "%.2f"),
                                                 t["limit"]))
 
 
@@ -540,10 +542,18 @@ def parse_args():
     p.add_argument("--cpu", type=int, default=None, help="the generator's CPU (default: the last)")
     p.add_argument("--queue-cpus", default=None,
                    help="switchd --queue-cpus (default 0:0,1:1 with 2 or more CPUs)")
+    p.add_argument("--cases", default="",
+                   help="only these frame cases (ids as in the JSON: ceiling,bridge,xvmq_vmq,xvmq_default,"
+                        "bridge_vm2vm,xvmq_vm2vm), e.g. to profile one")
+    p.add_argument("--no-latency", action="store_true", help="no ping and iperf3 runs")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 s cases, 0.3 s warm-up, 100 pings, 1 s iperf3")
     p.add_argument("--json", default=None, help="write the results here (default BUILD/bench-switch.json)")
     a = p.parse_args()
     a.sizes = [int(x) for x in a.sizes.split(",")]
+    a.cases = [x for x in a.cases.split(",") if x]
+    known = {"ceiling", "bridge", "xvmq_vmq", "xvmq_default", "bridge_vm2vm", "xvmq_vm2vm"}
+    if set(a.cases) - known:
+        p.error("--cases: unknown %s" % ",".join(sorted(set(a.cases) - known)))
     if any(s < 60 or s > 1514 for s in a.sizes):
         p.error("--sizes: 60..1514")
     if a.quick:
@@ -570,6 +580,8 @@ def main():
 
     def on_signal(sig, _):
         raise KeyboardInterrupt
+    # Set both: a shell starts background jobs with SIGINT ignored.
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     rc = 0
     try:
