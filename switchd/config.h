@@ -1,4 +1,4 @@
-// The declarative configuration (README, "Configuration file"): a TOML file
+// The declarative configuration (docs/configuration.md): a TOML file
 // that describes the uplink, the ports and their NICs; the planner that finds
 // the lifecycle steps from the running switch to it; and the running switch
 // written back as such a file. Pure logic: switchd executes the steps

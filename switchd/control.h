@@ -1,4 +1,4 @@
-// The control socket of switchd: transport only (PROTOCOL.md, version 1).
+// The control socket of switchd: transport only (docs/protocol.md, version 1).
 // ControlServer frames, checks and answers requests; what an op does is the
 // Handler's business. ControlClient is the other end, for switchctl and tests.
 #pragma once

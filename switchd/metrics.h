@@ -29,7 +29,7 @@ using Snapshot = std::function<nlohmann::json()>;
 // Error (EINVAL) says what is wrong.
 Result<std::string> parse_listen(const std::string& text);
 
-// The metric families of one snapshot (every name xvmq_*, see PROTOCOL.md).
+// The metric families of one snapshot (every name xvmq_*, see docs/protocol.md).
 std::vector<prometheus::MetricFamily> metric_families(const nlohmann::json& snapshot);
 
 class MetricsServer {

@@ -19,7 +19,7 @@
 
 namespace xvmq::switchd {
 
-// The error kinds of switchd/PROTOCOL.md.
+// The error kinds of docs/protocol.md.
 enum class ErrorKind { Usage, NotFound, WrongState, Exists, Exhausted, Kernel, Permission };
 std::string_view to_string(ErrorKind kind);
 

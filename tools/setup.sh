@@ -11,7 +11,7 @@ XVMQ_PACKAGES=(
   libbpf-dev libxdp-dev xdp-tools bpftool libelf-dev zlib1g-dev
   libcli11-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev
   libmnl-dev libsystemd-dev libtomlplusplus-dev prometheus-cpp-dev
-  iproute2 iputils-ping procps ethtool netsniff-ng iperf3 tcpdump python3-scapy
+  iproute2 iputils-ping procps ethtool netsniff-ng iperf3 tcpdump python3-scapy jq
 )
 
 xvmq_install_packages() {

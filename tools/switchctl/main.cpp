@@ -1,4 +1,4 @@
-// switchctl: drive switchd over its control socket (switchd/PROTOCOL.md).
+// switchctl: drive switchd over its control socket (docs/protocol.md).
 // Input is checked here before anything is sent, so that a typo costs no
 // round trip and never reaches switchd; switchd checks it again.
 #include <CLI/CLI.hpp>
@@ -24,7 +24,7 @@ namespace {
 using json = nlohmann::json;
 using namespace xvmq;
 
-// Exit codes of PROTOCOL.md's table. 1, "switchd cannot be reached", also
+// Exit codes of docs/protocol.md's table. 1, "switchd cannot be reached", also
 // stands for a kind newer than this switchctl.
 int exit_code(const std::string& kind) {
   auto k = control::parse_error_kind(kind);
@@ -113,7 +113,7 @@ constexpr const char* kExitCodes =
     "Exit codes: 0 done; 1 switchd unreachable (not running, wrong --socket); 2 usage (bad option, name, MAC,\n"
     "VLAN or CPU); 3 not found; 4 wrong state (the message names the steps allowed); 5 exists; 6 no vmq left;\n"
     "7 the kernel refused; 8 unsupported protocol version; 9 permission denied.\n"
-    "Errors are one line on stderr. --json (before or after the verb) prints results as JSON (PROTOCOL.md).";
+    "Errors are one line on stderr. --json (before or after the verb) prints results as JSON (docs/protocol.md).";
 
 // One request, and how to say that it was done.
 struct Call {
@@ -166,7 +166,7 @@ int watch_stats(control::ControlClient& client, const std::string& socket, doubl
   return 0;
 }
 
-// events --follow: the client polls "events since=<last seq>" (PROTOCOL.md):
+// events --follow: the client polls "events since=<last seq>" (docs/protocol.md):
 // switchd's control thread is never held by a waiting request.
 int follow_events(control::ControlClient& client, const std::string& socket, json args, bool as_json) {
   catch_interrupts();
