@@ -83,6 +83,10 @@ int main(int argc, char** argv) {
   app.add_option("--fdb-age", opts.datapath.fdb_age_s, "seconds before an unseen learned MAC is forgotten")
       ->capture_default_str()->check(CLI::Range(1, 86400));
   app.add_flag("--busy-poll", opts.datapath.worker.busy_poll, "workers spin instead of sleeping");
+  app.add_option("--rt-priority", opts.datapath.worker.rt_priority,
+                 "run the queue workers at this SCHED_FIFO priority (1-99; 0: the normal scheduler), so a "
+                 "woken worker does not wait for a busy CPU's time slice; not with --busy-poll on shared CPUs")
+      ->capture_default_str()->check(CLI::Range(0, 99));
   app.add_flag("--detach-on-exit", detach_on_exit, "on SIGTERM detach the classifier (default: leave it passing frames)");
   std::string config_file;
   app.add_option("--config", config_file, "at start, after the saved state, bring the switch to this configuration "

@@ -42,6 +42,7 @@ struct WorkerOptions {
   uint32_t ring_size = 1024;     // rx/tx/fill/completion ring entries
   uint32_t nic_inflight = 256;   // frames in flight to one NIC before drops
   bool busy_poll = false;        // spin instead of sleeping in poll()
+  int rt_priority = 0;           // SCHED_FIFO priority of the worker thread, 0: the normal scheduler
 };
 
 // Why the software path did not deliver a frame (per NIC or per queue).

@@ -11,7 +11,10 @@ using nlohmann::json;
 
 std::optional<UplinkConfig> Switch::uplink_config() const {
   if (uplink_.empty()) return std::nullopt;
-  UplinkConfig u{uplink_, uplink_mode_, uplink_host_};
+  UplinkConfig u;
+  u.name = uplink_;
+  u.mode = uplink_mode_;
+  u.host = uplink_host_;
   if (uplink_host_ == "port") {
     u.host_netdev = host_netdev_.empty() ? default_host_netdev(uplink_) : host_netdev_;
     u.host_vlan = host_vlan_;

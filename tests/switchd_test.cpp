@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <filesystem>
+#include <iterator>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -754,3 +755,37 @@ TEST_F(SwitchdDedicatedTest, RestartKeepsTheDedicatedQueue) {
 }
 
 }  // namespace
+
+// --rt-priority: each queue worker (a thread named xvmq-q<queue>) runs at
+// that SCHED_FIFO priority, and frames still flow.
+class SwitchdRtTest : public SwitchdTest {
+ protected:
+  void SetUp() override {
+    switchd_extra_ = {"--rt-priority", "7"};
+    SwitchdTest::SetUp();
+  }
+};
+
+TEST_F(SwitchdRtTest, WorkersRunAtTheirFifoPriority) {
+  attach();
+  add_vm(1);
+  // /proc/<pid>/task/<tid>/stat: field 2 is (comm), then policy is field 41
+  // and rt_priority field 40 (proc(5)).
+  int workers = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/task")) {
+    const std::string comm = slurp(e.path().string() + "/comm");
+    if (!comm.starts_with("xvmq-q")) continue;
+    workers++;
+    const std::string stat = slurp(e.path().string() + "/stat");
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));  // from field 3 on
+    std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
+    ASSERT_GE(f.size(), 39u) << stat;
+    EXPECT_EQ(f[40 - 3], "7") << comm << ": rt_priority";
+    EXPECT_EQ(f[41 - 3], "1") << comm << ": policy (1 = SCHED_FIFO)";
+  }
+  EXPECT_EQ(workers, 2) << "one worker per receive queue of up0";
+
+  Bg rx = receive(1, 10, "--until-frames 1000");
+  EXPECT_EQ(u64(send(1, 1000, "5000", 0, 1).wait(), {"sent"}), 1000u);
+  EXPECT_EQ(u64(rx.wait()["streams"]["1"], {"frames"}), 1000u);
+}
