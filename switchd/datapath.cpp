@@ -415,7 +415,8 @@ Status Datapath::connect(const NicSpec& nic) {
       if (!(ss.hardware && static_cast<int>(reserved_[r].queue) == ss.queue) && r % workers_.size() == done)
         extra.push_back(reserved_[r].queue);
     int vmq = ss.hardware ? 0 : static_cast<int>(nic.vmq);  // a dedicated vmq has its socket on its queue only
-    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, vmq, counters[done], extra, nic.vlans, nic.allow_mac_spoofing};
+    WorkerNic wn{nic.name,  nic.mac,   nic.vlan,  nic.backend,           vmq,
+                 counters[done], extra, nic.vlans, nic.allow_mac_spoofing, nic.statics};
     auto socks = workers_[done]->add_nic(wn);
     if (!socks) {
       st = socks.error();
@@ -480,6 +481,17 @@ Status Datapath::set_vmq(const NicSpec& nic, uint32_t vmq) {
   }
   cur.vmq = vmq;
   return install_filter(cur);
+}
+
+Status Datapath::set_statics(const std::string& name, const std::vector<std::pair<Mac, uint16_t>>& statics) {
+  auto it = connected_.find(name);
+  if (it == connected_.end()) return {};  // applied at connect
+  it->second->spec.statics = statics;
+  // The software switch runs on the general workers only: a dedicated
+  // worker hands what its VM sends to one of them.
+  for (auto& w : workers_)
+    if (auto st = w->set_statics(name, statics); !st) return st;
+  return {};
 }
 
 void Datapath::forget(const std::string& name) { counters_.erase(name); }

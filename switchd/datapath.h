@@ -55,6 +55,7 @@ struct NicSpec {
   bool hardware = false;  // hardware steering requested
   PortVlans vlans = PortVlans::access_vlan(0);  // `vlan` is vlans.access for an access NIC
   bool allow_mac_spoofing = false;
+  std::vector<std::pair<Mac, uint16_t>> statics;  // static FDB entries behind the NIC
 };
 
 // How a connected NIC's vmq is steered.
@@ -109,6 +110,9 @@ class Datapath {
   Status disconnect(const std::string& name);
   // Give a connected NIC a vmq (sockets, slots, then filter) or take it away (vmq 0).
   Status set_vmq(const NicSpec& nic, uint32_t vmq);
+  // Replace a connected NIC's static FDB entries (a NIC not connected gets
+  // them from its NicSpec at connect).
+  Status set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics);
   // Forget a deleted NIC's counters.
   void forget(const std::string& name);
   // Filters that no NIC in `keep` owns are cleared (after a restart).

@@ -80,7 +80,7 @@ Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<S
     d.learn = !is_multicast(src) && src != Mac{};
   } else {
     const SwitchPort& p = ports.at(static_cast<size_t>(ingress));
-    if (src != p.mac && !p.allow_mac_spoofing) return dropped(SwitchDrop::SpoofedSource);
+    if (!p.sends_from(src)) return dropped(SwitchDrop::SpoofedSource);
     if (p.vlans.mode == VlanMode::Access) {
       if (vlan) return dropped(SwitchDrop::TaggedOnAccess);
       d.vlan = p.vlans.access;
@@ -105,7 +105,7 @@ Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<S
     return d;
   }
   for (size_t i = 0; i < ports.size(); i++) {
-    if (ports[i].mac != dst || !ports[i].vlans.carries(d.vlan)) continue;
+    if ((ports[i].mac != dst && !ports[i].has_static(dst, d.vlan)) || !ports[i].vlans.carries(d.vlan)) continue;
     if (static_cast<int>(i) == ingress) {
       d.drop = SwitchDrop::NoPort;  // back where it came from
       return d;

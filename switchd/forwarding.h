@@ -48,6 +48,20 @@ struct SwitchPort {
   Mac mac{};
   PortVlans vlans;
   bool allow_mac_spoofing = false;
+  // Static FDB entries: more MACs behind this port (a VM's containers or
+  // nested guests), each on one of its VLANs (switchctl fdb add).
+  std::vector<std::pair<Mac, uint16_t>> statics;
+  bool has_static(const Mac& m, uint16_t vlan) const {
+    for (const auto& [sm, sv] : statics)
+      if (sm == m && sv == vlan) return true;
+    return false;
+  }
+  bool sends_from(const Mac& m) const {
+    if (m == mac || allow_mac_spoofing) return true;
+    for (const auto& [sm, _] : statics)
+      if (sm == m) return true;
+    return false;
+  }
 };
 
 struct Egress {

@@ -447,7 +447,7 @@ void QueueWorker::rebuild_ports() {
   for (auto& [_, n] : nics_) {
     if (n->removing) continue;
     port_index_[n.get()] = static_cast<int>(ports_.size());
-    ports_.push_back({n->cfg.mac, n->cfg.vlans, n->cfg.allow_mac_spoofing});
+    ports_.push_back({n->cfg.mac, n->cfg.vlans, n->cfg.allow_mac_spoofing, n->cfg.statics});
     port_nics_.push_back(n.get());
   }
 }
@@ -639,6 +639,16 @@ Result<int> QueueWorker::set_vmq(const std::string& name, int vmq) {
   });
   if (!st) return st.error();
   return fd;
+}
+
+Status QueueWorker::set_statics(const std::string& name, std::vector<std::pair<Mac, uint16_t>> statics) {
+  return run_on_thread([&]() -> Status {
+    auto it = nics_.find(name);
+    if (it == nics_.end()) return Error{ENOENT, "nic " + name + " is not on queue " + std::to_string(queue_)};
+    it->second->cfg.statics = std::move(statics);
+    rebuild_ports();
+    return {};
+  });
 }
 
 Status QueueWorker::remove_nic(const std::string& name) {

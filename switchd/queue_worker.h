@@ -99,6 +99,7 @@ struct WorkerNic {
   std::vector<uint32_t> extra_queues;
   PortVlans vlans = PortVlans::access_vlan(0);
   bool allow_mac_spoofing = false;
+  std::vector<std::pair<Mac, uint16_t>> statics;  // static FDB entries behind the NIC
 };
 
 // The fds a NIC's sockets got on one worker, for the classifier's and the
@@ -138,6 +139,8 @@ class QueueWorker {
   Result<NicSockets> add_nic(const WorkerNic& nic);
   // Give a connected NIC a vmq socket, or take it away (vmq 0).
   Result<int> set_vmq(const std::string& nic, int vmq);
+  // Replace the NIC's static FDB entries.
+  Status set_statics(const std::string& nic, std::vector<std::pair<Mac, uint16_t>> statics);
   // Stop delivering to the NIC, let its frames in flight complete, close
   // its sockets and take back every buffer they held.
   Status remove_nic(const std::string& nic);

@@ -138,6 +138,9 @@ void Switch::restore() {
     }
     model_.restore(std::move(port));
   }
+  for (const auto& e : s.value("fdb_static", json::array()))
+    if (auto mac = parse_mac(e.at("mac").get<std::string>()))
+      fdb_static_[{*mac, e.value("vlan", uint16_t{0})}] = e.at("port").get<std::string>();
   if (s.contains("uplink") && !s["uplink"].is_null()) {
     uplink_ = s["uplink"].at("name").get<std::string>();
     uplink_mode_ = parse_attach_mode(s["uplink"].value("mode", "auto")).value_or(AttachMode::Auto);
@@ -217,7 +220,10 @@ void Switch::persist() {
                              {"vlan", host_port_->vlan}, {"addresses", host_port_->addresses},
                              {"routes", host_port_->routes}};
   }
-  json s{{"version", 1}, {"uplink", uplink}, {"ports", ports}};
+  json statics = json::array();
+  for (const auto& [key, port] : fdb_static_)
+    statics.push_back({{"mac", format_mac(key.first)}, {"vlan", key.second}, {"port", port}});
+  json s{{"version", 1}, {"uplink", uplink}, {"ports", ports}, {"fdb_static", statics}};
   write_atomic(state_path_, s.dump(2) + "\n");
 }
 
@@ -226,7 +232,78 @@ NicSpec Switch::spec_of(const std::string& port, uint32_t vmq) const {
   NicSpec spec{port, n.config.mac, n.config.vlan, n.config.backend, vmq, n.config.steering == Steering::Hardware};
   spec.vlans = n.config.vlans();
   spec.allow_mac_spoofing = n.config.allow_mac_spoofing;
+  spec.statics = statics_of(port);
   return spec;
+}
+
+std::vector<std::pair<Mac, uint16_t>> Switch::statics_of(const std::string& port) const {
+  std::vector<std::pair<Mac, uint16_t>> out;
+  for (const auto& [key, p] : fdb_static_)
+    if (p == port) out.push_back(key);
+  return out;
+}
+
+// A static FDB entry: MAC on VLAN is behind port P's NIC (a container or a
+// nested guest of that VM). Frames to it on that VLAN go to the NIC, and the
+// NIC may send from it without allow_mac_spoofing. The NIC's own MAC needs
+// no entry; a MAC has one port per VLAN.
+json Switch::fdb_add(const json& args) {
+  std::string port = arg_name(args, "port");
+  const std::string mac_text = args.contains("mac") && args["mac"].is_string() ? args["mac"].get<std::string>() : "";
+  auto mac = parse_mac(mac_text);
+  if (!mac) throw Refused(ErrorKind::Usage, "fdb.add: mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+  if (is_multicast(*mac) || *mac == Mac{})
+    throw Refused(ErrorKind::Usage, "fdb.add: " + format_mac(*mac) + " is not a unicast MAC; an entry names one station");
+  const json& v = args.contains("vlan") ? args["vlan"] : json(0);
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > XVMQ_VLAN_MAX)
+    throw Refused(ErrorKind::Usage, "fdb.add: vlan must be an integer 0..4094");
+  const uint16_t vlan = v.get<uint16_t>();
+  const Nic& nic = model_.nic(port);  // not_found, naming the port, when it has no NIC
+  const auto carried = nic.config.carried();
+  if (std::find(carried.begin(), carried.end(), vlan) == carried.end()) {
+    std::string list;
+    for (uint16_t c : carried) list += (list.empty() ? "" : ", ") + std::to_string(c);
+    throw Refused(ErrorKind::Usage, "fdb.add: nic " + port + " is not on VLAN " + std::to_string(vlan) +
+                                        "; it carries " + (list.empty() ? "none" : list));
+  }
+  for (const auto& [name, p] : model_.ports())
+    if (p.nic && p.nic->config.mac == *mac) {
+      const auto on = p.nic->config.carried();
+      if (std::find(on.begin(), on.end(), vlan) != on.end())
+        throw Refused(ErrorKind::Exists, "fdb.add: " + format_mac(*mac) + " on VLAN " + std::to_string(vlan) +
+                                             " is nic " + name + "'s own MAC");
+    }
+  if (auto it = fdb_static_.find({*mac, vlan}); it != fdb_static_.end())
+    throw Refused(ErrorKind::Exists, "fdb.add: " + format_mac(*mac) + " on VLAN " + std::to_string(vlan) +
+                                         " is already behind port " + it->second + " (fdb.del first)");
+  fdb_static_[{*mac, vlan}] = port;
+  if (dp_)
+    if (auto st = dp_->set_statics(port, statics_of(port)); !st) {
+      fdb_static_.erase({*mac, vlan});
+      (void)dp_->set_statics(port, statics_of(port));
+      throw Refused(ErrorKind::Kernel, "fdb.add: " + st.error().message);
+    }
+  persist();
+  return {{"mac", format_mac(*mac)}, {"vlan", vlan}, {"port", port}, {"static", true}, {"added", true}};
+}
+
+json Switch::fdb_del(const json& args) {
+  const std::string mac_text = args.contains("mac") && args["mac"].is_string() ? args["mac"].get<std::string>() : "";
+  auto mac = parse_mac(mac_text);
+  if (!mac) throw Refused(ErrorKind::Usage, "fdb.del: mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+  const json& v = args.contains("vlan") ? args["vlan"] : json(0);
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > XVMQ_VLAN_MAX)
+    throw Refused(ErrorKind::Usage, "fdb.del: vlan must be an integer 0..4094");
+  const uint16_t vlan = v.get<uint16_t>();
+  auto it = fdb_static_.find({*mac, vlan});
+  if (it == fdb_static_.end())
+    throw Refused(ErrorKind::NotFound, "fdb.del: no static entry for " + format_mac(*mac) + " on VLAN " +
+                                           std::to_string(vlan) + " (switchctl fdb show lists them)");
+  const std::string port = it->second;
+  fdb_static_.erase(it);
+  if (dp_) (void)dp_->set_statics(port, statics_of(port));
+  persist();
+  return {};
 }
 
 void Switch::event_logged(size_t before) {
@@ -396,7 +473,14 @@ json Switch::handle_op(const std::string& op, const json& args) {
       if (p.nic && p.nic->state == NicState::Connected)
         for (uint16_t v : p.nic->config.carried())
           entries.push_back({{"mac", format_mac(p.nic->config.mac)}, {"vlan", v}, {"port", name}, {"static", true}});
+    for (const auto& [key, port] : fdb_static_)
+      entries.push_back({{"mac", format_mac(key.first)}, {"vlan", key.second}, {"port", port}, {"static", true},
+                         {"added", true}});
     return {{"entries", entries}, {"size", dp_->fdb().size()}, {"capacity", dp_->fdb().capacity()}};
+  } else if (op == "fdb.add") {
+    return fdb_add(args);
+  } else if (op == "fdb.del") {
+    return fdb_del(args);
   } else if (op == "fdb.flush") {
     if (!dp_) throw Refused(ErrorKind::NotFound, "no uplink is attached");
     return {{"flushed", dp_->fdb().flush()}};
@@ -524,6 +608,7 @@ json Switch::handle_op(const std::string& op, const json& args) {
     refuse_on_host_port(op, port);
     model_.nic_delete(port);
     if (dp_) dp_->forget(port);
+    std::erase_if(fdb_static_, [&](const auto& e) { return e.second == port; });  // they were its NIC's
   } else if (op == "vmq.allocate") {
     std::string port = arg_name(args, "port");
     auto policy = policy_arg(args, VmqPolicy::Auto, "vmq.allocate");

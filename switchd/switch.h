@@ -88,6 +88,11 @@ class Switch {
     std::vector<std::string> addresses, routes;  // moved from the uplink at attach
   };
   std::optional<HostPort> host_port_;
+  // Static FDB entries: (MAC, VLAN) -> the port whose NIC has that MAC behind it.
+  std::map<std::pair<Mac, uint16_t>, std::string> fdb_static_;
+  std::vector<std::pair<Mac, uint16_t>> statics_of(const std::string& port) const;
+  nlohmann::json fdb_add(const nlohmann::json& args);
+  nlohmann::json fdb_del(const nlohmann::json& args);
   // host=port's choices, kept to make the host port again after a
   // shutdown that removed it (--detach-on-exit).
   std::string host_netdev_;

@@ -1567,3 +1567,60 @@ TEST_F(SwitchSmallFrameTest, TooBigFromAVmIsCountedPerNic) {
 }
 
 }  // namespace
+
+// Static FDB entries: a MAC behind a VM's NIC (a container or nested guest
+// of that VM). Frames from outside to it reach that VM; the VM may send from
+// it; a restart keeps the entry; without it, it is unknown unicast again.
+TEST_F(SwitchTest, StaticFdbEntryPutsAMacBehindANic) {
+  std::vector<PortSpec> ports{{.vm = 1, .access = 0}, {.vm = 2, .access = 0, .vmq = "off"}};
+  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  const std::string behind = "02:00:00:00:10:01";
+  constexpr uint64_t N = 200;
+  auto frames = [](const json& r) {
+    uint64_t n = 0;
+    for (const auto& [_, s] : r["streams"].items()) n += u64(s, {"frames"});
+    return n;
+  };
+  // N frames from `from` (a namespace and its netdev) to dst, counted in vm `to`.
+  auto deliver = [&](const std::string& from, const std::string& dev, const std::string& src, const std::string& dst,
+                     int to) {
+    Bg rx = receive(to, 4, "--idle-ms 1500");
+    EXPECT_TRUE(sh_ok(in(from, std::string(FRAME_TOOL) + " send --dev " + dev + " --dst " + dst + " --src " + src +
+                                   " --count " + std::to_string(N) + " --rate 2000 --timeout 10")));
+    return frames(rx.wait());
+  };
+
+  json before = call("stats");
+  EXPECT_EQ(deliver("ext", "ext0", kOutsideMac, behind, 1), 0u) << "no entry: nobody's MAC";
+  EXPECT_EQ(drops_between(before, call("stats"))["unknown_unicast"], N);
+
+  json added = call("fdb.add", {{"mac", behind}, {"vlan", 0}, {"port", "vm1"}});
+  EXPECT_EQ(added.value("port", ""), "vm1");
+  EXPECT_EQ(deliver("ext", "ext0", kOutsideMac, behind, 1), N) << "the entry sends them to vm1";
+  before = call("stats");
+  EXPECT_EQ(deliver(vm(1), "eth0", behind, mac_of(2), 2), N) << "vm1 sends from the MAC behind it";
+  EXPECT_EQ(nic_drop(call("stats"), "vm1", "spoofed_source"), nic_drop(before, "vm1", "spoofed_source"));
+
+  bool listed = false;
+  const json fdb = call("fdb.show");
+  for (const auto& e : fdb["entries"])
+    listed |= e.value("mac", "") == behind && e.value("port", "") == "vm1" && e.value("added", false);
+  EXPECT_TRUE(listed) << fdb.dump();
+
+  expect_refused("fdb.add", {{"mac", behind}, {"vlan", 0}, {"port", "vm2"}}, "exists", {"already behind port vm1"});
+  expect_refused("fdb.add", {{"mac", "01:00:5e:00:00:01"}, {"port", "vm1"}}, "usage", {"not a unicast MAC"});
+  expect_refused("fdb.add", {{"mac", "02:00:00:00:10:02"}, {"vlan", 10}, {"port", "vm1"}}, "usage",
+                 {"not on VLAN 10", "carries 0"});
+  expect_refused("fdb.add", {{"mac", mac_of(2)}, {"vlan", 0}, {"port", "vm1"}}, "exists", {"nic vm2's own MAC"});
+  expect_refused("fdb.add", {{"mac", "02:00:00:00:10:02"}, {"port", "nosuch"}}, "not_found", {"nosuch"});
+  expect_refused("fdb.del", {{"mac", "02:00:00:00:10:02"}}, "not_found", {"no static entry"});
+
+  // A restart keeps the entry.
+  stop_switchd(SIGTERM);
+  ASSERT_NO_FATAL_FAILURE(start_switchd());
+  EXPECT_EQ(deliver("ext", "ext0", kOutsideMac, behind, 1), N) << "after a restart";
+
+  call("fdb.del", {{"mac", behind}, {"vlan", 0}});
+  EXPECT_EQ(deliver("ext", "ext0", kOutsideMac, behind, 1), 0u) << "the entry is gone";
+  expect_pools_idle();
+}

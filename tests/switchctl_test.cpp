@@ -480,6 +480,22 @@ TEST_F(SwitchctlTest, EveryVerbAgainstTheDatapath) {
   for (const auto& e : fdb["entries"]) vm1_static |= e["port"] == "vm1" && e["static"] == true;
   EXPECT_TRUE(vm1_static) << fdb.dump();
   EXPECT_EQ(ctl("fdb flush").rc, 0);
+  // fdb add / del: a static entry, listed, then gone; bad input refused.
+  Run added = ctl("fdb add 02:00:00:00:10:01 --port vm1 --vlan 0");
+  EXPECT_EQ(added.rc, 0) << added.err;
+  EXPECT_NE(added.out.find("added (port vm1)"), std::string::npos) << added.out;
+  auto has_added = [&] {
+    const json f = ctl_json("fdb show");
+    for (const auto& e : f["entries"])
+      if (e["mac"] == "02:00:00:00:10:01" && e.value("added", false)) return true;
+    return false;
+  };
+  EXPECT_TRUE(has_added());
+  EXPECT_EQ(ctl("fdb add 01:00:5e:00:00:01 --port vm1").rc, 2) << "multicast, refused by switchctl";
+  EXPECT_EQ(ctl("fdb add 02:00:00:00:10:01 --port vm2").rc, 5) << "already behind vm1";
+  EXPECT_EQ(ctl("fdb del 02:00:00:00:10:01").rc, 0);
+  EXPECT_FALSE(has_added());
+  EXPECT_EQ(ctl("fdb del 02:00:00:00:10:01").rc, 3) << "no such entry";
 
   // events, and --follow while steps happen.
   json evs = ctl_json("events");

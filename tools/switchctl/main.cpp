@@ -354,6 +354,25 @@ int main(int argc, char** argv) {
   step(fdb, "flush", "forget the MACs learned behind the uplink", "switchctl fdb flush")->callback([&] {
     call = Call{"fdb.flush", json::object(), "fdb", "flushed", false};
   });
+  std::string fdb_mac, fdb_port;
+  int fdb_vlan = 0;
+  CLI::App* fdb_add = step(fdb, "add", "a static entry: MAC on VLAN is behind port PORT's NIC (a container or nested "
+                                       "guest of that VM); the NIC may send from it",
+                           "switchctl fdb add 02:00:00:00:10:01 --port vm1 --vlan 10");
+  fdb_add->add_option("MAC", fdb_mac, "the station's unicast MAC")->required()->transform(kMac);
+  fdb_add->add_option("--port", fdb_port, "the port whose NIC it is behind")->required()->check(kName);
+  fdb_add->add_option("--vlan", fdb_vlan, "one of the NIC's VLANs, 0..4094 (default 0)")->check(CLI::Range(0, 4094));
+  fdb_add->callback([&] {
+    call = Call{"fdb.add", {{"mac", fdb_mac}, {"vlan", fdb_vlan}, {"port", fdb_port}},
+                "fdb " + fdb_mac + " vlan " + std::to_string(fdb_vlan), "added (port " + fdb_port + ")", true};
+  });
+  CLI::App* fdb_del = step(fdb, "del", "remove a static entry", "switchctl fdb del 02:00:00:00:10:01 --vlan 10");
+  fdb_del->add_option("MAC", fdb_mac, "the entry's MAC")->required()->transform(kMac);
+  fdb_del->add_option("--vlan", fdb_vlan, "the entry's VLAN (default 0)")->check(CLI::Range(0, 4094));
+  fdb_del->callback([&] {
+    call = Call{"fdb.del", {{"mac", fdb_mac}, {"vlan", fdb_vlan}},
+                "fdb " + fdb_mac + " vlan " + std::to_string(fdb_vlan), "deleted", true};
+  });
 
   step(&app, "show", "the uplink, the ports with their NICs, and the vmqs", "switchctl show")->callback([&] {
     call = Call{"show", json::object(), {}, {}, false};

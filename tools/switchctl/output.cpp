@@ -324,7 +324,9 @@ void print_fdb(const json& result) {
   std::vector<std::vector<std::string>> rows;
   for (const json& e : field(result, "entries"))
     rows.push_back({text(field(e, "mac")), text(field(e, "vlan")), text(field(e, "port")),
-                    field(e, "static").is_boolean() ? "static" : text(field(e, "age_s")) + "s"});
+                    field(e, "added").is_boolean()    ? "static (added)"
+                    : field(e, "static").is_boolean() ? "static (NIC)"
+                                                      : text(field(e, "age_s")) + "s"});
   print_table({"MAC", "VLAN", "PORT", "AGE"}, rows);
   std::printf("learned %s of at most %s\n", text(field(result, "size")).c_str(), text(field(result, "capacity")).c_str());
 }
