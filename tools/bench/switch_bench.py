@@ -181,6 +181,8 @@ class Bench:
                 "--pin-root", self.pin_root, "--max-vmqs", "2", "--detach-on-exit"]
         if self.a.queue_cpus:
             argv += ["--queue-cpus", self.a.queue_cpus]
+        if self.a.rt_priority:
+            argv += ["--rt-priority", str(self.a.rt_priority)]
         self.switchd = self.start(self.cmd_in(self.ns("xv", "sw"), argv), out=self.switchd_log, env=env)
         for _ in range(500):
             if os.path.exists(self.sock):
@@ -436,7 +438,7 @@ class Bench:
             "machine": machine(load0, load1),
             "config": {"rounds": a.rounds, "seconds": a.seconds, "warmup_seconds": a.warmup,
                        "frame_bytes": a.sizes, "generator": "trafgen (netsniff-ng), PACKET_QDISC_BYPASS, 1 process",
-                       "generator_cpu": self.gen_cpu, "switchd_queue_cpus": self.a.queue_cpus,
+                       "generator_cpu": self.gen_cpu, "switchd_queue_cpus": self.a.queue_cpus, "switchd_rt_priority": self.a.rt_priority,
                        "pings": a.pings, "ping_interval_s": a.ping_interval, "iperf_seconds": a.iperf_seconds,
                        "offloads": "tx, gso, tso, gro off on ext0 and every eth0 (both systems)",
                        "counted": "rx_packets of the receiving VM's eth0 in its namespace (ceiling: up0's)"},
@@ -542,6 +544,9 @@ def parse_args():
     p.add_argument("--cpu", type=int, default=None, help="the generator's CPU (default: the last)")
     p.add_argument("--queue-cpus", default=None,
                    help="switchd --queue-cpus (default 0:0,1:1 with 2 or more CPUs)")
+    p.add_argument("--rt-priority", type=int, default=10,
+                   help="switchd --rt-priority: its workers at SCHED_FIFO, as the bridge forwards in softirq "
+                        "ahead of every task (default 10; 0: the normal scheduler)")
     p.add_argument("--cases", default="",
                    help="only these frame cases (ids as in the JSON: ceiling,bridge,xvmq_vmq,xvmq_default,"
                         "bridge_vm2vm,xvmq_vm2vm), e.g. to profile one")
