@@ -494,6 +494,8 @@ Status Datapath::set_statics(const std::string& name, const std::vector<std::pai
   return {};
 }
 
+Result<std::vector<std::pair<FilterKey, FilterValue>>> Datapath::filters() const { return cls_->filters(); }
+
 void Datapath::forget(const std::string& name) { counters_.erase(name); }
 
 Status Datapath::reconcile_filters(const std::vector<NicSpec>& keep) {

@@ -104,6 +104,8 @@ class Datapath {
   FlowRules flow_rules() const { return opts_.flow_rules; }
   uint32_t vmq_umem_frames() const { return opts_.vmq_umem_frames; }
   std::optional<SteeringState> steering(const std::string& nic) const;
+  // The classifier's filters, as the kernel has them.
+  Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
   std::vector<DedicatedInfo> dedicated() const;
 
   Status connect(const NicSpec& nic);

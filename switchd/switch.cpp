@@ -236,6 +236,35 @@ NicSpec Switch::spec_of(const std::string& port, uint32_t vmq) const {
   return spec;
 }
 
+// Every allocated vmq: its NIC, the filters the classifier holds for it (read
+// back from the kernel's table), where its frames are served (affinity) and
+// what the classifier delivered to it.
+json Switch::vmq_show() const {
+  std::map<uint32_t, json> filters;
+  if (dp_)
+    if (auto all = dp_->filters())
+      for (const auto& [key, value] : *all)
+        filters[value.vmq].push_back({{"mac", format_mac(key.mac)},
+                                      {"vlan", key.vlan == XVMQ_VLAN_ANY ? json("any") : json(key.vlan)},
+                                      {"strip_tag", value.strip_tag}});
+  Counters counted{};
+  if (dp_)
+    if (auto c = dp_->classifier_counters()) counted = *c;
+  json vmqs = json::array();
+  for (const auto& [name, p] : model_.ports()) {
+    if (!p.nic || !p.nic->vmq) continue;
+    const uint32_t id = *p.nic->vmq;
+    const json nic = port_json(p)["nic"];
+    vmqs.push_back({{"vmq", id}, {"nic", name}, {"nic_state", to_string(p.nic->state)},
+                    {"filters", filters.count(id) ? filters[id] : json::array()},
+                    {"affinity", nic.value("affinity", json(nullptr))},
+                    {"steering", nic.contains("steering") ? nic["steering"].value("mode", "") : ""},
+                    {"frames", id < counted.vmq.size() ? counted.vmq[id].frames : 0},
+                    {"bytes", id < counted.vmq.size() ? counted.vmq[id].bytes : 0}});
+  }
+  return {{"max", model_.max_vmqs()}, {"free", model_.free_vmqs()}, {"vmqs", vmqs}};
+}
+
 std::vector<std::pair<Mac, uint16_t>> Switch::statics_of(const std::string& port) const {
   std::vector<std::pair<Mac, uint16_t>> out;
   for (const auto& [key, p] : fdb_static_)
@@ -455,6 +484,8 @@ json Switch::handle_op(const std::string& op, const json& args) {
 
   if (op == "show") {
     return show();
+  } else if (op == "vmq.show") {
+    return vmq_show();
   } else if (op == "stats") {
     return stats();
   } else if (op == "events") {

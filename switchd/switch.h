@@ -91,6 +91,7 @@ class Switch {
   // Static FDB entries: (MAC, VLAN) -> the port whose NIC has that MAC behind it.
   std::map<std::pair<Mac, uint16_t>, std::string> fdb_static_;
   std::vector<std::pair<Mac, uint16_t>> statics_of(const std::string& port) const;
+  nlohmann::json vmq_show() const;
   nlohmann::json fdb_add(const nlohmann::json& args);
   nlohmann::json fdb_del(const nlohmann::json& args);
   // host=port's choices, kept to make the host port again after a

@@ -452,6 +452,21 @@ TEST_F(SwitchctlTest, EveryVerbAgainstTheDatapath) {
     EXPECT_NE(tables.out.find(t), std::string::npos) << t << " in:\n" << tables.out;
   EXPECT_NE(tables.out.find("vm1"), std::string::npos);
 
+  // vmq show: vm1's vmq, its filter read back from the classifier, its CPUs,
+  // and the frames the classifier delivered to it; vm2 has none.
+  const json vq = ctl_json("vmq show");
+  ASSERT_EQ(vq["vmqs"].size(), 1u) << vq.dump();
+  const json& v1 = vq["vmqs"][0];
+  EXPECT_EQ(v1["vmq"], 1);
+  EXPECT_EQ(v1["nic"], "vm1");
+  ASSERT_FALSE(v1["filters"].empty()) << v1.dump();
+  EXPECT_EQ(v1["filters"][0]["mac"], "02:00:00:00:00:01");
+  EXPECT_FALSE(v1["affinity"]["cpus"].empty()) << v1.dump();
+  EXPECT_EQ(v1["frames"].get<uint64_t>(), u64(b, {"classifier", "vmqs", "1", "frames"}));
+  Run vq_human = ctl("vmq show");
+  EXPECT_EQ(vq_human.rc, 0);
+  EXPECT_NE(vq_human.out.find("02:00:00:00:00:01 vlan"), std::string::npos) << vq_human.out;
+
   // --watch: rates while frames flow, one JSON object per interval.
   Bg tx = background(in("ext", std::string(FRAME_TOOL) + " send --dev ext0 --dst " + mac_of(1) +
                                    " --count 3000 --rate 1000 --cpu 0 --stream 7 --timeout 30"));

@@ -322,6 +322,9 @@ int main(int argc, char** argv) {
   CLI::App* vmqs = group("vmq", "a NIC's vmq: its own receive queue filter, the fast path", "switchctl vmq allocate vm1");
   named(vmqs, "allocate", "give the NIC of port PORT a vmq", "port", "vmq allocated");
   named(vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port", "vmq freed");
+  step(vmqs, "show", "every allocated vmq: its NIC, its filters in the classifier, its CPUs, what it received",
+       "switchctl vmq show --json")
+      ->callback([&] { call = Call{"vmq.show", json::object(), {}, {}, false}; });
 
   // vmq allocate/free --policy: the NIC's vmq policy changes with its vmq (what apply does).
   std::string policy;
@@ -462,6 +465,7 @@ int main(int argc, char** argv) {
   else if (call->op == "stats") switchctl::print_stats(result);
   else if (call->op == "events") switchctl::print_events(result);
   else if (call->op == "fdb.show") switchctl::print_fdb(result);
+  else if (call->op == "vmq.show") switchctl::print_vmqs(result);
   else if (call->op == "config.apply") print_steps(result, dry_run);
   else if (call->op == "config.export") std::printf("%s", result.value("config", "").c_str());
   else std::printf("%s\n", switchctl::summary(call->object, call->done, result, call->say_done).c_str());

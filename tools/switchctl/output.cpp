@@ -56,9 +56,9 @@ void scalars(const json& j, const std::string& prefix, std::vector<std::string>&
   }
 }
 
-std::string joined(const std::vector<std::string>& parts) {
+std::string joined(const std::vector<std::string>& parts, const std::string& sep = ", ") {
   std::string s;
-  for (const auto& p : parts) s += (s.empty() ? "" : ", ") + p;
+  for (const auto& p : parts) s += (s.empty() ? "" : sep) + p;
   return s;
 }
 
@@ -329,6 +329,25 @@ void print_fdb(const json& result) {
                                                       : text(field(e, "age_s")) + "s"});
   print_table({"MAC", "VLAN", "PORT", "AGE"}, rows);
   std::printf("learned %s of at most %s\n", text(field(result, "size")).c_str(), text(field(result, "capacity")).c_str());
+}
+
+void print_vmqs(const json& result) {
+  std::vector<std::vector<std::string>> rows;
+  for (const json& v : field(result, "vmqs")) {
+    std::vector<std::string> filters;
+    for (const json& f : field(v, "filters"))
+      filters.push_back(text(field(f, "mac")) + " vlan " + text(field(f, "vlan")) +
+                        (field(f, "strip_tag").is_boolean() && f["strip_tag"].get<bool>() ? " strip" : ""));
+    std::vector<std::string> cpus;
+    for (const json& c : field(field(v, "affinity"), "cpus")) cpus.push_back(text(c));
+    rows.push_back({text(field(v, "vmq")), text(field(v, "nic")), text(field(v, "nic_state")),
+                    filters.empty() ? "-" : joined(filters), cpus.empty() ? "-" : joined(cpus, ","),
+                    text(field(v, "steering")), text(field(v, "frames"))});
+  }
+  print_table({"VMQ", "NIC", "NIC-STATE", "FILTERS", "CPUS", "STEERING", "FRAMES"}, rows);
+  std::vector<std::string> free;
+  for (const json& f : field(result, "free")) free.push_back(text(f));
+  std::printf("vmqs: max %s, free %s\n", text(field(result, "max")).c_str(), free.empty() ? "none" : joined(free, ",").c_str());
 }
 
 }  // namespace xvmq::switchctl

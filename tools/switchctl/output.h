@@ -27,5 +27,6 @@ nlohmann::json rates(const nlohmann::json& before, const nlohmann::json& after, 
 void print_event_rows(const nlohmann::json& events, bool header);
 void print_events(const nlohmann::json& result);
 void print_fdb(const nlohmann::json& result);
+void print_vmqs(const nlohmann::json& result);
 
 }  // namespace xvmq::switchctl
