@@ -157,7 +157,7 @@ void Switch::restore() {
       hp.routes = h.value("routes", std::vector<std::string>{});
       // Adopted as it is: its addresses and routes were moved at attach.
       if (!netlink::link_exists(hp.netdev))
-        std::fprintf(stderr, "switchd: restore host port: netdev %s is gone (its addresses with it)\n", hp.netdev.c_str());
+        service::log(service::Level::Warn, "restore host port: netdev %s is gone (its addresses with it)", hp.netdev.c_str());
       host_port_ = hp;
     }
     auto dp = Datapath::open(uplink_, [&] {
@@ -184,7 +184,7 @@ void Switch::restore() {
         make_host_port(uplink_, host_netdev_.empty() ? default_host_netdev(uplink_) : host_netdev_, host_vlan_);
         persist();
       } catch (const Refused& r) {
-        std::fprintf(stderr, "switchd: restore uplink %s: the host port: %s\n", uplink_.c_str(), r.error.message.c_str());
+        service::log(service::Level::Warn, "restore uplink %s: the host port: %s", uplink_.c_str(), r.error.message.c_str());
       }
     }
   }
@@ -566,7 +566,7 @@ json Switch::handle_op(const std::string& op, const json& args) {
         make_host_port(name, host_netdev, host_vlan);
       } catch (const Refused&) {
         if (auto st = dp_->detach(); !st)
-          std::fprintf(stderr, "switchd: uplink.attach %s: undo: %s\n", name.c_str(), st.error().message.c_str());
+          service::log(service::Level::Warn, "uplink.attach %s: undo: %s", name.c_str(), st.error().message.c_str());
         dp_.reset();
         throw;
       }
@@ -588,7 +588,7 @@ json Switch::handle_op(const std::string& op, const json& args) {
       throw Refused(ErrorKind::WrongState, "uplink.detach: nics still connected: " + busy + "; nic.disconnect them first");
     if (host_port_)
       if (std::string errs = remove_host_port(); !errs.empty())
-        std::fprintf(stderr, "switchd: uplink.detach %s: host port: %s\n", uplink_.c_str(), errs.c_str());
+        service::log(service::Level::Warn, "uplink.detach %s: host port: %s", uplink_.c_str(), errs.c_str());
     if (auto st = dp_->detach(); !st) throw Refused(ErrorKind::Kernel, "uplink.detach " + uplink_ + ": " + st.error().message);
     dp_.reset();
     model_.record("uplink " + uplink_, "attached", "none", "uplink.detach");
@@ -691,7 +691,7 @@ void Switch::detach_uplink() {
   std::lock_guard lock(mu_);
   if (host_port_ && dp_) {
     if (std::string errs = remove_host_port(); !errs.empty())
-      std::fprintf(stderr, "switchd: detach %s: host port: %s\n", uplink_.c_str(), errs.c_str());
+      service::log(service::Level::Warn, "detach %s: host port: %s", uplink_.c_str(), errs.c_str());
     persist();
   }
   if (dp_) (void)dp_->detach();
@@ -725,7 +725,7 @@ void Switch::make_host_port(const std::string& uplink, const std::string& netdev
     throw Refused(kind_of(st.error()), what + ": " + st.error().message + "; undone, nothing changed");
   };
   auto noted = [&](const Status& st) {
-    if (!st) std::fprintf(stderr, "switchd: %s: undo: %s\n", what.c_str(), st.error().message.c_str());
+    if (!st) service::log(service::Level::Warn, "%s: undo: %s", what.c_str(), st.error().message.c_str());
   };
 
   if (auto st = netlink::create_veth(netdev, hp.backend, info->rx_queues, *mac); !st) {
@@ -787,7 +787,7 @@ void Switch::make_host_port(const std::string& uplink, const std::string& netdev
   }
   for (const auto& a : *addrs) hp.addresses.push_back(a.str());
   for (const auto& r : *routes) hp.routes.push_back(r.str());
-  std::fprintf(stderr, "switchd: host port %s: netdev %s (backend %s), %zu address(es) and %zu route(s) moved from %s\n",
+  service::log(service::Level::Info, "host port %s: netdev %s (backend %s), %zu address(es) and %zu route(s) moved from %s",
                hp.port.c_str(), netdev.c_str(), hp.backend.c_str(), addrs->size(), routes->size(), uplink.c_str());
   host_port_ = hp;
 }
