@@ -229,7 +229,13 @@ void Switch::persist() {
 
 NicSpec Switch::spec_of(const std::string& port, uint32_t vmq) const {
   const Nic& n = model_.nic(port);
-  NicSpec spec{port, n.config.mac, n.config.vlan, n.config.backend, vmq, n.config.steering == Steering::Hardware};
+  NicSpec spec;
+  spec.name = port;
+  spec.mac = n.config.mac;
+  spec.vlan = n.config.vlan;
+  spec.backend = n.config.backend;
+  spec.vmq = vmq;
+  spec.hardware = n.config.steering == Steering::Hardware;
   spec.vlans = n.config.vlans();
   spec.allow_mac_spoofing = n.config.allow_mac_spoofing;
   spec.statics = statics_of(port);
