@@ -397,8 +397,8 @@ Status Datapath::connect(const NicSpec& nic) {
                                                    w.frames = opts_.vmq_umem_frames;
                                                    return w;
                                                  }());
-    WorkerNic wn{nic.name, nic.mac, nic.vlan, nic.backend, static_cast<int>(nic.vmq), counters.back(), {},
-                 nic.vlans, nic.allow_mac_spoofing};
+    WorkerNic wn{nic.name,  nic.mac, nic.vlan,  nic.backend,           static_cast<int>(nic.vmq),
+                 counters.back(), {},  nic.vlans, nic.allow_mac_spoofing, nic.statics};
     auto socks = c->dedicated->start_dedicated(wn, workers_.front().get());
     if (!socks) {
       st = socks.error();
