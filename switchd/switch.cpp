@@ -45,6 +45,17 @@ std::string arg_name(const json& args, const char* name) {
   return v;
 }
 
+// The key of an fdb op: `mac`, and `vlan` 0..4094 (default 0).
+std::pair<Mac, uint16_t> fdb_key_arg(const json& args, const std::string& op) {
+  const std::string text = arg_string(args, "mac");
+  auto mac = parse_mac(text);
+  if (!mac) throw Refused(ErrorKind::Usage, op + ": mac '" + text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+  const json& v = args.contains("vlan") ? args["vlan"] : json(0);
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > XVMQ_VLAN_MAX)
+    throw Refused(ErrorKind::Usage, op + ": vlan must be an integer 0..4094");
+  return {*mac, v.get<uint16_t>()};
+}
+
 // Write a file so that a reader sees the old or the new content, never a part.
 void write_atomic(const std::string& path, const std::string& text) {
   std::string tmp = path + ".tmp";
@@ -247,15 +258,19 @@ NicSpec Switch::spec_of(const std::string& port, uint32_t vmq) const {
 // what the classifier delivered to it.
 json Switch::vmq_show() const {
   std::map<uint32_t, json> filters;
-  if (dp_)
-    if (auto all = dp_->filters())
-      for (const auto& [key, value] : *all)
-        filters[value.vmq].push_back({{"mac", format_mac(key.mac)},
-                                      {"vlan", key.vlan == XVMQ_VLAN_ANY ? json("any") : json(key.vlan)},
-                                      {"strip_tag", value.strip_tag}});
   Counters counted{};
-  if (dp_)
-    if (auto c = dp_->classifier_counters()) counted = *c;
+  if (dp_) {
+    // A vmq shown without its filters would look broken: a failed read is the answer.
+    auto all = dp_->filters();
+    if (!all) throw Refused(ErrorKind::Kernel, "vmq.show: reading the classifier's filters: " + all.error().message);
+    for (const auto& [key, value] : *all)
+      filters[value.vmq].push_back({{"mac", format_mac(key.mac)},
+                                    {"vlan", key.vlan == XVMQ_VLAN_ANY ? json("any") : json(key.vlan)},
+                                    {"strip_tag", value.strip_tag}});
+    auto c = dp_->classifier_counters();
+    if (!c) throw Refused(ErrorKind::Kernel, "vmq.show: reading the classifier's counters: " + c.error().message);
+    counted = *c;
+  }
   json vmqs = json::array();
   for (const auto& [name, p] : model_.ports()) {
     if (!p.nic || !p.nic->vmq) continue;
@@ -284,15 +299,9 @@ std::vector<std::pair<Mac, uint16_t>> Switch::statics_of(const std::string& port
 // no entry; a MAC has one port per VLAN.
 json Switch::fdb_add(const json& args) {
   std::string port = arg_name(args, "port");
-  const std::string mac_text = args.contains("mac") && args["mac"].is_string() ? args["mac"].get<std::string>() : "";
-  auto mac = parse_mac(mac_text);
-  if (!mac) throw Refused(ErrorKind::Usage, "fdb.add: mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
-  if (is_multicast(*mac) || *mac == Mac{})
-    throw Refused(ErrorKind::Usage, "fdb.add: " + format_mac(*mac) + " is not a unicast MAC; an entry names one station");
-  const json& v = args.contains("vlan") ? args["vlan"] : json(0);
-  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > XVMQ_VLAN_MAX)
-    throw Refused(ErrorKind::Usage, "fdb.add: vlan must be an integer 0..4094");
-  const uint16_t vlan = v.get<uint16_t>();
+  const auto [mac, vlan] = fdb_key_arg(args, "fdb.add");
+  if (is_multicast(mac) || mac == Mac{})
+    throw Refused(ErrorKind::Usage, "fdb.add: " + format_mac(mac) + " is not a unicast MAC; an entry names one station");
   const Nic& nic = model_.nic(port);  // not_found, naming the port, when it has no NIC
   const auto carried = nic.config.carried();
   if (std::find(carried.begin(), carried.end(), vlan) == carried.end()) {
@@ -302,37 +311,31 @@ json Switch::fdb_add(const json& args) {
                                         "; it carries " + (list.empty() ? "none" : list));
   }
   for (const auto& [name, p] : model_.ports())
-    if (p.nic && p.nic->config.mac == *mac) {
+    if (p.nic && p.nic->config.mac == mac) {
       const auto on = p.nic->config.carried();
       if (std::find(on.begin(), on.end(), vlan) != on.end())
-        throw Refused(ErrorKind::Exists, "fdb.add: " + format_mac(*mac) + " on VLAN " + std::to_string(vlan) +
+        throw Refused(ErrorKind::Exists, "fdb.add: " + format_mac(mac) + " on VLAN " + std::to_string(vlan) +
                                              " is nic " + name + "'s own MAC");
     }
-  if (auto it = fdb_static_.find({*mac, vlan}); it != fdb_static_.end())
-    throw Refused(ErrorKind::Exists, "fdb.add: " + format_mac(*mac) + " on VLAN " + std::to_string(vlan) +
+  if (auto it = fdb_static_.find({mac, vlan}); it != fdb_static_.end())
+    throw Refused(ErrorKind::Exists, "fdb.add: " + format_mac(mac) + " on VLAN " + std::to_string(vlan) +
                                          " is already behind port " + it->second + " (fdb.del first)");
-  fdb_static_[{*mac, vlan}] = port;
+  fdb_static_[{mac, vlan}] = port;
   if (dp_)
     if (auto st = dp_->set_statics(port, statics_of(port)); !st) {
-      fdb_static_.erase({*mac, vlan});
+      fdb_static_.erase({mac, vlan});
       (void)dp_->set_statics(port, statics_of(port));
       throw Refused(ErrorKind::Kernel, "fdb.add: " + st.error().message);
     }
   persist();
-  return {{"mac", format_mac(*mac)}, {"vlan", vlan}, {"port", port}, {"static", true}, {"added", true}};
+  return {{"mac", format_mac(mac)}, {"vlan", vlan}, {"port", port}, {"static", true}, {"added", true}};
 }
 
 json Switch::fdb_del(const json& args) {
-  const std::string mac_text = args.contains("mac") && args["mac"].is_string() ? args["mac"].get<std::string>() : "";
-  auto mac = parse_mac(mac_text);
-  if (!mac) throw Refused(ErrorKind::Usage, "fdb.del: mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
-  const json& v = args.contains("vlan") ? args["vlan"] : json(0);
-  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > XVMQ_VLAN_MAX)
-    throw Refused(ErrorKind::Usage, "fdb.del: vlan must be an integer 0..4094");
-  const uint16_t vlan = v.get<uint16_t>();
-  auto it = fdb_static_.find({*mac, vlan});
+  const auto [mac, vlan] = fdb_key_arg(args, "fdb.del");
+  auto it = fdb_static_.find({mac, vlan});
   if (it == fdb_static_.end())
-    throw Refused(ErrorKind::NotFound, "fdb.del: no static entry for " + format_mac(*mac) + " on VLAN " +
+    throw Refused(ErrorKind::NotFound, "fdb.del: no static entry for " + format_mac(mac) + " on VLAN " +
                                            std::to_string(vlan) + " (switchctl fdb show lists them)");
   const std::string port = it->second;
   fdb_static_.erase(it);
