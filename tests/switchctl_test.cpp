@@ -156,46 +156,6 @@ class SwitchctlTest : public SwitchdFixture {
     EXPECT_TRUE(j.is_object()) << out;
     return u64(j, {"sent"});
   }
-  // switchd as the fixture starts it, with more options and environment
-  // (replacing variables of the same name), its output appended to log_;
-  // TearDown stops it.
-  void spawn_switchd(const std::vector<std::string>& extra, const std::vector<std::string>& env) {
-    std::vector<std::string> args{SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state", "--pin-root",
-                                  kPinRoot, "--max-vmqs", std::to_string(max_vmqs_)};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_s = env;
-    for (char** e = environ; *e; e++) {
-      std::string var(*e);
-      bool replaced = false;
-      for (const auto& v : env) replaced |= var.substr(0, var.find('=') + 1) == v.substr(0, v.find('=') + 1);
-      if (!replaced) env_s.push_back(var);
-    }
-    std::vector<char*> envp;
-    for (auto& v : env_s) envp.push_back(v.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&fa);
-    ASSERT_EQ(rc, 0) << strerror(rc);
-  }
-  // Waits for the control socket of a spawned switchd.
-  void wait_answering() {
-    for (int i = 0; i < 1000; i++) {
-      if (auto c = xvmq::control::ControlClient::connect(sock_, 2s)) {
-        ctl_.emplace(std::move(c.value()));
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    FAIL() << "switchd's socket not answering after 10 s";
-  }
-
   // stats once no counter moves any more (the frames sent have landed).
   json settled_stats() {
     json a = ctl_json("stats");
@@ -391,7 +351,7 @@ TEST_F(SwitchctlTest, LogLevelsAndJournalPriorities) {
   const std::string journal = "JOURNAL_STREAM=" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
   const size_t from = slurp(log_).size();
   ASSERT_NO_FATAL_FAILURE(spawn_switchd({"--log-level", "debug"}, {journal}));
-  ASSERT_NO_FATAL_FAILURE(wait_answering());
+  ASSERT_NO_FATAL_FAILURE(wait_ready());
   call("port.create", {{"name", "vm1"}});
   request("port.create", {{"name", "vm1"}});  // refused: exists
   stop_switchd(SIGTERM);
@@ -404,7 +364,7 @@ TEST_F(SwitchctlTest, LogLevelsAndJournalPriorities) {
   // Not the journal (another file): "switchd: " lines; warn hides info.
   const size_t from2 = slurp(log_).size();
   ASSERT_NO_FATAL_FAILURE(spawn_switchd({"--log-level", "warn"}, {"JOURNAL_STREAM=1:1"}));
-  ASSERT_NO_FATAL_FAILURE(wait_answering());
+  ASSERT_NO_FATAL_FAILURE(wait_ready());
   call("port.create", {{"name", "vm2"}});
   stop_switchd(SIGTERM);
   text = slurp(log_).substr(from2);
@@ -414,7 +374,7 @@ TEST_F(SwitchctlTest, LogLevelsAndJournalPriorities) {
   // And info shows them, unprefixed by a priority.
   const size_t from3 = slurp(log_).size();
   ASSERT_NO_FATAL_FAILURE(spawn_switchd({}, {}));
-  ASSERT_NO_FATAL_FAILURE(wait_answering());
+  ASSERT_NO_FATAL_FAILURE(wait_ready());
   stop_switchd(SIGTERM);
   text = slurp(log_).substr(from3);
   EXPECT_NE(text.find("switchd: ready on " + sock_), std::string::npos) << text;

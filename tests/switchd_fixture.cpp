@@ -157,20 +157,41 @@ void SwitchdFixture::TearDown() {
 }
 
 void SwitchdFixture::start_switchd() {
+  std::vector<std::string> extra;
+  if (cpu_count() >= 2) extra = {"--queue-cpus", "0:0,1:1"};
+  extra.insert(extra.end(), switchd_extra_.begin(), switchd_extra_.end());
+  ASSERT_NO_FATAL_FAILURE(spawn_switchd(extra));
+  ASSERT_NO_FATAL_FAILURE(wait_ready());
+}
+
+void SwitchdFixture::spawn_switchd(const std::vector<std::string>& extra, const std::vector<std::string>& env) {
   std::vector<std::string> args{SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state",
                                 "--pin-root", kPinRoot, "--max-vmqs", std::to_string(max_vmqs_)};
-  if (cpu_count() >= 2) args.insert(args.end(), {"--queue-cpus", "0:0,1:1"});
-  args.insert(args.end(), switchd_extra_.begin(), switchd_extra_.end());
+  args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // This process's environment, less the variables `env` sets again.
+  std::vector<std::string> env_s = env;
+  for (char** e = environ; *e; e++) {
+    std::string var(*e);
+    bool replaced = false;
+    for (const auto& v : env) replaced |= var.substr(0, var.find('=') + 1) == v.substr(0, v.find('=') + 1);
+    if (!replaced) env_s.push_back(var);
+  }
+  std::vector<char*> envp;
+  for (auto& v : env_s) envp.push_back(v.data());
+  envp.push_back(nullptr);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   ASSERT_EQ(rc, 0) << "spawn " << SWITCHD_PATH << ": " << strerror(rc);
+}
+
+void SwitchdFixture::wait_ready() {
   auto deadline = std::chrono::steady_clock::now() + 10s;
   while (std::chrono::steady_clock::now() < deadline) {
     int status;

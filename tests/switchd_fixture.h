@@ -64,7 +64,16 @@ class SwitchdFixture : public ::testing::Test {
   static std::string mac_of(int vm) { return vm_mac(vm); }
   std::string vm(int i) const { return "vm" + std::to_string(i); }
 
+  // spawn_switchd() with the options of the fixture (--queue-cpus on 2 CPUs,
+  // switchd_extra_), then wait_ready().
   void start_switchd();
+  // switchd with the fixture's socket, state, pins and vmq pool, then `extra`;
+  // `env` over this process's environment (replacing variables of the same
+  // name); its output appended to log_. TearDown stops it.
+  void spawn_switchd(const std::vector<std::string>& extra, const std::vector<std::string>& env = {});
+  // Connects to the spawned switchd's socket; fails if it exits first or
+  // does not answer within 10 s.
+  void wait_ready();
   void stop_switchd(int sig);
   bool switchd_alive();
   // As Open vSwitch's check_logs: every line that says error or failed must be expected.
