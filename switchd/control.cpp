@@ -126,9 +126,10 @@ std::string error_line(const json& id, ErrorKind kind, const std::string& messag
                   {"error", {{"kind", to_string(kind)}, {"message", message}}}});
 }
 
-// One request line -> one response line. Sets close when the framing cannot
-// be trusted any more.
-std::string answer(const Handler& handler, std::string_view line, bool& close, const ServerOptions& o) {
+}  // namespace
+
+std::string answer(const Handler& handler, std::string_view line, bool& close,
+                   const std::function<void(const std::string&)>& log) {
   json req = json::parse(line, nullptr, false);
   if (req.is_discarded()) {
     close = true;
@@ -155,10 +156,12 @@ std::string answer(const Handler& handler, std::string_view line, bool& close, c
   } catch (const json::exception& e) {
     return error_line(id, ErrorKind::Usage, name + ": bad arguments: " + e.what());
   } catch (const std::exception& e) {
-    if (o.log) o.log("control: " + name + " failed: " + e.what());
+    if (log) log("control: " + name + " failed: " + e.what());
     return error_line(id, ErrorKind::Kernel, name + ": internal error: " + e.what());
   }
 }
+
+namespace {
 
 struct Conn {
   explicit Conn(int f) : fd(f) {}
@@ -206,7 +209,7 @@ struct Conn {
       if (nl == std::string::npos) return;
       std::string line = in.substr(0, nl);
       in.erase(0, nl + 1);
-      out = answer(handler, line, closing, o);
+      out = answer(handler, line, closing, o.log);
     }
   }
 };

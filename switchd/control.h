@@ -53,6 +53,13 @@ class ControlError : public std::runtime_error {
 // delays every client.
 using Handler = std::function<nlohmann::json(const std::string& op, const nlohmann::json& args)>;
 
+// One request line (without its '\n') -> one response line (with its '\n'):
+// the framing's checks, then the handler. Sets close when the connection
+// must be closed after the response (the framing cannot be trusted). Used by
+// the server for every line, and by the fuzzers without a socket.
+std::string answer(const Handler& handler, std::string_view line, bool& close,
+                   const std::function<void(const std::string&)>& log = {});
+
 struct ServerOptions {
   std::string path = kDefaultSocket;
   std::string group = "root";  // group that may connect, besides uid 0
