@@ -1,4 +1,11 @@
-// switchd restarting onto an uplink whose classifier it cannot adopt: its own
+// switchd as tools/systemd/xvmq-switchd.service runs it.
+//
+// Least privilege: the fixture starts switchd with exactly the unit's
+// capabilities and no_new_privs (read from the unit file); here the running
+// switchd's sets are checked against the unit, and the unit's exposure score
+// against systemd-analyze.
+//
+// A restart onto an uplink whose classifier it cannot adopt: its own
 // classifier still attached but the pins gone (the pin directory removed, or
 // bpffs remounted), or a program that is not switchd's.
 //
@@ -7,6 +14,7 @@
 // file brings the NICs and their filters back, with no manual step. Anything
 // else is refused, named, and left attached.
 #include <bpf/bpf.h>
+#include <cinttypes>
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
 #include <linux/bpf.h>
@@ -15,7 +23,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "loader/classifier.h"
@@ -62,7 +73,7 @@ std::optional<xvmq::AttachedProgram> on_up0() {
   return *p;
 }
 
-class SwitchdRestartTest : public SwitchdFixture {
+class SwitchdServiceTest : public SwitchdFixture {
  protected:
   // N frames from ext to vm1 arrive, each through vm1's vmq.
   void expect_fast(uint64_t n, int stream) {
@@ -151,14 +162,61 @@ class SwitchdRestartTest : public SwitchdFixture {
   }
 };
 
-TEST_F(SwitchdRestartTest, TakesOverItsClassifierWhenThePinDirectoryIsGone) {
+// A field of /proc/PID/status, as a number (base 16 for the Cap* sets).
+uint64_t status_field(pid_t pid, const std::string& field, int base) {
+  std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(field + ":", 0) == 0) return std::strtoull(line.c_str() + field.size() + 1, nullptr, base);
+  ADD_FAILURE() << "no " << field << " in /proc/" << pid << "/status";
+  return ~uint64_t{0};
+}
+
+TEST_F(SwitchdServiceTest, RunsWithExactlyTheUnitsCapabilities) {
+  const UnitPrivileges unit = unit_privileges();
+  ASSERT_FALSE(unit.bounding.empty()) << "the unit bounds no capability";
+  const uint64_t bounding = capability_mask(unit.bounding), ambient = capability_mask(unit.ambient);
+  EXPECT_EQ(bounding, ambient) << "CapabilityBoundingSet= and AmbientCapabilities= name the same capabilities";
+  EXPECT_TRUE(unit.no_new_privileges);
+  // A switchd that has attached its uplink and serves a VM: the sets it runs with.
+  attach();
+  add_vm(1);
+  expect_fast(200, 1);
+  std::printf("[ caps     ] switchd runs with %s (CapEff %016" PRIx64 ")\n",
+              [&] { std::string s; for (const auto& c : unit.bounding) s += (s.empty() ? "" : " ") + c; return s; }().c_str(),
+              status_field(pid_, "CapEff", 16));
+  EXPECT_EQ(status_field(pid_, "CapEff", 16), bounding);
+  EXPECT_EQ(status_field(pid_, "CapPrm", 16), bounding);
+  EXPECT_EQ(status_field(pid_, "CapBnd", 16), bounding);
+  EXPECT_EQ(status_field(pid_, "CapAmb", 16), ambient);
+  EXPECT_EQ(status_field(pid_, "CapInh", 16), ambient);
+  EXPECT_EQ(status_field(pid_, "NoNewPrivs", 10), 1u);
+  // And its threads (the queue workers) the same.
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid_) + "/task")) {
+    const pid_t tid = static_cast<pid_t>(std::stol(t.path().filename().string()));
+    EXPECT_EQ(status_field(tid, "CapEff", 16), bounding) << "thread " << tid;
+  }
+}
+
+// systemd's own rating of the unit's sandbox: 4.0 or less ("OK").
+TEST(ServiceUnit, ExposureScoreIsAtMostFour) {
+  std::string out;
+  int rc = sh("systemd-analyze security --offline=true " + std::string(XVMQ_UNIT_FILE), &out);
+  ASSERT_NE(rc, 127) << "systemd-analyze is missing: install systemd (tools/setup.sh does)";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(Overall exposure level for \S+: ([0-9.]+))"))) << out;
+  const double score = std::stod(m[1].str());
+  std::printf("[ score    ] systemd-analyze security: %.1f for %s\n", score, XVMQ_UNIT_FILE);
+  EXPECT_LE(score, 4.0) << out;
+}
+
+TEST_F(SwitchdServiceTest, TakesOverItsClassifierWhenThePinDirectoryIsGone) {
   const uint32_t old_id = run_and_stop();
   ASSERT_TRUE(sh_ok("rm -rf /sys/fs/bpf/xvmq"));
   ASSERT_NO_FATAL_FAILURE(start_switchd());
   expect_taken_over(old_id);
 }
 
-TEST_F(SwitchdRestartTest, TakesOverItsClassifierAfterBpffsIsRemounted) {
+TEST_F(SwitchdServiceTest, TakesOverItsClassifierAfterBpffsIsRemounted) {
   const uint32_t old_id = run_and_stop();
   // This test's own mount namespace (main.cpp): a new, empty bpffs.
   ASSERT_TRUE(sh_ok("umount /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf"));
@@ -169,7 +227,7 @@ TEST_F(SwitchdRestartTest, TakesOverItsClassifierAfterBpffsIsRemounted) {
 
 // A classifier of another xvmq build: same name, other instructions (another
 // tag), its maps named as xvmq's. Taken over as well.
-TEST_F(SwitchdRestartTest, TakesOverAnotherBuildsClassifier) {
+TEST_F(SwitchdServiceTest, TakesOverAnotherBuildsClassifier) {
   run_and_stop();
   (void)xvmq::Classifier::detach_from("up0");
   ASSERT_TRUE(sh_ok("rm -rf /sys/fs/bpf/xvmq"));
@@ -191,14 +249,14 @@ TEST_F(SwitchdRestartTest, TakesOverAnotherBuildsClassifier) {
   EXPECT_NE(slurp(log_).find("another build"), std::string::npos) << slurp(log_);
 }
 
-TEST_F(SwitchdRestartTest, RefusesAForeignProgramAndLeavesIt) {
+TEST_F(SwitchdServiceTest, RefusesAForeignProgramAndLeavesIt) {
   run_and_stop();
   ASSERT_TRUE(xvmq::Classifier::detach_from("up0"));
   expect_refused_and_left(load_pass_program("foreign_pass"), "foreign_pass");
 }
 
 // The classifier's name alone is not enough: no xvmq maps, not xvmq's.
-TEST_F(SwitchdRestartTest, RefusesAProgramOnlyNamedLikeTheClassifier) {
+TEST_F(SwitchdServiceTest, RefusesAProgramOnlyNamedLikeTheClassifier) {
   run_and_stop();
   ASSERT_TRUE(xvmq::Classifier::detach_from("up0"));
   ASSERT_TRUE(sh_ok("rm -rf /sys/fs/bpf/xvmq"));
