@@ -212,8 +212,33 @@ TEST(ServiceUnit, ExposureScoreIsAtMostFour) {
 TEST_F(SwitchdServiceTest, TakesOverItsClassifierWhenThePinDirectoryIsGone) {
   const uint32_t old_id = run_and_stop();
   ASSERT_TRUE(sh_ok("rm -rf /sys/fs/bpf/xvmq"));
+  // Every change of up0 the kernel announces while switchd starts: each must
+  // show a program (a detach, then an attach, would show one without).
+  Bg monitor = background("timeout 3 ip -d monitor link");
+  std::this_thread::sleep_for(300ms);
   ASSERT_NO_FATAL_FAILURE(start_switchd());
   expect_taken_over(old_id);
+  const std::string events = monitor.text(10s);
+  std::vector<std::string> up0;  // one announcement each
+  std::istringstream in(events);
+  for (std::string line; std::getline(in, line);) {
+    if (std::regex_search(line, std::regex("^[0-9]+: "))) {
+      if (line.find(": up0") == std::string::npos) {
+        up0.emplace_back();  // another link's: a separator
+        continue;
+      }
+      up0.push_back(line);
+    } else if (!up0.empty() && !up0.back().empty()) {
+      up0.back() += "\n" + line;
+    }
+  }
+  bool replaced = false;
+  for (const auto& m : up0) {
+    if (m.empty()) continue;
+    EXPECT_NE(m.find("prog/xdp id"), std::string::npos) << "up0 without a program during the takeover:\n" << m;
+    replaced |= m.find("prog/xdp id " + std::to_string(on_up0()->id)) != std::string::npos;
+  }
+  EXPECT_TRUE(replaced) << "no announcement of the new classifier on up0:\n" << events;
 }
 
 TEST_F(SwitchdServiceTest, TakesOverItsClassifierAfterBpffsIsRemounted) {
