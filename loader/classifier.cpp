@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <linux/if_link.h>
 #include <linux/magic.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 #include <xdp/libxdp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -58,6 +60,14 @@ xdp_attach_mode to_libxdp(AttachMode m) {
     case AttachMode::Auto: break;
   }
   return XDP_MODE_UNSPEC;
+}
+
+uint32_t xdp_mode_flag(AttachMode m) {
+  switch (m) {
+    case AttachMode::Skb: return XDP_FLAGS_SKB_MODE;
+    case AttachMode::Offload: return XDP_FLAGS_HW_MODE;
+    default: return XDP_FLAGS_DRV_MODE;
+  }
 }
 
 AttachMode from_libxdp(xdp_attach_mode m) {
@@ -239,12 +249,8 @@ Result<AttachMode> Classifier::attach(const std::string& ifname, AttachMode mode
   auto present = query(ifname);
   if (!present) return present.error();
   // A libxdp dispatcher takes one more program; anything else is in the way.
-  if (*present && (!(*present)->dispatcher || (*present)->name == kClassifierName)) {
-    const auto& p = **present;
-    return Error{EEXIST, "attach on " + ifname + ": XDP program '" + p.name + "' (id " +
-                             std::to_string(p.id) + ") is already attached in mode " +
-                             std::string(to_string(p.mode)) + "; detach it first"};
-  }
+  if (*present && (!(*present)->dispatcher || (*present)->name == kClassifierName))
+    return Error{EEXIST, "attach on " + ifname + ": " + in_the_way(ifname, **present)};
 
   log::clear_captured();
   if (!impl_->xdp) {
@@ -291,12 +297,146 @@ Result<AttachMode> Classifier::attach(const std::string& ifname, AttachMode mode
 Status Classifier::detach() {
   if (!impl_->ifindex) return Error{ENOENT, "classifier is not attached"};
   log::clear_captured();
-  int err = xdp_program__detach(impl_->xdp, impl_->ifindex, to_libxdp(impl_->mode), 0);
+  int err = impl_->xdp ? xdp_program__detach(impl_->xdp, impl_->ifindex, to_libxdp(impl_->mode), 0)
+                       : (bpf_xdp_detach(impl_->ifindex, xdp_mode_flag(impl_->mode), nullptr) ? -errno : 0);
   if (err)
     return make_error(err, "detach " + std::string(to_string(impl_->mode)) + " from " + impl_->ifname);
   impl_->ifindex = 0;
   impl_->ifname.clear();
   return {};
+}
+
+namespace {
+
+Result<bpf_prog_info> prog_info(int fd, std::vector<uint32_t>* map_ids = nullptr) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return make_error(errno, "read the program's info");
+  if (!map_ids || info.nr_map_ids == 0) return info;
+  map_ids->assign(info.nr_map_ids, 0);
+  bpf_prog_info again{};
+  again.nr_map_ids = info.nr_map_ids;
+  again.map_ids = reinterpret_cast<uint64_t>(map_ids->data());
+  len = sizeof(again);
+  if (bpf_obj_get_info_by_fd(fd, &again, &len) != 0) return make_error(errno, "read the program's maps");
+  map_ids->resize(std::min<size_t>(map_ids->size(), again.nr_map_ids));
+  return info;
+}
+
+// The names of the maps a program uses.
+std::vector<std::string> map_names(const std::vector<uint32_t>& ids) {
+  std::vector<std::string> names;
+  for (uint32_t id : ids) {
+    int fd = bpf_map_get_fd_by_id(id);
+    if (fd < 0) continue;
+    bpf_map_info mi{};
+    uint32_t len = sizeof(mi);
+    if (bpf_obj_get_info_by_fd(fd, &mi, &len) == 0) names.emplace_back(mi.name);
+    ::close(fd);
+  }
+  return names;
+}
+
+// How an operator removes p from ifname.
+std::string removal_hint(const std::string& ifname, const AttachedProgram& p) {
+  const char* ip_mode = p.mode == AttachMode::Skb ? "xdpgeneric" : p.mode == AttachMode::Offload ? "xdpoffload" : "xdpdrv";
+  return "detach it first (xdp-loader unload " + ifname + " --id " + std::to_string(p.id) + ", or ip link set dev " +
+         ifname + " " + ip_mode + " off)";
+}
+
+}  // namespace
+
+std::string Classifier::in_the_way(const std::string& ifname, const AttachedProgram& p) {
+  return "XDP program '" + p.name + "' (id " + std::to_string(p.id) + ") is already attached in mode " +
+         std::string(to_string(p.mode)) + (p.dispatcher ? " behind libxdp's dispatcher" : "") + "; " +
+         removal_hint(ifname, p);
+}
+
+Result<Takeover> Classifier::take_over(const std::string& ifname) {
+  if (impl_->ifindex)
+    return Error{EALREADY, "classifier already attached to " + impl_->ifname + " in mode " +
+                               std::string(to_string(impl_->mode))};
+  auto dev = netdev_info(ifname);
+  if (!dev) return dev.error();
+  auto present = query(ifname);
+  if (!present) return present.error();
+  if (!*present) return Error{ENOENT, "no XDP program on " + ifname + " to take over"};
+  const AttachedProgram old = **present;
+  const std::string what = "take over on " + ifname + ": ";
+  if (old.name != kClassifierName) return Error{EEXIST, what + in_the_way(ifname, old)};
+  if (old.dispatcher)
+    // Its place in the dispatcher's chain cannot be swapped in one step here.
+    return Error{EBUSY, what + "the classifier (id " + std::to_string(old.id) +
+                            ") runs behind libxdp's dispatcher and its pins are gone; switchd replaces only a "
+                            "classifier attached alone: " + removal_hint(ifname, old)};
+  if (old.mode == AttachMode::Offload)
+    return Error{EOPNOTSUPP, what + "the classifier (id " + std::to_string(old.id) +
+                                 ") runs in the NIC (offload) and its pins are gone: " +
+                                 removal_hint(ifname, old)};
+
+  log::clear_captured();
+  int old_fd = bpf_prog_get_fd_by_id(old.id);
+  if (old_fd < 0) return make_error(errno, what + "open the classifier (id " + std::to_string(old.id) + ")");
+  struct CloseFd {
+    int fd;
+    ~CloseFd() { ::close(fd); }
+  } old_guard{old_fd};
+  std::vector<uint32_t> old_maps;
+  auto oi = prog_info(old_fd, &old_maps);
+  if (!oi) return Error{oi.error().code, what + "classifier (id " + std::to_string(old.id) + "): " + oi.error().message};
+
+  if (!impl_->loaded) {
+    log::clear_captured();
+    if (int err = xvmq_uplink__load(impl_->skel); err) return make_error(err, what + "load classifier");
+    impl_->loaded = true;
+  }
+  const int new_fd = bpf_program__fd(impl_->skel->progs.xvmq_uplink);
+  auto ni = prog_info(new_fd);
+  if (!ni) return Error{ni.error().code, what + "the new classifier: " + ni.error().message};
+
+  Takeover t;
+  t.old_id = old.id;
+  t.new_id = ni->id;
+  t.mode = old.mode;
+  // The kernel's tag hashes the instructions with map references zeroed:
+  // the same object on the same kernel has the same tag, whatever its maps.
+  t.same_build = std::memcmp(oi->tag, ni->tag, BPF_TAG_SIZE) == 0;
+  if (!t.same_build) {
+    auto names = map_names(old_maps);
+    bool filters = false, xsks = false;
+    std::string list;
+    for (const auto& n : names) {
+      filters |= n == XVMQ_MAP_FILTERS;
+      xsks |= n == XVMQ_MAP_XSKS;
+      list += (list.empty() ? "" : ", ") + n;
+    }
+    if (!filters || !xsks)
+      return Error{EEXIST, what + "XDP program '" + old.name + "' (id " + std::to_string(old.id) + ") in mode " +
+                               std::string(to_string(old.mode)) + " has the classifier's name but is not xvmq's: " +
+                               "another tag, and not the maps " XVMQ_MAP_FILTERS " and " XVMQ_MAP_XSKS " (its maps: " +
+                               (list.empty() ? std::string("none") : list) + "); " +
+                               removal_hint(ifname, old)};
+  }
+
+  LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = old_fd);
+  log::clear_captured();
+  if (bpf_xdp_attach(dev->ifindex, new_fd, XDP_FLAGS_REPLACE | xdp_mode_flag(old.mode), &opts) != 0) {
+    int err = errno;
+    if (err == EEXIST)
+      return Error{EEXIST, what + "the program on " + ifname + " changed while switchd replaced it (it was id " +
+                               std::to_string(old.id) + "); start switchd again"};
+    return make_error(err, what + "replace the classifier (id " + std::to_string(old.id) + ") in mode " +
+                               std::string(to_string(old.mode)));
+  }
+  impl_->ifindex = dev->ifindex;
+  impl_->ifname = ifname;
+  impl_->mode = old.mode;
+  if (!impl_->xdp) {
+    impl_->xdp = xdp_program__from_fd(new_fd);
+    if (libxdp_get_error(impl_->xdp)) impl_->xdp = nullptr;
+  }
+  if (auto st = impl_->pin_all(); !st) return st.error();
+  return t;
 }
 
 Status Classifier::lock_filters(std::chrono::milliseconds wait) {

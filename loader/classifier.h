@@ -35,6 +35,16 @@ struct AttachedProgram {
   bool dispatcher = false;               // behind libxdp's multi-program dispatcher
 };
 
+// What take_over() replaced.
+struct Takeover {
+  uint32_t old_id = 0;
+  uint32_t new_id = 0;
+  AttachMode mode = AttachMode::Native;
+  // The old program's tag (a hash of its instructions) is this build's; if
+  // not, it was another xvmq build's classifier, known by its maps' names.
+  bool same_build = false;
+};
+
 struct ClassifierOptions {
   // bpffs directory of this uplink's maps, e.g. /sys/fs/bpf/xvmq/eth0.
   // Empty: maps are not pinned.
@@ -68,6 +78,15 @@ class Classifier {
   Result<AttachMode> attach(const std::string& ifname, AttachMode mode);
   // Detach the program this object attached.
   Status detach();
+  // Replace in one step (XDP_FLAGS_REPLACE: the netdev is never without a
+  // program) the classifier that a previous switchd left on ifname whose pins
+  // are gone (pin directory removed, bpffs remounted). The program there must
+  // be named kClassifierName, attached alone (libxdp's fallback mode), and be
+  // xvmq's: this build's (same tag once this object is loaded) or another
+  // build's that uses maps named as the classifier's filter and socket maps.
+  // Anything else is refused and left attached. Loads this object, attaches it
+  // in the old program's mode, then pins its maps.
+  Result<Takeover> take_over(const std::string& ifname);
 
   // The maps this object adopted from pins (names), empty if none.
   const std::vector<std::string>& adopted_maps() const;
@@ -104,6 +123,8 @@ class Classifier {
 
   // The XDP program on a netdev, if any.
   static Result<std::optional<AttachedProgram>> query(const std::string& ifname);
+  // Why `present` on ifname is in the way of an attach, with how to remove it.
+  static std::string in_the_way(const std::string& ifname, const AttachedProgram& present);
   // Detach the classifier from a netdev, whoever attached it (switchd after
   // a restart, xdp-loader). Other programs on the netdev are left alone.
   static Status detach_from(const std::string& ifname);

@@ -23,6 +23,7 @@
 #include "loader/log.h"
 #include "loader/netdev.h"
 #include "switchd/netlink.h"
+#include "switchd/service.h"
 #include "switchd/steering.h"
 #include "xvmq_vmport.skel.h"
 
@@ -150,6 +151,18 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   if (*present && (*present)->name == kClassifierName && dp->cls_->adopted_maps().size() == 4) {
     dp->adopted_ = true;  // a previous switchd's classifier, with its maps
     dp->mode_ = (*present)->mode;
+  } else if (*present && (*present)->name == kClassifierName) {
+    // A previous switchd's classifier whose pins are gone (pin directory
+    // removed, bpffs remounted): its maps cannot be reached, so a fresh
+    // classifier replaces it in one step and the caller installs the filters
+    // and sockets again from the saved state.
+    auto t = dp->cls_->take_over(uplink);
+    if (!t) return t.error();
+    dp->mode_ = t->mode;
+    service::log(service::Level::Warn,
+                 "took over the classifier on %s (id %u -> id %u, mode %s): its pins in %s were gone%s",
+                 uplink.c_str(), t->old_id, t->new_id, std::string(to_string(t->mode)).c_str(),
+                 dp->cls_->pin_dir().c_str(), t->same_build ? "" : "; the old one was another build of xvmq's classifier");
   } else {
     auto mode = dp->cls_->attach(uplink, opts.mode);
     if (!mode) return mode.error();

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
@@ -88,6 +89,130 @@ json Bg::wait(std::chrono::seconds limit) {
   return j;
 }
 
+namespace {
+
+std::string trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+std::vector<std::string> words(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// setpriv's spelling of a capability set: -all,+bpf,+net_admin
+std::string setpriv_caps(const std::vector<std::string>& caps) {
+  std::string out = "-all";
+  for (const auto& c : caps) out += ",+" + lower(c.substr(4));
+  return out;
+}
+
+// prlimit's spelling of a systemd limit: infinity, or a number with K, M, G.
+std::string prlimit_value(const std::string& v) {
+  if (v == "infinity") return "unlimited";
+  uint64_t n = std::strtoull(v.c_str(), nullptr, 10);
+  switch (v.empty() ? ' ' : v.back()) {
+    case 'K': n <<= 10; break;
+    case 'M': n <<= 20; break;
+    case 'G': n <<= 30; break;
+    default: break;
+  }
+  return std::to_string(n);
+}
+
+}  // namespace
+
+namespace {
+
+// The [Service] settings of one unit file or drop-in that the fixture applies.
+void read_unit(const std::string& unit, UnitPrivileges* u) {
+  std::ifstream in(unit);
+  EXPECT_TRUE(in.good()) << "cannot read " << unit;
+  std::string line, section;
+  while (std::getline(in, line)) {
+    while (!line.empty() && line.back() == '\\') {  // continuation
+      std::string next;
+      if (!std::getline(in, next)) break;
+      line = line.substr(0, line.size() - 1) + " " + next;
+    }
+    line = trim(line);
+    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+    if (line[0] == '[') {
+      section = line;
+      continue;
+    }
+    if (section != "[Service]") continue;
+    auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
+    // Lists add up over lines and drop-ins; an empty assignment resets one.
+    auto caps = [&](std::vector<std::string>* set) {
+      if (value.empty()) set->clear();
+      EXPECT_TRUE(value.empty() || value[0] != '~') << unit << ": " << key << "=~ (a deny list) is not read here";
+      for (const auto& w : words(value)) set->push_back(w);
+    };
+    if (key == "CapabilityBoundingSet") caps(&u->bounding);
+    else if (key == "AmbientCapabilities") caps(&u->ambient);
+    else if (key == "NoNewPrivileges") u->no_new_privileges = value == "yes" || value == "true" || value == "1";
+    else if (key == "LimitMEMLOCK") u->memlock = value;
+    else if (key == "LimitRTPRIO") u->rtprio = value;
+  }
+}
+
+}  // namespace
+
+UnitPrivileges unit_privileges(const std::vector<std::string>& files) {
+  UnitPrivileges u;
+  for (const auto& f : files) read_unit(f, &u);
+  return u;
+}
+
+uint64_t capability_mask(const std::vector<std::string>& names) {
+  // linux/capability.h, 0 to CAP_LAST_CAP.
+  static const char* const kNames[] = {
+      "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+      "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+      "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+      "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+      "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+      "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+      "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"};
+  uint64_t mask = 0;
+  for (const auto& n : names) {
+    auto it = std::find(std::begin(kNames), std::end(kNames), n);
+    if (it == std::end(kNames)) ADD_FAILURE() << "unknown capability " << n;
+    else mask |= uint64_t{1} << (it - std::begin(kNames));
+  }
+  return mask;
+}
+
+std::vector<std::string> unit_launcher(const UnitPrivileges& u) {
+  std::vector<std::string> cmd;
+  // Raising a hard limit needs CAP_SYS_RESOURCE, which systemd has and a
+  // container may not (then the limit stays as it is: see the README).
+  static const bool can_raise = [] {
+    if (sh("/usr/bin/prlimit --memlock=unlimited:unlimited true") == 0) return true;
+    std::fprintf(stderr, "switchd_fixture: cannot raise resource limits here (no CAP_SYS_RESOURCE): switchd runs "
+                         "with this process's LimitMEMLOCK and LimitRTPRIO\n");
+    return false;
+  }();
+  if (can_raise && (!u.memlock.empty() || !u.rtprio.empty())) {
+    cmd.push_back("/usr/bin/prlimit");
+    if (!u.memlock.empty()) cmd.push_back("--memlock=" + prlimit_value(u.memlock) + ":" + prlimit_value(u.memlock));
+    if (!u.rtprio.empty()) cmd.push_back("--rtprio=" + u.rtprio + ":" + u.rtprio);
+  }
+  // As root (no User=), the bounding set is what switchd keeps; the
+  // inheritable and ambient sets follow AmbientCapabilities= as systemd sets them.
+  cmd.insert(cmd.end(), {"/usr/bin/setpriv", "--bounding-set", setpriv_caps(u.bounding), "--inh-caps",
+                         setpriv_caps(u.ambient), "--ambient-caps", setpriv_caps(u.ambient)});
+  if (u.no_new_privileges) cmd.push_back("--no-new-privs");
+  cmd.push_back("--");
+  return cmd;
+}
+
 Bg background(const std::string& cmd) {
   return Bg{cmd, std::async(std::launch::async, [cmd] {
               std::string out;
@@ -165,8 +290,11 @@ void SwitchdFixture::start_switchd() {
 }
 
 void SwitchdFixture::spawn_switchd(const std::vector<std::string>& extra, const std::vector<std::string>& env) {
-  std::vector<std::string> args{SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state",
-                                "--pin-root", kPinRoot, "--max-vmqs", std::to_string(max_vmqs_)};
+  std::vector<std::string> units{XVMQ_UNIT_FILE};
+  units.insert(units.end(), unit_dropins_.begin(), unit_dropins_.end());
+  std::vector<std::string> args = unit_launcher(unit_privileges(units));
+  args.insert(args.end(), {SWITCHD_PATH, "--socket", sock_, "--state-dir", dir_ + "/state", "--pin-root", kPinRoot,
+                           "--max-vmqs", std::to_string(max_vmqs_)});
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -188,7 +316,7 @@ void SwitchdFixture::spawn_switchd(const std::vector<std::string>& extra, const 
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
-  ASSERT_EQ(rc, 0) << "spawn " << SWITCHD_PATH << ": " << strerror(rc);
+  ASSERT_EQ(rc, 0) << "spawn " << argv[0] << ": " << strerror(rc);
 }
 
 void SwitchdFixture::wait_ready() {

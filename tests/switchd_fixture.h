@@ -54,6 +54,24 @@ struct Bg {
 
 Bg background(const std::string& cmd);
 
+// What tools/systemd/xvmq-switchd.service grants switchd, read from the unit
+// file: the fixture starts switchd with exactly that, so the tests and the
+// unit cannot drift apart.
+struct UnitPrivileges {
+  std::vector<std::string> bounding, ambient;  // CapabilityBoundingSet=, AmbientCapabilities= (CAP_ names)
+  bool no_new_privileges = false;
+  std::string memlock, rtprio;  // LimitMEMLOCK=, LimitRTPRIO= as written; "" when not set
+};
+// The unit, then its drop-ins in order (their capability lists add up).
+UnitPrivileges unit_privileges(const std::vector<std::string>& files = {XVMQ_UNIT_FILE});
+// A drop-in shipped next to the unit (tools/systemd/xvmq-switchd.service.d/NAME).
+inline std::string unit_dropin(const std::string& name) { return std::string(XVMQ_UNIT_FILE) + ".d/" + name; }
+// The bit mask of capability names (CAP_BPF...), as /proc/PID/status shows it.
+// An unknown name fails the test.
+uint64_t capability_mask(const std::vector<std::string>& names);
+// prlimit and setpriv before a command: the unit's limits and capabilities.
+std::vector<std::string> unit_launcher(const UnitPrivileges& unit);
+
 class SwitchdFixture : public ::testing::Test {
  protected:
   void SetUp() override;
@@ -69,7 +87,9 @@ class SwitchdFixture : public ::testing::Test {
   void start_switchd();
   // switchd with the fixture's socket, state, pins and vmq pool, then `extra`;
   // `env` over this process's environment (replacing variables of the same
-  // name); its output appended to log_. TearDown stops it.
+  // name); its output appended to log_. TearDown stops it. It runs with the
+  // capabilities, no_new_privs and limits of xvmq-switchd.service
+  // (unit_privileges()), as systemd would start it.
   void spawn_switchd(const std::vector<std::string>& extra, const std::vector<std::string>& env = {});
   // Connects to the spawned switchd's socket; fails if it exits first or
   // does not answer within 10 s.
@@ -103,6 +123,7 @@ class SwitchdFixture : public ::testing::Test {
   bool offloads_off_ = false;  // ethtool -K tx/gso/tso/gro off on ext0 and every eth0
   std::string prefix_tag_ = "sd";
   std::vector<std::string> switchd_extra_;  // more switchd options
+  std::vector<std::string> unit_dropins_;   // drop-ins over xvmq-switchd.service (unit_dropin())
 
   bool active_ = false;
   std::string prefix_, dir_, sock_, log_;

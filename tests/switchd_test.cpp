@@ -762,6 +762,7 @@ class SwitchdRtTest : public SwitchdTest {
  protected:
   void SetUp() override {
     switchd_extra_ = {"--rt-priority", "7"};
+    unit_dropins_ = {unit_dropin("rt-priority.conf")};  // CAP_SYS_NICE, as README says to install it
     SwitchdTest::SetUp();
   }
 };

@@ -12,6 +12,7 @@ XVMQ_PACKAGES=(
   libcli11-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev
   libmnl-dev libsystemd-dev libtomlplusplus-dev prometheus-cpp-dev
   iproute2 iputils-ping procps ethtool netsniff-ng iperf3 tcpdump python3-scapy jq
+  systemd util-linux
 )
 
 xvmq_install_packages() {
