@@ -742,7 +742,8 @@ ControlClient::ControlClient(ControlClient&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       timeout_(other.timeout_),
       next_id_(other.next_id_),
-      buffered_(std::move(other.buffered_)) {}
+      buffered_(std::move(other.buffered_)),
+      interrupt_(other.interrupt_) {}
 
 ControlClient& ControlClient::operator=(ControlClient&& other) noexcept {
   if (this != &other) {
@@ -751,6 +752,7 @@ ControlClient& ControlClient::operator=(ControlClient&& other) noexcept {
     timeout_ = other.timeout_;
     next_id_ = other.next_id_;
     buffered_ = std::move(other.buffered_);
+    interrupt_ = other.interrupt_;
   }
   return *this;
 }
@@ -797,6 +799,7 @@ Result<json> ControlClient::read_json(std::chrono::steady_clock::time_point dead
     int ready = ::poll(&p, 1, remaining_ms(deadline));
     if (ready == 0)
       return Error{ETIMEDOUT, "no response from switchd within " + std::to_string(timeout_.count()) + " ms"};
+    if (ready < 0 && errno == EINTR && interrupt_ && *interrupt_) return Error{EINTR, "interrupted"};
     if (ready < 0 && errno != EINTR) return sys_error(errno, "poll");
     char buf[65536];
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);

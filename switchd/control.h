@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -190,6 +191,13 @@ class ControlClient {
   // line, parsed but not checked: for tests and debugging.
   Result<nlohmann::json> exchange(const std::string& line);
 
+  // The bound of the next calls (a long poll's wait plus the usual timeout).
+  void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  // A call waiting for its response gives up (EINTR) when a signal
+  // interrupts it (a handler installed without SA_RESTART) and *flag is set.
+  void interrupt_on(const volatile std::sig_atomic_t* flag) { interrupt_ = flag; }
+
  private:
   explicit ControlClient(int fd, std::chrono::milliseconds timeout) : fd_(fd), timeout_(timeout) {}
   Result<nlohmann::json> read_json(std::chrono::steady_clock::time_point deadline);
@@ -198,6 +206,7 @@ class ControlClient {
   std::chrono::milliseconds timeout_;
   std::int64_t next_id_ = 1;
   std::string buffered_;  // bytes after the last response line read
+  const volatile std::sig_atomic_t* interrupt_ = nullptr;
 };
 
 }  // namespace xvmq::control
