@@ -7,7 +7,6 @@
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -385,57 +384,10 @@ TEST_F(ControlTest, ClientsBeyondTheLimitAreRefusedAsFull) {
   ADD_FAILURE() << "the freed slot was not given to a new client";
 }
 
-// Sockets connected to `path` with the effective uid `uid`, changed for one
-// thread only (the raw syscall: glibc's setresuid changes every thread's).
-// The gid stays this process's, so a group-root socket lets them in.
-std::vector<int> connect_as(const std::string& path, uid_t uid, int n) {
-  std::vector<int> fds;
-  std::thread([&] {
-    if (::syscall(SYS_setresuid, -1, uid, -1) != 0) return;
-    for (int i = 0; i < n; ++i) {
-      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_un a{};
-      a.sun_family = AF_UNIX;
-      std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-        ::close(fd);
-        break;
-      }
-      fds.push_back(fd);
-    }
-    (void)::syscall(SYS_setresuid, -1, 0, -1);
-  }).join();
-  return fds;
-}
-
-// What each of `fds` got within `wait`: a refusal line (its text), or
-// nothing (still served, idle).
-struct Crowd {
-  std::vector<std::string> refusals;
-  size_t open = 0;
-};
-Crowd read_crowd(const std::vector<int>& fds, std::chrono::milliseconds wait) {
-  Crowd c;
-  auto until = std::chrono::steady_clock::now() + wait;
-  for (int fd : fds) {
-    pollfd p{fd, POLLIN, 0};
-    int left = static_cast<int>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count()));
-    if (::poll(&p, 1, left) != 1) {
-      ++c.open;
-      continue;
-    }
-    char buf[4096];
-    ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-    c.refusals.emplace_back(n > 0 ? std::string(buf, n) : std::string());
-  }
-  return c;
-}
-
-void close_all(std::vector<int>& fds) {
-  for (int fd : fds) ::close(fd);
-  fds.clear();
-}
+using xvmq::test::close_all;
+using xvmq::test::connect_as;
+using xvmq::test::Crowd;
+using xvmq::test::read_crowd;
 
 std::string nested(const std::string& open, const std::string& close, size_t n, const std::string& inner = "1") {
   std::string s;
@@ -457,7 +409,7 @@ TEST_F(ControlTest, IdleCrowdOfOneUidIsBoundedAndRootIsServed) {
   ASSERT_NO_FATAL_FAILURE(start_with({}));
   std::vector<int> crowd = connect_as(path_, 65534, 300);
   ASSERT_EQ(crowd.size(), 300u);
-  Crowd c = read_crowd(crowd, std::chrono::milliseconds(1000));
+  Crowd c = read_crowd(crowd, 1000);
   EXPECT_EQ(c.open, 64u);
   ASSERT_EQ(c.refusals.size(), 236u);
   for (const auto& line : c.refusals) {
@@ -488,7 +440,7 @@ TEST_F(ControlTest, TotalBoundKeepsRoomForRoot) {
   XVMQ_REQUIRE_PRIVILEGES();
   ASSERT_NO_FATAL_FAILURE(start_with({.max_clients = 40, .max_clients_per_uid = 1000, .root_reserved = 8}));
   std::vector<int> others = connect_as(path_, 65534, 40);
-  Crowd c = read_crowd(others, std::chrono::milliseconds(500));
+  Crowd c = read_crowd(others, 500);
   EXPECT_EQ(c.open, 32u);
   ASSERT_EQ(c.refusals.size(), 8u);
   EXPECT_NE(c.refusals[0].find("switchd is full for uids other than root: 32 of 32 open connections are theirs, the "
@@ -496,7 +448,7 @@ TEST_F(ControlTest, TotalBoundKeepsRoomForRoot) {
             std::string::npos)
       << c.refusals[0];
   std::vector<int> root = connect_as(path_, 0, 9);
-  Crowd rc = read_crowd(root, std::chrono::milliseconds(500));
+  Crowd rc = read_crowd(root, 500);
   EXPECT_EQ(rc.open, 8u);
   ASSERT_EQ(rc.refusals.size(), 1u);
   EXPECT_NE(rc.refusals[0].find("switchd is full: 40 connections open, the bound is 40 (switchd --max-clients)"),
