@@ -68,8 +68,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(2, 65536));
   app.add_option("--max-clients-per-uid", ctl.max_clients_per_uid, "control connections of one uid other than root")
       ->capture_default_str()->check(CLI::Range(1, 65536));
-  app.add_option("--root-reserved", ctl.root_reserved, "of --max-clients, kept for root (uid 0)")
-      ->capture_default_str()->check(CLI::Range(0, 65535));
+  CLI::Option* reserved_opt =
+      app.add_option("--root-reserved", ctl.root_reserved, "of --max-clients, kept for root (uid 0); default 16, at "
+                                                           "most a quarter of --max-clients")
+          ->check(CLI::Range(0, 65535));
   double idle_s = ctl.idle_timeout.count() / 1000.0, read_s = ctl.read_timeout.count() / 1000.0,
          write_s = ctl.write_timeout.count() / 1000.0;
   app.add_option("--idle-timeout", idle_s, "seconds: a control connection with no request under way is closed")
@@ -125,6 +127,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   service::init_log(*service::parse_level(log_level));
+  if (!reserved_opt->count()) ctl.root_reserved = std::min(ctl.root_reserved, ctl.max_clients / 4);
   if (ctl.root_reserved >= ctl.max_clients) {
     std::fprintf(stderr, "switchd: --root-reserved %d: must be less than --max-clients %d\n", ctl.root_reserved,
                  ctl.max_clients);

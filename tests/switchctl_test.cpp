@@ -645,6 +645,58 @@ TEST_F(SwitchctlTest, EventsLongPollAnswersOnTheNextEvent) {
   expect_refused("events", {{"wait_ms", 60001}}, "usage", {"wait_ms", "0..60000"});
 }
 
+// switchd's deadline options, end to end: half a line and an idle client
+// are closed by their deadlines while switchctl is answered at once.
+class DeadlineTest : public SwitchctlTest {
+ protected:
+  DeadlineTest() {
+    prefix_tag_ = "dl";
+    switchd_extra_ = {"--idle-timeout", "1", "--read-timeout", "0.5", "--write-timeout", "0.5"};
+  }
+};
+
+TEST_F(DeadlineTest, HalfLineAndIdleClientsAreClosedByTheirDeadlines) {
+  auto connect = [&] {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock_.c_str());
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << strerror(errno);
+    return fd;
+  };
+  // What the peer sends until it closes, and when it closed.
+  auto until_closed = [](int fd, std::chrono::steady_clock::time_point t0) {
+    std::string got;
+    char buf[4096];
+    pollfd p{fd, POLLIN, 0};
+    while (poll(&p, 1, 5000) == 1) {
+      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return std::make_pair(got, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  int half = connect(), idle = connect();
+  ASSERT_EQ(send(half, "{\"v\": 1, \"id\": 1, \"op\":", 22, MSG_NOSIGNAL), 22);
+  Run r = ctl("show");
+  EXPECT_EQ(r.rc, 0) << r.err;
+  double show_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(show_ms, 400.0);
+  auto [said, half_ms] = until_closed(half, t0);
+  EXPECT_NE(said.find("request line not ended within 500 ms"), std::string::npos) << said;
+  EXPECT_GE(half_ms, 450.0);
+  EXPECT_LT(half_ms, 1500.0);
+  auto [nothing, idle_ms] = until_closed(idle, t0);
+  EXPECT_EQ(nothing, "");
+  EXPECT_GE(idle_ms, 950.0);
+  EXPECT_LT(idle_ms, 2500.0);
+  std::printf("half a line closed after %.0f ms, an idle client after %.0f ms\n", half_ms, idle_ms);
+  close(half);
+  close(idle);
+  EXPECT_EQ(ctl("show").rc, 0);
+}
+
 TEST_F(SwitchctlTest, InvalidInputRefusedWithItsExitCode) {
   attach();
   add_vm(1);
