@@ -200,6 +200,9 @@ Outcome call_handler(const Handler& handler, const json& id, const std::string& 
   } catch (const std::exception& e) {
     if (log) log("control: " + name + " failed: " + e.what());
     o.line = error_line(id, ErrorKind::Kernel, name + ": internal error: " + e.what());
+  } catch (...) {
+    if (log) log("control: " + name + " failed: an exception of unknown type");
+    o.line = error_line(id, ErrorKind::Kernel, name + ": internal error: an exception of unknown type");
   }
   return o;
 }

@@ -320,6 +320,10 @@ json Switch::fdb_add(const json& args) {
   if (auto it = fdb_static_.find({mac, vlan}); it != fdb_static_.end())
     throw Refused(ErrorKind::Exists, "fdb.add: " + format_mac(mac) + " on VLAN " + std::to_string(vlan) +
                                          " is already behind port " + it->second + " (fdb.del first)");
+  if (fdb_static_.size() >= kMaxStaticFdb)
+    throw Refused(ErrorKind::Exhausted, "fdb.add: switchd has " + std::to_string(fdb_static_.size()) +
+                                            " static entries, the most it keeps (limit " +
+                                            std::to_string(kMaxStaticFdb) + "); fdb.del one first");
   fdb_static_[{mac, vlan}] = port;
   if (dp_)
     if (auto st = dp_->set_statics(port, statics_of(port)); !st) {

@@ -27,6 +27,10 @@ struct NotYet {
   nlohmann::json result;
 };
 
+// Static FDB entries (fdb.add) switchd keeps at most, all NICs together:
+// each is in the state file and in every queue worker's port table.
+inline constexpr size_t kMaxStaticFdb = 4096;
+
 // The longest `events` may wait (its `wait_ms`), in ms.
 inline constexpr uint32_t kMaxEventsWaitMs = 60000;
 
