@@ -1,6 +1,7 @@
 #include "switchd/config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <sstream>
 
@@ -27,6 +28,89 @@ struct Bad {
 };
 
 int line_of(const toml::node& n) { return static_cast<int>(n.source().begin.line); }
+
+// The limits of config.h on the file's bytes, before toml++ sees them. The
+// scan knows TOML's strings and comments, so that brackets and dots inside
+// them do not count; a dot counts towards a key's parts until something that
+// cannot be inside a dotted key (a value's ',', '=', ':', a newline...).
+void check_shape(std::string_view text) {
+  if (text.size() > kMaxConfigBytes) {
+    int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + kMaxConfigBytes, '\n'));
+    throw Bad{line, "the file is " + std::to_string(text.size()) + " bytes, more than the limit of " +
+                        std::to_string(kMaxConfigBytes) + " (" + std::to_string(kMaxConfigBytes >> 10) + " KiB)"};
+  }
+  enum { Plain, Basic, Literal, MultiBasic, MultiLiteral, Comment } state = Plain;
+  int line = 1;
+  std::size_t depth = 0, dots = 0;
+  // At a run of 3 to 5 quotes q (a multi-line string's delimiter with up to
+  // two quotes of its content): their number.
+  auto run = [&](std::size_t i, char q) {
+    std::size_t n = 0;
+    while (i + n < text.size() && text[i + n] == q) ++n;
+    return n;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') ++line;
+    switch (state) {
+      case Comment:
+        if (c == '\n') state = Plain, dots = 0;
+        continue;
+      case Basic:
+      case MultiBasic:
+        if (c == '\\') {
+          if (i + 1 < text.size() && text[++i] == '\n') ++line;
+        } else if (state == Basic && (c == '"' || c == '\n')) {
+          state = Plain;
+        } else if (state == MultiBasic && c == '"' && run(i, '"') >= 3) {
+          i += std::min<std::size_t>(run(i, '"'), 5) - 1;
+          state = Plain;
+        }
+        continue;
+      case Literal:
+        if (c == '\'' || c == '\n') state = Plain;
+        continue;
+      case MultiLiteral:
+        if (c == '\'' && run(i, '\'') >= 3) {
+          i += std::min<std::size_t>(run(i, '\''), 5) - 1;
+          state = Plain;
+        }
+        continue;
+      case Plain:
+        break;
+    }
+    switch (c) {
+      case '#': state = Comment; break;
+      case '"':
+        state = run(i, '"') >= 3 ? MultiBasic : Basic;
+        if (state == MultiBasic) i += 2;
+        break;
+      case '\'':
+        state = run(i, '\'') >= 3 ? MultiLiteral : Literal;
+        if (state == MultiLiteral) i += 2;
+        break;
+      case '[':
+      case '{':
+        if (++depth > kMaxConfigDepth)
+          throw Bad{line, "arrays and inline tables nest more than " + std::to_string(kMaxConfigDepth) +
+                              " deep; the nesting depth limit is " + std::to_string(kMaxConfigDepth)};
+        dots = 0;
+        break;
+      case ']':
+      case '}':
+        if (depth > 0) --depth;
+        dots = 0;
+        break;
+      case '.':
+        if (++dots >= kMaxKeyParts)
+          throw Bad{line, "a dotted key of more than " + std::to_string(kMaxKeyParts) + " parts; the limit is " +
+                              std::to_string(kMaxKeyParts)};
+        break;
+      default:
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != ' ' && c != '\t') dots = 0;
+    }
+  }
+}
 
 std::string joined(const std::set<std::string>& keys) {
   std::string s;
@@ -132,6 +216,10 @@ SwitchConfig parse_table(const toml::table& root) {
   if (const toml::node* p = root.get("port")) {
     const toml::array* ports = p->as_array();
     if (!ports || !ports->is_array_of_tables()) throw Bad{line_of(*p), "port must be an array of tables ([[port]])"};
+    if (ports->size() > kMaxPorts)
+      throw Bad{line_of(*ports->get(kMaxPorts)), "more than " + std::to_string(kMaxPorts) +
+                                                     " ports ([[port]] tables); the limit is " +
+                                                     std::to_string(kMaxPorts)};
     for (const toml::node& pn : *ports) {
       const toml::table& t = *pn.as_table();
       only_known(t, kPortKeys, "port");
@@ -229,6 +317,10 @@ NicConfig nic_config_from_args(const json& args) {
     if (args.contains("native_vlan")) c.native_vlan = vlan_arg("native_vlan", 0);
     if (args.contains("trunk_vlans")) {
       if (!args["trunk_vlans"].is_array()) throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
+      if (args["trunk_vlans"].size() > XVMQ_VLAN_MAX)
+        throw Refused(ErrorKind::Usage, "trunk_vlans has " + std::to_string(args["trunk_vlans"].size()) +
+                                            " entries; the limit is " + std::to_string(XVMQ_VLAN_MAX) +
+                                            ", one per VLAN 1..4094");
       for (const json& v : args["trunk_vlans"]) {
         if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > XVMQ_VLAN_MAX)
           throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
@@ -266,6 +358,7 @@ json nic_args(const std::string& port, const NicConfig& c) {
 
 Result<SwitchConfig> parse_config(std::string_view text, const std::string& source) {
   try {
+    check_shape(text);
     return parse_table(toml::parse(text, source));
   } catch (const toml::parse_error& e) {
     return Error{EINVAL, source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description())};

@@ -42,9 +42,21 @@ struct SwitchConfig {
   std::map<std::string, PortConfig> ports;
 };
 
+// What a configuration may make switchd spend, checked before toml++ reads
+// it: the file's size (so that config.apply of the largest file fits one
+// request line of 1 MiB, escaped), how deep arrays and inline tables nest,
+// and how many parts a dotted key has (toml++ builds a table per part and
+// recurses per level, to build and to destroy). Ports: kMaxPorts.
+inline constexpr std::size_t kMaxConfigBytes = 512 << 10;
+inline constexpr std::size_t kMaxConfigDepth = 16;
+inline constexpr std::size_t kMaxKeyParts = 16;
+// config.apply's `source` (a file's name, repeated in messages and logs).
+inline constexpr std::size_t kMaxSourceBytes = 4096;
+
 // Parses and validates a configuration with the rules of the ops
 // (nic_config_from_args, Model). An error is "SOURCE:LINE: reason", the line
-// of the key or table at fault. Unknown keys are errors.
+// of the key or table at fault. Unknown keys are errors; so is a file beyond
+// the limits above (the error names the limit).
 Result<SwitchConfig> parse_config(std::string_view text, const std::string& source);
 
 // The running switch as a configuration: a Disconnected NIC is connected = false.

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <pwd.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -15,6 +16,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <list>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -128,90 +131,311 @@ std::string error_line(const json& id, ErrorKind kind, const std::string& messag
 
 }  // namespace
 
-std::string answer(const Handler& handler, std::string_view line, bool& close,
-                   const std::function<void(const std::string&)>& log) {
-  json req = json::parse(line, nullptr, false);
-  if (req.is_discarded()) {
-    close = true;
-    return error_line(nullptr, ErrorKind::Usage, "request line is not JSON; closing the connection");
+std::string check_shape(std::string_view text, const Limits& limits) {
+  std::size_t depth = 0, values = 1;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    switch (c) {
+      case '"': in_string = true; break;
+      case '[':
+      case '{':
+        if (++depth > limits.max_depth)
+          return "request nests arrays and objects more than " + std::to_string(limits.max_depth) +
+                 " deep; the nesting depth limit is " + std::to_string(limits.max_depth);
+        ++values;
+        break;
+      case ']':
+      case '}':
+        if (depth > 0) --depth;
+        break;
+      case ',': ++values; break;
+      default: continue;
+    }
+    if (values > limits.max_values)
+      return "request holds more than " + std::to_string(limits.max_values) +
+             " values (arrays, objects and their elements); that is the limit";
   }
-  if (!req.is_object()) return error_line(nullptr, ErrorKind::Usage, "request must be a JSON object");
-  auto it = req.find("id");
-  json id = it != req.end() && it->is_number_integer() ? *it : json();
-  auto v = req.find("v");
-  if (v == req.end() || !v->is_number_integer() || *v != kProtocolVersion)
-    return error_line(id, ErrorKind::UnsupportedVersion,
-                      (v == req.end() ? std::string("request has no \"v\"") : "protocol version " + v->dump()) +
-                          " is not supported; this switchd speaks version " + std::to_string(kProtocolVersion));
-  if (id.is_null()) return error_line(id, ErrorKind::Usage, "\"id\" must be an integer");
-  auto op = req.find("op");
-  if (op == req.end() || !op->is_string()) return error_line(id, ErrorKind::Usage, "\"op\" must be a string");
-  auto args = req.find("args");
-  if (args != req.end() && !args->is_object()) return error_line(id, ErrorKind::Usage, "\"args\" must be an object");
-  const std::string& name = op->get_ref<const std::string&>();
-  try {
-    return ok_line(id, handler(name, args != req.end() ? *args : json::object()));
-  } catch (const ControlError& e) {
-    return error_line(id, e.kind(), e.what());
-  } catch (const json::exception& e) {
-    return error_line(id, ErrorKind::Usage, name + ": bad arguments: " + e.what());
-  } catch (const std::exception& e) {
-    if (log) log("control: " + name + " failed: " + e.what());
-    return error_line(id, ErrorKind::Kernel, name + ": internal error: " + e.what());
-  }
+  return {};
 }
 
 namespace {
 
+// What became of one request: answered, or parked (a Wait) with what it
+// takes to call its handler again.
+struct Outcome {
+  std::string line;  // the response, when answered
+  bool parked = false;
+  json id;
+  std::string op;
+  json args;
+  std::chrono::milliseconds wait{0};
+  json timeout_result;
+};
+
+Outcome answered(std::string line) {
+  Outcome o;
+  o.line = std::move(line);
+  return o;
+}
+
+Outcome call_handler(const Handler& handler, const json& id, const std::string& name, const json& args,
+                     const std::function<void(const std::string&)>& log) {
+  Outcome o;
+  try {
+    o.line = ok_line(id, handler(name, args));
+  } catch (const Wait& w) {
+    o.parked = true;
+    o.wait = std::clamp(w.wait, std::chrono::milliseconds(0), kMaxWait);
+    o.timeout_result = w.result;
+  } catch (const ControlError& e) {
+    o.line = error_line(id, e.kind(), e.what());
+  } catch (const json::exception& e) {
+    o.line = error_line(id, ErrorKind::Usage, name + ": bad arguments: " + e.what());
+  } catch (const std::exception& e) {
+    if (log) log("control: " + name + " failed: " + e.what());
+    o.line = error_line(id, ErrorKind::Kernel, name + ": internal error: " + e.what());
+  } catch (...) {
+    if (log) log("control: " + name + " failed: an exception of unknown type");
+    o.line = error_line(id, ErrorKind::Kernel, name + ": internal error: an exception of unknown type");
+  }
+  return o;
+}
+
+Outcome serve(const Handler& handler, std::string_view line, bool& close,
+              const std::function<void(const std::string&)>& log, const Limits& limits) {
+  // Before parsing: nlohmann's parser and destructor recurse per level.
+  if (std::string bad = check_shape(line, limits); !bad.empty()) return answered(error_line(nullptr, ErrorKind::Usage, bad));
+  json req = json::parse(line, nullptr, false);
+  if (req.is_discarded()) {
+    close = true;
+    return answered(error_line(nullptr, ErrorKind::Usage, "request line is not JSON; closing the connection"));
+  }
+  if (!req.is_object()) return answered(error_line(nullptr, ErrorKind::Usage, "request must be a JSON object"));
+  auto it = req.find("id");
+  json id = it != req.end() && it->is_number_integer() ? *it : json();
+  auto v = req.find("v");
+  if (v == req.end() || !v->is_number_integer() || *v != kProtocolVersion)
+    return answered(error_line(id, ErrorKind::UnsupportedVersion,
+                       (v == req.end() ? std::string("request has no \"v\"") : "protocol version " + v->dump()) +
+                           " is not supported; this switchd speaks version " + std::to_string(kProtocolVersion)));
+  if (id.is_null()) return answered(error_line(id, ErrorKind::Usage, "\"id\" must be an integer"));
+  auto op = req.find("op");
+  if (op == req.end() || !op->is_string()) return answered(error_line(id, ErrorKind::Usage, "\"op\" must be a string"));
+  auto args = req.find("args");
+  if (args != req.end() && !args->is_object()) return answered(error_line(id, ErrorKind::Usage, "\"args\" must be an object"));
+  const std::string& name = op->get_ref<const std::string&>();
+  json a = args != req.end() ? std::move(*args) : json::object();
+  Outcome o = call_handler(handler, id, name, a, log);
+  if (o.parked) {
+    o.id = id;
+    o.op = name;
+    o.args = std::move(a);
+  }
+  return o;
+}
+
+}  // namespace
+
+std::string answer(const Handler& handler, std::string_view line, bool& close,
+                   const std::function<void(const std::string&)>& log, const Limits& limits) {
+  Outcome o = serve(handler, line, close, log, limits);
+  // No server to park it: what the wait would end with, now.
+  return o.parked ? ok_line(o.id, std::move(o.timeout_result)) : std::move(o.line);
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Lines one connection may have answered in a row before the others' turn.
+constexpr int kBurst = 8;
+// Refusals are logged once per burst: the first, then a count at most this often.
+constexpr auto kLogEvery = std::chrono::seconds(5);
+
+struct Parked {
+  json id;
+  std::string op;
+  json args;
+  Clock::time_point deadline;
+  json timeout_result;
+};
+
 struct Conn {
-  explicit Conn(int f) : fd(f) {}
-  int fd;
-  std::string in, out;
+  int fd = -1;
+  uid_t uid = 0;
+  std::string in;        // bytes received, not yet answered
+  std::size_t scanned = 0;  // of `in`, known to hold no '\n'
+  std::string out;       // one response, being written
+  std::size_t sent = 0;  // of `out`
+  std::optional<Parked> parked;
   bool closing = false;  // write out, then close
   bool eof = false;      // the peer sent all it will
   bool dead = false;     // close now
+  bool ready = false;    // complete lines wait in `in` (its burst was used up)
+  Clock::time_point active;  // accepted, or its last response written: the idle deadline's start
+  Clock::time_point begun;   // the unfinished line in `in` began: the read deadline's start
+  Clock::time_point queued;  // `out` was queued: the write deadline's start
+  uint32_t interest = 0;     // registered with epoll
 
-  bool done() const { return dead || (out.empty() && (closing || eof)); }
+  bool has_line() const { return in.find('\n', scanned) != std::string::npos; }
+  bool done() const { return dead || (out.empty() && !parked && (closing || (eof && !has_line()))); }
 
-  void flush() {
-    while (!out.empty()) {
-      ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  void reply(std::string line, Clock::time_point now) {
+    out = std::move(line);
+    sent = 0;
+    queued = now;
+  }
+
+  void flush(Clock::time_point now) {
+    while (sent < out.size()) {
+      ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) return;
-        dead = true;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) dead = true;
         return;
       }
-      out.erase(0, n);
+      sent += static_cast<std::size_t>(n);
+    }
+    if (!out.empty()) {
+      out.clear();
+      sent = 0;
+      active = now;
+      if (!in.empty()) begun = now;  // an unfinished line counts from now
     }
   }
 
-  void receive() {
+  void receive(Clock::time_point now) {
     char buf[65536];
     ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n > 0) in.append(buf, n);
-    else if (n == 0) eof = true;
-    else if (errno != EAGAIN && errno != EINTR) dead = true;
+    if (n > 0) {
+      if (in.empty()) begun = now;
+      in.append(buf, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      eof = true;
+    } else if (errno != EAGAIN && errno != EINTR) {
+      dead = true;
+    }
   }
 
-  // Answers complete lines one at a time: the next is read only once the
-  // previous response is written, so a peer that does not read stalls itself.
-  void pump(const Handler& handler, const ServerOptions& o) {
-    for (;;) {
-      flush();
-      if (dead || closing || !out.empty()) return;
-      size_t nl = in.find('\n');
-      if ((nl == std::string::npos && in.size() > kMaxLine) || (nl != std::string::npos && nl > kMaxLine)) {
+  // Answers the complete lines in `in`, one at a time: the next is read
+  // only once the previous response is written (so a peer that does not
+  // read stalls only itself) and never while one is parked.
+  void pump(const Handler& handler, const ServerOptions& o, Clock::time_point now) {
+    ready = false;
+    for (int served = 0;;) {
+      if (!out.empty()) flush(now);
+      if (dead || closing || parked || !out.empty()) return;
+      std::size_t nl = in.find('\n', scanned);
+      if (nl == std::string::npos) {
+        scanned = in.size();
+        if (in.size() <= kMaxLine) return;
+      }
+      if (nl == std::string::npos || nl > kMaxLine) {
         in.clear();
-        out = error_line(nullptr, ErrorKind::Usage, "request line longer than 1 MiB; closing the connection");
+        scanned = 0;
+        reply(error_line(nullptr, ErrorKind::Usage, "request line longer than 1 MiB; closing the connection"), now);
         closing = true;
         continue;
       }
-      if (nl == std::string::npos) return;
-      std::string line = in.substr(0, nl);
+      if (served++ == kBurst) {
+        ready = true;
+        return;
+      }
+      bool close = false;
+      Outcome r = serve(handler, std::string_view(in.data(), nl), close, o.log, o.limits);
       in.erase(0, nl + 1);
-      out = answer(handler, line, closing, o.log);
+      scanned = 0;
+      if (!in.empty()) begun = now;
+      closing = close;
+      if (r.parked) parked = Parked{std::move(r.id), std::move(r.op), std::move(r.args), now + r.wait,
+                                    std::move(r.timeout_result)};
+      else reply(std::move(r.line), now);
     }
   }
+
+  // The next time something is due on this connection, or nullopt.
+  std::optional<Clock::time_point> deadline(const ServerOptions& o) const {
+    if (dead) return std::nullopt;
+    if (!out.empty()) return queued + o.write_timeout;
+    if (parked) return parked->deadline;
+    if (closing || eof) return std::nullopt;
+    if (in.empty()) return active + o.idle_timeout;
+    return begun + o.read_timeout;
+  }
+
+  // What is due at `now`: a parked request answers with its timeout result;
+  // the deadlines close.
+  void expire(const ServerOptions& o, Clock::time_point now) {
+    if (dead) return;
+    if (!out.empty()) {
+      if (now >= queued + o.write_timeout) dead = true;  // the peer does not read
+    } else if (parked) {
+      if (now >= parked->deadline) {
+        reply(ok_line(parked->id, std::move(parked->timeout_result)), now);
+        parked.reset();
+      }
+    } else if (!closing && !eof) {
+      if (in.empty()) {
+        if (now >= active + o.idle_timeout) dead = true;
+      } else if (now >= begun + o.read_timeout) {
+        in.clear();
+        scanned = 0;
+        reply(error_line(nullptr, ErrorKind::Usage,
+                         "request line not ended within " + std::to_string(o.read_timeout.count()) +
+                             " ms; closing the connection"),
+              now);
+        closing = true;
+      }
+    }
+  }
+
+  uint32_t wanted() const {
+    if (dead) return 0;
+    if (!out.empty()) return EPOLLOUT;
+    if (parked) return eof ? 0u : uint32_t{EPOLLRDHUP};  // only to notice the peer leaving
+    if (closing || eof) return 0;
+    return EPOLLIN | EPOLLRDHUP;
+  }
+};
+
+// Refusals logged once per burst: the first at once, then how many more at
+// most every kLogEvery.
+class BurstLog {
+ public:
+  void note(const std::function<void(const std::string&)>& log, const std::string& line, Clock::time_point now) {
+    if (!logged_ || (more_ == 0 && now - last_ >= kLogEvery)) {
+      if (log) log(line + " (further refusals are counted, logged every " +
+                   std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kLogEvery).count()) + " s)");
+      logged_ = true;
+      last_ = now;
+      return;
+    }
+    ++more_;
+    latest_ = line;
+  }
+  std::optional<Clock::time_point> due() const {
+    return more_ ? std::optional<Clock::time_point>(last_ + kLogEvery) : std::nullopt;
+  }
+  void flush(const std::function<void(const std::string&)>& log, Clock::time_point now) {
+    if (!more_ || now < last_ + kLogEvery) return;
+    if (log) log(std::to_string(more_) + " more refused in the last " +
+                 std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - last_).count()) +
+                 " s; the latest: " + latest_);
+    more_ = 0;
+    last_ = now;
+  }
+
+ private:
+  bool logged_ = false;
+  std::size_t more_ = 0;
+  Clock::time_point last_;
+  std::string latest_;
 };
 
 }  // namespace
@@ -260,7 +484,7 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(ServerOptions option
   if (::chmod(path.c_str(), 0660) != 0) return fail("chmod 0660 " + path);
   if (::chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) return fail("chgrp " + options.group + " " + path);
   if (::lstat(path.c_str(), &st) != 0) return fail("stat " + path);
-  if (::listen(fd.get(), 64) != 0) return fail("listen on " + path);
+  if (::listen(fd.get(), SOMAXCONN) != 0) return fail("listen on " + path);
   Fd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (wake.get() < 0) return fail("eventfd");
 
@@ -275,12 +499,16 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(ServerOptions option
 
 void ControlServer::stop() {
   if (thread_.joinable()) {
+    stopping_ = true;
     uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof(one));
     thread_.join();
   }
-  for (int* fd : {&listen_fd_, &wake_fd_})
-    if (*fd >= 0) ::close(std::exchange(*fd, -1));
+  {
+    std::lock_guard lock(wake_mu_);
+    if (wake_fd_ >= 0) ::close(std::exchange(wake_fd_, -1));
+  }
+  if (listen_fd_ >= 0) ::close(std::exchange(listen_fd_, -1));
   // Leave a successor's socket alone.
   struct stat st{};
   if (ino_ != 0 && ::lstat(options_.path.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_)
@@ -288,57 +516,214 @@ void ControlServer::stop() {
   ino_ = 0;
 }
 
+void ControlServer::notify() {
+  std::lock_guard lock(wake_mu_);
+  if (wake_fd_ < 0) return;
+  notified_ = true;
+  uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof(one));
+}
+
 void ControlServer::run() {
-  std::vector<Conn> conns;
-  std::vector<pollfd> fds;
-  for (;;) {
-    fds.clear();
-    fds.push_back({wake_fd_, POLLIN, 0});
-    bool room = conns.size() < static_cast<size_t>(std::max(options_.max_clients, 1));
-    fds.push_back({room ? listen_fd_ : -1, POLLIN, 0});  // poll ignores a negative fd
-    for (const Conn& c : conns)
-      fds.push_back({c.fd, static_cast<short>(!c.out.empty() ? POLLOUT : POLLIN), 0});
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
-      if (errno == EINTR) continue;
-      if (options_.log) options_.log("control: poll: " + std::string(std::strerror(errno)));
-      break;
-    }
-    if (fds[0].revents) break;
+  const ServerOptions& o = options_;
+  auto say = [&](const std::string& line) {
+    if (o.log) o.log(line);
+  };
+  Fd ep(::epoll_create1(EPOLL_CLOEXEC));
+  if (ep.get() < 0) {
+    say("control: epoll_create1: " + std::string(std::strerror(errno)));
+    return;
+  }
+  // epoll's data: a Conn*, or one of these two markers.
+  static char wake_tag, listen_tag;
+  auto add = [&](int fd, uint32_t events, void* tag) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.ptr = tag;
+    return ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev);
+  };
+  if (add(wake_fd_, EPOLLIN, &wake_tag) != 0 || add(listen_fd_, EPOLLIN, &listen_tag) != 0) {
+    say("control: epoll_ctl: " + std::string(std::strerror(errno)));
+    return;
+  }
+  bool listening = true;
+  std::optional<Clock::time_point> listen_again;  // after EMFILE: accept again then
 
-    for (size_t i = 0; i < conns.size(); ++i) {
-      Conn& c = conns[i];
-      short re = fds[i + 2].revents;
-      if (re & POLLNVAL) c.dead = true;
-      if (re & POLLOUT) c.flush();
-      if (re & (POLLIN | POLLHUP | POLLERR) && c.out.empty()) c.receive();
-      if (re) c.pump(handler_, options_);
-    }
-    std::erase_if(conns, [](const Conn& c) {
-      if (c.done()) ::close(c.fd);
-      return c.done();
-    });
+  std::list<Conn> conns;
+  std::map<uid_t, int> per_uid;
+  int others = 0;  // connections of uids other than root
+  BurstLog full_log, permission_log, accept_log;
+  const int max_clients = std::max(o.max_clients, 1);
+  const int root_reserved = std::clamp(o.root_reserved, 0, max_clients - 1);
+  const int max_others = max_clients - root_reserved;
+  const int max_per_uid = std::max(o.max_clients_per_uid, 1);
 
-    while (room && (fds[1].revents & POLLIN) && conns.size() < static_cast<size_t>(options_.max_clients)) {
+  // Accepted, then refused before anything is read: the peer reads the line, then EOF.
+  auto refuse = [&](int fd, ErrorKind kind, const std::string& why) {
+    std::string line = error_line(nullptr, kind, why);
+    (void)!::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(fd);
+  };
+
+  auto accept_all = [&](Clock::time_point now) {
+    for (int i = 0; i < 4 * max_clients; ++i) {
       int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED && options_.log)
-          options_.log("control: accept on " + options_.path + ": " + std::strerror(errno));
-        break;
+        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // The backlog keeps the peer; stop the level-triggered wakeups for a while.
+          accept_log.note(o.log, "control: accept on " + o.path + ": " + std::strerror(errno) + "; pausing 100 ms", now);
+          ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, listen_fd_, nullptr);
+          listening = false;
+          listen_again = now + std::chrono::milliseconds(100);
+          return;
+        }
+        say("control: accept on " + o.path + ": " + std::strerror(errno));
+        return;
       }
       ucred peer{};
       socklen_t len = sizeof(peer);
       if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || !may_connect(peer, gid_)) {
-        std::string why = "uid " + std::to_string(peer.uid) + " is neither root nor in group '" + options_.group +
-                          "' of " + options_.path;
-        if (options_.log) options_.log("control: refused pid " + std::to_string(peer.pid) + ": " + why);
-        // Before reading anything: the refused peer reads this and then EOF.
-        std::string line = error_line(nullptr, ErrorKind::Permission, why);
-        (void)!::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        ::close(fd);
+        std::string why = "uid " + std::to_string(peer.uid) + " is neither root nor in group '" + o.group + "' of " +
+                          o.path;
+        permission_log.note(o.log, "control: refused pid " + std::to_string(peer.pid) + ": " + why, now);
+        refuse(fd, ErrorKind::Permission, why);
         continue;
       }
-      conns.emplace_back(fd);
+      const int open = static_cast<int>(conns.size());
+      std::string full;
+      if (open >= max_clients) {
+        full = "switchd is full: " + std::to_string(open) + " connections open, the bound is " +
+               std::to_string(max_clients) + " (switchd --max-clients); try again later";
+      } else if (peer.uid != 0 && others >= max_others) {
+        full = "switchd is full for uids other than root: " + std::to_string(others) + " of " + std::to_string(open) +
+               " open connections are theirs, the bound is " + std::to_string(max_others) + " (switchd --max-clients " +
+               std::to_string(max_clients) + " less " + std::to_string(root_reserved) + " kept for root); try again later";
+      } else if (peer.uid != 0 && per_uid[peer.uid] >= max_per_uid) {
+        full = "switchd is full for uid " + std::to_string(peer.uid) + ": " + std::to_string(per_uid[peer.uid]) +
+               " of " + std::to_string(open) + " open connections are its, the bound is " + std::to_string(max_per_uid) +
+               " per uid (switchd --max-clients-per-uid); try again later";
+      }
+      if (!full.empty()) {
+        full_log.note(o.log, "control: refused pid " + std::to_string(peer.pid) + " (uid " + std::to_string(peer.uid) +
+                                 "): " + full, now);
+        refuse(fd, ErrorKind::Exhausted, full);
+        continue;
+      }
+      Conn& c = conns.emplace_back();
+      c.fd = fd;
+      c.uid = peer.uid;
+      c.active = now;
+      c.interest = EPOLLIN | EPOLLRDHUP;
+      if (add(fd, c.interest, &c) != 0) {
+        say("control: epoll_ctl: " + std::string(std::strerror(errno)));
+        ::close(fd);
+        conns.pop_back();
+        continue;
+      }
+      ++per_uid[peer.uid];
+      if (peer.uid != 0) ++others;
     }
+  };
+
+  std::array<epoll_event, 64> events;
+  for (;;) {
+    // Sleep until the next deadline, or not at all when lines are waiting.
+    Clock::time_point now = Clock::now();
+    std::optional<Clock::time_point> next;
+    auto consider = [&](std::optional<Clock::time_point> t) {
+      if (t && (!next || *t < *next)) next = t;
+    };
+    bool ready = false;
+    for (const Conn& c : conns) {
+      ready |= c.ready;
+      consider(c.deadline(o));
+    }
+    consider(full_log.due());
+    consider(permission_log.due());
+    consider(accept_log.due());
+    consider(listen_again);
+    int timeout = -1;
+    if (ready) timeout = 0;
+    else if (next)
+      timeout = static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(
+          std::chrono::ceil<std::chrono::milliseconds>(*next - now).count(), 0, 60000));
+    int n = ::epoll_wait(ep.get(), events.data(), static_cast<int>(events.size()), timeout);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      say("control: epoll_wait: " + std::string(std::strerror(errno)));
+      break;
+    }
+    now = Clock::now();
+    bool notified = false, accept_now = false;
+    for (int i = 0; i < n; ++i) {
+      void* tag = events[i].data.ptr;
+      uint32_t re = events[i].events;
+      if (tag == &wake_tag) {
+        uint64_t count;
+        (void)!::read(wake_fd_, &count, sizeof(count));
+        if (stopping_) {
+          for (const Conn& c : conns) ::close(c.fd);
+          return;
+        }
+        notified = notified_.exchange(false);
+        continue;
+      }
+      if (tag == &listen_tag) {
+        accept_now = true;
+        continue;
+      }
+      Conn& c = *static_cast<Conn*>(tag);
+      if (re & EPOLLERR) c.dead = true;
+      if (re & EPOLLOUT) c.flush(now);
+      if (re & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+        if (c.out.empty() && !c.parked && !c.closing && !c.eof) c.receive(now);
+        else if (c.parked && (re & EPOLLHUP)) c.dead = true;  // nobody left to answer
+        else if (c.parked && (re & EPOLLRDHUP)) c.eof = true;  // half closed: answer, then close
+      }
+      c.pump(handler_, o, now);
+    }
+    if (listen_again && now >= *listen_again) {
+      listen_again.reset();
+      if (!listening && add(listen_fd_, EPOLLIN, &listen_tag) == 0) listening = true;
+    }
+    for (Conn& c : conns) {
+      if (c.ready) c.pump(handler_, o, now);
+      if (notified && c.parked && !c.dead) {
+        Outcome r = call_handler(handler_, c.parked->id, c.parked->op, c.parked->args, o.log);
+        if (!r.parked) {
+          c.parked.reset();
+          c.reply(std::move(r.line), now);
+          c.pump(handler_, o, now);
+        }
+      }
+      c.expire(o, now);
+      if (!c.out.empty() && !c.dead) c.pump(handler_, o, now);  // a timeout's answer: write it now
+    }
+    full_log.flush(o.log, now);
+    permission_log.flush(o.log, now);
+    accept_log.flush(o.log, now);
+    for (auto it = conns.begin(); it != conns.end();) {
+      Conn& c = *it;
+      if (c.done()) {
+        ::close(c.fd);  // also leaves the epoll set
+        if (--per_uid[c.uid] == 0) per_uid.erase(c.uid);
+        if (c.uid != 0) --others;
+        it = conns.erase(it);
+        continue;
+      }
+      uint32_t want = c.wanted();
+      if (want != c.interest) {
+        epoll_event ev{};
+        ev.events = want;
+        ev.data.ptr = &c;
+        ::epoll_ctl(ep.get(), EPOLL_CTL_MOD, c.fd, &ev);
+        c.interest = want;
+      }
+      ++it;
+    }
+    // After the sweep: the slots of closed connections are free again.
+    if (accept_now && listening) accept_all(now);
   }
   for (const Conn& c : conns) ::close(c.fd);
 }
@@ -360,7 +745,8 @@ ControlClient::ControlClient(ControlClient&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       timeout_(other.timeout_),
       next_id_(other.next_id_),
-      buffered_(std::move(other.buffered_)) {}
+      buffered_(std::move(other.buffered_)),
+      interrupt_(other.interrupt_) {}
 
 ControlClient& ControlClient::operator=(ControlClient&& other) noexcept {
   if (this != &other) {
@@ -369,6 +755,7 @@ ControlClient& ControlClient::operator=(ControlClient&& other) noexcept {
     timeout_ = other.timeout_;
     next_id_ = other.next_id_;
     buffered_ = std::move(other.buffered_);
+    interrupt_ = other.interrupt_;
   }
   return *this;
 }
@@ -415,6 +802,7 @@ Result<json> ControlClient::read_json(std::chrono::steady_clock::time_point dead
     int ready = ::poll(&p, 1, remaining_ms(deadline));
     if (ready == 0)
       return Error{ETIMEDOUT, "no response from switchd within " + std::to_string(timeout_.count()) + " ms"};
+    if (ready < 0 && errno == EINTR && interrupt_ && *interrupt_) return Error{EINTR, "interrupted"};
     if (ready < 0 && errno != EINTR) return sys_error(errno, "poll");
     char buf[65536];
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);

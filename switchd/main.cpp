@@ -63,6 +63,23 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", opts.state_dir, "where the configuration is kept")->capture_default_str();
   app.add_option("--socket", ctl.path, "control socket")->capture_default_str();
   app.add_option("--group", ctl.group, "group allowed on the control socket besides root")->capture_default_str();
+  app.add_option("--max-clients", ctl.max_clients,
+                 "control connections at once; one more is refused as full (the last --root-reserved are root's)")
+      ->capture_default_str()->check(CLI::Range(2, 65536));
+  app.add_option("--max-clients-per-uid", ctl.max_clients_per_uid, "control connections of one uid other than root")
+      ->capture_default_str()->check(CLI::Range(1, 65536));
+  CLI::Option* reserved_opt =
+      app.add_option("--root-reserved", ctl.root_reserved, "of --max-clients, kept for root (uid 0); default 16, at "
+                                                           "most a quarter of --max-clients")
+          ->check(CLI::Range(0, 65535));
+  double idle_s = ctl.idle_timeout.count() / 1000.0, read_s = ctl.read_timeout.count() / 1000.0,
+         write_s = ctl.write_timeout.count() / 1000.0;
+  app.add_option("--idle-timeout", idle_s, "seconds: a control connection with no request under way is closed")
+      ->capture_default_str()->check(CLI::Range(0.01, 86400.0));
+  app.add_option("--read-timeout", read_s, "seconds: a request line begun and not ended is refused, its connection closed")
+      ->capture_default_str()->check(CLI::Range(0.01, 3600.0));
+  app.add_option("--write-timeout", write_s, "seconds: a response the client does not read closes its connection")
+      ->capture_default_str()->check(CLI::Range(0.01, 3600.0));
   app.add_option("--max-vmqs", opts.max_vmqs, "size of the vmq pool")->capture_default_str()->check(CLI::Range(1, XVMQ_MAX_VMQS - 1));
   app.add_option("--pin-root", opts.datapath.pin_root, "bpffs directory of the uplinks' maps")->capture_default_str();
   app.add_option("--umem-frames", opts.datapath.worker.frames, "receive buffers per queue")->capture_default_str()->check(CLI::Range(256, 1 << 20));
@@ -110,6 +127,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   service::init_log(*service::parse_level(log_level));
+  if (!reserved_opt->count()) ctl.root_reserved = std::min(ctl.root_reserved, ctl.max_clients / 4);
+  if (ctl.root_reserved >= ctl.max_clients) {
+    std::fprintf(stderr, "switchd: --root-reserved %d: must be less than --max-clients %d\n", ctl.root_reserved,
+                 ctl.max_clients);
+    return 2;
+  }
+  auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000 + 0.5)); };
+  ctl.idle_timeout = ms(idle_s);
+  ctl.read_timeout = ms(read_s);
+  ctl.write_timeout = ms(write_s);
   if (!metrics_listen.empty())
     if (auto a = parse_listen(metrics_listen); !a) {
       std::fprintf(stderr, "switchd: %s\n", a.error().message.c_str());
@@ -182,12 +209,17 @@ int main(int argc, char** argv) {
       return s->handle(op, args);
     } catch (const Refused& r) {
       throw control::ControlError(to_control(r.error.kind), r.error.message);
+    } catch (const NotYet& w) {
+      throw control::Wait{std::chrono::milliseconds(w.wait_ms), w.result};
     }
   });
   if (!server) {
     service::log(service::Level::Error, "%s", server.error().message.c_str());
     return 1;
   }
+  // An event wakes the requests parked on `events` (events --follow).
+  control::ControlServer* srv = server->get();
+  s->on_event([srv] { srv->notify(); });
   // Ready only now: the state is restored, its uplink attached, and the
   // control socket answers.
   const nlohmann::json shown = s->snapshot()["show"];
@@ -204,6 +236,7 @@ int main(int argc, char** argv) {
   service::log(service::Level::Info, "signal %u, shutting down", si.ssi_signo);
   service::notify("STOPPING=1\nSTATUS=shutting down");
   metrics.reset();
+  s->on_event({});
   (*server)->stop();
   // Filters first, so that no frame is redirected to a socket being closed.
   s->clear_filters();

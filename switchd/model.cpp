@@ -107,6 +107,10 @@ void Model::port_create(const std::string& name) {
   if (auto it = ports_.find(name); it != ports_.end())
     throw Refused(ErrorKind::Exists, "port " + name + " already exists (it is " +
                                          std::string(to_string(it->second.state)) + ")");
+  if (ports_.size() >= kMaxPorts)
+    throw Refused(ErrorKind::Exhausted, "port.create " + name + ": switchd has " + std::to_string(ports_.size()) +
+                                            " ports, the most it keeps (limit " + std::to_string(kMaxPorts) +
+                                            "); delete one first");
   ports_[name] = Port{name, PortState::Created, std::nullopt};
   record("port " + name, "none", "created", "port.create");
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -85,6 +86,11 @@ struct Event {
 
 // Names: 1..15 characters of [A-Za-z0-9_.-], not starting with '-' or '.'.
 bool valid_name(std::string_view name);
+
+// Ports one switchd keeps at most (the host port among them): a bound on the
+// memory, the state file and the time of every `show` that requests can
+// make switchd spend. Far above what one host's NIC can serve.
+inline constexpr std::size_t kMaxPorts = 4096;
 
 class Model {
  public:

@@ -320,6 +320,10 @@ json Switch::fdb_add(const json& args) {
   if (auto it = fdb_static_.find({mac, vlan}); it != fdb_static_.end())
     throw Refused(ErrorKind::Exists, "fdb.add: " + format_mac(mac) + " on VLAN " + std::to_string(vlan) +
                                          " is already behind port " + it->second + " (fdb.del first)");
+  if (fdb_static_.size() >= kMaxStaticFdb)
+    throw Refused(ErrorKind::Exhausted, "fdb.add: switchd has " + std::to_string(fdb_static_.size()) +
+                                            " static entries, the most it keeps (limit " +
+                                            std::to_string(kMaxStaticFdb) + "); fdb.del one first");
   fdb_static_[{mac, vlan}] = port;
   if (dp_)
     if (auto st = dp_->set_statics(port, statics_of(port)); !st) {
@@ -351,6 +355,12 @@ void Switch::event_logged(size_t before) {
     if (e.seq > before && e.seq <= n)
       service::log(service::Level::Info, "event %llu %s %s: %s -> %s (%s)", static_cast<unsigned long long>(e.seq),
                    iso_time(e.time).c_str(), e.object.c_str(), e.from.c_str(), e.to.c_str(), e.step.c_str());
+  if (n > before && event_hook_) event_hook_();
+}
+
+void Switch::on_event(std::function<void()> hook) {
+  std::lock_guard lock(mu_);
+  event_hook_ = std::move(hook);
 }
 
 json Switch::port_json(const Port& p) const {
@@ -499,10 +509,19 @@ json Switch::handle_op(const std::string& op, const json& args) {
     return stats();
   } else if (op == "events") {
     uint64_t since = args.value("since", uint64_t{0});
+    uint32_t wait_ms = 0;
+    if (args.contains("wait_ms")) {
+      const json& w = args["wait_ms"];
+      if (!w.is_number_integer() || w.get<int64_t>() < 0 || w.get<int64_t>() > kMaxEventsWaitMs)
+        throw Refused(ErrorKind::Usage, "events: wait_ms must be an integer 0.." + std::to_string(kMaxEventsWaitMs) +
+                                            " (milliseconds to wait for an event newer than since)");
+      wait_ms = w.get<uint32_t>();
+    }
     json evs = json::array();
     for (const auto& e : model_.events())
       if (e.seq > since)
         evs.push_back({{"seq", e.seq}, {"time", iso_time(e.time)}, {"object", e.object}, {"from", e.from}, {"to", e.to}, {"step", e.step}});
+    if (evs.empty() && wait_ms > 0) throw NotYet{wait_ms, {{"events", evs}}};
     return {{"events", evs}};
   } else if (op == "fdb.show") {
     if (!dp_) throw Refused(ErrorKind::NotFound, "no uplink is attached");

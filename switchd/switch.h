@@ -3,6 +3,7 @@
 // datapath acts; the state file is written after every change.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -16,6 +17,22 @@
 #include "switchd/model.h"
 
 namespace xvmq::switchd {
+
+// Thrown by Switch::handle for a request that waits for something to happen
+// (`events` with `wait_ms` and nothing newer than `since`): switchd's control
+// server parks it (control::Wait) and asks again after each event, answering
+// `result` once `wait_ms` has passed.
+struct NotYet {
+  uint32_t wait_ms = 0;
+  nlohmann::json result;
+};
+
+// Static FDB entries (fdb.add) switchd keeps at most, all NICs together:
+// each is in the state file and in every queue worker's port table.
+inline constexpr size_t kMaxStaticFdb = 4096;
+
+// The longest `events` may wait (its `wait_ms`), in ms.
+inline constexpr uint32_t kMaxEventsWaitMs = 60000;
 
 struct SwitchOptions {
   std::string state_dir = "/var/lib/xvmq";
@@ -40,6 +57,10 @@ class Switch {
   // Shutdown: remove the NICs' filters (frames to their MACs then go to the
   // default queue, or to the host stack once the sockets are closed).
   void clear_filters();
+
+  // Called (under the switch's lock, on the thread of the op) after an op
+  // recorded events: wakes the requests parked on `events`.
+  void on_event(std::function<void()> hook);
 
   // {"show": ..., "stats": ...} under one lock: what a metrics scrape reads.
   nlohmann::json snapshot();
@@ -77,6 +98,7 @@ class Switch {
   AttachMode uplink_mode_ = AttachMode::Auto;
   std::string uplink_host_;  // "stack", "port" or "" (the uplink had no host addresses)
   std::unique_ptr<Datapath> dp_;
+  std::function<void()> event_hook_;
 
   // Hyper-V's "management OS shares this adapter": an internal port whose
   // netdev on the host carries the host's addresses (host=port).

@@ -43,6 +43,10 @@ json Switch::config_apply(const json& args) {
   if (args.contains("dry_run") && !args["dry_run"].is_boolean())
     throw Refused(ErrorKind::Usage, "config.apply: argument 'dry_run' must be true or false");
   const std::string source = args.value("source", "config");
+  if (source.size() > kMaxSourceBytes)
+    throw Refused(ErrorKind::Usage, "config.apply: argument 'source' (the file's name, for messages) is " +
+                                        std::to_string(source.size()) + " bytes; the limit is " +
+                                        std::to_string(kMaxSourceBytes));
   const bool dry_run = args.value("dry_run", false);
   auto desired = parse_config(args["config"].get<std::string>(), source);
   if (!desired) throw Refused(ErrorKind::Usage, desired.error().message);

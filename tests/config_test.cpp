@@ -3,6 +3,7 @@
 // state of the model to a file. No privileges needed.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -83,6 +84,75 @@ TEST(ConfigParse, BadFilesNameTheLineAndTheReason) {
     EXPECT_TRUE(m.starts_with("sw.toml:" + std::to_string(row.line) + ": ")) << m << "\n" << row.text;
     for (const auto& w : row.words) EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m;
   }
+}
+
+// What a file may make switchd spend: each limit refused before toml++
+// builds anything, with the line and the limit named.
+TEST(ConfigParse, LimitsAreRefusedNamingThem) {
+  auto nested = [](const std::string& open, const std::string& close, size_t n) {
+    std::string s = "x = ";
+    for (size_t i = 0; i < n; ++i) s += open;
+    s += "1";
+    for (size_t i = 0; i < n; ++i) s += close;
+    return s + "\n";
+  };
+  auto ports = [](size_t n) {
+    std::string text = kUplink;
+    for (size_t i = 0; i < n; ++i) {
+      char mac[18];
+      std::snprintf(mac, sizeof(mac), "02:00:00:00:%02zx:%02zx", i >> 8, i & 0xff);
+      text += port("p" + std::to_string(i), mac, "vmq = \"off\"\n");
+    }
+    return text;
+  };
+  std::string dotted = "a";
+  for (int i = 0; i < 100000; ++i) dotted += ".a";
+  const int port_lines = 7;  // of port() with its vmq line: the 4097th [[port]] is on line 2 + 4096 * 7 + 2
+  std::string trunk = "trunk_vlans = [";
+  for (int i = 0; i < 5000; ++i) trunk += (i ? "," : "") + std::to_string(1 + i % 4094);
+  trunk += "]\n";
+  std::string long_array = "x = [";
+  for (int i = 0; i < 1000; ++i) long_array += "[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]],";
+  long_array += "]\n";
+  const std::vector<BadFile> rows = {
+      {"50,000 nested inline tables", kUplink + nested("{a = ", "}", 50000), 3,
+       {"nest more than 16 deep", "nesting depth limit is 16"}},
+      {"100,000 nested arrays", kUplink + nested("[", "]", 100000), 3, {"nesting depth limit is 16"}},
+      {"17 nested arrays", kUplink + nested("[", "]", 17), 3, {"nesting depth limit is 16"}},
+      {"a long array of nested arrays", long_array, 1, {"nesting depth limit is 16"}},
+      {"dotted key of 100,000 parts", kUplink + dotted + " = 1\n", 3, {"dotted key of more than 16 parts"}},
+      {"table header of 100,000 parts", kUplink + "[" + dotted + "]\n", 3, {"dotted key of more than 16 parts"}},
+      {"oversize file", kUplink + std::string(kMaxConfigBytes, '#'), 3, {"more than the limit of 524288", "512 KiB"}},
+      {"4097 ports", ports(kMaxPorts + 1), 2 + static_cast<int>(kMaxPorts) * port_lines + 2,
+       {"more than 4096 ports", "the limit is 4096"}},
+      {"5000 trunk VLANs", kUplink + port("vm1", "02:00:00:00:00:01", trunk), 9,
+       {"trunk_vlans has 5000 entries", "the limit is 4094"}},
+  };
+  for (const auto& row : rows) {
+    SCOPED_TRACE(row.name);
+    auto r = parse_config(row.text, "sw.toml");
+    ASSERT_FALSE(r) << "accepted";
+    const std::string& m = r.error().message;
+    EXPECT_TRUE(m.starts_with("sw.toml:" + std::to_string(row.line) + ": ")) << m.substr(0, 300);
+    for (const auto& w : row.words) EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m.substr(0, 300);
+  }
+
+  // At the limits, and brackets or dots inside strings and comments, are fine.
+  std::string at_limit = ports(kMaxPorts);
+  ASSERT_LE(at_limit.size(), kMaxConfigBytes);
+  auto ok = parse_config(at_limit, "sw.toml");
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->ports.size(), kMaxPorts);
+  std::string strings = "# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[ a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s\n" + kUplink +
+                        port("vm1", "02:00:00:00:00:01", "trunk_vlans = [10, 20]  # ]]]]]]]]\n") +
+                        "# ''' \"\"\" [[[[[[[[[[[[[[[[[[[[[[[[\n";
+  auto s = parse_config(strings, "sw.toml");
+  EXPECT_TRUE(s) << s.error().message;
+  std::string key16 = "a";
+  for (int i = 1; i < 16; ++i) key16 += ".a";
+  auto k = parse_config(key16 + " = 1\n", "sw.toml");
+  ASSERT_FALSE(k);  // an unknown key, but not for its parts
+  EXPECT_NE(k.error().message.find("unknown key 'a'"), std::string::npos) << k.error().message;
 }
 
 TEST(ConfigParse, GoodFileAndRoundTrip) {

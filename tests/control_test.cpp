@@ -2,6 +2,8 @@
 // switchctl's input checks, requests and exit codes, run as the built binary.
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -9,12 +11,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "switchd/control.h"
 #include "tests/harness.h"
@@ -48,6 +52,7 @@ class RawConn {
   }
   ~RawConn() { ::close(fd_); }
   bool connected() const { return connected_; }
+  int fd() const { return fd_; }
 
   void send(std::string_view data) {
     while (!data.empty()) {
@@ -113,6 +118,12 @@ class ControlTest : public ::testing::Test {
       auto kind = parse_error_kind(name == "unsupported" ? "unsupported_version" : name);
       if (kind) throw ControlError(*kind, "port " + name + ": refused as asked");
     }
+    if (park_) throw Wait{std::chrono::seconds(10), json::object()};
+    if (events_mode_ && op == "events") {  // one event; then nothing, after the wait
+      if (args.contains("wait_ms")) throw Wait{std::chrono::milliseconds(args["wait_ms"].get<int>()), {{"events", json::array()}}};
+      return {{"events", json::array({{{"seq", 1}, {"time", "t"}, {"object", "port vm1"}, {"from", "none"},
+                                       {"to", "created"}, {"step", "port.create"}}})}};
+    }
     if (reply_.contains(op)) return reply_[op];
     return {{"op", op}, {"args", args}};
   }
@@ -126,6 +137,25 @@ class ControlTest : public ::testing::Test {
     });
     ASSERT_TRUE(s.ok()) << s.error().message;
     server_ = std::move(s).value();
+  }
+
+  // start() with more options; the server's log lines land in logs().
+  void start_with(ServerOptions o) {
+    o.path = path_;
+    if (o.group.empty() || o.group == "root") o.group = ::getgrgid(getegid())->gr_name;
+    o.log = [this](const std::string& line) {
+      std::lock_guard lock(mu_);
+      logs_.push_back(line);
+    };
+    auto s = ControlServer::start(std::move(o), [this](const std::string& op, const json& args) {
+      return handle(op, args);
+    });
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    server_ = std::move(s).value();
+  }
+  std::vector<std::string> logs() {
+    std::lock_guard lock(mu_);
+    return logs_;
   }
 
   ControlClient client() {
@@ -148,6 +178,9 @@ class ControlTest : public ::testing::Test {
   std::mutex mu_;
   std::vector<json> calls_;
   json reply_ = json::object();  // op -> canned result
+  std::vector<std::string> logs_;
+  bool park_ = false;         // every request waits (Wait) 10 s
+  bool events_mode_ = false;  // "events" as switchd's: one event, then long polls
 };
 
 TEST_F(ControlTest, RoundTripEchoesId) {
@@ -322,23 +355,303 @@ TEST_F(ControlTest, ConcurrentClientsAreServedIndependently) {
   EXPECT_EQ(idle.next()["ok"], true);
 }
 
-TEST_F(ControlTest, ClientsBeyondTheLimitWaitForASlot) {
+TEST_F(ControlTest, ClientsBeyondTheLimitAreRefusedAsFull) {
   start("", 1);
   auto first = std::make_unique<ControlClient>(client());
   ASSERT_TRUE(first->call("show")->ok);
   {
-    auto second = ControlClient::connect(path_, std::chrono::milliseconds(300));
-    ASSERT_TRUE(second.ok());  // in the backlog
-    auto waiting = second->call("show");
-    EXPECT_FALSE(waiting.ok());
-    EXPECT_EQ(waiting.error().code, ETIMEDOUT);
+    auto second = ControlClient::connect(path_, std::chrono::seconds(5));
+    ASSERT_TRUE(second.ok());  // accepted, then refused before its request is read
+    auto refused = second->call("show");
+    ASSERT_TRUE(refused.ok()) << refused.error().message;
+    EXPECT_FALSE(refused->ok);
+    EXPECT_TRUE(refused->id.is_null());
+    EXPECT_EQ(refused->kind, "exhausted");
+    EXPECT_NE(refused->message.find("switchd is full: 1 connections open, the bound is 1"), std::string::npos)
+        << refused->message;
   }
+  EXPECT_EQ(call_count(), 1u);
   first.reset();
-  auto third = ControlClient::connect(path_, std::chrono::seconds(5));
-  ASSERT_TRUE(third.ok());
-  auto r = third->call("show");
+  // The slot is free again once the first is gone.
+  for (int i = 0; i < 50; ++i) {
+    auto third = ControlClient::connect(path_, std::chrono::seconds(5));
+    ASSERT_TRUE(third.ok());
+    auto r = third->call("show");
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    if (r->ok) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ADD_FAILURE() << "the freed slot was not given to a new client";
+}
+
+using xvmq::test::close_all;
+using xvmq::test::connect_as;
+using xvmq::test::Crowd;
+using xvmq::test::read_crowd;
+
+std::string nested(const std::string& open, const std::string& close, size_t n, const std::string& inner = "1") {
+  std::string s;
+  s.reserve(n * (open.size() + close.size()) + inner.size());
+  for (size_t i = 0; i < n; ++i) s += open;
+  s += inner;
+  for (size_t i = 0; i < n; ++i) s += close;
+  return s;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// 300 idle connections of one uid other than root: 64 (its bound) are held,
+// the rest refused as full; root is served at once; one log line.
+TEST_F(ControlTest, IdleCrowdOfOneUidIsBoundedAndRootIsServed) {
+  XVMQ_REQUIRE_PRIVILEGES();
+  ASSERT_NO_FATAL_FAILURE(start_with({}));
+  std::vector<int> crowd = connect_as(path_, 65534, 300);
+  ASSERT_EQ(crowd.size(), 300u);
+  Crowd c = read_crowd(crowd, 1000);
+  EXPECT_EQ(c.open, 64u);
+  ASSERT_EQ(c.refusals.size(), 236u);
+  for (const auto& line : c.refusals) {
+    json r = json::parse(line.substr(0, line.find('\n')), nullptr, false);
+    ASSERT_EQ(r["error"]["kind"], "exhausted") << line;
+    EXPECT_TRUE(r["id"].is_null()) << line;
+    const std::string m = r["error"]["message"];
+    EXPECT_NE(m.find("switchd is full for uid 65534: 64 of 64 open connections are its, the bound is 64 per uid"),
+              std::string::npos)
+        << m;
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = client().call("show");
+  double took = ms_since(t0);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_TRUE(r->ok);
+  EXPECT_LT(took, 1000.0);
+  std::printf("show with 300 idle connections of uid 65534 open: %.1f ms\n", took);
+  size_t refused_lines = 0;
+  for (const auto& l : logs()) refused_lines += l.find("switchd is full") != std::string::npos;
+  EXPECT_EQ(refused_lines, 1u);
+  close_all(crowd);
+}
+
+// Uids other than root share max_clients - root_reserved; root fills the
+// rest; then even root is refused, and served again once a slot frees.
+TEST_F(ControlTest, TotalBoundKeepsRoomForRoot) {
+  XVMQ_REQUIRE_PRIVILEGES();
+  ASSERT_NO_FATAL_FAILURE(start_with({.max_clients = 40, .max_clients_per_uid = 1000, .root_reserved = 8}));
+  std::vector<int> others = connect_as(path_, 65534, 40);
+  Crowd c = read_crowd(others, 500);
+  EXPECT_EQ(c.open, 32u);
+  ASSERT_EQ(c.refusals.size(), 8u);
+  EXPECT_NE(c.refusals[0].find("switchd is full for uids other than root: 32 of 32 open connections are theirs, the "
+                               "bound is 32 (switchd --max-clients 40 less 8 kept for root)"),
+            std::string::npos)
+      << c.refusals[0];
+  std::vector<int> root = connect_as(path_, 0, 9);
+  Crowd rc = read_crowd(root, 500);
+  EXPECT_EQ(rc.open, 8u);
+  ASSERT_EQ(rc.refusals.size(), 1u);
+  EXPECT_NE(rc.refusals[0].find("switchd is full: 40 connections open, the bound is 40 (switchd --max-clients)"),
+            std::string::npos)
+      << rc.refusals[0];
+  ::close(root.front());
+  root.erase(root.begin());
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    auto r = client().call("show");
+    served = r.ok() && r->ok;
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(served);
+  close_all(others);
+  close_all(root);
+}
+
+// Clients that hold half a line, trickle one byte per 200 ms, or pipeline
+// 1,000 requests without reading delay no one; their deadlines close them.
+TEST_F(ControlTest, SlowClientsDelayNoOneAndTheirDeadlinesCloseThem) {
+  ASSERT_NO_FATAL_FAILURE(start_with({.idle_timeout = std::chrono::milliseconds(1500),
+                                      .read_timeout = std::chrono::milliseconds(1000),
+                                      .write_timeout = std::chrono::milliseconds(1000)}));
+  reply_["big"] = {{"blob", std::string(8192, 'x')}};
+  RawConn half(path_), trickle(path_), hog(path_), idle(path_);
+  ASSERT_TRUE(half.connected() && trickle.connected() && hog.connected() && idle.connected());
+  auto t0 = std::chrono::steady_clock::now();
+  half.send(R"({"v": 1, "id": 1, "op": )");
+  const std::string request = R"({"v": 1, "id": 7, "op": "big"})" "\n";
+  std::string pipelined;
+  for (int i = 0; i < 1000; ++i) pipelined += request;
+  // Sent from a thread, which would block if the socket did not take them all
+  // (the server stops reading while a response waits to be written).
+  int hog_fd = hog.fd();
+  std::atomic<size_t> hog_sent{0};
+  std::atomic<int> hog_errno{0};
+  std::thread hogger([&] {
+    while (hog_sent < pipelined.size()) {
+      ssize_t n = ::send(hog_fd, pipelined.data() + hog_sent, pipelined.size() - hog_sent, MSG_NOSIGNAL);
+      if (n <= 0) {
+        hog_errno = errno;
+        return;
+      }
+      hog_sent += n;
+    }
+  });
+  std::atomic<bool> trickling{true};
+  std::thread slow([&] {
+    for (char ch : std::string(R"({"v": 1, "id": 9, "op": "show", "args": {"padding": "......"}})")) {
+      if (!trickling) return;
+      trickle.send(std::string_view(&ch, 1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+  // Meanwhile another client is answered at once, every time.
+  ControlClient other = client();
+  double worst = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto s = std::chrono::steady_clock::now();
+    auto r = other.call("show");
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    worst = std::max(worst, ms_since(s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_LT(worst, 100.0);
+  std::printf("show beside half a line, a trickler and a non-reader: worst of 10 %.1f ms\n", worst);
+
+  // The read deadline: half a line and the trickle are refused, then closed.
+  for (RawConn* c : {&half, &trickle}) {
+    json r = c->next();
+    EXPECT_EQ(r["error"]["kind"], "usage") << r;
+    EXPECT_NE(r.dump().find("not ended within 1000 ms"), std::string::npos) << r;
+    EXPECT_TRUE(c->closed_by_peer());
+  }
+  EXPECT_LT(ms_since(t0), 2500.0);
+  trickling = false;
+  slow.join();
+  // The write deadline: the server closed the non-reader, which finds fewer
+  // than its 1,000 responses before EOF.
+  hogger.join();
+  int answered = 0;
+  for (json r; !(r = hog.next()).is_null();) answered += r["ok"] == true;
+  EXPECT_GT(answered, 0);
+  EXPECT_LT(answered, 1000);
+  std::printf("non-reader: %zu of %zu bytes of requests sent, %d answered, then closed by the write deadline\n",
+              hog_sent.load(), pipelined.size(), answered);
+  // The idle deadline: closed with nothing said.
+  EXPECT_TRUE(idle.closed_by_peer());
+  EXPECT_GE(ms_since(t0), 1400.0);
+  // The other client, idle since its last call, is closed too; a new one is served.
+  std::this_thread::sleep_until(t0 + std::chrono::milliseconds(2400));
+  EXPECT_FALSE(other.call("show").ok());
+  EXPECT_TRUE(client().call("show")->ok);
+}
+
+// Nesting deeper than the limit, or too many values, is refused on the
+// bytes before parsing (nlohmann's parser and destructor recurse per level).
+TEST_F(ControlTest, DeepOrHugeRequestsAreUsageAndTheServerLives) {
+  start();
+  RawConn raw(path_);
+  ASSERT_TRUE(raw.connected());
+  const std::string head = R"({"v": 1, "id": 5, "op": "show", "args": {"x": )";
+  std::string arrays = "[";
+  for (int i = 0; i < 2000; ++i) arrays += (i ? "," : "") + nested("[", "]", 40);
+  arrays += "]";
+  std::string flat = "[";
+  for (int i = 0; i < 200000; ++i) flat += (i ? ",0" : "0");
+  flat += "]";
+  const std::pair<std::string, std::string> cases[] = {
+      {head + nested("{\"a\": ", "}", 100000) + "}}", "nesting depth limit is 32"},
+      {head + nested("[", "]", 100000) + "}}", "nesting depth limit is 32"},
+      {head + arrays + "}}", "nesting depth limit is 32"},
+      {head + nested("[", "]", 31) + "}}", ""},  // 33 deep with the request and args
+      {head + flat + "}}", "more than 100000 values"},
+      {head + R"("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[")" + "}}", "ok"},
+      {head + nested("[", "]", 30) + "}}", "ok"},
+  };
+  for (const auto& [line, words] : cases) {
+    SCOPED_TRACE(line.substr(0, 80) + " (" + std::to_string(line.size()) + " bytes)");
+    ASSERT_LE(line.size(), kMaxLine);
+    raw.send(line + "\n");
+    json r = raw.next();
+    if (words == "ok") {
+      EXPECT_EQ(r["ok"], true) << r.dump().substr(0, 200);
+      continue;
+    }
+    EXPECT_EQ(r["ok"], false) << r.dump().substr(0, 200);
+    EXPECT_EQ(r["error"]["kind"], "usage");
+    EXPECT_NE(r["error"]["message"].get<std::string>().find(words.empty() ? "nesting depth limit is 32" : words),
+              std::string::npos)
+        << r;
+  }
+  // The same connection, and the server, go on.
+  raw.send(R"({"v": 1, "id": 6, "op": "show"})" "\n");
+  EXPECT_EQ(raw.next()["id"], 6);
+  // answer(), the fuzzers' entry, too.
+  bool close = false;
+  std::string a = answer([](const std::string&, const json&) { return json(); },
+                         head + nested("[", "]", 100000) + "}}", close);
+  EXPECT_NE(a.find("nesting depth limit is 32"), std::string::npos) << a;
+  EXPECT_FALSE(close);
+}
+
+// A handler's Wait parks the request until notify() or its wait ends;
+// meanwhile every other client is served, and the parked one is not idle.
+TEST_F(ControlTest, ParkedRequestAnswersOnNotifyOrAfterItsWait) {
+  std::atomic<int> happened{0};
+  ServerOptions o{.path = path_, .group = ::getgrgid(getegid())->gr_name, .idle_timeout = std::chrono::milliseconds(400)};
+  auto s = ControlServer::start(o, [&](const std::string& op, const json& args) -> json {
+    if (op == "wait") {
+      if (happened.load() > args.value("since", 0)) return {{"seen", happened.load()}};
+      throw Wait{std::chrono::milliseconds(args.value("wait_ms", 0)), {{"seen", nullptr}}};
+    }
+    return {{"op", op}};
+  });
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  server_ = std::move(s).value();
+
+  // Woken: answers within 100 ms of the notify().
+  ControlClient waiter = client();
+  std::chrono::steady_clock::time_point notified;
+  std::thread later([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));  // past the idle deadline: parked is not idle
+    // Meanwhile others are served at once.
+    ControlClient c = client();
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(c.call("show")->ok);
+    EXPECT_LT(ms_since(t0), 100.0);
+    happened = 1;
+    notified = std::chrono::steady_clock::now();
+    server_->notify();
+  });
+  auto r = waiter.call("wait", {{"since", 0}, {"wait_ms", 5000}});
+  auto woke = std::chrono::steady_clock::now();
+  later.join();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->result["seen"], 1);
+  double lag = std::chrono::duration<double, std::milli>(woke - notified).count();
+  EXPECT_LT(lag, 100.0);
+  std::printf("parked request answered %.1f ms after notify()\n", lag);
+
+  // Not woken: the wait's result after wait_ms; a notify that changes
+  // nothing for it leaves it parked.
+  auto t0 = std::chrono::steady_clock::now();
+  std::thread noise([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    server_->notify();
+  });
+  r = waiter.call("wait", {{"since", 1}, {"wait_ms", 300}});
+  noise.join();
+  double took = ms_since(t0);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->result["seen"].is_null()) << r->result;
+  EXPECT_GE(took, 290.0);
+  EXPECT_LT(took, 600.0);
+
+  // answer() has no server to park in: the wait's result at once.
+  bool close = false;
+  std::string line = answer(
+      [](const std::string&, const json&) -> json { throw Wait{std::chrono::milliseconds(5000), {{"events", json::array()}}}; },
+      R"({"v": 1, "id": 3, "op": "events"})", close);
+  EXPECT_EQ(json::parse(line), json::parse(R"({"v": 1, "id": 3, "ok": true, "result": {"events": []}})"));
 }
 
 TEST_F(ControlTest, UnknownGroupIsAStartError) {
@@ -703,6 +1016,75 @@ TEST_F(SwitchctlTest, ShowStatsAndEventsPrintTables) {
   EXPECT_EQ(r.out,
             "SEQ  TIME                  OBJECT    FROM  TO       STEP\n"
             "  1  2025-01-01T00:00:00Z  port vm1  none  created  port.create\n");
+}
+
+// switchd full: exit 6 with a line that says so; switchd down: exit 1.
+TEST_F(SwitchctlTest, FullSwitchdIsExit6AndDistinctFromUnreachable) {
+  start("", 2);
+  ControlClient a = client(), b = client();
+  ASSERT_TRUE(a.call("show")->ok);
+  ASSERT_TRUE(b.call("show")->ok);
+  Exit full = ctl({"show"});
+  EXPECT_EQ(full.code, 6) << full.err;
+  EXPECT_TRUE(one_line(full.err)) << full.err;
+  EXPECT_NE(full.err.find("switchctl: switchd is full: 2 connections open, the bound is 2"), std::string::npos)
+      << full.err;
+  EXPECT_NE(full.err.find("(exhausted"), std::string::npos) << full.err;
+  EXPECT_EQ(full.out, "");
+  EXPECT_EQ(call_count(), 2u);  // its request was never read
+  server_.reset();
+  Exit down = ctl({"show"});
+  EXPECT_EQ(down.code, 1) << down.err;
+  EXPECT_NE(down.err.find("cannot reach switchd"), std::string::npos) << down.err;
+  EXPECT_EQ(down.err.find("full"), std::string::npos) << down.err;
+}
+
+// --timeout bounds the wait for an answer.
+TEST_F(SwitchctlTest, TimeoutOptionBoundsTheWait) {
+  start();
+  park_ = true;  // every request waits 10 s
+  auto t0 = std::chrono::steady_clock::now();
+  Exit r = ctl({"--timeout", "0.5", "show"});
+  double took = ms_since(t0);
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_TRUE(one_line(r.err)) << r.err;
+  EXPECT_NE(r.err.find("no response from switchd within 500 ms (see --timeout)"), std::string::npos) << r.err;
+  EXPECT_GE(took, 450.0);
+  EXPECT_LT(took, 3000.0);
+  Exit bad = ctl({"--timeout", "0", "show"});
+  EXPECT_EQ(bad.code, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--timeout"), std::string::npos) << bad.err;
+}
+
+// events --follow is a long poll: one request per wait, not one per 200 ms;
+// SIGINT ends it at once (exit 0) although its request is parked.
+TEST_F(SwitchctlTest, EventsFollowLongPollsAndStopsOnSigint) {
+  start();
+  events_mode_ = true;
+  std::string out = dir_ + "/follow.out";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  std::vector<std::string> args{SWITCHCTL_PATH, "--socket", path_, "events", "--follow", "--json"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  ASSERT_EQ(posix_spawn(&pid, SWITCHCTL_PATH, &fa, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  auto t0 = std::chrono::steady_clock::now();
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  double took = ms_since(t0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_LT(took, 500.0);
+  EXPECT_EQ(slurp(out), R"({"from":"none","object":"port vm1","seq":1,"step":"port.create","time":"t","to":"created"})" "\n");
+  // The first call without a wait (what there is), then parked ones.
+  EXPECT_EQ(call_count(), 2u);
+  json last = last_call();
+  EXPECT_EQ(last["args"], json::parse(R"({"since": 1, "wait_ms": 30000})")) << last;
 }
 
 TEST_F(SwitchctlTest, RefusedPeerExits9) {

@@ -123,8 +123,12 @@ std::string hex(const Bytes& b, size_t max) {
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
+#include <algorithm>
+#include <chrono>
 #include <thread>
 
 namespace xvmq::test {
@@ -156,6 +160,50 @@ int send_raw(const std::string& ifname, const Bytes& frame, int cpu) {
   });
   t.join();
   return result;
+}
+
+std::vector<int> connect_as(const std::string& path, unsigned uid, int n) {
+  std::vector<int> fds;
+  std::thread([&] {
+    if (::syscall(SYS_setresuid, -1, uid, -1) != 0) return;
+    for (int i = 0; i < n; ++i) {
+      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un a{};
+      a.sun_family = AF_UNIX;
+      std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", path.c_str());
+      timeval tv{2, 0};  // bounds a connect that waits for room in a full backlog
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        ::close(fd);
+        break;
+      }
+      fds.push_back(fd);
+    }
+    (void)::syscall(SYS_setresuid, -1, 0, -1);
+  }).join();
+  return fds;
+}
+
+Crowd read_crowd(const std::vector<int>& fds, int wait_ms) {
+  Crowd c;
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  for (int fd : fds) {
+    pollfd p{fd, POLLIN, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
+    if (::poll(&p, 1, static_cast<int>(std::max<int64_t>(left, 0))) != 1) {
+      ++c.open;
+      continue;
+    }
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    c.refusals.emplace_back(n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string());
+  }
+  return c;
+}
+
+void close_all(std::vector<int>& fds) {
+  for (int fd : fds) ::close(fd);
+  fds.clear();
 }
 
 }  // namespace xvmq::test

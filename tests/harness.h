@@ -66,4 +66,20 @@ namespace xvmq::test {
 // peer's receive queue cpu % queues. Returns 0 or -errno.
 int send_raw(const std::string& ifname, const Bytes& frame, int cpu);
 
+// Sockets connected to the Unix socket `path` with the effective uid `uid`,
+// changed for one thread only (the raw syscall: glibc's setresuid changes
+// every thread's). The gid stays this process's, so that a socket of group
+// root lets them in. Stops at the first that cannot connect (within 2 s:
+// a full listen backlog).
+std::vector<int> connect_as(const std::string& path, unsigned uid, int n);
+
+// What each of `fds` got within `wait_ms` in all: a line (a refusal, its
+// text), or nothing (held open, idle).
+struct Crowd {
+  std::vector<std::string> refusals;
+  size_t open = 0;
+};
+Crowd read_crowd(const std::vector<int>& fds, int wait_ms);
+void close_all(std::vector<int>& fds);
+
 }  // namespace xvmq::test

@@ -126,5 +126,17 @@ TEST(Model, VmqPool) {
   EXPECT_EQ(m.free_vmqs(), std::vector<uint32_t>{2});
 }
 
+// Ports are bounded: one more is refused as exhausted, naming the limit.
+TEST(Model, PortsAreBounded) {
+  Model m(2);
+  for (size_t i = 0; i < kMaxPorts; i++) m.port_create("p" + std::to_string(i));
+  refused(m, ErrorKind::Exhausted, {"port.create extra", "switchd has 4096 ports", "limit 4096"},
+          [&] { m.port_create("extra"); });
+  m.port_teardown("p0");
+  m.port_delete("p0");
+  m.port_create("extra");
+  EXPECT_EQ(m.ports().size(), kMaxPorts);
+}
+
 }  // namespace
 }  // namespace xvmq::switchd

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
@@ -503,6 +504,197 @@ TEST_F(SwitchctlTest, EveryVerbAgainstTheDatapath) {
   auto prog = xvmq::Classifier::query("up0");
   ASSERT_TRUE(prog);
   EXPECT_FALSE(prog->has_value());
+}
+
+// A crowd of idle connections does not lock the operator out: 300 of one
+// uid (64 held, the rest refused as full) and 150 of root's own, then
+// `switchctl show` answers at once; the refusals are one log line.
+TEST_F(SwitchctlTest, IdleCrowdLeavesSwitchctlServed) {
+  ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);  // the crowd's uid must reach the socket
+  std::vector<int> crowd = connect_as(sock_, 65534, 300);
+  ASSERT_EQ(crowd.size(), 300u);
+  Crowd c = read_crowd(crowd, 1000);
+  EXPECT_EQ(c.open, 64u);
+  ASSERT_EQ(c.refusals.size(), 236u);
+  for (const auto& line : c.refusals) {
+    json r = json::parse(line.substr(0, line.find('\n')), nullptr, false);
+    ASSERT_EQ(r["error"]["kind"], "exhausted") << line;
+    EXPECT_NE(r["error"]["message"].get<std::string>().find("switchd is full for uid 65534"), std::string::npos) << line;
+  }
+  std::vector<int> mine = connect_as(sock_, 0, 150);
+  ASSERT_EQ(mine.size(), 150u);
+  EXPECT_EQ(read_crowd(mine, 200).open, 150u);
+  auto t0 = std::chrono::steady_clock::now();
+  Run r = ctl("show");
+  double took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_LT(took, 1000.0);
+  std::printf("switchctl show with 450 idle connections opened (214 held, 236 refused): %.1f ms\n", took);
+  size_t logged = 0;
+  for (const auto& l : lines_of(slurp(log_))) logged += l.find("switchd is full") != std::string::npos;
+  EXPECT_EQ(logged, 1u) << slurp(log_);
+  close_all(crowd);
+  close_all(mine);
+  EXPECT_TRUE(switchd_alive());
+}
+
+// Requests nested deeper than the limit, or configuration files beyond
+// theirs, are usage errors naming the limit; switchd lives on and serves.
+TEST_F(SwitchctlTest, DeepRequestsAndHostileConfigsAreUsageAndSwitchdLives) {
+  auto nested = [](const std::string& open, const std::string& close, size_t n) {
+    std::string s;
+    for (size_t i = 0; i < n; ++i) s += open;
+    s += "1";
+    for (size_t i = 0; i < n; ++i) s += close;
+    return s;
+  };
+  auto raw = xvmq::control::ControlClient::connect(sock_, 10s);
+  ASSERT_TRUE(raw) << raw.error().message;
+  std::string arrays = "[";
+  for (int i = 0; i < 2000; ++i) arrays += (i ? "," : "") + nested("[", "]", 40);
+  arrays += "]";
+  for (const std::string& args : {nested("{\"a\": ", "}", 100000), arrays}) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = raw->exchange(R"({"v": 1, "id": 1, "op": "port.create", "args": {"name": "vm9", "x": )" + args + "}}");
+    ASSERT_TRUE(r) << r.error().message << (switchd_alive() ? "" : "; switchd died");
+    EXPECT_EQ((*r)["ok"], false);
+    EXPECT_EQ((*r)["error"]["kind"], "usage");
+    EXPECT_NE((*r)["error"]["message"].get<std::string>().find("nesting depth limit is 32"), std::string::npos) << *r;
+    std::printf("%zu-byte nested request refused in %.1f ms\n", args.size(),
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ASSERT_TRUE(switchd_alive());
+    EXPECT_EQ(ctl("show").rc, 0);
+  }
+
+  std::string dotted = "a";
+  for (int i = 0; i < 100000; ++i) dotted += ".a";
+  std::string ports = "[uplink]\nname = \"up0\"\n";
+  for (int i = 0; i <= 4096; ++i) ports += "\n[[port]]\nname = \"p" + std::to_string(i) + "\"\n";
+  const std::pair<std::string, std::string> files[] = {
+      {"[uplink]\nname = \"up0\"\n" + dotted + " = 1\n", "big.toml:3: a dotted key of more than 16 parts"},
+      {"[" + dotted + "]\n", "big.toml:1: a dotted key of more than 16 parts"},
+      {"x = " + nested("{a = ", "}", 50000) + "\n", "big.toml:1: arrays and inline tables nest more than 16 deep"},
+      {ports, "big.toml:" + std::to_string(2 + 4096 * 3 + 2) + ": more than 4096 ports ([[port]] tables); the limit is 4096"},
+  };
+  for (const auto& [text, words] : files) {
+    SCOPED_TRACE(words);
+    auto r = raw->call("config.apply", {{"config", text}, {"source", "big.toml"}});
+    ASSERT_TRUE(r) << r.error().message << (switchd_alive() ? "" : "; switchd died");
+    EXPECT_FALSE(r->ok);
+    EXPECT_EQ(r->kind, "usage");
+    EXPECT_NE(r->message.find(words), std::string::npos) << r->message.substr(0, 300);
+    ASSERT_TRUE(switchd_alive());
+  }
+  // switchctl refuses an oversize file before sending it.
+  std::string big = dir_ + "/big.toml";
+  {
+    std::ofstream f(big);
+    f << "[uplink]\nname = \"up0\"\n" << std::string(600 << 10, '#') << "\n";
+  }
+  Run r = ctl("apply " + big);
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find("switchd takes a configuration of at most 524288 (512 KiB)"), std::string::npos) << r.err;
+  EXPECT_EQ(ctl("show").rc, 0);
+  EXPECT_TRUE(ctl_json("show")["ports"].empty());
+}
+
+// events with wait_ms is a long poll: parked until an event, answered within
+// 100 ms of the port.create that logs it; empty once wait_ms passes; others
+// served at once meanwhile.
+TEST_F(SwitchctlTest, EventsLongPollAnswersOnTheNextEvent) {
+  json evs = call("events")["events"];
+  uint64_t last = evs.empty() ? 0 : evs.back()["seq"].get<uint64_t>();
+  auto waiter = xvmq::control::ControlClient::connect(sock_, 10s);
+  ASSERT_TRUE(waiter) << waiter.error().message;
+  std::optional<xvmq::Result<xvmq::control::Response>> got;
+  std::chrono::steady_clock::time_point answered;
+  std::thread t([&] {
+    got = waiter->call("events", {{"since", last}, {"wait_ms", 5000}});
+    answered = std::chrono::steady_clock::now();
+  });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(got.has_value()) << "answered before any event";
+  auto t0 = std::chrono::steady_clock::now();
+  Run shown = ctl("show");
+  double show_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(shown.rc, 0) << shown.err;
+  EXPECT_LT(show_ms, 1000.0);
+  call("port.create", {{"name", "vm9"}});
+  auto created = std::chrono::steady_clock::now();
+  t.join();
+  ASSERT_TRUE(got && *got) << (got ? got->error().message : "no answer");
+  ASSERT_TRUE((*got)->ok) << (*got)->message;
+  const json& e = (*got)->result["events"];
+  ASSERT_EQ(e.size(), 1u) << e;
+  EXPECT_EQ(e[0]["object"], "port vm9");
+  EXPECT_EQ(e[0]["seq"], last + 1);
+  double lag = std::chrono::duration<double, std::milli>(answered - created).count();
+  EXPECT_LT(lag, 100.0);
+  std::printf("switchctl show while events is parked: %.1f ms; parked events answered %.1f ms after port.create\n",
+              show_ms, lag);
+
+  // Nothing happens: empty after wait_ms.
+  t0 = std::chrono::steady_clock::now();
+  auto none = waiter->call("events", {{"since", last + 1}, {"wait_ms", 500}});
+  double waited = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_TRUE(none->ok);
+  EXPECT_EQ(none->result["events"], json::array());
+  EXPECT_GE(waited, 490.0);
+  EXPECT_LT(waited, 1500.0);
+  expect_refused("events", {{"wait_ms", 60001}}, "usage", {"wait_ms", "0..60000"});
+}
+
+// switchd's deadline options, end to end: half a line and an idle client
+// are closed by their deadlines while switchctl is answered at once.
+class DeadlineTest : public SwitchctlTest {
+ protected:
+  DeadlineTest() {
+    prefix_tag_ = "dl";
+    switchd_extra_ = {"--idle-timeout", "1", "--read-timeout", "0.5", "--write-timeout", "0.5"};
+  }
+};
+
+TEST_F(DeadlineTest, HalfLineAndIdleClientsAreClosedByTheirDeadlines) {
+  auto connect = [&] {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock_.c_str());
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << strerror(errno);
+    return fd;
+  };
+  // What the peer sends until it closes, and when it closed.
+  auto until_closed = [](int fd, std::chrono::steady_clock::time_point t0) {
+    std::string got;
+    char buf[4096];
+    pollfd p{fd, POLLIN, 0};
+    while (poll(&p, 1, 5000) == 1) {
+      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return std::make_pair(got, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  int half = connect(), idle = connect();
+  ASSERT_EQ(send(half, "{\"v\": 1, \"id\": 1, \"op\":", 22, MSG_NOSIGNAL), 22);
+  Run r = ctl("show");
+  EXPECT_EQ(r.rc, 0) << r.err;
+  double show_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(show_ms, 400.0);
+  auto [said, half_ms] = until_closed(half, t0);
+  EXPECT_NE(said.find("request line not ended within 500 ms"), std::string::npos) << said;
+  EXPECT_GE(half_ms, 450.0);
+  EXPECT_LT(half_ms, 1500.0);
+  auto [nothing, idle_ms] = until_closed(idle, t0);
+  EXPECT_EQ(nothing, "");
+  EXPECT_GE(idle_ms, 950.0);
+  EXPECT_LT(idle_ms, 2500.0);
+  std::printf("half a line closed after %.0f ms, an idle client after %.0f ms\n", half_ms, idle_ms);
+  close(half);
+  close(idle);
+  EXPECT_EQ(ctl("show").rc, 0);
 }
 
 TEST_F(SwitchctlTest, InvalidInputRefusedWithItsExitCode) {

@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "switchd/config.h"
 #include "switchd/control.h"
 #include "tools/switchctl/output.h"
 
@@ -110,9 +111,10 @@ bool pause_for(double seconds) {
 }
 
 constexpr const char* kExitCodes =
-    "Exit codes: 0 done; 1 switchd unreachable (not running, wrong --socket); 2 usage (bad option, name, MAC,\n"
-    "VLAN or CPU); 3 not found; 4 wrong state (the message names the steps allowed); 5 exists; 6 no vmq left;\n"
-    "7 the kernel refused; 8 unsupported protocol version; 9 permission denied.\n"
+    "Exit codes: 0 done; 1 switchd unreachable (not running, wrong --socket, or no answer within --timeout);\n"
+    "2 usage (bad option, name, MAC, VLAN or CPU); 3 not found; 4 wrong state (the message names the steps\n"
+    "allowed); 5 exists; 6 exhausted: no vmq left, no port left, or switchd full (too many connections, try\n"
+    "again); 7 the kernel refused; 8 unsupported protocol version; 9 permission denied.\n"
     "Errors are one line on stderr. --json (before or after the verb) prints results as JSON (docs/protocol.md).";
 
 // One request, and how to say that it was done.
@@ -124,12 +126,27 @@ struct Call {
   bool say_done = false;
 };
 
+// switchd refused the connection as full, before reading the request: not
+// the request's fault, and not switchd being down.
+bool refused_as_full(const control::Response& r) { return !r.ok && r.id.is_null() && r.kind == "exhausted"; }
+
+int full(const std::string& socket, const control::Response& r) {
+  std::string m = r.message.starts_with("switchd is full") ? r.message : "switchd is full: " + r.message;
+  std::fprintf(stderr, "switchctl: %s (exhausted; %s served nothing)\n", m.c_str(), socket.c_str());
+  return exit_code(r.kind);
+}
+
+// A transport failure: exit 1.
+int unreachable(const std::string& op, const std::string& socket, const xvmq::Error& e) {
+  std::fprintf(stderr, "switchctl: %s at %s: %s%s\n", op.c_str(), socket.c_str(), e.message.c_str(),
+               e.code == ETIMEDOUT ? " (see --timeout)" : "");
+  return 1;
+}
+
 // A failed call of a loop: transport (exit 1) or refusal (its class).
 int failed(const std::string& op, const std::string& socket, const xvmq::Result<control::Response>& r) {
-  if (!r) {
-    std::fprintf(stderr, "switchctl: %s at %s: %s\n", op.c_str(), socket.c_str(), r.error().message.c_str());
-    return 1;
-  }
+  if (!r) return unreachable(op, socket, r.error());
+  if (refused_as_full(r.value())) return full(socket, r.value());
   std::fprintf(stderr, "switchctl: %s: %s (%s)\n", op.c_str(), r->message.c_str(), r->kind.c_str());
   return exit_code(r->kind);
 }
@@ -166,13 +183,23 @@ int watch_stats(control::ControlClient& client, const std::string& socket, doubl
   return 0;
 }
 
-// events --follow: the client polls "events since=<last seq>" (docs/protocol.md):
-// switchd's control thread is never held by a waiting request.
+// events --follow: a long poll (docs/protocol.md): "events" with since=<last
+// seq> and wait_ms, which switchd answers as soon as an event is newer, or
+// empty once wait_ms has passed; then again.
+constexpr uint32_t kFollowWaitMs = 30000;
+
 int follow_events(control::ControlClient& client, const std::string& socket, json args, bool as_json) {
   catch_interrupts();
+  client.interrupt_on(&g_interrupted);
+  client.set_timeout(client.timeout() + std::chrono::milliseconds(kFollowWaitMs));
   bool header = true;
+  bool first = true;
   do {
+    // The first answers at once: the events so far (or a header).
+    if (!first) args["wait_ms"] = kFollowWaitMs;
+    first = false;
     auto r = client.call("events", args);
+    if (g_interrupted) break;
     if (!r || !r->ok) return failed("events", socket, r);
     const json& evs = r->result["events"];
     if (as_json) {
@@ -188,7 +215,7 @@ int follow_events(control::ControlClient& client, const std::string& socket, jso
                    static_cast<unsigned long long>(args["since"].get<uint64_t>() + 1),
                    static_cast<unsigned long long>(evs.front()["seq"].get<uint64_t>() - 1));
     if (!evs.empty()) args["since"] = evs.back()["seq"];
-  } while (pause_for(0.2));
+  } while (!g_interrupted);
   return 0;
 }
 
@@ -207,6 +234,11 @@ int main(int argc, char** argv) {
   bool raw_json = false;
   app.add_option("--socket", socket, "switchd's control socket")->envname("XVMQ_SOCKET")->capture_default_str();
   app.add_flag("--json", raw_json, "print the result as switchd sent it (JSON)");
+  double timeout_s = 10;
+  app.add_option("--timeout", timeout_s, "seconds to wait for switchd to answer a request (events --follow: "
+                                         "beyond its long poll)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
 
   std::optional<Call> call;
   std::string name, mode, mac, backend, vmq, steering, host;
@@ -429,10 +461,17 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "switchctl: apply %s: cannot read it\n", config_file.c_str());
       return 2;
     }
+    if (text.str().size() > switchd::kMaxConfigBytes) {
+      std::fprintf(stderr, "switchctl: apply %s: the file is %zu bytes; switchd takes a configuration of at most %zu "
+                   "(%zu KiB)\n", config_file.c_str(), text.str().size(), switchd::kMaxConfigBytes,
+                   switchd::kMaxConfigBytes >> 10);
+      return 2;
+    }
     call->args["config"] = text.str();
   }
 
-  auto client = control::ControlClient::connect(socket);
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000 + 0.5));
+  auto client = control::ControlClient::connect(socket, timeout);
   if (!client) {
     int err = client.error().code;
     if (err == EACCES || err == EPERM) {
@@ -447,11 +486,8 @@ int main(int argc, char** argv) {
   if (watch) return watch_stats(*client, socket, interval, watch_count, raw_json);
   if (follow) return follow_events(*client, socket, call->args, raw_json);
   auto response = client->call(call->op, call->args);
-  if (!response) {
-    std::fprintf(stderr, "switchctl: %s at %s: %s\n", call->op.c_str(), socket.c_str(),
-                 response.error().message.c_str());
-    return 1;
-  }
+  if (!response) return unreachable(call->op, socket, response.error());
+  if (refused_as_full(*response)) return full(socket, *response);
   if (!response->ok) {
     const std::string& m = response->message;
     std::string prefix = m.starts_with(call->op + ":") || m.starts_with(call->op + " ") ? "" : call->op + ": ";
