@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <xdp/xsk.h>
@@ -63,6 +64,7 @@ struct QueueWorker::Ctx {
   xsk_ring_prod fill{};
   xsk_ring_cons comp{};
   uint32_t in_fill = 0;   // frames posted to the fill ring, not yet received
+  bool active = false;    // received since the worker's last refill
   Sock* tx_sock = nullptr;
 };
 
@@ -143,12 +145,12 @@ Status QueueWorker::create_umem() {
 
 Result<int> QueueWorker::start() {
   if (auto st = create_umem(); !st) return st.error();
-  auto s = create_socket(uplink_, queue_, uplink_ctx_.get());
+  auto s = create_socket(uplink_, queue_, uplink_ctx_.get(), opts_.ring_size);
   if (!s) return s.error();
   default_sock_ = *s;
   default_sock_->kind = Sock::Default;
   uplink_ctx_->tx_sock = default_sock_;
-  refill(*uplink_ctx_, std::min(opts_.ring_size, opts_.frames / 2));
+  refill(*uplink_ctx_, opts_.uplink_reserve);
   thread_ = std::thread([this] { loop(); });
   return xsk_socket__fd(default_sock_->xsk);
 }
@@ -156,7 +158,7 @@ Result<int> QueueWorker::start() {
 Status QueueWorker::open_backend_socket(Nic& n) {
   n.ctx = std::make_unique<Ctx>();
   n.ctx->ifname = n.cfg.backend;
-  auto b = create_socket(n.cfg.backend, queue_, n.ctx.get());
+  auto b = create_socket(n.cfg.backend, queue_, n.ctx.get(), opts_.nic_ring_size);
   if (!b) return b.error();
   n.backend = *b;
   n.backend->kind = Sock::Backend;
@@ -166,7 +168,7 @@ Status QueueWorker::open_backend_socket(Nic& n) {
 }
 
 Status QueueWorker::open_vmq_socket(Nic& n) {
-  auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
+  auto v = create_socket(uplink_, queue_, uplink_ctx_.get(), opts_.ring_size);
   if (!v) return v.error();
   n.vmq_sock = *v;
   n.vmq_sock->kind = Sock::Vmq;
@@ -185,16 +187,17 @@ Result<NicSockets> QueueWorker::start_dedicated(const WorkerNic& cfg, QueueWorke
   if (auto st = open_backend_socket(*n); !st) return st.error();
   NicSockets out{{{queue_, xsk_socket__fd(n->backend->xsk)}}, xsk_socket__fd(n->vmq_sock->xsk)};
   nics_[cfg.name] = std::move(n);
-  refill(*uplink_ctx_, std::min(opts_.ring_size, opts_.frames / 2));
+  rebuild_fill_ctxs();
+  refill(*uplink_ctx_, opts_.uplink_reserve);
   thread_ = std::thread([this] { loop(); });
   return out;
 }
 
-Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx) {
+Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx, uint32_t ring) {
   auto s = std::make_unique<Sock>();
   xsk_socket_config cfg{};
-  cfg.rx_size = opts_.ring_size;
-  cfg.tx_size = opts_.ring_size;
+  cfg.rx_size = ring;
+  cfg.tx_size = ring;
   cfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
   cfg.bind_flags = XDP_USE_NEED_WAKEUP;  // zero-copy where the driver has it, else copy
   // A queue a killed switchd had sockets on is released by a kernel work
@@ -206,6 +209,14 @@ Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname,
                                     &ctx->comp, &cfg);
     if (err != -EBUSY) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (err == -EMFILE || err == -ENFILE) {
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return Error{EMFILE, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue) + ": out of file descriptors (" +
+                             (err == -ENFILE ? std::string("the system's fs.file-max") :
+                                               "RLIMIT_NOFILE " + std::to_string(rl.rlim_cur) + "; raise switchd's LimitNOFILE") +
+                             ")"};
   }
   if (err) return make_error(err, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue));
   s->ctx = ctx;
@@ -477,6 +488,39 @@ void QueueWorker::process_rx(Sock& s, uint32_t budget) {
   }
   xsk_ring_cons__release(&s.rx, n);
   s.ctx->in_fill -= std::min(n, s.ctx->in_fill);
+  if (n) s.ctx->active = true;
+}
+
+void QueueWorker::rebuild_fill_ctxs() {
+  fill_ctxs_.clear();
+  for (auto& [_, n] : nics_) {
+    if (n->ctx) fill_ctxs_.push_back(n->ctx.get());
+    for (auto& [ctx, sock] : n->extras) fill_ctxs_.push_back(ctx.get());
+  }
+  fill_start_ = 0;
+}
+
+void QueueWorker::refill_all() {
+  refill(*uplink_ctx_, opts_.uplink_reserve);
+  const uint32_t floor = opts_.nic_floor;
+  auto above = [floor](const Ctx* c) { return c->in_fill > floor ? c->in_fill - floor : 0; };
+  uint32_t held = 0;
+  for (const Ctx* c : fill_ctxs_) held += above(c);
+  // Floors first, for everyone; then the active ones above theirs, starting
+  // with a different socket each pass so that none has the budget first always.
+  for (Ctx* c : fill_ctxs_) refill(*c, floor);
+  const size_t n = fill_ctxs_.size();
+  for (size_t k = 0; k < n && held < opts_.burst_budget; k++) {
+    Ctx* c = fill_ctxs_[(fill_start_ + k) % n];
+    if (!c->active) continue;
+    const uint32_t before = above(c);
+    const uint32_t target = std::min(opts_.burst_cap, c->in_fill + (opts_.burst_budget - held));
+    refill(*c, target);
+    held += above(c) - before;
+  }
+  for (Ctx* c : fill_ctxs_) c->active = false;
+  if (n) fill_start_ = (fill_start_ + 1) % n;
+  above_floor_ = held;
 }
 
 void QueueWorker::loop() {
@@ -497,14 +541,6 @@ void QueueWorker::loop() {
       service::log(service::Level::Warn, "queue %u: SCHED_FIFO priority %d refused: %s; the worker keeps the normal scheduler", queue_,
                 opts_.rt_priority, std::strerror(errno));
   }
-  const uint32_t uplink_target = std::min(opts_.ring_size, opts_.frames / 2);
-  // What a VM sends lands in its backend's fill ring: give each backend a
-  // share of the half of the pool the uplink does not hold, so a VM sending
-  // at full rate is not starved (a ring of 64 lost four frames in five).
-  auto nic_target_now = [&] {
-    uint32_t share = (opts_.frames / 2) / static_cast<uint32_t>(std::max<size_t>(1, nics_.size()));
-    return std::clamp<uint32_t>(share, 64, opts_.ring_size / 2);
-  };
   std::vector<pollfd> fds;
   size_t fds_for = SIZE_MAX;
   auto next_xsk_look = std::chrono::steady_clock::now();
@@ -540,12 +576,10 @@ void QueueWorker::loop() {
       reap_completions(*n->ctx);
       for (auto& [ctx, sock] : n->extras) reap_completions(*ctx);
     }
-    refill(*uplink_ctx_, uplink_target);
-    const uint32_t nic_target = nic_target_now();
-    for (auto& [_, n] : nics_) {
-      refill(*n->ctx, nic_target);
-      for (auto& [ctx, sock] : n->extras) refill(*ctx, nic_target);
-    }
+    // What a VM sends lands in its backend's fill ring: each has its floor
+    // always, and a VM sending at full rate its share of the burst budget
+    // (a ring of 64 lost four frames in five).
+    refill_all();
 
     uint32_t fill = uplink_ctx_->in_fill, flight = default_sock_ ? default_sock_->outstanding : 0;
     for (auto& [_, n] : nics_) {
@@ -556,6 +590,7 @@ void QueueWorker::loop() {
     pool_free_.store(static_cast<uint32_t>(free_.size()), std::memory_order_relaxed);
     pool_fill_.store(fill, std::memory_order_relaxed);
     pool_flight_.store(flight, std::memory_order_relaxed);
+    pool_above_.store(above_floor_, std::memory_order_relaxed);
 
     bool inbox;
     {
@@ -582,6 +617,9 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
   NicSockets out;
   Status st = run_on_thread([&]() -> Status {
     if (nics_.count(cfg.name)) return Error{EEXIST, "nic " + cfg.name + " is already on queue " + std::to_string(queue_)};
+    if (fill_ctxs_.size() + 1 + cfg.extra_queues.size() > opts_.max_sockets)
+      return Error{ENOSPC, "queue " + std::to_string(queue_) + " has receive buffers for " + std::to_string(opts_.max_sockets) +
+                               " backend sockets, all reserved (--max-nics)"};
     auto n = std::make_unique<Nic>();
     n->cfg = cfg;
     auto undo = [&] {
@@ -594,7 +632,7 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
     for (uint32_t q : cfg.extra_queues) {
       auto ctx = std::make_unique<Ctx>();
       ctx->ifname = cfg.backend;
-      auto e = create_socket(cfg.backend, q, ctx.get());
+      auto e = create_socket(cfg.backend, q, ctx.get(), opts_.nic_ring_size);
       if (!e) {
         undo();
         return e.error();
@@ -613,6 +651,7 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
     }
     nics_[cfg.name] = std::move(n);
     rebuild_ports();
+    rebuild_fill_ctxs();
     return {};
   });
   if (!st) return st.error();
@@ -689,6 +728,7 @@ Status QueueWorker::remove_nic(const std::string& name) {
     destroy_socket(n.backend);
     nics_.erase(it);
     rebuild_ports();
+    rebuild_fill_ctxs();
     return {};
   });
 }
@@ -743,7 +783,7 @@ void QueueWorker::drain_inbox() {
 }
 
 PoolState QueueWorker::pool() const {
-  return PoolState{opts_.frames, pool_free_.load(), pool_fill_.load(), pool_flight_.load()};
+  return PoolState{opts_.frames, pool_free_.load(), pool_fill_.load(), pool_flight_.load(), pool_above_.load()};
 }
 
 }  // namespace xvmq::switchd
