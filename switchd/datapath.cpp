@@ -18,6 +18,7 @@
 #include <cstring>
 #include <iterator>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <thread>
 
@@ -513,8 +514,12 @@ Status Datapath::disconnect(const std::string& name) {
   if (auto loc = it->second->steering.rule_location)
     if (auto hw = HardwareSteering::open(uplink_); hw)
       if (auto s = hw->remove_rule(*loc); !s) st = s;
-  for (auto& w : workers_)
-    if (auto s = w->remove_nic(name); !s && st) st = s;
+  // Each worker closes the NIC's sockets on its queue, a grace period each
+  // in the kernel: all workers at once.
+  std::vector<std::future<Status>> removed;
+  for (auto& w : workers_) removed.push_back(std::async(std::launch::async, [&w, &name] { return w->remove_nic(name); }));
+  for (auto& r : removed)
+    if (auto s = r.get(); !s && st) st = s;
   connected_.erase(it);
   return st;
 }

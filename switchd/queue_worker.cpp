@@ -1,5 +1,6 @@
 #include "switchd/queue_worker.h"
 
+#include <fcntl.h>
 #include <linux/if_ether.h>
 #include <linux/if_xdp.h>
 #include <poll.h>
@@ -54,6 +55,17 @@ namespace {
 constexpr uint32_t kHeadroom = 64;  // room to push a VLAN tag in place
 constexpr uint32_t kBatch = 64;
 
+// Close fds from up to 16 threads at once.
+void close_in_parallel(std::vector<int> fds) {
+  const size_t threads = std::min<size_t>(16, fds.size());
+  std::vector<std::thread> t;
+  for (size_t k = 0; k < threads; k++)
+    t.emplace_back([&fds, k, threads] {
+      for (size_t i = k; i < fds.size(); i += threads) ::close(fds[i]);
+    });
+  for (auto& x : t) x.join();
+}
+
 void bump(std::atomic<uint64_t>& c, uint64_t n = 1) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 
 
@@ -100,13 +112,25 @@ QueueWorker::~QueueWorker() {
     (void)!write(wake_fd_, &one, sizeof(one));
   }
   if (thread_.joinable()) thread_.join();
+  // The kernel waits for an RCU grace period in each socket's release
+  // (xsk_unbind_dev): one after the other, a thousand NICs' sockets take
+  // seconds. libxdp's bookkeeping is done here, one socket at a time, with
+  // a duplicate of each fd kept; the duplicates are then closed from
+  // several threads at once, whose grace periods overlap.
+  std::vector<int> last_refs;
+  auto destroy_later = [&](Sock* s) {
+    int d = fcntl(xsk_socket__fd(s->xsk), F_DUPFD_CLOEXEC, 0);
+    if (d >= 0) last_refs.push_back(d);
+    destroy_socket(s);
+  };
   // The UMEM's first socket (default, or a dedicated queue's vmq socket)
   // goes last: it owns the UMEM's fd.
   for (auto& [_, n] : nics_) {
-    for (auto& [ctx, sock] : n->extras) destroy_socket(sock);
-    if (n->backend) destroy_socket(n->backend);
-    if (n->vmq_sock && !dedicated_) destroy_socket(n->vmq_sock);
+    for (auto& [ctx, sock] : n->extras) destroy_later(sock);
+    if (n->backend) destroy_later(n->backend);
+    if (n->vmq_sock && !dedicated_) destroy_later(n->vmq_sock);
   }
+  close_in_parallel(std::move(last_refs));
   for (auto& [_, n] : nics_)
     if (n->vmq_sock && dedicated_) destroy_socket(n->vmq_sock);
   nics_.clear();
