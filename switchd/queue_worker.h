@@ -56,7 +56,7 @@ struct WorkerOptions {
   uint32_t headroom = 512;         // frames for transmit and copies, never posted to a fill ring
   uint32_t burst_budget = 1024;    // all backend sockets of the queue above their floors, at most
   uint32_t burst_cap = 512;        // one backend socket's fill ring, at most
-  uint32_t nic_floor = 16;         // each backend socket's fill ring, at least
+  uint32_t nic_floor = 12;         // each backend socket's fill ring, at least
   uint32_t max_sockets = 1024;     // backend sockets on the queue, at most (the NIC capacity x sockets per NIC)
   bool busy_poll = false;        // spin instead of sleeping in poll()
   int rt_priority = 0;           // SCHED_FIFO priority of the worker thread, 0: the normal scheduler
@@ -73,6 +73,19 @@ inline void derive_buffer_rule(WorkerOptions& o) {
 }
 
 // frames = uplink reserve + headroom + burst budget + sockets x floor.
+//
+// The kernel gives every (netdev, queue) bound to a UMEM a buffer pool
+// whose heads array has an entry per UMEM frame (struct xdp_buff_xsk, 128
+// bytes on 6.18 x86-64), allocated by kvcalloc: page-order rounded when it
+// comes from kmalloc. So each backend socket costs frames x 128 bytes of
+// kernel memory, rounded up to a power of two: the defaults keep a queue's
+// UMEM under 16384 frames (2 MiB per socket).
+constexpr uint64_t kKernelPoolBytesPerFrame = 128;
+inline uint64_t kernel_pool_bytes(uint32_t frames) {
+  uint64_t b = uint64_t{frames} * kKernelPoolBytesPerFrame, p = 4096;
+  while (p < b) p <<= 1;
+  return p;
+}
 inline uint64_t min_frames(const WorkerOptions& o) {
   return uint64_t{o.uplink_reserve} + o.headroom + o.burst_budget + uint64_t{o.max_sockets} * o.nic_floor;
 }

@@ -391,6 +391,7 @@ json Switch::port_json(const Port& p) const {
       j["nic"]["buffers"] = {{"sockets", sockets},
                              {"reserved_frames", frames},
                              {"reserved_bytes", frames * w.frame_size},
+                             {"kernel_pool_bytes", sockets * kernel_pool_bytes(w.frames)},
                              {"own_umem_bytes", ss && ss->hardware ? uint64_t{dp_->vmq_umem_frames()} * w.frame_size : 0}};
     }
     if (fast && ss && ss->hardware) {
@@ -439,6 +440,7 @@ json Switch::show() const {
                                      {"nic_floor", w.nic_floor},
                                      {"sockets_per_nic", dp_->nic_sockets_per_queue()},
                                      {"nic_capacity", dp_->max_nics()},
+                                     {"kernel_pool_bytes_per_socket", kernel_pool_bytes(w.frames)},
                                      {"nics", dp_->connected()}}}});
     json general = json::array(), dedicated = json::array();
     for (const auto& q : dp_->queues()) general.push_back(q.queue);
@@ -491,7 +493,7 @@ json Switch::stats() const {
     out["dedicated"].push_back({{"queue", d.queue.queue}, {"cpu", d.queue.cpu}, {"nic", d.nic}, {"rx_vmq", d.rx_vmq},
                                 {"tx", d.tx},
                                 {"buffers", {{"total", d.pool.total}, {"free", d.pool.free}, {"in_fill", d.pool.in_fill},
-                                             {"in_flight", d.pool.in_flight}}}});
+                                             {"in_flight", d.pool.in_flight}, {"above_floor", d.pool.above_floor}}}});
   size_t i = 0;
   for (const auto& [q, pool] : dp_->pools()) {
     const QueueCounters& c = dp_->queue_counters(i++);
