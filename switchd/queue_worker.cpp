@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -138,6 +139,7 @@ QueueWorker::~QueueWorker() {
   if (umem_) xsk_umem__delete(umem_);
   if (area_) munmap(area_, area_size_);
   if (wake_fd_ >= 0) close(wake_fd_);
+  if (epoll_fd_ >= 0) close(epoll_fd_);
 }
 
 Status QueueWorker::create_umem() {
@@ -164,6 +166,14 @@ Status QueueWorker::create_umem() {
   for (uint32_t i = opts_.frames; i-- > 0;) free_.push_back(static_cast<uint64_t>(i) * opts_.frame_size);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) return make_error(errno, "eventfd for " + where);
+  // The idle worker waits on every socket: epoll, so that a wakeup costs
+  // what is ready, not a pass over a thousand sockets as poll() does.
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) return make_error(errno, "epoll for " + where);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) return make_error(errno, "epoll for " + where);
   return {};
 }
 
@@ -243,6 +253,14 @@ Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname,
                              ")"};
   }
   if (err) return make_error(err, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = s.get();
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, xsk_socket__fd(s->xsk), &ev) != 0) {
+    Error e = make_error(errno, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue) + ": epoll");
+    xsk_socket__delete(s->xsk);
+    return e;
+  }
   s->ctx = ctx;
   socks_.push_back(std::move(s));
   return socks_.back().get();
@@ -268,6 +286,7 @@ void QueueWorker::read_xsk_stats(Sock& s) {
 
 void QueueWorker::destroy_socket(Sock* s) {
   read_xsk_stats(*s);  // the last drops count too
+  (void)epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, xsk_socket__fd(s->xsk), nullptr);
   xsk_socket__delete(s->xsk);
   for (auto it = socks_.begin(); it != socks_.end(); ++it)
     if (it->get() == s) {
@@ -413,7 +432,7 @@ void QueueWorker::forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic)
     return;
   }
   auto* umem = static_cast<uint8_t*>(area_);
-  execute(decide(umem + addr, len, kUplink, ports_), nullptr, addr, len);
+  execute(decide(umem + addr, len, kUplink, ports_, port_macs_), nullptr, addr, len);
 }
 
 void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
@@ -426,7 +445,7 @@ void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
   bump(from.cfg.counters->from_vm_bytes, len);
   auto it = port_index_.find(&from);
   if (it == port_index_.end()) return drop(&from, Drop::NoPort);  // being removed
-  execute(decide(umem + addr, len, it->second, ports_), &from, addr, len);
+  execute(decide(umem + addr, len, it->second, ports_, port_macs_), &from, addr, len);
 }
 
 void QueueWorker::execute(const Decision& d, Nic* from, uint64_t addr, uint32_t len) {
@@ -485,6 +504,7 @@ void QueueWorker::rebuild_ports() {
     ports_.push_back({n->cfg.mac, n->cfg.vlans, n->cfg.allow_mac_spoofing, n->cfg.statics});
     port_nics_.push_back(n.get());
   }
+  port_macs_ = index_ports(ports_);
 }
 
 void QueueWorker::process_rx(Sock& s, uint32_t budget) {
@@ -526,21 +546,33 @@ void QueueWorker::rebuild_fill_ctxs() {
 
 void QueueWorker::refill_all() {
   refill(*uplink_ctx_, opts_.uplink_reserve);
-  const uint32_t floor = opts_.nic_floor;
+  const uint32_t floor = opts_.nic_floor, budget = opts_.burst_budget;
   auto above = [floor](const Ctx* c) { return c->in_fill > floor ? c->in_fill - floor : 0; };
-  uint32_t held = 0;
-  for (const Ctx* c : fill_ctxs_) held += above(c);
-  // Floors first, for everyone; then the active ones above theirs, starting
-  // with a different socket each pass so that none has the budget first always.
+  uint32_t held = 0, held_idle = 0, active = 0;
+  for (const Ctx* c : fill_ctxs_) {
+    held += above(c);
+    if (c->active)
+      active++;
+    else
+      held_idle += above(c);
+  }
+  // Floors first, for everyone; then the active ones above theirs: the
+  // budget that idle sockets do not hold, in equal shares (a socket alone
+  // may have it all, up to its cap), never more than the budget in all,
+  // starting with a different socket each pass.
   for (Ctx* c : fill_ctxs_) refill(*c, floor);
   const size_t n = fill_ctxs_.size();
-  for (size_t k = 0; k < n && held < opts_.burst_budget; k++) {
-    Ctx* c = fill_ctxs_[(fill_start_ + k) % n];
-    if (!c->active) continue;
-    const uint32_t before = above(c);
-    const uint32_t target = std::min(opts_.burst_cap, c->in_fill + (opts_.burst_budget - held));
-    refill(*c, target);
-    held += above(c) - before;
+  if (active) {
+    const uint32_t share = std::max<uint32_t>(1, (budget > held_idle ? budget - held_idle : 0) / active);
+    const uint32_t want = std::min(opts_.burst_cap - std::min(opts_.burst_cap, floor), share);
+    for (size_t k = 0; k < n && held < budget; k++) {
+      Ctx* c = fill_ctxs_[(fill_start_ + k) % n];
+      if (!c->active) continue;
+      const uint32_t before = above(c);
+      if (before >= want) continue;
+      refill(*c, floor + std::min(want, before + (budget - held)));
+      held += above(c) - before;
+    }
   }
   for (Ctx* c : fill_ctxs_) c->active = false;
   if (n) fill_start_ = (fill_start_ + 1) % n;
@@ -557,7 +589,7 @@ void QueueWorker::loop() {
   // A woken worker otherwise waits for the running task's time slice on a
   // busy CPU (a scheduler tick, 4 ms at HZ=250), while the kernel's own
   // forwarding runs in softirq. With SCHED_FIFO it runs as soon as its
-  // socket has frames; it still sleeps in poll() when idle.
+  // socket has frames; it still sleeps in epoll_wait() when idle.
   if (opts_.rt_priority > 0) {
     sched_param sp{};
     sp.sched_priority = opts_.rt_priority;
@@ -565,8 +597,7 @@ void QueueWorker::loop() {
       service::log(service::Level::Warn, "queue %u: SCHED_FIFO priority %d refused: %s; the worker keeps the normal scheduler", queue_,
                 opts_.rt_priority, std::strerror(errno));
   }
-  std::vector<pollfd> fds;
-  size_t fds_for = SIZE_MAX;
+  epoll_event evs[64];
   auto next_xsk_look = std::chrono::steady_clock::now();
 
   while (!stop_) {
@@ -583,7 +614,6 @@ void QueueWorker::loop() {
         cmds.swap(cmds_);
       }
       for (auto& [fn, done] : cmds) done.set_value(fn());
-      if (!cmds.empty()) fds_for = SIZE_MAX;
     }
     uint32_t work = 0;
     for (auto& s : socks_) {
@@ -596,20 +626,18 @@ void QueueWorker::loop() {
     drain_inbox();
     kick_tx();
     reap_completions(*uplink_ctx_);
-    for (auto& [_, n] : nics_) {
-      reap_completions(*n->ctx);
-      for (auto& [ctx, sock] : n->extras) reap_completions(*ctx);
-    }
+    // Only a backend with sends outstanding has completions (extras never send).
+    for (Ctx* c : fill_ctxs_)
+      if (c->tx_sock && c->tx_sock->outstanding) reap_completions(*c);
     // What a VM sends lands in its backend's fill ring: each has its floor
     // always, and a VM sending at full rate its share of the burst budget
     // (a ring of 64 lost four frames in five).
     refill_all();
 
     uint32_t fill = uplink_ctx_->in_fill, flight = default_sock_ ? default_sock_->outstanding : 0;
-    for (auto& [_, n] : nics_) {
-      fill += n->ctx->in_fill;
-      for (auto& [ctx, sock] : n->extras) fill += ctx->in_fill;
-      flight += n->backend ? n->backend->outstanding : 0;
+    for (const Ctx* c : fill_ctxs_) {
+      fill += c->in_fill;
+      flight += c->tx_sock ? c->tx_sock->outstanding : 0;
     }
     pool_free_.store(static_cast<uint32_t>(free_.size()), std::memory_order_relaxed);
     pool_fill_.store(fill, std::memory_order_relaxed);
@@ -622,18 +650,14 @@ void QueueWorker::loop() {
       inbox = !inbox_.empty();
     }
     if (work || inbox || !to_kick_.empty() || opts_.busy_poll) continue;
-    if (fds_for != socks_.size()) {
-      fds.clear();
-      fds.push_back({wake_fd_, POLLIN, 0});
-      for (auto& s : socks_) fds.push_back({xsk_socket__fd(s->xsk), POLLIN, 0});
-      fds_for = socks_.size();
-    }
     // Completions of sends in flight need no wakeup in copy mode; a short
     // timeout covers drivers that complete asynchronously.
-    if (poll(fds.data(), fds.size(), flight ? 1 : 100) > 0 && (fds[0].revents & POLLIN)) {
-      uint64_t v;
-      (void)!read(wake_fd_, &v, sizeof(v));
-    }
+    const int ready = epoll_wait(epoll_fd_, evs, 64, flight ? 1 : 100);
+    for (int i = 0; i < ready; i++)
+      if (!evs[i].data.ptr) {
+        uint64_t v;
+        (void)!read(wake_fd_, &v, sizeof(v));
+      }
   }
 }
 

@@ -42,7 +42,8 @@ constexpr uint32_t max_frame(uint32_t frame_size) { return frame_size - 256 - 64
 // its reserve, each socket on a VM NIC's backend nic_floor. Above its floor
 // a backend socket that received since the worker's last pass may be
 // refilled up to burst_cap while all that the backend sockets hold above
-// their floors stays within burst_budget. A live socket's fill buffers
+// their floors stays within burst_budget, shared equally among the active
+// ones (one alone may have it all up to its cap). A live socket's fill buffers
 // cannot be taken back, so what an idle socket still holds above its floor
 // keeps counting against the budget until the kernel receives into it: the
 // budget bounds what can be stuck, and the floors are never at risk.
@@ -54,21 +55,21 @@ struct WorkerOptions {
   uint32_t nic_inflight = 256;   // frames in flight to one NIC before drops
   uint32_t uplink_reserve = 1024;  // the uplink's fill ring: its floor
   uint32_t headroom = 512;         // frames for transmit and copies, never posted to a fill ring
-  uint32_t burst_budget = 1024;    // all backend sockets of the queue above their floors, at most
+  uint32_t burst_budget = 2048;    // all backend sockets of the queue above their floors, at most
   uint32_t burst_cap = 512;        // one backend socket's fill ring, at most
   uint32_t nic_floor = 12;         // each backend socket's fill ring, at least
   uint32_t max_sockets = 1024;     // backend sockets on the queue, at most (the NIC capacity x sockets per NIC)
-  bool busy_poll = false;        // spin instead of sleeping in poll()
+  bool busy_poll = false;        // spin instead of sleeping in epoll_wait()
   int rt_priority = 0;           // SCHED_FIFO priority of the worker thread, 0: the normal scheduler
 };
 
 // The rule's parts from the ring sizes: the uplink's reserve is its ring,
-// the burst budget one ring, the headroom half a ring; a backend socket's
+// the burst budget two rings, the headroom half a ring; a backend socket's
 // cap is its rx ring (what it can hold before the worker drains it).
 inline void derive_buffer_rule(WorkerOptions& o) {
   o.uplink_reserve = o.ring_size;
   o.headroom = o.ring_size / 2;
-  o.burst_budget = o.ring_size;
+  o.burst_budget = 2 * o.ring_size;
   o.burst_cap = std::max(o.nic_floor, o.nic_ring_size);
 }
 
@@ -250,6 +251,7 @@ class QueueWorker {
   std::vector<std::unique_ptr<Sock>> socks_;
   std::unordered_map<std::string, std::unique_ptr<Nic>> nics_;
   std::vector<SwitchPort> ports_;  // the connected NICs, for decide()
+  PortIndex port_macs_;            // ports_ by MAC, for decide()
   std::vector<Nic*> port_nics_;    // the same order
   std::unordered_map<const Nic*, int> port_index_;
   std::vector<Sock*> to_kick_;
@@ -263,6 +265,7 @@ class QueueWorker {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   int wake_fd_ = -1;
+  int epoll_fd_ = -1;  // wake_fd_ and every socket, for the idle worker
   std::mutex cmd_mu_;
   std::vector<std::pair<std::function<Status()>, std::promise<Status>>> cmds_;
 
