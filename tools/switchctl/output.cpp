@@ -49,11 +49,15 @@ void print_table(const std::vector<std::string>& titles, const std::vector<std::
 }
 
 // "key value, key value" of the scalar fields of an object, nested ones dotted.
-// Bytes as MiB ("74.0 MiB"), or "-".
+// Bytes as MiB ("62.0 MiB") or, under a MiB, KiB ("96 KiB"); "-" when absent.
 std::string mib(const json& v) {
   if (!v.is_number()) return "-";
   char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.1f MiB", v.get<double>() / 1048576.0);
+  const double b = v.get<double>();
+  if (b < 1048576.0)
+    std::snprintf(buf, sizeof(buf), "%.0f KiB", b / 1024.0);
+  else
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", b / 1048576.0);
   return buf;
 }
 
