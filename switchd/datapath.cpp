@@ -62,6 +62,8 @@ int irq_cpu(const std::string& dev, uint32_t queue) {
 Error with_fd_limit(Error e) {
   if (e.code != EMFILE && e.code != ENFILE) return e;
   if (e.message.find("RLIMIT_NOFILE") != std::string::npos || e.message.find("file-max") != std::string::npos) return e;
+  // libbpf's log of the load is noise here: the kernel had no fd to give.
+  if (auto at = e.message.find(" (libbpf:"); at != std::string::npos) e.message.resize(at);
   rlimit rl{};
   getrlimit(RLIMIT_NOFILE, &rl);
   e.message += e.code == ENFILE ? " (the system's open files, fs.file-max, are exhausted)"

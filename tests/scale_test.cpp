@@ -298,7 +298,9 @@ TEST_F(Scale256Test, EveryVmAnswersAndNoneStarvesUnderFloodPing) {
     const uint64_t d = v - d0[k];
     in_flood += d;
     drops += k + " " + std::to_string(v) + " (" + std::to_string(d) + " in the flood)\n";
-    if (k.rfind("queue ", 0) != 0) EXPECT_LE(d, 5u) << k << ": a NIC that lost more than a few frames at its socket";
+    if (k.rfind("queue ", 0) != 0) {
+      EXPECT_LE(d, 5u) << k << ": a NIC that lost more than a few frames at its socket";
+    }
   }
   if (!d1.empty()) std::printf("[ drops    ] at the sockets:\n%s", drops.c_str());
   uint64_t d0_total = 0;
@@ -306,6 +308,84 @@ TEST_F(Scale256Test, EveryVmAnswersAndNoneStarvesUnderFloodPing) {
   EXPECT_EQ(d0_total, 0u) << "frames lost at the sockets before the flood:\n" << drops;
   EXPECT_LE(in_flood, static_cast<uint64_t>(vms_) * 100 * 2 / 100) << "frames lost at the sockets in the flood:\n" << drops;
   std::printf("[ timing   ] ping from outside and neighbours %.1f s, flood %.1f s\n", (t1 - t0) / 1e9, (t2 - t1) / 1e9);
+}
+
+}  // namespace
+
+namespace {
+
+// The limits: a connect beyond --max-nics, or with switchd out of file
+// descriptors, is refused as exhausted naming the limit, and changes
+// nothing; --umem-frames below the buffer rule is refused at start.
+class ScaleLimitsTest : public ScaleTest {
+ protected:
+  ScaleLimitsTest() : ScaleTest(0) { switchd_extra_ = {"--max-nics", "4"}; }
+  void SetUp() override {
+    vms_ = 6;
+    ASSERT_NO_FATAL_FAILURE(SwitchdFixture::SetUp());
+    ASSERT_NO_FATAL_FAILURE(make_vms());
+    attach();
+    for (int i = 1; i <= vms_; i++) {
+      call("port.create", {{"name", vm(i)}});
+      call("nic.create", {{"port", vm(i)}, {"mac", mac_of(i)}, {"backend", vm(i) + "-host"}, {"vmq", "auto"}});
+    }
+  }
+};
+
+TEST_F(ScaleLimitsTest, ConnectBeyondMaxNicsIsRefused) {
+  json show = call("show");
+  const json& q = show["uplink"]["queues"][0]["buffers"];
+  // 1024 + 512 + 2048 + 4 NICs x 1 socket x 12 on each queue.
+  EXPECT_EQ(q["frames"], 3632) << q.dump();
+  EXPECT_EQ(q["nic_capacity"], 4) << q.dump();
+  EXPECT_EQ(show["uplink"]["pinned_bytes"], 2ull * 3632 * 4096) << show["uplink"].dump();
+  for (int i = 1; i <= 4; i++) EXPECT_EQ(call("nic.connect", {{"port", vm(i)}}).value("state", ""), "connected");
+  expect_refused("nic.connect", {{"port", vm(5)}}, "exhausted", {"--max-nics 4"});
+  std::printf("[ refused  ] %s\n", request("nic.connect", {{"port", vm(5)}}).message.c_str());
+  // One disconnected: its buffers are free again for another.
+  call("nic.disconnect", {{"port", vm(1)}});
+  EXPECT_EQ(call("nic.connect", {{"port", vm(5)}}).value("state", ""), "connected");
+  show = call("show");
+  const json nic = nic_of(show, vm(5));
+  EXPECT_EQ(nic["buffers"]["sockets"], 2) << nic.dump();
+  EXPECT_EQ(nic["buffers"]["reserved_frames"], 24) << nic.dump();
+  EXPECT_EQ(nic["buffers"]["reserved_bytes"], 24 * 4096) << nic.dump();
+  EXPECT_TRUE(nic_of(show, vm(1))["buffers"].is_null()) << "a disconnected NIC reserves nothing";
+  expect_pools_idle();
+}
+
+TEST_F(ScaleLimitsTest, OutOfFileDescriptorsIsRefusedNamingTheLimit) {
+  call("nic.connect", {{"port", vm(1)}});
+  // What switchd has open now, and room for a few more: not for a NIC's
+  // VM port program and its sockets on both queues.
+  std::string fds;
+  sh("ls /proc/" + std::to_string(pid_) + "/fd | wc -l", &fds);
+  const int open_now = std::stoi(fds);
+  // The soft limit only (the hard one may not be raised again here).
+  std::string soft;
+  sh("prlimit --pid " + std::to_string(pid_) + " --nofile --output SOFT --noheadings", &soft);
+  soft.erase(soft.find_last_not_of(" \n") + 1);
+  soft.erase(0, soft.find_first_not_of(' '));
+  ASSERT_TRUE(sh_ok("prlimit --pid " + std::to_string(pid_) + " --nofile=" + std::to_string(open_now + 3) + ":"));
+  expect_refused("nic.connect", {{"port", vm(2)}}, "exhausted", {"RLIMIT_NOFILE"});
+  std::printf("[ refused  ] %s\n", request("nic.connect", {{"port", vm(2)}}).message.c_str());
+  expected_log_.push_back("RLIMIT_NOFILE");
+  ASSERT_TRUE(sh_ok("prlimit --pid " + std::to_string(pid_) + " --nofile=" + soft + ":")) << soft;
+  EXPECT_EQ(call("nic.connect", {{"port", vm(2)}}).value("state", ""), "connected");
+  expect_pools_idle();
+}
+
+// Started by hand: the fixture's switchd is stopped first.
+TEST_F(ScaleLimitsTest, UmemFramesBelowTheRuleIsRefusedAtStart) {
+  stop_switchd(SIGTERM);
+  std::string out;
+  const int rc = sh(std::string(SWITCHD_PATH) + " --socket " + dir_ + "/other.sock --state-dir " + dir_ +
+                        "/other --umem-frames 4096 --max-nics 1024",
+                    &out);
+  EXPECT_EQ(rc, 2) << out;
+  std::printf("[ refused  ] %s", out.c_str());
+  for (const char* w : {"--umem-frames 4096", "minimum of 15872", "--max-nics 1024", "raise --umem-frames"})
+    EXPECT_NE(out.find(w), std::string::npos) << "'" << w << "' not in: " << out;
 }
 
 }  // namespace
