@@ -111,8 +111,8 @@ bool pause_for(double seconds) {
 
 constexpr const char* kExitCodes =
     "Exit codes: 0 done; 1 switchd unreachable (not running, wrong --socket); 2 usage (bad option, name, MAC,\n"
-    "VLAN or CPU); 3 not found; 4 wrong state (the message names the steps allowed); 5 exists; 6 no vmq left;\n"
-    "7 the kernel refused; 8 unsupported protocol version; 9 permission denied.\n"
+    "VLAN or CPU); 3 not found; 4 wrong state (the message names the steps allowed); 5 exists; 6 exhausted (no vmq\n"
+    "left, --max-nics reached, switchd out of file descriptors); 7 the kernel refused; 8 unsupported protocol version; 9 permission denied.\n"
     "Errors are one line on stderr. --json (before or after the verb) prints results as JSON (docs/protocol.md).";
 
 // One request, and how to say that it was done.
