@@ -137,7 +137,8 @@ void print_show(const json& result) {
     std::printf("ports: none\n");
   } else {
     std::vector<std::vector<std::string>> rows;
-    std::vector<std::string> notes;
+    std::vector<std::string> notes, buffers;
+    bool any_buffers = false;
     for (const json& p : ports) {
       const json& nic = field(p, "nic");
       const json& steering = field(nic, "steering");
@@ -147,13 +148,21 @@ void print_show(const json& result) {
       for (const json& c : field(field(nic, "affinity"), "cpus")) cpus += (cpus.empty() ? "" : ",") + text(c);
       rows.push_back({text(field(p, "name")), text(field(p, "state")), text(field(nic, "state")),
                       text(field(nic, "mac")), text(field(nic, "vlan")), text(field(nic, "backend")),
-                      text(field(nic, "vmq")), text(field(nic, "path")), steer, cpus.empty() ? "-" : cpus,
-                      field(field(nic, "buffers"), "reserved_bytes").is_number() ? mib(field(field(nic, "buffers"), "reserved_bytes")) : "-"});
+                      text(field(nic, "vmq")), text(field(nic, "path")), steer, cpus.empty() ? "-" : cpus});
+      const json& reserved = field(field(nic, "buffers"), "reserved_bytes");
+      buffers.push_back(reserved.is_number() ? mib(reserved) : "-");
+      any_buffers |= reserved.is_number();
       if (field(steering, "reason").is_string() && !field(steering, "reason").get<std::string>().empty())
         notes.push_back(text(field(p, "name")) + ": software steering (hardware requested; " +
                         field(steering, "reason").get<std::string>() + ")");
     }
-    print_table({"PORT", "STATE", "NIC-STATE", "MAC", "VLAN", "BACKEND", "VMQ", "PATH", "STEERING", "CPUS", "BUFFERS"}, rows);
+    std::vector<std::string> titles{"PORT", "STATE", "NIC-STATE", "MAC", "VLAN", "BACKEND", "VMQ", "PATH", "STEERING", "CPUS"};
+    // The buffers reserved for each NIC (a switchd that reports them).
+    if (any_buffers) {
+      titles.push_back("BUFFERS");
+      for (size_t i = 0; i < rows.size(); i++) rows[i].push_back(buffers[i]);
+    }
+    print_table(titles, rows);
     for (const auto& n : notes) std::printf("%s\n", n.c_str());
   }
 
