@@ -6,6 +6,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <iterator>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <thread>
 
@@ -53,6 +55,21 @@ int irq_cpu(const std::string& dev, uint32_t queue) {
     if (aff >> cpu) return cpu;
   }
   return -1;
+}
+
+// Out of file descriptors: name the limit (each NIC takes a socket per
+// queue and its VM port program's fds).
+Error with_fd_limit(Error e) {
+  if (e.code != EMFILE && e.code != ENFILE) return e;
+  if (e.message.find("RLIMIT_NOFILE") != std::string::npos || e.message.find("file-max") != std::string::npos) return e;
+  // libbpf's log of the load is noise here: the kernel had no fd to give.
+  if (auto at = e.message.find(" (libbpf:"); at != std::string::npos) e.message.resize(at);
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  e.message += e.code == ENFILE ? " (the system's open files, fs.file-max, are exhausted)"
+                                : " (switchd's RLIMIT_NOFILE " + std::to_string(rl.rlim_cur) +
+                                      " reached; raise LimitNOFILE in its unit, or ulimit -n)";
+  return e;
 }
 
 std::vector<int> allowed_cpus() {
@@ -131,6 +148,40 @@ struct Datapath::Connected {
   std::unique_ptr<QueueWorker> dedicated;  // the vmq's own queue and UMEM
 };
 
+Result<WorkerOptions> general_worker_options(const DatapathOptions& opts, uint32_t general, uint32_t reserved) {
+  WorkerOptions w = opts.worker;
+  derive_buffer_rule(w);
+  const uint32_t per_nic = sockets_per_nic(general, reserved);
+  w.max_sockets = opts.max_nics * per_nic;
+  const uint64_t need = min_frames(w);
+  if (need > (1u << 20))
+    return Error{EINVAL, "--max-nics " + std::to_string(opts.max_nics) + " needs " + std::to_string(need) +
+                             " UMEM frames per queue, more than 1048576: lower --max-nics or --nic-floor"};
+  if (!w.frames) w.frames = static_cast<uint32_t>(need);
+  if (w.frames < need)
+    return Error{EINVAL, "--umem-frames " + std::to_string(w.frames) + " is below the buffer rule's minimum of " +
+                             std::to_string(need) + " per queue: uplink reserve " + std::to_string(w.uplink_reserve) +
+                             " + headroom " + std::to_string(w.headroom) + " + burst budget " + std::to_string(w.burst_budget) +
+                             " + --max-nics " + std::to_string(opts.max_nics) + " x " + std::to_string(per_nic) +
+                             " socket(s) x --nic-floor " + std::to_string(w.nic_floor) +
+                             " (docs/architecture.md, Receive buffers); raise --umem-frames or lower --max-nics"};
+  return w;
+}
+
+WorkerOptions dedicated_worker_options(const DatapathOptions& opts) {
+  WorkerOptions w = opts.worker;
+  derive_buffer_rule(w);
+  w.frames = opts.vmq_umem_frames;
+  w.max_sockets = 1;
+  // Half the UMEM (at most a ring) for the uplink's queue, an eighth for
+  // transmit, one floor; the rest is the NIC's burst.
+  w.uplink_reserve = std::min(w.ring_size, w.frames / 2);
+  w.headroom = w.frames / 8;
+  w.burst_budget = w.frames - w.uplink_reserve - w.headroom - w.nic_floor;
+  w.burst_cap = std::min(w.burst_cap, w.nic_floor + w.burst_budget);
+  return w;
+}
+
 Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, const DatapathOptions& opts) {
   auto dev = netdev_info(uplink);
   if (!dev) return dev.error();
@@ -180,6 +231,9 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
     return Error{EINVAL, "uplink " + uplink + " has " + std::to_string(dev->rx_queues) + " receive queue(s): " +
                              std::to_string(opts.dedicated_queues) + " dedicated would leave none for the default queue"};
   const uint32_t general = dev->rx_queues - opts.dedicated_queues;
+  auto wo = general_worker_options(opts, general, opts.dedicated_queues);
+  if (!wo) return Error{wo.error().code, "uplink " + uplink + ": " + wo.error().message};
+  dp->worker_opts_ = *wo;
   auto cpus = allowed_cpus();
   for (uint32_t q = 0; q < dev->rx_queues; q++) {
     QueueInfo info{q, 0, ""};
@@ -197,12 +251,21 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
       dp->reserved_.push_back(info);
       continue;
     }
-    auto w = std::make_unique<QueueWorker>(uplink, q, info.cpu, opts.worker, dp->fdb_.get());
+    auto w = std::make_unique<QueueWorker>(uplink, q, info.cpu, dp->worker_opts_, dp->fdb_.get());
     auto fd = w->start();
     if (!fd) return fd.error();
     if (auto st = dp->cls_->set_socket(XVMQ_DEFAULT_VMQ, q, *fd); !st) return st.error();
     dp->workers_.push_back(std::move(w));
     dp->queues_.push_back(info);
+  }
+  {
+    const WorkerOptions& w = dp->worker_opts_;
+    const uint64_t bytes = uint64_t{w.frames} * w.frame_size;
+    service::log(service::Level::Info,
+                 "uplink %s: %zu queue(s), each a UMEM of %u frames x %u bytes = %.1f MiB pinned by the kernel (%.1f MiB in all); "
+                 "room for %u NICs (floor %u per socket, burst budget %u, uplink reserve %u, headroom %u)",
+                 uplink.c_str(), dp->workers_.size(), w.frames, w.frame_size, bytes / 1048576.0,
+                 bytes * dp->workers_.size() / 1048576.0, opts.max_nics, w.nic_floor, w.burst_budget, w.uplink_reserve, w.headroom);
   }
   if (opts.host_stack) {
     if (auto st = dp->start_stack_reader(dev->ifindex); !st) return st.error();
@@ -332,6 +395,10 @@ void Datapath::clear_filter(const NicSpec& nic) {
 
 Status Datapath::connect(const NicSpec& nic) {
   if (connected_.count(nic.name)) return Error{EEXIST, "nic " + nic.name + " is already connected"};
+  if (connected_.size() >= opts_.max_nics)
+    return Error{ENOSPC, "the switch has receive buffers for " + std::to_string(opts_.max_nics) +
+                             " connected NICs (--max-nics " + std::to_string(opts_.max_nics) +
+                             "), all taken: disconnect one, or restart switchd with a larger --max-nics"};
   auto dev = netdev_info(nic.backend);
   if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
   const size_t all = workers_.size() + reserved_.size();
@@ -383,7 +450,7 @@ Status Datapath::connect(const NicSpec& nic) {
   }
 
   auto port = VmPort::attach(*dev, max_frame(opts_.worker.frame_size));
-  if (!port) return port.error();
+  if (!port) return with_fd_limit(port.error());
   c->port = std::move(port.value());
 
   auto& counters = counters_[nic.name];
@@ -405,11 +472,7 @@ Status Datapath::connect(const NicSpec& nic) {
   };
   if (ss.hardware) {
     c->dedicated = std::make_unique<QueueWorker>(uplink_, static_cast<uint32_t>(ss.queue), ss.cpu,
-                                                 [&] {
-                                                   WorkerOptions w = opts_.worker;
-                                                   w.frames = opts_.vmq_umem_frames;
-                                                   return w;
-                                                 }());
+                                                 dedicated_worker_options(opts_));
     WorkerNic wn{nic.name,  nic.mac, nic.vlan,  nic.backend,           static_cast<int>(nic.vmq),
                  counters.back(), {},  nic.vlans, nic.allow_mac_spoofing, nic.statics};
     auto socks = c->dedicated->start_dedicated(wn, workers_.front().get());
@@ -442,7 +505,7 @@ Status Datapath::connect(const NicSpec& nic) {
   if (st && nic.vmq) st = install_filter(nic);
   if (!st) {
     undo();
-    return st;
+    return with_fd_limit(st.error());
   }
   connected_[nic.name] = std::move(c);
   return {};
@@ -465,8 +528,12 @@ Status Datapath::disconnect(const std::string& name) {
   if (auto loc = it->second->steering.rule_location)
     if (auto hw = HardwareSteering::open(uplink_); hw)
       if (auto s = hw->remove_rule(*loc); !s) st = s;
-  for (auto& w : workers_)
-    if (auto s = w->remove_nic(name); !s && st) st = s;
+  // Each worker closes the NIC's sockets on its queue, a grace period each
+  // in the kernel: all workers at once.
+  std::vector<std::future<Status>> removed;
+  for (auto& w : workers_) removed.push_back(std::async(std::launch::async, [&w, &name] { return w->remove_nic(name); }));
+  for (auto& r : removed)
+    if (auto s = r.get(); !s && st) st = s;
   connected_.erase(it);
   return st;
 }

@@ -39,6 +39,9 @@ struct DatapathOptions {
   // the NIC already steers (rules made by other tooling).
   FlowRules flow_rules = FlowRules::Ethtool;
   uint32_t vmq_umem_frames = 2048;  // a hardware-steered vmq's own UMEM
+  // VM NICs connected at once, at most: every queue's UMEM reserves each
+  // one's floors (WorkerOptions, docs/architecture.md "Receive buffers").
+  uint32_t max_nics = 1024;
   uint32_t fdb_size = 8192;         // MACs learned behind the uplink, at most
   uint32_t fdb_age_s = 300;         // forgotten when not seen for this long
   // Frames to the uplink's own MAC go to the host's stack (the host keeps
@@ -82,6 +85,17 @@ struct DedicatedInfo {
   uint64_t rx_vmq = 0, tx = 0;
 };
 
+// The buffer rule of a general queue for an uplink with `general` general
+// and `reserved` dedicated queues: the options each worker gets (frames 0
+// in `opts.worker`: the rule's minimum). An error names the rule when
+// --umem-frames is below it.
+Result<WorkerOptions> general_worker_options(const DatapathOptions& opts, uint32_t general, uint32_t reserved);
+// Backend sockets one NIC has on a general queue: its own, and the reserved
+// queues that worker serves for it.
+inline uint32_t sockets_per_nic(uint32_t general, uint32_t reserved) { return 1 + (reserved + general - 1) / general; }
+// A hardware-steered vmq's own UMEM (one NIC): the same rule for one socket.
+WorkerOptions dedicated_worker_options(const DatapathOptions& opts);
+
 // Counters of one NIC, summed over queues.
 struct NicTotals {
   uint64_t fast_frames = 0, fast_bytes = 0, default_frames = 0, default_bytes = 0;
@@ -103,6 +117,14 @@ class Datapath {
   const std::vector<QueueInfo>& reserved() const { return reserved_; }
   FlowRules flow_rules() const { return opts_.flow_rules; }
   uint32_t vmq_umem_frames() const { return opts_.vmq_umem_frames; }
+  // What every general queue's worker was given (its buffer rule resolved).
+  const WorkerOptions& worker_options() const { return worker_opts_; }
+  uint32_t max_nics() const { return opts_.max_nics; }
+  size_t connected() const { return connected_.size(); }
+  // Backend sockets of one NIC on each general queue.
+  uint32_t nic_sockets_per_queue() const {
+    return sockets_per_nic(static_cast<uint32_t>(queues_.size()), static_cast<uint32_t>(reserved_.size()));
+  }
   std::optional<SteeringState> steering(const std::string& nic) const;
   // The classifier's filters, as the kernel has them.
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
@@ -147,6 +169,7 @@ class Datapath {
   AttachMode mode_ = AttachMode::Native;
   bool adopted_ = false;
   DatapathOptions opts_;
+  WorkerOptions worker_opts_;
   std::unique_ptr<Classifier> cls_;
   std::unique_ptr<Fdb> fdb_;
   std::thread aging_;

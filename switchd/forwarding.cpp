@@ -51,7 +51,32 @@ Decision dropped(SwitchDrop why) {
 
 }  // namespace
 
+static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+                       const PortIndex* index);
+
+PortIndex index_ports(const std::vector<SwitchPort>& ports) {
+  PortIndex idx;
+  for (size_t i = 0; i < ports.size(); i++) {
+    auto put = [&](const Mac& m) {
+      auto& v = idx[m];
+      if (v.empty() || v.back() != static_cast<int>(i)) v.push_back(static_cast<int>(i));
+    };
+    put(ports[i].mac);
+    for (const auto& [m, _] : ports[i].statics) put(m);
+  }
+  return idx;
+}
+
 Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports) {
+  return decide(f, len, ingress, ports, nullptr);
+}
+
+Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports, const PortIndex& index) {
+  return decide(f, len, ingress, ports, &index);
+}
+
+static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+                       const PortIndex* index) {
   if (len < ETH_HLEN) return dropped(SwitchDrop::Malformed);
   // Tags as the classifier reads them: outer 0x8100/0x88a8, inner 0x8100;
   // the VLAN is the first VID that is not 0 (priority tags carry none).
@@ -104,7 +129,17 @@ Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<S
     if (d.out.empty()) d.drop = SwitchDrop::NoPort;
     return d;
   }
-  for (size_t i = 0; i < ports.size(); i++) {
+  // The first port, in order, with dst on the frame's VLAN: among the
+  // index's candidates for dst, or (no index) among all ports.
+  const std::vector<int>* cand = nullptr;
+  if (index) {
+    auto it = index->find(dst);
+    static const std::vector<int> none;
+    cand = it == index->end() ? &none : &it->second;
+  }
+  const size_t n = cand ? cand->size() : ports.size();
+  for (size_t k = 0; k < n; k++) {
+    const size_t i = cand ? static_cast<size_t>((*cand)[k]) : k;
     if ((ports[i].mac != dst && !ports[i].has_static(dst, d.vlan)) || !ports[i].vlans.carries(d.vlan)) continue;
     if (static_cast<int>(i) == ingress) {
       d.drop = SwitchDrop::NoPort;  // back where it came from

@@ -7,7 +7,9 @@
 
 #include <bitset>
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <unordered_map>
 #include <string_view>
 #include <vector>
 
@@ -83,5 +85,19 @@ struct Decision {
 // to no port is dropped. Broadcast and multicast go to every other port of
 // the VLAN, the uplink included when a VM sent it.
 Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports);
+
+// The ports that have a MAC (their own or a static entry), in port order:
+// a unicast lookup among hundreds of ports without a scan of all of them.
+struct MacHash {
+  size_t operator()(const Mac& m) const {
+    uint64_t v = 0;
+    for (uint8_t b : m) v = v << 8 | b;
+    return std::hash<uint64_t>{}(v);
+  }
+};
+using PortIndex = std::unordered_map<Mac, std::vector<int>, MacHash>;
+PortIndex index_ports(const std::vector<SwitchPort>& ports);
+// The same decision, with the index of `ports`.
+Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports, const PortIndex& index);
 
 }  // namespace xvmq::switchd

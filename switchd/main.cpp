@@ -2,12 +2,14 @@
 // AF_XDP sockets and the lifecycle of every port and VM NIC.
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -82,7 +84,19 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(0.01, 3600.0));
   app.add_option("--max-vmqs", opts.max_vmqs, "size of the vmq pool")->capture_default_str()->check(CLI::Range(1, XVMQ_MAX_VMQS - 1));
   app.add_option("--pin-root", opts.datapath.pin_root, "bpffs directory of the uplinks' maps")->capture_default_str();
-  app.add_option("--umem-frames", opts.datapath.worker.frames, "receive buffers per queue")->capture_default_str()->check(CLI::Range(256, 1 << 20));
+  auto* umem_frames = app.add_option("--umem-frames", opts.datapath.worker.frames,
+                                     "receive buffers per queue (default: the buffer rule's minimum for --max-nics: uplink reserve "
+                                     "+ headroom + burst budget + max-nics x floor; see docs/architecture.md)")
+                          ->check(CLI::Range(256, 1 << 20));
+  app.add_option("--max-nics", opts.datapath.max_nics,
+                 "VM NICs connected at once, at most: every queue's UMEM keeps --nic-floor buffers for each")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  app.add_option("--nic-floor", opts.datapath.worker.nic_floor,
+                 "buffers always in the fill ring of each socket on a VM NIC's backend")
+      ->capture_default_str()->check(CLI::Range(1, 256));
+  app.add_option("--nic-ring-size", opts.datapath.worker.nic_ring_size,
+                 "rx/tx ring entries of the sockets on VM NICs' backends (kernel memory per socket)")
+      ->capture_default_str()->check(CLI::IsMember({256, 512, 1024, 2048, 4096}));
   app.add_option("--frame-size", opts.datapath.worker.frame_size, "bytes per buffer (2048 or 4096)")->capture_default_str()->check(CLI::IsMember({2048, 4096}));
   app.add_option("--ring-size", opts.datapath.worker.ring_size, "AF_XDP ring entries")->capture_default_str()->check(CLI::IsMember({256, 512, 1024, 2048, 4096}));
   app.add_option("--nic-inflight", opts.datapath.worker.nic_inflight, "frames in flight to one NIC per queue")->capture_default_str();
@@ -159,6 +173,33 @@ int main(int argc, char** argv) {
       }
   }
   opts.datapath.flow_rules = flow_rules == "external" ? FlowRules::External : FlowRules::Ethtool;
+  if (umem_frames->count() == 0) opts.datapath.worker.frames = 0;  // the rule's minimum, at attach
+  if (opts.datapath.worker.nic_inflight > opts.datapath.worker.nic_ring_size) {
+    std::fprintf(stderr, "switchd: --nic-inflight %u exceeds --nic-ring-size %u: the backend's transmit ring holds the frames in flight\n",
+                 opts.datapath.worker.nic_inflight, opts.datapath.worker.nic_ring_size);
+    return 2;
+  }
+  {
+    // Checked again at attach with the uplink's queues; here without them
+    // (a NIC has one socket per general queue, two or more with --dedicated-queues).
+    auto w = general_worker_options(opts.datapath, 1, opts.datapath.dedicated_queues ? 1 : 0);
+    if (!w) {
+      std::fprintf(stderr, "switchd: %s\n", w.error().message.c_str());
+      return 2;
+    }
+  }
+  {
+    // Each NIC takes a socket per queue and its VM port program's fds: a
+    // thousand NICs need more than the usual soft limit of 1024.
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+      rlim_t was = rl.rlim_cur;
+      rl.rlim_cur = rl.rlim_max;
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        std::fprintf(stderr, "switchd: raising RLIMIT_NOFILE from %llu to %llu: %s\n", static_cast<unsigned long long>(was),
+                     static_cast<unsigned long long>(rl.rlim_max), std::strerror(errno));
+    }
+  }
   log::install(verbose);
 
   // Signals are read from a signalfd, so workers never see them.

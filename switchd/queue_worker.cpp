@@ -1,12 +1,15 @@
 #include "switchd/queue_worker.h"
 
+#include <fcntl.h>
 #include <linux/if_ether.h>
 #include <linux/if_xdp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <xdp/xsk.h>
@@ -53,6 +56,17 @@ namespace {
 constexpr uint32_t kHeadroom = 64;  // room to push a VLAN tag in place
 constexpr uint32_t kBatch = 64;
 
+// Close fds from up to 16 threads at once.
+void close_in_parallel(std::vector<int> fds) {
+  const size_t threads = std::min<size_t>(16, fds.size());
+  std::vector<std::thread> t;
+  for (size_t k = 0; k < threads; k++)
+    t.emplace_back([&fds, k, threads] {
+      for (size_t i = k; i < fds.size(); i += threads) ::close(fds[i]);
+    });
+  for (auto& x : t) x.join();
+}
+
 void bump(std::atomic<uint64_t>& c, uint64_t n = 1) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 
 
@@ -63,6 +77,7 @@ struct QueueWorker::Ctx {
   xsk_ring_prod fill{};
   xsk_ring_cons comp{};
   uint32_t in_fill = 0;   // frames posted to the fill ring, not yet received
+  bool active = false;    // received since the worker's last refill
   Sock* tx_sock = nullptr;
 };
 
@@ -98,13 +113,25 @@ QueueWorker::~QueueWorker() {
     (void)!write(wake_fd_, &one, sizeof(one));
   }
   if (thread_.joinable()) thread_.join();
+  // The kernel waits for an RCU grace period in each socket's release
+  // (xsk_unbind_dev): one after the other, a thousand NICs' sockets take
+  // seconds. libxdp's bookkeeping is done here, one socket at a time, with
+  // a duplicate of each fd kept; the duplicates are then closed from
+  // several threads at once, whose grace periods overlap.
+  std::vector<int> last_refs;
+  auto destroy_later = [&](Sock* s) {
+    int d = fcntl(xsk_socket__fd(s->xsk), F_DUPFD_CLOEXEC, 0);
+    if (d >= 0) last_refs.push_back(d);
+    destroy_socket(s);
+  };
   // The UMEM's first socket (default, or a dedicated queue's vmq socket)
   // goes last: it owns the UMEM's fd.
   for (auto& [_, n] : nics_) {
-    for (auto& [ctx, sock] : n->extras) destroy_socket(sock);
-    if (n->backend) destroy_socket(n->backend);
-    if (n->vmq_sock && !dedicated_) destroy_socket(n->vmq_sock);
+    for (auto& [ctx, sock] : n->extras) destroy_later(sock);
+    if (n->backend) destroy_later(n->backend);
+    if (n->vmq_sock && !dedicated_) destroy_later(n->vmq_sock);
   }
+  close_in_parallel(std::move(last_refs));
   for (auto& [_, n] : nics_)
     if (n->vmq_sock && dedicated_) destroy_socket(n->vmq_sock);
   nics_.clear();
@@ -112,6 +139,7 @@ QueueWorker::~QueueWorker() {
   if (umem_) xsk_umem__delete(umem_);
   if (area_) munmap(area_, area_size_);
   if (wake_fd_ >= 0) close(wake_fd_);
+  if (epoll_fd_ >= 0) close(epoll_fd_);
 }
 
 Status QueueWorker::create_umem() {
@@ -138,17 +166,25 @@ Status QueueWorker::create_umem() {
   for (uint32_t i = opts_.frames; i-- > 0;) free_.push_back(static_cast<uint64_t>(i) * opts_.frame_size);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) return make_error(errno, "eventfd for " + where);
+  // The idle worker waits on every socket: epoll, so that a wakeup costs
+  // what is ready, not a pass over a thousand sockets as poll() does.
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) return make_error(errno, "epoll for " + where);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) return make_error(errno, "epoll for " + where);
   return {};
 }
 
 Result<int> QueueWorker::start() {
   if (auto st = create_umem(); !st) return st.error();
-  auto s = create_socket(uplink_, queue_, uplink_ctx_.get());
+  auto s = create_socket(uplink_, queue_, uplink_ctx_.get(), opts_.ring_size);
   if (!s) return s.error();
   default_sock_ = *s;
   default_sock_->kind = Sock::Default;
   uplink_ctx_->tx_sock = default_sock_;
-  refill(*uplink_ctx_, std::min(opts_.ring_size, opts_.frames / 2));
+  refill(*uplink_ctx_, opts_.uplink_reserve);
   thread_ = std::thread([this] { loop(); });
   return xsk_socket__fd(default_sock_->xsk);
 }
@@ -156,7 +192,7 @@ Result<int> QueueWorker::start() {
 Status QueueWorker::open_backend_socket(Nic& n) {
   n.ctx = std::make_unique<Ctx>();
   n.ctx->ifname = n.cfg.backend;
-  auto b = create_socket(n.cfg.backend, queue_, n.ctx.get());
+  auto b = create_socket(n.cfg.backend, queue_, n.ctx.get(), opts_.nic_ring_size);
   if (!b) return b.error();
   n.backend = *b;
   n.backend->kind = Sock::Backend;
@@ -166,7 +202,7 @@ Status QueueWorker::open_backend_socket(Nic& n) {
 }
 
 Status QueueWorker::open_vmq_socket(Nic& n) {
-  auto v = create_socket(uplink_, queue_, uplink_ctx_.get());
+  auto v = create_socket(uplink_, queue_, uplink_ctx_.get(), opts_.ring_size);
   if (!v) return v.error();
   n.vmq_sock = *v;
   n.vmq_sock->kind = Sock::Vmq;
@@ -185,16 +221,17 @@ Result<NicSockets> QueueWorker::start_dedicated(const WorkerNic& cfg, QueueWorke
   if (auto st = open_backend_socket(*n); !st) return st.error();
   NicSockets out{{{queue_, xsk_socket__fd(n->backend->xsk)}}, xsk_socket__fd(n->vmq_sock->xsk)};
   nics_[cfg.name] = std::move(n);
-  refill(*uplink_ctx_, std::min(opts_.ring_size, opts_.frames / 2));
+  rebuild_fill_ctxs();
+  refill(*uplink_ctx_, opts_.uplink_reserve);
   thread_ = std::thread([this] { loop(); });
   return out;
 }
 
-Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx) {
+Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx, uint32_t ring) {
   auto s = std::make_unique<Sock>();
   xsk_socket_config cfg{};
-  cfg.rx_size = opts_.ring_size;
-  cfg.tx_size = opts_.ring_size;
+  cfg.rx_size = ring;
+  cfg.tx_size = ring;
   cfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
   cfg.bind_flags = XDP_USE_NEED_WAKEUP;  // zero-copy where the driver has it, else copy
   // A queue a killed switchd had sockets on is released by a kernel work
@@ -207,7 +244,23 @@ Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname,
     if (err != -EBUSY) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  if (err == -EMFILE || err == -ENFILE) {
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return Error{EMFILE, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue) + ": out of file descriptors (" +
+                             (err == -ENFILE ? std::string("the system's fs.file-max") :
+                                               "RLIMIT_NOFILE " + std::to_string(rl.rlim_cur) + "; raise switchd's LimitNOFILE") +
+                             ")"};
+  }
   if (err) return make_error(err, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = s.get();
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, xsk_socket__fd(s->xsk), &ev) != 0) {
+    Error e = make_error(errno, "AF_XDP socket on " + ifname + " queue " + std::to_string(queue) + ": epoll");
+    xsk_socket__delete(s->xsk);
+    return e;
+  }
   s->ctx = ctx;
   socks_.push_back(std::move(s));
   return socks_.back().get();
@@ -233,6 +286,7 @@ void QueueWorker::read_xsk_stats(Sock& s) {
 
 void QueueWorker::destroy_socket(Sock* s) {
   read_xsk_stats(*s);  // the last drops count too
+  (void)epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, xsk_socket__fd(s->xsk), nullptr);
   xsk_socket__delete(s->xsk);
   for (auto it = socks_.begin(); it != socks_.end(); ++it)
     if (it->get() == s) {
@@ -378,7 +432,7 @@ void QueueWorker::forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic)
     return;
   }
   auto* umem = static_cast<uint8_t*>(area_);
-  execute(decide(umem + addr, len, kUplink, ports_), nullptr, addr, len);
+  execute(decide(umem + addr, len, kUplink, ports_, port_macs_), nullptr, addr, len);
 }
 
 void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
@@ -391,7 +445,7 @@ void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
   bump(from.cfg.counters->from_vm_bytes, len);
   auto it = port_index_.find(&from);
   if (it == port_index_.end()) return drop(&from, Drop::NoPort);  // being removed
-  execute(decide(umem + addr, len, it->second, ports_), &from, addr, len);
+  execute(decide(umem + addr, len, it->second, ports_, port_macs_), &from, addr, len);
 }
 
 void QueueWorker::execute(const Decision& d, Nic* from, uint64_t addr, uint32_t len) {
@@ -450,6 +504,7 @@ void QueueWorker::rebuild_ports() {
     ports_.push_back({n->cfg.mac, n->cfg.vlans, n->cfg.allow_mac_spoofing, n->cfg.statics});
     port_nics_.push_back(n.get());
   }
+  port_macs_ = index_ports(ports_);
 }
 
 void QueueWorker::process_rx(Sock& s, uint32_t budget) {
@@ -477,6 +532,51 @@ void QueueWorker::process_rx(Sock& s, uint32_t budget) {
   }
   xsk_ring_cons__release(&s.rx, n);
   s.ctx->in_fill -= std::min(n, s.ctx->in_fill);
+  if (n) s.ctx->active = true;
+}
+
+void QueueWorker::rebuild_fill_ctxs() {
+  fill_ctxs_.clear();
+  for (auto& [_, n] : nics_) {
+    if (n->ctx) fill_ctxs_.push_back(n->ctx.get());
+    for (auto& [ctx, sock] : n->extras) fill_ctxs_.push_back(ctx.get());
+  }
+  fill_start_ = 0;
+}
+
+void QueueWorker::refill_all() {
+  refill(*uplink_ctx_, opts_.uplink_reserve);
+  const uint32_t floor = opts_.nic_floor, budget = opts_.burst_budget;
+  auto above = [floor](const Ctx* c) { return c->in_fill > floor ? c->in_fill - floor : 0; };
+  uint32_t held = 0, held_idle = 0, active = 0;
+  for (const Ctx* c : fill_ctxs_) {
+    held += above(c);
+    if (c->active)
+      active++;
+    else
+      held_idle += above(c);
+  }
+  // Floors first, for everyone; then the active ones above theirs: the
+  // budget that idle sockets do not hold, in equal shares (a socket alone
+  // may have it all, up to its cap), never more than the budget in all,
+  // starting with a different socket each pass.
+  for (Ctx* c : fill_ctxs_) refill(*c, floor);
+  const size_t n = fill_ctxs_.size();
+  if (active) {
+    const uint32_t share = std::max<uint32_t>(1, (budget > held_idle ? budget - held_idle : 0) / active);
+    const uint32_t want = std::min(opts_.burst_cap - std::min(opts_.burst_cap, floor), share);
+    for (size_t k = 0; k < n && held < budget; k++) {
+      Ctx* c = fill_ctxs_[(fill_start_ + k) % n];
+      if (!c->active) continue;
+      const uint32_t before = above(c);
+      if (before >= want) continue;
+      refill(*c, floor + std::min(want, before + (budget - held)));
+      held += above(c) - before;
+    }
+  }
+  for (Ctx* c : fill_ctxs_) c->active = false;
+  if (n) fill_start_ = (fill_start_ + 1) % n;
+  above_floor_ = held;
 }
 
 void QueueWorker::loop() {
@@ -489,7 +589,7 @@ void QueueWorker::loop() {
   // A woken worker otherwise waits for the running task's time slice on a
   // busy CPU (a scheduler tick, 4 ms at HZ=250), while the kernel's own
   // forwarding runs in softirq. With SCHED_FIFO it runs as soon as its
-  // socket has frames; it still sleeps in poll() when idle.
+  // socket has frames; it still sleeps in epoll_wait() when idle.
   if (opts_.rt_priority > 0) {
     sched_param sp{};
     sp.sched_priority = opts_.rt_priority;
@@ -497,16 +597,7 @@ void QueueWorker::loop() {
       service::log(service::Level::Warn, "queue %u: SCHED_FIFO priority %d refused: %s; the worker keeps the normal scheduler", queue_,
                 opts_.rt_priority, std::strerror(errno));
   }
-  const uint32_t uplink_target = std::min(opts_.ring_size, opts_.frames / 2);
-  // What a VM sends lands in its backend's fill ring: give each backend a
-  // share of the half of the pool the uplink does not hold, so a VM sending
-  // at full rate is not starved (a ring of 64 lost four frames in five).
-  auto nic_target_now = [&] {
-    uint32_t share = (opts_.frames / 2) / static_cast<uint32_t>(std::max<size_t>(1, nics_.size()));
-    return std::clamp<uint32_t>(share, 64, opts_.ring_size / 2);
-  };
-  std::vector<pollfd> fds;
-  size_t fds_for = SIZE_MAX;
+  epoll_event evs[64];
   auto next_xsk_look = std::chrono::steady_clock::now();
 
   while (!stop_) {
@@ -523,7 +614,6 @@ void QueueWorker::loop() {
         cmds.swap(cmds_);
       }
       for (auto& [fn, done] : cmds) done.set_value(fn());
-      if (!cmds.empty()) fds_for = SIZE_MAX;
     }
     uint32_t work = 0;
     for (auto& s : socks_) {
@@ -536,26 +626,23 @@ void QueueWorker::loop() {
     drain_inbox();
     kick_tx();
     reap_completions(*uplink_ctx_);
-    for (auto& [_, n] : nics_) {
-      reap_completions(*n->ctx);
-      for (auto& [ctx, sock] : n->extras) reap_completions(*ctx);
-    }
-    refill(*uplink_ctx_, uplink_target);
-    const uint32_t nic_target = nic_target_now();
-    for (auto& [_, n] : nics_) {
-      refill(*n->ctx, nic_target);
-      for (auto& [ctx, sock] : n->extras) refill(*ctx, nic_target);
-    }
+    // Only a backend with sends outstanding has completions (extras never send).
+    for (Ctx* c : fill_ctxs_)
+      if (c->tx_sock && c->tx_sock->outstanding) reap_completions(*c);
+    // What a VM sends lands in its backend's fill ring: each has its floor
+    // always, and a VM sending at full rate its share of the burst budget
+    // (a ring of 64 lost four frames in five).
+    refill_all();
 
     uint32_t fill = uplink_ctx_->in_fill, flight = default_sock_ ? default_sock_->outstanding : 0;
-    for (auto& [_, n] : nics_) {
-      fill += n->ctx->in_fill;
-      for (auto& [ctx, sock] : n->extras) fill += ctx->in_fill;
-      flight += n->backend ? n->backend->outstanding : 0;
+    for (const Ctx* c : fill_ctxs_) {
+      fill += c->in_fill;
+      flight += c->tx_sock ? c->tx_sock->outstanding : 0;
     }
     pool_free_.store(static_cast<uint32_t>(free_.size()), std::memory_order_relaxed);
     pool_fill_.store(fill, std::memory_order_relaxed);
     pool_flight_.store(flight, std::memory_order_relaxed);
+    pool_above_.store(above_floor_, std::memory_order_relaxed);
 
     bool inbox;
     {
@@ -563,18 +650,14 @@ void QueueWorker::loop() {
       inbox = !inbox_.empty();
     }
     if (work || inbox || !to_kick_.empty() || opts_.busy_poll) continue;
-    if (fds_for != socks_.size()) {
-      fds.clear();
-      fds.push_back({wake_fd_, POLLIN, 0});
-      for (auto& s : socks_) fds.push_back({xsk_socket__fd(s->xsk), POLLIN, 0});
-      fds_for = socks_.size();
-    }
     // Completions of sends in flight need no wakeup in copy mode; a short
     // timeout covers drivers that complete asynchronously.
-    if (poll(fds.data(), fds.size(), flight ? 1 : 100) > 0 && (fds[0].revents & POLLIN)) {
-      uint64_t v;
-      (void)!read(wake_fd_, &v, sizeof(v));
-    }
+    const int ready = epoll_wait(epoll_fd_, evs, 64, flight ? 1 : 100);
+    for (int i = 0; i < ready; i++)
+      if (!evs[i].data.ptr) {
+        uint64_t v;
+        (void)!read(wake_fd_, &v, sizeof(v));
+      }
   }
 }
 
@@ -582,6 +665,9 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
   NicSockets out;
   Status st = run_on_thread([&]() -> Status {
     if (nics_.count(cfg.name)) return Error{EEXIST, "nic " + cfg.name + " is already on queue " + std::to_string(queue_)};
+    if (fill_ctxs_.size() + 1 + cfg.extra_queues.size() > opts_.max_sockets)
+      return Error{ENOSPC, "queue " + std::to_string(queue_) + " has receive buffers for " + std::to_string(opts_.max_sockets) +
+                               " backend sockets, all reserved (--max-nics)"};
     auto n = std::make_unique<Nic>();
     n->cfg = cfg;
     auto undo = [&] {
@@ -594,7 +680,7 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
     for (uint32_t q : cfg.extra_queues) {
       auto ctx = std::make_unique<Ctx>();
       ctx->ifname = cfg.backend;
-      auto e = create_socket(cfg.backend, q, ctx.get());
+      auto e = create_socket(cfg.backend, q, ctx.get(), opts_.nic_ring_size);
       if (!e) {
         undo();
         return e.error();
@@ -613,6 +699,7 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
     }
     nics_[cfg.name] = std::move(n);
     rebuild_ports();
+    rebuild_fill_ctxs();
     return {};
   });
   if (!st) return st.error();
@@ -689,6 +776,7 @@ Status QueueWorker::remove_nic(const std::string& name) {
     destroy_socket(n.backend);
     nics_.erase(it);
     rebuild_ports();
+    rebuild_fill_ctxs();
     return {};
   });
 }
@@ -743,7 +831,7 @@ void QueueWorker::drain_inbox() {
 }
 
 PoolState QueueWorker::pool() const {
-  return PoolState{opts_.frames, pool_free_.load(), pool_fill_.load(), pool_flight_.load()};
+  return PoolState{opts_.frames, pool_free_.load(), pool_fill_.load(), pool_flight_.load(), pool_above_.load()};
 }
 
 }  // namespace xvmq::switchd

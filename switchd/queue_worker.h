@@ -11,6 +11,7 @@
 // the per-frame path takes no lock.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -36,14 +37,59 @@ namespace xvmq::switchd {
 // keeps XDP_PACKET_HEADROOM (256) and the workers 64 bytes to push a tag.
 constexpr uint32_t max_frame(uint32_t frame_size) { return frame_size - 256 - 64; }
 
+// Receive buffers of one queue (docs/architecture.md, "Receive buffers").
+// Every fill ring has a floor it is always refilled to: the uplink's queue
+// its reserve, each socket on a VM NIC's backend nic_floor. Above its floor
+// a backend socket that received since the worker's last pass may be
+// refilled up to burst_cap while all that the backend sockets hold above
+// their floors stays within burst_budget, shared equally among the active
+// ones (one alone may have it all up to its cap). A live socket's fill buffers
+// cannot be taken back, so what an idle socket still holds above its floor
+// keeps counting against the budget until the kernel receives into it: the
+// budget bounds what can be stuck, and the floors are never at risk.
 struct WorkerOptions {
-  uint32_t frames = 4096;        // UMEM frames of this queue
+  uint32_t frames = 0;           // UMEM frames of this queue; 0: min_frames() of the rule
   uint32_t frame_size = 4096;
-  uint32_t ring_size = 1024;     // rx/tx/fill/completion ring entries
+  uint32_t ring_size = 1024;     // the uplink's sockets: rx/tx ring entries; every fill/completion ring
+  uint32_t nic_ring_size = 512;  // rx/tx ring entries of the sockets on VM NICs' backends
   uint32_t nic_inflight = 256;   // frames in flight to one NIC before drops
-  bool busy_poll = false;        // spin instead of sleeping in poll()
+  uint32_t uplink_reserve = 1024;  // the uplink's fill ring: its floor
+  uint32_t headroom = 512;         // frames for transmit and copies, never posted to a fill ring
+  uint32_t burst_budget = 2048;    // all backend sockets of the queue above their floors, at most
+  uint32_t burst_cap = 512;        // one backend socket's fill ring, at most
+  uint32_t nic_floor = 12;         // each backend socket's fill ring, at least
+  uint32_t max_sockets = 1024;     // backend sockets on the queue, at most (the NIC capacity x sockets per NIC)
+  bool busy_poll = false;        // spin instead of sleeping in epoll_wait()
   int rt_priority = 0;           // SCHED_FIFO priority of the worker thread, 0: the normal scheduler
 };
+
+// The rule's parts from the ring sizes: the uplink's reserve is its ring,
+// the burst budget two rings, the headroom half a ring; a backend socket's
+// cap is its rx ring (what it can hold before the worker drains it).
+inline void derive_buffer_rule(WorkerOptions& o) {
+  o.uplink_reserve = o.ring_size;
+  o.headroom = o.ring_size / 2;
+  o.burst_budget = 2 * o.ring_size;
+  o.burst_cap = std::max(o.nic_floor, o.nic_ring_size);
+}
+
+// frames = uplink reserve + headroom + burst budget + sockets x floor.
+//
+// The kernel gives every (netdev, queue) bound to a UMEM a buffer pool
+// whose heads array has an entry per UMEM frame (struct xdp_buff_xsk, 128
+// bytes on 6.18 x86-64), allocated by kvcalloc: page-order rounded when it
+// comes from kmalloc. So each backend socket costs frames x 128 bytes of
+// kernel memory, rounded up to a power of two: the defaults keep a queue's
+// UMEM under 16384 frames (2 MiB per socket).
+constexpr uint64_t kKernelPoolBytesPerFrame = 128;
+inline uint64_t kernel_pool_bytes(uint32_t frames) {
+  uint64_t b = uint64_t{frames} * kKernelPoolBytesPerFrame, p = 4096;
+  while (p < b) p <<= 1;
+  return p;
+}
+inline uint64_t min_frames(const WorkerOptions& o) {
+  return uint64_t{o.uplink_reserve} + o.headroom + o.burst_budget + uint64_t{o.max_sockets} * o.nic_floor;
+}
 
 // Why the software path did not deliver a frame (per NIC or per queue).
 enum class Drop : uint32_t {
@@ -112,6 +158,7 @@ struct NicSockets {
 // Frames of the buffer pool, by where they are (for leak checks).
 struct PoolState {
   uint32_t total = 0, free = 0, in_fill = 0, in_flight = 0;
+  uint32_t above_floor = 0;  // held in backend sockets' fill rings above their floors (counts against the burst budget)
 };
 
 class QueueWorker {
@@ -131,6 +178,7 @@ class QueueWorker {
   Result<NicSockets> start_dedicated(const WorkerNic& nic, QueueWorker* handoff);
 
   uint32_t queue() const { return queue_; }
+  const WorkerOptions& options() const { return opts_; }
   int cpu() const { return cpu_; }
 
   // Sockets of a NIC on this queue: on its backend (returns that fd for
@@ -171,9 +219,12 @@ class QueueWorker {
   void kick_tx();
   void reap_completions(Ctx& c);
   void refill(Ctx& c, uint32_t target);
+  // Every fill ring to its floor, and active backend sockets above it within the burst budget.
+  void refill_all();
+  void rebuild_fill_ctxs();
   void release(uint64_t addr);
   uint64_t alloc_frame();
-  Result<Sock*> create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx);
+  Result<Sock*> create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx, uint32_t ring);
   Status open_backend_socket(Nic& n);  // on the NIC's backend, this queue
   Status open_vmq_socket(Nic& n);      // on the uplink, this queue
   Status create_umem();
@@ -200,16 +251,21 @@ class QueueWorker {
   std::vector<std::unique_ptr<Sock>> socks_;
   std::unordered_map<std::string, std::unique_ptr<Nic>> nics_;
   std::vector<SwitchPort> ports_;  // the connected NICs, for decide()
+  PortIndex port_macs_;            // ports_ by MAC, for decide()
   std::vector<Nic*> port_nics_;    // the same order
   std::unordered_map<const Nic*, int> port_index_;
   std::vector<Sock*> to_kick_;
+  std::vector<Ctx*> fill_ctxs_;  // the backend sockets' fill rings (NICs' and their extras')
+  size_t fill_start_ = 0;        // who is first to the burst budget: turns round
+  uint32_t above_floor_ = 0;
 
   QueueCounters counters_;
-  std::atomic<uint32_t> pool_free_{0}, pool_fill_{0}, pool_flight_{0};
+  std::atomic<uint32_t> pool_free_{0}, pool_fill_{0}, pool_flight_{0}, pool_above_{0};
 
   std::thread thread_;
   std::atomic<bool> stop_{false};
   int wake_fd_ = -1;
+  int epoll_fd_ = -1;  // wake_fd_ and every socket, for the idle worker
   std::mutex cmd_mu_;
   std::vector<std::pair<std::function<Status()>, std::promise<Status>>> cmds_;
 

@@ -83,7 +83,10 @@ std::optional<VmqPolicy> policy_arg(const json& args, VmqPolicy fits, const std:
 }
 
 ErrorKind kind_of(const Error& e) {
-  return e.code == ENODEV || e.code == ENOENT ? ErrorKind::NotFound : e.code == EINVAL ? ErrorKind::Usage : ErrorKind::Kernel;
+  return e.code == ENODEV || e.code == ENOENT                                   ? ErrorKind::NotFound
+         : e.code == EINVAL                                                   ? ErrorKind::Usage
+         : e.code == ENOSPC || e.code == EMFILE || e.code == ENFILE ? ErrorKind::Exhausted
+                                                                              : ErrorKind::Kernel;
 }
 
 // The host port's netdevs: the host's end, by default named after the
@@ -387,7 +390,20 @@ json Switch::port_json(const Port& p) const {
                 {"vmq_policy", to_string(n.config.vmq)},
                 {"vmq", n.vmq ? json(*n.vmq) : json(nullptr)},
                 {"path", n.state != NicState::Connected ? "none" : fast ? "vmq" : "default"},
-                {"steering", steering}};
+                {"steering", steering},
+                {"buffers", nullptr}};
+    if (n.state == NicState::Connected && dp_) {
+      // Reserved for it in every general queue's UMEM: a floor per socket
+      // on its backend (a hardware-steered vmq has its own UMEM besides).
+      const WorkerOptions& w = dp_->worker_options();
+      const uint64_t sockets = uint64_t{dp_->nic_sockets_per_queue()} * dp_->queues().size();
+      const uint64_t frames = sockets * w.nic_floor;
+      j["nic"]["buffers"] = {{"sockets", sockets},
+                             {"reserved_frames", frames},
+                             {"reserved_bytes", frames * w.frame_size},
+                             {"kernel_pool_bytes", sockets * kernel_pool_bytes(w.frames)},
+                             {"own_umem_bytes", ss && ss->hardware ? uint64_t{dp_->vmq_umem_frames()} * w.frame_size : 0}};
+    }
     if (fast && ss && ss->hardware) {
       j["nic"]["affinity"] = {{"cpus", json::array({ss->cpu})},
                               {"by", "dedicated queue " + std::to_string(ss->queue) + " (hardware steering)"}};
@@ -421,7 +437,21 @@ json Switch::show() const {
   json uplink = nullptr;
   if (dp_) {
     json queues = json::array();
-    for (const auto& q : dp_->queues()) queues.push_back({{"queue", q.queue}, {"cpu", q.cpu}, {"cpu_from", q.cpu_source}});
+    const WorkerOptions& w = dp_->worker_options();
+    const uint64_t umem_bytes = uint64_t{w.frames} * w.frame_size;
+    for (const auto& q : dp_->queues())
+      queues.push_back({{"queue", q.queue}, {"cpu", q.cpu}, {"cpu_from", q.cpu_source},
+                        {"buffers", {{"umem_bytes", umem_bytes},
+                                     {"frames", w.frames},
+                                     {"uplink_reserve", w.uplink_reserve},
+                                     {"headroom", w.headroom},
+                                     {"burst_budget", w.burst_budget},
+                                     {"burst_cap", w.burst_cap},
+                                     {"nic_floor", w.nic_floor},
+                                     {"sockets_per_nic", dp_->nic_sockets_per_queue()},
+                                     {"nic_capacity", dp_->max_nics()},
+                                     {"kernel_pool_bytes_per_socket", kernel_pool_bytes(w.frames)},
+                                     {"nics", dp_->connected()}}}});
     json general = json::array(), dedicated = json::array();
     for (const auto& q : dp_->queues()) general.push_back(q.queue);
     for (const auto& q : dp_->reserved()) dedicated.push_back(q.queue);
@@ -430,7 +460,9 @@ json Switch::show() const {
               {"general_queues", general}, {"dedicated_queues", dedicated},
               {"frame_size", opts_.datapath.worker.frame_size},
               {"max_frame", max_frame(opts_.datapath.worker.frame_size)},
-              {"umem_frames_per_queue", opts_.datapath.worker.frames}};
+              {"umem_frames_per_queue", w.frames},
+              {"max_nics", dp_->max_nics()},
+              {"pinned_bytes", umem_bytes * dp_->queues().size()}};
   }
   json ports = json::array();
   for (const auto& [_, p] : model_.ports()) ports.push_back(port_json(p));
@@ -471,7 +503,7 @@ json Switch::stats() const {
     out["dedicated"].push_back({{"queue", d.queue.queue}, {"cpu", d.queue.cpu}, {"nic", d.nic}, {"rx_vmq", d.rx_vmq},
                                 {"tx", d.tx},
                                 {"buffers", {{"total", d.pool.total}, {"free", d.pool.free}, {"in_fill", d.pool.in_fill},
-                                             {"in_flight", d.pool.in_flight}}}});
+                                             {"in_flight", d.pool.in_flight}, {"above_floor", d.pool.above_floor}}}});
   size_t i = 0;
   for (const auto& [q, pool] : dp_->pools()) {
     const QueueCounters& c = dp_->queue_counters(i++);
@@ -485,7 +517,8 @@ json Switch::stats() const {
                              {"rx_default", c.rx_default.load()}, {"rx_stack", c.rx_stack.load()}, {"rx_vmq", c.rx_vmq.load()}, {"rx_vm", c.rx_vm.load()},
                              {"tx", c.tx.load()}, {"drops", drops}, {"xsk", xsk_json(xsk)},
                              {"buffers", {{"total", pool.total}, {"free", pool.free}, {"in_fill", pool.in_fill},
-                                          {"in_flight", pool.in_flight}}}});
+                                          {"in_flight", pool.in_flight}, {"above_floor", pool.above_floor},
+                                          {"burst_budget", dp_->worker_options().burst_budget}}}});
   }
   return out;
 }

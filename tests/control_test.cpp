@@ -975,6 +975,37 @@ TEST_F(SwitchctlTest, JsonPrintsTheResultAsSent) {
   EXPECT_EQ(json::parse(r.out, nullptr, false), json({{"op", "port.create"}, {"args", {{"name", "vm1"}}}})) << r.out;
 }
 
+// Receive buffers: a table per queue (UMEM and its rule) and the buffers
+// reserved for each connected NIC.
+TEST_F(SwitchctlTest, ShowPrintsTheBuffersPerQueueAndPerNic) {
+  reply_["show"] = json::parse(R"({
+    "uplink": {"name": "eth0", "pinned_bytes": 130023424,
+               "queues": [{"queue": 0, "cpu": 1, "buffers": {"umem_bytes": 65011712, "frames": 15872, "uplink_reserve": 1024,
+                                                             "headroom": 512, "burst_budget": 2048, "nic_floor": 12,
+                                                             "nics": 1, "nic_capacity": 1024}}]},
+    "ports": [
+      {"name": "vm1", "state": "created", "nic": {"state": "connected", "mac": "02:00:00:00:00:01", "vlan": 0,
+                                                  "backend": "vm1-host", "vmq": null, "path": "default",
+                                                  "steering": {"mode": "software"},
+                                                  "buffers": {"sockets": 2, "reserved_frames": 24, "reserved_bytes": 98304}}},
+      {"name": "vm2", "state": "created", "nic": {"state": "created", "mac": "02:00:00:00:00:02", "vlan": 0,
+                                                  "backend": "vm2-host", "vmq": null, "path": "none",
+                                                  "steering": {"mode": "software"}, "buffers": null}}
+    ],
+    "vmqs": {"max": 8}})");
+  start();
+  Exit r = ctl({"show"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "uplink eth0: pinned_bytes 130023424\n"
+            "QUEUE  CPU  UMEM      FRAMES  RESERVE  HEADROOM  BURST  FLOOR  NICS\n"
+            "    0    1  62.0 MiB   15872     1024       512   2048     12  1/1024\n"
+            "PORT  STATE    NIC-STATE  MAC                VLAN  BACKEND   VMQ  PATH     STEERING  CPUS  BUFFERS\n"
+            "vm1   created  connected  02:00:00:00:00:01     0  vm1-host    -  default  software     -  96 KiB\n"
+            "vm2   created  created    02:00:00:00:00:02     0  vm2-host    -  none     software     -  -\n"
+            "vmqs: max 8\n");
+}
+
 TEST_F(SwitchctlTest, ShowStatsAndEventsPrintTables) {
   reply_["show"] = json::parse(R"({
     "uplink": {"name": "eth0", "mode": "native", "queues": 4},

@@ -190,5 +190,37 @@ TEST(Fdb, WorkersLearnConcurrently) {
   EXPECT_EQ(fdb.size() + fdb.refused(), 4u * 20000u);
 }
 
+// The index of ports by MAC gives the decision of the scan over all ports,
+// for random ports (shared MACs, statics, VLANs) and random frames.
+TEST(Forwarding, IndexedLookupDecidesAsTheScan) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 50; round++) {
+    std::vector<SwitchPort> ps;
+    const int n = 1 + static_cast<int>(rng() % 40);
+    for (int i = 0; i < n; i++) {
+      SwitchPort p{mac(static_cast<uint8_t>(rng() % 24)), rng() % 2 ? PortVlans::access_vlan(static_cast<uint16_t>(rng() % 3))
+                                                                   : PortVlans::trunk({1, 2}, std::nullopt), false};
+      if (rng() % 4 == 0) p.statics.push_back({mac(static_cast<uint8_t>(rng() % 24)), static_cast<uint16_t>(rng() % 3)});
+      ps.push_back(p);
+    }
+    const PortIndex idx = index_ports(ps);
+    for (int k = 0; k < 200; k++) {
+      const Mac dst = rng() % 10 == 0 ? kBcast : mac(static_cast<uint8_t>(rng() % 26));
+      const int ingress = static_cast<int>(rng() % (n + 1)) - 1;
+      const Mac src = ingress == kUplink ? kOutside : ps[static_cast<size_t>(ingress)].mac;
+      const uint16_t vid = static_cast<uint16_t>(rng() % 3);
+      Bytes f = vid ? frame(dst, src, {{0x8100, vid}}) : frame(dst, src);
+      Decision a = decide(f.data(), static_cast<uint32_t>(f.size()), ingress, ps);
+      Decision b = decide(f.data(), static_cast<uint32_t>(f.size()), ingress, ps, idx);
+      ASSERT_EQ(a.drop, b.drop) << "round " << round << " frame " << k;
+      ASSERT_EQ(a.out.size(), b.out.size()) << "round " << round << " frame " << k;
+      for (size_t o = 0; o < a.out.size(); o++) {
+        ASSERT_EQ(a.out[o].port, b.out[o].port);
+        ASSERT_EQ(a.out[o].tagged, b.out[o].tagged);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace xvmq::switchd

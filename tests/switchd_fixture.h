@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <future>
 #include <initializer_list>
@@ -32,8 +33,14 @@ std::string slurp(const std::string& path);
 std::string lower(std::string s);
 int cpu_count();
 
-// VM N's MAC (N < 10).
-inline std::string vm_mac(int vm) { return "02:00:00:00:00:0" + std::to_string(vm); }
+// VM N's MAC: 02:00:00:00:HH:LL with N = 0xHHLL (VM 3 is 02:00:00:00:00:03).
+// The outside host (02:00:00:00:00:fe) and the unknown MAC of the tests
+// (02:00:00:00:00:99) stay clear of it while N < 0x99.
+inline std::string vm_mac(int vm) {
+  char b[18];
+  std::snprintf(b, sizeof(b), "02:00:00:00:%02x:%02x", (vm >> 8) & 0xff, vm & 0xff);
+  return b;
+}
 
 // The last JSON line a tool printed (its stderr is mixed in by sh()).
 json last_json(const std::string& out);

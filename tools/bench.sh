@@ -6,6 +6,9 @@
 #                                    xvmq-bench (--repeat, --rounds, --cpu, --json; see --help)
 #   ./tools/bench.sh switch [ARGS]   xvmq against the Linux bridge with real traffic; ARGS go to
 #                                    tools/bench/switch_bench.py (--rounds, --quick, --json; see --help)
+#   ./tools/bench.sh scale [ARGS]    switchd with 1,000 VM NICs: time per NIC to connect and remove,
+#                                    memory, reachability; ARGS go to tools/bench/scale_bench.py
+#                                    (--nics, --json; see --help)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 xvmq_require_root
@@ -17,6 +20,12 @@ if [[ ${1:-} == switch ]]; then
   mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
   echo "==> running the benchmark against the Linux bridge"
   exec /usr/bin/python3 "$XVMQ_ROOT/tools/bench/switch_bench.py" --build "$XVMQ_BUILD" "$@"
+fi
+if [[ ${1:-} == scale ]]; then
+  shift
+  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+  echo "==> running the scale benchmark"
+  exec /usr/bin/python3 "$XVMQ_ROOT/tools/bench/scale_bench.py" --build "$XVMQ_BUILD" "$@"
 fi
 echo "==> running the classifier benchmark"
 "$XVMQ_BUILD/tools/bench/xvmq-bench" "$@"

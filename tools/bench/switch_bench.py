@@ -183,6 +183,7 @@ class Bench:
             argv += ["--queue-cpus", self.a.queue_cpus]
         if self.a.rt_priority:
             argv += ["--rt-priority", str(self.a.rt_priority)]
+        argv += self.a.switchd_args
         self.switchd = self.start(self.cmd_in(self.ns("xv", "sw"), argv), out=self.switchd_log, env=env)
         for _ in range(500):
             if os.path.exists(self.sock):
@@ -544,6 +545,8 @@ def parse_args():
     p.add_argument("--cpu", type=int, default=None, help="the generator's CPU (default: the last)")
     p.add_argument("--queue-cpus", default=None,
                    help="switchd --queue-cpus (default 0:0,1:1 with 2 or more CPUs)")
+    p.add_argument("--switchd-arg", dest="switchd_args", action="append", default=[],
+                   help="one more switchd option (repeat: --switchd-arg=--nic-ring-size --switchd-arg=1024)")
     p.add_argument("--rt-priority", type=int, default=10,
                    help="switchd --rt-priority: its workers at SCHED_FIFO, as the bridge forwards in softirq "
                         "ahead of every task (default 10; 0: the normal scheduler)")

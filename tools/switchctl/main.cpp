@@ -113,8 +113,9 @@ bool pause_for(double seconds) {
 constexpr const char* kExitCodes =
     "Exit codes: 0 done; 1 switchd unreachable (not running, wrong --socket, or no answer within --timeout);\n"
     "2 usage (bad option, name, MAC, VLAN or CPU); 3 not found; 4 wrong state (the message names the steps\n"
-    "allowed); 5 exists; 6 exhausted: no vmq left, no port left, or switchd full (too many connections, try\n"
-    "again); 7 the kernel refused; 8 unsupported protocol version; 9 permission denied.\n"
+    "allowed); 5 exists; 6 exhausted: no vmq or port left, --max-nics reached, switchd out of file descriptors,\n"
+    "or switchd full (too many connections, try again); 7 the kernel refused; 8 unsupported protocol version;\n"
+    "9 permission denied.\n"
     "Errors are one line on stderr. --json (before or after the verb) prints results as JSON (docs/protocol.md).";
 
 // One request, and how to say that it was done.

@@ -49,6 +49,18 @@ void print_table(const std::vector<std::string>& titles, const std::vector<std::
 }
 
 // "key value, key value" of the scalar fields of an object, nested ones dotted.
+// Bytes as MiB ("62.0 MiB") or, under a MiB, KiB ("96 KiB"); "-" when absent.
+std::string mib(const json& v) {
+  if (!v.is_number()) return "-";
+  char buf[32];
+  const double b = v.get<double>();
+  if (b < 1048576.0)
+    std::snprintf(buf, sizeof(buf), "%.0f KiB", b / 1024.0);
+  else
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", b / 1048576.0);
+  return buf;
+}
+
 void scalars(const json& j, const std::string& prefix, std::vector<std::string>& out) {
   for (auto& [key, v] : j.items()) {
     if (v.is_object()) scalars(v, prefix + key + ".", out);
@@ -105,6 +117,17 @@ void print_show(const json& result) {
       for (const json& a : field(moved, what)) items.push_back(text(a));
       if (moved.is_object()) std::printf("host port: %s moved from the uplink: %s\n", what, items.empty() ? "none" : joined(items).c_str());
     }
+    // Receive buffers per queue: the UMEM (pinned by the kernel) and its rule.
+    std::vector<std::vector<std::string>> rows;
+    for (const json& q : field(uplink, "queues")) {
+      const json& b = field(q, "buffers");
+      if (!b.is_object()) continue;
+      rows.push_back({text(field(q, "queue")), text(field(q, "cpu")), mib(field(b, "umem_bytes")), text(field(b, "frames")),
+                      text(field(b, "uplink_reserve")), text(field(b, "headroom")), text(field(b, "burst_budget")),
+                      text(field(b, "nic_floor")), text(field(b, "nics")) + "/" + text(field(b, "nic_capacity"))});
+    }
+    if (!rows.empty())
+      print_table({"QUEUE", "CPU", "UMEM", "FRAMES", "RESERVE", "HEADROOM", "BURST", "FLOOR", "NICS"}, rows);
   } else {
     std::printf("uplink: none\n");
   }
@@ -114,7 +137,8 @@ void print_show(const json& result) {
     std::printf("ports: none\n");
   } else {
     std::vector<std::vector<std::string>> rows;
-    std::vector<std::string> notes;
+    std::vector<std::string> notes, buffers;
+    bool any_buffers = false;
     for (const json& p : ports) {
       const json& nic = field(p, "nic");
       const json& steering = field(nic, "steering");
@@ -125,11 +149,20 @@ void print_show(const json& result) {
       rows.push_back({text(field(p, "name")), text(field(p, "state")), text(field(nic, "state")),
                       text(field(nic, "mac")), text(field(nic, "vlan")), text(field(nic, "backend")),
                       text(field(nic, "vmq")), text(field(nic, "path")), steer, cpus.empty() ? "-" : cpus});
+      const json& reserved = field(field(nic, "buffers"), "reserved_bytes");
+      buffers.push_back(reserved.is_number() ? mib(reserved) : "-");
+      any_buffers |= reserved.is_number();
       if (field(steering, "reason").is_string() && !field(steering, "reason").get<std::string>().empty())
         notes.push_back(text(field(p, "name")) + ": software steering (hardware requested; " +
                         field(steering, "reason").get<std::string>() + ")");
     }
-    print_table({"PORT", "STATE", "NIC-STATE", "MAC", "VLAN", "BACKEND", "VMQ", "PATH", "STEERING", "CPUS"}, rows);
+    std::vector<std::string> titles{"PORT", "STATE", "NIC-STATE", "MAC", "VLAN", "BACKEND", "VMQ", "PATH", "STEERING", "CPUS"};
+    // The buffers reserved for each NIC (a switchd that reports them).
+    if (any_buffers) {
+      titles.push_back("BUFFERS");
+      for (size_t i = 0; i < rows.size(); i++) rows[i].push_back(buffers[i]);
+    }
+    print_table(titles, rows);
     for (const auto& n : notes) std::printf("%s\n", n.c_str());
   }
 
@@ -221,7 +254,8 @@ void print_stats(const json& result) {
     json drops = sum_values(field(q, "drops"));
     rows.push_back({text(field(q, "queue")), text(field(q, "cpu")), "general", "-", cell(field(q, "rx_default")),
                     cell(field(q, "rx_vmq")), cell(field(q, "rx_vm")), cell(field(q, "tx")), cell(drops),
-                    text(field(b, "free")), text(field(b, "in_fill")), text(field(b, "in_flight")), text(field(b, "total"))});
+                    text(field(b, "free")), text(field(b, "in_fill")), text(field(b, "above_floor")),
+                    text(field(b, "in_flight")), text(field(b, "total"))});
     cpu_add(text(field(q, "cpu")),
             add(add(field(q, "rx_default"), field(q, "rx_vmq")), field(q, "rx_vm")), field(q, "tx"), drops);
   }
@@ -229,11 +263,12 @@ void print_stats(const json& result) {
     const json& b = field(d, "buffers");
     rows.push_back({text(field(d, "queue")), text(field(d, "cpu")), "dedicated", text(field(d, "nic")), "0",
                     cell(field(d, "rx_vmq")), "0", cell(field(d, "tx")), "0", text(field(b, "free")),
-                    text(field(b, "in_fill")), text(field(b, "in_flight")), text(field(b, "total"))});
+                    text(field(b, "in_fill")), text(field(b, "above_floor")), text(field(b, "in_flight")),
+                    text(field(b, "total"))});
     cpu_add(text(field(d, "cpu")), field(d, "rx_vmq"), field(d, "tx"), json(0));
   }
   print_table({"QUEUE", "CPU", "KIND", "NIC", "RX-DEFAULT", "RX-VMQ", "RX-VM", "TX", "DROPS", "BUF-FREE", "BUF-FILL",
-               "BUF-FLIGHT", "BUF-TOTAL"},
+               "BUF-ABOVE-FLOOR", "BUF-FLIGHT", "BUF-TOTAL"},
               rows);
 
   section("CPUS (workers' queues summed)");
@@ -280,7 +315,7 @@ void print_stats(const json& result) {
 json rates(const json& before, const json& after, double seconds, const std::string& key) {
   // Gauges and identifiers keep their value; counters become per second.
   static const std::vector<std::string> kept{"queue", "cpu", "nic", "total", "free", "in_fill", "in_flight", "size",
-                                             "capacity"};
+                                             "capacity", "above_floor", "burst_budget"};
   if (after.is_object()) {
     json out = json::object();
     for (auto& [k, v] : after.items()) out[k] = rates(field(before, k.c_str()), v, seconds, k);
