@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "loader/classifier.h"
+#include "switchd/datapath_api.h"
 #include "switchd/fdb.h"
 #include "switchd/forwarding.h"
 #include "switchd/queue_worker.h"
@@ -90,7 +91,7 @@ struct NicTotals {
   uint64_t xsk_backend[kXskStats] = {}, xsk_vmq[kXskStats] = {};
 };
 
-class Datapath {
+class Datapath : public DatapathApi {
  public:
   static Result<std::unique_ptr<Datapath>> open(const std::string& uplink, const DatapathOptions& opts);
   ~Datapath();

@@ -3,6 +3,7 @@
 // datapath acts; the state file is written after every change.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -17,10 +18,18 @@
 
 namespace xvmq::switchd {
 
+// Opens the datapath of an uplink (uplink.attach, and a restored uplink at start).
+using DatapathFactory =
+    std::function<Result<std::unique_ptr<DatapathApi>>(const std::string& uplink, const DatapathOptions& opts)>;
+
+// The real one: Datapath::open, on the kernel.
+Result<std::unique_ptr<DatapathApi>> open_kernel_datapath(const std::string& uplink, const DatapathOptions& opts);
+
 struct SwitchOptions {
   std::string state_dir = "/var/lib/xvmq";
   uint32_t max_vmqs = 2;
   DatapathOptions datapath;
+  DatapathFactory open_datapath = open_kernel_datapath;  // tests and fuzzers give an in-memory one
 };
 
 class Switch {
@@ -76,7 +85,7 @@ class Switch {
   std::string uplink_;  // the uplink's name, empty when none
   AttachMode uplink_mode_ = AttachMode::Auto;
   std::string uplink_host_;  // "stack", "port" or "" (the uplink had no host addresses)
-  std::unique_ptr<Datapath> dp_;
+  std::unique_ptr<DatapathApi> dp_;
 
   // Hyper-V's "management OS shares this adapter": an internal port whose
   // netdev on the host carries the host's addresses (host=port).
