@@ -84,4 +84,11 @@ struct Decision {
 // the VLAN, the uplink included when a VM sent it.
 Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports);
 
+// A decided frame's shapes, in place in its buffer (`buf` + `addr`, `len`
+// bytes): the Decision's `tags` tags removed (untagged), or exactly one tag
+// of `vlan` (tagged; the priority bits of a tag it had are kept). addr and
+// len follow the frame; tagging an untagged frame needs 4 bytes before it.
+void shape_untagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags);
+void shape_tagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags, uint16_t vlan);
+
 }  // namespace xvmq::switchd
