@@ -25,6 +25,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -128,6 +129,7 @@ std::unique_ptr<Switch> start_switch() {
   SwitchOptions o;
   o.state_dir = g_state_dir;
   o.open_datapath = test::FakeDatapath::factory();
+  o.datapath.fdb_size = 64;  // nothing is learned here; fdb.show walks every slot
   auto sw = Switch::start(o);
   if (!sw) die("start the switch: " + sw.error().message);
   return std::move(sw.value());
