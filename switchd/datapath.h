@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "loader/classifier.h"
+#include "switchd/datapath_api.h"
 #include "switchd/fdb.h"
 #include "switchd/forwarding.h"
 #include "switchd/queue_worker.h"
@@ -104,7 +105,7 @@ struct NicTotals {
   uint64_t xsk_backend[kXskStats] = {}, xsk_vmq[kXskStats] = {};
 };
 
-class Datapath {
+class Datapath : public DatapathApi {
  public:
   static Result<std::unique_ptr<Datapath>> open(const std::string& uplink, const DatapathOptions& opts);
   ~Datapath();
@@ -120,7 +121,7 @@ class Datapath {
   // What every general queue's worker was given (its buffer rule resolved).
   const WorkerOptions& worker_options() const { return worker_opts_; }
   uint32_t max_nics() const { return opts_.max_nics; }
-  size_t connected() const { return connected_.size(); }
+  size_t connected_count() const { return connected_.size(); }
   // Backend sockets of one NIC on each general queue.
   uint32_t nic_sockets_per_queue() const {
     return sockets_per_nic(static_cast<uint32_t>(queues_.size()), static_cast<uint32_t>(reserved_.size()));

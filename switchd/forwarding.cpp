@@ -2,6 +2,8 @@
 
 #include <linux/if_ether.h>
 
+#include <cstring>
+
 namespace xvmq::switchd {
 
 bool PortVlans::carries(uint16_t vlan) const {
@@ -154,6 +156,28 @@ static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::v
   }
   add(kUplink);
   return d;
+}
+
+void shape_untagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags) {
+  if (!tags) return;
+  std::memmove(buf + addr + 4 * tags, buf + addr, 12);
+  addr += 4 * tags;
+  len -= 4 * tags;
+}
+
+void shape_tagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags, uint16_t vlan) {
+  uint16_t pcp = tags ? static_cast<uint16_t>(buf[addr + 14] & 0xe0) << 8 : 0;
+  if (tags > 1) shape_untagged(buf, addr, len, tags - 1);
+  if (!tags) {
+    std::memmove(buf + addr - 4, buf + addr, 12);
+    addr -= 4;
+    len += 4;
+  }
+  uint16_t tci = static_cast<uint16_t>(pcp | vlan);
+  buf[addr + 12] = 0x81;
+  buf[addr + 13] = 0x00;
+  buf[addr + 14] = static_cast<uint8_t>(tci >> 8);
+  buf[addr + 15] = static_cast<uint8_t>(tci);
 }
 
 }  // namespace xvmq::switchd

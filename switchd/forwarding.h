@@ -100,4 +100,11 @@ PortIndex index_ports(const std::vector<SwitchPort>& ports);
 // The same decision, with the index of `ports`.
 Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports, const PortIndex& index);
 
+// A decided frame's shapes, in place in its buffer (`buf` + `addr`, `len`
+// bytes): the Decision's `tags` tags removed (untagged), or exactly one tag
+// of `vlan` (tagged; the priority bits of a tag it had are kept). addr and
+// len follow the frame; tagging an untagged frame needs 4 bytes before it.
+void shape_untagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags);
+void shape_tagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags, uint16_t vlan);
+
 }  // namespace xvmq::switchd

@@ -15,6 +15,7 @@
 
 #include "loader/log.h"
 #include "switchd/control.h"
+#include "switchd/control_handler.h"
 #include "switchd/metrics.h"
 #include "switchd/service.h"
 #include "switchd/switch.h"
@@ -23,19 +24,6 @@ using namespace xvmq;
 using namespace xvmq::switchd;
 
 namespace {
-
-control::ErrorKind to_control(ErrorKind k) {
-  switch (k) {
-    case ErrorKind::Usage: return control::ErrorKind::Usage;
-    case ErrorKind::NotFound: return control::ErrorKind::NotFound;
-    case ErrorKind::WrongState: return control::ErrorKind::WrongState;
-    case ErrorKind::Exists: return control::ErrorKind::Exists;
-    case ErrorKind::Exhausted: return control::ErrorKind::Exhausted;
-    case ErrorKind::Kernel: return control::ErrorKind::Kernel;
-    case ErrorKind::Permission: return control::ErrorKind::Permission;
-  }
-  return control::ErrorKind::Kernel;
-}
 
 // "0:1,1:0" -> {0: 1, 1: 0}
 bool parse_queue_cpus(const std::string& text, std::map<uint32_t, int>* out) {
@@ -246,13 +234,7 @@ int main(int argc, char** argv) {
   ctl.log = [](const std::string& line) { service::log(service::Level::Warn, "control: %s", line.c_str()); };
   auto server = control::ControlServer::start(ctl, [s](const std::string& op, const nlohmann::json& args) {
     service::log(service::Level::Debug, "control: %s %s", op.c_str(), args.dump().c_str());
-    try {
-      return s->handle(op, args);
-    } catch (const Refused& r) {
-      throw control::ControlError(to_control(r.error.kind), r.error.message);
-    } catch (const NotYet& w) {
-      throw control::Wait{std::chrono::milliseconds(w.wait_ms), w.result};
-    }
+    return handle_control(*s, op, args);
   });
   if (!server) {
     service::log(service::Level::Error, "%s", server.error().message.c_str());

@@ -399,31 +399,6 @@ Drop to_drop(SwitchDrop d) {
   return Drop::NoPort;
 }
 
-// The frame's shapes: `tags` tags removed (untagged), or exactly one tag of
-// `vlan` (tagged; the priority bits of a tag it had are kept). Frames have
-// kHeadroom bytes before them in their UMEM frame for the tag.
-static void shape_untagged(uint8_t* umem, uint64_t& addr, uint32_t& len, uint32_t tags) {
-  if (!tags) return;
-  std::memmove(umem + addr + 4 * tags, umem + addr, 12);
-  addr += 4 * tags;
-  len -= 4 * tags;
-}
-
-static void shape_tagged(uint8_t* umem, uint64_t& addr, uint32_t& len, uint32_t tags, uint16_t vlan) {
-  uint16_t pcp = tags ? static_cast<uint16_t>(umem[addr + 14] & 0xe0) << 8 : 0;
-  if (tags > 1) shape_untagged(umem, addr, len, tags - 1);
-  if (!tags) {
-    std::memmove(umem + addr - 4, umem + addr, 12);
-    addr -= 4;
-    len += 4;
-  }
-  uint16_t tci = static_cast<uint16_t>(pcp | vlan);
-  umem[addr + 12] = 0x81;
-  umem[addr + 13] = 0x00;
-  umem[addr + 14] = static_cast<uint8_t>(tci >> 8);
-  umem[addr + 15] = static_cast<uint8_t>(tci);
-}
-
 void QueueWorker::forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic) {
   if (vmq_nic) {  // the VMQ path: the classifier matched this NIC and shaped the frame
     bump(vmq_nic->cfg.counters->fast_frames);

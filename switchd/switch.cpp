@@ -102,6 +102,12 @@ json xsk_json(const uint64_t (&v)[kXskStats]) {
 
 }  // namespace
 
+Result<std::unique_ptr<DatapathApi>> open_kernel_datapath(const std::string& uplink, const DatapathOptions& opts) {
+  auto dp = Datapath::open(uplink, opts);
+  if (!dp) return dp.error();
+  return std::unique_ptr<DatapathApi>(std::move(dp.value()));
+}
+
 Switch::Switch(const SwitchOptions& opts)
     : opts_(opts), state_path_(opts.state_dir + "/state.json"), model_(opts.max_vmqs) {}
 
@@ -174,7 +180,7 @@ void Switch::restore() {
         service::log(service::Level::Warn, "restore host port: netdev %s is gone (its addresses with it)", hp.netdev.c_str());
       host_port_ = hp;
     }
-    auto dp = Datapath::open(uplink_, [&] {
+    auto dp = opts_.open_datapath(uplink_, [&] {
       DatapathOptions o = opts_.datapath;
       o.mode = uplink_mode_;
       o.host_stack = uplink_host_ == "stack";
@@ -451,7 +457,7 @@ json Switch::show() const {
                                      {"sockets_per_nic", dp_->nic_sockets_per_queue()},
                                      {"nic_capacity", dp_->max_nics()},
                                      {"kernel_pool_bytes_per_socket", kernel_pool_bytes(w.frames)},
-                                     {"nics", dp_->connected()}}}});
+                                     {"nics", dp_->connected_count()}}}});
     json general = json::array(), dedicated = json::array();
     for (const auto& q : dp_->queues()) general.push_back(q.queue);
     for (const auto& q : dp_->reserved()) dedicated.push_back(q.queue);
@@ -619,7 +625,7 @@ json Switch::handle_op(const std::string& op, const json& args) {
     DatapathOptions o = opts_.datapath;
     o.mode = *mode;
     o.host_stack = host == "stack";
-    auto dp = Datapath::open(name, o);
+    auto dp = opts_.open_datapath(name, o);
     if (!dp) throw Refused(kind_of(dp.error()), "uplink.attach " + name + ": " + dp.error().message);
     dp_ = std::move(dp.value());
     if (host == "port") {

@@ -34,10 +34,18 @@ inline constexpr size_t kMaxStaticFdb = 4096;
 // The longest `events` may wait (its `wait_ms`), in ms.
 inline constexpr uint32_t kMaxEventsWaitMs = 60000;
 
+// Opens the datapath of an uplink (uplink.attach, and a restored uplink at start).
+using DatapathFactory =
+    std::function<Result<std::unique_ptr<DatapathApi>>(const std::string& uplink, const DatapathOptions& opts)>;
+
+// The real one: Datapath::open, on the kernel.
+Result<std::unique_ptr<DatapathApi>> open_kernel_datapath(const std::string& uplink, const DatapathOptions& opts);
+
 struct SwitchOptions {
   std::string state_dir = "/var/lib/xvmq";
   uint32_t max_vmqs = 2;
   DatapathOptions datapath;
+  DatapathFactory open_datapath = open_kernel_datapath;  // tests and fuzzers give an in-memory one
 };
 
 class Switch {
@@ -97,7 +105,7 @@ class Switch {
   std::string uplink_;  // the uplink's name, empty when none
   AttachMode uplink_mode_ = AttachMode::Auto;
   std::string uplink_host_;  // "stack", "port" or "" (the uplink had no host addresses)
-  std::unique_ptr<Datapath> dp_;
+  std::unique_ptr<DatapathApi> dp_;
   std::function<void()> event_hook_;
 
   // Hyper-V's "management OS shares this adapter": an internal port whose

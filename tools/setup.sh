@@ -5,6 +5,8 @@ set -euo pipefail
 
 XVMQ_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 XVMQ_BUILD="${XVMQ_BUILD:-$XVMQ_ROOT/build}"
+# More cmake arguments for the build (tools/test.sh --sanitize sets them).
+[[ -v XVMQ_CMAKE_ARGS ]] || XVMQ_CMAKE_ARGS=()
 
 XVMQ_PACKAGES=(
   build-essential cmake pkg-config clang llvm
@@ -13,6 +15,7 @@ XVMQ_PACKAGES=(
   libmnl-dev libsystemd-dev libtomlplusplus-dev prometheus-cpp-dev
   iproute2 iputils-ping procps ethtool netsniff-ng iperf3 tcpdump python3-scapy jq
   systemd util-linux
+  libclang-rt-14-dev  # the sanitizers' and libFuzzer's runtimes for clang (tools/fuzz.sh)
 )
 
 xvmq_install_packages() {
@@ -32,7 +35,7 @@ xvmq_build() {
   echo "==> building in $XVMQ_BUILD"
   local launcher=()
   command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  cmake -S "$XVMQ_ROOT" -B "$XVMQ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" >/dev/null
+  cmake -S "$XVMQ_ROOT" -B "$XVMQ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" "${XVMQ_CMAKE_ARGS[@]}" >/dev/null
   cmake --build "$XVMQ_BUILD" -j"$(nproc)" 2>&1 | grep -E "^\[ *[0-9]+%\] (Built|Linking)|error|warning" || true
   # A failed build leaves no trace in the filtered output above: check it.
   cmake --build "$XVMQ_BUILD" -j"$(nproc)" >/dev/null
