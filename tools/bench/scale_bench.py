@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from benchrun import Failure, log, run
+
 EXT_IP = "10.79.255.254"
 EXT_MAC = "02:00:00:00:ff:fe"
 BATCH = 250  # VMs pinged at once
@@ -40,14 +42,6 @@ def vm_mac(i):
 
 def vm_ip(i):
     return "10.79.%d.%d" % (i // 256, i % 256)
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-class Failure(Exception):
-    pass
 
 
 def percentile(xs, p):
@@ -379,33 +373,7 @@ def parse_args():
 
 def main():
     a = parse_args()
-    for tool in ("ip", "ping", "nsenter"):
-        if not shutil.which(tool):
-            print("bench: %s not found" % tool, file=sys.stderr)
-            return 2
-    b = Bench(a)
-
-    def on_signal(sig, _):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    rc = 0
-    try:
-        rep = b.main()
-        print_table(rep)
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        rc = 130
-    except (Failure, subprocess.TimeoutExpired, OSError) as e:
-        print("bench: %s" % e, file=sys.stderr)
-        if os.path.exists(b.log_path):
-            print("---- switchd log (last lines)\n" + "".join(open(b.log_path).readlines()[-30:]), file=sys.stderr)
-        rc = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        b.teardown()
-    return rc
+    return run(("ip", "ping", "nsenter"), lambda: Bench(a), print_table, lambda b: b.log_path, 30)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from benchrun import Failure, log, run
+
 NET = "10.231.0."
 EXT_MAC = "02:00:00:00:00:fe"
 EXT_IP = NET + "254"
@@ -41,14 +43,6 @@ def vm_mac(i):
 
 def vm_ip(i):
     return NET + str(i)
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-class Failure(Exception):
-    pass
 
 
 class Bench:
@@ -580,35 +574,7 @@ def parse_args():
 
 def main():
     a = parse_args()
-    for tool in ("trafgen", "iperf3", "ping", "ethtool", "bridge", "nsenter"):
-        if not shutil.which(tool):
-            print("bench: %s not found" % tool, file=sys.stderr)
-            return 2
-    b = Bench(a)
-
-    def on_signal(sig, _):
-        raise KeyboardInterrupt
-    # Set both: a shell starts background jobs with SIGINT ignored.
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    rc = 0
-    try:
-        rep = b.main()
-        print_table(rep)
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        rc = 130
-    except (Failure, subprocess.TimeoutExpired) as e:
-        print("bench: %s" % e, file=sys.stderr)
-        if os.path.exists(b.switchd_log):
-            print("---- switchd log\n" + open(b.switchd_log).read(), file=sys.stderr)
-        rc = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        b.teardown()
-    return rc
-
+    return run(("trafgen", "iperf3", "ping", "ethtool", "bridge", "nsenter"), lambda: Bench(a), print_table, lambda b: b.switchd_log, None)
 
 
 if __name__ == "__main__":
