@@ -15,6 +15,8 @@ extern "C" {
 #include "bpf/xvmq_abi.h"
 }
 
+#include "common/mac.h"  // Mac, parse_mac, format_mac: the keys below are MACs
+
 namespace xvmq {
 
 static_assert(sizeof(xvmq_filter_slot) == 16);
@@ -23,13 +25,6 @@ static_assert(offsetof(xvmq_filter_slot, value) == 8);
 static_assert(sizeof(xvmq_counter) == 16);
 static_assert(offsetof(xvmq_counter, frames) == 0);
 static_assert(offsetof(xvmq_counter, bytes) == 8);
-
-using Mac = std::array<uint8_t, 6>;
-
-// "02:00:00:00:00:01" (also '-' separated); nullopt when malformed.
-std::optional<Mac> parse_mac(std::string_view text);
-std::string format_mac(const Mac& mac);
-inline bool is_multicast(const Mac& mac) { return mac[0] & 1; }
 
 // Reason names as users read them: "miss", "no_socket", ...
 std::string_view reason_name(uint32_t reason);

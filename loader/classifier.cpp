@@ -23,15 +23,6 @@
 
 namespace xvmq {
 
-Error make_error(int err, const std::string& context) {
-  if (err < 0) err = -err;
-  if (err == 0) err = EIO;
-  std::string msg = context + ": " + std::strerror(err);
-  std::string lib = log::captured();
-  if (!lib.empty()) msg += " (" + lib + ")";
-  return Error{err, msg};
-}
-
 std::string_view to_string(AttachMode mode) {
   switch (mode) {
     case AttachMode::Native: return "native";

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "loader/abi.h"
-#include "loader/result.h"
+#include "common/result.h"
 
 namespace xvmq {
 

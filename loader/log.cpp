@@ -9,6 +9,8 @@
 #include <deque>
 #include <mutex>
 
+#include "common/result.h"
+
 namespace xvmq::log {
 namespace {
 
@@ -50,6 +52,8 @@ void install(bool verbose) {
   std::call_once(once, [] {
     libbpf_set_print(libbpf_print);
     libxdp_set_print(libxdp_print);
+    // Only these hooks capture anything: make_error has nothing to add before.
+    set_error_detail(captured);
   });
   if (verbose) g_verbose = true;
 }

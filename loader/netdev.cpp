@@ -10,20 +10,10 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/fd.h"
+
 namespace xvmq {
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { if (fd_ >= 0) close(fd_); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 int ethtool(int sock, const std::string& ifname, void* cmd) {
   ifreq ifr{};

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "loader/result.h"
+#include "common/result.h"
 
 namespace xvmq {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "loader/result.h"
+#include "common/result.h"
 
 struct xsk_umem;
 struct xsk_socket;

@@ -13,8 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/result.h"
+#include "control/control.h"
 #include "loader/classifier.h"
-#include "loader/result.h"
 #include "switchd/model.h"
 
 namespace xvmq::switchd {
@@ -47,7 +48,7 @@ struct SwitchConfig {
 // request line of 1 MiB, escaped), how deep arrays and inline tables nest,
 // and how many parts a dotted key has (toml++ builds a table per part and
 // recurses per level, to build and to destroy). Ports: kMaxPorts.
-inline constexpr std::size_t kMaxConfigBytes = 512 << 10;
+inline constexpr std::size_t kMaxConfigBytes = control::kMaxConfigBytes;
 inline constexpr std::size_t kMaxConfigDepth = 16;
 inline constexpr std::size_t kMaxKeyParts = 16;
 // config.apply's `source` (a file's name, repeated in messages and logs).

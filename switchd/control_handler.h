@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "switchd/control.h"
+#include "control/control.h"
 #include "switchd/switch.h"
 
 namespace xvmq::switchd {

@@ -16,7 +16,7 @@
 
 #include "loader/abi.h"
 #include "loader/classifier.h"
-#include "loader/result.h"
+#include "common/result.h"
 
 namespace xvmq::switchd {
 

@@ -14,7 +14,7 @@
 #include <sstream>
 
 #include "loader/log.h"
-#include "switchd/control.h"
+#include "control/control.h"
 #include "switchd/control_handler.h"
 #include "switchd/metrics.h"
 #include "switchd/service.h"

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <prometheus/metric_family.h>
 
-#include "loader/result.h"
+#include "common/result.h"
 
 namespace prometheus {
 class Exposer;

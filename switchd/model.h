@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/names.h"
 #include "loader/abi.h"
 #include "switchd/forwarding.h"
 
@@ -85,7 +86,7 @@ struct Event {
 };
 
 // Names: 1..15 characters of [A-Za-z0-9_.-], not starting with '-' or '.'.
-bool valid_name(std::string_view name);
+using xvmq::valid_name;
 
 // Ports one switchd keeps at most (the host port among them): a bound on the
 // memory, the state file and the time of every `show` that requests can

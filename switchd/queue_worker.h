@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "loader/abi.h"
-#include "loader/result.h"
+#include "common/result.h"
 #include "switchd/forwarding.h"
 
 struct xsk_umem;

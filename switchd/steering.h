@@ -15,7 +15,7 @@
 
 #include "loader/abi.h"
 #include "loader/netdev.h"
-#include "loader/result.h"
+#include "common/result.h"
 
 namespace xvmq {
 

@@ -55,7 +55,7 @@ class Switch {
   static Result<std::unique_ptr<Switch>> start(const SwitchOptions& opts);
   ~Switch();
 
-  // The control handler (switchd/control.h): throws Refused on a refusal.
+  // The control handler (control/control.h): throws Refused on a refusal.
   nlohmann::json handle(const std::string& op, const nlohmann::json& args);
 
   // Detach the classifier from the uplink instead of leaving it to pass

@@ -1,4 +1,4 @@
-// The control socket's transport (switchd/control.h) with a fake handler, and
+// The control socket's transport (control/control.h) with a fake handler, and
 // switchctl's input checks, requests and exit codes, run as the built binary.
 #include <fcntl.h>
 #include <grp.h>
@@ -20,7 +20,7 @@
 #include <sstream>
 #include <thread>
 
-#include "switchd/control.h"
+#include "control/control.h"
 #include "tests/harness.h"
 
 extern char** environ;

@@ -33,6 +33,8 @@
 #include <string>
 #include <vector>
 
+#include "common/mac.h"
+
 namespace {
 
 constexpr uint32_t kMagic = 0x58564d51;  // "XVMQ"
@@ -77,13 +79,6 @@ uint32_t checksum(const Header& h, const uint8_t* filler) {
   std::exit(2);
 }
 
-bool parse_mac(const std::string& s, uint8_t out[6]) {
-  unsigned v[6];
-  if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6) return false;
-  for (int i = 0; i < 6; i++) out[i] = static_cast<uint8_t>(v[i]);
-  return true;
-}
-
 struct Args {
   std::map<std::string, std::string> kv;
   std::optional<std::string> get(const std::string& k) const {
@@ -121,9 +116,12 @@ int packet_socket(const std::string& dev, uint16_t proto, int* ifindex) {
 
 int do_send(const Args& a) {
   const std::string dev = a.need("dev");
-  uint8_t dst[6], src[6];
-  if (!parse_mac(a.need("dst"), dst)) die("--dst: not a MAC");
-  if (!parse_mac(a.get("src").value_or("02:00:00:00:00:fe"), src)) die("--src: not a MAC");
+  const std::optional<xvmq::Mac> dst_mac = xvmq::parse_mac(a.need("dst"));
+  if (!dst_mac) die("--dst: not a MAC");
+  const std::optional<xvmq::Mac> src_mac = xvmq::parse_mac(a.get("src").value_or("02:00:00:00:00:fe"));
+  if (!src_mac) die("--src: not a MAC");
+  const uint8_t* dst = dst_mac->data();
+  const uint8_t* src = src_mac->data();
   const uint64_t count = a.num("count", 0), vlan = a.num("vlan", 0), size = a.num("size", 64);
   const uint32_t stream = static_cast<uint32_t>(a.num("stream", 0));
   const std::string rate_s = a.get("rate").value_or("max");

@@ -44,6 +44,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/mac.h"
 #include "tests/switchd_fixture.h"
 
 namespace {
@@ -58,21 +59,12 @@ constexpr const char* kBroadcast = "ff:ff:ff:ff:ff:ff";
 constexpr const char* kMulticast = "01:00:5e:00:00:fb";
 constexpr int kUntagged = -1;
 
-using MacBytes = std::array<uint8_t, 6>;
+using MacBytes = xvmq::Mac;
 
-MacBytes mac_bytes(const std::string& s) {
-  MacBytes m{};
-  unsigned v[6];
-  if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) == 6)
-    for (int i = 0; i < 6; i++) m[i] = static_cast<uint8_t>(v[i]);
-  return m;
-}
+// The MACs here are the constants above and mac_of()'s: all well-formed.
+MacBytes mac_bytes(const std::string& s) { return xvmq::parse_mac(s).value_or(MacBytes{}); }
 
-std::string mac_str(const MacBytes& m) {
-  char b[18];
-  std::snprintf(b, sizeof(b), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
-  return b;
-}
+std::string mac_str(const MacBytes& m) { return xvmq::format_mac(m); }
 
 std::string tag_str(int tag) { return tag == kUntagged ? "untagged" : "tag " + std::to_string(tag); }
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "switchd/control.h"
+#include "control/control.h"
 #include "tests/harness.h"
 
 namespace xvmq::test {

@@ -34,7 +34,7 @@
 #include <string>
 #include <string_view>
 
-#include "switchd/control.h"
+#include "control/control.h"
 #include "switchd/control_handler.h"
 #include "switchd/netlink.h"
 #include "switchd/service.h"

@@ -4,7 +4,6 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
@@ -16,8 +15,9 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include "switchd/config.h"
-#include "switchd/control.h"
+#include "common/mac.h"
+#include "common/names.h"
+#include "control/control.h"
 #include "tools/switchctl/output.h"
 
 namespace {
@@ -43,11 +43,6 @@ int exit_code(const std::string& kind) {
   return 1;
 }
 
-bool valid_name(const std::string& s) {
-  if (s.empty() || s.size() > 15 || s[0] == '-' || s[0] == '.') return false;
-  return s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == std::string::npos;
-}
-
 const CLI::Validator kName(
     [](std::string& s) {
       return valid_name(s) ? std::string()
@@ -55,16 +50,13 @@ const CLI::Validator kName(
     },
     "NAME", "NAME");
 
-// Lower-cases a valid MAC in place.
+// Lower-cases a valid MAC in place. Only ':' separates (parse_mac also takes '-').
 std::string check_mac(std::string& s) {
-  std::string bad = "'" + s + "' is not a MAC address like 02:00:00:00:00:01";
-  if (s.size() != 17) return bad;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i % 3 == 2 ? s[i] != ':' : !std::isxdigit(static_cast<unsigned char>(s[i]))) return bad;
-    s[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(s[i])));
-  }
-  if (std::stoi(s.substr(0, 2), nullptr, 16) & 1) return "'" + s + "' is a multicast MAC; a NIC needs a unicast one";
-  if (s == "00:00:00:00:00:00") return "'" + s + "' is the all-zero MAC; a NIC needs a unicast one";
+  auto mac = s.find('-') == std::string::npos ? parse_mac(s) : std::nullopt;
+  if (!mac) return "'" + s + "' is not a MAC address like 02:00:00:00:00:01";
+  s = format_mac(*mac);
+  if (is_multicast(*mac)) return "'" + s + "' is a multicast MAC; a NIC needs a unicast one";
+  if (*mac == Mac{}) return "'" + s + "' is the all-zero MAC; a NIC needs a unicast one";
   return {};
 }
 
@@ -462,10 +454,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "switchctl: apply %s: cannot read it\n", config_file.c_str());
       return 2;
     }
-    if (text.str().size() > switchd::kMaxConfigBytes) {
+    if (text.str().size() > control::kMaxConfigBytes) {
       std::fprintf(stderr, "switchctl: apply %s: the file is %zu bytes; switchd takes a configuration of at most %zu "
-                   "(%zu KiB)\n", config_file.c_str(), text.str().size(), switchd::kMaxConfigBytes,
-                   switchd::kMaxConfigBytes >> 10);
+                   "(%zu KiB)\n", config_file.c_str(), text.str().size(), control::kMaxConfigBytes,
+                   control::kMaxConfigBytes >> 10);
       return 2;
     }
     call->args["config"] = text.str();

@@ -1,4 +1,4 @@
-// Errors as values: every loader call that can fail returns a Result.
+// Errors as values: every call that can fail (loader, switchd, control) returns a Result.
 #pragma once
 
 #include <cerrno>
@@ -15,9 +15,20 @@ struct Error {
   std::string message;
 };
 
-// Build an Error from a negative or positive errno and a context line:
-// make_error(-ENOENT, "open pin /sys/fs/bpf/x") -> "open pin ...: No such file or directory".
+// Build an Error from a negative or positive errno (0 counts as EIO) and a
+// context line: make_error(-ENOENT, "open pin /sys/fs/bpf/x") ->
+// "open pin ...: No such file or directory", followed by " (<detail>)" when
+// the detail source set below has something to add.
 Error make_error(int err, const std::string& context);
+
+// The kernel's words only: "<context>: <strerror(err)>", err kept as given.
+Error sys_error(int err, const std::string& context);
+
+// What make_error appends: the loader sets the warnings libbpf and libxdp
+// printed on this thread (loader/log.h), so that an Error carries the
+// library's own words. Unset: nothing is appended.
+using ErrorDetail = std::string (*)();
+void set_error_detail(ErrorDetail detail);
 
 template <class T>
 class [[nodiscard]] Result {

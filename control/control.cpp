@@ -1,4 +1,4 @@
-#include "switchd/control.h"
+#include "control/control.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/fd.h"
+
 namespace xvmq::control {
 namespace {
 
@@ -28,23 +30,6 @@ using json = nlohmann::json;
 
 constexpr std::array<std::string_view, 8> kKindNames = {
     "usage", "not_found", "wrong_state", "exists", "exhausted", "kernel", "unsupported_version", "permission"};
-
-Error sys_error(int err, const std::string& context) { return Error{err, context + ": " + std::strerror(err)}; }
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
 
 Result<sockaddr_un> unix_address(const std::string& path) {
   sockaddr_un a{};
