@@ -543,6 +543,30 @@ TEST_F(SwitchPolicy, RestartRestoresNicsVmqsAndTheConfiguration) {
   EXPECT_EQ(connect(5)["vmq"], 3);
 }
 
+// A state file that says a NIC is connected while no uplink is (written by
+// hand, or by an older switchd): the NIC can still be disconnected and
+// deleted, with no datapath to tell.
+TEST_F(SwitchPolicy, AConnectedNicWithoutAnUplinkCanBeDisconnected) {
+  json nic = {{"mac", mac_of(1)}, {"backend", "vm1-host"}, {"state", "connected"}, {"vmq", 1}};
+  json s{{"version", 1},
+         {"uplink", nullptr},
+         {"ports", {{{"name", "vm1"}, {"state", "created"}, {"nic", nic}}}},
+         {"fdb_static", json::array()}};
+  std::ofstream(dir_ / "state.json") << s.dump(2) << "\n";
+  SwitchOptions o;
+  o.state_dir = dir_.string();
+  o.open_datapath = [](const std::string&, const DatapathOptions&) -> Result<std::unique_ptr<DatapathApi>> {
+    ADD_FAILURE() << "no uplink in the state: no datapath to open";
+    return Error{ENODEV, "no datapath"};
+  };
+  auto sw = Switch::start(o);
+  ASSERT_TRUE(sw) << sw.error().message;
+  sw_ = std::move(sw.value());
+  EXPECT_EQ(ok("nic.disconnect", port_arg(1))["state"], "disconnected");
+  ok("nic.delete", port_arg(1));
+  EXPECT_EQ(ok("show")["vmqs"]["free"], json({1, 2}));
+}
+
 // ---- refusals -----------------------------------------------------------
 
 TEST_F(SwitchPolicy, RefusalsNameWhatIsWrong) {
