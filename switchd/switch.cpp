@@ -697,7 +697,10 @@ json Switch::handle_op(const std::string& op, const json& args) {
     std::string port = arg_name(args, "port");
     refuse_on_host_port(op, port);
     model_.check_nic_disconnect(port);
-    if (auto st = dp_->disconnect(port); !st)
+    // No uplink (a state file that says connected without one): nothing to tell.
+    if (!dp_)
+      service::log(service::Level::Warn, "nic.disconnect %s: no uplink is attached; nothing to disconnect", port.c_str());
+    else if (auto st = dp_->disconnect(port); !st)
       service::log(service::Level::Warn, "nic.disconnect %s: %s", port.c_str(), st.error().message.c_str());
     model_.nic_disconnect(port);
     result = port_json(model_.port(port))["nic"];

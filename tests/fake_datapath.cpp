@@ -1,6 +1,8 @@
 #include "tests/fake_datapath.h"
 
 #include <algorithm>
+#include <cstring>
+#include <utility>
 
 #include "switchd/netlink.h"
 
@@ -67,6 +69,9 @@ void FakeDatapath::clear(const NicSpec& nic) {
 }
 
 Status FakeDatapath::connect(const NicSpec& nic) {
+  calls_.push_back("connect " + nic.name + " vmq " + std::to_string(nic.vmq));
+  if (int e = std::exchange(fail_next_connect, 0))
+    return Error{e, "nic " + nic.name + ": " + std::strerror(e) + " (injected)"};
   if (detached_) return Error{ENODEV, "uplink " + uplink_ + " is detached"};
   if (connected_.count(nic.name)) return Error{EEXIST, "nic " + nic.name + " is already connected"};
   if (!fake_.backend_exists(nic.backend))
@@ -78,6 +83,7 @@ Status FakeDatapath::connect(const NicSpec& nic) {
 }
 
 Status FakeDatapath::disconnect(const std::string& name) {
+  calls_.push_back("disconnect " + name);
   auto it = connected_.find(name);
   if (it == connected_.end()) return Error{ENOENT, "nic " + name + " is not connected"};
   clear(it->second);
@@ -86,6 +92,9 @@ Status FakeDatapath::disconnect(const std::string& name) {
 }
 
 Status FakeDatapath::set_vmq(const NicSpec& nic, uint32_t vmq) {
+  calls_.push_back("set_vmq " + nic.name + " " + std::to_string(vmq));
+  if (int e = std::exchange(fail_next_set_vmq, 0))
+    return Error{e, "nic " + nic.name + ": " + std::strerror(e) + " (injected)"};
   auto it = connected_.find(nic.name);
   if (it == connected_.end()) return Error{ENOENT, "nic " + nic.name + " is not connected"};
   clear(it->second);
@@ -99,15 +108,20 @@ Status FakeDatapath::set_statics(const std::string& nic, const std::vector<std::
   return {};
 }
 
-void FakeDatapath::forget(const std::string& name) { known_.erase(name); }
+void FakeDatapath::forget(const std::string& name) {
+  calls_.push_back("forget " + name);
+  known_.erase(name);
+}
 
 Status FakeDatapath::reconcile_filters(const std::vector<NicSpec>& keep) {
+  calls_.push_back("reconcile " + std::to_string(keep.size()));
   filters_.clear();
   for (const auto& nic : keep) install(nic);
   return {};
 }
 
 Status FakeDatapath::detach() {
+  calls_.push_back("detach");
   detached_ = true;
   filters_.clear();
   return {};

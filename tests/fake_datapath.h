@@ -69,6 +69,13 @@ class FakeDatapath : public DatapathApi {
   // For tests: the connected NICs as the switch last gave them.
   const std::map<std::string, NicSpec>& connected() const { return connected_; }
   bool detached() const { return detached_; }
+  // For tests: what the switch asked, one line a call ("connect vm1 vmq 1",
+  // "set_vmq vm1 0", "disconnect vm1", "forget vm1", "reconcile 2", "detach").
+  const std::vector<std::string>& calls() const { return calls_; }
+  // For tests: the next connect (set_vmq) fails with this errno, as the
+  // kernel's would, and changes nothing; 0: no failure.
+  int fail_next_connect = 0;
+  int fail_next_set_vmq = 0;
 
  private:
   void install(const NicSpec& nic);
@@ -86,6 +93,7 @@ class FakeDatapath : public DatapathApi {
   std::map<std::string, bool> known_;  // NICs with totals (connected once, not forgotten)
   std::vector<std::pair<FilterKey, FilterValue>> filters_;
   bool detached_ = false;
+  std::vector<std::string> calls_;
 };
 
 }  // namespace xvmq::switchd::test
