@@ -131,6 +131,8 @@ std::string hex(const Bytes& b, size_t max) {
 #include <chrono>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 namespace xvmq::test {
 
 int send_raw(const std::string& ifname, const Bytes& frame, int cpu) {
@@ -199,6 +201,16 @@ Crowd read_crowd(const std::vector<int>& fds, int wait_ms) {
     c.refusals.emplace_back(n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string());
   }
   return c;
+}
+
+void expect_refused_as_full(const Crowd& c, const std::string& words) {
+  for (const auto& line : c.refusals) {
+    auto r = nlohmann::json::parse(line.substr(0, line.find('\n')), nullptr, false);
+    ASSERT_TRUE(r.is_object() && r["error"].is_object()) << line;
+    EXPECT_EQ(r["error"]["kind"], "exhausted") << line;
+    EXPECT_TRUE(r["id"].is_null()) << line;
+    EXPECT_NE(r["error"].value("message", "").find(words), std::string::npos) << line;
+  }
 }
 
 void close_all(std::vector<int>& fds) {

@@ -80,6 +80,9 @@ struct Crowd {
   size_t open = 0;
 };
 Crowd read_crowd(const std::vector<int>& fds, int wait_ms);
+// Every refusal in `c` is switchd's "full" answer given before any request
+// (kind exhausted, id null) and its message has `words`.
+void expect_refused_as_full(const Crowd& c, const std::string& words);
 void close_all(std::vector<int>& fds);
 
 }  // namespace xvmq::test
