@@ -28,7 +28,7 @@ namespace xvmq::control {
 inline constexpr int kProtocolVersion = 1;
 inline constexpr std::size_t kMaxLine = 1 << 20;  // bytes of one line, without its '\n'
 // The largest configuration file config.apply takes, so that it fits one
-// request line escaped (switchd/config.h checks it; switchctl before sending).
+// request line escaped (switchd/core/config.h checks it; switchctl before sending).
 inline constexpr std::size_t kMaxConfigBytes = 512 << 10;
 // What one request may make switchd build: arrays and objects nested at most
 // this deep, and at most this many values (containers and their elements).

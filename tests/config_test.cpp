@@ -1,4 +1,4 @@
-// The configuration file and the planner alone (switchd/config.h): a table of
+// The configuration file and the planner alone (switchd/core/config.h): a table of
 // bad files, each refused with its line and reason; planner rows from one
 // state of the model to a file. No privileges needed.
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "switchd/config.h"
+#include "switchd/core/config.h"
 
 namespace {
 

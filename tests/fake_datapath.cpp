@@ -4,7 +4,7 @@
 #include <cstring>
 #include <utility>
 
-#include "switchd/netlink.h"
+#include "switchd/host/netlink.h"
 
 namespace xvmq::switchd::test {
 

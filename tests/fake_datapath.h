@@ -1,4 +1,4 @@
-// An in-memory datapath for the switch (switchd/datapath_api.h): no
+// An in-memory datapath for the switch (switchd/dp/datapath_api.h): no
 // classifier, no sockets, no threads. It keeps what a real one would hold
 // (connected NICs, their filters and static entries, per-NIC totals, an
 // FDB) and refuses what a real one refuses for the reasons a test can see
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "switchd/datapath.h"
-#include "switchd/switch.h"
+#include "switchd/dp/datapath.h"
+#include "switchd/app/switch.h"
 
 namespace xvmq::switchd::test {
 

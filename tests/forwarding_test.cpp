@@ -4,7 +4,7 @@
 
 #include <random>
 
-#include "switchd/forwarding.h"
+#include "switchd/core/forwarding.h"
 
 namespace xvmq::switchd {
 namespace {
@@ -148,7 +148,7 @@ TEST(Forwarding, NoFrameCrossesVlans) {
 
 #include <thread>
 
-#include "switchd/fdb.h"
+#include "switchd/core/fdb.h"
 
 namespace xvmq::switchd {
 namespace {

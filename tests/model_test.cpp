@@ -2,7 +2,7 @@
 // and that a refused step changes nothing. No privileges needed.
 #include <gtest/gtest.h>
 
-#include "switchd/model.h"
+#include "switchd/core/model.h"
 
 namespace xvmq::switchd {
 namespace {

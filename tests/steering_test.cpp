@@ -1,7 +1,7 @@
 // Hardware steering: the ethtool rule encoding field by field, decoding back,
 // refusals, the location choice, the fallback policy, and on veth (which has
 // no RX flow classification) the refusals and the fallback for real.
-#include "switchd/steering.h"
+#include "switchd/dp/steering.h"
 
 #include <arpa/inet.h>
 

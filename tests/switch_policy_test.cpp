@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "switchd/switch.h"
+#include "switchd/app/switch.h"
 #include "tests/fake_datapath.h"
 
 namespace xvmq::switchd {

@@ -12,7 +12,7 @@
 // back from PACKET_AUXDATA (tp_vlan_tci, TP_STATUS_VLAN_VALID).
 //
 // The expected fate of each frame comes from an oracle written from the
-// rules of docs/protocol.md and switchd/forwarding.h, independently of
+// rules of docs/protocol.md and switchd/core/forwarding.h, independently of
 // decide(): a VM's frame must carry its NIC's MAC (unless spoofing is
 // allowed); an access NIC sends and receives untagged frames of its VLAN; a
 // trunk NIC sends and receives its VLANs tagged and its native VLAN

@@ -1,4 +1,4 @@
-// Fuzz target: the configuration file (switchd/config.h, docs/configuration.md)
+// Fuzz target: the configuration file (switchd/core/config.h, docs/configuration.md)
 // and config.apply's planner, without a switch.
 //
 // For a file that parses:
@@ -15,8 +15,8 @@
 #include <sstream>
 #include <string>
 
-#include "switchd/config.h"
-#include "switchd/model.h"
+#include "switchd/core/config.h"
+#include "switchd/core/model.h"
 
 using namespace xvmq;
 using namespace xvmq::switchd;

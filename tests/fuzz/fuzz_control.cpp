@@ -4,7 +4,8 @@
 //
 // The input is one or more lines; each gets its response, checked:
 //   - one JSON line: {"v": 1, "id", "ok", "result" | "error"}, the request's
-//     id echoed, an error kind of the protocol, no "internal error" (a bug);
+//     id echoed, an error kind of the protocol, no exception escaped a
+//     handler (the server logs those: a bug);
 //   - a refused request changes nothing (show, config.export, fdb.show);
 // and at the end the switch, restarted from its state file, exports the
 // same configuration.
@@ -35,9 +36,9 @@
 #include <string_view>
 
 #include "control/control.h"
-#include "switchd/control_handler.h"
-#include "switchd/netlink.h"
-#include "switchd/service.h"
+#include "switchd/app/control_handler.h"
+#include "switchd/host/netlink.h"
+#include "switchd/host/service.h"
 #include "tests/fake_datapath.h"
 
 using namespace xvmq;
@@ -126,7 +127,11 @@ void answer_line(Switch& sw, std::string_view line) {
   const bool bad_shape = !control::check_shape(line).empty();
   bool close = false;
   control::Handler handler = [&](const std::string& op, const json& args) { return handle_control(sw, op, args); };
-  const std::string response = control::answer(handler, line, close);
+  // The server logs exactly the exceptions that escaped a handler (a bug);
+  // the response's text cannot tell them apart, since it echoes the op.
+  std::string escaped;
+  const std::string response =
+      control::answer(handler, line, close, [&](const std::string& what) { escaped += what + "\n"; });
   if (g_verbose) std::fprintf(stderr, "> %.*s\n< %s", static_cast<int>(line.size()), line.data(), response.c_str());
 
   check(!response.empty() && response.back() == '\n' && response.find('\n') == response.size() - 1,
@@ -156,8 +161,7 @@ void answer_line(Switch& sw, std::string_view line) {
   const std::string kind = r["error"]["kind"];
   const std::string message = r["error"]["message"];
   check(control::parse_error_kind(kind).has_value(), "a known error kind", line, response);
-  check(message.find("internal error") == std::string::npos, "no internal error (an exception escaped a handler)",
-        line, response);
+  check(escaped.empty(), "no internal error (an exception escaped a handler): " + escaped, line, response);
   // A refused request changes nothing; a failed config.apply whose undo
   // failed too says so and is the one exception.
   if (message.find("between the two configurations") == std::string::npos)

@@ -1,5 +1,5 @@
 // Fuzz target: the software switch's frame parsing and decisions
-// (switchd/forwarding.h: decide, then the shapes the queue workers give a
+// (switchd/core/forwarding.h: decide, then the shapes the queue workers give a
 // frame), over a few port tables: access ports on the untagged network and
 // on a VLAN, trunks with and without a native VLAN, a port allowed to spoof,
 // static FDB entries.
@@ -18,7 +18,7 @@
 #include <set>
 #include <vector>
 
-#include "switchd/forwarding.h"
+#include "switchd/core/forwarding.h"
 
 using namespace xvmq;
 using namespace xvmq::switchd;

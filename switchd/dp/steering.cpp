@@ -1,4 +1,4 @@
-#include "switchd/steering.h"
+#include "switchd/dp/steering.h"
 
 #include <arpa/inet.h>
 #include <linux/sockios.h>

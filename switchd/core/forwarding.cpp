@@ -1,4 +1,4 @@
-#include "switchd/forwarding.h"
+#include "switchd/core/forwarding.h"
 
 #include <linux/if_ether.h>
 

@@ -26,7 +26,7 @@
 
 #include "loader/abi.h"
 #include "common/result.h"
-#include "switchd/forwarding.h"
+#include "switchd/core/forwarding.h"
 
 struct xsk_umem;
 struct xsk_socket;

@@ -1,4 +1,4 @@
-#include "switchd/config.h"
+#include "switchd/core/config.h"
 
 #include <algorithm>
 #include <cctype>

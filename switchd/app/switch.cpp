@@ -1,4 +1,4 @@
-#include "switchd/switch.h"
+#include "switchd/app/switch.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -11,8 +11,8 @@
 #include <functional>
 
 #include "loader/netdev.h"
-#include "switchd/netlink.h"
-#include "switchd/service.h"
+#include "switchd/host/netlink.h"
+#include "switchd/host/service.h"
 
 namespace xvmq::switchd {
 

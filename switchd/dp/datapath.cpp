@@ -1,4 +1,4 @@
-#include "switchd/datapath.h"
+#include "switchd/dp/datapath.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -24,9 +24,9 @@
 
 #include "loader/log.h"
 #include "loader/netdev.h"
-#include "switchd/netlink.h"
-#include "switchd/service.h"
-#include "switchd/steering.h"
+#include "switchd/host/netlink.h"
+#include "switchd/host/service.h"
+#include "switchd/dp/steering.h"
 #include "xvmq_vmport.skel.h"
 
 namespace xvmq::switchd {

@@ -1,4 +1,4 @@
-#include "switchd/service.h"
+#include "switchd/host/service.h"
 
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>

@@ -16,7 +16,7 @@
 #include "common/result.h"
 #include "control/control.h"
 #include "loader/classifier.h"
-#include "switchd/model.h"
+#include "switchd/core/model.h"
 
 namespace xvmq::switchd {
 

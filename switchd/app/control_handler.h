@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/control.h"
-#include "switchd/switch.h"
+#include "switchd/app/switch.h"
 
 namespace xvmq::switchd {
 

@@ -1,4 +1,4 @@
-#include "switchd/metrics.h"
+#include "switchd/app/metrics.h"
 
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>

@@ -12,9 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "switchd/config.h"
-#include "switchd/datapath.h"
-#include "switchd/model.h"
+#include "switchd/core/config.h"
+#include "switchd/dp/datapath.h"
+#include "switchd/core/model.h"
 
 namespace xvmq::switchd {
 
@@ -80,7 +80,7 @@ class Switch {
   NicSpec spec_of(const std::string& port, uint32_t vmq) const;
   // One op, with mu_ held.
   nlohmann::json handle_op(const std::string& op, const nlohmann::json& args);
-  // config.apply and config.export (switchd/switch_config.cpp), with mu_ held.
+  // config.apply and config.export (switchd/app/switch_config.cpp), with mu_ held.
   nlohmann::json config_apply(const nlohmann::json& args);
   nlohmann::json config_export() const;
   std::optional<UplinkConfig> uplink_config() const;

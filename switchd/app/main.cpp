@@ -15,10 +15,10 @@
 
 #include "loader/log.h"
 #include "control/control.h"
-#include "switchd/control_handler.h"
-#include "switchd/metrics.h"
-#include "switchd/service.h"
-#include "switchd/switch.h"
+#include "switchd/app/control_handler.h"
+#include "switchd/app/metrics.h"
+#include "switchd/host/service.h"
+#include "switchd/app/switch.h"
 
 using namespace xvmq;
 using namespace xvmq::switchd;

@@ -1,4 +1,4 @@
-#include "switchd/fdb.h"
+#include "switchd/core/fdb.h"
 
 #include <bit>
 

@@ -20,10 +20,10 @@
 #include <vector>
 
 #include "loader/classifier.h"
-#include "switchd/datapath_api.h"
-#include "switchd/fdb.h"
-#include "switchd/forwarding.h"
-#include "switchd/queue_worker.h"
+#include "switchd/dp/datapath_api.h"
+#include "switchd/core/fdb.h"
+#include "switchd/core/forwarding.h"
+#include "switchd/dp/queue_worker.h"
 
 namespace xvmq::switchd {
 

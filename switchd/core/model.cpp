@@ -1,4 +1,4 @@
-#include "switchd/model.h"
+#include "switchd/core/model.h"
 
 #include <algorithm>
 

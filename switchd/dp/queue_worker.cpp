@@ -1,4 +1,4 @@
-#include "switchd/queue_worker.h"
+#include "switchd/dp/queue_worker.h"
 
 #include <fcntl.h>
 #include <linux/if_ether.h>
@@ -18,8 +18,8 @@
 #include <cstring>
 
 #include "loader/log.h"
-#include "switchd/fdb.h"
-#include "switchd/service.h"
+#include "switchd/core/fdb.h"
+#include "switchd/host/service.h"
 
 namespace xvmq::switchd {
 

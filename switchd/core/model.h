@@ -17,7 +17,7 @@
 
 #include "common/names.h"
 #include "loader/abi.h"
-#include "switchd/forwarding.h"
+#include "switchd/core/forwarding.h"
 
 namespace xvmq::switchd {
 

@@ -1,9 +1,9 @@
 // config.apply and config.export: the declarative configuration
-// (switchd/config.h) on the running switch.
+// (switchd/core/config.h) on the running switch.
 #include <cstdio>
 
-#include "switchd/service.h"
-#include "switchd/switch.h"
+#include "switchd/host/service.h"
+#include "switchd/app/switch.h"
 
 namespace xvmq::switchd {
 

@@ -1,4 +1,4 @@
-#include "switchd/netlink.h"
+#include "switchd/host/netlink.h"
 
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
