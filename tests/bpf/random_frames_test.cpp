@@ -13,8 +13,8 @@
 
 #include "loader/classifier.h"
 #include "loader/xsk.h"
-#include "tests/harness.h"
-#include "tests/prog_run.h"
+#include "tests/lib/harness.h"
+#include "tests/lib/prog_run.h"
 
 namespace xvmq::test {
 namespace {

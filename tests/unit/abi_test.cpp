@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "loader/abi.h"
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 namespace xvmq::test {
 namespace {

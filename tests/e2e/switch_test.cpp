@@ -1,5 +1,5 @@
 // The software switch with real network stacks: the built switchd between
-// network namespaces (tests/switchd_fixture.h), its VM NICs on access and
+// network namespaces (tests/lib/switchd_fixture.h), its VM NICs on access and
 // trunk VLANs, with IPv4 (ping, iperf3) and with raw, sequence-numbered
 // frames (xvmq-frames) captured on every port.
 //
@@ -45,7 +45,7 @@
 #include <thread>
 
 #include "common/mac.h"
-#include "tests/switchd_fixture.h"
+#include "tests/lib/switchd_fixture.h"
 
 namespace {
 
@@ -71,7 +71,7 @@ std::string tag_str(int tag) { return tag == kUntagged ? "untagged" : "tag " + s
 // ---------------------------------------------------------------------------
 // Capture: every frame a port's netdev receives.
 
-// xvmq-frames' header after the EtherType (tests/frame_tool.cpp).
+// xvmq-frames' header after the EtherType (tests/lib/frame_tool.cpp).
 struct [[gnu::packed]] TestHeader {
   uint32_t magic;
   uint32_t stream;

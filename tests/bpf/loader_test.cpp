@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "loader/classifier.h"
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 namespace xvmq::test {
 namespace {
