@@ -175,7 +175,7 @@ class ClassifierTable : public ::testing::Test {
       EXPECT_EQ(after->vmq[i].frames - before->vmq[i].frames, want_frames) << "vmq " << i << " frames";
       EXPECT_EQ(after->vmq[i].bytes - before->vmq[i].bytes, want_frames * want.size()) << "vmq " << i << " bytes";
     }
-    for (uint32_t i = 0; i < XVMQ_REASON_MAX; i++) {
+    for (uint32_t i = 0; i < XVMQ_REASON_COUNT; i++) {
       uint64_t want_frames = row.reason.count(i) ? row.reason.at(i) : 0;
       EXPECT_EQ(after->reason[i].frames - before->reason[i].frames, want_frames) << "reason " << reason_name(i);
       EXPECT_EQ(after->reason[i].bytes - before->reason[i].bytes, want_frames * row.frame.size())

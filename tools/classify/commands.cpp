@@ -171,7 +171,7 @@ int stats(const Common& c) {
       first = false;
     }
     out += "], \"reasons\": [";
-    for (uint32_t r = 0; r < XVMQ_REASON_MAX; r++) {
+    for (uint32_t r = 0; r < XVMQ_REASON_COUNT; r++) {
       out += std::string(r ? ", " : "") + "{\"reason\": " + json_string(reason_name(r)) +
              ", \"frames\": " + std::to_string(n.reason[r].frames) +
              ", \"bytes\": " + std::to_string(n.reason[r].bytes) +
@@ -195,7 +195,7 @@ int stats(const Common& c) {
     v.print();
   std::printf("\n");
   Table r({{"reason"}, {"frames", Align::Right}, {"bytes", Align::Right}, {""}});
-  for (uint32_t i = 0; i < XVMQ_REASON_MAX; i++)
+  for (uint32_t i = 0; i < XVMQ_REASON_COUNT; i++)
     r.add({std::string(reason_name(i)), std::to_string(n.reason[i].frames),
            std::to_string(n.reason[i].bytes), xvmq_reason_is_drop(i) ? "dropped" : ""});
   r.print();
