@@ -3,7 +3,7 @@
  * The contract between the BPF programs and C++: every map key and value,
  * the drop/fallback reasons and the map geometry. Included by every bpf/ program
  * and by loader/. Fixed-width types and explicit padding only; the C++ side
- * static_asserts sizes and offsets, and tests/abi_test.cpp checks them
+ * static_asserts sizes and offsets, and tests/unit/abi_test.cpp checks them
  * against the BTF of the built object.
  */
 #ifndef XVMQ_ABI_H
@@ -118,8 +118,15 @@ enum xvmq_reason {
 	XVMQ_REASON_TOO_BIG = 11,       /* longer than xvmq_max_frame: dropped */
 	XVMQ_REASON_HOST = 12,          /* to the host's own MAC: its stack (XDP_PASS) */
 	XVMQ_REASON_HOST_GROUP = 13,    /* broadcast or multicast, host=stack: its stack (XDP_PASS), switchd floods a copy */
-	XVMQ_REASON_MAX = 14,
+	XVMQ_REASON_COUNT = 14,         /* number of reasons: xvmq_reasons' size */
 };
+
+/*
+ * Not a reason: what the classifier's steps (xvmq_parse, the socket check,
+ * the redirect to a vmq) return when the frame goes on, or went, to its vmq.
+ * Outside 0..XVMQ_REASON_COUNT-1, so never counted in xvmq_reasons.
+ */
+#define XVMQ_DELIVERED XVMQ_REASON_COUNT
 
 #define XVMQ_REASON_DROP_MASK                                                  \
 	((1u << XVMQ_REASON_RUNT) | (1u << XVMQ_REASON_TRUNCATED_TAG) |          \
@@ -127,7 +134,7 @@ enum xvmq_reason {
 
 static inline int xvmq_reason_is_drop(__u32 reason)
 {
-	return reason < XVMQ_REASON_MAX && ((XVMQ_REASON_DROP_MASK >> reason) & 1u);
+	return reason < XVMQ_REASON_COUNT && ((XVMQ_REASON_DROP_MASK >> reason) & 1u);
 }
 
 /* Map names, as pinned under the per-uplink bpffs directory. */

@@ -80,7 +80,7 @@ static __always_inline __u32 xvmq_check_slot(__u32 slot, __u32 queue)
 		return XVMQ_REASON_NO_SOCKET;
 	if (xsk->queue_id != queue)
 		return XVMQ_REASON_WRONG_QUEUE;
-	return XVMQ_REASON_MAX;
+	return XVMQ_DELIVERED;
 }
 
 /* Remove the first n VLAN tags: move the MAC addresses over them. */
@@ -105,7 +105,7 @@ static __always_inline int xvmq_strip_tags(struct xdp_md *ctx, __u32 n)
 	return 0;
 }
 
-/* Deliver to the vmq of a filter hit; returns XVMQ_REASON_MAX on success. */
+/* Deliver to the vmq of a filter hit; returns XVMQ_DELIVERED once redirected. */
 static __always_inline __u32 xvmq_to_vmq(struct xdp_md *ctx, __u64 value,
 					 const struct xvmq_frame *f, __u32 queue,
 					 __u64 bytes)
@@ -119,7 +119,7 @@ static __always_inline __u32 xvmq_to_vmq(struct xdp_md *ctx, __u64 value,
 		return XVMQ_REASON_BAD_VMQ;
 	slot = XVMQ_XSK_SLOT(vmq, queue);
 	reason = xvmq_check_slot(slot, queue);
-	if (reason != XVMQ_REASON_MAX)
+	if (reason != XVMQ_DELIVERED)
 		return reason;
 	/* Redirect first: the frame stays intact if it must fall back. */
 	if (bpf_redirect_map(&xvmq_xsks, slot, 0) != XDP_REDIRECT)
@@ -130,14 +130,14 @@ static __always_inline __u32 xvmq_to_vmq(struct xdp_md *ctx, __u64 value,
 		bytes -= f->strip_tags * sizeof(struct xvmq_vlan_tag);
 	}
 	xvmq_count_vmq(vmq, bytes);
-	return XVMQ_REASON_MAX;
+	return XVMQ_DELIVERED;
 }
 
 static __always_inline int xvmq_to_default(__u32 queue, __u64 bytes)
 {
 	__u32 slot = XVMQ_XSK_SLOT(XVMQ_DEFAULT_VMQ, queue);
 
-	if (xvmq_check_slot(slot, queue) != XVMQ_REASON_MAX)
+	if (xvmq_check_slot(slot, queue) != XVMQ_DELIVERED)
 		return XDP_PASS;
 	if (bpf_redirect_map(&xvmq_xsks, slot, XDP_PASS) != XDP_REDIRECT)
 		return XDP_PASS;
@@ -162,9 +162,9 @@ int xvmq_uplink(struct xdp_md *ctx)
 		bytes = bpf_xdp_get_buff_len(ctx);
 
 	reason = xvmq_parse(data, data_end, &f);
-	if (reason == XVMQ_REASON_MAX && xvmq_max_frame && bytes > xvmq_max_frame)
+	if (reason == XVMQ_DELIVERED && xvmq_max_frame && bytes > xvmq_max_frame)
 		reason = XVMQ_REASON_TOO_BIG;
-	if (reason != XVMQ_REASON_MAX) {
+	if (reason != XVMQ_DELIVERED) {
 		xvmq_count_reason(reason, bytes);
 		return XDP_DROP;
 	}
@@ -192,7 +192,7 @@ int xvmq_uplink(struct xdp_md *ctx)
 			reason = xvmq_to_vmq(ctx, value, &f, queue, bytes);
 		else
 			reason = XVMQ_REASON_MISS;
-		if (reason == XVMQ_REASON_MAX)
+		if (reason == XVMQ_DELIVERED)
 			return XDP_REDIRECT;
 	}
 

@@ -1,5 +1,5 @@
 // C++ view of bpf/xvmq_abi.h: the same structs, checked for layout here and
-// against the BTF of the built object in tests/abi_test.cpp.
+// against the BTF of the built object in tests/unit/abi_test.cpp.
 #pragma once
 
 #include <linux/types.h>
@@ -54,7 +54,7 @@ struct Counter {
 // Counters summed over CPUs.
 struct Counters {
   std::array<Counter, XVMQ_MAX_VMQS> vmq{};
-  std::array<Counter, XVMQ_REASON_MAX> reason{};
+  std::array<Counter, XVMQ_REASON_COUNT> reason{};
 
   // Frames the classifier saw: each one is in exactly one of vmq[1..] or reason[].
   uint64_t total_frames() const;

@@ -607,7 +607,7 @@ Result<Counters> Classifier::counters() const {
   if (auto st = need_fd(vfd, XVMQ_MAP_VMQ_STATS); !st) return st.error();
   if (auto st = need_fd(rfd, XVMQ_MAP_REASONS); !st) return st.error();
   if (auto st = read_percpu(vfd, XVMQ_MAP_VMQ_STATS, XVMQ_MAX_VMQS, c.vmq.data()); !st) return st.error();
-  if (auto st = read_percpu(rfd, XVMQ_MAP_REASONS, XVMQ_REASON_MAX, c.reason.data()); !st) return st.error();
+  if (auto st = read_percpu(rfd, XVMQ_MAP_REASONS, XVMQ_REASON_COUNT, c.reason.data()); !st) return st.error();
   return c;
 }
 

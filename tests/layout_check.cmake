@@ -1,7 +1,8 @@
 # cmake -DSOURCE_DIR=<repo> -P layout_check.cmake: what common/, control/ and
 # switchctl include keeps to the layout of docs/architecture.md. common/
 # includes nothing of the other parts nor libbpf/libxdp; control/ only
-# common/; switchctl only common/, control/ and its own files. The link side
+# common/; switchctl only common/, control/, tools/cli/ (header-only, no
+# project includes) and its own files. The link side
 # is checked when cmake configures (top-level CMakeLists.txt).
 set(rules
   "common|^#include [<\"](bpf/|xdp/|loader/|switchd/|control/|tools/|tests/)"

@@ -10,6 +10,7 @@
 # Ctrl-C too. Nothing is sent in the root namespace.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 xvmq_require_root
 
 EXT=xvmq-cdemo-ext
@@ -31,7 +32,6 @@ TEE_PID=""
 classify() { nsenter --net="/run/netns/$SW" "$CLASSIFY" --pin-root "$PIN_ROOT" "$@"; }
 
 # Print each command before it runs, with the namespace it runs in.
-host() { echo "host# $*"; "$@"; }
 sw() { echo "$SW# xvmq-classify $*"; classify "$@"; }
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -48,34 +48,18 @@ cleanup() {
   fi
   if [[ -n $TEE_PID ]]; then wait "$TEE_PID" 2>/dev/null; fi
   if attached; then sw detach up0 --unpin; fi
-  for ns in "$EXT" "$SW"; do
-    if [[ -e /run/netns/$ns ]]; then host ip netns del "$ns"; fi
-  done
+  demo_del_namespaces "$EXT" "$SW"
   if [[ -e $PIN_ROOT ]]; then host rm -rf "$PIN_ROOT"; fi
   if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
   if ((rc == 0)); then echo "demo done: namespaces, links, program and pins removed"; fi
   exit "$rc"
 }
 
-fail() {
-  echo "demo: $*" >&2
-  exit 1
-}
-
 xvmq_install_packages
 xvmq_build
 [[ -x $CLASSIFY ]] || fail "$CLASSIFY was not built"
 
-# A demo killed hard (SIGKILL) leaves its namespaces and pins: start clean.
-for ns in "$EXT" "$SW"; do
-  if [[ -e /run/netns/$ns ]]; then ip netns del "$ns"; fi
-done
-rm -rf "$PIN_ROOT"
-
-trap cleanup EXIT
-trap 'cleanup 130' INT
-trap 'cleanup 143' TERM
-TMP=$(mktemp -d /tmp/xvmq-cdemo.XXXXXX)
+demo_begin xvmq-cdemo "$EXT" "$SW"
 
 step "two namespaces and a veth pair with 2 queues: ext0 (the outside) -- up0 (the uplink)"
 echo "'$SW# xvmq-classify ...' runs: nsenter --net=/run/netns/$SW ${CLASSIFY#"$XVMQ_ROOT"/} --pin-root $PIN_ROOT ..."
@@ -88,8 +72,7 @@ host ip netns add "$SW"
 for ns in "$EXT" "$SW"; do
   host ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 done
-host ip -n "$EXT" link add ext0 numrxqueues 2 numtxqueues 2 type veth \
-  peer name up0 netns "$SW" numrxqueues 2 numtxqueues 2
+demo_uplink_veth
 host ip -n "$EXT" link set ext0 up
 host ip -n "$SW" link set up0 up
 

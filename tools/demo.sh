@@ -16,6 +16,7 @@
 # failure and on Ctrl-C too. Nothing is sent in the root namespace.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 xvmq_require_root
 
 P=xvmq-demo
@@ -37,8 +38,7 @@ BG_PIDS=()
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 say() { echo "    $*"; }
-# Print each command before it runs, with where it runs.
-host() { echo "host# $*"; "$@"; }
+# Print each command before it runs, with where it runs (host: demo-lib.sh).
 in_ns() {
   local ns=$1
   shift
@@ -62,9 +62,7 @@ cleanup() {
     kill -TERM "$SWITCHD_PID"
     wait "$SWITCHD_PID" 2>/dev/null
   fi
-  for ns in "${NAMESPACES[@]}"; do
-    if [[ -e /run/netns/$ns ]]; then host ip netns del "$ns"; fi
-  done
+  demo_del_namespaces "${NAMESPACES[@]}"
   if [[ -e $PIN_ROOT ]]; then host rm -rf "$PIN_ROOT"; fi
   if ((rc != 0)) && [[ -n $TMP && -s $TMP/switchd.log ]]; then
     echo "--- switchd's log"
@@ -75,26 +73,12 @@ cleanup() {
   exit "$rc"
 }
 
-fail() {
-  echo "demo: $*" >&2
-  exit 1
-}
-
 step "installing what is missing and building (progress below)"
 xvmq_install_packages
 xvmq_build
 for bin in "$SWITCHD" "$SWITCHCTL_BIN" "$FRAMES"; do [[ -x $bin ]] || fail "$bin was not built"; done
 
-# A demo killed hard (SIGKILL) leaves its namespaces and pins: start clean.
-for ns in "${NAMESPACES[@]}"; do
-  if [[ -e /run/netns/$ns ]]; then ip netns del "$ns"; fi
-done
-rm -rf "$PIN_ROOT"
-
-trap cleanup EXIT
-trap 'cleanup 130' INT
-trap 'cleanup 143' TERM
-TMP=$(mktemp -d /tmp/xvmq-demo.XXXXXX)
+demo_begin xvmq-demo "${NAMESPACES[@]}"
 export XVMQ_SOCKET=$TMP/switchd.sock
 
 step "the network: an outside host, the switch host with its uplink (2 receive queues), three VMs"
@@ -104,8 +88,7 @@ for ns in "${NAMESPACES[@]}"; do
   host ip netns add "$ns"
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 done
-host ip -n "$EXT" link add ext0 numrxqueues 2 numtxqueues 2 type veth \
-  peer name up0 netns "$SW" numrxqueues 2 numtxqueues 2
+demo_uplink_veth
 host ip -n "$EXT" addr add 10.77.0.100/24 dev ext0
 # Frames cross AF_XDP sockets, which carry no checksum offload state:
 # checksums are computed in software, and segmentation is done before.

@@ -18,7 +18,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XVMQ_REASON_MAX);
+	__uint(max_entries, XVMQ_REASON_COUNT);
 	__type(key, __u32);
 	__type(value, struct xvmq_counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

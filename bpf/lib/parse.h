@@ -34,8 +34,8 @@ static __always_inline int xvmq_is_tpid(__be16 proto, int outer)
 /*
  * Parse Ethernet and up to two VLAN tags (outer 0x8100 or 0x88a8, inner
  * 0x8100). A third tag is payload. Untagged and priority-tagged (VID 0)
- * frames are VLAN 0. Returns XVMQ_REASON_MAX on success, or the reason the
- * frame cannot be classified.
+ * frames are VLAN 0. Returns XVMQ_DELIVERED when the frame can go on, or
+ * the reason it cannot be classified.
  */
 static __always_inline __u32 xvmq_parse(void *data, void *data_end,
 					struct xvmq_frame *f)
@@ -76,7 +76,7 @@ static __always_inline __u32 xvmq_parse(void *data, void *data_end,
 	/* Only priority tags: removing them all leaves the frame untagged. */
 	if (f->vlan == XVMQ_VLAN_NONE)
 		f->strip_tags = f->ntags;
-	return XVMQ_REASON_MAX;
+	return XVMQ_DELIVERED;
 }
 
 static __always_inline int xvmq_mac_is_multicast(const __u8 *mac)

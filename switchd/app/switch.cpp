@@ -494,7 +494,7 @@ json Switch::stats() const {
     if (vlans[v]) out["vlans"][std::to_string(v)] = {{"frames", vlans[v]}};
   if (auto c = dp_->classifier_counters(); c) {
     json reasons = json::object(), vmqs = json::object();
-    for (uint32_t r = 0; r < XVMQ_REASON_MAX; r++)
+    for (uint32_t r = 0; r < XVMQ_REASON_COUNT; r++)
       reasons[std::string(reason_name(r))] = {{"frames", c->reason[r].frames}, {"bytes", c->reason[r].bytes}};
     for (uint32_t v = 0; v < XVMQ_MAX_VMQS; v++)
       if (c->vmq[v].frames) vmqs[std::to_string(v)] = {{"frames", c->vmq[v].frames}, {"bytes", c->vmq[v].bytes}};

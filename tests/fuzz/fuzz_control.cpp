@@ -1,6 +1,6 @@
 // Fuzz target: request lines of the control protocol (docs/protocol.md),
 // answered as switchd answers them (control::answer over Switch::handle),
-// the switch on an in-memory datapath (tests/fake_datapath.h).
+// the switch on an in-memory datapath (tests/lib/fake_datapath.h).
 //
 // The input is one or more lines; each gets its response, checked:
 //   - one JSON line: {"v": 1, "id", "ok", "result" | "error"}, the request's
@@ -39,7 +39,7 @@
 #include "switchd/app/control_handler.h"
 #include "switchd/host/netlink.h"
 #include "switchd/host/service.h"
-#include "tests/fake_datapath.h"
+#include "tests/lib/fake_datapath.h"
 
 using namespace xvmq;
 using namespace xvmq::switchd;

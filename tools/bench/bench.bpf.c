@@ -25,7 +25,7 @@ int bench_parse(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct xvmq_frame f;
 
-	if (xvmq_parse(data, data_end, &f) != XVMQ_REASON_MAX)
+	if (xvmq_parse(data, data_end, &f) != XVMQ_DELIVERED)
 		return XDP_DROP;
 	bench_keep(f.dst);
 	bench_keep(f.vlan);

@@ -1,6 +1,8 @@
-"""What every benchmark here shares: its failure, its log line, and the run
-that removes everything it made, on failure and on Ctrl-C too."""
+"""What every benchmark here shares: its failure, its log line, its common
+options, and the run that removes everything it made, on failure and on
+Ctrl-C too."""
 
+import argparse
 import os
 import shutil
 import signal
@@ -14,6 +16,28 @@ class Failure(Exception):
 
 def log(msg):
     print(msg, flush=True)
+
+
+def arg_parser(description, build_help):
+    """The benchmark's options, starting with --build, which each takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--build", required=True, help=build_help)
+    return p
+
+
+def add_switchd_arg(p, example):
+    """--switchd-arg, repeated: options passed to switchd as they are."""
+    p.add_argument("--switchd-arg", dest="switchd_args", action="append", default=[],
+                   help="one more switchd option (repeat: %s)" % example)
+
+
+def parse(p, json_name):
+    """Adds --json (default BUILD/json_name), the last option, and parses."""
+    p.add_argument("--json", default=None, help="write the results here (default BUILD/%s)" % json_name)
+    a = p.parse_args()
+    if a.json is None:
+        a.json = os.path.join(a.build, json_name)
+    return a
 
 
 def run(tools, make_bench, print_table, log_path, log_lines=None):

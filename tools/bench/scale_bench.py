@@ -16,7 +16,6 @@ made in batches (ip -batch). Everything made here is removed at the end, on
 failure and on Ctrl-C too. Nothing is sent in the root namespace.
 """
 
-import argparse
 import json
 import os
 import platform
@@ -29,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from benchrun import Failure, log, run
+from benchrun import Failure, add_switchd_arg, arg_parser, log, parse, run
 
 EXT_IP = "10.79.255.254"
 EXT_MAC = "02:00:00:00:ff:fe"
@@ -212,6 +211,17 @@ class Bench:
                     answered.add(int(line[3:]))
         return answered
 
+    def per_nic(self, done, steps):
+        """Times steps(i, port) for each NIC in order; logs every 100th."""
+        times = []
+        for i in range(1, self.a.nics + 1):
+            t0 = time.perf_counter()
+            steps(i, "vm%d" % i)
+            times.append(time.perf_counter() - t0)
+            if i % 100 == 0:
+                log("  %s %d/%d (last 100: median %.1f ms)" % (done, i, self.a.nics, 1e3 * statistics.median(times[-100:])))
+        return times
+
     def main(self):
         a = self.a
         load0 = os.getloadavg()
@@ -226,16 +236,11 @@ class Bench:
         time.sleep(0.5)
         mem0 = self.memory()
         show0 = ctl.call("show")
-        connect = []
-        for i in range(1, a.nics + 1):
-            port = "vm%d" % i
-            t0 = time.perf_counter()
+        def connect_nic(i, port):
             ctl.call("port.create", name=port)
             ctl.call("nic.create", port=port, mac=vm_mac(i), backend=port + "-host", vmq="auto")
             ctl.call("nic.connect", port=port)
-            connect.append(time.perf_counter() - t0)
-            if i % 100 == 0:
-                log("  connected %d/%d (last 100: median %.1f ms)" % (i, a.nics, 1e3 * statistics.median(connect[-100:])))
+        connect = self.per_nic("connected", connect_nic)
         time.sleep(0.5)
         mem1 = self.memory()
         show1 = ctl.call("show")
@@ -244,17 +249,12 @@ class Bench:
         reach_s = time.monotonic() - t0
         log("  reachable from outside: %d/%d (%.1f s)" % (len(answered), a.nics, reach_s))
         stats = ctl.call("stats")
-        disconnect = []
-        for i in range(1, a.nics + 1):
-            port = "vm%d" % i
-            t0 = time.perf_counter()
+        def remove_nic(_, port):
             ctl.call("nic.disconnect", port=port)
             ctl.call("nic.delete", port=port)
             ctl.call("port.teardown", name=port)
             ctl.call("port.delete", name=port)
-            disconnect.append(time.perf_counter() - t0)
-            if i % 100 == 0:
-                log("  removed %d/%d (last 100: median %.1f ms)" % (i, a.nics, 1e3 * statistics.median(disconnect[-100:])))
+        disconnect = self.per_nic("removed", remove_nic)
         time.sleep(0.5)
         mem2 = self.memory()
         stats_end = ctl.call("stats")
@@ -355,19 +355,15 @@ def print_table(r):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description="switchd with many VM NICs: lifecycle cost per NIC, memory, reachability")
-    p.add_argument("--build", required=True, help="the build directory (switchd)")
+    p = arg_parser("switchd with many VM NICs: lifecycle cost per NIC, memory, reachability",
+                   "the build directory (switchd)")
     p.add_argument("--nics", type=int, default=1000, help="VM NICs (default 1000)")
     p.add_argument("--queues", type=int, default=2, help="receive queues of the uplink and of each backend (default 2)")
     p.add_argument("--max-vmqs", type=int, default=8, help="switchd --max-vmqs (default 8)")
-    p.add_argument("--switchd-arg", dest="switchd_args", action="append", default=[],
-                   help="one more switchd option (repeat: --switchd-arg=--max-nics --switchd-arg=2048)")
-    p.add_argument("--json", default=None, help="write the results here (default BUILD/bench-scale.json)")
-    a = p.parse_args()
+    add_switchd_arg(p, "--switchd-arg=--max-nics --switchd-arg=2048")
+    a = parse(p, "bench-scale.json")
     if not 1 <= a.nics <= 60000:
         p.error("--nics: 1..60000")
-    if a.json is None:
-        a.json = os.path.join(a.build, "bench-scale.json")
     return a
 
 

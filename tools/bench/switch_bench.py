@@ -17,7 +17,6 @@ ceiling, up0's). Everything made here is removed at the end, on failure and
 on Ctrl-C too. Nothing is sent in the root namespace.
 """
 
-import argparse
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from benchrun import Failure, log, run
+from benchrun import Failure, add_switchd_arg, arg_parser, log, parse, run
 
 NET = "10.231.0."
 EXT_MAC = "02:00:00:00:00:fe"
@@ -526,8 +525,8 @@ def print_aligned(lines):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description="xvmq against the Linux bridge (frames/s, ping RTT, iperf3 TCP)")
-    p.add_argument("--build", required=True, help="the build directory (switchd, switchctl, drop.bpf.o)")
+    p = arg_parser("xvmq against the Linux bridge (frames/s, ping RTT, iperf3 TCP)",
+                   "the build directory (switchd, switchctl, drop.bpf.o)")
     p.add_argument("--rounds", type=int, default=5, help="rounds of every case, alternating (default 5)")
     p.add_argument("--seconds", type=float, default=3.0, help="measured interval per case (default 3)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of traffic before measuring (default 1)")
@@ -539,8 +538,7 @@ def parse_args():
     p.add_argument("--cpu", type=int, default=None, help="the generator's CPU (default: the last)")
     p.add_argument("--queue-cpus", default=None,
                    help="switchd --queue-cpus (default 0:0,1:1 with 2 or more CPUs)")
-    p.add_argument("--switchd-arg", dest="switchd_args", action="append", default=[],
-                   help="one more switchd option (repeat: --switchd-arg=--nic-ring-size --switchd-arg=1024)")
+    add_switchd_arg(p, "--switchd-arg=--nic-ring-size --switchd-arg=1024")
     p.add_argument("--rt-priority", type=int, default=10,
                    help="switchd --rt-priority: its workers at SCHED_FIFO, as the bridge forwards in softirq "
                         "ahead of every task (default 10; 0: the normal scheduler)")
@@ -549,8 +547,7 @@ def parse_args():
                         "bridge_vm2vm,xvmq_vm2vm), e.g. to profile one")
     p.add_argument("--no-latency", action="store_true", help="no ping and iperf3 runs")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 s cases, 0.3 s warm-up, 100 pings, 1 s iperf3")
-    p.add_argument("--json", default=None, help="write the results here (default BUILD/bench-switch.json)")
-    a = p.parse_args()
+    a = parse(p, "bench-switch.json")
     a.sizes = [int(x) for x in a.sizes.split(",")]
     a.cases = [x for x in a.cases.split(",") if x]
     known = {"ceiling", "bridge", "xvmq_vmq", "xvmq_default", "bridge_vm2vm", "xvmq_vm2vm"}
@@ -567,8 +564,6 @@ def parse_args():
         a.cpu = ncpu - 1
     if a.queue_cpus is None and ncpu >= 2:
         a.queue_cpus = "0:0,1:1"
-    if a.json is None:
-        a.json = os.path.join(a.build, "bench-switch.json")
     return a
 
 

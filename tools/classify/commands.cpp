@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "loader/netdev.h"
 #include "tools/classify/table.h"
@@ -98,6 +100,19 @@ std::string vlan_text(uint16_t vlan) {
   return vlan == XVMQ_VLAN_ANY ? "any" : std::to_string(vlan);
 }
 
+// What `read` returns from the pinned classifier, or nullopt after saying why.
+template <class T>
+std::optional<T> read_pinned(const Common& c, Result<T> (Classifier::*read)() const) {
+  auto cls = open_pinned(c);
+  if (!cls) return std::nullopt;
+  auto r = ((*cls).*read)();
+  if (!r) {
+    fail(r.error().message);
+    return std::nullopt;
+  }
+  return std::move(r.value());
+}
+
 }  // namespace
 
 int filter_add(const Common& c, const FilterKey& key, const FilterValue& value) {
@@ -120,25 +135,21 @@ int filter_del(const Common& c, const FilterKey& key) {
 }
 
 int filter_list(const Common& c) {
-  auto cls = open_pinned(c);
-  if (!cls) return 1;
-  auto list = cls->filters();
-  if (!list) return fail(list.error().message);
-  auto& rows = list.value();
+  auto list = read_pinned(c, &Classifier::filters);
+  if (!list) return 1;
+  auto& rows = *list;
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
     if (a.first.mac != b.first.mac) return a.first.mac < b.first.mac;
     return a.first.vlan < b.first.vlan;
   });
   if (c.json) {
-    std::string out = "{\"dev\": " + json_string(c.dev) + ", \"filters\": [";
-    for (size_t i = 0; i < rows.size(); i++) {
-      const auto& [k, v] = rows[i];
-      out += std::string(i ? ", " : "") + "{\"mac\": " + json_string(format_mac(k.mac)) +
-             ", \"vlan\": " + (k.vlan == XVMQ_VLAN_ANY ? "\"any\"" : std::to_string(k.vlan)) +
-             ", \"vmq\": " + std::to_string(v.vmq) +
-             ", \"strip_tag\": " + (v.strip_tag ? "true" : "false") + "}";
-    }
-    std::printf("%s]}\n", out.c_str());
+    std::vector<std::string> filters;
+    for (const auto& [k, v] : rows)
+      filters.push_back(json_object({{"mac", json_string(format_mac(k.mac))},
+                                     {"vlan", k.vlan == XVMQ_VLAN_ANY ? "\"any\"" : std::to_string(k.vlan)},
+                                     {"vmq", std::to_string(v.vmq)},
+                                     {"strip_tag", json_bool(v.strip_tag)}}));
+    std::printf("%s\n", json_object({{"dev", json_string(c.dev)}, {"filters", json_array(filters)}}).c_str());
     return 0;
   }
   if (rows.empty()) {
@@ -153,31 +164,27 @@ int filter_list(const Common& c) {
 }
 
 int stats(const Common& c) {
-  auto cls = open_pinned(c);
-  if (!cls) return 1;
-  auto counters = cls->counters();
-  if (!counters) return fail(counters.error().message);
-  const Counters& n = counters.value();
+  auto counters = read_pinned(c, &Classifier::counters);
+  if (!counters) return 1;
+  const Counters& n = *counters;
 
   if (c.json) {
-    std::string out = "{\"dev\": " + json_string(c.dev) +
-                      ", \"total_frames\": " + std::to_string(n.total_frames()) + ", \"vmqs\": [";
-    bool first = true;
+    std::vector<std::string> vmqs, reasons;
     for (uint32_t i = 0; i < XVMQ_MAX_VMQS; i++) {
       if (!n.vmq[i].frames && !n.vmq[i].bytes) continue;
-      out += std::string(first ? "" : ", ") + "{\"vmq\": " + std::to_string(i) +
-             ", \"frames\": " + std::to_string(n.vmq[i].frames) +
-             ", \"bytes\": " + std::to_string(n.vmq[i].bytes) + "}";
-      first = false;
+      vmqs.push_back(json_object({{"vmq", std::to_string(i)},
+                                  {"frames", std::to_string(n.vmq[i].frames)},
+                                  {"bytes", std::to_string(n.vmq[i].bytes)}}));
     }
-    out += "], \"reasons\": [";
-    for (uint32_t r = 0; r < XVMQ_REASON_MAX; r++) {
-      out += std::string(r ? ", " : "") + "{\"reason\": " + json_string(reason_name(r)) +
-             ", \"frames\": " + std::to_string(n.reason[r].frames) +
-             ", \"bytes\": " + std::to_string(n.reason[r].bytes) +
-             ", \"drop\": " + (xvmq_reason_is_drop(r) ? "true" : "false") + "}";
-    }
-    std::printf("%s]}\n", out.c_str());
+    for (uint32_t r = 0; r < XVMQ_REASON_COUNT; r++)
+      reasons.push_back(json_object({{"reason", json_string(reason_name(r))},
+                                     {"frames", std::to_string(n.reason[r].frames)},
+                                     {"bytes", std::to_string(n.reason[r].bytes)},
+                                     {"drop", json_bool(xvmq_reason_is_drop(r))}}));
+    std::printf("%s\n", json_object({{"dev", json_string(c.dev)},
+                                     {"total_frames", std::to_string(n.total_frames())},
+                                     {"vmqs", json_array(vmqs)},
+                                     {"reasons", json_array(reasons)}}).c_str());
     return 0;
   }
 
@@ -195,7 +202,7 @@ int stats(const Common& c) {
     v.print();
   std::printf("\n");
   Table r({{"reason"}, {"frames", Align::Right}, {"bytes", Align::Right}, {""}});
-  for (uint32_t i = 0; i < XVMQ_REASON_MAX; i++)
+  for (uint32_t i = 0; i < XVMQ_REASON_COUNT; i++)
     r.add({std::string(reason_name(i)), std::to_string(n.reason[i].frames),
            std::to_string(n.reason[i].bytes), xvmq_reason_is_drop(i) ? "dropped" : ""});
   r.print();

@@ -44,4 +44,16 @@ std::string json_string(std::string_view s) {
   return out + "\"";
 }
 
+std::string json_object(std::initializer_list<std::pair<const char*, std::string>> fields) {
+  std::string out = "{";
+  for (const auto& [key, value] : fields) out += (out.size() > 1 ? ", \"" : "\"") + std::string(key) + "\": " + value;
+  return out + "}";
+}
+
+std::string json_array(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); i++) out += (i ? ", " : "") + items[i];
+  return out + "]";
+}
+
 }  // namespace xvmq::classify

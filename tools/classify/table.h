@@ -1,8 +1,10 @@
 // Aligned text tables and JSON strings for the command output.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace xvmq::classify {
@@ -28,5 +30,10 @@ class Table {
 };
 
 std::string json_string(std::string_view s);
+// {"key": value, ...}, of values that are JSON text already.
+std::string json_object(std::initializer_list<std::pair<const char*, std::string>> fields);
+// [item, ...], of items that are JSON text already.
+std::string json_array(const std::vector<std::string>& items);
+inline std::string json_bool(bool b) { return b ? "true" : "false"; }
 
 }  // namespace xvmq::classify

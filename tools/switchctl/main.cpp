@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <variant>
 
 #include <signal.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "common/mac.h"
 #include "common/names.h"
 #include "control/control.h"
+#include "tools/cli/parse.h"
 #include "tools/switchctl/output.h"
 
 namespace {
@@ -212,291 +214,355 @@ int follow_events(control::ControlClient& client, const std::string& socket, jso
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The command line: every option's value, bound by CLI11, and the request
+// the chosen command makes.
+struct Cli {
   CLI::App app{"Drive switchd, xvmq's extensible switch: its uplink, switch ports, VM NICs and their vmqs.\n"
                "A VM NIC follows Hyper-V's steps: port create, nic create, nic connect, nic disconnect,\n"
                "nic delete, port teardown, port delete.",
                "switchctl"};
-  app.footer(std::string("Example: switchctl port create vm1 && switchctl nic create vm1 --mac 02:00:00:00:00:01 "
-                         "--backend vm1-host && switchctl nic connect vm1\n") + kExitCodes);
-  app.require_subcommand(1);
-  app.fallthrough();
   std::string socket = control::kDefaultSocket;
   bool raw_json = false;
-  app.add_option("--socket", socket, "switchd's control socket")->envname("XVMQ_SOCKET")->capture_default_str();
-  app.add_flag("--json", raw_json, "print the result as switchd sent it (JSON)");
   double timeout_s = 10;
-  app.add_option("--timeout", timeout_s, "seconds to wait for switchd to answer a request (events --follow: "
-                                         "beyond its long poll)")
-      ->capture_default_str()
-      ->check(CLI::Range(0.1, 3600.0));
 
   std::optional<Call> call;
-  std::string name, mode, mac, backend, vmq, steering, host;
+  std::string name, mode, mac, backend, vmq, steering, host, host_netdev;
+  int host_vlan = 0;
   std::vector<int> trunk;
   int native_vlan = 0;
   bool spoofing = false;
   int vlan = 0;
-  uint64_t since = 0;
-
-  auto group = [&](const char* noun, const char* help, const std::string& example) {
-    CLI::App* g = app.add_subcommand(noun, help);
-    g->footer("Example: " + example);
-    g->require_subcommand(1);
-    g->fallthrough();
-    return g;
-  };
-  auto step = [](CLI::App* g, const char* verb, const std::string& help, const std::string& example) {
-    CLI::App* s = g->add_subcommand(verb, help);
-    s->footer("Example: " + example);
-    return s;
-  };
-  // A step whose only argument is the name of its object.
-  auto named = [&](CLI::App* g, const char* verb, const std::string& help, const std::string& key,
-                   const std::string& done) {
-    std::string noun = g->get_name();
-    CLI::App* s = step(g, verb, help, "switchctl " + noun + " " + verb + " vm1");
-    s->add_option(key == "name" ? "NAME" : "PORT", name, noun == "port" ? "switch port" : "the NIC's port")
-        ->required()
-        ->check(kName);
-    s->callback([&, s, noun, key, done] {
-      // A vmq step returns the NIC and leaves its state as it was.
-      bool vmq_step = noun == "vmq";
-      call = Call{noun + "." + s->get_name(), {{key, name}}, (vmq_step ? "nic " : noun + " ") + name, done, vmq_step};
-    });
-    return s;
-  };
-
-  CLI::App* uplink = group("uplink", "the uplink NIC whose receive queues switchd classifies",
-                           "switchctl uplink attach eth1 --mode native");
-  CLI::App* attach = step(uplink, "attach", "attach switchd's classifier to the uplink netdev NAME",
-                          "switchctl uplink attach eth0 --mode native");
-  attach->add_option("NAME", name, "uplink netdev")->required()->check(kName);
-  CLI::Option* mode_opt = attach->add_option("--mode", mode, "XDP mode: auto (native, then skb), native, skb, offload; "
-                                                             "default auto")
-                              ->check(CLI::IsMember({"auto", "native", "skb", "offload"}));
-  CLI::Option* host_opt =
-      attach->add_option("--host", host, "an uplink with host addresses: stack (frames to its MAC reach the "
-                                         "host's stack) or port (the host moves its addresses to a host port)")
-          ->check(CLI::IsMember({"stack", "port"}));
-  std::string host_netdev;
-  int host_vlan = 0;
-  CLI::Option* host_netdev_opt =
-      attach->add_option("--host-netdev", host_netdev, "--host port: the host's netdev (default: NAME truncated to 10, "
-                                                       "then -host)")
-          ->check(kName);
-  CLI::Option* host_vlan_opt =
-      attach->add_option("--host-vlan", host_vlan, "--host port: the host port's access VLAN (default 0, untagged)")
-          ->check(CLI::Range(0, 4094));
-  attach->callback([&] {
-    call = Call{"uplink.attach", {{"name", name}}, "uplink " + name, "attached", false};
-    if (mode_opt->count()) call->args["mode"] = mode;
-    if (host_opt->count()) call->args["host"] = host;
-    if (host_netdev_opt->count()) call->args["host_netdev"] = host_netdev;
-    if (host_vlan_opt->count()) call->args["host_vlan"] = host_vlan;
-  });
-  step(uplink, "detach", "detach switchd from its uplink", "switchctl uplink detach")->callback([&] {
-    call = Call{"uplink.detach", json::object(), "uplink", "detached", false};
-  });
-
-  CLI::App* port = group("port", "switch ports: create, teardown, delete", "switchctl port create vm1");
-  named(port, "create", "create a switch port", "name", "created");
-  named(port, "teardown", "tear down port NAME once its NIC is deleted", "name", "torn down");
-  named(port, "delete", "delete a torn-down port", "name", "deleted");
-
-  CLI::App* nic = group("nic", "VM NICs, one per port, named by their port", "switchctl nic connect vm1");
-  CLI::App* create = step(nic, "create", "create the NIC of port PORT on the host-side netdev BACKEND",
-                          "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --vlan 10\n"
-                          "  switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host --trunk 10,20 --native-vlan 30");
-  create->add_option("PORT", name, "the port of the NIC")->required()->check(kName);
-  create->add_option("--mac", mac, "the NIC's unicast MAC, like 02:00:00:00:00:01")->required()->transform(kMac);
-  create->add_option("--backend", backend, "host-side netdev: a veth end or a VM's tap")->required()->check(kName);
-  CLI::Option* vmq_opt = create->add_option("--vmq", vmq, "off: software path only; auto: a vmq when one is free "
-                                                          "(default auto)")
-                             ->check(CLI::IsMember({"off", "auto"}));
-  CLI::Option* vlan_opt = create->add_option("--vlan", vlan, "VLAN 0..4094, 0 = untagged")->check(CLI::Range(0, 4094));
-  CLI::Option* steering_opt =
-      create->add_option("--steering", steering, "software (XDP), or hardware (NIC flow rules); default software")
-          ->check(CLI::IsMember({"software", "hardware"}));
-  CLI::Option* trunk_opt = create->add_option("--trunk", trunk, "a trunk NIC carrying these VLANs tagged, e.g. 10,20")
-                               ->delimiter(',')
-                               ->check(CLI::Range(1, 4094))
-                               ->excludes(vlan_opt);
-  CLI::Option* native_opt = create->add_option("--native-vlan", native_vlan, "a trunk NIC's VLAN for its untagged frames")
-                                ->check(CLI::Range(0, 4094))
-                                ->needs(trunk_opt);
-  create->add_flag("--allow-mac-spoofing", spoofing, "let the VM send from other source MACs (default: dropped)");
-  create->callback([&] {
-    call = Call{"nic.create", {{"port", name}, {"mac", mac}, {"backend", backend}}, "nic " + name, "created", false};
-    if (vmq_opt->count()) call->args["vmq"] = vmq;
-    if (vlan_opt->count()) call->args["vlan"] = vlan;
-    if (steering_opt->count()) call->args["steering"] = steering;
-    if (trunk_opt->count()) {
-      call->args["vlan_mode"] = "trunk";
-      call->args["trunk_vlans"] = trunk;
-    }
-    if (native_opt->count()) call->args["native_vlan"] = native_vlan;
-    if (spoofing) call->args["allow_mac_spoofing"] = true;
-  });
-  named(nic, "connect", "connect the NIC of port PORT: traffic flows", "port", "connected");
-  named(nic, "disconnect", "disconnect the NIC of port PORT: traffic stops", "port", "disconnected");
-  named(nic, "delete", "delete the disconnected NIC of port PORT", "port", "deleted");
-
-  CLI::App* vmqs = group("vmq", "a NIC's vmq: its own receive queue filter, the fast path", "switchctl vmq allocate vm1");
-  named(vmqs, "allocate", "give the NIC of port PORT a vmq", "port", "vmq allocated");
-  named(vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port", "vmq freed");
-  step(vmqs, "show", "every allocated vmq: its NIC, its filters in the classifier, its CPUs, what it received",
-       "switchctl vmq show --json")
-      ->callback([&] { call = Call{"vmq.show", json::object(), {}, {}, false}; });
-
   // vmq allocate/free --policy: the NIC's vmq policy changes with its vmq (what apply does).
   std::string policy;
-  CLI::Option* alloc_policy = vmqs->get_subcommand("allocate")
-                                  ->add_option("--policy", policy, "also set the NIC's vmq policy to auto")
-                                  ->check(CLI::IsMember({"auto"}));
-  CLI::Option* free_policy = vmqs->get_subcommand("free")
-                                 ->add_option("--policy", policy, "also set the NIC's vmq policy to off")
-                                 ->check(CLI::IsMember({"off"}));
-
+  CLI::Option* alloc_policy = nullptr;
+  CLI::Option* free_policy = nullptr;
   std::string config_file;
   bool dry_run = false;
-  CLI::App* apply = step(&app, "apply", "move switchd to the configuration in FILE (TOML, see README), with only "
-                                        "the lifecycle steps needed, and print them",
-                         "switchctl apply /etc/xvmq/switch.toml --dry-run");
-  apply->add_option("FILE", config_file, "the configuration file")->required();
-  apply->add_flag("--dry-run", dry_run, "print the steps, change nothing");
-  apply->callback([&] {
-    call = Call{"config.apply", {{"source", config_file}, {"dry_run", dry_run}}, {}, {}, false};
-  });
-  CLI::App* config = group("config", "the running configuration as a file", "switchctl config show");
-  step(config, "show", "the running configuration as TOML that switchctl apply takes", "switchctl config show")
-      ->callback([&] { call = Call{"config.export", json::object(), {}, {}, false}; });
-
-  CLI::App* fdb = group("fdb", "the forwarding table: MACs learned behind the uplink, and the NICs' own",
-                        "switchctl fdb show --json");
-  step(fdb, "show", "every entry: MAC, VLAN, port, age", "switchctl fdb show")->callback([&] {
-    call = Call{"fdb.show", json::object(), {}, {}, false};
-  });
-  step(fdb, "flush", "forget the MACs learned behind the uplink", "switchctl fdb flush")->callback([&] {
-    call = Call{"fdb.flush", json::object(), "fdb", "flushed", false};
-  });
   std::string fdb_mac, fdb_port;
   int fdb_vlan = 0;
-  CLI::App* fdb_add = step(fdb, "add", "a static entry: MAC on VLAN is behind port PORT's NIC (a container or nested "
-                                       "guest of that VM); the NIC may send from it",
-                           "switchctl fdb add 02:00:00:00:10:01 --port vm1 --vlan 10");
-  fdb_add->add_option("MAC", fdb_mac, "the station's unicast MAC")->required()->transform(kMac);
-  fdb_add->add_option("--port", fdb_port, "the port whose NIC it is behind")->required()->check(kName);
-  fdb_add->add_option("--vlan", fdb_vlan, "one of the NIC's VLANs, 0..4094 (default 0)")->check(CLI::Range(0, 4094));
-  fdb_add->callback([&] {
-    call = Call{"fdb.add", {{"mac", fdb_mac}, {"vlan", fdb_vlan}, {"port", fdb_port}},
-                "fdb " + fdb_mac + " vlan " + std::to_string(fdb_vlan), "added (port " + fdb_port + ")", true};
-  });
-  CLI::App* fdb_del = step(fdb, "del", "remove a static entry", "switchctl fdb del 02:00:00:00:10:01 --vlan 10");
-  fdb_del->add_option("MAC", fdb_mac, "the entry's MAC")->required()->transform(kMac);
-  fdb_del->add_option("--vlan", fdb_vlan, "the entry's VLAN (default 0)")->check(CLI::Range(0, 4094));
-  fdb_del->callback([&] {
-    call = Call{"fdb.del", {{"mac", fdb_mac}, {"vlan", fdb_vlan}},
-                "fdb " + fdb_mac + " vlan " + std::to_string(fdb_vlan), "deleted", true};
-  });
-
-  step(&app, "show", "the uplink, the ports with their NICs, and the vmqs", "switchctl show")->callback([&] {
-    call = Call{"show", json::object(), {}, {}, false};
-  });
   bool watch = false, follow = false;
   double interval = 1.0;
   uint64_t watch_count = 0;
-  CLI::App* stats = step(&app, "stats", "counters per reason, vmq, port, receive queue, CPU and drop reason",
+  uint64_t since = 0;
+};
+
+CLI::App* group(Cli& cli, const char* noun, const char* help, const std::string& example) {
+  CLI::App* g = cli.app.add_subcommand(noun, help);
+  g->footer("Example: " + example);
+  g->require_subcommand(1);
+  g->fallthrough();
+  return g;
+}
+
+CLI::App* step(CLI::App* g, const char* verb, const std::string& help, const std::string& example) {
+  CLI::App* s = g->add_subcommand(verb, help);
+  s->footer("Example: " + example);
+  return s;
+}
+
+// A step whose only argument is the name of its object.
+CLI::App* named(Cli& cli, CLI::App* g, const char* verb, const std::string& help, const std::string& key,
+                const std::string& done) {
+  std::string noun = g->get_name();
+  CLI::App* s = step(g, verb, help, "switchctl " + noun + " " + verb + " vm1");
+  s->add_option(key == "name" ? "NAME" : "PORT", cli.name, noun == "port" ? "switch port" : "the NIC's port")
+      ->required()
+      ->check(kName);
+  s->callback([&cli, s, noun, key, done] {
+    // A vmq step returns the NIC and leaves its state as it was.
+    bool vmq_step = noun == "vmq";
+    cli.call = Call{noun + "." + s->get_name(), {{key, cli.name}}, (vmq_step ? "nic " : noun + " ") + cli.name, done,
+                    vmq_step};
+  });
+  return s;
+}
+
+// A step that sends `op` with no arguments.
+void plain(Cli& cli, CLI::App* s, const std::string& op, const std::string& object = {},
+           const std::string& done = {}) {
+  s->callback([&cli, op, object, done] { cli.call = Call{op, json::object(), object, done, false}; });
+}
+
+void add_global_options(Cli& cli) {
+  CLI::App& app = cli.app;
+  app.footer(std::string("Example: switchctl port create vm1 && switchctl nic create vm1 --mac 02:00:00:00:00:01 "
+                         "--backend vm1-host && switchctl nic connect vm1\n") + kExitCodes);
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.add_option("--socket", cli.socket, "switchd's control socket")->envname("XVMQ_SOCKET")->capture_default_str();
+  app.add_flag("--json", cli.raw_json, "print the result as switchd sent it (JSON)");
+  app.add_option("--timeout", cli.timeout_s, "seconds to wait for switchd to answer a request (events --follow: "
+                                             "beyond its long poll)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+}
+
+void add_uplink(Cli& cli) {
+  CLI::App* uplink = group(cli, "uplink", "the uplink NIC whose receive queues switchd classifies",
+                           "switchctl uplink attach eth1 --mode native");
+  CLI::App* attach = step(uplink, "attach", "attach switchd's classifier to the uplink netdev NAME",
+                          "switchctl uplink attach eth0 --mode native");
+  attach->add_option("NAME", cli.name, "uplink netdev")->required()->check(kName);
+  CLI::Option* mode_opt = attach->add_option("--mode", cli.mode, "XDP mode: auto (native, then skb), native, skb, "
+                                                                 "offload; default auto")
+                              ->check(CLI::IsMember({"auto", "native", "skb", "offload"}));
+  CLI::Option* host_opt =
+      attach->add_option("--host", cli.host, "an uplink with host addresses: stack (frames to its MAC reach the "
+                                             "host's stack) or port (the host moves its addresses to a host port)")
+          ->check(CLI::IsMember({"stack", "port"}));
+  CLI::Option* host_netdev_opt =
+      attach->add_option("--host-netdev", cli.host_netdev, "--host port: the host's netdev (default: NAME truncated "
+                                                           "to 10, then -host)")
+          ->check(kName);
+  CLI::Option* host_vlan_opt =
+      attach->add_option("--host-vlan", cli.host_vlan, "--host port: the host port's access VLAN (default 0, untagged)")
+          ->check(CLI::Range(0, 4094));
+  attach->callback([&cli, mode_opt, host_opt, host_netdev_opt, host_vlan_opt] {
+    cli.call = Call{"uplink.attach", {{"name", cli.name}}, "uplink " + cli.name, "attached", false};
+    if (mode_opt->count()) cli.call->args["mode"] = cli.mode;
+    if (host_opt->count()) cli.call->args["host"] = cli.host;
+    if (host_netdev_opt->count()) cli.call->args["host_netdev"] = cli.host_netdev;
+    if (host_vlan_opt->count()) cli.call->args["host_vlan"] = cli.host_vlan;
+  });
+  plain(cli, step(uplink, "detach", "detach switchd from its uplink", "switchctl uplink detach"), "uplink.detach",
+        "uplink", "detached");
+}
+
+void add_port(Cli& cli) {
+  CLI::App* port = group(cli, "port", "switch ports: create, teardown, delete", "switchctl port create vm1");
+  named(cli, port, "create", "create a switch port", "name", "created");
+  named(cli, port, "teardown", "tear down port NAME once its NIC is deleted", "name", "torn down");
+  named(cli, port, "delete", "delete a torn-down port", "name", "deleted");
+}
+
+void add_nic_create(Cli& cli, CLI::App* nic) {
+  CLI::App* create = step(nic, "create", "create the NIC of port PORT on the host-side netdev BACKEND",
+                          "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --vlan 10\n"
+                          "  switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host --trunk 10,20 "
+                          "--native-vlan 30");
+  create->add_option("PORT", cli.name, "the port of the NIC")->required()->check(kName);
+  create->add_option("--mac", cli.mac, "the NIC's unicast MAC, like 02:00:00:00:00:01")->required()->transform(kMac);
+  create->add_option("--backend", cli.backend, "host-side netdev: a veth end or a VM's tap")->required()->check(kName);
+  CLI::Option* vmq_opt = create->add_option("--vmq", cli.vmq, "off: software path only; auto: a vmq when one is "
+                                                              "free (default auto)")
+                             ->check(CLI::IsMember({"off", "auto"}));
+  CLI::Option* vlan_opt =
+      create->add_option("--vlan", cli.vlan, "VLAN 0..4094, 0 = untagged")->check(CLI::Range(0, 4094));
+  CLI::Option* steering_opt =
+      create->add_option("--steering", cli.steering, "software (XDP), or hardware (NIC flow rules); default software")
+          ->check(CLI::IsMember({"software", "hardware"}));
+  CLI::Option* trunk_opt =
+      create->add_option("--trunk", cli.trunk, "a trunk NIC carrying these VLANs tagged, e.g. 10,20")
+          ->delimiter(',')
+          ->check(CLI::Range(1, 4094))
+          ->excludes(vlan_opt);
+  CLI::Option* native_opt =
+      create->add_option("--native-vlan", cli.native_vlan, "a trunk NIC's VLAN for its untagged frames")
+          ->check(CLI::Range(0, 4094))
+          ->needs(trunk_opt);
+  create->add_flag("--allow-mac-spoofing", cli.spoofing, "let the VM send from other source MACs (default: dropped)");
+  create->callback([&cli, vmq_opt, vlan_opt, steering_opt, trunk_opt, native_opt] {
+    cli.call = Call{"nic.create", {{"port", cli.name}, {"mac", cli.mac}, {"backend", cli.backend}}, "nic " + cli.name,
+                    "created", false};
+    json& args = cli.call->args;
+    if (vmq_opt->count()) args["vmq"] = cli.vmq;
+    if (vlan_opt->count()) args["vlan"] = cli.vlan;
+    if (steering_opt->count()) args["steering"] = cli.steering;
+    if (trunk_opt->count()) {
+      args["vlan_mode"] = "trunk";
+      args["trunk_vlans"] = cli.trunk;
+    }
+    if (native_opt->count()) args["native_vlan"] = cli.native_vlan;
+    if (cli.spoofing) args["allow_mac_spoofing"] = true;
+  });
+}
+
+void add_nic(Cli& cli) {
+  CLI::App* nic = group(cli, "nic", "VM NICs, one per port, named by their port", "switchctl nic connect vm1");
+  add_nic_create(cli, nic);
+  named(cli, nic, "connect", "connect the NIC of port PORT: traffic flows", "port", "connected");
+  named(cli, nic, "disconnect", "disconnect the NIC of port PORT: traffic stops", "port", "disconnected");
+  named(cli, nic, "delete", "delete the disconnected NIC of port PORT", "port", "deleted");
+}
+
+void add_vmq(Cli& cli) {
+  CLI::App* vmqs =
+      group(cli, "vmq", "a NIC's vmq: its own receive queue filter, the fast path", "switchctl vmq allocate vm1");
+  CLI::App* allocate = named(cli, vmqs, "allocate", "give the NIC of port PORT a vmq", "port", "vmq allocated");
+  CLI::App* release = named(cli, vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port",
+                         "vmq freed");
+  plain(cli,
+        step(vmqs, "show", "every allocated vmq: its NIC, its filters in the classifier, its CPUs, what it received",
+             "switchctl vmq show --json"),
+        "vmq.show");
+  cli.alloc_policy =
+      allocate->add_option("--policy", cli.policy, "also set the NIC's vmq policy to auto")->check(CLI::IsMember({"auto"}));
+  cli.free_policy =
+      release->add_option("--policy", cli.policy, "also set the NIC's vmq policy to off")->check(CLI::IsMember({"off"}));
+}
+
+void add_apply(Cli& cli) {
+  CLI::App* apply = step(&cli.app, "apply", "move switchd to the configuration in FILE (TOML, see README), with only "
+                                            "the lifecycle steps needed, and print them",
+                         "switchctl apply /etc/xvmq/switch.toml --dry-run");
+  apply->add_option("FILE", cli.config_file, "the configuration file")->required();
+  apply->add_flag("--dry-run", cli.dry_run, "print the steps, change nothing");
+  apply->callback([&cli] {
+    cli.call = Call{"config.apply", {{"source", cli.config_file}, {"dry_run", cli.dry_run}}, {}, {}, false};
+  });
+}
+
+void add_config(Cli& cli) {
+  CLI::App* config = group(cli, "config", "the running configuration as a file", "switchctl config show");
+  plain(cli, step(config, "show", "the running configuration as TOML that switchctl apply takes", "switchctl config show"),
+        "config.export");
+}
+
+void add_fdb(Cli& cli) {
+  CLI::App* fdb = group(cli, "fdb", "the forwarding table: MACs learned behind the uplink, and the NICs' own",
+                        "switchctl fdb show --json");
+  plain(cli, step(fdb, "show", "every entry: MAC, VLAN, port, age", "switchctl fdb show"), "fdb.show");
+  plain(cli, step(fdb, "flush", "forget the MACs learned behind the uplink", "switchctl fdb flush"), "fdb.flush", "fdb",
+        "flushed");
+  CLI::App* fdb_add = step(fdb, "add", "a static entry: MAC on VLAN is behind port PORT's NIC (a container or nested "
+                                       "guest of that VM); the NIC may send from it",
+                           "switchctl fdb add 02:00:00:00:10:01 --port vm1 --vlan 10");
+  fdb_add->add_option("MAC", cli.fdb_mac, "the station's unicast MAC")->required()->transform(kMac);
+  fdb_add->add_option("--port", cli.fdb_port, "the port whose NIC it is behind")->required()->check(kName);
+  fdb_add->add_option("--vlan", cli.fdb_vlan, "one of the NIC's VLANs, 0..4094 (default 0)")
+      ->check(CLI::Range(0, 4094));
+  fdb_add->callback([&cli] {
+    cli.call = Call{"fdb.add", {{"mac", cli.fdb_mac}, {"vlan", cli.fdb_vlan}, {"port", cli.fdb_port}},
+                    "fdb " + cli.fdb_mac + " vlan " + std::to_string(cli.fdb_vlan),
+                    "added (port " + cli.fdb_port + ")", true};
+  });
+  CLI::App* fdb_del = step(fdb, "del", "remove a static entry", "switchctl fdb del 02:00:00:00:10:01 --vlan 10");
+  fdb_del->add_option("MAC", cli.fdb_mac, "the entry's MAC")->required()->transform(kMac);
+  fdb_del->add_option("--vlan", cli.fdb_vlan, "the entry's VLAN (default 0)")->check(CLI::Range(0, 4094));
+  fdb_del->callback([&cli] {
+    cli.call = Call{"fdb.del", {{"mac", cli.fdb_mac}, {"vlan", cli.fdb_vlan}},
+                    "fdb " + cli.fdb_mac + " vlan " + std::to_string(cli.fdb_vlan), "deleted", true};
+  });
+}
+
+void add_show(Cli& cli) {
+  plain(cli, step(&cli.app, "show", "the uplink, the ports with their NICs, and the vmqs", "switchctl show"), "show");
+}
+
+void add_stats(Cli& cli) {
+  CLI::App* stats = step(&cli.app, "stats", "counters per reason, vmq, port, receive queue, CPU and drop reason",
                          "switchctl stats --watch --interval 2");
-  stats->add_flag("--watch", watch, "show rates per second every interval until interrupted (Ctrl-C); with --json, "
-                                    "one JSON object per interval");
+  stats->add_flag("--watch", cli.watch, "show rates per second every interval until interrupted (Ctrl-C); with "
+                                        "--json, one JSON object per interval");
   CLI::Option* interval_opt =
-      stats->add_option("--interval", interval, "seconds between --watch samples (0.1..3600, default 1)")
+      stats->add_option("--interval", cli.interval, "seconds between --watch samples (0.1..3600, default 1)")
           ->check(CLI::Range(0.1, 3600.0));
-  CLI::Option* count_opt =
-      stats->add_option("--count", watch_count, "with --watch: stop after N intervals")->check(CLI::Range(1, 1000000));
+  CLI::Option* count_opt = stats->add_option("--count", cli.watch_count, "with --watch: stop after N intervals")
+                               ->check(CLI::Range(1, 1000000));
   interval_opt->needs("--watch");
   count_opt->needs("--watch");
-  stats->callback([&] { call = Call{"stats", json::object(), {}, {}, false}; });
-  CLI::App* events = step(&app, "events", "the lifecycle steps switchd recorded, oldest first",
-                          "switchctl events --since 42");
-  CLI::Option* since_opt =
-      events->add_option("--since", since, "only events with a sequence number above N")->check(kSeq);
-  events->add_flag("--follow", follow, "then print new events as they happen, until interrupted (Ctrl-C); with "
-                                      "--json, one event object per line");
-  events->footer("Example: switchctl events --since 42\n  switchctl events --follow --json");
-  events->callback([&] {
-    call = Call{"events", json::object(), {}, {}, false};
-    if (since_opt->count()) call->args["since"] = since;
-  });
+  plain(cli, stats, "stats");
+}
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::string what = e.what();
-    std::replace(what.begin(), what.end(), '\n', ' ');
-    std::fprintf(stderr, "switchctl: %s (see switchctl --help)\n", what.c_str());
+void add_events(Cli& cli) {
+  CLI::App* events =
+      step(&cli.app, "events", "the lifecycle steps switchd recorded, oldest first", "switchctl events --since 42");
+  CLI::Option* since_opt =
+      events->add_option("--since", cli.since, "only events with a sequence number above N")->check(kSeq);
+  events->add_flag("--follow", cli.follow, "then print new events as they happen, until interrupted (Ctrl-C); with "
+                                           "--json, one event object per line");
+  events->footer("Example: switchctl events --since 42\n  switchctl events --follow --json");
+  events->callback([&cli, since_opt] {
+    cli.call = Call{"events", json::object(), {}, {}, false};
+    if (since_opt->count()) cli.call->args["since"] = cli.since;
+  });
+}
+
+// The commands, in the order of --help.
+constexpr void (*kCommands[])(Cli&) = {add_uplink, add_port,  add_nic,  add_vmq,   add_apply,
+                                       add_config, add_fdb,   add_show, add_stats, add_events};
+
+// apply: the file goes in the request (switchd may not be able to read it);
+// 0, or exit code 2 when it cannot be read or is too large.
+int read_config(Cli& cli) {
+  std::ifstream in(cli.config_file);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) {
+    std::fprintf(stderr, "switchctl: apply %s: cannot read it\n", cli.config_file.c_str());
     return 2;
   }
-  if (!call) return 2;  // require_subcommand makes this unreachable
-  if (alloc_policy->count() || free_policy->count()) call->args["policy"] = policy;
-  if (call->op == "config.apply") {
-    std::ifstream in(config_file);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) {
-      std::fprintf(stderr, "switchctl: apply %s: cannot read it\n", config_file.c_str());
-      return 2;
-    }
-    if (text.str().size() > control::kMaxConfigBytes) {
-      std::fprintf(stderr, "switchctl: apply %s: the file is %zu bytes; switchd takes a configuration of at most %zu "
-                   "(%zu KiB)\n", config_file.c_str(), text.str().size(), control::kMaxConfigBytes,
-                   control::kMaxConfigBytes >> 10);
-      return 2;
-    }
-    call->args["config"] = text.str();
+  if (text.str().size() > control::kMaxConfigBytes) {
+    std::fprintf(stderr, "switchctl: apply %s: the file is %zu bytes; switchd takes a configuration of at most %zu "
+                 "(%zu KiB)\n", cli.config_file.c_str(), text.str().size(), control::kMaxConfigBytes,
+                 control::kMaxConfigBytes >> 10);
+    return 2;
   }
+  cli.call->args["config"] = text.str();
+  return 0;
+}
 
-  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000 + 0.5));
-  auto client = control::ControlClient::connect(socket, timeout);
-  if (!client) {
-    int err = client.error().code;
-    if (err == EACCES || err == EPERM) {
-      std::fprintf(stderr, "switchctl: %s: switchctl needs root or switchd's group (switchd --group)\n",
-                   client.error().message.c_str());
-      return 9;
-    }
-    std::fprintf(stderr, "switchctl: cannot reach switchd: %s; is switchd running? Start it, or point --socket "
-                 "or XVMQ_SOCKET at its socket\n", client.error().message.c_str());
-    return 1;
+// The connection, or the exit code (after saying why): 9 without
+// permission, 1 when switchd cannot be reached.
+std::variant<control::ControlClient, int> connect(const Cli& cli) {
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cli.timeout_s * 1000 + 0.5));
+  auto client = control::ControlClient::connect(cli.socket, timeout);
+  if (client) return std::move(client.value());
+  int err = client.error().code;
+  if (err == EACCES || err == EPERM) {
+    std::fprintf(stderr, "switchctl: %s: switchctl needs root or switchd's group (switchd --group)\n",
+                 client.error().message.c_str());
+    return 9;
   }
-  if (watch) return watch_stats(*client, socket, interval, watch_count, raw_json);
-  if (follow) return follow_events(*client, socket, call->args, raw_json);
-  auto response = client->call(call->op, call->args);
-  if (!response) return unreachable(call->op, socket, response.error());
-  if (refused_as_full(*response)) return full(socket, *response);
+  std::fprintf(stderr, "switchctl: cannot reach switchd: %s; is switchd running? Start it, or point --socket "
+               "or XVMQ_SOCKET at its socket\n", client.error().message.c_str());
+  return 1;
+}
+
+void print_result(const Cli& cli, const json& result) {
+  const std::string& op = cli.call->op;
+  if (cli.raw_json) std::printf("%s\n", result.dump(2).c_str());
+  else if (op == "show") switchctl::print_show(result);
+  else if (op == "stats") switchctl::print_stats(result);
+  else if (op == "events") switchctl::print_events(result);
+  else if (op == "fdb.show") switchctl::print_fdb(result);
+  else if (op == "vmq.show") switchctl::print_vmqs(result);
+  else if (op == "config.apply") print_steps(result, cli.dry_run);
+  else if (op == "config.export") std::printf("%s", result.value("config", "").c_str());
+  else std::printf("%s\n", switchctl::summary(cli.call->object, cli.call->done, result, cli.call->say_done).c_str());
+}
+
+// One request and its answer.
+int call_once(const Cli& cli, control::ControlClient& client) {
+  auto response = client.call(cli.call->op, cli.call->args);
+  if (!response) return unreachable(cli.call->op, cli.socket, response.error());
+  if (refused_as_full(*response)) return full(cli.socket, *response);
   if (!response->ok) {
     const std::string& m = response->message;
-    std::string prefix = m.starts_with(call->op + ":") || m.starts_with(call->op + " ") ? "" : call->op + ": ";
+    const std::string& op = cli.call->op;
+    std::string prefix = m.starts_with(op + ":") || m.starts_with(op + " ") ? "" : op + ": ";
     std::fprintf(stderr, "switchctl: %s%s (%s)\n", prefix.c_str(), m.c_str(), response->kind.c_str());
     return exit_code(response->kind);
   }
-
-  const json& result = response->result;
-  if (raw_json) std::printf("%s\n", result.dump(2).c_str());
-  else if (call->op == "show") switchctl::print_show(result);
-  else if (call->op == "stats") switchctl::print_stats(result);
-  else if (call->op == "events") switchctl::print_events(result);
-  else if (call->op == "fdb.show") switchctl::print_fdb(result);
-  else if (call->op == "vmq.show") switchctl::print_vmqs(result);
-  else if (call->op == "config.apply") print_steps(result, dry_run);
-  else if (call->op == "config.export") std::printf("%s", result.value("config", "").c_str());
-  else std::printf("%s\n", switchctl::summary(call->object, call->done, result, call->say_done).c_str());
+  print_result(cli, response->result);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Cli cli;
+  add_global_options(cli);
+  for (auto add : kCommands) add(cli);
+  if (auto rc = xvmq::cli::parse(cli.app, argc, argv, "switchctl")) return *rc;
+  if (!cli.call) return 2;  // require_subcommand makes this unreachable
+  if (cli.alloc_policy->count() || cli.free_policy->count()) cli.call->args["policy"] = cli.policy;
+  if (cli.call->op == "config.apply")
+    if (int rc = read_config(cli)) return rc;
+  auto connected = connect(cli);
+  if (auto* rc = std::get_if<int>(&connected)) return *rc;
+  auto& client = std::get<control::ControlClient>(connected);
+  if (cli.watch) return watch_stats(client, cli.socket, cli.interval, cli.watch_count, cli.raw_json);
+  if (cli.follow) return follow_events(client, cli.socket, cli.call->args, cli.raw_json);
+  return call_once(cli, client);
 }

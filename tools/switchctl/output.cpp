@@ -205,20 +205,13 @@ void section(const char* title) { std::printf("\n%s\n", title); }
 
 }  // namespace
 
-void print_stats(const json& result) {
-  const json& cls = field(result, "classifier");
-  if (result.is_object() && cls.is_null()) {
-    std::printf("no uplink attached: no counters\n");
-    return;
-  }
-  std::vector<std::vector<std::string>> rows;
-  if (!field(cls, "reasons").is_object()) {
-    // A shape this switchctl does not know: every number, by its path.
-    numbers(result, "", rows);
-    print_table({"COUNTER", "VALUE"}, rows);
-    return;
-  }
-  // The switch: every frame the classifier saw, by where it went.
+namespace {
+
+using Rows = std::vector<std::vector<std::string>>;
+
+// The switch: every frame the classifier saw, by where it went.
+void print_classifier(const json& cls) {
+  Rows rows;
   section("CLASSIFIER (per reason)");
   for (auto& [reason, c] : field(cls, "reasons").items())
     rows.push_back({reason, cell(field(c, "frames")), cell(field(c, "bytes"))});
@@ -228,9 +221,11 @@ void print_stats(const json& result) {
   rows.clear();
   for (auto& [vmq, c] : field(cls, "vmqs").items()) rows.push_back({vmq, cell(field(c, "frames")), cell(field(c, "bytes"))});
   print_table({"VMQ", "FRAMES", "BYTES"}, rows);
+}
 
+void print_ports(const json& result) {
+  Rows rows;
   section("PORTS (per VM NIC)");
-  rows.clear();
   for (auto& [port, n] : field(result, "nics").items())
     rows.push_back({port, cell(field(n, "fast_frames")), cell(field(n, "fast_bytes")), cell(field(n, "default_frames")),
                     cell(field(n, "default_bytes")), cell(field(n, "from_vm_frames")), cell(field(n, "from_vm_bytes")),
@@ -238,9 +233,12 @@ void print_stats(const json& result) {
   print_table({"PORT", "FAST-FRAMES", "FAST-BYTES", "DEFAULT-FRAMES", "DEFAULT-BYTES", "FROM-VM-FRAMES", "FROM-VM-BYTES",
                "DROPS"},
               rows);
+}
 
+// The receive queues, then their workers' CPUs with the queues summed.
+void print_queues(const json& result) {
+  Rows rows;
   section("RECEIVE QUEUES");
-  rows.clear();
   std::map<std::string, std::vector<json>> per_cpu;  // cpu -> rx, tx, drops
   auto cpu_add = [&](const std::string& cpu, const json& rx, const json& tx, const json& drops) {
     auto& c = per_cpu[cpu];
@@ -275,10 +273,12 @@ void print_stats(const json& result) {
   rows.clear();
   for (const auto& [cpu, c] : per_cpu) rows.push_back({cpu, cell(c[0]), cell(c[1]), cell(c[2])});
   print_table({"CPU", "RX", "TX", "DROPS"}, rows);
+}
 
-  // Every frame not delivered, by reason and where it was counted.
+// Every frame not delivered, by reason and where it was counted.
+void print_drops(const json& result, const json& cls) {
+  Rows rows;
   section("DROPS (per reason)");
-  rows.clear();
   for (const char* r : {"runt", "truncated_tag", "strip_error", "too_big"})
     rows.push_back({r, "classifier", cell(field(field(field(cls, "reasons"), r), "frames"))});
   std::map<std::string, json> sw;
@@ -289,19 +289,22 @@ void print_stats(const json& result) {
     for (auto& [reason, v] : field(n, "drops").items())
       if (value(v) != 0) rows.push_back({reason, "port " + port, cell(v)});
   print_table({"REASON", "WHERE", "FRAMES"}, rows);
+}
 
+// The fdb, the software switch's VLANs, and counters a newer switchd added
+// (shown by their path).
+void print_fdb_vlans_other(const json& result) {
   const json& fdb = field(result, "fdb");
   if (fdb.is_object())
     std::printf("\nfdb: %s of %s entries, learned %s, learning refused %s\n", text(field(fdb, "size")).c_str(),
                 text(field(fdb, "capacity")).c_str(), cell(field(fdb, "learned")).c_str(),
                 cell(field(fdb, "learn_refused")).c_str());
-  rows.clear();
+  Rows rows;
   for (auto& [vlan, v] : field(result, "vlans").items()) rows.push_back({vlan, cell(field(v, "frames"))});
   if (!rows.empty()) {
     section("VLANS (software switch)");
     print_table({"VLAN", "FRAMES"}, rows);
   }
-  // Counters a newer switchd added: shown by their path.
   rows.clear();
   for (auto& [key, v] : result.items())
     if (key != "classifier" && key != "nics" && key != "queues" && key != "dedicated" && key != "fdb" && key != "vlans")
@@ -310,6 +313,28 @@ void print_stats(const json& result) {
     section("OTHER");
     print_table({"COUNTER", "VALUE"}, rows);
   }
+}
+
+}  // namespace
+
+void print_stats(const json& result) {
+  const json& cls = field(result, "classifier");
+  if (result.is_object() && cls.is_null()) {
+    std::printf("no uplink attached: no counters\n");
+    return;
+  }
+  if (!field(cls, "reasons").is_object()) {
+    // A shape this switchctl does not know: every number, by its path.
+    Rows rows;
+    numbers(result, "", rows);
+    print_table({"COUNTER", "VALUE"}, rows);
+    return;
+  }
+  print_classifier(cls);
+  print_ports(result);
+  print_queues(result);
+  print_drops(result, cls);
+  print_fdb_vlans_other(result);
 }
 
 json rates(const json& before, const json& after, double seconds, const std::string& key) {

@@ -1,4 +1,4 @@
-#include "tests/fake_datapath.h"
+#include "tests/lib/fake_datapath.h"
 
 #include <algorithm>
 #include <cstring>

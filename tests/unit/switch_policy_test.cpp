@@ -1,4 +1,4 @@
-// The switch's policy on the in-memory datapath (tests/fake_datapath.h):
+// The switch's policy on the in-memory datapath (tests/lib/fake_datapath.h):
 // which vmq a NIC gets at nic.connect, what a failed datapath step leaves
 // behind, what a restart restores, and every refusal. No privileges and no
 // kernel object: the NICs' backends "exist" by a set of names.
@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "switchd/app/switch.h"
-#include "tests/fake_datapath.h"
+#include "tests/lib/fake_datapath.h"
 
 namespace xvmq::switchd {
 namespace {

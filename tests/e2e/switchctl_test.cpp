@@ -1,5 +1,5 @@
 // The operator's side of switchd, on the real kernel: the built switchctl
-// binary against the built switchd (fixture: tests/switchd_fixture.h), with
+// binary against the built switchd (fixture: tests/lib/switchd_fixture.h), with
 // real frames from ext to the VMs; the Prometheus endpoint scraped over TCP
 // and compared with `switchctl stats --json`; the sd_notify protocol
 // through a datagram socket of the test's own; invalid input and its exit
@@ -25,7 +25,7 @@
 #include <thread>
 
 #include "loader/classifier.h"
-#include "tests/switchd_fixture.h"
+#include "tests/lib/switchd_fixture.h"
 
 extern char** environ;
 

@@ -30,7 +30,7 @@
 #include <thread>
 
 #include "loader/classifier.h"
-#include "tests/switchd_fixture.h"
+#include "tests/lib/switchd_fixture.h"
 
 namespace {
 

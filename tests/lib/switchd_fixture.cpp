@@ -1,4 +1,4 @@
-#include "tests/switchd_fixture.h"
+#include "tests/lib/switchd_fixture.h"
 
 #include <fcntl.h>
 #include <signal.h>

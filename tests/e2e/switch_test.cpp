@@ -1,5 +1,5 @@
 // The software switch with real network stacks: the built switchd between
-// network namespaces (tests/switchd_fixture.h), its VM NICs on access and
+// network namespaces (tests/lib/switchd_fixture.h), its VM NICs on access and
 // trunk VLANs, with IPv4 (ping, iperf3) and with raw, sequence-numbered
 // frames (xvmq-frames) captured on every port.
 //
@@ -21,21 +21,16 @@
 // (from the uplink) nowhere; broadcast and multicast go to every other port
 // of the VLAN, the uplink included when a VM sent it.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
-#include <poll.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cinttypes>
 #include <cstring>
-#include <future>
 #include <functional>
 #include <map>
 #include <random>
@@ -45,7 +40,9 @@
 #include <thread>
 
 #include "common/mac.h"
-#include "tests/switchd_fixture.h"
+#include "tests/lib/capture.h"
+#include "tests/lib/frames.h"
+#include "tests/lib/switchd_fixture.h"
 
 namespace {
 
@@ -57,189 +54,14 @@ constexpr const char* kOutsideMac = "02:00:00:00:00:fe";  // xvmq-frames' defaul
 constexpr const char* kUnknownMac = "02:00:00:00:00:99";  // nobody's
 constexpr const char* kBroadcast = "ff:ff:ff:ff:ff:ff";
 constexpr const char* kMulticast = "01:00:5e:00:00:fb";
-constexpr int kUntagged = -1;
-
-using MacBytes = xvmq::Mac;
 
 // The MACs here are the constants above and mac_of()'s: all well-formed.
-MacBytes mac_bytes(const std::string& s) { return xvmq::parse_mac(s).value_or(MacBytes{}); }
+xvmq::Mac mac(const std::string& s) { return xvmq::parse_mac(s).value(); }
 
-std::string mac_str(const MacBytes& m) { return xvmq::format_mac(m); }
-
-std::string tag_str(int tag) { return tag == kUntagged ? "untagged" : "tag " + std::to_string(tag); }
-
-// ---------------------------------------------------------------------------
-// Capture: every frame a port's netdev receives.
-
-// xvmq-frames' header after the EtherType (tests/frame_tool.cpp).
-struct [[gnu::packed]] TestHeader {
-  uint32_t magic;
-  uint32_t stream;
-  uint64_t seq;
-  uint16_t len;
-  uint32_t csum;
-};
-constexpr uint32_t kMagic = 0x58564d51;
-constexpr uint16_t kTestEthertype = 0x88b5;
-
-uint32_t fnv1a(uint32_t h, const void* p, size_t n) {
-  auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 16777619u;
-  return h;
+// `len` bytes of the test EtherType that are not an xvmq-frames frame.
+Bytes raw_frame(const std::string& dst, const std::string& src, size_t len, uint8_t fill) {
+  return build_frame({.dst = dst, .src = src, .ethertype = kFramesEthertype, .payload = len - 14, .fill = fill});
 }
-
-struct Seen {
-  MacBytes dst{}, src{};
-  std::vector<uint16_t> tags;  // VLAN IDs, outermost first (from the metadata, then in the bytes)
-  uint16_t ethertype = 0;      // after the tags
-  bool test_frame = false;     // an xvmq-frames frame
-  bool intact = false;         // its payload checksum holds
-  uint32_t stream = 0;
-  uint64_t seq = 0;
-  size_t len = 0;       // bytes received
-  size_t wire_len = 0;  // on the wire: with the tag the kernel moved to the metadata
-  // The frame's one VLAN tag, kUntagged, or -2 for more than one.
-  int tag() const { return tags.empty() ? kUntagged : tags.size() == 1 ? tags[0] : -2; }
-};
-
-Seen parse(const uint8_t* f, size_t len, std::optional<uint16_t> meta_tci) {
-  Seen s;
-  s.len = len;
-  s.wire_len = len + (meta_tci ? 4 : 0);
-  if (len < 14) return s;
-  std::copy(f, f + 6, s.dst.begin());
-  std::copy(f + 6, f + 12, s.src.begin());
-  if (meta_tci) s.tags.push_back(*meta_tci & 0x0fff);
-  size_t off = 12;
-  uint16_t type = static_cast<uint16_t>(f[off] << 8 | f[off + 1]);
-  while ((type == 0x8100 || type == 0x88a8) && off + 6 <= len) {
-    s.tags.push_back(static_cast<uint16_t>((f[off + 2] << 8 | f[off + 3]) & 0x0fff));
-    off += 4;
-    type = static_cast<uint16_t>(f[off] << 8 | f[off + 1]);
-  }
-  s.ethertype = type;
-  off += 2;
-  TestHeader h;
-  if (type != kTestEthertype || len < off + sizeof(h)) return s;
-  std::memcpy(&h, f + off, sizeof(h));
-  if (h.magic != kMagic) return s;
-  s.test_frame = true;
-  s.stream = h.stream;
-  s.seq = h.seq;
-  const uint8_t* filler = f + off + sizeof(h);
-  s.intact = len >= off + sizeof(h) + h.len &&
-             fnv1a(fnv1a(2166136261u, &h, offsetof(TestHeader, csum)), filler, h.len) == h.csum;
-  return s;
-}
-
-// An AF_PACKET socket on `dev` in the named namespace (empty: this
-// process's), receiving (not sending) frames, from start() to stop().
-class Capture {
- public:
-  Capture(std::string netns, std::string dev) : netns_(std::move(netns)), dev_(std::move(dev)) {}
-  ~Capture() { stop(); }
-  Capture(const Capture&) = delete;
-  Capture& operator=(const Capture&) = delete;
-
-  // Ready to receive when this returns true.
-  bool start() {
-    auto r = ready_.get_future();
-    thread_ = std::thread([this] { run(ready_); });
-    error_ = r.get();
-    return error_.empty();
-  }
-
-  const std::vector<Seen>& stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-    return frames_;
-  }
-
-  const std::string& error() const { return error_; }
-  const std::vector<Seen>& frames() const { return frames_; }
-  uint32_t socket_drops() const { return drops_; }
-  const std::string& name() const { return dev_; }
-
- private:
-  void run(std::promise<std::string>& ready) {
-    if (!netns_.empty()) {
-      int nsfd = open(("/run/netns/" + netns_).c_str(), O_RDONLY | O_CLOEXEC);
-      if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) != 0) {
-        ready.set_value("enter netns " + netns_ + ": " + strerror(errno));
-        if (nsfd >= 0) close(nsfd);
-        return;
-      }
-      close(nsfd);
-    }
-    const int ifindex = static_cast<int>(if_nametoindex(dev_.c_str()));
-    // Protocol 0 until bound to the netdev: nothing of another netdev is queued.
-    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-    int one = 1, buf = 64 << 20;
-    sockaddr_ll sll{};
-    sll.sll_family = AF_PACKET;
-    sll.sll_protocol = htons(ETH_P_ALL);
-    sll.sll_ifindex = ifindex;
-    std::string err;
-    if (!ifindex) err = "no netdev " + dev_ + " in " + netns_;
-    else if (fd < 0) err = std::string("socket(AF_PACKET): ") + strerror(errno);
-    else if (setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof(one)) != 0)
-      err = std::string("PACKET_AUXDATA: ") + strerror(errno);
-    else if (setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) != 0)
-      err = std::string("PACKET_IGNORE_OUTGOING: ") + strerror(errno);
-    else if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) != 0)
-      err = std::string("SO_RCVBUFFORCE: ") + strerror(errno);
-    else if (bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) != 0)
-      err = "bind to " + dev_ + ": " + strerror(errno);
-    if (!err.empty()) {
-      if (fd >= 0) close(fd);
-      ready.set_value(err);
-      return;
-    }
-    ready.set_value("");
-    std::vector<uint8_t> frame(65536);
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(tpacket_auxdata))];
-    // Bounded: a test that forgets stop() still ends (after 5 minutes).
-    const uint64_t end = mono_ns() + 300ull * 1000000000ull;
-    bool draining = false;
-    while (mono_ns() < end) {
-      pollfd p{fd, POLLIN, 0};
-      if (!draining && poll(&p, 1, 20) <= 0) {
-        if (stop_) draining = true;
-        continue;
-      }
-      iovec iov{frame.data(), frame.size()};
-      msghdr m{};
-      m.msg_iov = &iov;
-      m.msg_iovlen = 1;
-      m.msg_control = control;
-      m.msg_controllen = sizeof(control);
-      ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT);
-      if (n < 0) {
-        if (draining) break;
-        continue;
-      }
-      std::optional<uint16_t> tci;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA) continue;
-        tpacket_auxdata aux;
-        std::memcpy(&aux, CMSG_DATA(c), sizeof(aux));
-        if (aux.tp_status & TP_STATUS_VLAN_VALID) tci = aux.tp_vlan_tci;
-      }
-      frames_.push_back(parse(frame.data(), static_cast<size_t>(n), tci));
-    }
-    tpacket_stats st{};
-    socklen_t sl = sizeof(st);
-    if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0) drops_ = st.tp_drops;
-    close(fd);
-  }
-
-  std::string netns_, dev_, error_;
-  std::promise<std::string> ready_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::vector<Seen> frames_;
-  uint32_t drops_ = 0;
-};
 
 // ---------------------------------------------------------------------------
 // The oracle.
@@ -279,7 +101,7 @@ struct Outcome {
   int vlan = -1;                  // the frame's VLAN inside the switch (-1: dropped before one was known)
 };
 
-bool is_group(const std::string& mac) { return mac_bytes(mac)[0] & 1; }
+bool is_group(const std::string& m) { return xvmq::is_multicast(mac(m)); }
 
 Outcome expect(const std::vector<PortSpec>& ports, const std::string& from, int tag, const std::string& src,
                const std::string& dst) {
@@ -323,64 +145,6 @@ Outcome expect(const std::vector<PortSpec>& ports, const std::string& from, int 
   return o;
 }
 
-
-// Runs `body` with an AF_PACKET socket for sending on `dev` in the named
-// namespace (empty: this process's), from a thread that entered it. "" when
-// it ran, else why not.
-std::string with_raw_socket(const std::string& netns, const std::string& dev,
-                            const std::function<void(int fd, const sockaddr_ll& to)>& body) {
-  std::string err;
-  std::thread t([&] {
-    if (!netns.empty()) {
-      int nsfd = open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
-      if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) != 0) {
-        err = "enter netns " + netns + ": " + strerror(errno);
-        if (nsfd >= 0) close(nsfd);
-        return;
-      }
-      close(nsfd);
-    }
-    sockaddr_ll to{};
-    to.sll_family = AF_PACKET;
-    to.sll_ifindex = static_cast<int>(if_nametoindex(dev.c_str()));
-    to.sll_halen = 6;
-    if (!to.sll_ifindex) {
-      err = "no netdev " + dev;
-      return;
-    }
-    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      err = std::string("socket(AF_PACKET): ") + strerror(errno);
-      return;
-    }
-    body(fd, to);
-    close(fd);
-  });
-  t.join();
-  return err;
-}
-
-// One raw frame: dst, src, the test EtherType, `fill` up to `len` bytes.
-std::vector<uint8_t> raw_frame(const MacBytes& dst, const MacBytes& src, size_t len, uint8_t fill) {
-  std::vector<uint8_t> f(len, fill);
-  std::copy(dst.begin(), dst.end(), f.begin());
-  std::copy(src.begin(), src.end(), f.begin() + 6);
-  f[12] = kTestEthertype >> 8;
-  f[13] = kTestEthertype & 0xff;
-  return f;
-}
-
-// Sends a frame, retrying while the netdev's queue is full; true when it left.
-bool send_raw(int fd, const sockaddr_ll& to, const std::vector<uint8_t>& f) {
-  for (int i = 0; i < 1000; i++) {
-    if (sendto(fd, f.data(), f.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) ==
-        static_cast<ssize_t>(f.size()))
-      return true;
-    if (errno != ENOBUFS && errno != EAGAIN) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return false;
-}
 
 // One stream of sequence-numbered frames from one port.
 struct Flow {
@@ -512,7 +276,7 @@ class SwitchTest : public SwitchdFixture {
           if (foreign <= 3) {
             char type[8];
             std::snprintf(type, sizeof(type), "%04x", s.ethertype);
-            foreign_ex += " [" + mac_str(s.src) + " > " + mac_str(s.dst) + " type 0x" + type + " " + tag_str(s.tag()) + "]";
+            foreign_ex += " [" + xvmq::format_mac(s.src) + " > " + xvmq::format_mac(s.dst) + " type 0x" + type + " " + tag_str(s.tag()) + "]";
           }
           continue;
         }
@@ -728,7 +492,7 @@ TEST_F(SwitchIpTest, IpBetweenVmsAndOutside) {
       SCOPED_TRACE(std::string("capture on ") + port);
       uint64_t requests = 0, tagged = 0;
       for (const auto& s : caps[port]->frames()) {
-        if (s.ethertype != ETH_P_ARP || mac_str(s.src) != mac_of(1) || mac_str(s.dst) != kBroadcast) continue;
+        if (s.ethertype != ETH_P_ARP || xvmq::format_mac(s.src) != mac_of(1) || xvmq::format_mac(s.dst) != kBroadcast) continue;
         requests++;
         tagged += s.tag() != kUntagged;
       }
@@ -786,7 +550,7 @@ TEST_F(SwitchTest, IpOnAccessVlan) {
       for (const auto& s : inside[port]->frames()) {
         frames++;
         tagged += s.tag() != kUntagged;
-        from_vm3 += mac_str(s.src) == mac_of(3);
+        from_vm3 += xvmq::format_mac(s.src) == mac_of(3);
       }
       EXPECT_GT(frames, 5u);
       EXPECT_EQ(tagged, 0u) << "an access NIC receives its VLAN untagged";
@@ -811,20 +575,20 @@ TEST_F(SwitchTest, IpOnAccessVlan) {
   uint64_t vm3_total = 0;
   for (const auto& s : outside["vm3"]->frames()) {
     vm3_total++;
-    EXPECT_NE(mac_str(s.src), mac_of(1)) << "vm3 received a frame of vm1's";
-    EXPECT_NE(mac_str(s.src), mac_of(2)) << "vm3 received a frame of vm2's";
+    EXPECT_NE(xvmq::format_mac(s.src), mac_of(1)) << "vm3 received a frame of vm1's";
+    EXPECT_NE(xvmq::format_mac(s.src), mac_of(2)) << "vm3 received a frame of vm2's";
   }
   EXPECT_EQ(vm3_total, 0u) << "nothing else is on VLAN 20";
   // The uplink carries VLAN 10's and 20's broadcasts (ARP requests), tagged; never their unicast.
   uint64_t arp10 = 0, arp20 = 0;
   for (const auto& s : outside["ext"]->frames()) {
-    const std::string src = mac_str(s.src);
+    const std::string src = xvmq::format_mac(s.src);
     if (src == mac_of(1) || src == mac_of(2)) {
-      EXPECT_EQ(mac_str(s.dst), kBroadcast) << "vm1/vm2 unicast left the host: " << src << " > " << mac_str(s.dst);
+      EXPECT_EQ(xvmq::format_mac(s.dst), kBroadcast) << "vm1/vm2 unicast left the host: " << src << " > " << xvmq::format_mac(s.dst);
       EXPECT_EQ(s.tag(), 10) << "VLAN 10 leaves the uplink tagged 10";
       arp10 += s.ethertype == ETH_P_ARP;
     } else if (src == mac_of(3)) {
-      EXPECT_EQ(mac_str(s.dst), kBroadcast);
+      EXPECT_EQ(xvmq::format_mac(s.dst), kBroadcast);
       EXPECT_EQ(s.tag(), 20) << "VLAN 20 leaves the uplink tagged 20";
       arp20 += s.ethertype == ETH_P_ARP;
     }
@@ -1082,12 +846,12 @@ TEST_F(SwitchFdbTest, MacFloodKeepsTheTableBoundedAndTrafficFlowing) {
   const uint64_t t0 = mono_ns();
   const std::string err = with_raw_socket(ns("ext"), "ext0", [&](int fd, const sockaddr_ll& to) {
     std::mt19937_64 rng(20240501);
-    auto f = raw_frame(mac_bytes(kUnknownMac), MacBytes{}, 64, 0);
+    auto f = raw_frame(kUnknownMac, "00:00:00:00:00:00", 64, 0);
     for (uint64_t i = 0; i < kFrames; i++) {
       uint64_t r = rng();
       for (int b = 0; b < 6; b++) f[6 + b] = static_cast<uint8_t>(r >> (8 * b));
       f[6] = static_cast<uint8_t>((f[6] & 0xfc) | 0x02);  // unicast, locally administered
-      if (!send_raw(fd, to, f)) break;
+      if (!send_retrying(fd, to, f)) break;
       sent++;
       if (i % 500 == 499) {
         const uint64_t due = t0 + (i + 1) / kPerMs * 1000000ull;
@@ -1369,8 +1133,8 @@ TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
     auto burst = [&](const std::string& where, const std::string& dev, const std::string& dst, const std::string& src,
                      uint64_t* sent) {
       const std::string err = with_raw_socket(ns(where), dev, [&](int fd, const sockaddr_ll& to) {
-        auto f = raw_frame(mac_bytes(dst), mac_bytes(src), 64, 0x5a);
-        for (uint64_t i = 0; i < N && send_raw(fd, to, f); i++) ++*sent;
+        auto f = raw_frame(dst, src, 64, 0x5a);
+        for (uint64_t i = 0; i < N && send_retrying(fd, to, f); i++) ++*sent;
       });
       EXPECT_EQ(err, "");
       EXPECT_EQ(*sent, N) << where << ": " << strerror(errno);
@@ -1527,11 +1291,11 @@ TEST_F(SwitchSmallFrameTest, TooBigFromAVmIsCountedPerNic) {
   auto caps = capture({"ext", "vm2"});
   const json before = call("stats");
   const std::string err = with_raw_socket(ns("vm1"), "eth0", [&](int fd, const sockaddr_ll& to) {
-    const MacBytes src = mac_bytes(mac_of(1));
+    const std::string src = mac_of(1);
     for (int i = 0; i < N; i++) {
-      EXPECT_TRUE(send_raw(fd, to, raw_frame(mac_bytes(mac_of(2)), src, 2500, 0xb1))) << strerror(errno);
-      EXPECT_TRUE(send_raw(fd, to, raw_frame(mac_bytes(kBroadcast), src, 2500, 0xb2))) << strerror(errno);
-      EXPECT_TRUE(send_raw(fd, to, raw_frame(mac_bytes(mac_of(2)), src, 1700, 0xa1))) << strerror(errno);
+      EXPECT_TRUE(send_retrying(fd, to, raw_frame(mac_of(2), src, 2500, 0xb1))) << strerror(errno);
+      EXPECT_TRUE(send_retrying(fd, to, raw_frame(kBroadcast, src, 2500, 0xb2))) << strerror(errno);
+      EXPECT_TRUE(send_retrying(fd, to, raw_frame(mac_of(2), src, 1700, 0xa1))) << strerror(errno);
     }
   });
   ASSERT_EQ(err, "");
@@ -1540,7 +1304,7 @@ TEST_F(SwitchSmallFrameTest, TooBigFromAVmIsCountedPerNic) {
   std::map<std::string, std::map<size_t, uint64_t>> got{{"ext", {}}, {"vm2", {}}};  // port -> length -> frames from vm1
   for (const auto& [port, cap] : caps)
     for (const auto& s : cap->frames())
-      if (mac_str(s.src) == mac_of(1)) got[port][s.len]++;
+      if (xvmq::format_mac(s.src) == mac_of(1)) got[port][s.len]++;
   const size_t vm2_lengths = got["vm2"].size(), ext_lengths = got["ext"].size();
   const uint64_t too_big = nic_drop(after, "vm1", "too_big") - nic_drop(before, "vm1", "too_big");
   std::printf("[ too big  ] vm1 sent %d x 2500 bytes to vm2, %d x 2500 broadcast, %d x 1700 to vm2: "

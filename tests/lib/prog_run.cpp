@@ -1,4 +1,4 @@
-#include "tests/prog_run.h"
+#include "tests/lib/prog_run.h"
 
 #include <bpf/bpf.h>
 #include <linux/bpf.h>

@@ -7,7 +7,7 @@
 
 #include <cstring>
 
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 namespace xvmq::test {
 namespace {

@@ -1,4 +1,4 @@
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 #include <linux/capability.h>
 #include <sched.h>

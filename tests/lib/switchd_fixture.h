@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "control/control.h"
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 namespace xvmq::test {
 

@@ -1,7 +1,7 @@
 // The declarative configuration on the real kernel: the built switchd started
 // with --config, and switchctl apply moving it between configurations while a
 // VM that stays in both receives a numbered stream (fixture:
-// tests/switchd_fixture.h; four VMs here).
+// tests/lib/switchd_fixture.h; four VMs here).
 //
 //   A: vm1 (vmq auto), vm2 (vmq auto), vm3 (vmq off)
 //   B: vm1 as in A, vm2 with vmq off (vmq step only), vm3 on VLAN 10 (recreated), vm4 added
@@ -10,7 +10,7 @@
 #include <sstream>
 #include <thread>
 
-#include "tests/switchd_fixture.h"
+#include "tests/lib/switchd_fixture.h"
 
 namespace {
 

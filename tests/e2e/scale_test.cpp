@@ -10,7 +10,7 @@
 // path), the others take the default queue's software path.
 //
 // Every namespace and link is removed in TearDown, on failure too; the test
-// process's own namespaces (tests/main.cpp) take whatever is left.
+// process's own namespaces (tests/lib/main.cpp) take whatever is left.
 #include <signal.h>
 
 #include <algorithm>
@@ -21,7 +21,7 @@
 #include <set>
 #include <sstream>
 
-#include "tests/switchd_fixture.h"
+#include "tests/lib/switchd_fixture.h"
 
 namespace {
 

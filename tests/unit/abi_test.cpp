@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "loader/abi.h"
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 namespace xvmq::test {
 namespace {
@@ -82,7 +82,7 @@ TEST(AbiMaps, KeyAndValueSizes) {
        BPF_F_MMAPABLE},
       {XVMQ_MAP_XSKS, BPF_MAP_TYPE_XSKMAP, sizeof(uint32_t), sizeof(uint32_t), XVMQ_XSK_SLOTS},
       {XVMQ_MAP_VMQ_STATS, BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(xvmq_counter), XVMQ_MAX_VMQS},
-      {XVMQ_MAP_REASONS, BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(xvmq_counter), XVMQ_REASON_MAX},
+      {XVMQ_MAP_REASONS, BPF_MAP_TYPE_PERCPU_ARRAY, sizeof(uint32_t), sizeof(xvmq_counter), XVMQ_REASON_COUNT},
   };
   for (const auto& w : wants) {
     SCOPED_TRACE(w.name);
@@ -108,8 +108,8 @@ TEST(AbiFilterWord, EncodesMacAndVlan) {
 }
 
 TEST(AbiReasons, EveryReasonHasAName) {
-  for (uint32_t r = 0; r < XVMQ_REASON_MAX; r++) EXPECT_NE(reason_name(r), "unknown") << r;
-  EXPECT_EQ(reason_name(XVMQ_REASON_MAX), "unknown");
+  for (uint32_t r = 0; r < XVMQ_REASON_COUNT; r++) EXPECT_NE(reason_name(r), "unknown") << r;
+  EXPECT_EQ(reason_name(XVMQ_REASON_COUNT), "unknown");
 }
 
 TEST(AbiMac, ParseAndFormat) {

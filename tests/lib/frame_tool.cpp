@@ -34,39 +34,22 @@
 #include <vector>
 
 #include "common/mac.h"
+#include "tests/lib/frames.h"
 
 namespace {
 
-constexpr uint32_t kMagic = 0x58564d51;  // "XVMQ"
-constexpr uint16_t kEthertype = 0x88b5;  // IEEE local experimental: no stack in the VM takes it
+using xvmq::test::frames_checksum;
+using xvmq::test::FramesHeader;
+using xvmq::test::kFramesEthertype;
+using xvmq::test::kFramesMagic;
+
 constexpr size_t kBatch = 64;
 constexpr size_t kMaxFrame = 1514;
-
-// After the Ethernet header (and tag): magic, stream, seq, payload length,
-// checksum, then filler derived from the sequence number.
-struct [[gnu::packed]] Header {
-  uint32_t magic;
-  uint32_t stream;
-  uint64_t seq;
-  uint16_t len;  // bytes after this header
-  uint32_t csum;
-};
 
 uint64_t now_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-uint32_t fnv1a(uint32_t h, const void* p, size_t n) {
-  auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 16777619u;
-  return h;
-}
-
-uint32_t checksum(const Header& h, const uint8_t* filler) {
-  uint32_t c = fnv1a(2166136261u, &h, offsetof(Header, csum));
-  return fnv1a(c, filler, h.len);
 }
 
 [[noreturn, gnu::format(printf, 1, 2)]] void die(const char* fmt, ...) {
@@ -130,7 +113,7 @@ int do_send(const Args& a) {
   if (!count) die("--count must be > 0");
   if (vlan > 4094) die("--vlan: 0..4094");
   const size_t l2 = vlan ? 18 : 14;
-  if (size < l2 + sizeof(Header) || size > kMaxFrame) die("--size: out of range");
+  if (size < l2 + sizeof(FramesHeader) || size > kMaxFrame) die("--size: out of range");
 
   if (auto cpu = a.get("cpu")) {
     cpu_set_t set;
@@ -161,12 +144,12 @@ int do_send(const Args& a) {
       p[12] = 0x81, p[13] = 0x00, p[14] = static_cast<uint8_t>(vlan >> 8), p[15] = static_cast<uint8_t>(vlan);
       off = 16;
     }
-    p[off] = kEthertype >> 8, p[off + 1] = kEthertype & 0xff;
+    p[off] = kFramesEthertype >> 8, p[off + 1] = kFramesEthertype & 0xff;
     off += 2;
-    Header h{kMagic, stream, seq, static_cast<uint16_t>(size - off - sizeof(Header)), 0};
-    uint8_t* filler = p + off + sizeof(Header);
+    FramesHeader h{kFramesMagic, stream, seq, static_cast<uint16_t>(size - off - sizeof(FramesHeader)), 0};
+    uint8_t* filler = p + off + sizeof(FramesHeader);
     for (size_t i = 0; i < h.len; i++) filler[i] = static_cast<uint8_t>(seq * 31 + i);
-    h.csum = checksum(h, filler);
+    h.csum = frames_checksum(h, filler);
     std::memcpy(p + off, &h, sizeof(h));
   };
 
@@ -260,16 +243,16 @@ int do_recv(const Args& a) {
       const uint8_t* f = frames[i].data();
       size_t len = msgs[i].msg_len, off = 12;
       if (len >= 16 && f[12] == 0x81 && f[13] == 0x00) off = 16;
-      Header h;
-      if (len < off + 2 + sizeof(h) || (f[off] << 8 | f[off + 1]) != kEthertype ||
-          (std::memcpy(&h, f + off + 2, sizeof(h)), h.magic != kMagic) || (filter && h.stream != only)) {
+      FramesHeader h;
+      if (len < off + 2 + sizeof(h) || (f[off] << 8 | f[off + 1]) != kFramesEthertype ||
+          (std::memcpy(&h, f + off + 2, sizeof(h)), h.magic != kFramesMagic) || (filter && h.stream != only)) {
         foreign++;
         continue;
       }
       total++;
       Stream& s = streams[h.stream];
       const uint8_t* filler = f + off + 2 + sizeof(h);
-      if (len < off + 2 + sizeof(h) + h.len || checksum(h, filler) != h.csum) {
+      if (len < off + 2 + sizeof(h) + h.len || frames_checksum(h, filler) != h.csum) {
         s.corrupt++;
         continue;
       }

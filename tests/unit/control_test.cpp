@@ -21,7 +21,7 @@
 #include <thread>
 
 #include "control/control.h"
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 extern char** environ;
 

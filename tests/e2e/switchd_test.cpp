@@ -6,7 +6,7 @@
 //
 // Frames come from xvmq-frames (AF_PACKET sendmmsg, sequence-numbered, with a
 // payload checksum) and are checked by xvmq-frames recv in each VM. The
-// fixture (namespaces, veths, switchd as a child) is tests/switchd_fixture.h.
+// fixture (namespaces, veths, switchd as a child) is tests/lib/switchd_fixture.h.
 #include <signal.h>
 #include <unistd.h>
 
@@ -20,7 +20,7 @@
 #include <thread>
 
 #include "loader/classifier.h"
-#include "tests/switchd_fixture.h"
+#include "tests/lib/switchd_fixture.h"
 
 namespace {
 

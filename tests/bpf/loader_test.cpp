@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "loader/classifier.h"
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 namespace xvmq::test {
 namespace {
@@ -143,7 +143,7 @@ void expect_same_counters(const Counters& a, const Counters& b) {
     EXPECT_EQ(a.vmq[i].frames, b.vmq[i].frames) << "vmq " << i;
     EXPECT_EQ(a.vmq[i].bytes, b.vmq[i].bytes) << "vmq " << i;
   }
-  for (uint32_t i = 0; i < XVMQ_REASON_MAX; i++) {
+  for (uint32_t i = 0; i < XVMQ_REASON_COUNT; i++) {
     EXPECT_EQ(a.reason[i].frames, b.reason[i].frames) << reason_name(i);
     EXPECT_EQ(a.reason[i].bytes, b.reason[i].bytes) << reason_name(i);
   }

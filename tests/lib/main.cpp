@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "loader/log.h"
-#include "tests/harness.h"
+#include "tests/lib/harness.h"
 
 int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);

@@ -13,8 +13,8 @@
 
 #include "loader/classifier.h"
 #include "loader/xsk.h"
-#include "tests/harness.h"
-#include "tests/prog_run.h"
+#include "tests/lib/harness.h"
+#include "tests/lib/prog_run.h"
 
 namespace xvmq::test {
 namespace {
@@ -206,7 +206,7 @@ TEST_F(RandomFrames, MatchModelAndCountEachFrameOnce) {
   auto before = cls_->counters();
   ASSERT_TRUE(before);
   std::array<Counter, XVMQ_MAX_VMQS> want_vmq{};
-  std::array<Counter, XVMQ_REASON_MAX> want_reason{};
+  std::array<Counter, XVMQ_REASON_COUNT> want_reason{};
   uint64_t run = 0, refused = 0;
   for (size_t i = 0; run < frames; i++) {
     Bytes f;
@@ -251,13 +251,13 @@ TEST_F(RandomFrames, MatchModelAndCountEachFrameOnce) {
     EXPECT_EQ(after->vmq[v].frames - before->vmq[v].frames, want_vmq[v].frames) << "vmq " << v;
     EXPECT_EQ(after->vmq[v].bytes - before->vmq[v].bytes, want_vmq[v].bytes) << "vmq " << v;
   }
-  for (size_t r = 0; r < XVMQ_REASON_MAX; r++) {
+  for (size_t r = 0; r < XVMQ_REASON_COUNT; r++) {
     EXPECT_EQ(after->reason[r].frames - before->reason[r].frames, want_reason[r].frames) << reason_name(r);
     EXPECT_EQ(after->reason[r].bytes - before->reason[r].bytes, want_reason[r].bytes) << reason_name(r);
   }
   std::printf("%llu frames run, %llu runts refused by the kernel\n", static_cast<unsigned long long>(run),
               static_cast<unsigned long long>(refused));
-  for (size_t r = 0; r < XVMQ_REASON_MAX; r++)
+  for (size_t r = 0; r < XVMQ_REASON_COUNT; r++)
     std::printf("  %-15s %llu\n", std::string(reason_name(r)).c_str(),
                 static_cast<unsigned long long>(want_reason[r].frames));
   for (size_t v = 1; v < 5; v++)
