@@ -6,6 +6,11 @@
 // RCU grace period has passed after a map update or a detach, no run that
 // could have seen the old slot, filter or program is still running, and
 // every frame such a run redirected is in its socket's RX ring.
+//
+// Closing a socket is safe for the kernel without it (xsk_release unbinds
+// and waits synchronize_net() itself); the wait is for user space, which
+// drains a socket's rings before closing it and would otherwise miss a
+// frame a late run put there, and with it a UMEM buffer.
 #pragma once
 
 #include "common/result.h"
