@@ -335,6 +335,24 @@ std::string removal_hint(const std::string& ifname, const AttachedProgram& p) {
          ifname + " " + ip_mode + " off)";
 }
 
+// A program with the classifier's name but another tag (another build) is
+// taken for xvmq's only when it has the classifier's filter and socket maps.
+Status check_classifier_maps(const std::string& ifname, const AttachedProgram& old,
+                             const std::vector<uint32_t>& old_maps) {
+  bool filters = false, xsks = false;
+  std::string list;
+  for (const auto& n : map_names(old_maps)) {
+    filters |= n == XVMQ_MAP_FILTERS;
+    xsks |= n == XVMQ_MAP_XSKS;
+    list += (list.empty() ? "" : ", ") + n;
+  }
+  if (filters && xsks) return {};
+  return Error{EEXIST, "XDP program '" + old.name + "' (id " + std::to_string(old.id) + ") in mode " +
+                           std::string(to_string(old.mode)) + " has the classifier's name but is not xvmq's: " +
+                           "another tag, and not the maps " XVMQ_MAP_FILTERS " and " XVMQ_MAP_XSKS " (its maps: " +
+                           (list.empty() ? std::string("none") : list) + "); " + removal_hint(ifname, old)};
+}
+
 }  // namespace
 
 std::string Classifier::in_the_way(const std::string& ifname, const AttachedProgram& p) {
@@ -392,22 +410,8 @@ Result<Takeover> Classifier::take_over(const std::string& ifname) {
   // The kernel's tag hashes the instructions with map references zeroed:
   // the same object on the same kernel has the same tag, whatever its maps.
   t.same_build = std::memcmp(oi->tag, ni->tag, BPF_TAG_SIZE) == 0;
-  if (!t.same_build) {
-    auto names = map_names(old_maps);
-    bool filters = false, xsks = false;
-    std::string list;
-    for (const auto& n : names) {
-      filters |= n == XVMQ_MAP_FILTERS;
-      xsks |= n == XVMQ_MAP_XSKS;
-      list += (list.empty() ? "" : ", ") + n;
-    }
-    if (!filters || !xsks)
-      return Error{EEXIST, what + "XDP program '" + old.name + "' (id " + std::to_string(old.id) + ") in mode " +
-                               std::string(to_string(old.mode)) + " has the classifier's name but is not xvmq's: " +
-                               "another tag, and not the maps " XVMQ_MAP_FILTERS " and " XVMQ_MAP_XSKS " (its maps: " +
-                               (list.empty() ? std::string("none") : list) + "); " +
-                               removal_hint(ifname, old)};
-  }
+  if (!t.same_build)
+    if (auto st = check_classifier_maps(ifname, old, old_maps); !st) return Error{st.error().code, what + st.error().message};
 
   LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = old_fd);
   log::clear_captured();
@@ -445,6 +449,9 @@ Status Classifier::lock_filters(std::chrono::milliseconds wait) {
                                 " have another writer (switchd manages this uplink, or another command is running)"};
       return make_error(err, "lock the filters in " + impl_->pin_dir);
     }
+    // Not a teardown wait: another process holds the lock, and flock(2)
+    // has neither a timed wait nor a notification of its release, so the
+    // bounded wait polls. switchd passes 0 and never gets here.
     ::usleep(10000);
   }
   impl_->lock_fd = fd;
@@ -611,15 +618,34 @@ Result<Counters> Classifier::counters() const {
   return c;
 }
 
-Result<std::optional<AttachedProgram>> Classifier::query(const std::string& ifname) {
+namespace {
+
+// The XDP programs on a netdev, as libxdp sees them; mp is null when there
+// are none. The caller closes mp.
+struct Multiprog {
+  xdp_multiprog* mp = nullptr;
+  int ifindex = 0;
+};
+
+Result<Multiprog> open_multiprog(const std::string& ifname) {
   auto dev = netdev_info(ifname);
   if (!dev) return dev.error();
   log::install();
   log::clear_captured();
   xdp_multiprog* mp = xdp_multiprog__get_from_ifindex(dev->ifindex);
   int err = libxdp_get_error(mp);
-  if (err == -ENOENT || (!err && !mp)) return std::optional<AttachedProgram>{};
+  if (err == -ENOENT || (!err && !mp)) return Multiprog{nullptr, dev->ifindex};
   if (err) return make_error(err, "query XDP programs on " + ifname);
+  return Multiprog{mp, dev->ifindex};
+}
+
+}  // namespace
+
+Result<std::optional<AttachedProgram>> Classifier::query(const std::string& ifname) {
+  auto m = open_multiprog(ifname);
+  if (!m) return m.error();
+  if (!m->mp) return std::optional<AttachedProgram>{};
+  xdp_multiprog* mp = m->mp;
   AttachedProgram p;
   p.mode = from_libxdp(xdp_multiprog__attach_mode(mp));
   p.dispatcher = !xdp_multiprog__is_legacy(mp);
@@ -641,14 +667,11 @@ Result<std::optional<AttachedProgram>> Classifier::query(const std::string& ifna
 }
 
 Status Classifier::detach_from(const std::string& ifname) {
-  auto dev = netdev_info(ifname);
-  if (!dev) return dev.error();
-  log::install();
-  log::clear_captured();
-  xdp_multiprog* mp = xdp_multiprog__get_from_ifindex(dev->ifindex);
-  int err = libxdp_get_error(mp);
-  if (err == -ENOENT || (!err && !mp)) return Error{ENOENT, "no XDP program on " + ifname};
-  if (err) return make_error(err, "query XDP programs on " + ifname);
+  auto m = open_multiprog(ifname);
+  if (!m) return m.error();
+  if (!m->mp) return Error{ENOENT, "no XDP program on " + ifname};
+  xdp_multiprog* mp = m->mp;
+  int err = 0;
 
   Status st;
   if (xdp_multiprog__is_legacy(mp)) {
@@ -666,7 +689,7 @@ Status Classifier::detach_from(const std::string& ifname) {
       if (kClassifierName == xdp_program__name(q)) found = q;
     if (!found)
       st = Error{ENOENT, "the classifier is not among the XDP programs on " + ifname};
-    else if ((err = xdp_program__detach(found, dev->ifindex, xdp_multiprog__attach_mode(mp), 0)) != 0)
+    else if ((err = xdp_program__detach(found, m->ifindex, xdp_multiprog__attach_mode(mp), 0)) != 0)
       st = make_error(err, "detach classifier from " + ifname);
   }
   xdp_multiprog__close(mp);

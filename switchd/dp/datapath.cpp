@@ -1,61 +1,18 @@
 #include "switchd/dp/datapath.h"
 
-#include <arpa/inet.h>
-#include <bpf/bpf.h>
-#include <linux/filter.h>
-#include <linux/if_ether.h>
-#include <linux/if_packet.h>
-#include <poll.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <unistd.h>
-#include <netinet/in.h>
-#include <bpf/libbpf.h>
-#include <linux/if_link.h>
-#include <sched.h>
 
-#include <chrono>
-#include <cstring>
-#include <iterator>
-#include <fstream>
 #include <future>
-#include <sstream>
-#include <thread>
 
-#include "loader/log.h"
+#include "loader/grace.h"
 #include "loader/netdev.h"
+#include "switchd/dp/cpu_affinity.h"
+#include "switchd/dp/steering.h"
 #include "switchd/host/netlink.h"
 #include "switchd/host/service.h"
-#include "switchd/dp/steering.h"
-#include "xvmq_vmport.skel.h"
 
 namespace xvmq::switchd {
 namespace {
-
-// In-flight XDP runs that found a slot just cleared finish well within this.
-constexpr auto kGrace = std::chrono::milliseconds(5);
-
-// The CPU of a receive queue's interrupt, from /proc/interrupts names such
-// as "eth0-rx-1" or "eth0-TxRx-1"; -1 when there is none (veth).
-int irq_cpu(const std::string& dev, uint32_t queue) {
-  std::ifstream in("/proc/interrupts");
-  std::string line;
-  const std::string q = std::to_string(queue);
-  while (std::getline(in, line)) {
-    auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::istringstream words(line.substr(colon + 1));
-    std::string w, last;
-    while (words >> w) last = w;
-    if (last.rfind(dev + "-", 0) != 0) continue;
-    if (last.size() < q.size() + 1 || last.compare(last.size() - q.size() - 1, std::string::npos, "-" + q) != 0) continue;
-    if (last.find("tx-") != std::string::npos) continue;
-    std::ifstream aff("/proc/irq/" + line.substr(0, colon).substr(line.find_first_not_of(' ')) + "/smp_affinity_list");
-    int cpu = -1;
-    if (aff >> cpu) return cpu;
-  }
-  return -1;
-}
 
 // Out of file descriptors: name the limit (each NIC takes a socket per
 // queue and its VM port program's fds).
@@ -72,74 +29,18 @@ Error with_fd_limit(Error e) {
   return e;
 }
 
-std::vector<int> allowed_cpus() {
-  cpu_set_t set;
-  std::vector<int> out;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE; c++)
-      if (CPU_ISSET(c, &set)) out.push_back(c);
-  if (out.empty()) out.push_back(0);
-  return out;
+// After slots, filters or a VM port program were taken away, and before
+// the sockets they led to are closed: once this returns, no XDP run that
+// could still redirect into those sockets is running, and what such runs
+// redirected is in the sockets' RX rings, where closing (remove_nic,
+// set_vmq) takes the buffers back (loader/grace.h). Without it a frame
+// could land after the drain and its buffer be lost to the queue's pool.
+void wait_for_xdp_runs() {
+  if (auto st = wait_for_xdp_programs(); !st)
+    service::log(service::Level::Warn, "%s; closing the sockets anyway", st.error().message.c_str());
 }
 
 }  // namespace
-
-// The VM port program on one backend netdev, with its socket slots.
-class Datapath::VmPort {
- public:
-  ~VmPort() {
-    if (ifindex_) bpf_xdp_detach(ifindex_, flags_, nullptr);
-    if (skel_) xvmq_vmport__destroy(skel_);
-  }
-  static Result<std::unique_ptr<VmPort>> attach(const NetdevInfo& dev, uint32_t max_frame) {
-    auto p = std::make_unique<VmPort>();
-    log::clear_captured();
-    p->skel_ = xvmq_vmport__open();
-    if (!p->skel_) return make_error(errno, "open the VM port program for " + dev.name);
-    p->skel_->rodata->xvmq_max_frame = max_frame;
-    if (int err = xvmq_vmport__load(p->skel_); err) return make_error(err, "load the VM port program for " + dev.name);
-    int fd = bpf_program__fd(p->skel_->progs.xvmq_vmport);
-    std::string tried;
-    for (uint32_t mode : {XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE}) {
-      log::clear_captured();
-      // Replaces what a previous switchd left there.
-      if (bpf_xdp_attach(dev.ifindex, fd, mode, nullptr) == 0) {
-        p->ifindex_ = dev.ifindex;
-        p->flags_ = mode;
-        return p;
-      }
-      tried += (tried.empty() ? "" : "; ") + make_error(errno, mode == XDP_FLAGS_DRV_MODE ? "native" : "skb").message;
-    }
-    return Error{EOPNOTSUPP, "attach the VM port program to " + dev.name + " (driver " + dev.driver + "): " + tried};
-  }
-  Status set_slot(uint32_t queue, int fd) {
-    if (bpf_map__update_elem(skel_->maps.xvmq_port_xsks, &queue, sizeof(queue), &fd, sizeof(fd), BPF_ANY) != 0)
-      return make_error(errno, "VM port slot " + std::to_string(queue));
-    return {};
-  }
-  // Frames the VM sent that were too long, summed over CPUs.
-  uint64_t too_big() const {
-    int ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0) return 0;
-    std::vector<xvmq_counter> v(static_cast<size_t>(ncpu));
-    uint32_t zero = 0;
-    if (bpf_map__lookup_elem(skel_->maps.xvmq_port_too_big, &zero, sizeof(zero), v.data(),
-                             v.size() * sizeof(xvmq_counter), 0) != 0)
-      return 0;
-    uint64_t n = 0;
-    for (const auto& c : v) n += c.frames;
-    return n;
-  }
-  void clear_slots(uint32_t queues) {
-    for (uint32_t q = 0; q < queues; q++)
-      (void)bpf_map__delete_elem(skel_->maps.xvmq_port_xsks, &q, sizeof(q), BPF_ANY);
-  }
-
- private:
-  xvmq_vmport* skel_ = nullptr;
-  int ifindex_ = 0;
-  uint32_t flags_ = 0;
-};
 
 struct Datapath::Connected {
   NicSpec spec;
@@ -193,175 +94,101 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   dp->fdb_ = std::make_unique<Fdb>(opts.fdb_size);
   dp->driver_ = dev->driver;
   dp->opts_ = opts;
+  if (auto st = dp->open_classifier(); !st) return st.error();
+  if (auto st = dp->start_queues(dev->rx_queues); !st) return st.error();
+  if (opts.host_stack) {
+    // host=stack: the group frames the classifier passed to the host's
+    // stack, flooded to the VMs by one worker, so that their order is kept.
+    QueueWorker* first = dp->workers_.front().get();
+    auto reader = StackReader::start(uplink, dev->ifindex,
+                                     [first](std::vector<uint8_t> frame) { first->inject_from_uplink(std::move(frame)); });
+    if (!reader) return reader.error();
+    dp->stack_reader_ = std::move(reader.value());
+    if (auto st = dp->cls_->set_host_groups(true); !st) return st.error();
+  } else {
+    (void)dp->cls_->set_host_groups(false);
+  }
+  dp->aging_ = std::make_unique<FdbAging>(*dp->fdb_, opts.fdb_age_s);
+  return dp;
+}
 
-  auto cls = Classifier::open({opts.pin_root + "/" + uplink, max_frame(opts.worker.frame_size)});
+Status Datapath::open_classifier() {
+  const std::string& uplink = uplink_;
+  auto cls = Classifier::open({opts_.pin_root + "/" + uplink, max_frame(opts_.worker.frame_size)});
   if (!cls) return cls.error();
-  dp->cls_ = std::make_unique<Classifier>(std::move(cls.value()));
+  cls_ = std::make_unique<Classifier>(std::move(cls.value()));
   auto present = Classifier::query(uplink);
   if (!present) return present.error();
-  if (*present && (*present)->name == kClassifierName && dp->cls_->adopted_maps().size() == 4) {
-    dp->adopted_ = true;  // a previous switchd's classifier, with its maps
-    dp->mode_ = (*present)->mode;
+  if (*present && (*present)->name == kClassifierName && cls_->adopted_maps().size() == 4) {
+    adopted_ = true;  // a previous switchd's classifier, with its maps
+    mode_ = (*present)->mode;
   } else if (*present && (*present)->name == kClassifierName) {
     // A previous switchd's classifier whose pins are gone (pin directory
     // removed, bpffs remounted): its maps cannot be reached, so a fresh
     // classifier replaces it in one step and the caller installs the filters
     // and sockets again from the saved state.
-    auto t = dp->cls_->take_over(uplink);
+    auto t = cls_->take_over(uplink);
     if (!t) return t.error();
-    dp->mode_ = t->mode;
+    mode_ = t->mode;
     service::log(service::Level::Warn,
                  "took over the classifier on %s (id %u -> id %u, mode %s): its pins in %s were gone%s",
                  uplink.c_str(), t->old_id, t->new_id, std::string(to_string(t->mode)).c_str(),
-                 dp->cls_->pin_dir().c_str(), t->same_build ? "" : "; the old one was another build of xvmq's classifier");
+                 cls_->pin_dir().c_str(), t->same_build ? "" : "; the old one was another build of xvmq's classifier");
   } else {
-    auto mode = dp->cls_->attach(uplink, opts.mode);
+    auto mode = cls_->attach(uplink, opts_.mode);
     if (!mode) return mode.error();
-    dp->mode_ = *mode;
+    mode_ = *mode;
   }
   // switchd is the filters' only writer while it runs.
-  if (auto st = dp->cls_->lock_filters(std::chrono::milliseconds(0)); !st) return st.error();
-  if (opts.host_stack) {
+  if (auto st = cls_->lock_filters(std::chrono::milliseconds(0)); !st) return st;
+  if (opts_.host_stack) {
     auto mac = netlink::link_mac(uplink);
     if (!mac) return Error{mac.error().code, "uplink " + uplink + ": the MAC to keep for the host: " + mac.error().message};
-    if (auto st = dp->cls_->set_host_mac(*mac); !st) return st.error();
+    if (auto st = cls_->set_host_mac(*mac); !st) return st;
   }
-
-  if (opts.dedicated_queues >= dev->rx_queues)
-    return Error{EINVAL, "uplink " + uplink + " has " + std::to_string(dev->rx_queues) + " receive queue(s): " +
-                             std::to_string(opts.dedicated_queues) + " dedicated would leave none for the default queue"};
-  const uint32_t general = dev->rx_queues - opts.dedicated_queues;
-  auto wo = general_worker_options(opts, general, opts.dedicated_queues);
-  if (!wo) return Error{wo.error().code, "uplink " + uplink + ": " + wo.error().message};
-  dp->worker_opts_ = *wo;
-  auto cpus = allowed_cpus();
-  for (uint32_t q = 0; q < dev->rx_queues; q++) {
-    QueueInfo info{q, 0, ""};
-    if (auto it = opts.queue_cpus.find(q); it != opts.queue_cpus.end()) {
-      info.cpu = it->second;
-      info.cpu_source = "configured";
-    } else if (int c = irq_cpu(uplink, q); c >= 0) {
-      info.cpu = c;
-      info.cpu_source = "interrupt affinity";
-    } else {
-      info.cpu = cpus[q % cpus.size()];
-      info.cpu_source = "spread";
-    }
-    if (q >= general) {  // served when a hardware-steered vmq takes it
-      dp->reserved_.push_back(info);
-      continue;
-    }
-    auto w = std::make_unique<QueueWorker>(uplink, q, info.cpu, dp->worker_opts_, dp->fdb_.get());
-    auto fd = w->start();
-    if (!fd) return fd.error();
-    if (auto st = dp->cls_->set_socket(XVMQ_DEFAULT_VMQ, q, *fd); !st) return st.error();
-    dp->workers_.push_back(std::move(w));
-    dp->queues_.push_back(info);
-  }
-  {
-    const WorkerOptions& w = dp->worker_opts_;
-    const uint64_t bytes = uint64_t{w.frames} * w.frame_size;
-    service::log(service::Level::Info,
-                 "uplink %s: %zu queue(s), each a UMEM of %u frames x %u bytes = %.1f MiB pinned by the kernel (%.1f MiB in all); "
-                 "room for %u NICs (floor %u per socket, burst budget %u, uplink reserve %u, headroom %u)",
-                 uplink.c_str(), dp->workers_.size(), w.frames, w.frame_size, bytes / 1048576.0,
-                 bytes * dp->workers_.size() / 1048576.0, opts.max_nics, w.nic_floor, w.burst_budget, w.uplink_reserve, w.headroom);
-  }
-  if (opts.host_stack) {
-    if (auto st = dp->start_stack_reader(dev->ifindex); !st) return st.error();
-    if (auto st = dp->cls_->set_host_groups(true); !st) return st.error();
-  } else {
-    (void)dp->cls_->set_host_groups(false);
-  }
-  Datapath* self = dp.get();
-  dp->aging_ = std::thread([self] {
-    std::unique_lock lock(self->aging_mu_);
-    while (!self->aging_cv_.wait_for(lock, std::chrono::seconds(1), [self] { return self->stopping_; }))
-      self->fdb_->expire(now_s(), self->opts_.fdb_age_s);
-  });
-  return dp;
-}
-
-Status Datapath::start_stack_reader(int ifindex) {
-  // No protocol until the filter is on: nothing unfiltered gets queued.
-  int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-  if (fd < 0) return make_error(errno, "uplink " + uplink_ + ": AF_PACKET socket for the host's group frames");
-  // Group destinations only (the I/G bit of the first byte).
-  sock_filter code[] = {
-      {BPF_LD | BPF_B | BPF_ABS, 0, 0, 0},
-      {BPF_JMP | BPF_JSET | BPF_K, 0, 1, 1},
-      {BPF_RET | BPF_K, 0, 0, 0xffffffff},
-      {BPF_RET | BPF_K, 0, 0, 0},
-  };
-  sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
-  int one = 1;
-  sockaddr_ll addr{};
-  addr.sll_family = AF_PACKET;
-  addr.sll_protocol = htons(ETH_P_ALL);
-  addr.sll_ifindex = ifindex;
-  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) != 0 ||
-      setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) != 0 ||
-      setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof(one)) != 0 ||
-      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    Error e = make_error(errno, "uplink " + uplink_ + ": AF_PACKET socket for the host's group frames");
-    ::close(fd);
-    return e;
-  }
-  stack_fd_ = fd;
-  stack_stop_ = false;
-  stack_reader_ = std::thread([this] {
-    std::vector<uint8_t> buf(65536);
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(tpacket_auxdata))];
-    while (!stack_stop_.load()) {
-      pollfd p{stack_fd_, POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      iovec iov{buf.data(), buf.size()};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof(control);
-      ssize_t n = recvmsg(stack_fd_, &msg, MSG_DONTWAIT);
-      if (n < 14) continue;
-      std::vector<uint8_t> frame(buf.begin(), buf.begin() + n);
-      // The stack took the VLAN tag off into the metadata: put it back.
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA) continue;
-        tpacket_auxdata aux;
-        std::memcpy(&aux, CMSG_DATA(c), sizeof(aux));
-        if (!(aux.tp_status & TP_STATUS_VLAN_VALID)) continue;
-        uint16_t tpid = aux.tp_status & TP_STATUS_VLAN_TPID_VALID ? aux.tp_vlan_tpid : ETH_P_8021Q;
-        uint8_t tag[4] = {static_cast<uint8_t>(tpid >> 8), static_cast<uint8_t>(tpid),
-                          static_cast<uint8_t>(aux.tp_vlan_tci >> 8), static_cast<uint8_t>(aux.tp_vlan_tci)};
-        frame.insert(frame.begin() + 12, tag, tag + 4);
-      }
-      // One worker for all: their order is kept.
-      workers_.front()->inject_from_uplink(std::move(frame));
-    }
-  });
   return {};
 }
 
-void Datapath::stop_stack_reader() {
-  stack_stop_ = true;
-  if (stack_reader_.joinable()) stack_reader_.join();
-  if (stack_fd_ >= 0) ::close(stack_fd_);
-  stack_fd_ = -1;
+Status Datapath::start_queues(uint32_t rx_queues) {
+  const DatapathOptions& opts = opts_;
+  if (opts.dedicated_queues >= rx_queues)
+    return Error{EINVAL, "uplink " + uplink_ + " has " + std::to_string(rx_queues) + " receive queue(s): " +
+                             std::to_string(opts.dedicated_queues) + " dedicated would leave none for the default queue"};
+  const uint32_t general = rx_queues - opts.dedicated_queues;
+  auto wo = general_worker_options(opts, general, opts.dedicated_queues);
+  if (!wo) return Error{wo.error().code, "uplink " + uplink_ + ": " + wo.error().message};
+  worker_opts_ = *wo;
+  const auto cpus = allowed_cpus();
+  const auto irq = [this](uint32_t q) { return irq_cpu(uplink_, q); };
+  for (uint32_t q = 0; q < rx_queues; q++) {
+    QueueCpu qc = choose_queue_cpu(q, opts.queue_cpus, irq, cpus);
+    QueueInfo info{q, qc.cpu, qc.source};
+    if (q >= general) {  // served when a hardware-steered vmq takes it
+      reserved_.push_back(info);
+      continue;
+    }
+    auto w = std::make_unique<QueueWorker>(uplink_, q, info.cpu, worker_opts_, fdb_.get());
+    auto fd = w->start();
+    if (!fd) return fd.error();
+    if (auto st = cls_->set_socket(XVMQ_DEFAULT_VMQ, q, *fd); !st) return st;
+    workers_.push_back(std::move(w));
+    queues_.push_back(info);
+  }
+  const WorkerOptions& w = worker_opts_;
+  const uint64_t bytes = uint64_t{w.frames} * w.frame_size;
+  service::log(service::Level::Info,
+               "uplink %s: %zu queue(s), each a UMEM of %u frames x %u bytes = %.1f MiB pinned by the kernel (%.1f MiB in all); "
+               "room for %u NICs (floor %u per socket, burst budget %u, uplink reserve %u, headroom %u)",
+               uplink_.c_str(), workers_.size(), w.frames, w.frame_size, bytes / 1048576.0,
+               bytes * workers_.size() / 1048576.0, opts.max_nics, w.nic_floor, w.burst_budget, w.uplink_reserve, w.headroom);
+  return {};
 }
 
-uint32_t Datapath::now_s() {
-  return static_cast<uint32_t>(
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
-}
+uint32_t Datapath::now_s() { return fdb_now_s(); }
 
 Datapath::~Datapath() {
-  stop_stack_reader();
-  {
-    std::lock_guard lock(aging_mu_);
-    stopping_ = true;
-  }
-  aging_cv_.notify_all();
-  if (aging_.joinable()) aging_.join();
+  stack_reader_.reset();
+  aging_.reset();
   // Sockets close with the workers; the kernel empties their slots.
   for (auto& [name, c] : connected_) {
     c->port.reset();
@@ -408,46 +235,7 @@ Status Datapath::connect(const NicSpec& nic) {
                              " numtxqueues " + std::to_string(all) + ")"};
   auto c = std::make_unique<Connected>();
   c->spec = nic;
-  SteeringState& ss = c->steering;
-  ss.requested_hw = nic.hardware;
-
-  // Hardware steering: a free reserved queue, and the NIC's rule for it.
-  if (nic.hardware) {
-    const QueueInfo* free = nullptr;
-    for (const auto& r : reserved_) {
-      bool taken = false;
-      for (const auto& [_, o] : connected_) taken |= o->steering.hardware && o->steering.queue == static_cast<int>(r.queue);
-      if (!taken) {
-        free = &r;
-        break;
-      }
-    }
-    if (!nic.vmq)
-      ss.reason = "the NIC has no vmq";
-    else if (reserved_.empty())
-      ss.reason = "no receive queue is reserved for dedication (--dedicated-queues)";
-    else if (!free)
-      ss.reason = "no dedicated queue is free (" + std::to_string(reserved_.size()) + " reserved, all taken)";
-    else if (opts_.flow_rules == FlowRules::Ethtool) {
-      auto hw = HardwareSteering::probe(uplink_);
-      if (!hw) {
-        ss.reason = choose_steering(SteeringMode::hardware, hw).reason;
-      } else {
-        std::optional<uint16_t> vlan;
-        if (nic.vlan) vlan = nic.vlan;
-        auto loc = hw->add_rule(nic.mac, vlan, free->queue);
-        if (!loc)
-          ss.reason = loc.error().message;
-        else
-          ss.rule_location = *loc;
-      }
-    }
-    if (ss.reason.empty()) {
-      ss.hardware = true;
-      ss.queue = static_cast<int>(free->queue);
-      ss.cpu = free->cpu;
-    }
-  }
+  c->steering = steer(nic);
 
   auto port = VmPort::attach(*dev, max_frame(opts_.worker.frame_size));
   if (!port) return with_fd_limit(port.error());
@@ -458,32 +246,57 @@ Status Datapath::connect(const NicSpec& nic) {
     counters.clear();
     for (size_t i = 0; i <= workers_.size(); i++) counters.push_back(std::make_shared<NicCounters>());
   }
-  size_t done = 0;
+  size_t done = 0;  // general workers that have the NIC
   Status st;
-  auto undo = [&] {
-    if (nic.vmq)
-      for (size_t i = 0; i < all; i++) (void)cls_->clear_socket(nic.vmq, static_cast<uint32_t>(i));
-    c->port.reset();
-    std::this_thread::sleep_for(kGrace);
-    c->dedicated.reset();
-    for (size_t i = 0; i < done; i++) (void)workers_[i]->remove_nic(nic.name);
-    if (ss.rule_location)
-      if (auto hw = HardwareSteering::open(uplink_); hw) (void)hw->remove_rule(*ss.rule_location);
-  };
-  if (ss.hardware) {
-    c->dedicated = std::make_unique<QueueWorker>(uplink_, static_cast<uint32_t>(ss.queue), ss.cpu,
-                                                 dedicated_worker_options(opts_));
-    WorkerNic wn{nic.name,  nic.mac, nic.vlan,  nic.backend,           static_cast<int>(nic.vmq),
-                 counters.back(), {},  nic.vlans, nic.allow_mac_spoofing, nic.statics};
-    auto socks = c->dedicated->start_dedicated(wn, workers_.front().get());
-    if (!socks) {
-      st = socks.error();
-    } else {
-      st = cls_->set_socket(nic.vmq, static_cast<uint32_t>(ss.queue), socks->vmq_fd);
-      if (st) st = c->port->set_slot(socks->backend.front().first, socks->backend.front().second);
-    }
+  if (c->steering.hardware) st = start_dedicated(*c, counters.back());
+  if (st) st = add_to_workers(*c, counters, done);
+  if (st && nic.vmq) st = install_filter(nic);
+  if (!st) {
+    undo_connect(*c, done);
+    return with_fd_limit(st.error());
   }
-  for (; st && done < workers_.size(); done++) {
+  connected_[nic.name] = std::move(c);
+  return {};
+}
+
+SteeringState Datapath::steer(const NicSpec& nic) const {
+  SteeringState ss;
+  ss.requested_hw = nic.hardware;
+  if (!nic.hardware) return ss;
+  HardwareSteeringAsk ask{uplink_, nic.mac, nic.vlan, nic.vmq, {}, {}, opts_.flow_rules == FlowRules::Ethtool};
+  for (const auto& r : reserved_) ask.reserved.push_back({r.queue, r.cpu});
+  for (const auto& [_, o] : connected_)
+    if (o->steering.hardware) ask.taken.push_back(static_cast<uint32_t>(o->steering.queue));
+  SteeringDecision d = decide_hardware_steering(ask);
+  ss.hardware = d.hardware;
+  ss.reason = d.reason;
+  ss.queue = d.queue;
+  ss.cpu = d.cpu;
+  ss.rule_location = d.rule_location;
+  return ss;
+}
+
+// The vmq's own queue and UMEM; its vmq socket in the classifier's slot of
+// that queue, its backend socket in the VM port's.
+Status Datapath::start_dedicated(Connected& c, const std::shared_ptr<NicCounters>& counters) {
+  const NicSpec& nic = c.spec;
+  const SteeringState& ss = c.steering;
+  c.dedicated = std::make_unique<QueueWorker>(uplink_, static_cast<uint32_t>(ss.queue), ss.cpu,
+                                              dedicated_worker_options(opts_));
+  WorkerNic wn{nic.name,  nic.mac, nic.vlan,  nic.backend,           static_cast<int>(nic.vmq),
+               counters, {},  nic.vlans, nic.allow_mac_spoofing, nic.statics};
+  auto socks = c.dedicated->start_dedicated(wn, workers_.front().get());
+  if (!socks) return socks.error();
+  if (auto st = cls_->set_socket(nic.vmq, static_cast<uint32_t>(ss.queue), socks->vmq_fd); !st) return st;
+  return c.port->set_slot(socks->backend.front().first, socks->backend.front().second);
+}
+
+// The NIC on each general worker, from workers_[done] on; `done` counts the
+// workers that have it (to undo), one that failed after add_nic included.
+Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<NicCounters>>& counters, size_t& done) {
+  const NicSpec& nic = c.spec;
+  const SteeringState& ss = c.steering;
+  for (; done < workers_.size(); done++) {
     // Reserved queues without this NIC's dedicated worker: a general worker
     // receives what the VM sends on them.
     std::vector<uint32_t> extra;
@@ -494,21 +307,30 @@ Status Datapath::connect(const NicSpec& nic) {
     WorkerNic wn{nic.name,  nic.mac,   nic.vlan,  nic.backend,           vmq,
                  counters[done], extra, nic.vlans, nic.allow_mac_spoofing, nic.statics};
     auto socks = workers_[done]->add_nic(wn);
-    if (!socks) {
-      st = socks.error();
-      break;
-    }
+    if (!socks) return socks.error();
+    Status st;
     for (auto [q, fd] : socks->backend)
-      if (st = c->port->set_slot(q, fd); !st) break;
+      if (st = c.port->set_slot(q, fd); !st) break;
     if (st && vmq) st = cls_->set_socket(nic.vmq, workers_[done]->queue(), socks->vmq_fd);
+    if (!st) {
+      done++;
+      return st;
+    }
   }
-  if (st && nic.vmq) st = install_filter(nic);
-  if (!st) {
-    undo();
-    return with_fd_limit(st.error());
-  }
-  connected_[nic.name] = std::move(c);
   return {};
+}
+
+void Datapath::undo_connect(Connected& c, size_t done) {
+  const NicSpec& nic = c.spec;
+  const size_t all = workers_.size() + reserved_.size();
+  if (nic.vmq)
+    for (size_t i = 0; i < all; i++) (void)cls_->clear_socket(nic.vmq, static_cast<uint32_t>(i));
+  c.port.reset();
+  wait_for_xdp_runs();  // no run still redirects into the sockets closed next
+  c.dedicated.reset();
+  for (size_t i = 0; i < done; i++) (void)workers_[i]->remove_nic(nic.name);
+  if (c.steering.rule_location)
+    if (auto hw = HardwareSteering::open(uplink_); hw) (void)hw->remove_rule(*c.steering.rule_location);
 }
 
 Status Datapath::disconnect(const std::string& name) {
@@ -522,7 +344,7 @@ Status Datapath::disconnect(const std::string& name) {
   }
   it->second->port->clear_slots(all);
   it->second->port.reset();
-  std::this_thread::sleep_for(kGrace);
+  wait_for_xdp_runs();  // no run still redirects into the sockets closed next
   Status st;
   it->second->dedicated.reset();  // its UMEM goes with it: nothing to take back
   if (auto loc = it->second->steering.rule_location)
@@ -548,7 +370,7 @@ Status Datapath::set_vmq(const NicSpec& nic, uint32_t vmq) {
   if (cur.vmq) {
     clear_filter(cur);
     for (auto& w : workers_) (void)cls_->clear_socket(cur.vmq, w->queue());
-    std::this_thread::sleep_for(kGrace);
+    wait_for_xdp_runs();  // no run still redirects into the vmq sockets set_vmq closes
     for (auto& w : workers_)
       if (auto fd = w->set_vmq(cur.name, 0); !fd) return fd.error();
     cur.vmq = 0;
@@ -592,12 +414,12 @@ Status Datapath::reconcile_filters(const std::vector<NicSpec>& keep) {
 
 Status Datapath::detach() {
   (void)cls_->set_host_groups(false);
-  stop_stack_reader();
+  stack_reader_.reset();
   for (auto& [name, c] : connected_) {
     if (c->spec.vmq) clear_filter(c->spec);
     c->port.reset();
   }
-  std::this_thread::sleep_for(kGrace);
+  wait_for_xdp_runs();  // no run still redirects into the sockets closed next
   for (auto& [name, c] : connected_) {
     c->dedicated.reset();
     for (auto& w : workers_) (void)w->remove_nic(name);

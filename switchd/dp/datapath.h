@@ -9,21 +9,20 @@
 // to the host stack until a new switchd adopts it.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <thread>
 #include <string>
 #include <vector>
 
 #include "loader/classifier.h"
+#include "loader/vmport.h"
 #include "switchd/dp/datapath_api.h"
 #include "switchd/core/fdb.h"
 #include "switchd/core/forwarding.h"
+#include "switchd/dp/fdb_aging.h"
 #include "switchd/dp/queue_worker.h"
+#include "switchd/dp/stack_reader.h"
 
 namespace xvmq::switchd {
 
@@ -155,14 +154,19 @@ class Datapath : public DatapathApi {
   static uint32_t now_s();  // the FDB's clock
 
  private:
-  class VmPort;
   struct Connected;
   Datapath() = default;
+  // open(): the classifier attached, adopted or taken over; then a worker
+  // per general queue, the reserved queues noted.
+  Status open_classifier();
+  Status start_queues(uint32_t rx_queues);
+  // connect(): the steering decided, the dedicated worker (hardware
+  // steering), the NIC on every general worker; undone on failure.
+  SteeringState steer(const NicSpec& nic) const;
+  Status start_dedicated(Connected& c, const std::shared_ptr<NicCounters>& counters);
+  Status add_to_workers(Connected& c, const std::vector<std::shared_ptr<NicCounters>>& counters, size_t& done);
+  void undo_connect(Connected& c, size_t done);
   Status install_filter(const NicSpec& nic);
-  // host=stack: the group frames the classifier passed to the host's stack,
-  // read back from an AF_PACKET socket on the uplink and flooded to the VMs.
-  Status start_stack_reader(int ifindex);
-  void stop_stack_reader();
   void clear_filter(const NicSpec& nic);
 
   std::string uplink_;
@@ -173,14 +177,9 @@ class Datapath : public DatapathApi {
   WorkerOptions worker_opts_;
   std::unique_ptr<Classifier> cls_;
   std::unique_ptr<Fdb> fdb_;
-  std::thread aging_;
-  std::mutex aging_mu_;
-  std::condition_variable aging_cv_;
-  bool stopping_ = false;
+  std::unique_ptr<FdbAging> aging_;
   std::vector<std::unique_ptr<QueueWorker>> workers_;
-  int stack_fd_ = -1;
-  std::thread stack_reader_;
-  std::atomic<bool> stack_stop_{false};
+  std::unique_ptr<StackReader> stack_reader_;  // host=stack only
   std::vector<QueueInfo> queues_;
   std::vector<QueueInfo> reserved_;
   std::map<std::string, std::unique_ptr<Connected>> connected_;

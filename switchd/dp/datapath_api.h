@@ -1,7 +1,7 @@
 // What the switch (switchd/app/switch.h) asks of its datapath: the seam
 // between the control logic and the kernel. Datapath (switchd/dp/datapath.h)
 // is the real one, over libbpf and AF_XDP; tests and fuzzers give the
-// switch an in-memory one (tests/fake_datapath.h) through
+// switch an in-memory one (tests/lib/fake_datapath.h) through
 // SwitchOptions::open_datapath, so every op can run without a kernel.
 //
 // The value types (NicSpec, QueueInfo, ...) are datapath.h's; they are only

@@ -57,6 +57,17 @@ Error kernel_failure(int err, const NetdevInfo& dev, const std::string& what, co
   return failure(err, dev, driver_of(dev) + " " + what, op);
 }
 
+// A command on the rule at one location (remove it, read it back).
+Result<ethtool_rxnfc> rule_command(const NetdevInfo& dev, uint32_t cmd, uint32_t location, const char* op,
+                                   const std::string& verb) {
+  ethtool_rxnfc nfc{};
+  nfc.cmd = cmd;
+  nfc.fs.location = location;
+  if (int err = ethtool_ioctl(dev.name, &nfc))
+    return kernel_failure(err, dev, "did not " + verb + " the rule at location " + std::to_string(location), op);
+  return nfc;
+}
+
 struct RuleTable {
   uint32_t count = 0;
   uint32_t size = 0;  // 0: the driver does not say
@@ -278,12 +289,8 @@ Result<uint32_t> HardwareSteering::add_rule(const Mac& mac, std::optional<uint16
 }
 
 Status HardwareSteering::remove_rule(uint32_t location) {
-  ethtool_rxnfc nfc{};
-  nfc.cmd = ETHTOOL_SRXCLSRLDEL;
-  nfc.fs.location = location;
-  if (int err = ethtool_ioctl(dev_.name, &nfc))
-    return kernel_failure(err, dev_, "did not remove the rule at location " + std::to_string(location),
-                          "ETHTOOL_SRXCLSRLDEL");
+  if (auto nfc = rule_command(dev_, ETHTOOL_SRXCLSRLDEL, location, "ETHTOOL_SRXCLSRLDEL", "remove"); !nfc)
+    return nfc.error();
   return {};
 }
 
@@ -294,14 +301,10 @@ Result<std::vector<InstalledRule>> HardwareSteering::rules() const {
   if (!locations) return locations.error();
   std::vector<InstalledRule> out;
   for (uint32_t loc : *locations) {
-    ethtool_rxnfc nfc{};
-    nfc.cmd = ETHTOOL_GRXCLSRULE;
-    nfc.fs.location = loc;
-    if (int err = ethtool_ioctl(dev_.name, &nfc))
-      return kernel_failure(err, dev_, "did not show the rule at location " + std::to_string(loc),
-                            "ETHTOOL_GRXCLSRULE");
+    auto nfc = rule_command(dev_, ETHTOOL_GRXCLSRULE, loc, "ETHTOOL_GRXCLSRULE", "show");
+    if (!nfc) return nfc.error();
     InstalledRule installed{loc, std::nullopt, ""};
-    auto rule = decode_rule(nfc.fs);
+    auto rule = decode_rule(nfc->fs);
     if (rule) installed.rule = *rule;
     else installed.other = rule.error().message;
     out.push_back(std::move(installed));
@@ -334,6 +337,47 @@ SteeringChoice choose_steering(SteeringMode requested, const Error* hardware_fai
   }
   why = why.substr(0, std::min(why.find(" ("), why.find("; ")));
   return {SteeringMode::software, std::string(why)};
+}
+
+namespace {
+
+const DedicatedQueue* first_free(const HardwareSteeringAsk& ask) {
+  for (const auto& r : ask.reserved)
+    if (std::find(ask.taken.begin(), ask.taken.end(), r.queue) == ask.taken.end()) return &r;
+  return nullptr;
+}
+
+}  // namespace
+
+SteeringDecision decide_hardware_steering(const HardwareSteeringAsk& ask) {
+  SteeringDecision d;
+  const DedicatedQueue* free = first_free(ask);
+  if (!ask.vmq)
+    d.reason = "the NIC has no vmq";
+  else if (ask.reserved.empty())
+    d.reason = "no receive queue is reserved for dedication (--dedicated-queues)";
+  else if (!free)
+    d.reason = "no dedicated queue is free (" + std::to_string(ask.reserved.size()) + " reserved, all taken)";
+  else if (ask.program_rule) {
+    auto hw = HardwareSteering::probe(ask.uplink);
+    if (!hw) {
+      d.reason = choose_steering(SteeringMode::hardware, hw).reason;
+    } else {
+      std::optional<uint16_t> vlan;
+      if (ask.vlan) vlan = ask.vlan;
+      auto loc = hw->add_rule(ask.mac, vlan, free->queue);
+      if (!loc)
+        d.reason = loc.error().message;
+      else
+        d.rule_location = *loc;
+    }
+  }
+  if (d.reason.empty()) {
+    d.hardware = true;
+    d.queue = static_cast<int>(free->queue);
+    d.cpu = free->cpu;
+  }
+  return d;
 }
 
 }  // namespace xvmq

@@ -102,4 +102,37 @@ SteeringChoice choose_steering(SteeringMode requested, const Result<T>& hardware
   return choose_steering(requested, hardware.ok() ? nullptr : &hardware.error());
 }
 
+// A receive queue reserved for hardware-steered vmqs, and its CPU.
+struct DedicatedQueue {
+  uint32_t queue = 0;
+  int cpu = -1;
+};
+
+// A NIC that asked for hardware steering of its vmq.
+struct HardwareSteeringAsk {
+  std::string uplink;
+  Mac mac{};
+  uint16_t vlan = 0;  // 0: untagged, the rule matches any VLAN
+  uint32_t vmq = 0;   // 0: none, nothing to steer
+  std::vector<DedicatedQueue> reserved;  // in the order they are handed out
+  std::vector<uint32_t> taken;           // reserved queues other vmqs hold
+  // true: program the NIC's RX flow rule (ethtool); false: the NIC already
+  // steers, by rules other tooling made.
+  bool program_rule = true;
+};
+
+struct SteeringDecision {
+  bool hardware = false;
+  std::string reason;  // why software
+  int queue = -1;      // the dedicated queue
+  int cpu = -1;
+  std::optional<uint32_t> rule_location;  // the rule programmed, to remove at disconnect
+};
+
+// Hardware steering for one vmq: the first free reserved queue and, with
+// program_rule, the NIC's rule for it. Software, with the reason, when
+// there is no vmq, no reserved queue, none free, or the NIC cannot or
+// refuses the rule.
+SteeringDecision decide_hardware_steering(const HardwareSteeringAsk& ask);
+
 }  // namespace xvmq
