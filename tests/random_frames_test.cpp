@@ -12,7 +12,7 @@
 #include <random>
 
 #include "loader/classifier.h"
-#include "loader/xsk.h"
+#include "xsk/queue.h"
 #include "tests/harness.h"
 #include "tests/prog_run.h"
 

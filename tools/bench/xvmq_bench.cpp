@@ -26,7 +26,7 @@
 
 #include "bench.skel.h"
 #include "loader/classifier.h"
-#include "loader/xsk.h"
+#include "xsk/queue.h"
 
 namespace {
 
@@ -306,6 +306,24 @@ int fail(const std::string& what, const Error& e) {
   return 1;
 }
 
+// Every case, round after round, alternating.
+std::vector<Outcome> measure(const std::vector<Case>& cases, int ifindex, uint32_t repeat, uint32_t rounds) {
+  std::vector<Outcome> out(cases.size());
+  // One frame first: every case must take its path before any is timed.
+  for (size_t i = 0; i < cases.size(); i++)
+    if (auto r = run(cases[i], ifindex, 1); !r) out[i].error = r.error().message;
+  for (uint32_t round = 0; round < rounds; round++)
+    for (size_t i = 0; i < cases.size(); i++) {
+      if (!out[i].error.empty()) continue;
+      auto r = run(cases[i], ifindex, repeat);
+      if (r)
+        out[i].ns.push_back(*r);
+      else
+        out[i].error = r.error().message;
+    }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -364,20 +382,7 @@ int main(int argc, char** argv) {
       {"hit_16_vlan", "hit, VLAN filter, 16 filters", (*small)->prog_fd(), frame_to(kHitMac, kTagVlan),
        XDP_REDIRECT, Check{small->get(), hit_vmq, hits}},
   };
-  std::vector<Outcome> out(cases.size());
-
-  // One frame first: every case must take its path before any is timed.
-  for (size_t i = 0; i < cases.size(); i++)
-    if (auto r = run(cases[i], *ifindex, 1); !r) out[i].error = r.error().message;
-  for (uint32_t round = 0; round < rounds; round++)
-    for (size_t i = 0; i < cases.size(); i++) {
-      if (!out[i].error.empty()) continue;
-      auto r = run(cases[i], *ifindex, repeat);
-      if (r)
-        out[i].ns.push_back(*r);
-      else
-        out[i].error = r.error().message;
-    }
+  std::vector<Outcome> out = measure(cases, *ifindex, repeat, rounds);
 
   Report report(cases, out);
   std::printf("xvmq-bench: %zu-byte frames, %u frames per run, %u rounds, CPU %d\n", kFrameBytes, repeat,
