@@ -343,6 +343,25 @@ std::string Classifier::in_the_way(const std::string& ifname, const AttachedProg
          removal_hint(ifname, p);
 }
 
+// Another build of the classifier has its maps, by name; anything else
+// that took its name is not xvmq's.
+static Status has_classifier_maps(const std::string& ifname, const AttachedProgram& old,
+                                  const std::vector<uint32_t>& old_maps, const std::string& what) {
+  auto names = map_names(old_maps);
+  bool filters = false, xsks = false;
+  std::string list;
+  for (const auto& n : names) {
+    filters |= n == XVMQ_MAP_FILTERS;
+    xsks |= n == XVMQ_MAP_XSKS;
+    list += (list.empty() ? "" : ", ") + n;
+  }
+  if (filters && xsks) return {};
+  return Error{EEXIST, what + "XDP program '" + old.name + "' (id " + std::to_string(old.id) + ") in mode " +
+                           std::string(to_string(old.mode)) + " has the classifier's name but is not xvmq's: " +
+                           "another tag, and not the maps " XVMQ_MAP_FILTERS " and " XVMQ_MAP_XSKS " (its maps: " +
+                           (list.empty() ? std::string("none") : list) + "); " + removal_hint(ifname, old)};
+}
+
 Result<Takeover> Classifier::take_over(const std::string& ifname) {
   if (impl_->ifindex)
     return Error{EALREADY, "classifier already attached to " + impl_->ifname + " in mode " +
@@ -392,22 +411,8 @@ Result<Takeover> Classifier::take_over(const std::string& ifname) {
   // The kernel's tag hashes the instructions with map references zeroed:
   // the same object on the same kernel has the same tag, whatever its maps.
   t.same_build = std::memcmp(oi->tag, ni->tag, BPF_TAG_SIZE) == 0;
-  if (!t.same_build) {
-    auto names = map_names(old_maps);
-    bool filters = false, xsks = false;
-    std::string list;
-    for (const auto& n : names) {
-      filters |= n == XVMQ_MAP_FILTERS;
-      xsks |= n == XVMQ_MAP_XSKS;
-      list += (list.empty() ? "" : ", ") + n;
-    }
-    if (!filters || !xsks)
-      return Error{EEXIST, what + "XDP program '" + old.name + "' (id " + std::to_string(old.id) + ") in mode " +
-                               std::string(to_string(old.mode)) + " has the classifier's name but is not xvmq's: " +
-                               "another tag, and not the maps " XVMQ_MAP_FILTERS " and " XVMQ_MAP_XSKS " (its maps: " +
-                               (list.empty() ? std::string("none") : list) + "); " +
-                               removal_hint(ifname, old)};
-  }
+  if (!t.same_build)
+    if (auto st = has_classifier_maps(ifname, old, old_maps, what); !st) return st.error();
 
   LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = old_fd);
   log::clear_captured();
