@@ -45,16 +45,32 @@ namespace {
 
 uint16_t rd16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
 
-Decision dropped(SwitchDrop why) {
-  Decision d;
-  d.drop = why;
+Verdict dropped(SwitchDrop why) {
+  Verdict v;
+  v.drop = why;
+  return v;
+}
+
+Decision decide_all(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+                    const PortIndex* index) {
+  const Verdict v = judge(f, len, ingress, ports, index);
+  Decision d{v.drop, v.vlan, v.tags, {}, v.learn};
+  if (v.drop) return d;
+  if (!v.flood) {
+    d.out.push_back(v.to);
+    return d;
+  }
+  Egress batch[64];
+  size_t cursor = 0;
+  while (size_t n = flood_egress(ports, ingress, v.vlan, cursor, batch, 64)) d.out.insert(d.out.end(), batch, batch + n);
   return d;
 }
 
-}  // namespace
+bool egress_tagged(const std::vector<SwitchPort>& ports, int port, uint16_t vlan) {
+  return port == kUplink ? vlan != 0 : ports[static_cast<size_t>(port)].vlans.sends_tagged(vlan);
+}
 
-static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
-                       const PortIndex* index);
+}  // namespace
 
 PortIndex index_ports(const std::vector<SwitchPort>& ports) {
   PortIndex idx;
@@ -70,15 +86,82 @@ PortIndex index_ports(const std::vector<SwitchPort>& ports) {
 }
 
 Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports) {
-  return decide(f, len, ingress, ports, nullptr);
+  return decide_all(f, len, ingress, ports, nullptr);
 }
 
 Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports, const PortIndex& index) {
-  return decide(f, len, ingress, ports, &index);
+  return decide_all(f, len, ingress, ports, &index);
 }
 
-static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
-                       const PortIndex* index) {
+namespace {
+
+// The frame's VLAN as it entered, by the ingress port's rules; or why not.
+std::optional<SwitchDrop> ingress_vlan(const uint8_t* f, int ingress, const std::vector<SwitchPort>& ports,
+                                       uint16_t vlan, Verdict& v) {
+  Mac src;
+  std::copy(f + 6, f + 12, src.begin());
+  if (ingress == kUplink) {
+    v.vlan = vlan;
+    v.learn = !is_multicast(src) && src != Mac{};
+    return std::nullopt;
+  }
+  const SwitchPort& p = ports.at(static_cast<size_t>(ingress));
+  if (!p.sends_from(src)) return SwitchDrop::SpoofedSource;
+  if (p.vlans.mode == VlanMode::Access) {
+    if (vlan) return SwitchDrop::TaggedOnAccess;
+    v.vlan = p.vlans.access;
+  } else if (vlan) {
+    if (!p.vlans.carries(vlan)) return SwitchDrop::VlanNotAllowed;
+    v.vlan = vlan;
+  } else {
+    if (!p.vlans.native) return SwitchDrop::VlanNotAllowed;
+    v.vlan = *p.vlans.native;
+  }
+  return std::nullopt;
+}
+
+// A flood: its shapes, or no port to go to.
+void judge_flood(const std::vector<SwitchPort>& ports, int ingress, Verdict& v) {
+  v.flood = true;
+  for (size_t i = 0; i < ports.size(); i++)
+    if (static_cast<int>(i) != ingress && ports[i].vlans.carries(v.vlan))
+      (ports[i].vlans.sends_tagged(v.vlan) ? v.tagged : v.untagged) = true;
+  if (ingress != kUplink) (v.vlan != 0 ? v.tagged : v.untagged) = true;
+  if (!v.tagged && !v.untagged) v.drop = SwitchDrop::NoPort;
+}
+
+// Unicast: the first port, in order, with dst on the frame's VLAN: among
+// the index's candidates for dst, or (no index) among all ports.
+void judge_unicast(const Mac& dst, const std::vector<SwitchPort>& ports, const PortIndex* index, int ingress,
+                   Verdict& v) {
+  const std::vector<int>* cand = nullptr;
+  if (index) {
+    auto it = index->find(dst);
+    static const std::vector<int> none;
+    cand = it == index->end() ? &none : &it->second;
+  }
+  const size_t n = cand ? cand->size() : ports.size();
+  int to = kUplink;
+  for (size_t k = 0; k < n; k++) {
+    const size_t i = cand ? static_cast<size_t>((*cand)[k]) : k;
+    if ((ports[i].mac != dst && !ports[i].has_static(dst, v.vlan)) || !ports[i].vlans.carries(v.vlan)) continue;
+    to = static_cast<int>(i);
+    break;
+  }
+  if (to == kUplink && ingress == kUplink) {
+    v.drop = SwitchDrop::UnknownUnicast;
+  } else if (to == ingress) {
+    v.drop = SwitchDrop::NoPort;  // back where it came from
+  } else {
+    v.to = {to, egress_tagged(ports, to, v.vlan)};
+    (v.to.tagged ? v.tagged : v.untagged) = true;
+  }
+}
+
+}  // namespace
+
+Verdict judge(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+              const PortIndex* index) {
   if (len < ETH_HLEN) return dropped(SwitchDrop::Malformed);
   // Tags as the classifier reads them: outer 0x8100/0x88a8, inner 0x8100;
   // the VLAN is the first VID that is not 0 (priority tags carry none).
@@ -96,88 +179,29 @@ static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::v
     proto = rd16(f + pos + 2);
     pos += 4;
   }
-  Decision d;
-  d.tags = vlan ? vlan_tags : ntags;  // the tags that make the frame's VLAN; the rest is payload
-  Mac dst, src;
+  Verdict v;
+  v.tags = vlan ? vlan_tags : ntags;  // the tags that make the frame's VLAN; the rest is payload
+  if (auto why = ingress_vlan(f, ingress, ports, vlan, v)) return dropped(*why);
+  Mac dst;
   std::copy(f, f + 6, dst.begin());
-  std::copy(f + 6, f + 12, src.begin());
-
-  if (ingress == kUplink) {
-    d.vlan = vlan;
-    d.learn = !is_multicast(src) && src != Mac{};
-  } else {
-    const SwitchPort& p = ports.at(static_cast<size_t>(ingress));
-    if (!p.sends_from(src)) return dropped(SwitchDrop::SpoofedSource);
-    if (p.vlans.mode == VlanMode::Access) {
-      if (vlan) return dropped(SwitchDrop::TaggedOnAccess);
-      d.vlan = p.vlans.access;
-    } else if (vlan) {
-      if (!p.vlans.carries(vlan)) return dropped(SwitchDrop::VlanNotAllowed);
-      d.vlan = vlan;
-    } else {
-      if (!p.vlans.native) return dropped(SwitchDrop::VlanNotAllowed);
-      d.vlan = *p.vlans.native;
-    }
-  }
-
-  auto add = [&](int port) {
-    bool tagged = port == kUplink ? d.vlan != 0 : ports[static_cast<size_t>(port)].vlans.sends_tagged(d.vlan);
-    d.out.push_back({port, tagged});
-  };
-  if (is_multicast(dst)) {
-    for (size_t i = 0; i < ports.size(); i++)
-      if (static_cast<int>(i) != ingress && ports[i].vlans.carries(d.vlan)) add(static_cast<int>(i));
-    if (ingress != kUplink) add(kUplink);
-    if (d.out.empty()) d.drop = SwitchDrop::NoPort;
-    return d;
-  }
-  // The first port, in order, with dst on the frame's VLAN: among the
-  // index's candidates for dst, or (no index) among all ports.
-  const std::vector<int>* cand = nullptr;
-  if (index) {
-    auto it = index->find(dst);
-    static const std::vector<int> none;
-    cand = it == index->end() ? &none : &it->second;
-  }
-  const size_t n = cand ? cand->size() : ports.size();
-  for (size_t k = 0; k < n; k++) {
-    const size_t i = cand ? static_cast<size_t>((*cand)[k]) : k;
-    if ((ports[i].mac != dst && !ports[i].has_static(dst, d.vlan)) || !ports[i].vlans.carries(d.vlan)) continue;
-    if (static_cast<int>(i) == ingress) {
-      d.drop = SwitchDrop::NoPort;  // back where it came from
-      return d;
-    }
-    add(static_cast<int>(i));
-    return d;
-  }
-  if (ingress == kUplink) {
-    d.drop = SwitchDrop::UnknownUnicast;
-    return d;
-  }
-  add(kUplink);
-  return d;
+  if (is_multicast(dst))
+    judge_flood(ports, ingress, v);
+  else
+    judge_unicast(dst, ports, index, ingress, v);
+  return v;
 }
 
-void shape_untagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags) {
-  if (!tags) return;
-  std::memmove(buf + addr + 4 * tags, buf + addr, 12);
-  addr += 4 * tags;
-  len -= 4 * tags;
-}
-
-void shape_tagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags, uint16_t vlan) {
-  uint16_t pcp = tags ? static_cast<uint16_t>(buf[addr + 14] & 0xe0) << 8 : 0;
-  if (tags > 1) shape_untagged(buf, addr, len, tags - 1);
-  if (!tags) {
-    std::memmove(buf + addr - 4, buf + addr, 12);
-    addr -= 4;
-    len += 4;
+size_t flood_egress(const std::vector<SwitchPort>& ports, int ingress, uint16_t vlan, size_t& cursor, Egress* out,
+                    size_t cap) {
+  size_t n = 0;
+  for (; cursor < ports.size() && n < cap; cursor++)
+    if (static_cast<int>(cursor) != ingress && ports[cursor].vlans.carries(vlan))
+      out[n++] = {static_cast<int>(cursor), ports[cursor].vlans.sends_tagged(vlan)};
+  if (cursor == ports.size() && n < cap) {
+    if (ingress != kUplink) out[n++] = {kUplink, vlan != 0};
+    cursor++;
   }
-  uint16_t tci = static_cast<uint16_t>(pcp | vlan);
-  buf[addr + 12] = 0x81;
-  buf[addr + 13] = 0x00;
-  buf[addr + 14] = static_cast<uint8_t>(tci >> 8);
-  buf[addr + 15] = static_cast<uint8_t>(tci);
+  return n;
 }
 
 }  // namespace xvmq::switchd

@@ -100,11 +100,23 @@ PortIndex index_ports(const std::vector<SwitchPort>& ports);
 // The same decision, with the index of `ports`.
 Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports, const PortIndex& index);
 
-// A decided frame's shapes, in place in its buffer (`buf` + `addr`, `len`
-// bytes): the Decision's `tags` tags removed (untagged), or exactly one tag
-// of `vlan` (tagged; the priority bits of a tag it had are kept). addr and
-// len follow the frame; tagging an untagged frame needs 4 bytes before it.
-void shape_untagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags);
-void shape_tagged(uint8_t* buf, uint64_t& addr, uint32_t& len, uint32_t tags, uint16_t vlan);
+// The same decision without allocating, for the per-frame path: the
+// verdict, and a flood's egresses in chunks into the caller's array.
+// decide() is made of these two.
+struct Verdict {
+  std::optional<SwitchDrop> drop;
+  uint16_t vlan = 0;
+  uint32_t tags = 0;
+  bool learn = false;
+  bool flood = false;       // to every other port of `vlan`, and the uplink if a VM sent it: flood_egress()
+  Egress to{kUplink, false};  // not dropped, not a flood: the one egress
+  bool tagged = false, untagged = false;  // the shapes its egresses take
+};
+Verdict judge(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+              const PortIndex* index);
+// A flood's egresses from `cursor` on (start at 0), at most `cap`, in port
+// order with the uplink last; advances `cursor`. Returns how many (0: done).
+size_t flood_egress(const std::vector<SwitchPort>& ports, int ingress, uint16_t vlan, size_t& cursor, Egress* out,
+                    size_t cap);
 
 }  // namespace xvmq::switchd

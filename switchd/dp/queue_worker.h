@@ -7,8 +7,15 @@
 // moves frames between those sockets by passing descriptors: no copy in user
 // space except when one frame must leave in two shapes (tagged, untagged).
 //
-// All socket and table changes run on the worker's thread, sent as commands;
-// the per-frame path takes no lock.
+// All socket and table changes run on the worker's thread, sent as commands
+// (mailbox.h); the per-frame path takes no lock and allocates nothing.
+// Frames from other threads (a dedicated queue's VM, the host's stack)
+// arrive on handoff rings, one per source (handoff_ring.h). The buffer
+// pool and the sockets are xsk/'s; the worker's jobs are in
+// queue_worker.cpp (sockets and their lifecycle), worker_loop.cpp (the
+// thread: receive, transmit, completions, the refill rule) and
+// worker_switch.cpp (carrying out the switch's decisions, VLAN shapes by
+// vlan_tag.h).
 #pragma once
 
 #include <algorithm>
@@ -19,17 +26,19 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
-#include "loader/abi.h"
 #include "common/result.h"
+#include "loader/abi.h"
 #include "switchd/core/forwarding.h"
-
-struct xsk_umem;
-struct xsk_socket;
+#include "switchd/dp/handoff_ring.h"
+#include "switchd/dp/mailbox.h"
+#include "xsk/socket.h"
+#include "xsk/umem_pool.h"
 
 namespace xvmq::switchd {
 
@@ -196,41 +205,58 @@ class QueueWorker {
   const QueueCounters& counters() const { return counters_; }
   PoolState pool() const;
 
-  // A frame a VM sent on a dedicated queue, to switch here (any thread).
-  void inject_from_vm(const std::string& nic, std::vector<uint8_t> frame);
   // A frame from the uplink that the classifier passed to the host's
-  // stack (host=stack broadcast and multicast), to switch here (any thread).
-  void inject_from_uplink(std::vector<uint8_t> frame) { inject_from_vm(std::string(), std::move(frame)); }
+  // stack (host=stack broadcast and multicast), to switch here. One
+  // producer thread only (the stack reader): it has a handoff ring of its own.
+  void inject_from_uplink(std::span<const uint8_t> frame);
+
+  // A handoff ring for frames that NIC `nic`'s VM sent on a dedicated queue
+  // (one producer: that queue's worker), and its removal once the producer
+  // has stopped. Any thread.
+  HandoffRing* open_handoff(const std::string& nic);
+  void close_handoff(HandoffRing* ring);
+  // Make the worker look at its handoff rings and mailbox (any thread).
+  void wake();
 
  private:
   struct Ctx;
   struct Sock;
   struct Nic;
+  struct Inbox;
 
   Status run_on_thread(std::function<Status()> fn);
+  // The worker's thread (worker_loop.cpp).
   void loop();
+  void set_up_thread();
+  uint32_t pass();
+  void wait_for_work(uint32_t in_flight);
+  uint32_t publish_pool_state();
   void process_rx(Sock& s, uint32_t budget);
-  void forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic);
-  void forward_from_vm(Nic& from, uint64_t addr, uint32_t len);
-  // Carry out the software switch's decision for a frame.
-  void execute(const Decision& d, Nic* from, uint64_t addr, uint32_t len);
-  void rebuild_ports();
-  bool send(Sock& to, Nic* nic, uint64_t addr, uint32_t len);
   void kick_tx();
   void reap_completions(Ctx& c);
   void refill(Ctx& c, uint32_t target);
-  // Every fill ring to its floor, and active backend sockets above it within the burst budget.
-  void refill_all();
-  void rebuild_fill_ctxs();
-  void release(uint64_t addr);
-  uint64_t alloc_frame();
+  void refill_all();  // every fill ring to its floor, active backend sockets above it within the burst budget
+  // Carrying out the switch's decisions (worker_switch.cpp).
+  void forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic);
+  void forward_from_vm(Nic& from, uint64_t addr, uint32_t len);
+  void execute(const Verdict& v, int ingress, Nic* from, uint64_t addr, uint32_t len);
+  void deliver(const Egress& e, uint64_t addr, uint32_t len);
+  bool send(Sock& to, Nic* nic, uint64_t addr, uint32_t len);
+  void drop(Nic* nic, Drop why);
+  void rebuild_ports();
+  void drain_inboxes();
+  bool inbox_waiting() const;
+  void drain_inbox(Inbox& in);
+  void hand_off(uint64_t addr, uint32_t len);
+  // Sockets and their lifecycle (queue_worker.cpp).
   Result<Sock*> create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx, uint32_t ring);
   Status open_backend_socket(Nic& n);  // on the NIC's backend, this queue
   Status open_vmq_socket(Nic& n);      // on the uplink, this queue
+  Status open_extra_sockets(Nic& n, NicSockets& out);
   Status create_umem();
-  void drain_inbox();
   void destroy_socket(Sock* s);
-  void drop(Nic* nic, Drop why);
+  void flush_nic(Nic& n);
+  void rebuild_fill_ctxs();
   // Add what the kernel counted at the socket since the last look.
   void read_xsk_stats(Sock& s);
 
@@ -241,19 +267,16 @@ class QueueWorker {
   class Fdb* fdb_ = nullptr;  // shared by the workers; learned from the uplink
   uint32_t now_s_ = 0;        // coarse clock for the FDB, once per loop
 
-  void* area_ = nullptr;
-  size_t area_size_ = 0;
-  xsk_umem* umem_ = nullptr;
-  std::vector<uint16_t> refs_;  // per frame: destinations still sending it
-  std::vector<uint64_t> free_;
+  xsk::UmemPool pool_;  // the UMEM's frames: free ones, and the sends holding each
   std::unique_ptr<Ctx> uplink_ctx_;
+  std::unique_ptr<xsk::Umem> umem_;
+  uint8_t* area_ = nullptr;  // umem_'s memory
   Sock* default_sock_ = nullptr;
   std::vector<std::unique_ptr<Sock>> socks_;
   std::unordered_map<std::string, std::unique_ptr<Nic>> nics_;
   std::vector<SwitchPort> ports_;  // the connected NICs, for decide()
   PortIndex port_macs_;            // ports_ by MAC, for decide()
   std::vector<Nic*> port_nics_;    // the same order
-  std::unordered_map<const Nic*, int> port_index_;
   std::vector<Sock*> to_kick_;
   std::vector<Ctx*> fill_ctxs_;  // the backend sockets' fill rings (NICs' and their extras')
   size_t fill_start_ = 0;        // who is first to the burst budget: turns round
@@ -266,13 +289,12 @@ class QueueWorker {
   std::atomic<bool> stop_{false};
   int wake_fd_ = -1;
   int epoll_fd_ = -1;  // wake_fd_ and every socket, for the idle worker
-  std::mutex cmd_mu_;
-  std::vector<std::pair<std::function<Status()>, std::promise<Status>>> cmds_;
+  CommandMailbox mailbox_;
 
   bool dedicated_ = false;
-  QueueWorker* handoff_ = nullptr;
-  std::mutex inbox_mu_;
-  std::vector<std::pair<std::string, std::vector<uint8_t>>> inbox_;
+  QueueWorker* handoff_ = nullptr;  // a dedicated worker's general worker
+  HandoffRing* handoff_ring_ = nullptr;  // and its ring there
+  std::vector<std::unique_ptr<Inbox>> inboxes_;  // frames handed to this worker, one ring per source
 };
 
 }  // namespace xvmq::switchd

@@ -12,7 +12,7 @@
 #include <random>
 
 #include "loader/classifier.h"
-#include "loader/xsk.h"
+#include "xsk/queue.h"
 #include "tests/lib/harness.h"
 #include "tests/lib/prog_run.h"
 

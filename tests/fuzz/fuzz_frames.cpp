@@ -1,5 +1,5 @@
 // Fuzz target: the software switch's frame parsing and decisions
-// (switchd/core/forwarding.h: decide, then the shapes the queue workers give a
+// (switchd/core/forwarding.h: decide; switchd/dp/vlan_tag.h: the shapes the queue workers give a
 // frame), over a few port tables: access ports on the untagged network and
 // on a VLAN, trunks with and without a native VLAN, a port allowed to spoof,
 // static FDB entries.
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "switchd/core/forwarding.h"
+#include "switchd/dp/vlan_tag.h"
 
 using namespace xvmq;
 using namespace xvmq::switchd;
@@ -103,9 +104,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint32_t l = len;
     if (tagged) {
       if (d.vlan == 0 || d.vlan > 4094) continue;
-      shape_tagged(buf.data(), addr, l, d.tags, d.vlan);
+      push_vlan_tag(buf.data(), addr, l, d.tags, d.vlan);
     } else {
-      shape_untagged(buf.data(), addr, l, d.tags);
+      pop_vlan_tags(buf.data(), addr, l, d.tags);
     }
     const uint32_t head = tagged ? 16 : 12;
     if (addr + l != buf.size()) fail("the shaped frame ends where the frame did");

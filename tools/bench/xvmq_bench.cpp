@@ -26,7 +26,7 @@
 
 #include "bench.skel.h"
 #include "loader/classifier.h"
-#include "loader/xsk.h"
+#include "xsk/queue.h"
 
 namespace {
 
@@ -323,6 +323,24 @@ std::vector<Outcome> measure(const std::vector<Case>& cases, int ifindex, uint32
 int fail(const std::string& what, const Error& e) {
   std::fprintf(stderr, "xvmq-bench: %s: %s\n", what.c_str(), e.message.c_str());
   return 1;
+}
+
+// Every case, round after round, alternating.
+std::vector<Outcome> measure(const std::vector<Case>& cases, int ifindex, uint32_t repeat, uint32_t rounds) {
+  std::vector<Outcome> out(cases.size());
+  // One frame first: every case must take its path before any is timed.
+  for (size_t i = 0; i < cases.size(); i++)
+    if (auto r = run(cases[i], ifindex, 1); !r) out[i].error = r.error().message;
+  for (uint32_t round = 0; round < rounds; round++)
+    for (size_t i = 0; i < cases.size(); i++) {
+      if (!out[i].error.empty()) continue;
+      auto r = run(cases[i], ifindex, repeat);
+      if (r)
+        out[i].ns.push_back(*r);
+      else
+        out[i].error = r.error().message;
+    }
+  return out;
 }
 
 }  // namespace

@@ -13,7 +13,7 @@
 #include <memory>
 
 #include "loader/netdev.h"
-#include "loader/xsk.h"
+#include "xsk/queue.h"
 #include "tools/classify/commands.h"
 #include "tools/classify/table.h"
 

@@ -1,4 +1,7 @@
-// AF_XDP sockets of one (netdev, receive queue) on one UMEM.
+// AF_XDP sockets of one (netdev, receive queue) on one UMEM, for tools and
+// tests that read frames out (xvmq-classify serve, xvmq-bench, the
+// classifier's tests): the same Umem, Socket and UmemPool as switchd's
+// queue workers, with copy-out receive.
 //
 // There is one buffer pool per (netdev, queue): every socket on that queue
 // shares this object's UMEM and its fill ring (XDP_SHARED_UMEM). The object
@@ -6,14 +9,14 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/result.h"
-
-struct xsk_umem;
-struct xsk_socket;
+#include "xsk/socket.h"
+#include "xsk/umem_pool.h"
 
 namespace xvmq {
 
@@ -34,8 +37,8 @@ class XskQueue {
 
   // Add a receive socket bound to this queue; returns its index.
   Result<size_t> add_socket();
-  int fd(size_t socket) const;
-  size_t sockets() const { return xsks_.size(); }
+  int fd(size_t socket) const { return socks_.at(socket)->fd(); }
+  size_t sockets() const { return socks_.size(); }
   uint32_t queue() const { return queue_; }
 
   // Frames waiting on a socket, copied out; their buffers go back to the
@@ -43,19 +46,15 @@ class XskQueue {
   std::vector<std::vector<uint8_t>> receive(size_t socket, size_t max, int timeout_ms = 0);
 
  private:
-  XskQueue() = default;
-  void refill();
+  XskQueue(uint32_t frames, uint32_t frame_size) : pool_(frames, frame_size) {}
 
-  struct Rings;
   std::string ifname_;
   uint32_t queue_ = 0;
   XskOptions opts_;
-  void* area_ = nullptr;
-  size_t area_size_ = 0;
-  xsk_umem* umem_ = nullptr;
-  std::unique_ptr<Rings> rings_;
-  std::vector<xsk_socket*> xsks_;
-  std::vector<uint64_t> free_frames_;
+  xsk::FillComp rings_;
+  xsk::UmemPool pool_;
+  std::unique_ptr<xsk::Umem> umem_;
+  std::vector<std::unique_ptr<xsk::Socket>> socks_;
 };
 
 }  // namespace xvmq
