@@ -245,11 +245,11 @@ int main(int argc, char** argv) {
   s->on_event([srv] { srv->notify(); });
   // Ready only now: the state is restored, its uplink attached, and the
   // control socket answers.
-  const nlohmann::json shown = s->snapshot()["show"];
-  const std::string uplink = shown["uplink"].is_object() ? shown["uplink"]["name"].get<std::string>() : "none";
+  const SwitchSnapshot snap = s->snapshot();
+  const std::string uplink = snap.uplink ? snap.uplink->name : "none";
   service::log(service::Level::Info, "ready on %s", ctl.path.c_str());
   service::notify("READY=1\nSTATUS=serving " + ctl.path + ", uplink " + uplink + ", " +
-                  std::to_string(shown["ports"].size()) + " port(s)");
+                  std::to_string(snap.ports) + " port(s)");
 
   sigdelset(&sigs, SIGPIPE);
   int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);

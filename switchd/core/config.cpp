@@ -19,8 +19,6 @@ const std::set<std::string> kPortKeys{"name", "nic"};
 const std::set<std::string> kNicKeys{"mac",         "backend",    "vmq",      "vlan_mode", "vlan", "trunk_vlans",
                                      "native_vlan", "allow_mac_spoofing", "steering", "connected"};
 
-const char* kNameRule = "use 1 to 15 characters of A-Z a-z 0-9 _ . -, not starting with - or .";
-
 // A refusal in the file: the line says where.
 struct Bad {
   int line;
@@ -248,7 +246,8 @@ SwitchConfig parse_table(const toml::table& root) {
         if (!args.contains("vlan_mode") && (args.contains("trunk_vlans") || args.contains("native_vlan")))
           args["vlan_mode"] = "trunk";
         try {
-          NicConfig c = nic_config_from_args(args);
+          NicDesc c = nic_from_args(args);
+          c.name = pc.name;
           scratch.nic_create(pc.name, c);
           pc.nic = c;
         } catch (const Refused& r) {
@@ -266,15 +265,6 @@ SwitchConfig parse_table(const toml::table& root) {
   return out;
 }
 
-bool same_but_vmq(NicConfig a, NicConfig b) {
-  std::sort(a.trunk_vlans.begin(), a.trunk_vlans.end());
-  std::sort(b.trunk_vlans.begin(), b.trunk_vlans.end());
-  return a.mac == b.mac && a.backend == b.backend && a.vlan_mode == b.vlan_mode &&
-         (a.vlan_mode == VlanMode::Trunk || a.vlan == b.vlan) &&
-         (a.vlan_mode == VlanMode::Access || (a.trunk_vlans == b.trunk_vlans && a.native_vlan == b.native_vlan)) &&
-         a.allow_mac_spoofing == b.allow_mac_spoofing && a.steering == b.steering;
-}
-
 std::string toml_list(const std::vector<uint16_t>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
@@ -282,79 +272,6 @@ std::string toml_list(const std::vector<uint16_t>& v) {
 }
 
 }  // namespace
-
-NicConfig nic_config_from_args(const json& args) {
-  auto str = [&](const char* name, const char* dflt) -> std::string {
-    if (!args.contains(name)) {
-      if (dflt) return dflt;
-      throw Refused(ErrorKind::Usage, std::string("missing argument '") + name + "'");
-    }
-    if (!args[name].is_string()) throw Refused(ErrorKind::Usage, std::string("argument '") + name + "' must be a string");
-    return args[name].get<std::string>();
-  };
-  NicConfig c;
-  std::string mac_text = str("mac", nullptr);
-  auto mac = parse_mac(mac_text);
-  if (!mac) throw Refused(ErrorKind::Usage, "mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
-  c.mac = *mac;
-  c.backend = str("backend", nullptr);
-  if (!valid_name(c.backend)) throw Refused(ErrorKind::Usage, "backend '" + c.backend + "': " + kNameRule);
-  auto vlan_arg = [&](const char* name, int64_t lo) {
-    const json& v = args[name];
-    if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > XVMQ_VLAN_MAX)
-      throw Refused(ErrorKind::Usage, std::string(name) + " must be an integer " + std::to_string(lo) + "..4094");
-    return v.get<uint16_t>();
-  };
-  std::string mode = str("vlan_mode", "access");
-  if (mode != "access" && mode != "trunk") throw Refused(ErrorKind::Usage, "vlan_mode '" + mode + "': use access or trunk");
-  c.vlan_mode = mode == "trunk" ? VlanMode::Trunk : VlanMode::Access;
-  if (args.contains("vlan")) {
-    if (c.vlan_mode == VlanMode::Trunk) throw Refused(ErrorKind::Usage, "vlan is an access NIC's; a trunk takes trunk_vlans and native_vlan");
-    c.vlan = vlan_arg("vlan", 0);
-  }
-  if (args.contains("trunk_vlans") || args.contains("native_vlan")) {
-    if (c.vlan_mode != VlanMode::Trunk) throw Refused(ErrorKind::Usage, "trunk_vlans and native_vlan need vlan_mode trunk");
-    if (args.contains("native_vlan")) c.native_vlan = vlan_arg("native_vlan", 0);
-    if (args.contains("trunk_vlans")) {
-      if (!args["trunk_vlans"].is_array()) throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
-      if (args["trunk_vlans"].size() > XVMQ_VLAN_MAX)
-        throw Refused(ErrorKind::Usage, "trunk_vlans has " + std::to_string(args["trunk_vlans"].size()) +
-                                            " entries; the limit is " + std::to_string(XVMQ_VLAN_MAX) +
-                                            ", one per VLAN 1..4094");
-      for (const json& v : args["trunk_vlans"]) {
-        if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > XVMQ_VLAN_MAX)
-          throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
-        c.trunk_vlans.push_back(v.get<uint16_t>());
-      }
-    }
-  }
-  if (args.contains("allow_mac_spoofing")) {
-    if (!args["allow_mac_spoofing"].is_boolean()) throw Refused(ErrorKind::Usage, "allow_mac_spoofing must be true or false");
-    c.allow_mac_spoofing = args["allow_mac_spoofing"].get<bool>();
-  }
-  std::string vmq = str("vmq", "auto");
-  if (vmq != "auto" && vmq != "off") throw Refused(ErrorKind::Usage, "vmq '" + vmq + "': use auto or off");
-  c.vmq = vmq == "off" ? VmqPolicy::Off : VmqPolicy::Auto;
-  std::string steering = str("steering", "software");
-  if (steering != "software" && steering != "hardware")
-    throw Refused(ErrorKind::Usage, "steering '" + steering + "': use software or hardware");
-  c.steering = steering == "hardware" ? Steering::Hardware : Steering::Software;
-  return c;
-}
-
-json nic_args(const std::string& port, const NicConfig& c) {
-  json a{{"port", port}, {"mac", format_mac(c.mac)}, {"backend", c.backend}, {"vlan_mode", to_string(c.vlan_mode)}};
-  if (c.vlan_mode == VlanMode::Access) {
-    a["vlan"] = c.vlan;
-  } else {
-    a["trunk_vlans"] = c.trunk_vlans;
-    if (c.native_vlan) a["native_vlan"] = *c.native_vlan;
-  }
-  a["vmq"] = to_string(c.vmq);
-  a["steering"] = to_string(c.steering);
-  a["allow_mac_spoofing"] = c.allow_mac_spoofing;
-  return a;
-}
 
 Result<SwitchConfig> parse_config(std::string_view text, const std::string& source) {
   try {
@@ -373,7 +290,7 @@ SwitchConfig current_config(const std::map<std::string, Port>& ports, const std:
   for (const auto& [name, p] : ports) {
     PortConfig pc{name, std::nullopt, true, 0};
     if (p.nic) {
-      pc.nic = p.nic->config;
+      pc.nic = p.nic->desc;
       pc.connected = p.nic->state == NicState::Connected;
     }
     c.ports[name] = pc;
@@ -392,15 +309,15 @@ std::string to_toml(const SwitchConfig& c) {
   for (const auto& [name, p] : c.ports) {
     o << "\n[[port]]\nname = \"" << name << "\"\n";
     if (!p.nic) continue;
-    const NicConfig& n = *p.nic;
+    const NicDesc& n = *p.nic;
     o << "[port.nic]\nmac = \"" << format_mac(n.mac) << "\"\nbackend = \"" << n.backend << "\"\n";
-    if (n.vlan_mode == VlanMode::Access) {
-      o << "vlan = " << n.vlan << "\n";
+    if (n.vlans.mode == VlanMode::Access) {
+      o << "vlan = " << n.vlans.access << "\n";
     } else {
-      o << "vlan_mode = \"trunk\"\ntrunk_vlans = " << toml_list(n.trunk_vlans) << "\n";
-      if (n.native_vlan) o << "native_vlan = " << *n.native_vlan << "\n";
+      o << "vlan_mode = \"trunk\"\ntrunk_vlans = " << toml_list(n.vlans.trunk_vlans) << "\n";
+      if (n.vlans.native) o << "native_vlan = " << *n.vlans.native << "\n";
     }
-    o << "vmq = \"" << to_string(n.vmq) << "\"\nsteering = \"" << to_string(n.steering) << "\"\n"
+    o << "vmq = \"" << to_string(n.vmq_policy) << "\"\nsteering = \"" << to_string(n.steering) << "\"\n"
       << "allow_mac_spoofing = " << (n.allow_mac_spoofing ? "true" : "false") << "\n"
       << "connected = " << (p.connected ? "true" : "false") << "\n";
   }
@@ -455,11 +372,11 @@ std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::opti
     if (p.nic) {
       const Nic& n = *p.nic;
       bool keep = want && want->nic && !uplink_changes && n.state != NicState::Disconnected &&
-                  same_but_vmq(n.config, *want->nic) && (want->connected || n.state != NicState::Connected);
+                  same_but_vmq_policy(n.desc, *want->nic) && (want->connected || n.state != NicState::Connected);
       if (keep) {
         kept.insert(name);
-        if (n.config.vmq != want->nic->vmq) {
-          if (want->nic->vmq == VmqPolicy::Off) vmq_free.push_back({"vmq.free", {{"port", name}, {"policy", "off"}}});
+        if (n.desc.vmq_policy != want->nic->vmq_policy) {
+          if (want->nic->vmq_policy == VmqPolicy::Off) vmq_free.push_back({"vmq.free", {{"port", name}, {"policy", "off"}}});
           else vmq_alloc.push_back({"vmq.allocate", {{"port", name}, {"policy", "auto"}}});
         }
         if (want->connected && n.state == NicState::Created) connect.push_back({"nic.connect", {{"port", name}}});

@@ -6,28 +6,6 @@
 
 namespace xvmq::switchd {
 
-bool PortVlans::carries(uint16_t vlan) const {
-  if (mode == VlanMode::Access) return vlan == access;
-  return (vlan < allowed.size() && allowed[vlan]) || native == vlan;
-}
-
-bool PortVlans::sends_tagged(uint16_t vlan) const { return mode == VlanMode::Trunk && native != vlan; }
-
-PortVlans PortVlans::access_vlan(uint16_t vlan) {
-  PortVlans v;
-  v.access = vlan;
-  return v;
-}
-
-PortVlans PortVlans::trunk(const std::vector<uint16_t>& allowed, std::optional<uint16_t> native) {
-  PortVlans v;
-  v.mode = VlanMode::Trunk;
-  for (uint16_t a : allowed)
-    if (a < v.allowed.size()) v.allowed.set(a);
-  v.native = native;
-  return v;
-}
-
 std::string_view to_string(SwitchDrop d) {
   switch (d) {
     case SwitchDrop::Malformed: return "malformed";
@@ -53,10 +31,10 @@ Decision dropped(SwitchDrop why) {
 
 }  // namespace
 
-static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports,
                        const PortIndex* index);
 
-PortIndex index_ports(const std::vector<SwitchPort>& ports) {
+PortIndex index_ports(const std::vector<NicDesc>& ports) {
   PortIndex idx;
   for (size_t i = 0; i < ports.size(); i++) {
     auto put = [&](const Mac& m) {
@@ -69,15 +47,15 @@ PortIndex index_ports(const std::vector<SwitchPort>& ports) {
   return idx;
 }
 
-Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports) {
+Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports) {
   return decide(f, len, ingress, ports, nullptr);
 }
 
-Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports, const PortIndex& index) {
+Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports, const PortIndex& index) {
   return decide(f, len, ingress, ports, &index);
 }
 
-static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports,
                        const PortIndex* index) {
   if (len < ETH_HLEN) return dropped(SwitchDrop::Malformed);
   // Tags as the classifier reads them: outer 0x8100/0x88a8, inner 0x8100;
@@ -106,7 +84,7 @@ static Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::v
     d.vlan = vlan;
     d.learn = !is_multicast(src) && src != Mac{};
   } else {
-    const SwitchPort& p = ports.at(static_cast<size_t>(ingress));
+    const NicDesc& p = ports.at(static_cast<size_t>(ingress));
     if (!p.sends_from(src)) return dropped(SwitchDrop::SpoofedSource);
     if (p.vlans.mode == VlanMode::Access) {
       if (vlan) return dropped(SwitchDrop::TaggedOnAccess);

@@ -142,7 +142,7 @@ class Datapath::VmPort {
 };
 
 struct Datapath::Connected {
-  NicSpec spec;
+  NicBinding spec;
   std::unique_ptr<VmPort> port;
   SteeringState steering;
   std::unique_ptr<QueueWorker> dedicated;  // the vmq's own queue and UMEM
@@ -374,26 +374,27 @@ namespace {
 
 // One filter per VLAN the NIC is on; the tag goes where the NIC takes the
 // VLAN untagged (access, a trunk's native VLAN).
-std::vector<std::pair<FilterKey, FilterValue>> filters_of(const NicSpec& nic) {
+std::vector<std::pair<FilterKey, FilterValue>> filters_of(const NicBinding& b) {
   std::vector<std::pair<FilterKey, FilterValue>> out;
   for (uint16_t v = 0; v <= XVMQ_VLAN_MAX; v++)
-    if (nic.vlans.carries(v)) out.push_back({{nic.mac, v}, {nic.vmq, !nic.vlans.sends_tagged(v)}});
+    if (b.nic.vlans.carries(v)) out.push_back({{b.nic.mac, v}, {b.vmq_id, !b.nic.vlans.sends_tagged(v)}});
   return out;
 }
 
 }  // namespace
 
-Status Datapath::install_filter(const NicSpec& nic) {
+Status Datapath::install_filter(const NicBinding& nic) {
   for (const auto& [k, v] : filters_of(nic))
     if (auto st = cls_->set_filter(k, v); !st) return st;
   return {};
 }
 
-void Datapath::clear_filter(const NicSpec& nic) {
+void Datapath::clear_filter(const NicBinding& nic) {
   for (const auto& [k, v] : filters_of(nic)) (void)cls_->clear_filter(k);
 }
 
-Status Datapath::connect(const NicSpec& nic) {
+Status Datapath::connect(const NicBinding& bound) {
+  const NicDesc& nic = bound.nic;
   if (connected_.count(nic.name)) return Error{EEXIST, "nic " + nic.name + " is already connected"};
   if (connected_.size() >= opts_.max_nics)
     return Error{ENOSPC, "the switch has receive buffers for " + std::to_string(opts_.max_nics) +
@@ -407,12 +408,12 @@ Status Datapath::connect(const NicSpec& nic) {
                              std::to_string(all) + ": give it as many (ip link add ... numrxqueues " + std::to_string(all) +
                              " numtxqueues " + std::to_string(all) + ")"};
   auto c = std::make_unique<Connected>();
-  c->spec = nic;
+  c->spec = bound;
   SteeringState& ss = c->steering;
-  ss.requested_hw = nic.hardware;
+  ss.requested_hw = nic.hardware_steering();
 
   // Hardware steering: a free reserved queue, and the NIC's rule for it.
-  if (nic.hardware) {
+  if (nic.hardware_steering()) {
     const QueueInfo* free = nullptr;
     for (const auto& r : reserved_) {
       bool taken = false;
@@ -422,7 +423,7 @@ Status Datapath::connect(const NicSpec& nic) {
         break;
       }
     }
-    if (!nic.vmq)
+    if (!bound.vmq_id)
       ss.reason = "the NIC has no vmq";
     else if (reserved_.empty())
       ss.reason = "no receive queue is reserved for dedication (--dedicated-queues)";
@@ -434,7 +435,7 @@ Status Datapath::connect(const NicSpec& nic) {
         ss.reason = choose_steering(SteeringMode::hardware, hw).reason;
       } else {
         std::optional<uint16_t> vlan;
-        if (nic.vlan) vlan = nic.vlan;
+        if (nic.vlans.access) vlan = nic.vlans.access;
         auto loc = hw->add_rule(nic.mac, vlan, free->queue);
         if (!loc)
           ss.reason = loc.error().message;
@@ -461,8 +462,8 @@ Status Datapath::connect(const NicSpec& nic) {
   size_t done = 0;
   Status st;
   auto undo = [&] {
-    if (nic.vmq)
-      for (size_t i = 0; i < all; i++) (void)cls_->clear_socket(nic.vmq, static_cast<uint32_t>(i));
+    if (bound.vmq_id)
+      for (size_t i = 0; i < all; i++) (void)cls_->clear_socket(bound.vmq_id, static_cast<uint32_t>(i));
     c->port.reset();
     std::this_thread::sleep_for(kGrace);
     c->dedicated.reset();
@@ -473,13 +474,12 @@ Status Datapath::connect(const NicSpec& nic) {
   if (ss.hardware) {
     c->dedicated = std::make_unique<QueueWorker>(uplink_, static_cast<uint32_t>(ss.queue), ss.cpu,
                                                  dedicated_worker_options(opts_));
-    WorkerNic wn{nic.name,  nic.mac, nic.vlan,  nic.backend,           static_cast<int>(nic.vmq),
-                 counters.back(), {},  nic.vlans, nic.allow_mac_spoofing, nic.statics};
+    WorkerNic wn{.nic = nic, .vmq = static_cast<int>(bound.vmq_id), .counters = counters.back()};
     auto socks = c->dedicated->start_dedicated(wn, workers_.front().get());
     if (!socks) {
       st = socks.error();
     } else {
-      st = cls_->set_socket(nic.vmq, static_cast<uint32_t>(ss.queue), socks->vmq_fd);
+      st = cls_->set_socket(bound.vmq_id, static_cast<uint32_t>(ss.queue), socks->vmq_fd);
       if (st) st = c->port->set_slot(socks->backend.front().first, socks->backend.front().second);
     }
   }
@@ -490,9 +490,8 @@ Status Datapath::connect(const NicSpec& nic) {
     for (size_t r = 0; r < reserved_.size(); r++)
       if (!(ss.hardware && static_cast<int>(reserved_[r].queue) == ss.queue) && r % workers_.size() == done)
         extra.push_back(reserved_[r].queue);
-    int vmq = ss.hardware ? 0 : static_cast<int>(nic.vmq);  // a dedicated vmq has its socket on its queue only
-    WorkerNic wn{nic.name,  nic.mac,   nic.vlan,  nic.backend,           vmq,
-                 counters[done], extra, nic.vlans, nic.allow_mac_spoofing, nic.statics};
+    int vmq = ss.hardware ? 0 : static_cast<int>(bound.vmq_id);  // a dedicated vmq has its socket on its queue only
+    WorkerNic wn{.nic = nic, .vmq = vmq, .counters = counters[done], .extra_queues = extra};
     auto socks = workers_[done]->add_nic(wn);
     if (!socks) {
       st = socks.error();
@@ -500,9 +499,9 @@ Status Datapath::connect(const NicSpec& nic) {
     }
     for (auto [q, fd] : socks->backend)
       if (st = c->port->set_slot(q, fd); !st) break;
-    if (st && vmq) st = cls_->set_socket(nic.vmq, workers_[done]->queue(), socks->vmq_fd);
+    if (st && vmq) st = cls_->set_socket(bound.vmq_id, workers_[done]->queue(), socks->vmq_fd);
   }
-  if (st && nic.vmq) st = install_filter(nic);
+  if (st && bound.vmq_id) st = install_filter(bound);
   if (!st) {
     undo();
     return with_fd_limit(st.error());
@@ -514,11 +513,11 @@ Status Datapath::connect(const NicSpec& nic) {
 Status Datapath::disconnect(const std::string& name) {
   auto it = connected_.find(name);
   if (it == connected_.end()) return Error{ENOENT, "nic " + name + " is not connected"};
-  const NicSpec& nic = it->second->spec;
+  const NicBinding& nic = it->second->spec;
   const uint32_t all = static_cast<uint32_t>(workers_.size() + reserved_.size());
-  if (nic.vmq) {
+  if (nic.vmq_id) {
     clear_filter(nic);
-    for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq, q);
+    for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq_id, q);
   }
   it->second->port->clear_slots(all);
   it->second->port.reset();
@@ -538,35 +537,36 @@ Status Datapath::disconnect(const std::string& name) {
   return st;
 }
 
-Status Datapath::set_vmq(const NicSpec& nic, uint32_t vmq) {
+Status Datapath::set_vmq(const NicBinding& bound, uint32_t vmq) {
+  const NicDesc& nic = bound.nic;
   auto it = connected_.find(nic.name);
   if (it == connected_.end()) return {};  // applied at connect
   if (it->second->steering.hardware)
     return Error{EBUSY, "nic " + nic.name + " is hardware-steered on dedicated queue " +
                             std::to_string(it->second->steering.queue) + "; disconnect it to change its vmq"};
-  NicSpec& cur = it->second->spec;
-  if (cur.vmq) {
+  NicBinding& cur = it->second->spec;
+  if (cur.vmq_id) {
     clear_filter(cur);
-    for (auto& w : workers_) (void)cls_->clear_socket(cur.vmq, w->queue());
+    for (auto& w : workers_) (void)cls_->clear_socket(cur.vmq_id, w->queue());
     std::this_thread::sleep_for(kGrace);
     for (auto& w : workers_)
-      if (auto fd = w->set_vmq(cur.name, 0); !fd) return fd.error();
-    cur.vmq = 0;
+      if (auto fd = w->set_vmq(cur.nic.name, 0); !fd) return fd.error();
+    cur.vmq_id = 0;
   }
   if (!vmq) return {};
   for (auto& w : workers_) {
-    auto fd = w->set_vmq(cur.name, static_cast<int>(vmq));
+    auto fd = w->set_vmq(cur.nic.name, static_cast<int>(vmq));
     if (!fd) return fd.error();
     if (auto st = cls_->set_socket(vmq, w->queue(), *fd); !st) return st;
   }
-  cur.vmq = vmq;
+  cur.vmq_id = vmq;
   return install_filter(cur);
 }
 
 Status Datapath::set_statics(const std::string& name, const std::vector<std::pair<Mac, uint16_t>>& statics) {
   auto it = connected_.find(name);
   if (it == connected_.end()) return {};  // applied at connect
-  it->second->spec.statics = statics;
+  it->second->spec.nic.statics = statics;
   // The software switch runs on the general workers only: a dedicated
   // worker hands what its VM sends to one of them.
   for (auto& w : workers_)
@@ -578,13 +578,13 @@ Result<std::vector<std::pair<FilterKey, FilterValue>>> Datapath::filters() const
 
 void Datapath::forget(const std::string& name) { counters_.erase(name); }
 
-Status Datapath::reconcile_filters(const std::vector<NicSpec>& keep) {
+Status Datapath::reconcile_filters(const std::vector<NicBinding>& keep) {
   auto filters = cls_->filters();
   if (!filters) return filters.error();
   for (const auto& [key, value] : *filters) {
     bool wanted = opts_.host_stack && value.vmq == XVMQ_HOST_VMQ;
     for (const auto& n : keep)
-      for (const auto& [k, v] : filters_of(n)) wanted |= n.vmq && key == k && value == v;
+      for (const auto& [k, v] : filters_of(n)) wanted |= n.vmq_id && key == k && value == v;
     if (!wanted) (void)cls_->clear_filter(key);
   }
   return {};
@@ -594,7 +594,7 @@ Status Datapath::detach() {
   (void)cls_->set_host_groups(false);
   stop_stack_reader();
   for (auto& [name, c] : connected_) {
-    if (c->spec.vmq) clear_filter(c->spec);
+    if (c->spec.vmq_id) clear_filter(c->spec);
     c->port.reset();
   }
   std::this_thread::sleep_for(kGrace);

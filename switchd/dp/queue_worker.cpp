@@ -191,8 +191,8 @@ Result<int> QueueWorker::start() {
 
 Status QueueWorker::open_backend_socket(Nic& n) {
   n.ctx = std::make_unique<Ctx>();
-  n.ctx->ifname = n.cfg.backend;
-  auto b = create_socket(n.cfg.backend, queue_, n.ctx.get(), opts_.nic_ring_size);
+  n.ctx->ifname = n.cfg.nic.backend;
+  auto b = create_socket(n.cfg.nic.backend, queue_, n.ctx.get(), opts_.nic_ring_size);
   if (!b) return b.error();
   n.backend = *b;
   n.backend->kind = Sock::Backend;
@@ -220,7 +220,7 @@ Result<NicSockets> QueueWorker::start_dedicated(const WorkerNic& cfg, QueueWorke
   if (auto st = open_vmq_socket(*n); !st) return st.error();
   if (auto st = open_backend_socket(*n); !st) return st.error();
   NicSockets out{{{queue_, xsk_socket__fd(n->backend->xsk)}}, xsk_socket__fd(n->vmq_sock->xsk)};
-  nics_[cfg.name] = std::move(n);
+  nics_[cfg.nic.name] = std::move(n);
   rebuild_fill_ctxs();
   refill(*uplink_ctx_, opts_.uplink_reserve);
   thread_ = std::thread([this] { loop(); });
@@ -413,7 +413,7 @@ void QueueWorker::forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic)
 void QueueWorker::forward_from_vm(Nic& from, uint64_t addr, uint32_t len) {
   auto* umem = static_cast<uint8_t*>(area_);
   if (dedicated_) {  // switched by a general worker, which knows every port
-    if (handoff_) handoff_->inject_from_vm(from.cfg.name, std::vector<uint8_t>(umem + addr, umem + addr + len));
+    if (handoff_) handoff_->inject_from_vm(from.cfg.nic.name, std::vector<uint8_t>(umem + addr, umem + addr + len));
     return;
   }
   bump(from.cfg.counters->from_vm_frames);
@@ -476,7 +476,7 @@ void QueueWorker::rebuild_ports() {
   for (auto& [_, n] : nics_) {
     if (n->removing) continue;
     port_index_[n.get()] = static_cast<int>(ports_.size());
-    ports_.push_back({n->cfg.mac, n->cfg.vlans, n->cfg.allow_mac_spoofing, n->cfg.statics});
+    ports_.push_back(n->cfg.nic);
     port_nics_.push_back(n.get());
   }
   port_macs_ = index_ports(ports_);
@@ -639,7 +639,7 @@ void QueueWorker::loop() {
 Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
   NicSockets out;
   Status st = run_on_thread([&]() -> Status {
-    if (nics_.count(cfg.name)) return Error{EEXIST, "nic " + cfg.name + " is already on queue " + std::to_string(queue_)};
+    if (nics_.count(cfg.nic.name)) return Error{EEXIST, "nic " + cfg.nic.name + " is already on queue " + std::to_string(queue_)};
     if (fill_ctxs_.size() + 1 + cfg.extra_queues.size() > opts_.max_sockets)
       return Error{ENOSPC, "queue " + std::to_string(queue_) + " has receive buffers for " + std::to_string(opts_.max_sockets) +
                                " backend sockets, all reserved (--max-nics)"};
@@ -654,8 +654,8 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
     out.backend.emplace_back(queue_, xsk_socket__fd(n->backend->xsk));
     for (uint32_t q : cfg.extra_queues) {
       auto ctx = std::make_unique<Ctx>();
-      ctx->ifname = cfg.backend;
-      auto e = create_socket(cfg.backend, q, ctx.get(), opts_.nic_ring_size);
+      ctx->ifname = cfg.nic.backend;
+      auto e = create_socket(cfg.nic.backend, q, ctx.get(), opts_.nic_ring_size);
       if (!e) {
         undo();
         return e.error();
@@ -672,7 +672,7 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
       }
       out.vmq_fd = xsk_socket__fd(n->vmq_sock->xsk);
     }
-    nics_[cfg.name] = std::move(n);
+    nics_[cfg.nic.name] = std::move(n);
     rebuild_ports();
     rebuild_fill_ctxs();
     return {};
@@ -707,7 +707,7 @@ Status QueueWorker::set_statics(const std::string& name, std::vector<std::pair<M
   return run_on_thread([&]() -> Status {
     auto it = nics_.find(name);
     if (it == nics_.end()) return Error{ENOENT, "nic " + name + " is not on queue " + std::to_string(queue_)};
-    it->second->cfg.statics = std::move(statics);
+    it->second->cfg.nic.statics = std::move(statics);
     rebuild_ports();
     return {};
   });
