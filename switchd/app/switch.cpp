@@ -49,6 +49,29 @@ class Undo {
   std::vector<std::function<Status()>> steps_;
 };
 
+// The host's addresses and routes move from the uplink to the host port's
+// netdev: onto the host port first, so the host always has them somewhere.
+void move_addresses(const std::string& uplink, const std::string& netdev, const std::vector<netlink::Address>& addrs,
+                    const std::vector<netlink::Route>& routes, Undo& undo, const std::function<void(Status)>& check) {
+  for (const auto& a : addrs) {
+    check(netlink::add_address(netdev, a));
+    undo.push([&] { return netlink::delete_address(netdev, a); });
+  }
+  for (const auto& r : routes) {
+    check(netlink::delete_route(uplink, r));
+    undo.push([&] { return netlink::add_route(uplink, r); });
+  }
+  for (auto it = addrs.rbegin(); it != addrs.rend(); ++it) {  // secondaries first
+    const auto& a = *it;
+    check(netlink::delete_address(uplink, a));
+    undo.push([&] { return netlink::add_address(uplink, a); });
+  }
+  for (const auto& r : routes) {
+    check(netlink::add_route(netdev, r));
+    undo.push([&] { return netlink::delete_route(netdev, r); });
+  }
+}
+
 }  // namespace
 
 Result<std::unique_ptr<DatapathApi>> open_kernel_datapath(const std::string& uplink, const DatapathOptions& opts) {
@@ -434,25 +457,7 @@ void Switch::make_host_port(const std::string& uplink, const std::string& netdev
   if (vmq) model_.vmq_allocate(hp.port);
   model_.nic_connect(hp.port);
 
-  // The host's addresses and routes move: onto the host port first, so
-  // the host always has them somewhere.
-  for (const auto& a : *addrs) {
-    check(netlink::add_address(netdev, a));
-    undo.push([&] { return netlink::delete_address(netdev, a); });
-  }
-  for (const auto& r : *routes) {
-    check(netlink::delete_route(uplink, r));
-    undo.push([&] { return netlink::add_route(uplink, r); });
-  }
-  for (auto it = addrs->rbegin(); it != addrs->rend(); ++it) {  // secondaries first
-    const auto& a = *it;
-    check(netlink::delete_address(uplink, a));
-    undo.push([&] { return netlink::add_address(uplink, a); });
-  }
-  for (const auto& r : *routes) {
-    check(netlink::add_route(netdev, r));
-    undo.push([&] { return netlink::delete_route(netdev, r); });
-  }
+  move_addresses(uplink, netdev, *addrs, *routes, undo, check);
   for (const auto& a : *addrs) hp.addresses.push_back(a.str());
   for (const auto& r : *routes) hp.routes.push_back(r.str());
   service::log(service::Level::Info, "host port %s: netdev %s (backend %s), %zu address(es) and %zu route(s) moved from %s",

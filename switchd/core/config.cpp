@@ -167,100 +167,107 @@ std::string strip_step(std::string m) {
   return m;
 }
 
+UplinkConfig parse_uplink(const toml::node& u) {
+  const toml::table* t = u.as_table();
+  if (!t) throw Bad{line_of(u), "uplink must be a table ([uplink])"};
+  only_known(*t, kUplinkKeys, "uplink");
+  UplinkConfig up;
+  up.name = string_at(*t, "name", "uplink");
+  if (!valid_name(up.name)) throw Bad{line_of(*t->get("name")), "uplink: name '" + up.name + "': " + kNameRule};
+  if (t->get("mode")) {
+    std::string m = string_at(*t, "mode", "uplink");
+    auto mode = parse_attach_mode(m);
+    if (!mode) throw Bad{line_of(*t->get("mode")), "uplink: mode '" + m + "': use auto, native, skb or offload"};
+    up.mode = *mode;
+  }
+  if (t->get("host")) {
+    up.host = string_at(*t, "host", "uplink");
+    if (up.host != "stack" && up.host != "port")
+      throw Bad{line_of(*t->get("host")), "uplink: host '" + up.host +
+                                               "': use stack (frames to its MAC reach the host's stack) or port "
+                                               "(the host moves its addresses to a host port)"};
+  }
+  if (const toml::node* n = t->get("host_netdev")) {
+    if (up.host != "port") throw Bad{line_of(*n), "uplink: host_netdev goes with host = \"port\""};
+    up.host_netdev = string_at(*t, "host_netdev", "uplink");
+    if (!valid_name(up.host_netdev))
+      throw Bad{line_of(*n), "uplink: host_netdev '" + up.host_netdev + "': " + kNameRule};
+  }
+  if (const toml::node* n = t->get("host_vlan")) {
+    if (up.host != "port") throw Bad{line_of(*n), "uplink: host_vlan goes with host = \"port\""};
+    auto v = n->value<int64_t>();
+    if (!v || *v < 0 || *v > XVMQ_VLAN_MAX)
+      throw Bad{line_of(*n), "uplink: host_vlan must be an integer 0..4094 (0: untagged)"};
+    up.host_vlan = static_cast<uint16_t>(*v);
+  }
+  if (up.host == "port" && up.host_netdev.empty()) up.host_netdev = default_host_netdev(up.name);
+  return up;
+}
+
+// A [port.nic] table, through nic.create's own checks on `scratch`.
+void parse_nic(const toml::node& nn, PortConfig& pc, Model& scratch, bool has_uplink) {
+  const std::string where = "port '" + pc.name + "'";
+  const toml::table* nt = nn.as_table();
+  if (!nt) throw Bad{line_of(nn), where + ": nic must be a table ([port.nic])"};
+  only_known(*nt, kNicKeys, where + ": nic");
+  json args{{"port", pc.name}};
+  for (auto&& [key, v] : *nt) args[std::string(key.str())] = to_json(v);
+  if (args.contains("connected")) {
+    if (!args["connected"].is_boolean())
+      throw Bad{line_of(*nt->get("connected")), where + ": connected must be true or false"};
+    pc.connected = args["connected"].get<bool>();
+    args.erase("connected");
+  }
+  // A file may leave vlan_mode out where the keys say it.
+  if (!args.contains("vlan_mode") && (args.contains("trunk_vlans") || args.contains("native_vlan")))
+    args["vlan_mode"] = "trunk";
+  try {
+    NicDesc c = nic_from_args(args);
+    c.name = pc.name;
+    scratch.nic_create(pc.name, c);
+    pc.nic = c;
+  } catch (const Refused& r) {
+    std::string m = strip_step(r.error.message);
+    std::string key = key_of(m);
+    const toml::node* at = key.empty() ? nullptr : nt->get(key);
+    throw Bad{at ? line_of(*at) : line_of(*nt), where + ": " + m};
+  }
+  if (pc.connected && !has_uplink)
+    throw Bad{line_of(*nt), where + ": a connected NIC needs an [uplink]; add one, or set connected = false"};
+}
+
+PortConfig parse_port(const toml::table& t, Model& scratch, bool has_uplink) {
+  only_known(t, kPortKeys, "port");
+  PortConfig pc;
+  pc.line = line_of(t);
+  pc.name = string_at(t, "name", "port");
+  try {
+    scratch.port_create(pc.name);
+  } catch (const Refused& r) {
+    throw Bad{line_of(*t.get("name")), strip_step(r.error.message)};
+  }
+  if (const toml::node* nn = t.get("nic")) parse_nic(*nn, pc, scratch, has_uplink);
+  return pc;
+}
+
 SwitchConfig parse_table(const toml::table& root) {
   only_known(root, kTopKeys, "top level");
   SwitchConfig out;
-  if (const toml::node* u = root.get("uplink")) {
-    const toml::table* t = u->as_table();
-    if (!t) throw Bad{line_of(*u), "uplink must be a table ([uplink])"};
-    only_known(*t, kUplinkKeys, "uplink");
-    UplinkConfig up;
-    up.name = string_at(*t, "name", "uplink");
-    if (!valid_name(up.name)) throw Bad{line_of(*t->get("name")), "uplink: name '" + up.name + "': " + kNameRule};
-    if (t->get("mode")) {
-      std::string m = string_at(*t, "mode", "uplink");
-      auto mode = parse_attach_mode(m);
-      if (!mode) throw Bad{line_of(*t->get("mode")), "uplink: mode '" + m + "': use auto, native, skb or offload"};
-      up.mode = *mode;
-    }
-    if (t->get("host")) {
-      up.host = string_at(*t, "host", "uplink");
-      if (up.host != "stack" && up.host != "port")
-        throw Bad{line_of(*t->get("host")), "uplink: host '" + up.host +
-                                                 "': use stack (frames to its MAC reach the host's stack) or port "
-                                                 "(the host moves its addresses to a host port)"};
-    }
-    if (const toml::node* n = t->get("host_netdev")) {
-      if (up.host != "port") throw Bad{line_of(*n), "uplink: host_netdev goes with host = \"port\""};
-      up.host_netdev = string_at(*t, "host_netdev", "uplink");
-      if (!valid_name(up.host_netdev))
-        throw Bad{line_of(*n), "uplink: host_netdev '" + up.host_netdev + "': " + kNameRule};
-    }
-    if (const toml::node* n = t->get("host_vlan")) {
-      if (up.host != "port") throw Bad{line_of(*n), "uplink: host_vlan goes with host = \"port\""};
-      auto v = n->value<int64_t>();
-      if (!v || *v < 0 || *v > XVMQ_VLAN_MAX)
-        throw Bad{line_of(*n), "uplink: host_vlan must be an integer 0..4094 (0: untagged)"};
-      up.host_vlan = static_cast<uint16_t>(*v);
-    }
-    if (up.host == "port" && up.host_netdev.empty()) up.host_netdev = default_host_netdev(up.name);
-    out.uplink = up;
-  }
-
+  if (const toml::node* u = root.get("uplink")) out.uplink = parse_uplink(*u);
   // Every port and NIC goes through the model's own steps, so the file meets
   // exactly the rules of port.create and nic.create (names, MACs, VLANs,
   // duplicates of names, of MACs on a VLAN and of backends).
   Model scratch(XVMQ_MAX_VMQS - 1);
-  if (const toml::node* p = root.get("port")) {
-    const toml::array* ports = p->as_array();
-    if (!ports || !ports->is_array_of_tables()) throw Bad{line_of(*p), "port must be an array of tables ([[port]])"};
-    if (ports->size() > kMaxPorts)
-      throw Bad{line_of(*ports->get(kMaxPorts)), "more than " + std::to_string(kMaxPorts) +
-                                                     " ports ([[port]] tables); the limit is " +
-                                                     std::to_string(kMaxPorts)};
-    for (const toml::node& pn : *ports) {
-      const toml::table& t = *pn.as_table();
-      only_known(t, kPortKeys, "port");
-      PortConfig pc;
-      pc.line = line_of(t);
-      pc.name = string_at(t, "name", "port");
-      const std::string where = "port '" + pc.name + "'";
-      try {
-        scratch.port_create(pc.name);
-      } catch (const Refused& r) {
-        throw Bad{line_of(*t.get("name")), strip_step(r.error.message)};
-      }
-      if (const toml::node* nn = t.get("nic")) {
-        const toml::table* nt = nn->as_table();
-        if (!nt) throw Bad{line_of(*nn), where + ": nic must be a table ([port.nic])"};
-        only_known(*nt, kNicKeys, where + ": nic");
-        json args{{"port", pc.name}};
-        for (auto&& [key, v] : *nt) args[std::string(key.str())] = to_json(v);
-        if (args.contains("connected")) {
-          if (!args["connected"].is_boolean())
-            throw Bad{line_of(*nt->get("connected")), where + ": connected must be true or false"};
-          pc.connected = args["connected"].get<bool>();
-          args.erase("connected");
-        }
-        // A file may leave vlan_mode out where the keys say it.
-        if (!args.contains("vlan_mode") && (args.contains("trunk_vlans") || args.contains("native_vlan")))
-          args["vlan_mode"] = "trunk";
-        try {
-          NicDesc c = nic_from_args(args);
-          c.name = pc.name;
-          scratch.nic_create(pc.name, c);
-          pc.nic = c;
-        } catch (const Refused& r) {
-          std::string m = strip_step(r.error.message);
-          std::string key = key_of(m);
-          const toml::node* at = key.empty() ? nullptr : nt->get(key);
-          throw Bad{at ? line_of(*at) : line_of(*nt), where + ": " + m};
-        }
-        if (pc.connected && !out.uplink)
-          throw Bad{line_of(*nt), where + ": a connected NIC needs an [uplink]; add one, or set connected = false"};
-      }
-      out.ports[pc.name] = std::move(pc);
-    }
+  const toml::node* p = root.get("port");
+  if (!p) return out;
+  const toml::array* ports = p->as_array();
+  if (!ports || !ports->is_array_of_tables()) throw Bad{line_of(*p), "port must be an array of tables ([[port]])"};
+  if (ports->size() > kMaxPorts)
+    throw Bad{line_of(*ports->get(kMaxPorts)), "more than " + std::to_string(kMaxPorts) +
+                                                   " ports ([[port]] tables); the limit is " + std::to_string(kMaxPorts)};
+  for (const toml::node& pn : *ports) {
+    PortConfig pc = parse_port(*pn.as_table(), scratch, out.uplink.has_value());
+    out.ports[pc.name] = std::move(pc);
   }
   return out;
 }
