@@ -149,26 +149,29 @@ void Model::nic_create(const std::string& name, NicDesc c) {
   record("nic " + name, "none", "created", "nic.create");
 }
 
-void Model::check_nic_connect(const std::string& name) const {
+void Model::check_nic_step(const std::string& name, NicState from, const std::string& step) const {
   const Nic& n = nic(name);
-  if (n.state != NicState::Created) wrong_nic_state(name, n, "nic.connect");
+  if (n.state != from) wrong_nic_state(name, n, step);
 }
 
+void Model::move_nic(const std::string& name, NicState from, NicState to, const std::string& step) {
+  check_nic_step(name, from, step);
+  mut_nic(name).state = to;
+  record("nic " + name, to_string(from), to_string(to), step);
+}
+
+void Model::check_nic_connect(const std::string& name) const { check_nic_step(name, NicState::Created, "nic.connect"); }
+
 void Model::nic_connect(const std::string& name) {
-  check_nic_connect(name);
-  mut_nic(name).state = NicState::Connected;
-  record("nic " + name, "created", "connected", "nic.connect");
+  move_nic(name, NicState::Created, NicState::Connected, "nic.connect");
 }
 
 void Model::check_nic_disconnect(const std::string& name) const {
-  const Nic& n = nic(name);
-  if (n.state != NicState::Connected) wrong_nic_state(name, n, "nic.disconnect");
+  check_nic_step(name, NicState::Connected, "nic.disconnect");
 }
 
 void Model::nic_disconnect(const std::string& name) {
-  check_nic_disconnect(name);
-  mut_nic(name).state = NicState::Disconnected;
-  record("nic " + name, "connected", "disconnected", "nic.disconnect");
+  move_nic(name, NicState::Connected, NicState::Disconnected, "nic.disconnect");
 }
 
 void Model::nic_delete(const std::string& name) {

@@ -113,6 +113,9 @@ class Model {
  private:
   Port& mut_port(const std::string& name);
   Nic& mut_nic(const std::string& port);
+  // A NIC step from one state to the next: checked, or checked and done.
+  void check_nic_step(const std::string& port, NicState from, const std::string& step) const;
+  void move_nic(const std::string& port, NicState from, NicState to, const std::string& step);
   [[noreturn]] void wrong_nic_state(const std::string& port, const Nic& nic, const std::string& step) const;
 
   uint32_t max_vmqs_;
