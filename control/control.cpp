@@ -509,209 +509,256 @@ void ControlServer::notify() {
   (void)!::write(wake_fd_, &one, sizeof(one));
 }
 
-void ControlServer::run() {
-  const ServerOptions& o = options_;
-  auto say = [&](const std::string& line) {
-    if (o.log) o.log(line);
-  };
-  Fd ep(::epoll_create1(EPOLL_CLOEXEC));
-  if (ep.get() < 0) {
-    say("control: epoll_create1: " + std::string(std::strerror(errno)));
-    return;
+namespace {
+// epoll's data: a Conn*, or one of these two markers.
+char g_wake_tag, g_listen_tag;
+}  // namespace
+
+// Every connection as its bytes arrive, bounded (connections, per uid, for
+// root), with deadlines; handlers one at a time; parked requests asked again
+// after notify().
+class ControlServer::Loop {
+ public:
+  explicit Loop(ControlServer& s)
+      : s_(s),
+        o_(s.options_),
+        ep_(::epoll_create1(EPOLL_CLOEXEC)),
+        max_clients_(std::max(o_.max_clients, 1)),
+        root_reserved_(std::clamp(o_.root_reserved, 0, max_clients_ - 1)),
+        max_others_(max_clients_ - root_reserved_),
+        max_per_uid_(std::max(o_.max_clients_per_uid, 1)) {}
+  ~Loop() {
+    for (const Conn& c : conns_) ::close(c.fd);
   }
-  // epoll's data: a Conn*, or one of these two markers.
-  static char wake_tag, listen_tag;
-  auto add = [&](int fd, uint32_t events, void* tag) {
+  void run();
+
+ private:
+  void say(const std::string& line) const {
+    if (o_.log) o_.log(line);
+  }
+  int add(int fd, uint32_t events, void* tag) {
     epoll_event ev{};
     ev.events = events;
     ev.data.ptr = tag;
-    return ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev);
-  };
-  if (add(wake_fd_, EPOLLIN, &wake_tag) != 0 || add(listen_fd_, EPOLLIN, &listen_tag) != 0) {
-    say("control: epoll_ctl: " + std::string(std::strerror(errno)));
-    return;
+    return ::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, fd, &ev);
   }
-  bool listening = true;
-  std::optional<Clock::time_point> listen_again;  // after EMFILE: accept again then
-
-  std::list<Conn> conns;
-  std::map<uid_t, int> per_uid;
-  int others = 0;  // connections of uids other than root
-  BurstLog full_log, permission_log, accept_log;
-  const int max_clients = std::max(o.max_clients, 1);
-  const int root_reserved = std::clamp(o.root_reserved, 0, max_clients - 1);
-  const int max_others = max_clients - root_reserved;
-  const int max_per_uid = std::max(o.max_clients_per_uid, 1);
-
   // Accepted, then refused before anything is read: the peer reads the line, then EOF.
-  auto refuse = [&](int fd, ErrorKind kind, const std::string& why) {
+  static void refuse(int fd, ErrorKind kind, const std::string& why) {
     std::string line = error_line(nullptr, kind, why);
     (void)!::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     ::close(fd);
-  };
+  }
+  std::string full_reason(const ucred& peer);
+  void admit(int fd, Clock::time_point now);
+  void accept_all(Clock::time_point now);
+  int timeout(Clock::time_point now) const;
+  // The events of one wait; false when the server stops.
+  bool dispatch(const epoll_event* events, int n, Clock::time_point now, bool& notified, bool& accept_now);
+  void serve(Clock::time_point now, bool notified);
+  void sweep();
 
-  auto accept_all = [&](Clock::time_point now) {
-    for (int i = 0; i < 4 * max_clients; ++i) {
-      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-          // The backlog keeps the peer; stop the level-triggered wakeups for a while.
-          accept_log.note(o.log, "control: accept on " + o.path + ": " + std::strerror(errno) + "; pausing 100 ms", now);
-          ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, listen_fd_, nullptr);
-          listening = false;
-          listen_again = now + std::chrono::milliseconds(100);
-          return;
-        }
-        say("control: accept on " + o.path + ": " + std::strerror(errno));
-        return;
-      }
-      ucred peer{};
-      socklen_t len = sizeof(peer);
-      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || !may_connect(peer, gid_)) {
-        std::string why = "uid " + std::to_string(peer.uid) + " is neither root nor in group '" + o.group + "' of " +
-                          o.path;
-        permission_log.note(o.log, "control: refused pid " + std::to_string(peer.pid) + ": " + why, now);
-        refuse(fd, ErrorKind::Permission, why);
-        continue;
-      }
-      const int open = static_cast<int>(conns.size());
-      std::string full;
-      if (open >= max_clients) {
-        full = "switchd is full: " + std::to_string(open) + " connections open, the bound is " +
-               std::to_string(max_clients) + " (switchd --max-clients); try again later";
-      } else if (peer.uid != 0 && others >= max_others) {
-        full = "switchd is full for uids other than root: " + std::to_string(others) + " of " + std::to_string(open) +
-               " open connections are theirs, the bound is " + std::to_string(max_others) + " (switchd --max-clients " +
-               std::to_string(max_clients) + " less " + std::to_string(root_reserved) + " kept for root); try again later";
-      } else if (peer.uid != 0 && per_uid[peer.uid] >= max_per_uid) {
-        full = "switchd is full for uid " + std::to_string(peer.uid) + ": " + std::to_string(per_uid[peer.uid]) +
-               " of " + std::to_string(open) + " open connections are its, the bound is " + std::to_string(max_per_uid) +
-               " per uid (switchd --max-clients-per-uid); try again later";
-      }
-      if (!full.empty()) {
-        full_log.note(o.log, "control: refused pid " + std::to_string(peer.pid) + " (uid " + std::to_string(peer.uid) +
-                                 "): " + full, now);
-        refuse(fd, ErrorKind::Exhausted, full);
-        continue;
-      }
-      Conn& c = conns.emplace_back();
-      c.fd = fd;
-      c.uid = peer.uid;
-      c.active = now;
-      c.interest = EPOLLIN | EPOLLRDHUP;
-      if (add(fd, c.interest, &c) != 0) {
-        say("control: epoll_ctl: " + std::string(std::strerror(errno)));
-        ::close(fd);
-        conns.pop_back();
-        continue;
-      }
-      ++per_uid[peer.uid];
-      if (peer.uid != 0) ++others;
+  ControlServer& s_;
+  const ServerOptions& o_;
+  Fd ep_;
+  bool listening_ = true;
+  std::optional<Clock::time_point> listen_again_;  // after EMFILE: accept again then
+  std::list<Conn> conns_;
+  std::map<uid_t, int> per_uid_;
+  int others_ = 0;  // connections of uids other than root
+  BurstLog full_log_, permission_log_, accept_log_;
+  const int max_clients_, root_reserved_, max_others_, max_per_uid_;
+};
+
+std::string ControlServer::Loop::full_reason(const ucred& peer) {
+  const int open = static_cast<int>(conns_.size());
+  if (open >= max_clients_)
+    return "switchd is full: " + std::to_string(open) + " connections open, the bound is " +
+           std::to_string(max_clients_) + " (switchd --max-clients); try again later";
+  if (peer.uid != 0 && others_ >= max_others_)
+    return "switchd is full for uids other than root: " + std::to_string(others_) + " of " + std::to_string(open) +
+           " open connections are theirs, the bound is " + std::to_string(max_others_) + " (switchd --max-clients " +
+           std::to_string(max_clients_) + " less " + std::to_string(root_reserved_) + " kept for root); try again later";
+  if (peer.uid != 0 && per_uid_[peer.uid] >= max_per_uid_)
+    return "switchd is full for uid " + std::to_string(peer.uid) + ": " + std::to_string(per_uid_[peer.uid]) + " of " +
+           std::to_string(open) + " open connections are its, the bound is " + std::to_string(max_per_uid_) +
+           " per uid (switchd --max-clients-per-uid); try again later";
+  return "";
+}
+
+void ControlServer::Loop::admit(int fd, Clock::time_point now) {
+  ucred peer{};
+  socklen_t len = sizeof(peer);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || !may_connect(peer, s_.gid_)) {
+    std::string why = "uid " + std::to_string(peer.uid) + " is neither root nor in group '" + o_.group + "' of " + o_.path;
+    permission_log_.note(o_.log, "control: refused pid " + std::to_string(peer.pid) + ": " + why, now);
+    refuse(fd, ErrorKind::Permission, why);
+    return;
+  }
+  if (std::string full = full_reason(peer); !full.empty()) {
+    full_log_.note(o_.log, "control: refused pid " + std::to_string(peer.pid) + " (uid " + std::to_string(peer.uid) +
+                               "): " + full, now);
+    refuse(fd, ErrorKind::Exhausted, full);
+    return;
+  }
+  Conn& c = conns_.emplace_back();
+  c.fd = fd;
+  c.uid = peer.uid;
+  c.active = now;
+  c.interest = EPOLLIN | EPOLLRDHUP;
+  if (add(fd, c.interest, &c) != 0) {
+    say("control: epoll_ctl: " + std::string(std::strerror(errno)));
+    ::close(fd);
+    conns_.pop_back();
+    return;
+  }
+  ++per_uid_[peer.uid];
+  if (peer.uid != 0) ++others_;
+}
+
+void ControlServer::Loop::accept_all(Clock::time_point now) {
+  for (int i = 0; i < 4 * max_clients_; ++i) {
+    int fd = ::accept4(s_.listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      admit(fd, now);
+      continue;
     }
-  };
+    if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      // The backlog keeps the peer; stop the level-triggered wakeups for a while.
+      accept_log_.note(o_.log, "control: accept on " + o_.path + ": " + std::strerror(errno) + "; pausing 100 ms", now);
+      ::epoll_ctl(ep_.get(), EPOLL_CTL_DEL, s_.listen_fd_, nullptr);
+      listening_ = false;
+      listen_again_ = now + std::chrono::milliseconds(100);
+      return;
+    }
+    say("control: accept on " + o_.path + ": " + std::strerror(errno));
+    return;
+  }
+}
 
+// Sleep until the next deadline, or not at all when lines are waiting.
+int ControlServer::Loop::timeout(Clock::time_point now) const {
+  std::optional<Clock::time_point> next;
+  auto consider = [&](std::optional<Clock::time_point> t) {
+    if (t && (!next || *t < *next)) next = t;
+  };
+  bool ready = false;
+  for (const Conn& c : conns_) {
+    ready |= c.ready;
+    consider(c.deadline(o_));
+  }
+  consider(full_log_.due());
+  consider(permission_log_.due());
+  consider(accept_log_.due());
+  consider(listen_again_);
+  if (ready) return 0;
+  if (!next) return -1;
+  return static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(
+      std::chrono::ceil<std::chrono::milliseconds>(*next - now).count(), 0, 60000));
+}
+
+bool ControlServer::Loop::dispatch(const epoll_event* events, int n, Clock::time_point now, bool& notified,
+                                   bool& accept_now) {
+  for (int i = 0; i < n; ++i) {
+    void* tag = events[i].data.ptr;
+    uint32_t re = events[i].events;
+    if (tag == &g_wake_tag) {
+      uint64_t count;
+      (void)!::read(s_.wake_fd_, &count, sizeof(count));
+      if (s_.stopping_) return false;
+      notified = s_.notified_.exchange(false);
+      continue;
+    }
+    if (tag == &g_listen_tag) {
+      accept_now = true;
+      continue;
+    }
+    Conn& c = *static_cast<Conn*>(tag);
+    if (re & EPOLLERR) c.dead = true;
+    if (re & EPOLLOUT) c.flush(now);
+    if (re & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+      if (c.out.empty() && !c.parked && !c.closing && !c.eof) c.receive(now);
+      else if (c.parked && (re & EPOLLHUP)) c.dead = true;   // nobody left to answer
+      else if (c.parked && (re & EPOLLRDHUP)) c.eof = true;  // half closed: answer, then close
+    }
+    c.pump(s_.handler_, o_, now);
+  }
+  return true;
+}
+
+void ControlServer::Loop::serve(Clock::time_point now, bool notified) {
+  for (Conn& c : conns_) {
+    if (c.ready) c.pump(s_.handler_, o_, now);
+    if (notified && c.parked && !c.dead) {
+      Outcome r = call_handler(s_.handler_, c.parked->id, c.parked->op, c.parked->args, o_.log);
+      if (!r.parked) {
+        c.parked.reset();
+        c.reply(std::move(r.line), now);
+        c.pump(s_.handler_, o_, now);
+      }
+    }
+    c.expire(o_, now);
+    if (!c.out.empty() && !c.dead) c.pump(s_.handler_, o_, now);  // a timeout's answer: write it now
+  }
+  full_log_.flush(o_.log, now);
+  permission_log_.flush(o_.log, now);
+  accept_log_.flush(o_.log, now);
+}
+
+void ControlServer::Loop::sweep() {
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    Conn& c = *it;
+    if (c.done()) {
+      ::close(c.fd);  // also leaves the epoll set
+      if (--per_uid_[c.uid] == 0) per_uid_.erase(c.uid);
+      if (c.uid != 0) --others_;
+      it = conns_.erase(it);
+      continue;
+    }
+    uint32_t want = c.wanted();
+    if (want != c.interest) {
+      epoll_event ev{};
+      ev.events = want;
+      ev.data.ptr = &c;
+      ::epoll_ctl(ep_.get(), EPOLL_CTL_MOD, c.fd, &ev);
+      c.interest = want;
+    }
+    ++it;
+  }
+}
+
+void ControlServer::Loop::run() {
+  if (ep_.get() < 0) {
+    say("control: epoll_create1: " + std::string(std::strerror(errno)));
+    return;
+  }
+  if (add(s_.wake_fd_, EPOLLIN, &g_wake_tag) != 0 || add(s_.listen_fd_, EPOLLIN, &g_listen_tag) != 0) {
+    say("control: epoll_ctl: " + std::string(std::strerror(errno)));
+    return;
+  }
   std::array<epoll_event, 64> events;
   for (;;) {
-    // Sleep until the next deadline, or not at all when lines are waiting.
-    Clock::time_point now = Clock::now();
-    std::optional<Clock::time_point> next;
-    auto consider = [&](std::optional<Clock::time_point> t) {
-      if (t && (!next || *t < *next)) next = t;
-    };
-    bool ready = false;
-    for (const Conn& c : conns) {
-      ready |= c.ready;
-      consider(c.deadline(o));
-    }
-    consider(full_log.due());
-    consider(permission_log.due());
-    consider(accept_log.due());
-    consider(listen_again);
-    int timeout = -1;
-    if (ready) timeout = 0;
-    else if (next)
-      timeout = static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(
-          std::chrono::ceil<std::chrono::milliseconds>(*next - now).count(), 0, 60000));
-    int n = ::epoll_wait(ep.get(), events.data(), static_cast<int>(events.size()), timeout);
+    int n = ::epoll_wait(ep_.get(), events.data(), static_cast<int>(events.size()), timeout(Clock::now()));
     if (n < 0) {
       if (errno == EINTR) continue;
       say("control: epoll_wait: " + std::string(std::strerror(errno)));
-      break;
+      return;
     }
-    now = Clock::now();
+    const Clock::time_point now = Clock::now();
     bool notified = false, accept_now = false;
-    for (int i = 0; i < n; ++i) {
-      void* tag = events[i].data.ptr;
-      uint32_t re = events[i].events;
-      if (tag == &wake_tag) {
-        uint64_t count;
-        (void)!::read(wake_fd_, &count, sizeof(count));
-        if (stopping_) {
-          for (const Conn& c : conns) ::close(c.fd);
-          return;
-        }
-        notified = notified_.exchange(false);
-        continue;
-      }
-      if (tag == &listen_tag) {
-        accept_now = true;
-        continue;
-      }
-      Conn& c = *static_cast<Conn*>(tag);
-      if (re & EPOLLERR) c.dead = true;
-      if (re & EPOLLOUT) c.flush(now);
-      if (re & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
-        if (c.out.empty() && !c.parked && !c.closing && !c.eof) c.receive(now);
-        else if (c.parked && (re & EPOLLHUP)) c.dead = true;  // nobody left to answer
-        else if (c.parked && (re & EPOLLRDHUP)) c.eof = true;  // half closed: answer, then close
-      }
-      c.pump(handler_, o, now);
+    if (!dispatch(events.data(), n, now, notified, accept_now)) return;
+    if (listen_again_ && now >= *listen_again_) {
+      listen_again_.reset();
+      if (!listening_ && add(s_.listen_fd_, EPOLLIN, &g_listen_tag) == 0) listening_ = true;
     }
-    if (listen_again && now >= *listen_again) {
-      listen_again.reset();
-      if (!listening && add(listen_fd_, EPOLLIN, &listen_tag) == 0) listening = true;
-    }
-    for (Conn& c : conns) {
-      if (c.ready) c.pump(handler_, o, now);
-      if (notified && c.parked && !c.dead) {
-        Outcome r = call_handler(handler_, c.parked->id, c.parked->op, c.parked->args, o.log);
-        if (!r.parked) {
-          c.parked.reset();
-          c.reply(std::move(r.line), now);
-          c.pump(handler_, o, now);
-        }
-      }
-      c.expire(o, now);
-      if (!c.out.empty() && !c.dead) c.pump(handler_, o, now);  // a timeout's answer: write it now
-    }
-    full_log.flush(o.log, now);
-    permission_log.flush(o.log, now);
-    accept_log.flush(o.log, now);
-    for (auto it = conns.begin(); it != conns.end();) {
-      Conn& c = *it;
-      if (c.done()) {
-        ::close(c.fd);  // also leaves the epoll set
-        if (--per_uid[c.uid] == 0) per_uid.erase(c.uid);
-        if (c.uid != 0) --others;
-        it = conns.erase(it);
-        continue;
-      }
-      uint32_t want = c.wanted();
-      if (want != c.interest) {
-        epoll_event ev{};
-        ev.events = want;
-        ev.data.ptr = &c;
-        ::epoll_ctl(ep.get(), EPOLL_CTL_MOD, c.fd, &ev);
-        c.interest = want;
-      }
-      ++it;
-    }
+    serve(now, notified);
+    sweep();
     // After the sweep: the slots of closed connections are free again.
-    if (accept_now && listening) accept_all(now);
+    if (accept_now && listening_) accept_all(now);
   }
-  for (const Conn& c : conns) ::close(c.fd);
 }
+
+void ControlServer::run() { Loop(*this).run(); }
 
 Result<ControlClient> ControlClient::connect(const std::string& path, std::chrono::milliseconds timeout) {
   auto addr = unix_address(path);

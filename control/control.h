@@ -150,6 +150,7 @@ class ControlServer {
 
  private:
   ControlServer(ServerOptions options, Handler handler, gid_t gid);
+  class Loop;  // the server thread's event loop (control.cpp)
   void run();
 
   ServerOptions options_;

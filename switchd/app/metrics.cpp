@@ -10,19 +10,10 @@
 namespace xvmq::switchd {
 namespace {
 
-using nlohmann::json;
 using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 using Labels = std::vector<ClientMetric::Label>;
-
-double num(const json& j) { return j.is_number() ? j.get<double>() : 0.0; }
-
-std::string str(const json& j) {
-  if (j.is_string()) return j.get<std::string>();
-  if (j.is_number()) return j.dump();
-  return "";
-}
 
 // Families in declaration order; a family is declared once with its help
 // and type, so its HELP and TYPE lines appear even while it has no samples.
@@ -74,124 +65,158 @@ Result<std::string> parse_listen(const std::string& text) {
   return host + ":" + port;
 }
 
-std::vector<MetricFamily> metric_families(const json& snapshot) {
-  json snap = snapshot;  // operator[] of a non-const json: a missing key reads as null
-  json& show = snap["show"];
-  json& stats = snap["stats"];
-  Families f;
-  using T = MetricType;
-  f.declare("xvmq_uplink_info", T::Gauge, "The attached uplink: 1, with its XDP mode and driver as labels.");
-  f.declare("xvmq_classifier_frames_total", T::Counter,
-            "Frames the classifier did not give to a vmq, by reason (vmq 0, the default queue, among them).");
-  f.declare("xvmq_classifier_bytes_total", T::Counter, "Bytes received of the frames counted by reason.");
-  f.declare("xvmq_vmq_rx_frames_total", T::Counter,
-            "Frames the classifier redirected to a vmq's socket (vmq 0: reached a default socket).");
-  f.declare("xvmq_vmq_rx_bytes_total", T::Counter, "Bytes delivered to a vmq's socket, after any tag strip.");
-  f.declare("xvmq_vmqs_max", T::Gauge, "Size of the vmq pool.");
-  f.declare("xvmq_vmqs_free", T::Gauge, "vmqs of the pool that no NIC holds.");
-  f.declare("xvmq_nic_state", T::Gauge, "A VM NIC's lifecycle state: 1 for the current one.");
-  f.declare("xvmq_nic_frames_total", T::Counter,
-            "Frames of a VM NIC: path fast (its vmq), default (the software switch), from_vm (sent by the VM).");
-  f.declare("xvmq_nic_bytes_total", T::Counter, "Bytes of a VM NIC, by path as xvmq_nic_frames_total.");
-  f.declare("xvmq_nic_drops_total", T::Counter, "Frames to or from a VM NIC that the switch dropped, by reason.");
-  f.declare("xvmq_queue_rx_frames_total", T::Counter,
-            "Frames a general receive queue's worker took from its sockets: default, vmq or vm.");
-  f.declare("xvmq_queue_tx_frames_total", T::Counter, "Frames a general receive queue's worker sent.");
-  f.declare("xvmq_queue_drops_total", T::Counter, "Frames a general receive queue's worker dropped, by reason.");
-  f.declare("xvmq_queue_buffers", T::Gauge, "A general receive queue's UMEM buffers: free, in_fill, in_flight.");
-  f.declare("xvmq_queue_buffers_capacity", T::Gauge, "A general receive queue's UMEM buffers in all.");
-  f.declare("xvmq_dedicated_queue_rx_frames_total", T::Counter,
-            "Frames a dedicated (hardware-steered) queue's worker took from its vmq socket.");
-  f.declare("xvmq_dedicated_queue_tx_frames_total", T::Counter, "Frames a dedicated queue's worker sent.");
-  f.declare("xvmq_dedicated_queue_buffers", T::Gauge, "A dedicated queue's UMEM buffers: free, in_fill, in_flight.");
-  f.declare("xvmq_dedicated_queue_buffers_capacity", T::Gauge, "A dedicated queue's UMEM buffers in all.");
-  f.declare("xvmq_fdb_entries", T::Gauge, "MACs learned behind the uplink.");
-  f.declare("xvmq_fdb_capacity", T::Gauge, "MACs the forwarding table holds at most (--fdb-size).");
-  f.declare("xvmq_fdb_learned_total", T::Counter, "MACs learned behind the uplink.");
-  f.declare("xvmq_fdb_learn_refused_total", T::Counter, "MACs not learned because the table was full.");
-  f.declare("xvmq_vlan_frames_total", T::Counter, "Frames the software switch handled, by VLAN.");
+namespace {
 
-  json& vmqs = show["vmqs"];
-  if (vmqs.is_object()) {
-    f.add("xvmq_vmqs_max", {}, num(vmqs["max"]));
-    f.add("xvmq_vmqs_free", {}, static_cast<double>(vmqs["free"].is_array() ? vmqs["free"].size() : 0));
-  }
-  json& up = show["uplink"];
-  const std::string uplink = up.is_object() ? str(up["name"]) : "";
-  std::map<std::string, std::string> nic_of_vmq;  // vmq id -> port
-  for (json& p : show["ports"]) {
-    json& nic = p["nic"];
-    if (!nic.is_object()) continue;
-    if (nic["vmq"].is_number()) nic_of_vmq[str(nic["vmq"])] = str(p["name"]);
-    for (const char* s : {"created", "connected", "disconnected"})
-      f.add("xvmq_nic_state", {{"uplink", uplink}, {"port", str(p["name"])}, {"state", s}}, str(nic["state"]) == s ? 1 : 0);
-  }
-  if (!up.is_object()) return f.take();
-  f.add("xvmq_uplink_info", {{"uplink", uplink}, {"mode", str(up["mode"])}, {"driver", str(up["driver"])}}, 1);
+struct FamilyDecl {
+  const char* name;
+  MetricType type;
+  const char* help;
+};
 
-  json& cls = stats["classifier"];
-  if (cls.is_object()) {
-    for (auto& [reason, c] : cls["reasons"].items()) {
-      f.add("xvmq_classifier_frames_total", {{"uplink", uplink}, {"reason", reason}}, num(c["frames"]));
-      f.add("xvmq_classifier_bytes_total", {{"uplink", uplink}, {"reason", reason}}, num(c["bytes"]));
-    }
-    // Every vmq that counted, and every vmq a NIC holds (0 until it counts).
-    std::map<std::string, std::pair<double, double>> rx;
-    for (const auto& [id, _] : nic_of_vmq) rx[id] = {0, 0};
-    for (auto& [id, c] : cls["vmqs"].items()) rx[id] = {num(c["frames"]), num(c["bytes"])};
-    for (const auto& [id, v] : rx) {
-      Labels l{{"uplink", uplink}, {"vmq", id}, {"nic", id == "0" ? "" : nic_of_vmq.count(id) ? nic_of_vmq[id] : ""}};
-      f.add("xvmq_vmq_rx_frames_total", l, v.first);
-      f.add("xvmq_vmq_rx_bytes_total", l, v.second);
-    }
+// lint: data table
+constexpr FamilyDecl kFamilies[] = {
+    {"xvmq_uplink_info", MetricType::Gauge, "The attached uplink: 1, with its XDP mode and driver as labels."},
+    {"xvmq_classifier_frames_total", MetricType::Counter,
+     "Frames the classifier did not give to a vmq, by reason (vmq 0, the default queue, among them)."},
+    {"xvmq_classifier_bytes_total", MetricType::Counter, "Bytes received of the frames counted by reason."},
+    {"xvmq_vmq_rx_frames_total", MetricType::Counter,
+     "Frames the classifier redirected to a vmq's socket (vmq 0: reached a default socket)."},
+    {"xvmq_vmq_rx_bytes_total", MetricType::Counter, "Bytes delivered to a vmq's socket, after any tag strip."},
+    {"xvmq_vmqs_max", MetricType::Gauge, "Size of the vmq pool."},
+    {"xvmq_vmqs_free", MetricType::Gauge, "vmqs of the pool that no NIC holds."},
+    {"xvmq_nic_state", MetricType::Gauge, "A VM NIC's lifecycle state: 1 for the current one."},
+    {"xvmq_nic_frames_total", MetricType::Counter,
+     "Frames of a VM NIC: path fast (its vmq), default (the software switch), from_vm (sent by the VM)."},
+    {"xvmq_nic_bytes_total", MetricType::Counter, "Bytes of a VM NIC, by path as xvmq_nic_frames_total."},
+    {"xvmq_nic_drops_total", MetricType::Counter, "Frames to or from a VM NIC that the switch dropped, by reason."},
+    {"xvmq_queue_rx_frames_total", MetricType::Counter,
+     "Frames a general receive queue's worker took from its sockets: default, vmq or vm."},
+    {"xvmq_queue_tx_frames_total", MetricType::Counter, "Frames a general receive queue's worker sent."},
+    {"xvmq_queue_drops_total", MetricType::Counter, "Frames a general receive queue's worker dropped, by reason."},
+    {"xvmq_queue_buffers", MetricType::Gauge, "A general receive queue's UMEM buffers: free, in_fill, in_flight."},
+    {"xvmq_queue_buffers_capacity", MetricType::Gauge, "A general receive queue's UMEM buffers in all."},
+    {"xvmq_dedicated_queue_rx_frames_total", MetricType::Counter,
+     "Frames a dedicated (hardware-steered) queue's worker took from its vmq socket."},
+    {"xvmq_dedicated_queue_tx_frames_total", MetricType::Counter, "Frames a dedicated queue's worker sent."},
+    {"xvmq_dedicated_queue_buffers", MetricType::Gauge, "A dedicated queue's UMEM buffers: free, in_fill, in_flight."},
+    {"xvmq_dedicated_queue_buffers_capacity", MetricType::Gauge, "A dedicated queue's UMEM buffers in all."},
+    {"xvmq_fdb_entries", MetricType::Gauge, "MACs learned behind the uplink."},
+    {"xvmq_fdb_capacity", MetricType::Gauge, "MACs the forwarding table holds at most (--fdb-size)."},
+    {"xvmq_fdb_learned_total", MetricType::Counter, "MACs learned behind the uplink."},
+    {"xvmq_fdb_learn_refused_total", MetricType::Counter, "MACs not learned because the table was full."},
+    {"xvmq_vlan_frames_total", MetricType::Counter, "Frames the software switch handled, by VLAN."},
+};
+
+double num(uint64_t v) { return static_cast<double>(v); }
+
+Labels with(Labels l, std::string name, std::string value) {
+  l.push_back({std::move(name), std::move(value)});
+  return l;
+}
+
+// The vmq pool and the NICs' states; vmq id -> the port that holds it.
+std::map<std::string, std::string> add_nics(Families& f, const SwitchSnapshot& s, const std::string& uplink) {
+  f.add("xvmq_vmqs_max", {}, s.max_vmqs);
+  f.add("xvmq_vmqs_free", {}, static_cast<double>(s.free_vmqs));
+  std::map<std::string, std::string> nic_of_vmq;
+  for (const auto& n : s.nics) {
+    if (n.vmq_id) nic_of_vmq[std::to_string(*n.vmq_id)] = n.port;
+    for (NicState st : {NicState::Created, NicState::Connected, NicState::Disconnected})
+      f.add("xvmq_nic_state", {{"uplink", uplink}, {"port", n.port}, {"state", std::string(to_string(st))}},
+            n.state == st ? 1 : 0);
   }
-  for (auto& [port, n] : stats["nics"].items()) {
-    for (const char* path : {"fast", "default", "from_vm"}) {
+  return nic_of_vmq;
+}
+
+void add_classifier(Families& f, const Counters& c, const std::string& uplink,
+                    const std::map<std::string, std::string>& nic_of_vmq) {
+  std::map<std::string, Counter> reasons;
+  for (uint32_t r = 0; r < XVMQ_REASON_COUNT; r++) reasons[std::string(reason_name(r))] = c.reason[r];
+  for (const auto& [reason, v] : reasons) {
+    f.add("xvmq_classifier_frames_total", {{"uplink", uplink}, {"reason", reason}}, num(v.frames));
+    f.add("xvmq_classifier_bytes_total", {{"uplink", uplink}, {"reason", reason}}, num(v.bytes));
+  }
+  // Every vmq that counted, and every vmq a NIC holds (0 until it counts).
+  std::map<std::string, Counter> rx;
+  for (const auto& [id, _] : nic_of_vmq) rx[id] = {};
+  for (uint32_t v = 0; v < XVMQ_MAX_VMQS; v++)
+    if (c.vmq[v].frames) rx[std::to_string(v)] = c.vmq[v];
+  for (const auto& [id, v] : rx) {
+    auto it = nic_of_vmq.find(id);
+    Labels l{{"uplink", uplink}, {"vmq", id}, {"nic", id == "0" || it == nic_of_vmq.end() ? "" : it->second}};
+    f.add("xvmq_vmq_rx_frames_total", l, num(v.frames));
+    f.add("xvmq_vmq_rx_bytes_total", l, num(v.bytes));
+  }
+}
+
+void add_nic_totals(Families& f, const std::map<std::string, NicTotals>& nics, const std::string& uplink) {
+  for (const auto& [port, n] : nics) {
+    const std::pair<const char*, std::pair<uint64_t, uint64_t>> paths[] = {
+        {"fast", {n.fast_frames, n.fast_bytes}},
+        {"default", {n.default_frames, n.default_bytes}},
+        {"from_vm", {n.from_vm_frames, n.from_vm_bytes}}};
+    for (const auto& [path, v] : paths) {
       Labels l{{"uplink", uplink}, {"port", port}, {"path", path}};
-      f.add("xvmq_nic_frames_total", l, num(n[std::string(path) + "_frames"]));
-      f.add("xvmq_nic_bytes_total", l, num(n[std::string(path) + "_bytes"]));
+      f.add("xvmq_nic_frames_total", l, num(v.first));
+      f.add("xvmq_nic_bytes_total", l, num(v.second));
     }
-    for (auto& [reason, v] : n["drops"].items())
+    for (const auto& [reason, v] : n.drops)
       f.add("xvmq_nic_drops_total", {{"uplink", uplink}, {"port", port}, {"reason", reason}}, num(v));
   }
-  auto buffers = [&](const std::string& prefix, const Labels& l, json& b) {
-    for (const char* s : {"free", "in_fill", "in_flight"}) {
-      Labels ls = l;
-      ls.push_back({"state", s});
-      f.add(prefix + "_buffers", ls, num(b[s]));
-    }
-    f.add(prefix + "_buffers_capacity", l, num(b["total"]));
-  };
-  for (json& q : stats["queues"]) {
-    Labels l{{"uplink", uplink}, {"queue", str(q["queue"])}, {"cpu", str(q["cpu"])}};
-    for (const char* s : {"default", "vmq", "vm"}) {
-      Labels ls = l;
-      ls.push_back({"socket", s});
-      f.add("xvmq_queue_rx_frames_total", ls, num(q[std::string("rx_") + s]));
-    }
-    f.add("xvmq_queue_tx_frames_total", l, num(q["tx"]));
-    for (auto& [reason, v] : q["drops"].items()) {
-      Labels ls = l;
-      ls.push_back({"reason", reason});
-      f.add("xvmq_queue_drops_total", ls, num(v));
-    }
-    buffers("xvmq_queue", l, q["buffers"]);
+}
+
+void add_buffers(Families& f, const std::string& prefix, const Labels& l, const PoolState& b) {
+  f.add(prefix + "_buffers", with(l, "state", "free"), b.free);
+  f.add(prefix + "_buffers", with(l, "state", "in_fill"), b.in_fill);
+  f.add(prefix + "_buffers", with(l, "state", "in_flight"), b.in_flight);
+  f.add(prefix + "_buffers_capacity", l, b.total);
+}
+
+void add_queues(Families& f, const StatsSnapshot& s, const std::string& uplink) {
+  for (const auto& q : s.queues) {
+    Labels l{{"uplink", uplink}, {"queue", std::to_string(q.queue.queue)}, {"cpu", std::to_string(q.queue.cpu)}};
+    f.add("xvmq_queue_rx_frames_total", with(l, "socket", "default"), num(q.rx_default));
+    f.add("xvmq_queue_rx_frames_total", with(l, "socket", "vmq"), num(q.rx_vmq));
+    f.add("xvmq_queue_rx_frames_total", with(l, "socket", "vm"), num(q.rx_vm));
+    f.add("xvmq_queue_tx_frames_total", l, num(q.tx));
+    for (const auto& [reason, v] : q.drop_reasons()) f.add("xvmq_queue_drops_total", with(l, "reason", reason), num(v));
+    add_buffers(f, "xvmq_queue", l, q.pool);
   }
-  for (json& d : stats["dedicated"]) {
-    Labels l{{"uplink", uplink}, {"queue", str(d["queue"])}, {"cpu", str(d["cpu"])}, {"nic", str(d["nic"])}};
-    f.add("xvmq_dedicated_queue_rx_frames_total", l, num(d["rx_vmq"]));
-    f.add("xvmq_dedicated_queue_tx_frames_total", l, num(d["tx"]));
-    buffers("xvmq_dedicated_queue", l, d["buffers"]);
+  for (const auto& d : s.dedicated) {
+    Labels l{{"uplink", uplink},
+             {"queue", std::to_string(d.queue.queue)},
+             {"cpu", std::to_string(d.queue.cpu)},
+             {"nic", d.nic}};
+    f.add("xvmq_dedicated_queue_rx_frames_total", l, num(d.rx_vmq));
+    f.add("xvmq_dedicated_queue_tx_frames_total", l, num(d.tx));
+    add_buffers(f, "xvmq_dedicated_queue", l, d.pool);
   }
-  json& fdb = stats["fdb"];
-  if (fdb.is_object()) {
-    f.add("xvmq_fdb_entries", {{"uplink", uplink}}, num(fdb["size"]));
-    f.add("xvmq_fdb_capacity", {{"uplink", uplink}}, num(fdb["capacity"]));
-    f.add("xvmq_fdb_learned_total", {{"uplink", uplink}}, num(fdb["learned"]));
-    f.add("xvmq_fdb_learn_refused_total", {{"uplink", uplink}}, num(fdb["learn_refused"]));
-  }
-  for (auto& [vlan, v] : stats["vlans"].items())
-    f.add("xvmq_vlan_frames_total", {{"uplink", uplink}, {"vlan", vlan}}, num(v["frames"]));
+}
+
+void add_fdb(Families& f, const StatsSnapshot& s, const std::string& uplink) {
+  f.add("xvmq_fdb_entries", {{"uplink", uplink}}, static_cast<double>(s.fdb_size));
+  f.add("xvmq_fdb_capacity", {{"uplink", uplink}}, static_cast<double>(s.fdb_capacity));
+  f.add("xvmq_fdb_learned_total", {{"uplink", uplink}}, num(s.fdb_learned));
+  f.add("xvmq_fdb_learn_refused_total", {{"uplink", uplink}}, num(s.fdb_learn_refused));
+  std::map<std::string, uint64_t> vlans;  // in the order of their names, as before
+  for (const auto& [v, frames] : s.vlan_frames) vlans[std::to_string(v)] = frames;
+  for (const auto& [vlan, frames] : vlans) f.add("xvmq_vlan_frames_total", {{"uplink", uplink}, {"vlan", vlan}}, num(frames));
+}
+
+}  // namespace
+
+std::vector<MetricFamily> metric_families(const SwitchSnapshot& s) {
+  Families f;
+  for (const auto& d : kFamilies) f.declare(d.name, d.type, d.help);
+  const std::string uplink = s.uplink ? s.uplink->name : "";
+  const auto nic_of_vmq = add_nics(f, s, uplink);
+  if (!s.uplink) return f.take();
+  f.add("xvmq_uplink_info",
+        {{"uplink", uplink}, {"mode", std::string(to_string(s.uplink->mode))}, {"driver", s.uplink->driver}}, 1);
+  if (s.stats.classifier) add_classifier(f, *s.stats.classifier, uplink, nic_of_vmq);
+  add_nic_totals(f, s.stats.nics, uplink);
+  add_queues(f, s.stats, uplink);
+  add_fdb(f, s.stats, uplink);
   return f.take();
 }
 

@@ -1,7 +1,7 @@
 // switchd's counters in the Prometheus text format, served by
 // prometheus-cpp's Exposer (civetweb) on an address of the operator's
 // choice. Nothing is copied or kept here: each scrape reads the switch
-// through `Snapshot`, the same show and stats that the control ops return.
+// through `Snapshot`, the typed counters that the stats op shows too.
 #pragma once
 
 #include <functional>
@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <prometheus/metric_family.h>
 
 #include "common/result.h"
+#include "switchd/app/views.h"
 
 namespace prometheus {
 class Exposer;
@@ -21,16 +21,16 @@ class Collectable;
 
 namespace xvmq::switchd {
 
-// {"show": <show op result>, "stats": <stats op result>}, taken under the
-// switch's lock; called on the exposer's threads.
-using Snapshot = std::function<nlohmann::json()>;
+// The switch and its counters, taken under the switch's lock; called on the
+// exposer's threads.
+using Snapshot = std::function<SwitchSnapshot()>;
 
 // "9417" -> "127.0.0.1:9417"; "ADDR:PORT" and "[V6]:PORT" as given. An
 // Error (EINVAL) says what is wrong.
 Result<std::string> parse_listen(const std::string& text);
 
 // The metric families of one snapshot (every name xvmq_*, see docs/protocol.md).
-std::vector<prometheus::MetricFamily> metric_families(const nlohmann::json& snapshot);
+std::vector<prometheus::MetricFamily> metric_families(const SwitchSnapshot& snapshot);
 
 class MetricsServer {
  public:

@@ -1,6 +1,8 @@
 // The switch: what each control operation does, in order, and what is
 // kept across restarts. The model decides whether a step is allowed; the
-// datapath acts; the state file is written after every change.
+// datapath acts; the state file is written after every change. The ops
+// (switchd/app/ops.h) parse requests into the typed calls below and present
+// their results (switchd/app/views.h); JSON stays at that edge.
 #pragma once
 
 #include <functional>
@@ -12,9 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "switchd/app/state_store.h"
+#include "switchd/app/views.h"
 #include "switchd/core/config.h"
-#include "switchd/dp/datapath.h"
 #include "switchd/core/model.h"
+#include "switchd/dp/datapath.h"
 
 namespace xvmq::switchd {
 
@@ -55,7 +59,8 @@ class Switch {
   static Result<std::unique_ptr<Switch>> start(const SwitchOptions& opts);
   ~Switch();
 
-  // The control handler (control/control.h): throws Refused on a refusal.
+  // The control handler (control/control.h): one op of docs/protocol.md,
+  // under the switch's lock. Throws Refused on a refusal, NotYet to wait.
   nlohmann::json handle(const std::string& op, const nlohmann::json& args);
 
   // Detach the classifier from the uplink instead of leaving it to pass
@@ -70,64 +75,68 @@ class Switch {
   // recorded events: wakes the requests parked on `events`.
   void on_event(std::function<void()> hook);
 
-  // {"show": ..., "stats": ...} under one lock: what a metrics scrape reads.
-  nlohmann::json snapshot();
+  // The switch and its counters under one lock: what a metrics scrape reads.
+  SwitchSnapshot snapshot();
+
+  // The typed ops, called by the ops table (switchd/app/ops.cpp) with the
+  // lock held. Each checks everything it can first and throws Refused.
+  void uplink_attach(const UplinkConfig& up);
+  void uplink_detach();
+  void port_create(const std::string& name);
+  void port_teardown(const std::string& name);
+  void port_delete(const std::string& name);
+  void nic_create(const std::string& port, const NicDesc& nic);
+  void nic_connect(const std::string& port);
+  void nic_disconnect(const std::string& port);
+  void nic_delete(const std::string& port);
+  // With a policy the NIC's vmq policy is set too (auto for allocate, off for free).
+  void vmq_allocate(const std::string& port, std::optional<VmqPolicy> policy);
+  void vmq_free(const std::string& port, std::optional<VmqPolicy> policy);
+  void fdb_add(const std::string& port, const StaticEntry& key);
+  void fdb_del(const StaticEntry& key);
+  size_t fdb_flush();
+  // config.apply (switchd/app/switch_config.cpp): the steps to `desired`,
+  // each through the ops table; all or nothing. Returns the steps.
+  nlohmann::json config_apply(const SwitchConfig& desired, const std::string& source, bool dry_run);
+  std::string config_export() const;
+
+  Views views() const;
+  uint64_t last_event() const { return model_.events().empty() ? 0 : model_.events().back().seq; }
+  // After an op that changed the configuration: the state file, the events' log lines.
+  void changed(uint64_t events_before);
 
  private:
   explicit Switch(const SwitchOptions& opts);
   void persist();
   void restore();
-  NicSpec spec_of(const std::string& port, uint32_t vmq) const;
-  // One op, with mu_ held.
-  nlohmann::json handle_op(const std::string& op, const nlohmann::json& args);
-  // config.apply and config.export (switchd/app/switch_config.cpp), with mu_ held.
-  nlohmann::json config_apply(const nlohmann::json& args);
-  nlohmann::json config_export() const;
+  void restore_uplink();
+  // The NIC as the datapath takes it, with its static entries and vmq id.
+  NicBinding binding(const std::string& port, uint32_t vmq_id) const;
   std::optional<UplinkConfig> uplink_config() const;
   std::map<std::string, Port> config_ports() const;
-  nlohmann::json show() const;
-  nlohmann::json host_json() const;
-  nlohmann::json stats() const;
-  nlohmann::json port_json(const Port& p) const;
-  void event_logged(size_t before);
+  std::vector<StaticEntry> statics_of(const std::string& port) const;
+  void check_fdb_add(const std::string& port, const StaticEntry& key) const;
+  void check_attach(const UplinkConfig& up) const;
   // host=port: the host port's veth pair, its NIC connected, then the
   // host's addresses and routes moved from the uplink onto it; all or nothing.
   void make_host_port(const std::string& uplink, const std::string& netdev, uint16_t vlan);
+  void connect_host_nic(HostPort& hp, const Mac& mac);
   // Addresses and routes back to the uplink, NIC gone, veth pair deleted.
   // Best effort (returns what failed, "" when nothing did).
   std::string remove_host_port();
   void refuse_on_host_port(const std::string& op, const std::string& port) const;
 
   SwitchOptions opts_;
-  std::string state_path_;
+  StateStore store_;
   std::mutex mu_;
   Model model_;
-  std::string uplink_;  // the uplink's name, empty when none
-  AttachMode uplink_mode_ = AttachMode::Auto;
-  std::string uplink_host_;  // "stack", "port" or "" (the uplink had no host addresses)
+  // The uplink as attached (kept, with the datapath closed, after a shutdown
+  // with --detach-on-exit, so that a restart attaches it again).
+  std::optional<UplinkConfig> uplink_;
   std::unique_ptr<DatapathApi> dp_;
   std::function<void()> event_hook_;
-
-  // Hyper-V's "management OS shares this adapter": an internal port whose
-  // netdev on the host carries the host's addresses (host=port).
-  struct HostPort {
-    std::string port = "host";  // the switch port and its NIC
-    std::string netdev;         // the host's end of the veth pair
-    std::string backend;        // the switch's end: the NIC's backend
-    uint16_t vlan = 0;
-    std::vector<std::string> addresses, routes;  // moved from the uplink at attach
-  };
   std::optional<HostPort> host_port_;
-  // Static FDB entries: (MAC, VLAN) -> the port whose NIC has that MAC behind it.
-  std::map<std::pair<Mac, uint16_t>, std::string> fdb_static_;
-  std::vector<std::pair<Mac, uint16_t>> statics_of(const std::string& port) const;
-  nlohmann::json vmq_show() const;
-  nlohmann::json fdb_add(const nlohmann::json& args);
-  nlohmann::json fdb_del(const nlohmann::json& args);
-  // host=port's choices, kept to make the host port again after a
-  // shutdown that removed it (--detach-on-exit).
-  std::string host_netdev_;
-  uint16_t host_vlan_ = 0;
+  FdbStatics fdb_static_;
 };
 
 }  // namespace xvmq::switchd

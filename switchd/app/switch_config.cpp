@@ -2,23 +2,18 @@
 // (switchd/core/config.h) on the running switch.
 #include <cstdio>
 
-#include "switchd/host/service.h"
+#include "switchd/app/ops.h"
 #include "switchd/app/switch.h"
+#include "switchd/host/service.h"
 
 namespace xvmq::switchd {
 
 using nlohmann::json;
 
 std::optional<UplinkConfig> Switch::uplink_config() const {
-  if (uplink_.empty()) return std::nullopt;
-  UplinkConfig u;
-  u.name = uplink_;
-  u.mode = uplink_mode_;
-  u.host = uplink_host_;
-  if (uplink_host_ == "port") {
-    u.host_netdev = host_netdev_.empty() ? default_host_netdev(uplink_) : host_netdev_;
-    u.host_vlan = host_vlan_;
-  }
+  if (!uplink_) return std::nullopt;
+  UplinkConfig u = *uplink_;
+  if (u.host == "port" && u.host_netdev.empty()) u.host_netdev = default_host_netdev(u.name);
   return u;
 }
 
@@ -30,48 +25,38 @@ std::map<std::string, Port> Switch::config_ports() const {
   return ports;
 }
 
-json Switch::config_export() const {
-  return {{"config", "# switchd's running configuration: switchctl apply takes it back\n" +
-                         to_toml(current_config(config_ports(), uplink_config()))}};
+std::string Switch::config_export() const {
+  return "# switchd's running configuration: switchctl apply takes it back\n" +
+         to_toml(current_config(config_ports(), uplink_config()));
 }
 
-json Switch::config_apply(const json& args) {
-  if (!args.contains("config") || !args["config"].is_string())
-    throw Refused(ErrorKind::Usage, "config.apply: argument 'config' (the file's TOML text) must be a string");
-  if (args.contains("source") && !args["source"].is_string())
-    throw Refused(ErrorKind::Usage, "config.apply: argument 'source' must be a string");
-  if (args.contains("dry_run") && !args["dry_run"].is_boolean())
-    throw Refused(ErrorKind::Usage, "config.apply: argument 'dry_run' must be true or false");
-  const std::string source = args.value("source", "config");
-  if (source.size() > kMaxSourceBytes)
-    throw Refused(ErrorKind::Usage, "config.apply: argument 'source' (the file's name, for messages) is " +
-                                        std::to_string(source.size()) + " bytes; the limit is " +
-                                        std::to_string(kMaxSourceBytes));
-  const bool dry_run = args.value("dry_run", false);
-  auto desired = parse_config(args["config"].get<std::string>(), source);
-  if (!desired) throw Refused(ErrorKind::Usage, desired.error().message);
+namespace {
 
+// A step's refusal as (kind, message), whatever threw it.
+std::optional<SwitchError> run_step(Switch& sw, const Step& s) {
+  try {
+    run_op(sw, s.op, s.args);
+    return std::nullopt;
+  } catch (const Refused& r) {
+    return r.error;
+  } catch (const std::exception& e) {
+    return SwitchError{ErrorKind::Kernel, s.op + ": " + e.what()};
+  }
+}
+
+}  // namespace
+
+json Switch::config_apply(const SwitchConfig& desired, const std::string& source, bool dry_run) {
   const SwitchConfig before = current_config(config_ports(), uplink_config());
-  const std::vector<Step> steps = plan(config_ports(), uplink_config(), *desired);
+  const std::vector<Step> steps = plan(config_ports(), uplink_config(), desired);
   json out{{"steps", json::array()}, {"applied", !dry_run}};
   for (const Step& s : steps) out["steps"].push_back({{"op", s.op}, {"args", s.args}, {"command", s.command()}});
   if (dry_run || steps.empty()) return out;
 
   service::log(service::Level::Info, "config %s: %zu step(s)", source.c_str(), steps.size());
-  // A step's refusal as (kind, message), whatever threw it.
-  auto run = [&](const Step& s) -> std::optional<SwitchError> {
-    try {
-      handle_op(s.op, s.args);
-      return std::nullopt;
-    } catch (const Refused& r) {
-      return r.error;
-    } catch (const std::exception& e) {
-      return SwitchError{ErrorKind::Kernel, s.op + ": " + e.what()};
-    }
-  };
   for (size_t i = 0; i < steps.size(); i++) {
     service::log(service::Level::Info, "config %s: %zu. %s", source.c_str(), i + 1, steps[i].command().c_str());
-    auto failed = run(steps[i]);
+    auto failed = run_step(*this, steps[i]);
     if (!failed) continue;
     std::string msg = "config " + source + ": step " + std::to_string(i + 1) + " of " + std::to_string(steps.size()) +
                       " (" + steps[i].command() + ") failed: " + failed->message;
@@ -79,7 +64,7 @@ json Switch::config_apply(const json& args) {
     const std::vector<Step> back = plan(config_ports(), uplink_config(), before);
     for (size_t j = 0; j < back.size(); j++) {
       service::log(service::Level::Warn, "config %s: undo %zu. %s", source.c_str(), j + 1, back[j].command().c_str());
-      if (auto undo = run(back[j])) {
+      if (auto undo = run_step(*this, back[j])) {
         msg += "; undo step " + std::to_string(j + 1) + " (" + back[j].command() + ") failed too: " + undo->message +
                "; the switch is between the two configurations (see switchctl show)";
         service::log(service::Level::Error, "%s", msg.c_str());

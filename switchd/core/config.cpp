@@ -19,8 +19,6 @@ const std::set<std::string> kPortKeys{"name", "nic"};
 const std::set<std::string> kNicKeys{"mac",         "backend",    "vmq",      "vlan_mode", "vlan", "trunk_vlans",
                                      "native_vlan", "allow_mac_spoofing", "steering", "connected"};
 
-const char* kNameRule = "use 1 to 15 characters of A-Z a-z 0-9 _ . -, not starting with - or .";
-
 // A refusal in the file: the line says where.
 struct Bad {
   int line;
@@ -169,110 +167,109 @@ std::string strip_step(std::string m) {
   return m;
 }
 
+UplinkConfig parse_uplink(const toml::node& u) {
+  const toml::table* t = u.as_table();
+  if (!t) throw Bad{line_of(u), "uplink must be a table ([uplink])"};
+  only_known(*t, kUplinkKeys, "uplink");
+  UplinkConfig up;
+  up.name = string_at(*t, "name", "uplink");
+  if (!valid_name(up.name)) throw Bad{line_of(*t->get("name")), "uplink: name '" + up.name + "': " + kNameRule};
+  if (t->get("mode")) {
+    std::string m = string_at(*t, "mode", "uplink");
+    auto mode = parse_attach_mode(m);
+    if (!mode) throw Bad{line_of(*t->get("mode")), "uplink: mode '" + m + "': use auto, native, skb or offload"};
+    up.mode = *mode;
+  }
+  if (t->get("host")) {
+    up.host = string_at(*t, "host", "uplink");
+    if (up.host != "stack" && up.host != "port")
+      throw Bad{line_of(*t->get("host")), "uplink: host '" + up.host +
+                                               "': use stack (frames to its MAC reach the host's stack) or port "
+                                               "(the host moves its addresses to a host port)"};
+  }
+  if (const toml::node* n = t->get("host_netdev")) {
+    if (up.host != "port") throw Bad{line_of(*n), "uplink: host_netdev goes with host = \"port\""};
+    up.host_netdev = string_at(*t, "host_netdev", "uplink");
+    if (!valid_name(up.host_netdev))
+      throw Bad{line_of(*n), "uplink: host_netdev '" + up.host_netdev + "': " + kNameRule};
+  }
+  if (const toml::node* n = t->get("host_vlan")) {
+    if (up.host != "port") throw Bad{line_of(*n), "uplink: host_vlan goes with host = \"port\""};
+    auto v = n->value<int64_t>();
+    if (!v || *v < 0 || *v > XVMQ_VLAN_MAX)
+      throw Bad{line_of(*n), "uplink: host_vlan must be an integer 0..4094 (0: untagged)"};
+    up.host_vlan = static_cast<uint16_t>(*v);
+  }
+  if (up.host == "port" && up.host_netdev.empty()) up.host_netdev = default_host_netdev(up.name);
+  return up;
+}
+
+// A [port.nic] table, through nic.create's own checks on `scratch`.
+void parse_nic(const toml::node& nn, PortConfig& pc, Model& scratch, bool has_uplink) {
+  const std::string where = "port '" + pc.name + "'";
+  const toml::table* nt = nn.as_table();
+  if (!nt) throw Bad{line_of(nn), where + ": nic must be a table ([port.nic])"};
+  only_known(*nt, kNicKeys, where + ": nic");
+  json args{{"port", pc.name}};
+  for (auto&& [key, v] : *nt) args[std::string(key.str())] = to_json(v);
+  if (args.contains("connected")) {
+    if (!args["connected"].is_boolean())
+      throw Bad{line_of(*nt->get("connected")), where + ": connected must be true or false"};
+    pc.connected = args["connected"].get<bool>();
+    args.erase("connected");
+  }
+  // A file may leave vlan_mode out where the keys say it.
+  if (!args.contains("vlan_mode") && (args.contains("trunk_vlans") || args.contains("native_vlan")))
+    args["vlan_mode"] = "trunk";
+  try {
+    NicDesc c = nic_from_args(args);
+    c.name = pc.name;
+    scratch.nic_create(pc.name, c);
+    pc.nic = c;
+  } catch (const Refused& r) {
+    std::string m = strip_step(r.error.message);
+    std::string key = key_of(m);
+    const toml::node* at = key.empty() ? nullptr : nt->get(key);
+    throw Bad{at ? line_of(*at) : line_of(*nt), where + ": " + m};
+  }
+  if (pc.connected && !has_uplink)
+    throw Bad{line_of(*nt), where + ": a connected NIC needs an [uplink]; add one, or set connected = false"};
+}
+
+PortConfig parse_port(const toml::table& t, Model& scratch, bool has_uplink) {
+  only_known(t, kPortKeys, "port");
+  PortConfig pc;
+  pc.line = line_of(t);
+  pc.name = string_at(t, "name", "port");
+  try {
+    scratch.port_create(pc.name);
+  } catch (const Refused& r) {
+    throw Bad{line_of(*t.get("name")), strip_step(r.error.message)};
+  }
+  if (const toml::node* nn = t.get("nic")) parse_nic(*nn, pc, scratch, has_uplink);
+  return pc;
+}
+
 SwitchConfig parse_table(const toml::table& root) {
   only_known(root, kTopKeys, "top level");
   SwitchConfig out;
-  if (const toml::node* u = root.get("uplink")) {
-    const toml::table* t = u->as_table();
-    if (!t) throw Bad{line_of(*u), "uplink must be a table ([uplink])"};
-    only_known(*t, kUplinkKeys, "uplink");
-    UplinkConfig up;
-    up.name = string_at(*t, "name", "uplink");
-    if (!valid_name(up.name)) throw Bad{line_of(*t->get("name")), "uplink: name '" + up.name + "': " + kNameRule};
-    if (t->get("mode")) {
-      std::string m = string_at(*t, "mode", "uplink");
-      auto mode = parse_attach_mode(m);
-      if (!mode) throw Bad{line_of(*t->get("mode")), "uplink: mode '" + m + "': use auto, native, skb or offload"};
-      up.mode = *mode;
-    }
-    if (t->get("host")) {
-      up.host = string_at(*t, "host", "uplink");
-      if (up.host != "stack" && up.host != "port")
-        throw Bad{line_of(*t->get("host")), "uplink: host '" + up.host +
-                                                 "': use stack (frames to its MAC reach the host's stack) or port "
-                                                 "(the host moves its addresses to a host port)"};
-    }
-    if (const toml::node* n = t->get("host_netdev")) {
-      if (up.host != "port") throw Bad{line_of(*n), "uplink: host_netdev goes with host = \"port\""};
-      up.host_netdev = string_at(*t, "host_netdev", "uplink");
-      if (!valid_name(up.host_netdev))
-        throw Bad{line_of(*n), "uplink: host_netdev '" + up.host_netdev + "': " + kNameRule};
-    }
-    if (const toml::node* n = t->get("host_vlan")) {
-      if (up.host != "port") throw Bad{line_of(*n), "uplink: host_vlan goes with host = \"port\""};
-      auto v = n->value<int64_t>();
-      if (!v || *v < 0 || *v > XVMQ_VLAN_MAX)
-        throw Bad{line_of(*n), "uplink: host_vlan must be an integer 0..4094 (0: untagged)"};
-      up.host_vlan = static_cast<uint16_t>(*v);
-    }
-    if (up.host == "port" && up.host_netdev.empty()) up.host_netdev = default_host_netdev(up.name);
-    out.uplink = up;
-  }
-
+  if (const toml::node* u = root.get("uplink")) out.uplink = parse_uplink(*u);
   // Every port and NIC goes through the model's own steps, so the file meets
   // exactly the rules of port.create and nic.create (names, MACs, VLANs,
   // duplicates of names, of MACs on a VLAN and of backends).
   Model scratch(XVMQ_MAX_VMQS - 1);
-  if (const toml::node* p = root.get("port")) {
-    const toml::array* ports = p->as_array();
-    if (!ports || !ports->is_array_of_tables()) throw Bad{line_of(*p), "port must be an array of tables ([[port]])"};
-    if (ports->size() > kMaxPorts)
-      throw Bad{line_of(*ports->get(kMaxPorts)), "more than " + std::to_string(kMaxPorts) +
-                                                     " ports ([[port]] tables); the limit is " +
-                                                     std::to_string(kMaxPorts)};
-    for (const toml::node& pn : *ports) {
-      const toml::table& t = *pn.as_table();
-      only_known(t, kPortKeys, "port");
-      PortConfig pc;
-      pc.line = line_of(t);
-      pc.name = string_at(t, "name", "port");
-      const std::string where = "port '" + pc.name + "'";
-      try {
-        scratch.port_create(pc.name);
-      } catch (const Refused& r) {
-        throw Bad{line_of(*t.get("name")), strip_step(r.error.message)};
-      }
-      if (const toml::node* nn = t.get("nic")) {
-        const toml::table* nt = nn->as_table();
-        if (!nt) throw Bad{line_of(*nn), where + ": nic must be a table ([port.nic])"};
-        only_known(*nt, kNicKeys, where + ": nic");
-        json args{{"port", pc.name}};
-        for (auto&& [key, v] : *nt) args[std::string(key.str())] = to_json(v);
-        if (args.contains("connected")) {
-          if (!args["connected"].is_boolean())
-            throw Bad{line_of(*nt->get("connected")), where + ": connected must be true or false"};
-          pc.connected = args["connected"].get<bool>();
-          args.erase("connected");
-        }
-        // A file may leave vlan_mode out where the keys say it.
-        if (!args.contains("vlan_mode") && (args.contains("trunk_vlans") || args.contains("native_vlan")))
-          args["vlan_mode"] = "trunk";
-        try {
-          NicConfig c = nic_config_from_args(args);
-          scratch.nic_create(pc.name, c);
-          pc.nic = c;
-        } catch (const Refused& r) {
-          std::string m = strip_step(r.error.message);
-          std::string key = key_of(m);
-          const toml::node* at = key.empty() ? nullptr : nt->get(key);
-          throw Bad{at ? line_of(*at) : line_of(*nt), where + ": " + m};
-        }
-        if (pc.connected && !out.uplink)
-          throw Bad{line_of(*nt), where + ": a connected NIC needs an [uplink]; add one, or set connected = false"};
-      }
-      out.ports[pc.name] = std::move(pc);
-    }
+  const toml::node* p = root.get("port");
+  if (!p) return out;
+  const toml::array* ports = p->as_array();
+  if (!ports || !ports->is_array_of_tables()) throw Bad{line_of(*p), "port must be an array of tables ([[port]])"};
+  if (ports->size() > kMaxPorts)
+    throw Bad{line_of(*ports->get(kMaxPorts)), "more than " + std::to_string(kMaxPorts) +
+                                                   " ports ([[port]] tables); the limit is " + std::to_string(kMaxPorts)};
+  for (const toml::node& pn : *ports) {
+    PortConfig pc = parse_port(*pn.as_table(), scratch, out.uplink.has_value());
+    out.ports[pc.name] = std::move(pc);
   }
   return out;
-}
-
-bool same_but_vmq(NicConfig a, NicConfig b) {
-  std::sort(a.trunk_vlans.begin(), a.trunk_vlans.end());
-  std::sort(b.trunk_vlans.begin(), b.trunk_vlans.end());
-  return a.mac == b.mac && a.backend == b.backend && a.vlan_mode == b.vlan_mode &&
-         (a.vlan_mode == VlanMode::Trunk || a.vlan == b.vlan) &&
-         (a.vlan_mode == VlanMode::Access || (a.trunk_vlans == b.trunk_vlans && a.native_vlan == b.native_vlan)) &&
-         a.allow_mac_spoofing == b.allow_mac_spoofing && a.steering == b.steering;
 }
 
 std::string toml_list(const std::vector<uint16_t>& v) {
@@ -282,79 +279,6 @@ std::string toml_list(const std::vector<uint16_t>& v) {
 }
 
 }  // namespace
-
-NicConfig nic_config_from_args(const json& args) {
-  auto str = [&](const char* name, const char* dflt) -> std::string {
-    if (!args.contains(name)) {
-      if (dflt) return dflt;
-      throw Refused(ErrorKind::Usage, std::string("missing argument '") + name + "'");
-    }
-    if (!args[name].is_string()) throw Refused(ErrorKind::Usage, std::string("argument '") + name + "' must be a string");
-    return args[name].get<std::string>();
-  };
-  NicConfig c;
-  std::string mac_text = str("mac", nullptr);
-  auto mac = parse_mac(mac_text);
-  if (!mac) throw Refused(ErrorKind::Usage, "mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
-  c.mac = *mac;
-  c.backend = str("backend", nullptr);
-  if (!valid_name(c.backend)) throw Refused(ErrorKind::Usage, "backend '" + c.backend + "': " + kNameRule);
-  auto vlan_arg = [&](const char* name, int64_t lo) {
-    const json& v = args[name];
-    if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > XVMQ_VLAN_MAX)
-      throw Refused(ErrorKind::Usage, std::string(name) + " must be an integer " + std::to_string(lo) + "..4094");
-    return v.get<uint16_t>();
-  };
-  std::string mode = str("vlan_mode", "access");
-  if (mode != "access" && mode != "trunk") throw Refused(ErrorKind::Usage, "vlan_mode '" + mode + "': use access or trunk");
-  c.vlan_mode = mode == "trunk" ? VlanMode::Trunk : VlanMode::Access;
-  if (args.contains("vlan")) {
-    if (c.vlan_mode == VlanMode::Trunk) throw Refused(ErrorKind::Usage, "vlan is an access NIC's; a trunk takes trunk_vlans and native_vlan");
-    c.vlan = vlan_arg("vlan", 0);
-  }
-  if (args.contains("trunk_vlans") || args.contains("native_vlan")) {
-    if (c.vlan_mode != VlanMode::Trunk) throw Refused(ErrorKind::Usage, "trunk_vlans and native_vlan need vlan_mode trunk");
-    if (args.contains("native_vlan")) c.native_vlan = vlan_arg("native_vlan", 0);
-    if (args.contains("trunk_vlans")) {
-      if (!args["trunk_vlans"].is_array()) throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
-      if (args["trunk_vlans"].size() > XVMQ_VLAN_MAX)
-        throw Refused(ErrorKind::Usage, "trunk_vlans has " + std::to_string(args["trunk_vlans"].size()) +
-                                            " entries; the limit is " + std::to_string(XVMQ_VLAN_MAX) +
-                                            ", one per VLAN 1..4094");
-      for (const json& v : args["trunk_vlans"]) {
-        if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > XVMQ_VLAN_MAX)
-          throw Refused(ErrorKind::Usage, "trunk_vlans must be a list of VLANs 1..4094");
-        c.trunk_vlans.push_back(v.get<uint16_t>());
-      }
-    }
-  }
-  if (args.contains("allow_mac_spoofing")) {
-    if (!args["allow_mac_spoofing"].is_boolean()) throw Refused(ErrorKind::Usage, "allow_mac_spoofing must be true or false");
-    c.allow_mac_spoofing = args["allow_mac_spoofing"].get<bool>();
-  }
-  std::string vmq = str("vmq", "auto");
-  if (vmq != "auto" && vmq != "off") throw Refused(ErrorKind::Usage, "vmq '" + vmq + "': use auto or off");
-  c.vmq = vmq == "off" ? VmqPolicy::Off : VmqPolicy::Auto;
-  std::string steering = str("steering", "software");
-  if (steering != "software" && steering != "hardware")
-    throw Refused(ErrorKind::Usage, "steering '" + steering + "': use software or hardware");
-  c.steering = steering == "hardware" ? Steering::Hardware : Steering::Software;
-  return c;
-}
-
-json nic_args(const std::string& port, const NicConfig& c) {
-  json a{{"port", port}, {"mac", format_mac(c.mac)}, {"backend", c.backend}, {"vlan_mode", to_string(c.vlan_mode)}};
-  if (c.vlan_mode == VlanMode::Access) {
-    a["vlan"] = c.vlan;
-  } else {
-    a["trunk_vlans"] = c.trunk_vlans;
-    if (c.native_vlan) a["native_vlan"] = *c.native_vlan;
-  }
-  a["vmq"] = to_string(c.vmq);
-  a["steering"] = to_string(c.steering);
-  a["allow_mac_spoofing"] = c.allow_mac_spoofing;
-  return a;
-}
 
 Result<SwitchConfig> parse_config(std::string_view text, const std::string& source) {
   try {
@@ -373,7 +297,7 @@ SwitchConfig current_config(const std::map<std::string, Port>& ports, const std:
   for (const auto& [name, p] : ports) {
     PortConfig pc{name, std::nullopt, true, 0};
     if (p.nic) {
-      pc.nic = p.nic->config;
+      pc.nic = p.nic->desc;
       pc.connected = p.nic->state == NicState::Connected;
     }
     c.ports[name] = pc;
@@ -392,15 +316,15 @@ std::string to_toml(const SwitchConfig& c) {
   for (const auto& [name, p] : c.ports) {
     o << "\n[[port]]\nname = \"" << name << "\"\n";
     if (!p.nic) continue;
-    const NicConfig& n = *p.nic;
+    const NicDesc& n = *p.nic;
     o << "[port.nic]\nmac = \"" << format_mac(n.mac) << "\"\nbackend = \"" << n.backend << "\"\n";
-    if (n.vlan_mode == VlanMode::Access) {
-      o << "vlan = " << n.vlan << "\n";
+    if (n.vlans.mode == VlanMode::Access) {
+      o << "vlan = " << n.vlans.access << "\n";
     } else {
-      o << "vlan_mode = \"trunk\"\ntrunk_vlans = " << toml_list(n.trunk_vlans) << "\n";
-      if (n.native_vlan) o << "native_vlan = " << *n.native_vlan << "\n";
+      o << "vlan_mode = \"trunk\"\ntrunk_vlans = " << toml_list(n.vlans.trunk_vlans) << "\n";
+      if (n.vlans.native) o << "native_vlan = " << *n.vlans.native << "\n";
     }
-    o << "vmq = \"" << to_string(n.vmq) << "\"\nsteering = \"" << to_string(n.steering) << "\"\n"
+    o << "vmq = \"" << to_string(n.vmq_policy) << "\"\nsteering = \"" << to_string(n.steering) << "\"\n"
       << "allow_mac_spoofing = " << (n.allow_mac_spoofing ? "true" : "false") << "\n"
       << "connected = " << (p.connected ? "true" : "false") << "\n";
   }
@@ -455,11 +379,11 @@ std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::opti
     if (p.nic) {
       const Nic& n = *p.nic;
       bool keep = want && want->nic && !uplink_changes && n.state != NicState::Disconnected &&
-                  same_but_vmq(n.config, *want->nic) && (want->connected || n.state != NicState::Connected);
+                  same_but_vmq_policy(n.desc, *want->nic) && (want->connected || n.state != NicState::Connected);
       if (keep) {
         kept.insert(name);
-        if (n.config.vmq != want->nic->vmq) {
-          if (want->nic->vmq == VmqPolicy::Off) vmq_free.push_back({"vmq.free", {{"port", name}, {"policy", "off"}}});
+        if (n.desc.vmq_policy != want->nic->vmq_policy) {
+          if (want->nic->vmq_policy == VmqPolicy::Off) vmq_free.push_back({"vmq.free", {{"port", name}, {"policy", "off"}}});
           else vmq_alloc.push_back({"vmq.allocate", {{"port", name}, {"policy", "auto"}}});
         }
         if (want->connected && n.state == NicState::Created) connect.push_back({"nic.connect", {{"port", name}}});

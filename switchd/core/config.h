@@ -33,7 +33,7 @@ struct UplinkConfig {
 
 struct PortConfig {
   std::string name;
-  std::optional<NicConfig> nic;
+  std::optional<NicDesc> nic;
   bool connected = true;  // the NIC's: connected, or only created
   int line = 0;           // of its [[port]] table in the file; 0 when not from a file
 };
@@ -55,7 +55,7 @@ inline constexpr std::size_t kMaxKeyParts = 16;
 inline constexpr std::size_t kMaxSourceBytes = 4096;
 
 // Parses and validates a configuration with the rules of the ops
-// (nic_config_from_args, Model). An error is "SOURCE:LINE: reason", the line
+// (nic_from_args, Model). An error is "SOURCE:LINE: reason", the line
 // of the key or table at fault. Unknown keys are errors; so is a file beyond
 // the limits above (the error names the limit).
 Result<SwitchConfig> parse_config(std::string_view text, const std::string& source);
@@ -89,11 +89,5 @@ struct Step {
 // is recreated; a changed uplink recreates every NIC.
 std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::optional<UplinkConfig>& uplink,
                        const SwitchConfig& desired);
-
-// The arguments of nic.create as a NicConfig (without the port): shared by
-// the op and the configuration file. Throws Refused(Usage).
-NicConfig nic_config_from_args(const nlohmann::json& args);
-// ... and back: nic.create's arguments for a NIC.
-nlohmann::json nic_args(const std::string& port, const NicConfig& config);
 
 }  // namespace xvmq::switchd

@@ -6,28 +6,6 @@
 
 namespace xvmq::switchd {
 
-bool PortVlans::carries(uint16_t vlan) const {
-  if (mode == VlanMode::Access) return vlan == access;
-  return (vlan < allowed.size() && allowed[vlan]) || native == vlan;
-}
-
-bool PortVlans::sends_tagged(uint16_t vlan) const { return mode == VlanMode::Trunk && native != vlan; }
-
-PortVlans PortVlans::access_vlan(uint16_t vlan) {
-  PortVlans v;
-  v.access = vlan;
-  return v;
-}
-
-PortVlans PortVlans::trunk(const std::vector<uint16_t>& allowed, std::optional<uint16_t> native) {
-  PortVlans v;
-  v.mode = VlanMode::Trunk;
-  for (uint16_t a : allowed)
-    if (a < v.allowed.size()) v.allowed.set(a);
-  v.native = native;
-  return v;
-}
-
 std::string_view to_string(SwitchDrop d) {
   switch (d) {
     case SwitchDrop::Malformed: return "malformed";
@@ -51,7 +29,7 @@ Verdict dropped(SwitchDrop why) {
   return v;
 }
 
-Decision decide_all(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+Decision decide_all(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports,
                     const PortIndex* index) {
   const Verdict v = judge(f, len, ingress, ports, index);
   Decision d{v.drop, v.vlan, v.tags, {}, v.learn};
@@ -66,13 +44,13 @@ Decision decide_all(const uint8_t* f, uint32_t len, int ingress, const std::vect
   return d;
 }
 
-bool egress_tagged(const std::vector<SwitchPort>& ports, int port, uint16_t vlan) {
+bool egress_tagged(const std::vector<NicDesc>& ports, int port, uint16_t vlan) {
   return port == kUplink ? vlan != 0 : ports[static_cast<size_t>(port)].vlans.sends_tagged(vlan);
 }
 
 }  // namespace
 
-PortIndex index_ports(const std::vector<SwitchPort>& ports) {
+PortIndex index_ports(const std::vector<NicDesc>& ports) {
   PortIndex idx;
   for (size_t i = 0; i < ports.size(); i++) {
     auto put = [&](const Mac& m) {
@@ -85,18 +63,18 @@ PortIndex index_ports(const std::vector<SwitchPort>& ports) {
   return idx;
 }
 
-Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports) {
+Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports) {
   return decide_all(f, len, ingress, ports, nullptr);
 }
 
-Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports, const PortIndex& index) {
+Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports, const PortIndex& index) {
   return decide_all(f, len, ingress, ports, &index);
 }
 
 namespace {
 
 // The frame's VLAN as it entered, by the ingress port's rules; or why not.
-std::optional<SwitchDrop> ingress_vlan(const uint8_t* f, int ingress, const std::vector<SwitchPort>& ports,
+std::optional<SwitchDrop> ingress_vlan(const uint8_t* f, int ingress, const std::vector<NicDesc>& ports,
                                        uint16_t vlan, Verdict& v) {
   Mac src;
   std::copy(f + 6, f + 12, src.begin());
@@ -105,7 +83,7 @@ std::optional<SwitchDrop> ingress_vlan(const uint8_t* f, int ingress, const std:
     v.learn = !is_multicast(src) && src != Mac{};
     return std::nullopt;
   }
-  const SwitchPort& p = ports.at(static_cast<size_t>(ingress));
+  const NicDesc& p = ports.at(static_cast<size_t>(ingress));
   if (!p.sends_from(src)) return SwitchDrop::SpoofedSource;
   if (p.vlans.mode == VlanMode::Access) {
     if (vlan) return SwitchDrop::TaggedOnAccess;
@@ -121,7 +99,7 @@ std::optional<SwitchDrop> ingress_vlan(const uint8_t* f, int ingress, const std:
 }
 
 // A flood: its shapes, or no port to go to.
-void judge_flood(const std::vector<SwitchPort>& ports, int ingress, Verdict& v) {
+void judge_flood(const std::vector<NicDesc>& ports, int ingress, Verdict& v) {
   v.flood = true;
   for (size_t i = 0; i < ports.size(); i++)
     if (static_cast<int>(i) != ingress && ports[i].vlans.carries(v.vlan))
@@ -132,7 +110,7 @@ void judge_flood(const std::vector<SwitchPort>& ports, int ingress, Verdict& v) 
 
 // Unicast: the first port, in order, with dst on the frame's VLAN: among
 // the index's candidates for dst, or (no index) among all ports.
-void judge_unicast(const Mac& dst, const std::vector<SwitchPort>& ports, const PortIndex* index, int ingress,
+void judge_unicast(const Mac& dst, const std::vector<NicDesc>& ports, const PortIndex* index, int ingress,
                    Verdict& v) {
   const std::vector<int>* cand = nullptr;
   if (index) {
@@ -160,7 +138,7 @@ void judge_unicast(const Mac& dst, const std::vector<SwitchPort>& ports, const P
 
 }  // namespace
 
-Verdict judge(const uint8_t* f, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+Verdict judge(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports,
               const PortIndex* index) {
   if (len < ETH_HLEN) return dropped(SwitchDrop::Malformed);
   // Tags as the classifier reads them: outer 0x8100/0x88a8, inner 0x8100;
@@ -191,7 +169,7 @@ Verdict judge(const uint8_t* f, uint32_t len, int ingress, const std::vector<Swi
   return v;
 }
 
-size_t flood_egress(const std::vector<SwitchPort>& ports, int ingress, uint16_t vlan, size_t& cursor, Egress* out,
+size_t flood_egress(const std::vector<NicDesc>& ports, int ingress, uint16_t vlan, size_t& cursor, Egress* out,
                     size_t cap) {
   size_t n = 0;
   for (; cursor < ports.size() && n < cap; cursor++)

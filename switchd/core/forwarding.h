@@ -5,7 +5,6 @@
 // every VLAN (VLAN 0: untagged).
 #pragma once
 
-#include <bitset>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -14,23 +13,9 @@
 #include <vector>
 
 #include "loader/abi.h"
+#include "switchd/core/nic.h"
 
 namespace xvmq::switchd {
-
-enum class VlanMode : uint8_t { Access, Trunk };
-
-// A VM NIC's VLAN settings, as Hyper-V's Set-VMNetworkAdapterVlan.
-struct PortVlans {
-  VlanMode mode = VlanMode::Access;
-  uint16_t access = 0;         // access: its one VLAN; 0 = the untagged network
-  std::bitset<4096> allowed;   // trunk: the VLANs it carries
-  std::optional<uint16_t> native;  // trunk: the VLAN of its untagged frames
-
-  bool carries(uint16_t vlan) const;
-  bool sends_tagged(uint16_t vlan) const;  // this port's shape of a frame on `vlan`
-  static PortVlans access_vlan(uint16_t vlan);
-  static PortVlans trunk(const std::vector<uint16_t>& allowed, std::optional<uint16_t> native);
-};
 
 enum class SwitchDrop : uint8_t {
   Malformed,          // shorter than an Ethernet header, or a truncated tag
@@ -45,26 +30,7 @@ std::string_view to_string(SwitchDrop d);
 
 inline constexpr int kUplink = -1;
 
-// One port as the switch sees it (index = position in the ports vector).
-struct SwitchPort {
-  Mac mac{};
-  PortVlans vlans;
-  bool allow_mac_spoofing = false;
-  // Static FDB entries: more MACs behind this port (a VM's containers or
-  // nested guests), each on one of its VLANs (switchctl fdb add).
-  std::vector<std::pair<Mac, uint16_t>> statics;
-  bool has_static(const Mac& m, uint16_t vlan) const {
-    for (const auto& [sm, sv] : statics)
-      if (sm == m && sv == vlan) return true;
-    return false;
-  }
-  bool sends_from(const Mac& m) const {
-    if (m == mac || allow_mac_spoofing) return true;
-    for (const auto& [sm, _] : statics)
-      if (sm == m) return true;
-    return false;
-  }
-};
+// The ports are the connected NICs (index = position in the ports vector).
 
 struct Egress {
   int port;     // kUplink or an index into the ports
@@ -84,7 +50,7 @@ struct Decision {
 // VLAN; a VM's frame to anyone else goes to the uplink; the uplink's frame
 // to no port is dropped. Broadcast and multicast go to every other port of
 // the VLAN, the uplink included when a VM sent it.
-Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports);
+Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<NicDesc>& ports);
 
 // The ports that have a MAC (their own or a static entry), in port order:
 // a unicast lookup among hundreds of ports without a scan of all of them.
@@ -96,9 +62,9 @@ struct MacHash {
   }
 };
 using PortIndex = std::unordered_map<Mac, std::vector<int>, MacHash>;
-PortIndex index_ports(const std::vector<SwitchPort>& ports);
+PortIndex index_ports(const std::vector<NicDesc>& ports);
 // The same decision, with the index of `ports`.
-Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports, const PortIndex& index);
+Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<NicDesc>& ports, const PortIndex& index);
 
 // The same decision without allocating, for the per-frame path: the
 // verdict, and a flood's egresses in chunks into the caller's array.
@@ -112,11 +78,11 @@ struct Verdict {
   Egress to{kUplink, false};  // not dropped, not a flood: the one egress
   bool tagged = false, untagged = false;  // the shapes its egresses take
 };
-Verdict judge(const uint8_t* frame, uint32_t len, int ingress, const std::vector<SwitchPort>& ports,
+Verdict judge(const uint8_t* frame, uint32_t len, int ingress, const std::vector<NicDesc>& ports,
               const PortIndex* index);
 // A flood's egresses from `cursor` on (start at 0), at most `cap`, in port
 // order with the uplink last; advances `cursor`. Returns how many (0: done).
-size_t flood_egress(const std::vector<SwitchPort>& ports, int ingress, uint16_t vlan, size_t& cursor, Egress* out,
+size_t flood_egress(const std::vector<NicDesc>& ports, int ingress, uint16_t vlan, size_t& cursor, Egress* out,
                     size_t cap);
 
 }  // namespace xvmq::switchd

@@ -28,21 +28,6 @@ std::string_view to_string(NicState s) {
   return "?";
 }
 
-std::string_view to_string(VmqPolicy p) { return p == VmqPolicy::Off ? "off" : "auto"; }
-std::string_view to_string(Steering s) { return s == Steering::Software ? "software" : "hardware"; }
-std::string_view to_string(VlanMode m) { return m == VlanMode::Access ? "access" : "trunk"; }
-
-PortVlans NicConfig::vlans() const {
-  return vlan_mode == VlanMode::Access ? PortVlans::access_vlan(vlan) : PortVlans::trunk(trunk_vlans, native_vlan);
-}
-
-std::vector<uint16_t> NicConfig::carried() const {
-  if (vlan_mode == VlanMode::Access) return {vlan};
-  std::set<uint16_t> all(trunk_vlans.begin(), trunk_vlans.end());
-  if (native_vlan) all.insert(*native_vlan);
-  return {all.begin(), all.end()};
-}
-
 namespace {
 
 // The steps allowed from a state, as the error message names them.
@@ -54,9 +39,9 @@ std::string port_steps(const Port& p) {
 
 std::string nic_steps(const Nic& n) {
   switch (n.state) {
-    case NicState::Created: return n.vmq ? "nic.connect, nic.delete, vmq.free" : "nic.connect, nic.delete, vmq.allocate";
-    case NicState::Connected: return n.vmq ? "nic.disconnect, vmq.free" : "nic.disconnect, vmq.allocate";
-    case NicState::Disconnected: return n.vmq ? "nic.delete, vmq.free" : "nic.delete";
+    case NicState::Created: return n.vmq_id ? "nic.connect, nic.delete, vmq.free" : "nic.connect, nic.delete, vmq.allocate";
+    case NicState::Connected: return n.vmq_id ? "nic.disconnect, vmq.free" : "nic.disconnect, vmq.allocate";
+    case NicState::Disconnected: return n.vmq_id ? "nic.delete, vmq.free" : "nic.delete";
   }
   return "";
 }
@@ -127,67 +112,72 @@ void Model::port_delete(const std::string& name) {
   record("port " + name, "torn_down", "none", "port.delete");
 }
 
-void Model::nic_create(const std::string& name, const NicConfig& c) {
+void Model::nic_create(const std::string& name, NicDesc c) {
   Port& p = mut_port(name);
   if (p.nic)
     throw Refused(ErrorKind::WrongState, "nic.create: port " + name + " already has a NIC (" +
-                                             std::string(to_string(p.nic->state)) + ", MAC " + format_mac(p.nic->config.mac) +
+                                             std::string(to_string(p.nic->state)) + ", MAC " + format_mac(p.nic->desc.mac) +
                                              "); a port has one NIC");
   if (p.state != PortState::Created)
     throw Refused(ErrorKind::WrongState, "nic.create: port " + name + " is " + std::string(to_string(p.state)) +
                                              "; allowed from there: " + port_steps(p));
   if (is_multicast(c.mac) || c.mac == Mac{})
     throw Refused(ErrorKind::Usage, "nic.create: MAC " + format_mac(c.mac) + " is not a unicast station address");
-  if (c.vlan > XVMQ_VLAN_MAX) throw Refused(ErrorKind::Usage, "nic.create: VLAN " + std::to_string(c.vlan) + " is outside 0..4094");
-  if (c.vlan_mode == VlanMode::Trunk) {
-    if (c.trunk_vlans.empty()) throw Refused(ErrorKind::Usage, "nic.create: a trunk NIC needs at least one VLAN");
-    for (uint16_t v : c.trunk_vlans)
+  const PortVlans& vl = c.vlans;
+  if (vl.access > XVMQ_VLAN_MAX) throw Refused(ErrorKind::Usage, "nic.create: VLAN " + std::to_string(vl.access) + " is outside 0..4094");
+  if (vl.mode == VlanMode::Trunk) {
+    if (vl.trunk_vlans.empty()) throw Refused(ErrorKind::Usage, "nic.create: a trunk NIC needs at least one VLAN");
+    for (uint16_t v : vl.trunk_vlans)
       if (v == 0 || v > XVMQ_VLAN_MAX)
         throw Refused(ErrorKind::Usage, "nic.create: trunk VLAN " + std::to_string(v) + " is outside 1..4094");
-    if (c.native_vlan && *c.native_vlan > XVMQ_VLAN_MAX)
-      throw Refused(ErrorKind::Usage, "nic.create: native VLAN " + std::to_string(*c.native_vlan) + " is outside 0..4094");
+    if (vl.native && *vl.native > XVMQ_VLAN_MAX)
+      throw Refused(ErrorKind::Usage, "nic.create: native VLAN " + std::to_string(*vl.native) + " is outside 0..4094");
   }
   if (!valid_name(c.backend)) throw Refused(ErrorKind::Usage, "nic.create: backend '" + c.backend + "' is not a netdev name");
   for (const auto& [other, q] : ports_) {
     if (!q.nic) continue;
-    for (uint16_t v : c.carried())
-      for (uint16_t w : q.nic->config.carried())
-        if (q.nic->config.mac == c.mac && v == w)
+    for (uint16_t v : vl.carried())
+      for (uint16_t w : q.nic->desc.vlans.carried())
+        if (q.nic->desc.mac == c.mac && v == w)
           throw Refused(ErrorKind::Exists, "nic.create: MAC " + format_mac(c.mac) + " on VLAN " + std::to_string(v) +
                                                " is already in use by nic " + other);
-    if (q.nic->config.backend == c.backend)
+    if (q.nic->desc.backend == c.backend)
       throw Refused(ErrorKind::Exists, "nic.create: backend " + c.backend + " is already used by nic " + other);
   }
-  p.nic = Nic{c, NicState::Created, std::nullopt};
+  c.name = name;
+  p.nic = Nic{.desc = std::move(c)};
   record("nic " + name, "none", "created", "nic.create");
 }
 
-void Model::check_nic_connect(const std::string& name) const {
+void Model::check_nic_step(const std::string& name, NicState from, const std::string& step) const {
   const Nic& n = nic(name);
-  if (n.state != NicState::Created) wrong_nic_state(name, n, "nic.connect");
+  if (n.state != from) wrong_nic_state(name, n, step);
 }
 
+void Model::move_nic(const std::string& name, NicState from, NicState to, const std::string& step) {
+  check_nic_step(name, from, step);
+  mut_nic(name).state = to;
+  record("nic " + name, to_string(from), to_string(to), step);
+}
+
+void Model::check_nic_connect(const std::string& name) const { check_nic_step(name, NicState::Created, "nic.connect"); }
+
 void Model::nic_connect(const std::string& name) {
-  check_nic_connect(name);
-  mut_nic(name).state = NicState::Connected;
-  record("nic " + name, "created", "connected", "nic.connect");
+  move_nic(name, NicState::Created, NicState::Connected, "nic.connect");
 }
 
 void Model::check_nic_disconnect(const std::string& name) const {
-  const Nic& n = nic(name);
-  if (n.state != NicState::Connected) wrong_nic_state(name, n, "nic.disconnect");
+  check_nic_step(name, NicState::Connected, "nic.disconnect");
 }
 
 void Model::nic_disconnect(const std::string& name) {
-  check_nic_disconnect(name);
-  mut_nic(name).state = NicState::Disconnected;
-  record("nic " + name, "connected", "disconnected", "nic.disconnect");
+  move_nic(name, NicState::Connected, NicState::Disconnected, "nic.disconnect");
 }
 
 void Model::nic_delete(const std::string& name) {
   const Nic& n = nic(name);
   if (n.state == NicState::Connected) wrong_nic_state(name, n, "nic.delete");
-  if (n.vmq) record("vmq " + std::to_string(*n.vmq), "allocated", "free", "nic.delete");
+  if (n.vmq_id) record("vmq " + std::to_string(*n.vmq_id), "allocated", "free", "nic.delete");
   std::string from(to_string(n.state));
   mut_port(name).nic.reset();
   record("nic " + name, from, "none", "nic.delete");
@@ -196,7 +186,7 @@ void Model::nic_delete(const std::string& name) {
 std::vector<uint32_t> Model::free_vmqs() const {
   std::set<uint32_t> used;
   for (const auto& [_, p] : ports_)
-    if (p.nic && p.nic->vmq) used.insert(*p.nic->vmq);
+    if (p.nic && p.nic->vmq_id) used.insert(*p.nic->vmq_id);
   std::vector<uint32_t> out;
   for (uint32_t v = 1; v <= max_vmqs_; v++)
     if (!used.count(v)) out.push_back(v);
@@ -205,33 +195,33 @@ std::vector<uint32_t> Model::free_vmqs() const {
 
 uint32_t Model::vmq_allocate(const std::string& name) {
   const Nic& n = nic(name);
-  if (n.vmq)
-    throw Refused(ErrorKind::WrongState, "vmq.allocate: nic " + name + " already has vmq " + std::to_string(*n.vmq) +
+  if (n.vmq_id)
+    throw Refused(ErrorKind::WrongState, "vmq.allocate: nic " + name + " already has vmq " + std::to_string(*n.vmq_id) +
                                              "; allowed from there: " + nic_steps(n));
   if (n.state == NicState::Disconnected) wrong_nic_state(name, n, "vmq.allocate");
   auto free = free_vmqs();
   if (free.empty())
     throw Refused(ErrorKind::Exhausted, "vmq.allocate: all " + std::to_string(max_vmqs_) +
                                             " vmqs are in use; nic " + name + " stays on the default queue");
-  mut_nic(name).vmq = free.front();
+  mut_nic(name).vmq_id = free.front();
   record("vmq " + std::to_string(free.front()), "free", "allocated to nic " + name, "vmq.allocate");
   return free.front();
 }
 
 void Model::vmq_free(const std::string& name) {
   const Nic& n = nic(name);
-  if (!n.vmq)
+  if (!n.vmq_id)
     throw Refused(ErrorKind::WrongState, "vmq.free: nic " + name + " has no vmq; allowed from there: " + nic_steps(n));
-  uint32_t v = *n.vmq;
-  mut_nic(name).vmq.reset();
+  uint32_t v = *n.vmq_id;
+  mut_nic(name).vmq_id.reset();
   record("vmq " + std::to_string(v), "allocated to nic " + name, "free", "vmq.free");
 }
 
 void Model::set_vmq_policy(const std::string& name, VmqPolicy policy, const std::string& step) {
   Nic& n = mut_nic(name);
-  if (n.config.vmq == policy) return;
-  std::string from = "vmq policy " + std::string(to_string(n.config.vmq));
-  n.config.vmq = policy;
+  if (n.desc.vmq_policy == policy) return;
+  std::string from = "vmq policy " + std::string(to_string(n.desc.vmq_policy));
+  n.desc.vmq_policy = policy;
   record("nic " + name, from, "vmq policy " + std::string(to_string(policy)), step);
 }
 

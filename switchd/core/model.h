@@ -17,7 +17,7 @@
 
 #include "common/names.h"
 #include "loader/abi.h"
-#include "switchd/core/forwarding.h"
+#include "switchd/core/nic.h"
 
 namespace xvmq::switchd {
 
@@ -40,35 +40,14 @@ struct Refused : std::exception {
 
 enum class PortState { Created, TornDown };
 enum class NicState { Created, Connected, Disconnected };
-enum class VmqPolicy { Off, Auto };  // off: Hyper-V's emulated NIC; auto: take one when available
-enum class Steering { Software, Hardware };
 
 std::string_view to_string(PortState s);
 std::string_view to_string(NicState s);
-std::string_view to_string(VmqPolicy p);
-std::string_view to_string(Steering s);
-std::string_view to_string(VlanMode m);
-
-struct NicConfig {
-  Mac mac{};
-  std::string backend;   // host-side netdev of the VM NIC
-  VlanMode vlan_mode = VlanMode::Access;
-  uint16_t vlan = 0;     // access: the VLAN; 0 = untagged
-  std::vector<uint16_t> trunk_vlans;     // trunk: the VLANs it carries, tagged
-  std::optional<uint16_t> native_vlan;   // trunk: the VLAN of its untagged frames
-  bool allow_mac_spoofing = false;       // Hyper-V's MacAddressSpoofing
-  VmqPolicy vmq = VmqPolicy::Auto;
-  Steering steering = Steering::Software;
-
-  PortVlans vlans() const;
-  // The VLANs the NIC is on: one for access; the trunk's and its native.
-  std::vector<uint16_t> carried() const;
-};
 
 struct Nic {
-  NicConfig config;
+  NicDesc desc;
   NicState state = NicState::Created;
-  std::optional<uint32_t> vmq;  // allocated vmq id
+  std::optional<uint32_t> vmq_id;  // the vmq it was given (the state file's "vmq")
 };
 
 struct Port {
@@ -87,6 +66,7 @@ struct Event {
 
 // Names: 1..15 characters of [A-Za-z0-9_.-], not starting with '-' or '.'.
 using xvmq::valid_name;
+inline constexpr const char* kNameRule = "use 1 to 15 characters of A-Z a-z 0-9 _ . -, not starting with - or .";
 
 // Ports one switchd keeps at most (the host port among them): a bound on the
 // memory, the state file and the time of every `show` that requests can
@@ -107,7 +87,7 @@ class Model {
   void port_create(const std::string& name);
   void port_teardown(const std::string& name);
   void port_delete(const std::string& name);
-  void nic_create(const std::string& port, const NicConfig& config);
+  void nic_create(const std::string& port, NicDesc nic);  // the NIC takes the port's name
   void nic_connect(const std::string& port);
   void nic_disconnect(const std::string& port);
   void nic_delete(const std::string& port);
@@ -133,6 +113,9 @@ class Model {
  private:
   Port& mut_port(const std::string& name);
   Nic& mut_nic(const std::string& port);
+  // A NIC step from one state to the next: checked, or checked and done.
+  void check_nic_step(const std::string& port, NicState from, const std::string& step) const;
+  void move_nic(const std::string& port, NicState from, NicState to, const std::string& step);
   [[noreturn]] void wrong_nic_state(const std::string& port, const Nic& nic, const std::string& step) const;
 
   uint32_t max_vmqs_;

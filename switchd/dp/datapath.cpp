@@ -43,7 +43,7 @@ void wait_for_xdp_runs() {
 }  // namespace
 
 struct Datapath::Connected {
-  NicSpec spec;
+  NicBinding spec;
   std::unique_ptr<VmPort> port;
   SteeringState steering;
   std::unique_ptr<QueueWorker> dedicated;  // the vmq's own queue and UMEM
@@ -201,26 +201,28 @@ namespace {
 
 // One filter per VLAN the NIC is on; the tag goes where the NIC takes the
 // VLAN untagged (access, a trunk's native VLAN).
-std::vector<std::pair<FilterKey, FilterValue>> filters_of(const NicSpec& nic) {
+std::vector<std::pair<FilterKey, FilterValue>> filters_of(const NicBinding& b) {
+  const NicDesc& nic = b.nic;
   std::vector<std::pair<FilterKey, FilterValue>> out;
   for (uint16_t v = 0; v <= XVMQ_VLAN_MAX; v++)
-    if (nic.vlans.carries(v)) out.push_back({{nic.mac, v}, {nic.vmq, !nic.vlans.sends_tagged(v)}});
+    if (nic.vlans.carries(v)) out.push_back({{nic.mac, v}, {b.vmq_id, !nic.vlans.sends_tagged(v)}});
   return out;
 }
 
 }  // namespace
 
-Status Datapath::install_filter(const NicSpec& nic) {
+Status Datapath::install_filter(const NicBinding& nic) {
   for (const auto& [k, v] : filters_of(nic))
     if (auto st = cls_->set_filter(k, v); !st) return st;
   return {};
 }
 
-void Datapath::clear_filter(const NicSpec& nic) {
+void Datapath::clear_filter(const NicBinding& nic) {
   for (const auto& [k, v] : filters_of(nic)) (void)cls_->clear_filter(k);
 }
 
-Status Datapath::connect(const NicSpec& nic) {
+Status Datapath::connect(const NicBinding& bound) {
+  const NicDesc& nic = bound.nic;
   if (connected_.count(nic.name)) return Error{EEXIST, "nic " + nic.name + " is already connected"};
   if (connected_.size() >= opts_.max_nics)
     return Error{ENOSPC, "the switch has receive buffers for " + std::to_string(opts_.max_nics) +
@@ -234,8 +236,8 @@ Status Datapath::connect(const NicSpec& nic) {
                              std::to_string(all) + ": give it as many (ip link add ... numrxqueues " + std::to_string(all) +
                              " numtxqueues " + std::to_string(all) + ")"};
   auto c = std::make_unique<Connected>();
-  c->spec = nic;
-  c->steering = steer(nic);
+  c->spec = bound;
+  c->steering = steer(bound);
 
   auto port = VmPort::attach(*dev, max_frame(opts_.worker.frame_size));
   if (!port) return with_fd_limit(port.error());
@@ -250,7 +252,7 @@ Status Datapath::connect(const NicSpec& nic) {
   Status st;
   if (c->steering.hardware) st = start_dedicated(*c, counters.back());
   if (st) st = add_to_workers(*c, counters, done);
-  if (st && nic.vmq) st = install_filter(nic);
+  if (st && bound.vmq_id) st = install_filter(bound);
   if (!st) {
     undo_connect(*c, done);
     return with_fd_limit(st.error());
@@ -259,11 +261,12 @@ Status Datapath::connect(const NicSpec& nic) {
   return {};
 }
 
-SteeringState Datapath::steer(const NicSpec& nic) const {
+SteeringState Datapath::steer(const NicBinding& bound) const {
+  const NicDesc& nic = bound.nic;
   SteeringState ss;
-  ss.requested_hw = nic.hardware;
-  if (!nic.hardware) return ss;
-  HardwareSteeringAsk ask{uplink_, nic.mac, nic.vlan, nic.vmq, {}, {}, opts_.flow_rules == FlowRules::Ethtool};
+  ss.requested_hw = nic.hardware_steering();
+  if (!nic.hardware_steering()) return ss;
+  HardwareSteeringAsk ask{uplink_, nic.mac, nic.vlans.access, bound.vmq_id, {}, {}, opts_.flow_rules == FlowRules::Ethtool};
   for (const auto& r : reserved_) ask.reserved.push_back({r.queue, r.cpu});
   for (const auto& [_, o] : connected_)
     if (o->steering.hardware) ask.taken.push_back(static_cast<uint32_t>(o->steering.queue));
@@ -279,22 +282,21 @@ SteeringState Datapath::steer(const NicSpec& nic) const {
 // The vmq's own queue and UMEM; its vmq socket in the classifier's slot of
 // that queue, its backend socket in the VM port's.
 Status Datapath::start_dedicated(Connected& c, const std::shared_ptr<NicCounters>& counters) {
-  const NicSpec& nic = c.spec;
+  const NicDesc& nic = c.spec.nic;
   const SteeringState& ss = c.steering;
   c.dedicated = std::make_unique<QueueWorker>(uplink_, static_cast<uint32_t>(ss.queue), ss.cpu,
                                               dedicated_worker_options(opts_));
-  WorkerNic wn{nic.name,  nic.mac, nic.vlan,  nic.backend,           static_cast<int>(nic.vmq),
-               counters, {},  nic.vlans, nic.allow_mac_spoofing, nic.statics};
+  WorkerNic wn{.nic = nic, .vmq = static_cast<int>(c.spec.vmq_id), .counters = counters};
   auto socks = c.dedicated->start_dedicated(wn, workers_.front().get());
   if (!socks) return socks.error();
-  if (auto st = cls_->set_socket(nic.vmq, static_cast<uint32_t>(ss.queue), socks->vmq_fd); !st) return st;
+  if (auto st = cls_->set_socket(c.spec.vmq_id, static_cast<uint32_t>(ss.queue), socks->vmq_fd); !st) return st;
   return c.port->set_slot(socks->backend.front().first, socks->backend.front().second);
 }
 
 // The NIC on each general worker, from workers_[done] on; `done` counts the
 // workers that have it (to undo), one that failed after add_nic included.
 Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<NicCounters>>& counters, size_t& done) {
-  const NicSpec& nic = c.spec;
+  const NicDesc& nic = c.spec.nic;
   const SteeringState& ss = c.steering;
   for (; done < workers_.size(); done++) {
     // Reserved queues without this NIC's dedicated worker: a general worker
@@ -303,15 +305,14 @@ Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<
     for (size_t r = 0; r < reserved_.size(); r++)
       if (!(ss.hardware && static_cast<int>(reserved_[r].queue) == ss.queue) && r % workers_.size() == done)
         extra.push_back(reserved_[r].queue);
-    int vmq = ss.hardware ? 0 : static_cast<int>(nic.vmq);  // a dedicated vmq has its socket on its queue only
-    WorkerNic wn{nic.name,  nic.mac,   nic.vlan,  nic.backend,           vmq,
-                 counters[done], extra, nic.vlans, nic.allow_mac_spoofing, nic.statics};
+    int vmq = ss.hardware ? 0 : static_cast<int>(c.spec.vmq_id);  // a dedicated vmq has its socket on its queue only
+    WorkerNic wn{.nic = nic, .vmq = vmq, .counters = counters[done], .extra_queues = extra};
     auto socks = workers_[done]->add_nic(wn);
     if (!socks) return socks.error();
     Status st;
     for (auto [q, fd] : socks->backend)
       if (st = c.port->set_slot(q, fd); !st) break;
-    if (st && vmq) st = cls_->set_socket(nic.vmq, workers_[done]->queue(), socks->vmq_fd);
+    if (st && vmq) st = cls_->set_socket(c.spec.vmq_id, workers_[done]->queue(), socks->vmq_fd);
     if (!st) {
       done++;
       return st;
@@ -321,10 +322,10 @@ Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<
 }
 
 void Datapath::undo_connect(Connected& c, size_t done) {
-  const NicSpec& nic = c.spec;
+  const NicDesc& nic = c.spec.nic;
   const size_t all = workers_.size() + reserved_.size();
-  if (nic.vmq)
-    for (size_t i = 0; i < all; i++) (void)cls_->clear_socket(nic.vmq, static_cast<uint32_t>(i));
+  if (c.spec.vmq_id)
+    for (size_t i = 0; i < all; i++) (void)cls_->clear_socket(c.spec.vmq_id, static_cast<uint32_t>(i));
   c.port.reset();
   wait_for_xdp_runs();  // no run still redirects into the sockets closed next
   c.dedicated.reset();
@@ -336,11 +337,11 @@ void Datapath::undo_connect(Connected& c, size_t done) {
 Status Datapath::disconnect(const std::string& name) {
   auto it = connected_.find(name);
   if (it == connected_.end()) return Error{ENOENT, "nic " + name + " is not connected"};
-  const NicSpec& nic = it->second->spec;
+  const NicBinding& nic = it->second->spec;
   const uint32_t all = static_cast<uint32_t>(workers_.size() + reserved_.size());
-  if (nic.vmq) {
+  if (nic.vmq_id) {
     clear_filter(nic);
-    for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq, q);
+    for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq_id, q);
   }
   it->second->port->clear_slots(all);
   it->second->port.reset();
@@ -360,35 +361,36 @@ Status Datapath::disconnect(const std::string& name) {
   return st;
 }
 
-Status Datapath::set_vmq(const NicSpec& nic, uint32_t vmq) {
+Status Datapath::set_vmq(const NicBinding& bound, uint32_t vmq) {
+  const NicDesc& nic = bound.nic;
   auto it = connected_.find(nic.name);
   if (it == connected_.end()) return {};  // applied at connect
   if (it->second->steering.hardware)
     return Error{EBUSY, "nic " + nic.name + " is hardware-steered on dedicated queue " +
                             std::to_string(it->second->steering.queue) + "; disconnect it to change its vmq"};
-  NicSpec& cur = it->second->spec;
-  if (cur.vmq) {
+  NicBinding& cur = it->second->spec;
+  if (cur.vmq_id) {
     clear_filter(cur);
-    for (auto& w : workers_) (void)cls_->clear_socket(cur.vmq, w->queue());
+    for (auto& w : workers_) (void)cls_->clear_socket(cur.vmq_id, w->queue());
     wait_for_xdp_runs();  // no run still redirects into the vmq sockets set_vmq closes
     for (auto& w : workers_)
-      if (auto fd = w->set_vmq(cur.name, 0); !fd) return fd.error();
-    cur.vmq = 0;
+      if (auto fd = w->set_vmq(cur.nic.name, 0); !fd) return fd.error();
+    cur.vmq_id = 0;
   }
   if (!vmq) return {};
   for (auto& w : workers_) {
-    auto fd = w->set_vmq(cur.name, static_cast<int>(vmq));
+    auto fd = w->set_vmq(cur.nic.name, static_cast<int>(vmq));
     if (!fd) return fd.error();
     if (auto st = cls_->set_socket(vmq, w->queue(), *fd); !st) return st;
   }
-  cur.vmq = vmq;
+  cur.vmq_id = vmq;
   return install_filter(cur);
 }
 
 Status Datapath::set_statics(const std::string& name, const std::vector<std::pair<Mac, uint16_t>>& statics) {
   auto it = connected_.find(name);
   if (it == connected_.end()) return {};  // applied at connect
-  it->second->spec.statics = statics;
+  it->second->spec.nic.statics = statics;
   // The software switch runs on the general workers only: a dedicated
   // worker hands what its VM sends to one of them.
   for (auto& w : workers_)
@@ -400,13 +402,13 @@ Result<std::vector<std::pair<FilterKey, FilterValue>>> Datapath::filters() const
 
 void Datapath::forget(const std::string& name) { counters_.erase(name); }
 
-Status Datapath::reconcile_filters(const std::vector<NicSpec>& keep) {
+Status Datapath::reconcile_filters(const std::vector<NicBinding>& keep) {
   auto filters = cls_->filters();
   if (!filters) return filters.error();
   for (const auto& [key, value] : *filters) {
     bool wanted = opts_.host_stack && value.vmq == XVMQ_HOST_VMQ;
     for (const auto& n : keep)
-      for (const auto& [k, v] : filters_of(n)) wanted |= n.vmq && key == k && value == v;
+      for (const auto& [k, v] : filters_of(n)) wanted |= n.vmq_id && key == k && value == v;
     if (!wanted) (void)cls_->clear_filter(key);
   }
   return {};
@@ -416,7 +418,7 @@ Status Datapath::detach() {
   (void)cls_->set_host_groups(false);
   stack_reader_.reset();
   for (auto& [name, c] : connected_) {
-    if (c->spec.vmq) clear_filter(c->spec);
+    if (c->spec.vmq_id) clear_filter(c->spec);
     c->port.reset();
   }
   wait_for_xdp_runs();  // no run still redirects into the sockets closed next

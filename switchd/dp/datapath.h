@@ -49,16 +49,10 @@ struct DatapathOptions {
   bool host_stack = false;
 };
 
-struct NicSpec {
-  std::string name;
-  Mac mac{};
-  uint16_t vlan = 0;
-  std::string backend;
-  uint32_t vmq = 0;  // 0: none, the default queue's software path
-  bool hardware = false;  // hardware steering requested
-  PortVlans vlans = PortVlans::access_vlan(0);  // `vlan` is vlans.access for an access NIC
-  bool allow_mac_spoofing = false;
-  std::vector<std::pair<Mac, uint16_t>> statics;  // static FDB entries behind the NIC
+// A NIC as the datapath takes it: its descriptor and the vmq it was given.
+struct NicBinding {
+  NicDesc nic;
+  uint32_t vmq_id = 0;  // 0: none, the default queue's software path
 };
 
 // How a connected NIC's vmq is steered.
@@ -130,17 +124,17 @@ class Datapath : public DatapathApi {
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
   std::vector<DedicatedInfo> dedicated() const;
 
-  Status connect(const NicSpec& nic);
+  Status connect(const NicBinding& nic);
   Status disconnect(const std::string& name);
   // Give a connected NIC a vmq (sockets, slots, then filter) or take it away (vmq 0).
-  Status set_vmq(const NicSpec& nic, uint32_t vmq);
+  Status set_vmq(const NicBinding& nic, uint32_t vmq);
   // Replace a connected NIC's static FDB entries (a NIC not connected gets
-  // them from its NicSpec at connect).
+  // them from its NicBinding at connect).
   Status set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics);
   // Forget a deleted NIC's counters.
   void forget(const std::string& name);
   // Filters that no NIC in `keep` owns are cleared (after a restart).
-  Status reconcile_filters(const std::vector<NicSpec>& keep);
+  Status reconcile_filters(const std::vector<NicBinding>& keep);
 
   // Detach the classifier and remove its pins (uplink detach).
   Status detach();
@@ -162,12 +156,12 @@ class Datapath : public DatapathApi {
   Status start_queues(uint32_t rx_queues);
   // connect(): the steering decided, the dedicated worker (hardware
   // steering), the NIC on every general worker; undone on failure.
-  SteeringState steer(const NicSpec& nic) const;
+  SteeringState steer(const NicBinding& nic) const;
   Status start_dedicated(Connected& c, const std::shared_ptr<NicCounters>& counters);
   Status add_to_workers(Connected& c, const std::vector<std::shared_ptr<NicCounters>>& counters, size_t& done);
   void undo_connect(Connected& c, size_t done);
-  Status install_filter(const NicSpec& nic);
-  void clear_filter(const NicSpec& nic);
+  Status install_filter(const NicBinding& nic);
+  void clear_filter(const NicBinding& nic);
 
   std::string uplink_;
   std::string driver_;

@@ -4,7 +4,7 @@
 // switch an in-memory one (tests/lib/fake_datapath.h) through
 // SwitchOptions::open_datapath, so every op can run without a kernel.
 //
-// The value types (NicSpec, QueueInfo, ...) are datapath.h's; they are only
+// The value types (NicBinding, QueueInfo, ...) are datapath.h's; they are only
 // named here, so that header needs no other change than deriving from this.
 #pragma once
 
@@ -24,7 +24,7 @@ class Fdb;
 struct QueueCounters;
 struct PoolState;
 struct WorkerOptions;
-struct NicSpec;
+struct NicBinding;
 struct SteeringState;
 struct QueueInfo;
 struct DedicatedInfo;
@@ -56,12 +56,12 @@ class DatapathApi {
   virtual std::vector<DedicatedInfo> dedicated() const = 0;
 
   // NICs: sockets, slots and filters (the order is the datapath's business).
-  virtual Status connect(const NicSpec& nic) = 0;
+  virtual Status connect(const NicBinding& nic) = 0;
   virtual Status disconnect(const std::string& name) = 0;
-  virtual Status set_vmq(const NicSpec& nic, uint32_t vmq) = 0;
+  virtual Status set_vmq(const NicBinding& nic, uint32_t vmq) = 0;
   virtual Status set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics) = 0;
   virtual void forget(const std::string& name) = 0;
-  virtual Status reconcile_filters(const std::vector<NicSpec>& keep) = 0;
+  virtual Status reconcile_filters(const std::vector<NicBinding>& keep) = 0;
   virtual Status detach() = 0;
 
   // Counters and tables, for show, stats and fdb.*.

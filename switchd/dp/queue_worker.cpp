@@ -140,8 +140,8 @@ Result<int> QueueWorker::start() {
 
 Status QueueWorker::open_backend_socket(Nic& n) {
   n.ctx = std::make_unique<Ctx>();
-  n.ctx->ifname = n.cfg.backend;
-  auto b = create_socket(n.cfg.backend, queue_, n.ctx.get(), opts_.nic_ring_size);
+  n.ctx->ifname = n.cfg.nic.backend;
+  auto b = create_socket(n.cfg.nic.backend, queue_, n.ctx.get(), opts_.nic_ring_size);
   if (!b) return b.error();
   n.backend = *b;
   n.backend->kind = Sock::Backend;
@@ -162,8 +162,8 @@ Status QueueWorker::open_vmq_socket(Nic& n) {
 Status QueueWorker::open_extra_sockets(Nic& n, NicSockets& out) {
   for (uint32_t q : n.cfg.extra_queues) {
     auto ctx = std::make_unique<Ctx>();
-    ctx->ifname = n.cfg.backend;
-    auto e = create_socket(n.cfg.backend, q, ctx.get(), opts_.nic_ring_size);
+    ctx->ifname = n.cfg.nic.backend;
+    auto e = create_socket(n.cfg.nic.backend, q, ctx.get(), opts_.nic_ring_size);
     if (!e) return e.error();
     (*e)->kind = Sock::Backend;
     (*e)->nic = &n;
@@ -183,10 +183,10 @@ Result<NicSockets> QueueWorker::start_dedicated(const WorkerNic& cfg, QueueWorke
   if (auto st = open_vmq_socket(*n); !st) return st.error();
   if (auto st = open_backend_socket(*n); !st) return st.error();
   NicSockets out{{{queue_, n->backend->xs->fd()}}, n->vmq_sock->xs->fd()};
-  nics_[cfg.name] = std::move(n);
+  nics_[cfg.nic.name] = std::move(n);
   rebuild_fill_ctxs();
   refill(*uplink_ctx_, opts_.uplink_reserve);
-  if (handoff_) handoff_ring_ = handoff_->open_handoff(cfg.name);
+  if (handoff_) handoff_ring_ = handoff_->open_handoff(cfg.nic.name);
   thread_ = std::thread([this] { loop(); });
   return out;
 }
@@ -256,7 +256,7 @@ void QueueWorker::rebuild_fill_ctxs() {
 Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
   NicSockets out;
   Status st = run_on_thread([&]() -> Status {
-    if (nics_.count(cfg.name)) return Error{EEXIST, "nic " + cfg.name + " is already on queue " + std::to_string(queue_)};
+    if (nics_.count(cfg.nic.name)) return Error{EEXIST, "nic " + cfg.nic.name + " is already on queue " + std::to_string(queue_)};
     if (fill_ctxs_.size() + 1 + cfg.extra_queues.size() > opts_.max_sockets)
       return Error{ENOSPC, "queue " + std::to_string(queue_) + " has receive buffers for " + std::to_string(opts_.max_sockets) +
                                " backend sockets, all reserved (--max-nics)"};
@@ -278,7 +278,7 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
       undo();
       return opened;
     }
-    nics_[cfg.name] = std::move(n);
+    nics_[cfg.nic.name] = std::move(n);
     rebuild_ports();
     rebuild_fill_ctxs();
     return {};
@@ -313,7 +313,7 @@ Status QueueWorker::set_statics(const std::string& name, std::vector<std::pair<M
   return run_on_thread([&]() -> Status {
     auto it = nics_.find(name);
     if (it == nics_.end()) return Error{ENOENT, "nic " + name + " is not on queue " + std::to_string(queue_)};
-    it->second->cfg.statics = std::move(statics);
+    it->second->cfg.nic.statics = std::move(statics);
     rebuild_ports();
     return {};
   });

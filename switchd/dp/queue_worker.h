@@ -141,20 +141,15 @@ struct QueueCounters {
   std::atomic<uint64_t> vlan_frames[4096]{};  // frames the software switch forwarded, by VLAN
 };
 
-// A connected NIC as the worker sees it.
+// A connected NIC as the worker sees it: its descriptor and what only
+// this worker keeps for it.
 struct WorkerNic {
-  std::string name;
-  Mac mac{};
-  uint16_t vlan = 0;        // access VLAN, 0: untagged
-  std::string backend;
+  NicDesc nic;
   int vmq = 0;              // 0: none
   std::shared_ptr<NicCounters> counters;  // this worker's counters for the NIC
   // Backend queues this worker also serves for the NIC (reserved queues no
   // dedicated worker has the NIC on): the VM may transmit on any queue.
   std::vector<uint32_t> extra_queues;
-  PortVlans vlans = PortVlans::access_vlan(0);
-  bool allow_mac_spoofing = false;
-  std::vector<std::pair<Mac, uint16_t>> statics;  // static FDB entries behind the NIC
 };
 
 // The fds a NIC's sockets got on one worker, for the classifier's and the
@@ -274,7 +269,7 @@ class QueueWorker {
   Sock* default_sock_ = nullptr;
   std::vector<std::unique_ptr<Sock>> socks_;
   std::unordered_map<std::string, std::unique_ptr<Nic>> nics_;
-  std::vector<SwitchPort> ports_;  // the connected NICs, for decide()
+  std::vector<NicDesc> ports_;    // the connected NICs, for decide()
   PortIndex port_macs_;            // ports_ by MAC, for decide()
   std::vector<Nic*> port_nics_;    // the same order
   std::vector<Sock*> to_kick_;

@@ -143,7 +143,7 @@ void QueueWorker::rebuild_ports() {
     n->port = -1;
     if (n->removing) continue;
     n->port = static_cast<int>(ports_.size());
-    ports_.push_back({n->cfg.mac, n->cfg.vlans, n->cfg.allow_mac_spoofing, n->cfg.statics});
+    ports_.push_back(n->cfg.nic);
     port_nics_.push_back(n.get());
   }
   port_macs_ = index_ports(ports_);

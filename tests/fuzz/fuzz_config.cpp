@@ -74,13 +74,13 @@ void execute(Running& r, const Step& s) {
   } else if (s.op == "port.delete") {
     r.model.port_delete(a.at("name"));
   } else if (s.op == "nic.create") {
-    r.model.nic_create(a.at("port"), nic_config_from_args(a));
+    r.model.nic_create(a.at("port"), nic_from_args(a));
   } else if (s.op == "nic.connect") {
     const std::string port = a.at("port");
     r.model.check_nic_connect(port);
     if (!r.uplink) throw Refused(ErrorKind::WrongState, "nic.connect: no uplink is attached");
     const Nic& n = r.model.nic(port);
-    if (!n.vmq && n.config.vmq == VmqPolicy::Auto && !r.model.free_vmqs().empty()) r.model.vmq_allocate(port);
+    if (!n.vmq_id && n.desc.vmq_policy == VmqPolicy::Auto && !r.model.free_vmqs().empty()) r.model.vmq_allocate(port);
     r.model.nic_connect(port);
   } else if (s.op == "nic.disconnect") {
     r.model.nic_disconnect(a.at("port"));
@@ -90,8 +90,8 @@ void execute(Running& r, const Step& s) {
     const std::string port = a.at("port");
     const bool alloc = s.op == "vmq.allocate";
     const Nic& n = r.model.nic(port);
-    if (alloc && !n.vmq && !r.model.free_vmqs().empty() && n.state != NicState::Disconnected) r.model.vmq_allocate(port);
-    if (!alloc && n.vmq) r.model.vmq_free(port);
+    if (alloc && !n.vmq_id && !r.model.free_vmqs().empty() && n.state != NicState::Disconnected) r.model.vmq_allocate(port);
+    if (!alloc && n.vmq_id) r.model.vmq_free(port);
     if (a.contains("policy")) r.model.set_vmq_policy(port, alloc ? VmqPolicy::Auto : VmqPolicy::Off, s.op);
   } else {
     broken("the planner made an unknown op", s.op);
@@ -102,7 +102,7 @@ void execute(Running& r, const Step& s) {
 // a list is not a difference the planner acts on.
 std::string normal_toml(SwitchConfig c) {
   for (auto& [_, p] : c.ports)
-    if (p.nic) std::sort(p.nic->trunk_vlans.begin(), p.nic->trunk_vlans.end());
+    if (p.nic) std::sort(p.nic->vlans.trunk_vlans.begin(), p.nic->vlans.trunk_vlans.end());
   return to_toml(c);
 }
 

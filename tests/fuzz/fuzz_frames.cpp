@@ -28,12 +28,12 @@ namespace {
 
 constexpr Mac mac(uint8_t last) { return Mac{0x02, 0, 0, 0, 0, last}; }
 
-SwitchPort port(uint8_t last, PortVlans vlans, bool spoof = false, std::vector<std::pair<Mac, uint16_t>> statics = {}) {
-  return SwitchPort{mac(last), std::move(vlans), spoof, std::move(statics)};
+NicDesc port(uint8_t last, PortVlans vlans, bool spoof = false, std::vector<std::pair<Mac, uint16_t>> statics = {}) {
+  return NicDesc{.mac = mac(last), .vlans = std::move(vlans), .allow_mac_spoofing = spoof, .statics = std::move(statics)};
 }
 
-const std::vector<std::vector<SwitchPort>>& tables() {
-  static const std::vector<std::vector<SwitchPort>> t{
+const std::vector<std::vector<NicDesc>>& tables() {
+  static const std::vector<std::vector<NicDesc>> t{
       // Access ports: two untagged, one on VLAN 10.
       {port(1, PortVlans::access_vlan(0)), port(2, PortVlans::access_vlan(0)), port(3, PortVlans::access_vlan(10))},
       // Trunks: 10 and 20 tagged without a native VLAN; 10, 20, 30 with 30
@@ -88,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (e.port == kUplink) {
       if (e.tagged != (d.vlan != 0)) fail("the uplink takes a VLAN tagged and the untagged network untagged");
     } else {
-      const SwitchPort& p = ports[static_cast<size_t>(e.port)];
+      const NicDesc& p = ports[static_cast<size_t>(e.port)];
       if (!p.vlans.carries(d.vlan)) fail("a port gets only its VLANs");
       if (e.tagged != p.vlans.sends_tagged(d.vlan)) fail("a port gets the shape it takes");
     }

@@ -45,7 +45,7 @@ std::optional<SteeringState> FakeDatapath::steering(const std::string& nic) cons
   auto it = connected_.find(nic);
   if (it == connected_.end()) return std::nullopt;
   SteeringState ss;
-  ss.requested_hw = it->second.hardware;
+  ss.requested_hw = it->second.nic.hardware_steering();
   if (ss.requested_hw) ss.reason = "driver " + fake_.driver + " has no RX flow classification";
   return ss;
 }
@@ -54,31 +54,34 @@ Result<std::vector<std::pair<FilterKey, FilterValue>>> FakeDatapath::filters() c
 
 // As the real datapath: one filter per VLAN the NIC is on, the tag
 // stripped where the NIC takes that VLAN untagged.
-void FakeDatapath::install(const NicSpec& nic) {
-  if (!nic.vmq) return;
+void FakeDatapath::install(const NicBinding& bound) {
+  const NicDesc& nic = bound.nic;
+  if (!bound.vmq_id) return;
   for (uint16_t v = 0; v <= XVMQ_VLAN_MAX; v++) {
     if (!nic.vlans.carries(v)) continue;
     FilterKey k{nic.mac, v};
     std::erase_if(filters_, [&](const auto& f) { return f.first == k; });
-    filters_.push_back({k, {nic.vmq, !nic.vlans.sends_tagged(v)}});
+    filters_.push_back({k, {bound.vmq_id, !nic.vlans.sends_tagged(v)}});
   }
 }
 
-void FakeDatapath::clear(const NicSpec& nic) {
+void FakeDatapath::clear(const NicBinding& bound) {
+  const NicDesc& nic = bound.nic;
   std::erase_if(filters_, [&](const auto& f) { return f.first.mac == nic.mac && nic.vlans.carries(f.first.vlan); });
 }
 
-Status FakeDatapath::connect(const NicSpec& nic) {
-  calls_.push_back("connect " + nic.name + " vmq " + std::to_string(nic.vmq));
+Status FakeDatapath::connect(const NicBinding& bound) {
+  const NicDesc& nic = bound.nic;
+  calls_.push_back("connect " + nic.name + " vmq " + std::to_string(bound.vmq_id));
   if (int e = std::exchange(fail_next_connect, 0))
     return Error{e, "nic " + nic.name + ": " + std::strerror(e) + " (injected)"};
   if (detached_) return Error{ENODEV, "uplink " + uplink_ + " is detached"};
   if (connected_.count(nic.name)) return Error{EEXIST, "nic " + nic.name + " is already connected"};
   if (!fake_.backend_exists(nic.backend))
     return Error{ENODEV, "backend of nic " + nic.name + ": netdev " + nic.backend + ": No such device"};
-  connected_[nic.name] = nic;
+  connected_[nic.name] = bound;
   known_[nic.name] = true;
-  install(nic);
+  install(bound);
   return {};
 }
 
@@ -91,20 +94,21 @@ Status FakeDatapath::disconnect(const std::string& name) {
   return {};
 }
 
-Status FakeDatapath::set_vmq(const NicSpec& nic, uint32_t vmq) {
+Status FakeDatapath::set_vmq(const NicBinding& bound, uint32_t vmq) {
+  const NicDesc& nic = bound.nic;
   calls_.push_back("set_vmq " + nic.name + " " + std::to_string(vmq));
   if (int e = std::exchange(fail_next_set_vmq, 0))
     return Error{e, "nic " + nic.name + ": " + std::strerror(e) + " (injected)"};
   auto it = connected_.find(nic.name);
   if (it == connected_.end()) return Error{ENOENT, "nic " + nic.name + " is not connected"};
   clear(it->second);
-  it->second.vmq = vmq;
+  it->second.vmq_id = vmq;
   install(it->second);
   return {};
 }
 
 Status FakeDatapath::set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics) {
-  if (auto it = connected_.find(nic); it != connected_.end()) it->second.statics = statics;
+  if (auto it = connected_.find(nic); it != connected_.end()) it->second.nic.statics = statics;
   return {};
 }
 
@@ -113,7 +117,7 @@ void FakeDatapath::forget(const std::string& name) {
   known_.erase(name);
 }
 
-Status FakeDatapath::reconcile_filters(const std::vector<NicSpec>& keep) {
+Status FakeDatapath::reconcile_filters(const std::vector<NicBinding>& keep) {
   calls_.push_back("reconcile " + std::to_string(keep.size()));
   filters_.clear();
   for (const auto& nic : keep) install(nic);

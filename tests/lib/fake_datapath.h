@@ -51,12 +51,12 @@ class FakeDatapath : public DatapathApi {
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const override;
   std::vector<DedicatedInfo> dedicated() const override { return {}; }
 
-  Status connect(const NicSpec& nic) override;
+  Status connect(const NicBinding& nic) override;
   Status disconnect(const std::string& name) override;
-  Status set_vmq(const NicSpec& nic, uint32_t vmq) override;
+  Status set_vmq(const NicBinding& nic, uint32_t vmq) override;
   Status set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics) override;
   void forget(const std::string& name) override;
-  Status reconcile_filters(const std::vector<NicSpec>& keep) override;
+  Status reconcile_filters(const std::vector<NicBinding>& keep) override;
   Status detach() override;
 
   Result<Counters> classifier_counters() const override { return Counters{}; }
@@ -67,7 +67,7 @@ class FakeDatapath : public DatapathApi {
   const Fdb& fdb() const override { return fdb_; }
 
   // For tests: the connected NICs as the switch last gave them.
-  const std::map<std::string, NicSpec>& connected() const { return connected_; }
+  const std::map<std::string, NicBinding>& connected() const { return connected_; }
   bool detached() const { return detached_; }
   // For tests: what the switch asked, one line a call ("connect vm1 vmq 1",
   // "set_vmq vm1 0", "disconnect vm1", "forget vm1", "reconcile 2", "detach").
@@ -78,8 +78,8 @@ class FakeDatapath : public DatapathApi {
   int fail_next_set_vmq = 0;
 
  private:
-  void install(const NicSpec& nic);
-  void clear(const NicSpec& nic);
+  void install(const NicBinding& nic);
+  void clear(const NicBinding& nic);
 
   std::string uplink_;
   DatapathOptions opts_;
@@ -89,7 +89,7 @@ class FakeDatapath : public DatapathApi {
   std::vector<QueueInfo> queues_, reserved_;
   std::vector<std::unique_ptr<QueueCounters>> counters_;
   Fdb fdb_;
-  std::map<std::string, NicSpec> connected_;
+  std::map<std::string, NicBinding> connected_;
   std::map<std::string, bool> known_;  // NICs with totals (connected once, not forgotten)
   std::vector<std::pair<FilterKey, FilterValue>> filters_;
   bool detached_ = false;

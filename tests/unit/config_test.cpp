@@ -169,12 +169,12 @@ TEST(ConfigParse, GoodFileAndRoundTrip) {
   EXPECT_EQ(c.uplink->mode, AttachMode::Skb);
   EXPECT_EQ(c.uplink->host, "stack");
   ASSERT_EQ(c.ports.size(), 4u);
-  const NicConfig& v2 = *c.ports.at("vm2").nic;
-  EXPECT_EQ(v2.vlan_mode, VlanMode::Trunk);
-  EXPECT_EQ(v2.trunk_vlans, (std::vector<uint16_t>{20, 10}));
-  EXPECT_EQ(v2.native_vlan, 30);
-  EXPECT_EQ(v2.vmq, VmqPolicy::Off);
-  EXPECT_EQ(c.ports.at("vm3").nic->vlan, 10);
+  const NicDesc& v2 = *c.ports.at("vm2").nic;
+  EXPECT_EQ(v2.vlans.mode, VlanMode::Trunk);
+  EXPECT_EQ(v2.vlans.trunk_vlans, (std::vector<uint16_t>{20, 10}));
+  EXPECT_EQ(v2.vlans.native, 30);
+  EXPECT_EQ(v2.vmq_policy, VmqPolicy::Off);
+  EXPECT_EQ(c.ports.at("vm3").nic->vlans.access, 10);
   EXPECT_TRUE(c.ports.at("vm3").nic->allow_mac_spoofing);
   EXPECT_FALSE(c.ports.at("vm3").connected);
   EXPECT_FALSE(c.ports.at("spare").nic);
@@ -219,12 +219,10 @@ struct Running {
   void nic(const std::string& name, const std::string& mac, uint16_t vlan = 0, VmqPolicy vmq = VmqPolicy::Auto,
            bool connect = true) {
     model.port_create(name);
-    NicConfig c;
-    c.mac = *parse_mac(mac);
-    c.backend = name + "-host";
-    c.vlan = vlan;
-    c.vmq = vmq;
-    model.nic_create(name, c);
+    model.nic_create(name, NicDesc{.mac = *parse_mac(mac),
+                                   .backend = name + "-host",
+                                   .vlans = PortVlans::access_vlan(vlan),
+                                   .vmq_policy = vmq});
     if (vmq == VmqPolicy::Auto && !model.free_vmqs().empty()) model.vmq_allocate(name);
     if (connect) model.nic_connect(name);
   }
@@ -364,9 +362,9 @@ TEST(ConfigPlan, StepsCarryTheOpsArguments) {
   EXPECT_EQ(steps[2].args["native_vlan"], 0);
   EXPECT_EQ(steps[2].command(), "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --trunk 10 --native-vlan 0");
   // The arguments go back through the op's own parsing to the same NIC.
-  NicConfig c = nic_config_from_args(steps[2].args);
-  EXPECT_EQ(c.trunk_vlans, desired->ports.at("vm1").nic->trunk_vlans);
-  EXPECT_EQ(c.native_vlan, 0);
+  NicDesc c = nic_from_args(steps[2].args);
+  EXPECT_EQ(c.vlans.trunk_vlans, desired->ports.at("vm1").nic->vlans.trunk_vlans);
+  EXPECT_EQ(c.vlans.native, 0);
 }
 
 }  // namespace

@@ -26,12 +26,15 @@ Bytes frame(const Mac& dst, const Mac& src, std::vector<std::pair<uint16_t, uint
 
 // Ports: 0 access VLAN 10, 1 access VLAN 10, 2 access VLAN 20, 3 trunk {10, 20, 30} native 30,
 // 4 trunk {20} without native, 5 access untagged (VLAN 0), 6 access VLAN 10 with spoofing allowed.
-std::vector<SwitchPort> ports() {
+std::vector<NicDesc> ports() {
+  auto port = [](uint8_t last, PortVlans vlans, bool spoof = false) {
+    return NicDesc{.mac = mac(last), .vlans = std::move(vlans), .allow_mac_spoofing = spoof};
+  };
   return {
-      {mac(1), PortVlans::access_vlan(10), false}, {mac(2), PortVlans::access_vlan(10), false},
-      {mac(3), PortVlans::access_vlan(20), false}, {mac(4), PortVlans::trunk({10, 20, 30}, 30), false},
-      {mac(5), PortVlans::trunk({20}, std::nullopt), false}, {mac(6), PortVlans::access_vlan(0), false},
-      {mac(7), PortVlans::access_vlan(10), true},
+      port(1, PortVlans::access_vlan(10)),  port(2, PortVlans::access_vlan(10)),
+      port(3, PortVlans::access_vlan(20)),  port(4, PortVlans::trunk({10, 20, 30}, 30)),
+      port(5, PortVlans::trunk({20}, std::nullopt)), port(6, PortVlans::access_vlan(0)),
+      port(7, PortVlans::access_vlan(10), true),
   };
 }
 
@@ -195,11 +198,12 @@ TEST(Fdb, WorkersLearnConcurrently) {
 TEST(Forwarding, IndexedLookupDecidesAsTheScan) {
   std::mt19937 rng(7);
   for (int round = 0; round < 50; round++) {
-    std::vector<SwitchPort> ps;
+    std::vector<NicDesc> ps;
     const int n = 1 + static_cast<int>(rng() % 40);
     for (int i = 0; i < n; i++) {
-      SwitchPort p{mac(static_cast<uint8_t>(rng() % 24)), rng() % 2 ? PortVlans::access_vlan(static_cast<uint16_t>(rng() % 3))
-                                                                   : PortVlans::trunk({1, 2}, std::nullopt), false};
+      NicDesc p{.mac = mac(static_cast<uint8_t>(rng() % 24)),
+                .vlans = rng() % 2 ? PortVlans::access_vlan(static_cast<uint16_t>(rng() % 3))
+                                   : PortVlans::trunk({1, 2}, std::nullopt)};
       if (rng() % 4 == 0) p.statics.push_back({mac(static_cast<uint8_t>(rng() % 24)), static_cast<uint16_t>(rng() % 3)});
       ps.push_back(p);
     }

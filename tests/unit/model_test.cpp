@@ -7,12 +7,10 @@
 namespace xvmq::switchd {
 namespace {
 
-NicConfig nic(uint8_t n, uint16_t vlan = 0) {
-  NicConfig c;
-  c.mac = Mac{0x02, 0, 0, 0, 0, n};
-  c.backend = "vm" + std::to_string(n) + "-host";
-  c.vlan = vlan;
-  return c;
+NicDesc nic(uint8_t n, uint16_t vlan = 0) {
+  return NicDesc{.mac = Mac{0x02, 0, 0, 0, 0, n},
+                 .backend = "vm" + std::to_string(n) + "-host",
+                 .vlans = PortVlans::access_vlan(vlan)};
 }
 
 // A refusal of the expected kind whose message has every one of `words`,
@@ -24,7 +22,7 @@ void refused(Model& m, ErrorKind kind, std::vector<std::string> words, Fn&& fn) 
   std::string state_before;
   for (const auto& [n, p] : m.ports())
     state_before += n + ":" + std::string(to_string(p.state)) + ":" +
-                    (p.nic ? std::string(to_string(p.nic->state)) + std::to_string(p.nic->vmq.value_or(0)) : "-") + ";";
+                    (p.nic ? std::string(to_string(p.nic->state)) + std::to_string(p.nic->vmq_id.value_or(0)) : "-") + ";";
   try {
     fn();
     ADD_FAILURE() << "not refused";
@@ -35,7 +33,7 @@ void refused(Model& m, ErrorKind kind, std::vector<std::string> words, Fn&& fn) 
   std::string state_after;
   for (const auto& [n, p] : m.ports())
     state_after += n + ":" + std::string(to_string(p.state)) + ":" +
-                   (p.nic ? std::string(to_string(p.nic->state)) + std::to_string(p.nic->vmq.value_or(0)) : "-") + ";";
+                   (p.nic ? std::string(to_string(p.nic->state)) + std::to_string(p.nic->vmq_id.value_or(0)) : "-") + ";";
   EXPECT_EQ(m.ports().size(), ports_before);
   EXPECT_EQ(m.events().size(), events_before) << "a refused step recorded an event";
   EXPECT_EQ(state_after, state_before);
@@ -88,21 +86,21 @@ TEST(Model, NamesMacsAndVlans) {
   refused(m, ErrorKind::Usage, {"port name"}, [&] { m.port_create("vm 1"); });
   m.port_create("vm1");
   m.port_create("vm2");
-  NicConfig mc = nic(1);
+  NicDesc mc = nic(1);
   mc.mac[0] = 0x01;
   refused(m, ErrorKind::Usage, {"unicast"}, [&] { m.nic_create("vm1", mc); });
-  NicConfig zero = nic(1);
+  NicDesc zero = nic(1);
   zero.mac = Mac{};
   refused(m, ErrorKind::Usage, {"unicast"}, [&] { m.nic_create("vm1", zero); });
   refused(m, ErrorKind::Usage, {"VLAN 4095"}, [&] { m.nic_create("vm1", nic(1, 4095)); });
   m.nic_create("vm1", nic(1, 10));
-  NicConfig same = nic(1, 10);
+  NicDesc same = nic(1, 10);
   same.backend = "other";
   refused(m, ErrorKind::Exists, {"02:00:00:00:00:01", "VLAN 10", "nic vm1"}, [&] { m.nic_create("vm2", same); });
-  NicConfig same_backend = nic(2);
+  NicDesc same_backend = nic(2);
   same_backend.backend = "vm1-host";
   refused(m, ErrorKind::Exists, {"backend vm1-host"}, [&] { m.nic_create("vm2", same_backend); });
-  NicConfig other_vlan = nic(1, 20);  // the same MAC on another VLAN is another station
+  NicDesc other_vlan = nic(1, 20);  // the same MAC on another VLAN is another station
   other_vlan.backend = "vm2-host";
   m.nic_create("vm2", other_vlan);
 }

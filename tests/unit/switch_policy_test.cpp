@@ -106,7 +106,7 @@ class SwitchPolicy : public ::testing::Test {
   // events and what the datapath holds.
   json observed() {
     json connected = json::object();
-    for (const auto& [name, spec] : fake_->connected()) connected[name] = spec.vmq;
+    for (const auto& [name, spec] : fake_->connected()) connected[name] = spec.vmq_id;
     json filters = json::array();
     if (auto all = fake_->filters())
       for (const auto& [k, v] : *all) filters.push_back({format_mac(k.mac), k.vlan, v.vmq, v.strip_tag});
@@ -155,7 +155,7 @@ class SwitchPolicy : public ::testing::Test {
   // The vmq the datapath was told for NIC n; -1 when it is not connected there.
   int64_t fake_vmq(int n) {
     auto it = fake_->connected().find("vm" + std::to_string(n));
-    return it == fake_->connected().end() ? -1 : int64_t{it->second.vmq};
+    return it == fake_->connected().end() ? -1 : int64_t{it->second.vmq_id};
   }
 
   // The vmqs the classifier's filters for NIC n's MAC deliver to.
@@ -527,11 +527,11 @@ TEST_F(SwitchPolicy, RestartRestoresNicsVmqsAndTheConfiguration) {
   for (const auto& [name, spec] : before) {
     SCOPED_TRACE(name);
     ASSERT_TRUE(fake_->connected().count(name));
-    const NicSpec& again = fake_->connected().at(name);
-    EXPECT_EQ(again.vmq, spec.vmq);
-    EXPECT_EQ(again.mac, spec.mac);
-    EXPECT_EQ(again.backend, spec.backend);
-    EXPECT_EQ(again.statics, spec.statics);
+    const NicBinding& again = fake_->connected().at(name);
+    EXPECT_EQ(again.vmq_id, spec.vmq_id);
+    EXPECT_EQ(again.nic.mac, spec.nic.mac);
+    EXPECT_EQ(again.nic.backend, spec.nic.backend);
+    EXPECT_EQ(again.nic.statics, spec.nic.statics);
   }
   EXPECT_EQ(filter_vmqs(1), std::set<uint32_t>{1});
   EXPECT_EQ(ok("show"), show);
@@ -673,7 +673,7 @@ TEST_F(SwitchPolicy, StaticFdbBoundIsRefusedNamingTheLimit) {
   }
   std::ofstream(dir_ / "state.json") << s.dump();
   start();
-  ASSERT_EQ(fake_->connected().at("vm1").statics.size(), kMaxStaticFdb);
+  ASSERT_EQ(fake_->connected().at("vm1").nic.statics.size(), kMaxStaticFdb);
   refused("fdb.add", {{"mac", "02:00:00:02:00:01"}, {"port", "vm1"}}, ErrorKind::Exhausted,
           {"limit " + std::to_string(kMaxStaticFdb), "fdb.del one first"});
 }

@@ -325,24 +325,6 @@ int fail(const std::string& what, const Error& e) {
   return 1;
 }
 
-// Every case, round after round, alternating.
-std::vector<Outcome> measure(const std::vector<Case>& cases, int ifindex, uint32_t repeat, uint32_t rounds) {
-  std::vector<Outcome> out(cases.size());
-  // One frame first: every case must take its path before any is timed.
-  for (size_t i = 0; i < cases.size(); i++)
-    if (auto r = run(cases[i], ifindex, 1); !r) out[i].error = r.error().message;
-  for (uint32_t round = 0; round < rounds; round++)
-    for (size_t i = 0; i < cases.size(); i++) {
-      if (!out[i].error.empty()) continue;
-      auto r = run(cases[i], ifindex, repeat);
-      if (r)
-        out[i].ns.push_back(*r);
-      else
-        out[i].error = r.error().message;
-    }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
