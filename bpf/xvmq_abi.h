@@ -28,7 +28,7 @@
 
 /* XSKMAP layout: one slot per (vmq, receive queue). */
 #define XVMQ_XSK_SLOTS (XVMQ_MAX_VMQS * XVMQ_MAX_QUEUES)
-#define XVMQ_XSK_SLOT(vmq, queue) ((vmq) * XVMQ_MAX_QUEUES + (queue))
+#define XVMQ_XSK_SLOT(vmq, queue) ((vmq)*XVMQ_MAX_QUEUES + (queue))
 
 /* VLAN id of untagged and priority-tagged (VID 0) frames. */
 #define XVMQ_VLAN_NONE 0
@@ -52,12 +52,12 @@
 #define XVMQ_FILTER_SLOTS (1u << XVMQ_FILTER_SLOTS_SHIFT)
 /* A key lives within this many slots of its hash. */
 #define XVMQ_FILTER_PROBES 32
-#define XVMQ_FILTER_EMPTY 0ull           /* never used: ends a probe */
-#define XVMQ_FILTER_TOMBSTONE (~0ull)    /* freed: a probe goes on */
+#define XVMQ_FILTER_EMPTY 0ull        /* never used: ends a probe */
+#define XVMQ_FILTER_TOMBSTONE (~0ull) /* freed: a probe goes on */
 
 struct xvmq_filter_slot {
-	__u64 key;   /* xvmq_filter_word(), XVMQ_FILTER_EMPTY or XVMQ_FILTER_TOMBSTONE */
-	__u64 value; /* xvmq_filter_value_word(vmq, flags) */
+  __u64 key;   /* xvmq_filter_word(), XVMQ_FILTER_EMPTY or XVMQ_FILTER_TOMBSTONE */
+  __u64 value; /* xvmq_filter_value_word(vmq, flags) */
 };
 
 /* Remove the VLAN tags before delivery (access port). */
@@ -66,17 +66,12 @@ struct xvmq_filter_slot {
 
 /* MAC in bits 0..47 (mac[0] lowest), VLAN or XVMQ_VLAN_ANY in bits 48..63.
  * Not 0 for a unicast MAC other than 00:00:00:00:00:00, never all ones. */
-static inline __u64 xvmq_filter_word(const __u8 *mac, __u16 vlan)
-{
-	return (__u64)mac[0] | (__u64)mac[1] << 8 | (__u64)mac[2] << 16 |
-	       (__u64)mac[3] << 24 | (__u64)mac[4] << 32 | (__u64)mac[5] << 40 |
-	       (__u64)vlan << 48;
+static inline __u64 xvmq_filter_word(const __u8* mac, __u16 vlan) {
+  return (__u64)mac[0] | (__u64)mac[1] << 8 | (__u64)mac[2] << 16 | (__u64)mac[3] << 24 | (__u64)mac[4] << 32 |
+         (__u64)mac[5] << 40 | (__u64)vlan << 48;
 }
 
-static inline __u64 xvmq_filter_value_word(__u32 vmq, __u32 flags)
-{
-	return (__u64)vmq | (__u64)flags << 32;
-}
+static inline __u64 xvmq_filter_value_word(__u32 vmq, __u32 flags) { return (__u64)vmq | (__u64)flags << 32; }
 
 #define XVMQ_FILTER_VMQ(value) ((__u32)(value))
 #define XVMQ_FILTER_FLAGS(value) ((__u32)((value) >> 32))
@@ -84,15 +79,14 @@ static inline __u64 xvmq_filter_value_word(__u32 vmq, __u32 flags)
 /* The first slot to probe for a key word: Fibonacci hashing, the top bits
  * of one multiplication (MACs differ mostly in their last bytes, which the
  * product carries up into those bits). */
-static inline __u32 xvmq_filter_hash(__u64 k)
-{
-	return (__u32)((k * 0x9e3779b97f4a7c15ull) >> (64 - XVMQ_FILTER_SLOTS_SHIFT));
+static inline __u32 xvmq_filter_hash(__u64 k) {
+  return (__u32)((k * 0x9e3779b97f4a7c15ull) >> (64 - XVMQ_FILTER_SLOTS_SHIFT));
 }
 
 /* A per-CPU counter pair; the vmq map and the reason map hold these. */
 struct xvmq_counter {
-	__u64 frames;
-	__u64 bytes;
+  __u64 frames;
+  __u64 bytes;
 };
 
 /*
@@ -104,21 +98,21 @@ struct xvmq_counter {
  * xvmq_reason_is_drop).
  */
 enum xvmq_reason {
-	XVMQ_REASON_MISS = 0,           /* unicast, no filter matched */
-	XVMQ_REASON_BROADCAST = 1,      /* ff:ff:ff:ff:ff:ff */
-	XVMQ_REASON_MULTICAST = 2,      /* group bit set, not broadcast */
-	XVMQ_REASON_NO_SOCKET = 3,      /* filter hit, vmq has no socket on this queue */
-	XVMQ_REASON_WRONG_QUEUE = 4,    /* filter hit, socket bound to another queue */
-	XVMQ_REASON_REDIRECT_ERROR = 5, /* filter hit, the kernel refused the redirect */
-	XVMQ_REASON_BAD_VMQ = 6,        /* filter names a vmq outside 1..MAX-1 */
-	XVMQ_REASON_BAD_QUEUE = 7,      /* receive queue >= XVMQ_MAX_QUEUES */
-	XVMQ_REASON_RUNT = 8,           /* shorter than an Ethernet header: dropped */
-	XVMQ_REASON_TRUNCATED_TAG = 9,  /* VLAN tag cut short: dropped */
-	XVMQ_REASON_STRIP_ERROR = 10,   /* tag removal failed: dropped */
-	XVMQ_REASON_TOO_BIG = 11,       /* longer than xvmq_max_frame: dropped */
-	XVMQ_REASON_HOST = 12,          /* to the host's own MAC: its stack (XDP_PASS) */
-	XVMQ_REASON_HOST_GROUP = 13,    /* broadcast or multicast, host=stack: its stack (XDP_PASS), switchd floods a copy */
-	XVMQ_REASON_COUNT = 14,         /* number of reasons: xvmq_reasons' size */
+  XVMQ_REASON_MISS = 0,           /* unicast, no filter matched */
+  XVMQ_REASON_BROADCAST = 1,      /* ff:ff:ff:ff:ff:ff */
+  XVMQ_REASON_MULTICAST = 2,      /* group bit set, not broadcast */
+  XVMQ_REASON_NO_SOCKET = 3,      /* filter hit, vmq has no socket on this queue */
+  XVMQ_REASON_WRONG_QUEUE = 4,    /* filter hit, socket bound to another queue */
+  XVMQ_REASON_REDIRECT_ERROR = 5, /* filter hit, the kernel refused the redirect */
+  XVMQ_REASON_BAD_VMQ = 6,        /* filter names a vmq outside 1..MAX-1 */
+  XVMQ_REASON_BAD_QUEUE = 7,      /* receive queue >= XVMQ_MAX_QUEUES */
+  XVMQ_REASON_RUNT = 8,           /* shorter than an Ethernet header: dropped */
+  XVMQ_REASON_TRUNCATED_TAG = 9,  /* VLAN tag cut short: dropped */
+  XVMQ_REASON_STRIP_ERROR = 10,   /* tag removal failed: dropped */
+  XVMQ_REASON_TOO_BIG = 11,       /* longer than xvmq_max_frame: dropped */
+  XVMQ_REASON_HOST = 12,          /* to the host's own MAC: its stack (XDP_PASS) */
+  XVMQ_REASON_HOST_GROUP = 13,    /* broadcast or multicast, host=stack: its stack (XDP_PASS), switchd floods a copy */
+  XVMQ_REASON_COUNT = 14,         /* number of reasons: xvmq_reasons' size */
 };
 
 /*
@@ -128,13 +122,12 @@ enum xvmq_reason {
  */
 #define XVMQ_DELIVERED XVMQ_REASON_COUNT
 
-#define XVMQ_REASON_DROP_MASK                                                  \
-	((1u << XVMQ_REASON_RUNT) | (1u << XVMQ_REASON_TRUNCATED_TAG) |          \
-	 (1u << XVMQ_REASON_STRIP_ERROR) | (1u << XVMQ_REASON_TOO_BIG))
+#define XVMQ_REASON_DROP_MASK                                                                       \
+  ((1u << XVMQ_REASON_RUNT) | (1u << XVMQ_REASON_TRUNCATED_TAG) | (1u << XVMQ_REASON_STRIP_ERROR) | \
+   (1u << XVMQ_REASON_TOO_BIG))
 
-static inline int xvmq_reason_is_drop(__u32 reason)
-{
-	return reason < XVMQ_REASON_COUNT && ((XVMQ_REASON_DROP_MASK >> reason) & 1u);
+static inline int xvmq_reason_is_drop(__u32 reason) {
+  return reason < XVMQ_REASON_COUNT && ((XVMQ_REASON_DROP_MASK >> reason) & 1u);
 }
 
 /* Map names, as pinned under the per-uplink bpffs directory. */

@@ -16,20 +16,20 @@
 #include "lib/counters.h"
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, XVMQ_FILTER_SLOTS);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__type(key, __u32);
-	__type(value, struct xvmq_filter_slot);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, XVMQ_FILTER_SLOTS);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __type(key, __u32);
+  __type(value, struct xvmq_filter_slot);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvmq_filters SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, XVMQ_XSK_SLOTS);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+  __uint(type, BPF_MAP_TYPE_XSKMAP);
+  __uint(max_entries, XVMQ_XSK_SLOTS);
+  __type(key, __u32);
+  __type(value, __u32);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvmq_xsks SEC(".maps");
 
 /* The longest frame a socket's buffer holds, set by the loader before the
@@ -43,165 +43,136 @@ const volatile __u32 xvmq_max_frame = 0;
 /* xvmq_filter_word(ff:ff:ff:ff:ff:ff, XVMQ_HOST_GROUPS_VLAN) */
 #define XVMQ_HOST_GROUPS_KEY (0xffffffffffffull | (__u64)XVMQ_HOST_GROUPS_VLAN << 48)
 
-#define XVMQ_READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
+#define XVMQ_READ_ONCE(x) (*(volatile __typeof__(x)*)&(x))
 
 /* Probe the filter table for a key word; on a hit, *value is its value word. */
-static __always_inline int xvmq_filter_lookup(__u64 key, __u64 *value)
-{
-	__u32 first = xvmq_filter_hash(key);
-	int i;
+static __always_inline int xvmq_filter_lookup(__u64 key, __u64* value) {
+  __u32 first = xvmq_filter_hash(key);
+  int i;
 
 #pragma clang loop unroll(disable)
-	for (i = 0; i < XVMQ_FILTER_PROBES; i++) {
-		__u32 pos = (first + i) & (XVMQ_FILTER_SLOTS - 1);
-		struct xvmq_filter_slot *s = bpf_map_lookup_elem(&xvmq_filters, &pos);
-		__u64 k;
+  for (i = 0; i < XVMQ_FILTER_PROBES; i++) {
+    __u32 pos = (first + i) & (XVMQ_FILTER_SLOTS - 1);
+    struct xvmq_filter_slot* s = bpf_map_lookup_elem(&xvmq_filters, &pos);
+    __u64 k;
 
-		if (!s)
-			return 0;
-		k = XVMQ_READ_ONCE(s->key);
-		/* Before the match: 00:00:00:00:00:00 on VLAN 0 is key word 0. */
-		if (k == XVMQ_FILTER_EMPTY)
-			return 0;
-		if (k == key) {
-			*value = XVMQ_READ_ONCE(s->value);
-			return 1;
-		}
-	}
-	return 0;
+    if (!s) return 0;
+    k = XVMQ_READ_ONCE(s->key);
+    /* Before the match: 00:00:00:00:00:00 on VLAN 0 is key word 0. */
+    if (k == XVMQ_FILTER_EMPTY) return 0;
+    if (k == key) {
+      *value = XVMQ_READ_ONCE(s->value);
+      return 1;
+    }
+  }
+  return 0;
 }
 
 /* A socket is usable for this queue only if it is bound to it. */
-static __always_inline __u32 xvmq_check_slot(__u32 slot, __u32 queue)
-{
-	struct bpf_xdp_sock *xsk = bpf_map_lookup_elem(&xvmq_xsks, &slot);
+static __always_inline __u32 xvmq_check_slot(__u32 slot, __u32 queue) {
+  struct bpf_xdp_sock* xsk = bpf_map_lookup_elem(&xvmq_xsks, &slot);
 
-	if (!xsk)
-		return XVMQ_REASON_NO_SOCKET;
-	if (xsk->queue_id != queue)
-		return XVMQ_REASON_WRONG_QUEUE;
-	return XVMQ_DELIVERED;
+  if (!xsk) return XVMQ_REASON_NO_SOCKET;
+  if (xsk->queue_id != queue) return XVMQ_REASON_WRONG_QUEUE;
+  return XVMQ_DELIVERED;
 }
 
 /* Remove the first n VLAN tags: move the MAC addresses over them. */
-static __always_inline int xvmq_strip_tags(struct xdp_md *ctx, __u32 n)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u8 macs[2 * ETH_ALEN];
+static __always_inline int xvmq_strip_tags(struct xdp_md* ctx, __u32 n) {
+  void* data = (void*)(long)ctx->data;
+  void* data_end = (void*)(long)ctx->data_end;
+  __u8 macs[2 * ETH_ALEN];
 
-	if (n == 0)
-		return 0;
-	if (n > XVMQ_MAX_TAGS || data + sizeof(macs) > data_end)
-		return -1;
-	__builtin_memcpy(macs, data, sizeof(macs));
-	if (bpf_xdp_adjust_head(ctx, (int)(n * sizeof(struct xvmq_vlan_tag))))
-		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + sizeof(macs) > data_end)
-		return -1;
-	__builtin_memcpy(data, macs, sizeof(macs));
-	return 0;
+  if (n == 0) return 0;
+  if (n > XVMQ_MAX_TAGS || data + sizeof(macs) > data_end) return -1;
+  __builtin_memcpy(macs, data, sizeof(macs));
+  if (bpf_xdp_adjust_head(ctx, (int)(n * sizeof(struct xvmq_vlan_tag)))) return -1;
+  data = (void*)(long)ctx->data;
+  data_end = (void*)(long)ctx->data_end;
+  if (data + sizeof(macs) > data_end) return -1;
+  __builtin_memcpy(data, macs, sizeof(macs));
+  return 0;
 }
 
 /* Deliver to the vmq of a filter hit; returns XVMQ_DELIVERED once redirected. */
-static __always_inline __u32 xvmq_to_vmq(struct xdp_md *ctx, __u64 value,
-					 const struct xvmq_frame *f, __u32 queue,
-					 __u64 bytes)
-{
-	__u32 vmq = XVMQ_FILTER_VMQ(value);
-	__u32 slot, reason;
+static __always_inline __u32 xvmq_to_vmq(struct xdp_md* ctx, __u64 value, const struct xvmq_frame* f, __u32 queue,
+                                         __u64 bytes) {
+  __u32 vmq = XVMQ_FILTER_VMQ(value);
+  __u32 slot, reason;
 
-	if (vmq == XVMQ_HOST_VMQ)
-		return XVMQ_REASON_HOST;
-	if (vmq == XVMQ_DEFAULT_VMQ || vmq >= XVMQ_MAX_VMQS)
-		return XVMQ_REASON_BAD_VMQ;
-	slot = XVMQ_XSK_SLOT(vmq, queue);
-	reason = xvmq_check_slot(slot, queue);
-	if (reason != XVMQ_DELIVERED)
-		return reason;
-	/* Redirect first: the frame stays intact if it must fall back. */
-	if (bpf_redirect_map(&xvmq_xsks, slot, 0) != XDP_REDIRECT)
-		return XVMQ_REASON_REDIRECT_ERROR;
-	if (XVMQ_FILTER_FLAGS(value) & XVMQ_FILTER_F_STRIP_TAG) {
-		if (xvmq_strip_tags(ctx, f->strip_tags))
-			return XVMQ_REASON_STRIP_ERROR;
-		bytes -= f->strip_tags * sizeof(struct xvmq_vlan_tag);
-	}
-	xvmq_count_vmq(vmq, bytes);
-	return XVMQ_DELIVERED;
+  if (vmq == XVMQ_HOST_VMQ) return XVMQ_REASON_HOST;
+  if (vmq == XVMQ_DEFAULT_VMQ || vmq >= XVMQ_MAX_VMQS) return XVMQ_REASON_BAD_VMQ;
+  slot = XVMQ_XSK_SLOT(vmq, queue);
+  reason = xvmq_check_slot(slot, queue);
+  if (reason != XVMQ_DELIVERED) return reason;
+  /* Redirect first: the frame stays intact if it must fall back. */
+  if (bpf_redirect_map(&xvmq_xsks, slot, 0) != XDP_REDIRECT) return XVMQ_REASON_REDIRECT_ERROR;
+  if (XVMQ_FILTER_FLAGS(value) & XVMQ_FILTER_F_STRIP_TAG) {
+    if (xvmq_strip_tags(ctx, f->strip_tags)) return XVMQ_REASON_STRIP_ERROR;
+    bytes -= f->strip_tags * sizeof(struct xvmq_vlan_tag);
+  }
+  xvmq_count_vmq(vmq, bytes);
+  return XVMQ_DELIVERED;
 }
 
-static __always_inline int xvmq_to_default(__u32 queue, __u64 bytes)
-{
-	__u32 slot = XVMQ_XSK_SLOT(XVMQ_DEFAULT_VMQ, queue);
+static __always_inline int xvmq_to_default(__u32 queue, __u64 bytes) {
+  __u32 slot = XVMQ_XSK_SLOT(XVMQ_DEFAULT_VMQ, queue);
 
-	if (xvmq_check_slot(slot, queue) != XVMQ_DELIVERED)
-		return XDP_PASS;
-	if (bpf_redirect_map(&xvmq_xsks, slot, XDP_PASS) != XDP_REDIRECT)
-		return XDP_PASS;
-	xvmq_count_vmq(XVMQ_DEFAULT_VMQ, bytes);
-	return XDP_REDIRECT;
+  if (xvmq_check_slot(slot, queue) != XVMQ_DELIVERED) return XDP_PASS;
+  if (bpf_redirect_map(&xvmq_xsks, slot, XDP_PASS) != XDP_REDIRECT) return XDP_PASS;
+  xvmq_count_vmq(XVMQ_DEFAULT_VMQ, bytes);
+  return XDP_REDIRECT;
 }
 
 SEC("xdp.frags")
-int xvmq_uplink(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u64 bytes = data_end - data;
-	__u32 queue = ctx->rx_queue_index;
-	struct xvmq_frame f;
-	__u64 value;
-	__u32 reason;
+int xvmq_uplink(struct xdp_md* ctx) {
+  void* data = (void*)(long)ctx->data;
+  void* data_end = (void*)(long)ctx->data_end;
+  __u64 bytes = data_end - data;
+  __u32 queue = ctx->rx_queue_index;
+  struct xvmq_frame f;
+  __u64 value;
+  __u32 reason;
 
-	/* Drivers fill the first buffer before they chain fragments: only a
-	 * frame with a large linear part can have more (saves a helper call). */
-	if (bytes >= XVMQ_LINEAR_FRAGS_MIN)
-		bytes = bpf_xdp_get_buff_len(ctx);
+  /* Drivers fill the first buffer before they chain fragments: only a
+   * frame with a large linear part can have more (saves a helper call). */
+  if (bytes >= XVMQ_LINEAR_FRAGS_MIN) bytes = bpf_xdp_get_buff_len(ctx);
 
-	reason = xvmq_parse(data, data_end, &f);
-	if (reason == XVMQ_DELIVERED && xvmq_max_frame && bytes > xvmq_max_frame)
-		reason = XVMQ_REASON_TOO_BIG;
-	if (reason != XVMQ_DELIVERED) {
-		xvmq_count_reason(reason, bytes);
-		return XDP_DROP;
-	}
-	if (queue >= XVMQ_MAX_QUEUES) {
-		xvmq_count_reason(XVMQ_REASON_BAD_QUEUE, bytes);
-		return XDP_PASS;
-	}
+  reason = xvmq_parse(data, data_end, &f);
+  if (reason == XVMQ_DELIVERED && xvmq_max_frame && bytes > xvmq_max_frame) reason = XVMQ_REASON_TOO_BIG;
+  if (reason != XVMQ_DELIVERED) {
+    xvmq_count_reason(reason, bytes);
+    return XDP_DROP;
+  }
+  if (queue >= XVMQ_MAX_QUEUES) {
+    xvmq_count_reason(XVMQ_REASON_BAD_QUEUE, bytes);
+    return XDP_PASS;
+  }
 
-	if (xvmq_mac_is_multicast(f.dst)) {
-		/* host=stack: the host's neighbours must reach it (ARP, ND), so
-		 * group frames go to its stack; switchd floods them to the VMs
-		 * from there. One probe, on group frames only. */
-		if (xvmq_filter_lookup(XVMQ_HOST_GROUPS_KEY, &value) &&
-		    XVMQ_FILTER_VMQ(value) == XVMQ_HOST_VMQ) {
-			xvmq_count_reason(XVMQ_REASON_HOST_GROUP, bytes);
-			return XDP_PASS;
-		}
-		reason = xvmq_mac_is_broadcast(f.dst) ? XVMQ_REASON_BROADCAST :
-							XVMQ_REASON_MULTICAST;
-	} else {
-		__u64 mac = xvmq_filter_word(f.dst, 0);
+  if (xvmq_mac_is_multicast(f.dst)) {
+    /* host=stack: the host's neighbours must reach it (ARP, ND), so
+     * group frames go to its stack; switchd floods them to the VMs
+     * from there. One probe, on group frames only. */
+    if (xvmq_filter_lookup(XVMQ_HOST_GROUPS_KEY, &value) && XVMQ_FILTER_VMQ(value) == XVMQ_HOST_VMQ) {
+      xvmq_count_reason(XVMQ_REASON_HOST_GROUP, bytes);
+      return XDP_PASS;
+    }
+    reason = xvmq_mac_is_broadcast(f.dst) ? XVMQ_REASON_BROADCAST : XVMQ_REASON_MULTICAST;
+  } else {
+    __u64 mac = xvmq_filter_word(f.dst, 0);
 
-		if (xvmq_filter_lookup(mac | (__u64)f.vlan << 48, &value) ||
-		    xvmq_filter_lookup(mac | (__u64)XVMQ_VLAN_ANY << 48, &value))
-			reason = xvmq_to_vmq(ctx, value, &f, queue, bytes);
-		else
-			reason = XVMQ_REASON_MISS;
-		if (reason == XVMQ_DELIVERED)
-			return XDP_REDIRECT;
-	}
+    if (xvmq_filter_lookup(mac | (__u64)f.vlan << 48, &value) ||
+        xvmq_filter_lookup(mac | (__u64)XVMQ_VLAN_ANY << 48, &value))
+      reason = xvmq_to_vmq(ctx, value, &f, queue, bytes);
+    else
+      reason = XVMQ_REASON_MISS;
+    if (reason == XVMQ_DELIVERED) return XDP_REDIRECT;
+  }
 
-	xvmq_count_reason(reason, bytes);
-	if (xvmq_reason_is_drop(reason))
-		return XDP_DROP;
-	if (reason == XVMQ_REASON_HOST)
-		return XDP_PASS;
-	return xvmq_to_default(queue, bytes);
+  xvmq_count_reason(reason, bytes);
+  if (xvmq_reason_is_drop(reason)) return XDP_DROP;
+  if (reason == XVMQ_REASON_HOST) return XDP_PASS;
+  return xvmq_to_default(queue, bytes);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

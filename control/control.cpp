@@ -28,15 +28,15 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr std::array<std::string_view, 8> kKindNames = {
-    "usage", "not_found", "wrong_state", "exists", "exhausted", "kernel", "unsupported_version", "permission"};
+constexpr std::array<std::string_view, 8> kKindNames = {"usage",     "not_found", "wrong_state",         "exists",
+                                                        "exhausted", "kernel",    "unsupported_version", "permission"};
 
 Result<sockaddr_un> unix_address(const std::string& path) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(a.sun_path))
-    return Error{ENAMETOOLONG, "socket path '" + path + "' must be 1 to " + std::to_string(sizeof(a.sun_path) - 1) +
-                                   " bytes long"};
+    return Error{ENAMETOOLONG,
+                 "socket path '" + path + "' must be 1 to " + std::to_string(sizeof(a.sun_path) - 1) + " bytes long"};
   std::memcpy(a.sun_path, path.data(), path.size());
   return a;
 }
@@ -45,7 +45,7 @@ int connect_to(int fd, const sockaddr_un& a) { return ::connect(fd, reinterpret_
 
 Status make_directories(const std::filesystem::path& dir) {
   if (dir.empty()) return {};
-  struct stat st{};
+  struct stat st {};
   if (::stat(dir.c_str(), &st) == 0)
     return S_ISDIR(st.st_mode) ? Status{} : Status{Error{ENOTDIR, dir.string() + " is not a directory"}};
   if (errno != ENOENT) return sys_error(errno, "stat " + dir.string());
@@ -121,13 +121,18 @@ std::string check_shape(std::string_view text, const Limits& limits) {
   bool in_string = false, escaped = false;
   for (char c : text) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
     switch (c) {
-      case '"': in_string = true; break;
+      case '"':
+        in_string = true;
+        break;
       case '[':
       case '{':
         if (++depth > limits.max_depth)
@@ -139,8 +144,11 @@ std::string check_shape(std::string_view text, const Limits& limits) {
       case '}':
         if (depth > 0) --depth;
         break;
-      case ',': ++values; break;
-      default: continue;
+      case ',':
+        ++values;
+        break;
+      default:
+        continue;
     }
     if (values > limits.max_values)
       return "request holds more than " + std::to_string(limits.max_values) +
@@ -195,7 +203,8 @@ Outcome call_handler(const Handler& handler, const json& id, const std::string& 
 Outcome serve(const Handler& handler, std::string_view line, bool& close,
               const std::function<void(const std::string&)>& log, const Limits& limits) {
   // Before parsing: nlohmann's parser and destructor recurse per level.
-  if (std::string bad = check_shape(line, limits); !bad.empty()) return answered(error_line(nullptr, ErrorKind::Usage, bad));
+  if (std::string bad = check_shape(line, limits); !bad.empty())
+    return answered(error_line(nullptr, ErrorKind::Usage, bad));
   json req = json::parse(line, nullptr, false);
   if (req.is_discarded()) {
     close = true;
@@ -206,14 +215,16 @@ Outcome serve(const Handler& handler, std::string_view line, bool& close,
   json id = it != req.end() && it->is_number_integer() ? *it : json();
   auto v = req.find("v");
   if (v == req.end() || !v->is_number_integer() || *v != kProtocolVersion)
-    return answered(error_line(id, ErrorKind::UnsupportedVersion,
-                       (v == req.end() ? std::string("request has no \"v\"") : "protocol version " + v->dump()) +
-                           " is not supported; this switchd speaks version " + std::to_string(kProtocolVersion)));
+    return answered(
+        error_line(id, ErrorKind::UnsupportedVersion,
+                   (v == req.end() ? std::string("request has no \"v\"") : "protocol version " + v->dump()) +
+                       " is not supported; this switchd speaks version " + std::to_string(kProtocolVersion)));
   if (id.is_null()) return answered(error_line(id, ErrorKind::Usage, "\"id\" must be an integer"));
   auto op = req.find("op");
   if (op == req.end() || !op->is_string()) return answered(error_line(id, ErrorKind::Usage, "\"op\" must be a string"));
   auto args = req.find("args");
-  if (args != req.end() && !args->is_object()) return answered(error_line(id, ErrorKind::Usage, "\"args\" must be an object"));
+  if (args != req.end() && !args->is_object())
+    return answered(error_line(id, ErrorKind::Usage, "\"args\" must be an object"));
   const std::string& name = op->get_ref<const std::string&>();
   json a = args != req.end() ? std::move(*args) : json::object();
   Outcome o = call_handler(handler, id, name, a, log);
@@ -254,15 +265,15 @@ struct Parked {
 struct Conn {
   int fd = -1;
   uid_t uid = 0;
-  std::string in;        // bytes received, not yet answered
+  std::string in;           // bytes received, not yet answered
   std::size_t scanned = 0;  // of `in`, known to hold no '\n'
-  std::string out;       // one response, being written
-  std::size_t sent = 0;  // of `out`
+  std::string out;          // one response, being written
+  std::size_t sent = 0;     // of `out`
   std::optional<Parked> parked;
-  bool closing = false;  // write out, then close
-  bool eof = false;      // the peer sent all it will
-  bool dead = false;     // close now
-  bool ready = false;    // complete lines wait in `in` (its burst was used up)
+  bool closing = false;      // write out, then close
+  bool eof = false;          // the peer sent all it will
+  bool dead = false;         // close now
+  bool ready = false;        // complete lines wait in `in` (its burst was used up)
   Clock::time_point active;  // accepted, or its last response written: the idle deadline's start
   Clock::time_point begun;   // the unfinished line in `in` began: the read deadline's start
   Clock::time_point queued;  // `out` was queued: the write deadline's start
@@ -338,9 +349,10 @@ struct Conn {
       scanned = 0;
       if (!in.empty()) begun = now;
       closing = close;
-      if (r.parked) parked = Parked{std::move(r.id), std::move(r.op), std::move(r.args), now + r.wait,
-                                    std::move(r.timeout_result)};
-      else reply(std::move(r.line), now);
+      if (r.parked)
+        parked = Parked{std::move(r.id), std::move(r.op), std::move(r.args), now + r.wait, std::move(r.timeout_result)};
+      else
+        reply(std::move(r.line), now);
     }
   }
 
@@ -395,8 +407,9 @@ class BurstLog {
  public:
   void note(const std::function<void(const std::string&)>& log, const std::string& line, Clock::time_point now) {
     if (!logged_ || (more_ == 0 && now - last_ >= kLogEvery)) {
-      if (log) log(line + " (further refusals are counted, logged every " +
-                   std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kLogEvery).count()) + " s)");
+      if (log)
+        log(line + " (further refusals are counted, logged every " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kLogEvery).count()) + " s)");
       logged_ = true;
       last_ = now;
       return;
@@ -409,9 +422,10 @@ class BurstLog {
   }
   void flush(const std::function<void(const std::string&)>& log, Clock::time_point now) {
     if (!more_ || now < last_ + kLogEvery) return;
-    if (log) log(std::to_string(more_) + " more refused in the last " +
-                 std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - last_).count()) +
-                 " s; the latest: " + latest_);
+    if (log)
+      log(std::to_string(more_) + " more refused in the last " +
+          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - last_).count()) +
+          " s; the latest: " + latest_);
     more_ = 0;
     last_ = now;
   }
@@ -446,10 +460,9 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(ServerOptions option
   if (!addr) return addr.error();
   if (auto s = make_directories(std::filesystem::path(path).parent_path()); !s) return s.error();
 
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return Error{EEXIST, path + " exists and is not a socket; not removing it"};
+    if (!S_ISSOCK(st.st_mode)) return Error{EEXIST, path + " exists and is not a socket; not removing it"};
     auto live = someone_listens(path, *addr);
     if (!live) return live.error();
     if (*live) return Error{EADDRINUSE, "another switchd is listening on " + path + "; stop it first"};
@@ -495,7 +508,7 @@ void ControlServer::stop() {
   }
   if (listen_fd_ >= 0) ::close(std::exchange(listen_fd_, -1));
   // Leave a successor's socket alone.
-  struct stat st{};
+  struct stat st {};
   if (ino_ != 0 && ::lstat(options_.path.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_)
     ::unlink(options_.path.c_str());
   ino_ = 0;
@@ -577,7 +590,8 @@ std::string ControlServer::Loop::full_reason(const ucred& peer) {
   if (peer.uid != 0 && others_ >= max_others_)
     return "switchd is full for uids other than root: " + std::to_string(others_) + " of " + std::to_string(open) +
            " open connections are theirs, the bound is " + std::to_string(max_others_) + " (switchd --max-clients " +
-           std::to_string(max_clients_) + " less " + std::to_string(root_reserved_) + " kept for root); try again later";
+           std::to_string(max_clients_) + " less " + std::to_string(root_reserved_) +
+           " kept for root); try again later";
   if (peer.uid != 0 && per_uid_[peer.uid] >= max_per_uid_)
     return "switchd is full for uid " + std::to_string(peer.uid) + ": " + std::to_string(per_uid_[peer.uid]) + " of " +
            std::to_string(open) + " open connections are its, the bound is " + std::to_string(max_per_uid_) +
@@ -589,14 +603,16 @@ void ControlServer::Loop::admit(int fd, Clock::time_point now) {
   ucred peer{};
   socklen_t len = sizeof(peer);
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || !may_connect(peer, s_.gid_)) {
-    std::string why = "uid " + std::to_string(peer.uid) + " is neither root nor in group '" + o_.group + "' of " + o_.path;
+    std::string why =
+        "uid " + std::to_string(peer.uid) + " is neither root nor in group '" + o_.group + "' of " + o_.path;
     permission_log_.note(o_.log, "control: refused pid " + std::to_string(peer.pid) + ": " + why, now);
     refuse(fd, ErrorKind::Permission, why);
     return;
   }
   if (std::string full = full_reason(peer); !full.empty()) {
-    full_log_.note(o_.log, "control: refused pid " + std::to_string(peer.pid) + " (uid " + std::to_string(peer.uid) +
-                               "): " + full, now);
+    full_log_.note(
+        o_.log, "control: refused pid " + std::to_string(peer.pid) + " (uid " + std::to_string(peer.uid) + "): " + full,
+        now);
     refuse(fd, ErrorKind::Exhausted, full);
     return;
   }
@@ -677,9 +693,12 @@ bool ControlServer::Loop::dispatch(const epoll_event* events, int n, Clock::time
     if (re & EPOLLERR) c.dead = true;
     if (re & EPOLLOUT) c.flush(now);
     if (re & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
-      if (c.out.empty() && !c.parked && !c.closing && !c.eof) c.receive(now);
-      else if (c.parked && (re & EPOLLHUP)) c.dead = true;   // nobody left to answer
-      else if (c.parked && (re & EPOLLRDHUP)) c.eof = true;  // half closed: answer, then close
+      if (c.out.empty() && !c.parked && !c.closing && !c.eof)
+        c.receive(now);
+      else if (c.parked && (re & EPOLLHUP))
+        c.dead = true;  // nobody left to answer
+      else if (c.parked && (re & EPOLLRDHUP))
+        c.eof = true;  // half closed: answer, then close
     }
     c.pump(s_.handler_, o_, now);
   }
@@ -838,9 +857,12 @@ Result<json> ControlClient::read_json(std::chrono::steady_clock::time_point dead
     if (ready < 0 && errno != EINTR) return sys_error(errno, "poll");
     char buf[65536];
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-    if (n > 0) buffered_.append(buf, n);
-    else if (n == 0 || errno == ECONNRESET) return Error{ECONNRESET, "switchd closed the connection without a response"};
-    else if (errno != EAGAIN && errno != EINTR) return sys_error(errno, "receive from switchd");
+    if (n > 0)
+      buffered_.append(buf, n);
+    else if (n == 0 || errno == ECONNRESET)
+      return Error{ECONNRESET, "switchd closed the connection without a response"};
+    else if (errno != EAGAIN && errno != EINTR)
+      return sys_error(errno, "receive from switchd");
   }
 }
 

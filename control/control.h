@@ -157,7 +157,7 @@ class ControlServer {
   Handler handler_;
   gid_t gid_;
   int listen_fd_ = -1;
-  int wake_fd_ = -1;  // eventfd: stop() and notify() wake the loop
+  int wake_fd_ = -1;    // eventfd: stop() and notify() wake the loop
   std::mutex wake_mu_;  // notify() against stop() closing wake_fd_
   std::atomic<bool> stopping_{false}, notified_{false};
   dev_t dev_ = 0;

@@ -25,10 +25,14 @@ namespace xvmq {
 
 std::string_view to_string(AttachMode mode) {
   switch (mode) {
-    case AttachMode::Native: return "native";
-    case AttachMode::Skb: return "skb";
-    case AttachMode::Offload: return "offload";
-    case AttachMode::Auto: return "auto";
+    case AttachMode::Native:
+      return "native";
+    case AttachMode::Skb:
+      return "skb";
+    case AttachMode::Offload:
+      return "offload";
+    case AttachMode::Auto:
+      return "auto";
   }
   return "?";
 }
@@ -45,27 +49,37 @@ namespace {
 
 xdp_attach_mode to_libxdp(AttachMode m) {
   switch (m) {
-    case AttachMode::Native: return XDP_MODE_NATIVE;
-    case AttachMode::Skb: return XDP_MODE_SKB;
-    case AttachMode::Offload: return XDP_MODE_HW;
-    case AttachMode::Auto: break;
+    case AttachMode::Native:
+      return XDP_MODE_NATIVE;
+    case AttachMode::Skb:
+      return XDP_MODE_SKB;
+    case AttachMode::Offload:
+      return XDP_MODE_HW;
+    case AttachMode::Auto:
+      break;
   }
   return XDP_MODE_UNSPEC;
 }
 
 uint32_t xdp_mode_flag(AttachMode m) {
   switch (m) {
-    case AttachMode::Skb: return XDP_FLAGS_SKB_MODE;
-    case AttachMode::Offload: return XDP_FLAGS_HW_MODE;
-    default: return XDP_FLAGS_DRV_MODE;
+    case AttachMode::Skb:
+      return XDP_FLAGS_SKB_MODE;
+    case AttachMode::Offload:
+      return XDP_FLAGS_HW_MODE;
+    default:
+      return XDP_FLAGS_DRV_MODE;
   }
 }
 
 AttachMode from_libxdp(xdp_attach_mode m) {
   switch (m) {
-    case XDP_MODE_SKB: return AttachMode::Skb;
-    case XDP_MODE_HW: return AttachMode::Offload;
-    default: return AttachMode::Native;
+    case XDP_MODE_SKB:
+      return AttachMode::Skb;
+    case XDP_MODE_HW:
+      return AttachMode::Offload;
+    default:
+      return AttachMode::Native;
   }
 }
 
@@ -82,8 +96,7 @@ Status check_bpffs(const std::string& dir) {
   struct statfs st {};
   if (statfs(p.c_str(), &st) != 0) return make_error(errno, "pin directory " + dir);
   if (st.f_type != BPF_FS_MAGIC)
-    return Error{EINVAL, "pin directory " + dir +
-                             " is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)"};
+    return Error{EINVAL, "pin directory " + dir + " is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)"};
   return {};
 }
 
@@ -102,12 +115,11 @@ Result<int> open_compatible_pin(const bpf_map* map, const std::string& path) {
   auto differs = [&](const char* what, uint64_t pinned, uint64_t want) {
     if (pinned == want) return;
     if (!why.empty()) why += ", ";
-    why += std::string(what) + " " + std::to_string(pinned) + " (classifier has " +
-           std::to_string(want) + ")";
+    why += std::string(what) + " " + std::to_string(pinned) + " (classifier has " + std::to_string(want) + ")";
   };
   if (info.type != bpf_map__type(map)) {
-    why = std::string("type ") + map_type_name(info.type) + " (classifier has " +
-          map_type_name(bpf_map__type(map)) + ")";
+    why =
+        std::string("type ") + map_type_name(info.type) + " (classifier has " + map_type_name(bpf_map__type(map)) + ")";
   }
   differs("key size", info.key_size, bpf_map__key_size(map));
   differs("value size", info.value_size, bpf_map__value_size(map));
@@ -164,8 +176,7 @@ struct Classifier::Impl {
       if (was_adopted) continue;
       std::string path = pin_dir + "/" + name;
       log::clear_captured();
-      if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0)
-        return make_error(errno, "pin map " + name + " at " + path);
+      if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0) return make_error(errno, "pin map " + name + " at " + path);
     }
     pinned = true;
     return {};
@@ -216,25 +227,23 @@ Result<Classifier> Classifier::open(const ClassifierOptions& opts) {
 Status Classifier::load() {
   if (impl_->loaded) return impl_->pin_all();
   log::clear_captured();
-  if (int err = xvmq_uplink__load(impl_->skel); err)
-    return make_error(err, "load classifier");
+  if (int err = xvmq_uplink__load(impl_->skel); err) return make_error(err, "load classifier");
   impl_->loaded = true;
   return impl_->pin_all();
 }
 
 Result<AttachMode> Classifier::attach(const std::string& ifname, AttachMode mode) {
   if (impl_->ifindex)
-    return Error{EALREADY, "classifier already attached to " + impl_->ifname + " in mode " +
-                               std::string(to_string(impl_->mode))};
+    return Error{EALREADY,
+                 "classifier already attached to " + impl_->ifname + " in mode " + std::string(to_string(impl_->mode))};
   auto dev = netdev_info(ifname);
   if (!dev) return dev.error();
 
   if (mode == AttachMode::Offload && !driver_can_offload(dev->driver)) {
-    return Error{EOPNOTSUPP,
-                 "attach offload on " + ifname + ": driver '" +
-                     (dev->driver.empty() ? std::string("unknown") : dev->driver) +
-                     "' cannot run XDP programs in the NIC (offload needs nfp or netdevsim); "
-                     "use mode native, skb or auto"};
+    return Error{EOPNOTSUPP, "attach offload on " + ifname + ": driver '" +
+                                 (dev->driver.empty() ? std::string("unknown") : dev->driver) +
+                                 "' cannot run XDP programs in the NIC (offload needs nfp or netdevsim); "
+                                 "use mode native, skb or auto"};
   }
 
   auto present = query(ifname);
@@ -281,8 +290,8 @@ Result<AttachMode> Classifier::attach(const std::string& ifname, AttachMode mode
   }
   std::string hint;
   if (mode == AttachMode::Native) hint = "; try mode skb";
-  return Error{EOPNOTSUPP, "attach " + std::string(to_string(mode)) + " on " + ifname + " (driver " +
-                               dev->driver + "): " + tried + hint};
+  return Error{EOPNOTSUPP, "attach " + std::string(to_string(mode)) + " on " + ifname + " (driver " + dev->driver +
+                               "): " + tried + hint};
 }
 
 Status Classifier::detach() {
@@ -290,8 +299,7 @@ Status Classifier::detach() {
   log::clear_captured();
   int err = impl_->xdp ? xdp_program__detach(impl_->xdp, impl_->ifindex, to_libxdp(impl_->mode), 0)
                        : (bpf_xdp_detach(impl_->ifindex, xdp_mode_flag(impl_->mode), nullptr) ? -errno : 0);
-  if (err)
-    return make_error(err, "detach " + std::string(to_string(impl_->mode)) + " from " + impl_->ifname);
+  if (err) return make_error(err, "detach " + std::string(to_string(impl_->mode)) + " from " + impl_->ifname);
   impl_->ifindex = 0;
   impl_->ifname.clear();
   return {};
@@ -330,7 +338,9 @@ std::vector<std::string> map_names(const std::vector<uint32_t>& ids) {
 
 // How an operator removes p from ifname.
 std::string removal_hint(const std::string& ifname, const AttachedProgram& p) {
-  const char* ip_mode = p.mode == AttachMode::Skb ? "xdpgeneric" : p.mode == AttachMode::Offload ? "xdpoffload" : "xdpdrv";
+  const char* ip_mode = p.mode == AttachMode::Skb       ? "xdpgeneric"
+                        : p.mode == AttachMode::Offload ? "xdpoffload"
+                                                        : "xdpdrv";
   return "detach it first (xdp-loader unload " + ifname + " --id " + std::to_string(p.id) + ", or ip link set dev " +
          ifname + " " + ip_mode + " off)";
 }
@@ -363,8 +373,8 @@ std::string Classifier::in_the_way(const std::string& ifname, const AttachedProg
 
 Result<Takeover> Classifier::take_over(const std::string& ifname) {
   if (impl_->ifindex)
-    return Error{EALREADY, "classifier already attached to " + impl_->ifname + " in mode " +
-                               std::string(to_string(impl_->mode))};
+    return Error{EALREADY,
+                 "classifier already attached to " + impl_->ifname + " in mode " + std::string(to_string(impl_->mode))};
   auto dev = netdev_info(ifname);
   if (!dev) return dev.error();
   auto present = query(ifname);
@@ -377,11 +387,11 @@ Result<Takeover> Classifier::take_over(const std::string& ifname) {
     // Its place in the dispatcher's chain cannot be swapped in one step here.
     return Error{EBUSY, what + "the classifier (id " + std::to_string(old.id) +
                             ") runs behind libxdp's dispatcher and its pins are gone; switchd replaces only a "
-                            "classifier attached alone: " + removal_hint(ifname, old)};
+                            "classifier attached alone: " +
+                            removal_hint(ifname, old)};
   if (old.mode == AttachMode::Offload)
     return Error{EOPNOTSUPP, what + "the classifier (id " + std::to_string(old.id) +
-                                 ") runs in the NIC (offload) and its pins are gone: " +
-                                 removal_hint(ifname, old)};
+                                 ") runs in the NIC (offload) and its pins are gone: " + removal_hint(ifname, old)};
 
   log::clear_captured();
   int old_fd = bpf_prog_get_fd_by_id(old.id);
@@ -392,7 +402,8 @@ Result<Takeover> Classifier::take_over(const std::string& ifname) {
   } old_guard{old_fd};
   std::vector<uint32_t> old_maps;
   auto oi = prog_info(old_fd, &old_maps);
-  if (!oi) return Error{oi.error().code, what + "classifier (id " + std::to_string(old.id) + "): " + oi.error().message};
+  if (!oi)
+    return Error{oi.error().code, what + "classifier (id " + std::to_string(old.id) + "): " + oi.error().message};
 
   if (!impl_->loaded) {
     log::clear_captured();
@@ -411,7 +422,8 @@ Result<Takeover> Classifier::take_over(const std::string& ifname) {
   // the same object on the same kernel has the same tag, whatever its maps.
   t.same_build = std::memcmp(oi->tag, ni->tag, BPF_TAG_SIZE) == 0;
   if (!t.same_build)
-    if (auto st = check_classifier_maps(ifname, old, old_maps); !st) return Error{st.error().code, what + st.error().message};
+    if (auto st = check_classifier_maps(ifname, old, old_maps); !st)
+      return Error{st.error().code, what + st.error().message};
 
   LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = old_fd);
   log::clear_captured();
@@ -467,8 +479,7 @@ Status Classifier::unpin() {
   bpf_object__for_each_map(m, impl_->skel->obj) {
     if (bpf_map__is_internal(m)) continue;
     std::string path = impl_->pin_dir + "/" + bpf_map__name(m);
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-      return make_error(errno, "unpin " + path);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return make_error(errno, "unpin " + path);
   }
   if (::rmdir(impl_->pin_dir.c_str()) != 0 && errno != ENOENT && errno != ENOTEMPTY)
     return make_error(errno, "remove pin directory " + impl_->pin_dir);
@@ -476,9 +487,7 @@ Status Classifier::unpin() {
   return {};
 }
 
-int Classifier::prog_fd() const {
-  return impl_->loaded ? bpf_program__fd(impl_->skel->progs.xvmq_uplink) : -1;
-}
+int Classifier::prog_fd() const { return impl_->loaded ? bpf_program__fd(impl_->skel->progs.xvmq_uplink) : -1; }
 
 int Classifier::map_fd(std::string_view name) const {
   bpf_map* m = impl_->map(name);
@@ -488,8 +497,7 @@ int Classifier::map_fd(std::string_view name) const {
 namespace {
 
 Status need_fd(int fd, std::string_view map) {
-  if (fd < 0)
-    return Error{EBADF, "map " + std::string(map) + " is not loaded: load or attach the classifier first"};
+  if (fd < 0) return Error{EBADF, "map " + std::string(map) + " is not loaded: load or attach the classifier first"};
   return {};
 }
 
@@ -503,8 +511,8 @@ Status Classifier::set_filter(const FilterKey& key, const FilterValue& value) {
   if (key.vlan != XVMQ_VLAN_ANY && key.vlan > XVMQ_VLAN_MAX)
     return Error{EINVAL, "filter " + key.to_string() + ": VLAN must be 0..4094 or any"};
   if (value.vmq == XVMQ_DEFAULT_VMQ || value.vmq >= XVMQ_MAX_VMQS)
-    return Error{EINVAL, "filter " + key.to_string() + ": vmq " + std::to_string(value.vmq) +
-                             " is outside 1.." + std::to_string(XVMQ_MAX_VMQS - 1)};
+    return Error{EINVAL, "filter " + key.to_string() + ": vmq " + std::to_string(value.vmq) + " is outside 1.." +
+                             std::to_string(XVMQ_MAX_VMQS - 1)};
   auto table = filter_table();
   if (!table) return table.error();
   return (*table)->set(key, value);
@@ -552,11 +560,11 @@ namespace {
 
 Status check_slot(uint32_t vmq, uint32_t queue) {
   if (vmq >= XVMQ_MAX_VMQS)
-    return Error{EINVAL, "socket slot: vmq " + std::to_string(vmq) + " is outside 0.." +
-                             std::to_string(XVMQ_MAX_VMQS - 1)};
+    return Error{EINVAL,
+                 "socket slot: vmq " + std::to_string(vmq) + " is outside 0.." + std::to_string(XVMQ_MAX_VMQS - 1)};
   if (queue >= XVMQ_MAX_QUEUES)
-    return Error{EINVAL, "socket slot: receive queue " + std::to_string(queue) +
-                             " is outside 0.." + std::to_string(XVMQ_MAX_QUEUES - 1)};
+    return Error{EINVAL, "socket slot: receive queue " + std::to_string(queue) + " is outside 0.." +
+                             std::to_string(XVMQ_MAX_QUEUES - 1)};
   return {};
 }
 
@@ -677,8 +685,7 @@ Status Classifier::detach_from(const std::string& ifname) {
   if (xdp_multiprog__is_legacy(mp)) {
     xdp_program* main = xdp_multiprog__main_prog(mp);
     if (!main || kClassifierName != xdp_program__name(main)) {
-      st = Error{EPERM, "the XDP program on " + ifname + " is '" +
-                            std::string(main ? xdp_program__name(main) : "?") +
+      st = Error{EPERM, "the XDP program on " + ifname + " is '" + std::string(main ? xdp_program__name(main) : "?") +
                             "', not the classifier; left alone"};
     } else if ((err = xdp_multiprog__detach(mp)) != 0) {
       st = make_error(err, "detach classifier from " + ifname);

@@ -28,9 +28,7 @@ uint64_t value_word(const FilterValue& v) {
   return xvmq_filter_value_word(v.vmq, v.strip_tag ? XVMQ_FILTER_F_STRIP_TAG : 0);
 }
 
-void store(__u64& where, uint64_t what) {
-  std::atomic_ref<__u64>(where).store(what, std::memory_order_release);
-}
+void store(__u64& where, uint64_t what) { std::atomic_ref<__u64>(where).store(what, std::memory_order_release); }
 
 }  // namespace
 
@@ -80,15 +78,14 @@ Status FilterTable::set(const FilterKey& key, const FilterValue& value) {
         return {};
       }
       bool usable = k == XVMQ_FILTER_EMPTY ||
-                    (k == XVMQ_FILTER_TOMBSTONE &&
-                     (freed_key_[pos] == w || now - freed_at_[pos] >= kQuarantine));
+                    (k == XVMQ_FILTER_TOMBSTONE && (freed_key_[pos] == w || now - freed_at_[pos] >= kQuarantine));
       if (k == XVMQ_FILTER_TOMBSTONE && !usable) wait_until = std::max(wait_until, freed_at_[pos] + kQuarantine);
       if (usable && !free) free = pos;
       if (k == XVMQ_FILTER_EMPTY) break;  // the key is not further on
     }
     if (live_ >= XVMQ_MAX_FILTERS)
-      return Error{E2BIG, "filter " + key.to_string() + ": filter map is full (" +
-                              std::to_string(XVMQ_MAX_FILTERS) + " entries); clear a filter first"};
+      return Error{E2BIG, "filter " + key.to_string() + ": filter map is full (" + std::to_string(XVMQ_MAX_FILTERS) +
+                              " entries); clear a filter first"};
     if (free) {
       uint32_t pos = *free;
       if (load_key(pos) == XVMQ_FILTER_TOMBSTONE) tombstones_--;
@@ -102,9 +99,8 @@ Status FilterTable::set(const FilterKey& key, const FilterValue& value) {
       if (wait_until > Clock::now()) std::this_thread::sleep_until(wait_until);
     }
   }
-  return Error{ENOSPC, "filter " + key.to_string() + ": no free slot within " +
-                           std::to_string(XVMQ_FILTER_PROBES) + " slots of its hash (" +
-                           std::to_string(live_) + " filters in the table)"};
+  return Error{ENOSPC, "filter " + key.to_string() + ": no free slot within " + std::to_string(XVMQ_FILTER_PROBES) +
+                           " slots of its hash (" + std::to_string(live_) + " filters in the table)"};
 }
 
 Status FilterTable::clear(const FilterKey& key) {

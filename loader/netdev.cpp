@@ -49,15 +49,12 @@ Result<NetdevInfo> netdev_info(const std::string& ifname) {
 
   ethtool_channels ch{};
   ch.cmd = ETHTOOL_GCHANNELS;
-  if (ethtool(sock.get(), ifname, &ch) == 0)
-    info.rx_queues = ch.rx_count + ch.combined_count;
+  if (ethtool(sock.get(), ifname, &ch) == 0) info.rx_queues = ch.rx_count + ch.combined_count;
   if (info.rx_queues == 0) info.rx_queues = count_sysfs_rx_queues(ifname);
   if (info.rx_queues == 0) info.rx_queues = 1;
   return info;
 }
 
-bool driver_can_offload(const std::string& driver) {
-  return driver == "nfp" || driver == "netdevsim";
-}
+bool driver_can_offload(const std::string& driver) { return driver == "nfp" || driver == "netdevsim"; }
 
 }  // namespace xvmq

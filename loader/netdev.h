@@ -11,8 +11,8 @@ namespace xvmq {
 struct NetdevInfo {
   std::string name;
   int ifindex = 0;
-  std::string driver;     // ETHTOOL_GDRVINFO: "veth", "mlx5_core", ...
-  uint32_t rx_queues = 0; // receive queues in use
+  std::string driver;      // ETHTOOL_GDRVINFO: "veth", "mlx5_core", ...
+  uint32_t rx_queues = 0;  // receive queues in use
 };
 
 Result<NetdevInfo> netdev_info(const std::string& ifname);

@@ -16,13 +16,20 @@ namespace xvmq::switchd {
 
 inline control::ErrorKind to_control(ErrorKind k) {
   switch (k) {
-    case ErrorKind::Usage: return control::ErrorKind::Usage;
-    case ErrorKind::NotFound: return control::ErrorKind::NotFound;
-    case ErrorKind::WrongState: return control::ErrorKind::WrongState;
-    case ErrorKind::Exists: return control::ErrorKind::Exists;
-    case ErrorKind::Exhausted: return control::ErrorKind::Exhausted;
-    case ErrorKind::Kernel: return control::ErrorKind::Kernel;
-    case ErrorKind::Permission: return control::ErrorKind::Permission;
+    case ErrorKind::Usage:
+      return control::ErrorKind::Usage;
+    case ErrorKind::NotFound:
+      return control::ErrorKind::NotFound;
+    case ErrorKind::WrongState:
+      return control::ErrorKind::WrongState;
+    case ErrorKind::Exists:
+      return control::ErrorKind::Exists;
+    case ErrorKind::Exhausted:
+      return control::ErrorKind::Exhausted;
+    case ErrorKind::Kernel:
+      return control::ErrorKind::Kernel;
+    case ErrorKind::Permission:
+      return control::ErrorKind::Permission;
   }
   return control::ErrorKind::Kernel;
 }

@@ -58,66 +58,93 @@ void add_control_options(CLI::App& app, Cli& c) {
   app.add_option("--group", c.ctl.group, "group allowed on the control socket besides root")->capture_default_str();
   app.add_option("--max-clients", c.ctl.max_clients,
                  "control connections at once; one more is refused as full (the last --root-reserved are root's)")
-      ->capture_default_str()->check(CLI::Range(2, 65536));
+      ->capture_default_str()
+      ->check(CLI::Range(2, 65536));
   app.add_option("--max-clients-per-uid", c.ctl.max_clients_per_uid, "control connections of one uid other than root")
-      ->capture_default_str()->check(CLI::Range(1, 65536));
-  c.reserved_opt =
-      app.add_option("--root-reserved", c.ctl.root_reserved, "of --max-clients, kept for root (uid 0); default 16, at "
-                                                           "most a quarter of --max-clients")
-          ->check(CLI::Range(0, 65535));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  c.reserved_opt = app.add_option("--root-reserved", c.ctl.root_reserved,
+                                  "of --max-clients, kept for root (uid 0); default 16, at "
+                                  "most a quarter of --max-clients")
+                       ->check(CLI::Range(0, 65535));
   c.idle_s = c.ctl.idle_timeout.count() / 1000.0;
   c.read_s = c.ctl.read_timeout.count() / 1000.0;
   c.write_s = c.ctl.write_timeout.count() / 1000.0;
   app.add_option("--idle-timeout", c.idle_s, "seconds: a control connection with no request under way is closed")
-      ->capture_default_str()->check(CLI::Range(0.01, 86400.0));
-  app.add_option("--read-timeout", c.read_s, "seconds: a request line begun and not ended is refused, its connection closed")
-      ->capture_default_str()->check(CLI::Range(0.01, 3600.0));
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 86400.0));
+  app.add_option("--read-timeout", c.read_s,
+                 "seconds: a request line begun and not ended is refused, its connection closed")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 3600.0));
   app.add_option("--write-timeout", c.write_s, "seconds: a response the client does not read closes its connection")
-      ->capture_default_str()->check(CLI::Range(0.01, 3600.0));
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 3600.0));
 }
 
 void add_datapath_options(CLI::App& app, Cli& c) {
-  app.add_option("--max-vmqs", c.opts.max_vmqs, "size of the vmq pool")->capture_default_str()->check(CLI::Range(1, XVMQ_MAX_VMQS - 1));
+  app.add_option("--max-vmqs", c.opts.max_vmqs, "size of the vmq pool")
+      ->capture_default_str()
+      ->check(CLI::Range(1, XVMQ_MAX_VMQS - 1));
   app.add_option("--pin-root", c.opts.datapath.pin_root, "bpffs directory of the uplinks' maps")->capture_default_str();
-  c.umem_frames = app.add_option("--umem-frames", c.opts.datapath.worker.frames,
-                                     "receive buffers per queue (default: the buffer rule's minimum for --max-nics: uplink reserve "
-                                     "+ headroom + burst budget + max-nics x floor; see docs/architecture.md)")
-                          ->check(CLI::Range(256, 1 << 20));
+  c.umem_frames =
+      app.add_option("--umem-frames", c.opts.datapath.worker.frames,
+                     "receive buffers per queue (default: the buffer rule's minimum for --max-nics: uplink reserve "
+                     "+ headroom + burst budget + max-nics x floor; see docs/architecture.md)")
+          ->check(CLI::Range(256, 1 << 20));
   app.add_option("--max-nics", c.opts.datapath.max_nics,
                  "VM NICs connected at once, at most: every queue's UMEM keeps --nic-floor buffers for each")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 16));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--nic-floor", c.opts.datapath.worker.nic_floor,
                  "buffers always in the fill ring of each socket on a VM NIC's backend")
-      ->capture_default_str()->check(CLI::Range(1, 256));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   app.add_option("--nic-ring-size", c.opts.datapath.worker.nic_ring_size,
                  "rx/tx ring entries of the sockets on VM NICs' backends (kernel memory per socket)")
-      ->capture_default_str()->check(CLI::IsMember({256, 512, 1024, 2048, 4096}));
-  app.add_option("--frame-size", c.opts.datapath.worker.frame_size, "bytes per buffer (2048 or 4096)")->capture_default_str()->check(CLI::IsMember({2048, 4096}));
-  app.add_option("--ring-size", c.opts.datapath.worker.ring_size, "AF_XDP ring entries")->capture_default_str()->check(CLI::IsMember({256, 512, 1024, 2048, 4096}));
-  app.add_option("--nic-inflight", c.opts.datapath.worker.nic_inflight, "frames in flight to one NIC per queue")->capture_default_str();
-  app.add_option("--queue-cpus", c.queue_cpus, "receive queue to CPU, e.g. 0:1,1:0 (default: interrupt affinity, else spread)");
+      ->capture_default_str()
+      ->check(CLI::IsMember({256, 512, 1024, 2048, 4096}));
+  app.add_option("--frame-size", c.opts.datapath.worker.frame_size, "bytes per buffer (2048 or 4096)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({2048, 4096}));
+  app.add_option("--ring-size", c.opts.datapath.worker.ring_size, "AF_XDP ring entries")
+      ->capture_default_str()
+      ->check(CLI::IsMember({256, 512, 1024, 2048, 4096}));
+  app.add_option("--nic-inflight", c.opts.datapath.worker.nic_inflight, "frames in flight to one NIC per queue")
+      ->capture_default_str();
+  app.add_option("--queue-cpus", c.queue_cpus,
+                 "receive queue to CPU, e.g. 0:1,1:0 (default: interrupt affinity, else spread)");
   app.add_option("--dedicated-queues", c.opts.datapath.dedicated_queues,
-                 "the highest N receive queues are kept for hardware-steered vmqs")->capture_default_str();
+                 "the highest N receive queues are kept for hardware-steered vmqs")
+      ->capture_default_str();
   app.add_option("--flow-rules", c.flow_rules,
                  "ethtool: program the NIC's RX flow rule for each hardware-steered vmq; external: the NIC "
-                 "already steers (rules made by other tooling)")->capture_default_str()->check(CLI::IsMember({"ethtool", "external"}));
+                 "already steers (rules made by other tooling)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ethtool", "external"}));
   app.add_option("--vmq-umem-frames", c.opts.datapath.vmq_umem_frames, "buffers of a hardware-steered vmq's own UMEM")
-      ->capture_default_str()->check(CLI::Range(256, 1 << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(256, 1 << 20));
   app.add_option("--fdb-size", c.opts.datapath.fdb_size, "MACs learned behind the uplink, at most")
-      ->capture_default_str()->check(CLI::Range(16, 1 << 22));
+      ->capture_default_str()
+      ->check(CLI::Range(16, 1 << 22));
   app.add_option("--fdb-age", c.opts.datapath.fdb_age_s, "seconds before an unseen learned MAC is forgotten")
-      ->capture_default_str()->check(CLI::Range(1, 86400));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   app.add_flag("--busy-poll", c.opts.datapath.worker.busy_poll, "workers spin instead of sleeping");
   app.add_option("--rt-priority", c.opts.datapath.worker.rt_priority,
                  "run the queue workers at this SCHED_FIFO priority (1-99; 0: the normal scheduler), so a "
                  "woken worker does not wait for a busy CPU's time slice; not with --busy-poll on shared CPUs")
-      ->capture_default_str()->check(CLI::Range(0, 99));
+      ->capture_default_str()
+      ->check(CLI::Range(0, 99));
 }
 
 void add_service_options(CLI::App& app, Cli& c) {
-  app.add_flag("--detach-on-exit", c.detach_on_exit, "on SIGTERM detach the classifier (default: leave it passing frames)");
-  app.add_option("--config", c.config_file, "at start, after the saved state, bring the switch to this configuration "
-                                          "file (TOML, see README); a bad file: exit 2");
+  app.add_flag("--detach-on-exit", c.detach_on_exit,
+               "on SIGTERM detach the classifier (default: leave it passing frames)");
+  app.add_option("--config", c.config_file,
+                 "at start, after the saved state, bring the switch to this configuration "
+                 "file (TOML, see README); a bad file: exit 2");
   app.add_flag("-v,--verbose", c.verbose, "libbpf and libxdp messages");
   app.add_option("--metrics-listen", c.metrics_listen,
                  "serve Prometheus metrics on ADDR:PORT (a bare PORT: 127.0.0.1); off when not given");
@@ -155,15 +182,19 @@ int check_options(Cli& c) {
     sched_getaffinity(0, sizeof(allowed), &allowed);
     for (const auto& [q, cpu] : c.opts.datapath.queue_cpus)
       if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
-        std::fprintf(stderr, "switchd: --queue-cpus: queue %u on CPU %d: no such CPU among the %d this process may "
-                     "use; see nproc\n", q, cpu, CPU_COUNT(&allowed));
+        std::fprintf(stderr,
+                     "switchd: --queue-cpus: queue %u on CPU %d: no such CPU among the %d this process may "
+                     "use; see nproc\n",
+                     q, cpu, CPU_COUNT(&allowed));
         return 2;
       }
   }
   c.opts.datapath.flow_rules = c.flow_rules == "external" ? FlowRules::External : FlowRules::Ethtool;
   if (c.umem_frames->count() == 0) c.opts.datapath.worker.frames = 0;  // the rule's minimum, at attach
   if (c.opts.datapath.worker.nic_inflight > c.opts.datapath.worker.nic_ring_size) {
-    std::fprintf(stderr, "switchd: --nic-inflight %u exceeds --nic-ring-size %u: the backend's transmit ring holds the frames in flight\n",
+    std::fprintf(stderr,
+                 "switchd: --nic-inflight %u exceeds --nic-ring-size %u: the backend's transmit ring holds the frames "
+                 "in flight\n",
                  c.opts.datapath.worker.nic_inflight, c.opts.datapath.worker.nic_ring_size);
     return 2;
   }
@@ -187,8 +218,9 @@ void raise_nofile() {
     rlim_t was = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-      std::fprintf(stderr, "switchd: raising RLIMIT_NOFILE from %llu to %llu: %s\n", static_cast<unsigned long long>(was),
-                   static_cast<unsigned long long>(rl.rlim_max), std::strerror(errno));
+      std::fprintf(stderr, "switchd: raising RLIMIT_NOFILE from %llu to %llu: %s\n",
+                   static_cast<unsigned long long>(was), static_cast<unsigned long long>(rl.rlim_max),
+                   std::strerror(errno));
   }
 }
 
@@ -242,8 +274,8 @@ int serve(Switch* s, Cli& c, sigset_t sigs) {
   const SwitchSnapshot snap = s->snapshot();
   const std::string uplink = snap.uplink ? snap.uplink->name : "none";
   service::log(service::Level::Info, "ready on %s", c.ctl.path.c_str());
-  service::notify("READY=1\nSTATUS=serving " + c.ctl.path + ", uplink " + uplink + ", " +
-                  std::to_string(snap.ports) + " port(s)");
+  service::notify("READY=1\nSTATUS=serving " + c.ctl.path + ", uplink " + uplink + ", " + std::to_string(snap.ports) +
+                  " port(s)");
 
   sigdelset(&sigs, SIGPIPE);
   int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
@@ -264,8 +296,9 @@ int serve(Switch* s, Cli& c, sigset_t sigs) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"switchd: Hyper-V's VMQ and extensible switch on XDP and AF_XDP.\n"
-               "Example: switchd --state-dir /var/lib/xvmq --max-vmqs 2"};
+  CLI::App app{
+      "switchd: Hyper-V's VMQ and extensible switch on XDP and AF_XDP.\n"
+      "Example: switchd --state-dir /var/lib/xvmq --max-vmqs 2"};
   Cli c;
   add_control_options(app, c);
   add_datapath_options(app, c);

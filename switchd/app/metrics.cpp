@@ -27,8 +27,10 @@ class Families {
     MetricFamily& f = out_.at(index_.at(name));
     ClientMetric m;
     m.label = std::move(labels);
-    if (f.type == MetricType::Counter) m.counter.value = value;
-    else m.gauge.value = value;
+    if (f.type == MetricType::Counter)
+      m.counter.value = value;
+    else
+      m.gauge.value = value;
     f.metric.push_back(std::move(m));
   }
   std::vector<MetricFamily> take() { return std::move(out_); }
@@ -200,7 +202,8 @@ void add_fdb(Families& f, const StatsSnapshot& s, const std::string& uplink) {
   f.add("xvmq_fdb_learn_refused_total", {{"uplink", uplink}}, num(s.fdb_learn_refused));
   std::map<std::string, uint64_t> vlans;  // in the order of their names, as before
   for (const auto& [v, frames] : s.vlan_frames) vlans[std::to_string(v)] = frames;
-  for (const auto& [vlan, frames] : vlans) f.add("xvmq_vlan_frames_total", {{"uplink", uplink}, {"vlan", vlan}}, num(frames));
+  for (const auto& [vlan, frames] : vlans)
+    f.add("xvmq_vlan_frames_total", {{"uplink", uplink}, {"vlan", vlan}}, num(frames));
 }
 
 }  // namespace

@@ -223,7 +223,8 @@ void Switch::check_fdb_add(const std::string& port, const StaticEntry& key) cons
   const auto& [mac, vlan] = key;
   const std::string on = format_mac(mac) + " on VLAN " + std::to_string(vlan);
   if (is_multicast(mac) || mac == Mac{})
-    throw Refused(ErrorKind::Usage, "fdb.add: " + format_mac(mac) + " is not a unicast MAC; an entry names one station");
+    throw Refused(ErrorKind::Usage,
+                  "fdb.add: " + format_mac(mac) + " is not a unicast MAC; an entry names one station");
   const PortVlans& vlans = model_.nic(port).desc.vlans;  // not_found, naming the port, when it has no NIC
   if (!vlans.carries(vlan))
     throw Refused(ErrorKind::Usage, "fdb.add: nic " + port + " is not on VLAN " + std::to_string(vlan) +
@@ -306,8 +307,7 @@ void Switch::uplink_attach(const UplinkConfig& up) {
     }
   }
   uplink_ = up;
-  model_.record("uplink " + up.name, "none", "attached (" + std::string(to_string(dp_->mode())) + ")",
-                "uplink.attach");
+  model_.record("uplink " + up.name, "none", "attached (" + std::string(to_string(dp_->mode())) + ")", "uplink.attach");
 }
 
 void Switch::uplink_detach() {
@@ -317,7 +317,8 @@ void Switch::uplink_detach() {
     if (p.nic && p.nic->state == NicState::Connected && !(host_port_ && name == host_port_->port))
       busy += (busy.empty() ? "" : ", ") + name;
   if (!busy.empty())
-    throw Refused(ErrorKind::WrongState, "uplink.detach: nics still connected: " + busy + "; nic.disconnect them first");
+    throw Refused(ErrorKind::WrongState,
+                  "uplink.detach: nics still connected: " + busy + "; nic.disconnect them first");
   if (host_port_)
     if (std::string errs = remove_host_port(); !errs.empty())
       service::log(service::Level::Warn, "uplink.detach %s: host port: %s", uplink_->name.c_str(), errs.c_str());
@@ -460,8 +461,9 @@ void Switch::make_host_port(const std::string& uplink, const std::string& netdev
   move_addresses(uplink, netdev, *addrs, *routes, undo, check);
   for (const auto& a : *addrs) hp.addresses.push_back(a.str());
   for (const auto& r : *routes) hp.routes.push_back(r.str());
-  service::log(service::Level::Info, "host port %s: netdev %s (backend %s), %zu address(es) and %zu route(s) moved from %s",
-               hp.port.c_str(), netdev.c_str(), hp.backend.c_str(), addrs->size(), routes->size(), uplink.c_str());
+  service::log(service::Level::Info,
+               "host port %s: netdev %s (backend %s), %zu address(es) and %zu route(s) moved from %s", hp.port.c_str(),
+               netdev.c_str(), hp.backend.c_str(), addrs->size(), routes->size(), uplink.c_str());
   host_port_ = hp;
 }
 
@@ -507,7 +509,8 @@ std::string Switch::remove_host_port() {
 void Switch::refuse_on_host_port(const std::string& op, const std::string& port) const {
   if (host_port_ && port == host_port_->port)
     throw Refused(ErrorKind::WrongState, op + " " + port + ": it is the host port of uplink " + uplink_->name +
-                                             " (netdev " + host_port_->netdev + ", connected); uplink.detach removes it");
+                                             " (netdev " + host_port_->netdev +
+                                             ", connected); uplink.detach removes it");
 }
 
 }  // namespace xvmq::switchd

@@ -16,8 +16,9 @@ namespace {
 const std::set<std::string> kTopKeys{"uplink", "port"};
 const std::set<std::string> kUplinkKeys{"name", "mode", "host", "host_netdev", "host_vlan"};
 const std::set<std::string> kPortKeys{"name", "nic"};
-const std::set<std::string> kNicKeys{"mac",         "backend",    "vmq",      "vlan_mode", "vlan", "trunk_vlans",
-                                     "native_vlan", "allow_mac_spoofing", "steering", "connected"};
+const std::set<std::string> kNicKeys{"mac",      "backend",     "vmq",         "vlan_mode",
+                                     "vlan",     "trunk_vlans", "native_vlan", "allow_mac_spoofing",
+                                     "steering", "connected"};
 
 // A refusal in the file: the line says where.
 struct Bad {
@@ -78,7 +79,9 @@ void check_shape(std::string_view text) {
         break;
     }
     switch (c) {
-      case '#': state = Comment; break;
+      case '#':
+        state = Comment;
+        break;
       case '"':
         state = run(i, '"') >= 3 ? MultiBasic : Basic;
         if (state == MultiBasic) i += 2;
@@ -184,8 +187,8 @@ UplinkConfig parse_uplink(const toml::node& u) {
     up.host = string_at(*t, "host", "uplink");
     if (up.host != "stack" && up.host != "port")
       throw Bad{line_of(*t->get("host")), "uplink: host '" + up.host +
-                                               "': use stack (frames to its MAC reach the host's stack) or port "
-                                               "(the host moves its addresses to a host port)"};
+                                              "': use stack (frames to its MAC reach the host's stack) or port "
+                                              "(the host moves its addresses to a host port)"};
   }
   if (const toml::node* n = t->get("host_netdev")) {
     if (up.host != "port") throw Bad{line_of(*n), "uplink: host_netdev goes with host = \"port\""};
@@ -264,7 +267,8 @@ SwitchConfig parse_table(const toml::table& root) {
   if (!ports || !ports->is_array_of_tables()) throw Bad{line_of(*p), "port must be an array of tables ([[port]])"};
   if (ports->size() > kMaxPorts)
     throw Bad{line_of(*ports->get(kMaxPorts)), "more than " + std::to_string(kMaxPorts) +
-                                                   " ports ([[port]] tables); the limit is " + std::to_string(kMaxPorts)};
+                                                   " ports ([[port]] tables); the limit is " +
+                                                   std::to_string(kMaxPorts)};
   for (const toml::node& pn : *ports) {
     PortConfig pc = parse_port(*pn.as_table(), scratch, out.uplink.has_value());
     out.ports[pc.name] = std::move(pc);
@@ -383,8 +387,10 @@ std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::opti
       if (keep) {
         kept.insert(name);
         if (n.desc.vmq_policy != want->nic->vmq_policy) {
-          if (want->nic->vmq_policy == VmqPolicy::Off) vmq_free.push_back({"vmq.free", {{"port", name}, {"policy", "off"}}});
-          else vmq_alloc.push_back({"vmq.allocate", {{"port", name}, {"policy", "auto"}}});
+          if (want->nic->vmq_policy == VmqPolicy::Off)
+            vmq_free.push_back({"vmq.free", {{"port", name}, {"policy", "off"}}});
+          else
+            vmq_alloc.push_back({"vmq.allocate", {{"port", name}, {"policy", "auto"}}});
         }
         if (want->connected && n.state == NicState::Created) connect.push_back({"nic.connect", {{"port", name}}});
       } else {
@@ -421,8 +427,8 @@ std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::opti
   std::sort(create_port.begin(), create_port.end(), by_name("name"));
   std::sort(connect.begin(), connect.end(), by_name("port"));
   std::vector<Step> out;
-  for (auto* kind : {&disconnect, &del_nic, &teardown, &del_port, &detach, &vmq_free, &vmq_alloc, &attach,
-                     &create_port, &create_nic, &connect})
+  for (auto* kind : {&disconnect, &del_nic, &teardown, &del_port, &detach, &vmq_free, &vmq_alloc, &attach, &create_port,
+                     &create_nic, &connect})
     out.insert(out.end(), kind->begin(), kind->end());
   return out;
 }

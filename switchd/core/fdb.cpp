@@ -10,9 +10,7 @@ Fdb::Fdb(uint32_t capacity) : capacity_(capacity) {
   slots_ = std::make_unique<Slot[]>(slots);
 }
 
-uint32_t Fdb::index(uint64_t key) const {
-  return static_cast<uint32_t>((key * 0x9e3779b97f4a7c15ull) >> 32) & mask_;
-}
+uint32_t Fdb::index(uint64_t key) const { return static_cast<uint32_t>((key * 0x9e3779b97f4a7c15ull) >> 32) & mask_; }
 
 Fdb::Learned Fdb::learn(const Mac& mac, uint16_t vlan, uint32_t now_s) {
   const uint64_t k = xvmq_filter_word(mac.data(), vlan);

@@ -8,13 +8,20 @@ namespace xvmq::switchd {
 
 std::string_view to_string(SwitchDrop d) {
   switch (d) {
-    case SwitchDrop::Malformed: return "malformed";
-    case SwitchDrop::SpoofedSource: return "spoofed_source";
-    case SwitchDrop::TaggedOnAccess: return "tagged_on_access";
-    case SwitchDrop::VlanNotAllowed: return "vlan_not_allowed";
-    case SwitchDrop::UnknownUnicast: return "unknown_unicast";
-    case SwitchDrop::NoPort: return "no_port";
-    case SwitchDrop::Count: break;
+    case SwitchDrop::Malformed:
+      return "malformed";
+    case SwitchDrop::SpoofedSource:
+      return "spoofed_source";
+    case SwitchDrop::TaggedOnAccess:
+      return "tagged_on_access";
+    case SwitchDrop::VlanNotAllowed:
+      return "vlan_not_allowed";
+    case SwitchDrop::UnknownUnicast:
+      return "unknown_unicast";
+    case SwitchDrop::NoPort:
+      return "no_port";
+    case SwitchDrop::Count:
+      break;
   }
   return "?";
 }
@@ -40,7 +47,8 @@ Decision decide_all(const uint8_t* f, uint32_t len, int ingress, const std::vect
   }
   Egress batch[64];
   size_t cursor = 0;
-  while (size_t n = flood_egress(ports, ingress, v.vlan, cursor, batch, 64)) d.out.insert(d.out.end(), batch, batch + n);
+  while (size_t n = flood_egress(ports, ingress, v.vlan, cursor, batch, 64))
+    d.out.insert(d.out.end(), batch, batch + n);
   return d;
 }
 
@@ -67,15 +75,16 @@ Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<N
   return decide_all(f, len, ingress, ports, nullptr);
 }
 
-Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports, const PortIndex& index) {
+Decision decide(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports,
+                const PortIndex& index) {
   return decide_all(f, len, ingress, ports, &index);
 }
 
 namespace {
 
 // The frame's VLAN as it entered, by the ingress port's rules; or why not.
-std::optional<SwitchDrop> ingress_vlan(const uint8_t* f, int ingress, const std::vector<NicDesc>& ports,
-                                       uint16_t vlan, Verdict& v) {
+std::optional<SwitchDrop> ingress_vlan(const uint8_t* f, int ingress, const std::vector<NicDesc>& ports, uint16_t vlan,
+                                       Verdict& v) {
   Mac src;
   std::copy(f + 6, f + 12, src.begin());
   if (ingress == kUplink) {
@@ -110,8 +119,7 @@ void judge_flood(const std::vector<NicDesc>& ports, int ingress, Verdict& v) {
 
 // Unicast: the first port, in order, with dst on the frame's VLAN: among
 // the index's candidates for dst, or (no index) among all ports.
-void judge_unicast(const Mac& dst, const std::vector<NicDesc>& ports, const PortIndex* index, int ingress,
-                   Verdict& v) {
+void judge_unicast(const Mac& dst, const std::vector<NicDesc>& ports, const PortIndex* index, int ingress, Verdict& v) {
   const std::vector<int>* cand = nullptr;
   if (index) {
     auto it = index->find(dst);
@@ -138,8 +146,7 @@ void judge_unicast(const Mac& dst, const std::vector<NicDesc>& ports, const Port
 
 }  // namespace
 
-Verdict judge(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports,
-              const PortIndex* index) {
+Verdict judge(const uint8_t* f, uint32_t len, int ingress, const std::vector<NicDesc>& ports, const PortIndex* index) {
   if (len < ETH_HLEN) return dropped(SwitchDrop::Malformed);
   // Tags as the classifier reads them: outer 0x8100/0x88a8, inner 0x8100;
   // the VLAN is the first VID that is not 0 (priority tags carry none).

@@ -18,12 +18,12 @@
 namespace xvmq::switchd {
 
 enum class SwitchDrop : uint8_t {
-  Malformed,          // shorter than an Ethernet header, or a truncated tag
-  SpoofedSource,      // a VM sent with a source MAC not its NIC's
-  TaggedOnAccess,     // a tagged frame from an access NIC
-  VlanNotAllowed,     // a trunk NIC sent on a VLAN it does not carry, or untagged with no native VLAN
-  UnknownUnicast,     // from the uplink, to no port
-  NoPort,             // no port to send to: alone on its VLAN, or to the port it came from
+  Malformed,       // shorter than an Ethernet header, or a truncated tag
+  SpoofedSource,   // a VM sent with a source MAC not its NIC's
+  TaggedOnAccess,  // a tagged frame from an access NIC
+  VlanNotAllowed,  // a trunk NIC sent on a VLAN it does not carry, or untagged with no native VLAN
+  UnknownUnicast,  // from the uplink, to no port
+  NoPort,          // no port to send to: alone on its VLAN, or to the port it came from
   Count
 };
 std::string_view to_string(SwitchDrop d);
@@ -39,10 +39,10 @@ struct Egress {
 
 struct Decision {
   std::optional<SwitchDrop> drop;
-  uint16_t vlan = 0;        // the frame's VLAN inside the switch
-  uint32_t tags = 0;        // tags on the frame as received (removed before shaping)
+  uint16_t vlan = 0;  // the frame's VLAN inside the switch
+  uint32_t tags = 0;  // tags on the frame as received (removed before shaping)
   std::vector<Egress> out;
-  bool learn = false;       // the source MAC (on `vlan`) is behind the uplink
+  bool learn = false;  // the source MAC (on `vlan`) is behind the uplink
 };
 
 // Decide for a frame entering on `ingress` (kUplink or a port index).
@@ -64,7 +64,8 @@ struct MacHash {
 using PortIndex = std::unordered_map<Mac, std::vector<int>, MacHash>;
 PortIndex index_ports(const std::vector<NicDesc>& ports);
 // The same decision, with the index of `ports`.
-Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<NicDesc>& ports, const PortIndex& index);
+Decision decide(const uint8_t* frame, uint32_t len, int ingress, const std::vector<NicDesc>& ports,
+                const PortIndex& index);
 
 // The same decision without allocating, for the per-frame path: the
 // verdict, and a flood's egresses in chunks into the caller's array.
@@ -74,7 +75,7 @@ struct Verdict {
   uint16_t vlan = 0;
   uint32_t tags = 0;
   bool learn = false;
-  bool flood = false;       // to every other port of `vlan`, and the uplink if a VM sent it: flood_egress()
+  bool flood = false;         // to every other port of `vlan`, and the uplink if a VM sent it: flood_egress()
   Egress to{kUplink, false};  // not dropped, not a flood: the one egress
   bool tagged = false, untagged = false;  // the shapes its egresses take
 };

@@ -6,13 +6,20 @@ namespace xvmq::switchd {
 
 std::string_view to_string(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::Usage: return "usage";
-    case ErrorKind::NotFound: return "not_found";
-    case ErrorKind::WrongState: return "wrong_state";
-    case ErrorKind::Exists: return "exists";
-    case ErrorKind::Exhausted: return "exhausted";
-    case ErrorKind::Kernel: return "kernel";
-    case ErrorKind::Permission: return "permission";
+    case ErrorKind::Usage:
+      return "usage";
+    case ErrorKind::NotFound:
+      return "not_found";
+    case ErrorKind::WrongState:
+      return "wrong_state";
+    case ErrorKind::Exists:
+      return "exists";
+    case ErrorKind::Exhausted:
+      return "exhausted";
+    case ErrorKind::Kernel:
+      return "kernel";
+    case ErrorKind::Permission:
+      return "permission";
   }
   return "?";
 }
@@ -21,9 +28,12 @@ std::string_view to_string(PortState s) { return s == PortState::Created ? "crea
 
 std::string_view to_string(NicState s) {
   switch (s) {
-    case NicState::Created: return "created";
-    case NicState::Connected: return "connected";
-    case NicState::Disconnected: return "disconnected";
+    case NicState::Created:
+      return "created";
+    case NicState::Connected:
+      return "connected";
+    case NicState::Disconnected:
+      return "disconnected";
   }
   return "?";
 }
@@ -39,9 +49,12 @@ std::string port_steps(const Port& p) {
 
 std::string nic_steps(const Nic& n) {
   switch (n.state) {
-    case NicState::Created: return n.vmq_id ? "nic.connect, nic.delete, vmq.free" : "nic.connect, nic.delete, vmq.allocate";
-    case NicState::Connected: return n.vmq_id ? "nic.disconnect, vmq.free" : "nic.disconnect, vmq.allocate";
-    case NicState::Disconnected: return n.vmq_id ? "nic.delete, vmq.free" : "nic.delete";
+    case NicState::Created:
+      return n.vmq_id ? "nic.connect, nic.delete, vmq.free" : "nic.connect, nic.delete, vmq.allocate";
+    case NicState::Connected:
+      return n.vmq_id ? "nic.disconnect, vmq.free" : "nic.disconnect, vmq.allocate";
+    case NicState::Disconnected:
+      return n.vmq_id ? "nic.delete, vmq.free" : "nic.delete";
   }
   return "";
 }
@@ -61,8 +74,8 @@ Port& Model::mut_port(const std::string& name) { return const_cast<Port&>(port(n
 const Nic& Model::nic(const std::string& name) const {
   const Port& p = port(name);
   if (!p.nic)
-    throw Refused(ErrorKind::NotFound, "port " + name + " has no NIC (port is " +
-                                           std::string(to_string(p.state)) + "; allowed: " + port_steps(p) + ")");
+    throw Refused(ErrorKind::NotFound, "port " + name + " has no NIC (port is " + std::string(to_string(p.state)) +
+                                           "; allowed: " + port_steps(p) + ")");
   return *p.nic;
 }
 
@@ -80,10 +93,11 @@ void Model::record(const std::string& object, std::string_view from, std::string
 
 void Model::port_create(const std::string& name) {
   if (!valid_name(name))
-    throw Refused(ErrorKind::Usage, "port name '" + name + "': use 1 to 15 characters of A-Z a-z 0-9 _ . -, not starting with - or .");
+    throw Refused(ErrorKind::Usage,
+                  "port name '" + name + "': use 1 to 15 characters of A-Z a-z 0-9 _ . -, not starting with - or .");
   if (auto it = ports_.find(name); it != ports_.end())
-    throw Refused(ErrorKind::Exists, "port " + name + " already exists (it is " +
-                                         std::string(to_string(it->second.state)) + ")");
+    throw Refused(ErrorKind::Exists,
+                  "port " + name + " already exists (it is " + std::string(to_string(it->second.state)) + ")");
   if (ports_.size() >= kMaxPorts)
     throw Refused(ErrorKind::Exhausted, "port.create " + name + ": switchd has " + std::to_string(ports_.size()) +
                                             " ports, the most it keeps (limit " + std::to_string(kMaxPorts) +
@@ -116,15 +130,16 @@ void Model::nic_create(const std::string& name, NicDesc c) {
   Port& p = mut_port(name);
   if (p.nic)
     throw Refused(ErrorKind::WrongState, "nic.create: port " + name + " already has a NIC (" +
-                                             std::string(to_string(p.nic->state)) + ", MAC " + format_mac(p.nic->desc.mac) +
-                                             "); a port has one NIC");
+                                             std::string(to_string(p.nic->state)) + ", MAC " +
+                                             format_mac(p.nic->desc.mac) + "); a port has one NIC");
   if (p.state != PortState::Created)
     throw Refused(ErrorKind::WrongState, "nic.create: port " + name + " is " + std::string(to_string(p.state)) +
                                              "; allowed from there: " + port_steps(p));
   if (is_multicast(c.mac) || c.mac == Mac{})
     throw Refused(ErrorKind::Usage, "nic.create: MAC " + format_mac(c.mac) + " is not a unicast station address");
   const PortVlans& vl = c.vlans;
-  if (vl.access > XVMQ_VLAN_MAX) throw Refused(ErrorKind::Usage, "nic.create: VLAN " + std::to_string(vl.access) + " is outside 0..4094");
+  if (vl.access > XVMQ_VLAN_MAX)
+    throw Refused(ErrorKind::Usage, "nic.create: VLAN " + std::to_string(vl.access) + " is outside 0..4094");
   if (vl.mode == VlanMode::Trunk) {
     if (vl.trunk_vlans.empty()) throw Refused(ErrorKind::Usage, "nic.create: a trunk NIC needs at least one VLAN");
     for (uint16_t v : vl.trunk_vlans)
@@ -133,7 +148,8 @@ void Model::nic_create(const std::string& name, NicDesc c) {
     if (vl.native && *vl.native > XVMQ_VLAN_MAX)
       throw Refused(ErrorKind::Usage, "nic.create: native VLAN " + std::to_string(*vl.native) + " is outside 0..4094");
   }
-  if (!valid_name(c.backend)) throw Refused(ErrorKind::Usage, "nic.create: backend '" + c.backend + "' is not a netdev name");
+  if (!valid_name(c.backend))
+    throw Refused(ErrorKind::Usage, "nic.create: backend '" + c.backend + "' is not a netdev name");
   for (const auto& [other, q] : ports_) {
     if (!q.nic) continue;
     for (uint16_t v : vl.carried())
@@ -201,8 +217,8 @@ uint32_t Model::vmq_allocate(const std::string& name) {
   if (n.state == NicState::Disconnected) wrong_nic_state(name, n, "vmq.allocate");
   auto free = free_vmqs();
   if (free.empty())
-    throw Refused(ErrorKind::Exhausted, "vmq.allocate: all " + std::to_string(max_vmqs_) +
-                                            " vmqs are in use; nic " + name + " stays on the default queue");
+    throw Refused(ErrorKind::Exhausted, "vmq.allocate: all " + std::to_string(max_vmqs_) + " vmqs are in use; nic " +
+                                            name + " stays on the default queue");
   mut_nic(name).vmq_id = free.front();
   record("vmq " + std::to_string(free.front()), "free", "allocated to nic " + name, "vmq.allocate");
   return free.front();

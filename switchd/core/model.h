@@ -61,7 +61,7 @@ struct Event {
   std::chrono::system_clock::time_point time;
   std::string object;  // "port vm1", "nic vm1", "vmq 2", "uplink up0"
   std::string from, to;
-  std::string step;    // "port.create", ...
+  std::string step;  // "port.create", ...
 };
 
 // Names: 1..15 characters of [A-Za-z0-9_.-], not starting with '-' or '.'.

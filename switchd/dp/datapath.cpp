@@ -62,9 +62,9 @@ Result<WorkerOptions> general_worker_options(const DatapathOptions& opts, uint32
   if (w.frames < need)
     return Error{EINVAL, "--umem-frames " + std::to_string(w.frames) + " is below the buffer rule's minimum of " +
                              std::to_string(need) + " per queue: uplink reserve " + std::to_string(w.uplink_reserve) +
-                             " + headroom " + std::to_string(w.headroom) + " + burst budget " + std::to_string(w.burst_budget) +
-                             " + --max-nics " + std::to_string(opts.max_nics) + " x " + std::to_string(per_nic) +
-                             " socket(s) x --nic-floor " + std::to_string(w.nic_floor) +
+                             " + headroom " + std::to_string(w.headroom) + " + burst budget " +
+                             std::to_string(w.burst_budget) + " + --max-nics " + std::to_string(opts.max_nics) + " x " +
+                             std::to_string(per_nic) + " socket(s) x --nic-floor " + std::to_string(w.nic_floor) +
                              " (docs/architecture.md, Receive buffers); raise --umem-frames or lower --max-nics"};
   return w;
 }
@@ -87,8 +87,8 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   auto dev = netdev_info(uplink);
   if (!dev) return dev.error();
   if (dev->rx_queues > XVMQ_MAX_QUEUES)
-    return Error{EINVAL, "uplink " + uplink + " has " + std::to_string(dev->rx_queues) + " receive queues; xvmq serves at most " +
-                             std::to_string(XVMQ_MAX_QUEUES)};
+    return Error{EINVAL, "uplink " + uplink + " has " + std::to_string(dev->rx_queues) +
+                             " receive queues; xvmq serves at most " + std::to_string(XVMQ_MAX_QUEUES)};
   std::unique_ptr<Datapath> dp(new Datapath());
   dp->uplink_ = uplink;
   dp->fdb_ = std::make_unique<Fdb>(opts.fdb_size);
@@ -100,8 +100,8 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
     // host=stack: the group frames the classifier passed to the host's
     // stack, flooded to the VMs by one worker, so that their order is kept.
     QueueWorker* first = dp->workers_.front().get();
-    auto reader = StackReader::start(uplink, dev->ifindex,
-                                     [first](std::vector<uint8_t> frame) { first->inject_from_uplink(std::move(frame)); });
+    auto reader = StackReader::start(
+        uplink, dev->ifindex, [first](std::vector<uint8_t> frame) { first->inject_from_uplink(std::move(frame)); });
     if (!reader) return reader.error();
     dp->stack_reader_ = std::move(reader.value());
     if (auto st = dp->cls_->set_host_groups(true); !st) return st.error();
@@ -131,9 +131,9 @@ Status Datapath::open_classifier() {
     if (!t) return t.error();
     mode_ = t->mode;
     service::log(service::Level::Warn,
-                 "took over the classifier on %s (id %u -> id %u, mode %s): its pins in %s were gone%s",
-                 uplink.c_str(), t->old_id, t->new_id, std::string(to_string(t->mode)).c_str(),
-                 cls_->pin_dir().c_str(), t->same_build ? "" : "; the old one was another build of xvmq's classifier");
+                 "took over the classifier on %s (id %u -> id %u, mode %s): its pins in %s were gone%s", uplink.c_str(),
+                 t->old_id, t->new_id, std::string(to_string(t->mode)).c_str(), cls_->pin_dir().c_str(),
+                 t->same_build ? "" : "; the old one was another build of xvmq's classifier");
   } else {
     auto mode = cls_->attach(uplink, opts_.mode);
     if (!mode) return mode.error();
@@ -143,7 +143,8 @@ Status Datapath::open_classifier() {
   if (auto st = cls_->lock_filters(std::chrono::milliseconds(0)); !st) return st;
   if (opts_.host_stack) {
     auto mac = netlink::link_mac(uplink);
-    if (!mac) return Error{mac.error().code, "uplink " + uplink + ": the MAC to keep for the host: " + mac.error().message};
+    if (!mac)
+      return Error{mac.error().code, "uplink " + uplink + ": the MAC to keep for the host: " + mac.error().message};
     if (auto st = cls_->set_host_mac(*mac); !st) return st;
   }
   return {};
@@ -152,8 +153,9 @@ Status Datapath::open_classifier() {
 Status Datapath::start_queues(uint32_t rx_queues) {
   const DatapathOptions& opts = opts_;
   if (opts.dedicated_queues >= rx_queues)
-    return Error{EINVAL, "uplink " + uplink_ + " has " + std::to_string(rx_queues) + " receive queue(s): " +
-                             std::to_string(opts.dedicated_queues) + " dedicated would leave none for the default queue"};
+    return Error{EINVAL, "uplink " + uplink_ + " has " + std::to_string(rx_queues) +
+                             " receive queue(s): " + std::to_string(opts.dedicated_queues) +
+                             " dedicated would leave none for the default queue"};
   const uint32_t general = rx_queues - opts.dedicated_queues;
   auto wo = general_worker_options(opts, general, opts.dedicated_queues);
   if (!wo) return Error{wo.error().code, "uplink " + uplink_ + ": " + wo.error().message};
@@ -176,11 +178,12 @@ Status Datapath::start_queues(uint32_t rx_queues) {
   }
   const WorkerOptions& w = worker_opts_;
   const uint64_t bytes = uint64_t{w.frames} * w.frame_size;
-  service::log(service::Level::Info,
-               "uplink %s: %zu queue(s), each a UMEM of %u frames x %u bytes = %.1f MiB pinned by the kernel (%.1f MiB in all); "
-               "room for %u NICs (floor %u per socket, burst budget %u, uplink reserve %u, headroom %u)",
-               uplink_.c_str(), workers_.size(), w.frames, w.frame_size, bytes / 1048576.0,
-               bytes * workers_.size() / 1048576.0, opts.max_nics, w.nic_floor, w.burst_budget, w.uplink_reserve, w.headroom);
+  service::log(
+      service::Level::Info,
+      "uplink %s: %zu queue(s), each a UMEM of %u frames x %u bytes = %.1f MiB pinned by the kernel (%.1f MiB in all); "
+      "room for %u NICs (floor %u per socket, burst budget %u, uplink reserve %u, headroom %u)",
+      uplink_.c_str(), workers_.size(), w.frames, w.frame_size, bytes / 1048576.0, bytes * workers_.size() / 1048576.0,
+      opts.max_nics, w.nic_floor, w.burst_budget, w.uplink_reserve, w.headroom);
   return {};
 }
 
@@ -232,9 +235,10 @@ Status Datapath::connect(const NicBinding& bound) {
   if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
   const size_t all = workers_.size() + reserved_.size();
   if (dev->rx_queues < all)
-    return Error{EINVAL, "backend " + nic.backend + " has " + std::to_string(dev->rx_queues) + " receive queue(s); the uplink has " +
-                             std::to_string(all) + ": give it as many (ip link add ... numrxqueues " + std::to_string(all) +
-                             " numtxqueues " + std::to_string(all) + ")"};
+    return Error{EINVAL, "backend " + nic.backend + " has " + std::to_string(dev->rx_queues) +
+                             " receive queue(s); the uplink has " + std::to_string(all) +
+                             ": give it as many (ip link add ... numrxqueues " + std::to_string(all) + " numtxqueues " +
+                             std::to_string(all) + ")"};
   auto c = std::make_unique<Connected>();
   c->spec = bound;
   c->steering = steer(bound);
@@ -266,7 +270,8 @@ SteeringState Datapath::steer(const NicBinding& bound) const {
   SteeringState ss;
   ss.requested_hw = nic.hardware_steering();
   if (!nic.hardware_steering()) return ss;
-  HardwareSteeringAsk ask{uplink_, nic.mac, nic.vlans.access, bound.vmq_id, {}, {}, opts_.flow_rules == FlowRules::Ethtool};
+  HardwareSteeringAsk ask{
+      uplink_, nic.mac, nic.vlans.access, bound.vmq_id, {}, {}, opts_.flow_rules == FlowRules::Ethtool};
   for (const auto& r : reserved_) ask.reserved.push_back({r.queue, r.cpu});
   for (const auto& [_, o] : connected_)
     if (o->steering.hardware) ask.taken.push_back(static_cast<uint32_t>(o->steering.queue));
@@ -284,8 +289,8 @@ SteeringState Datapath::steer(const NicBinding& bound) const {
 Status Datapath::start_dedicated(Connected& c, const std::shared_ptr<NicCounters>& counters) {
   const NicDesc& nic = c.spec.nic;
   const SteeringState& ss = c.steering;
-  c.dedicated = std::make_unique<QueueWorker>(uplink_, static_cast<uint32_t>(ss.queue), ss.cpu,
-                                              dedicated_worker_options(opts_));
+  c.dedicated =
+      std::make_unique<QueueWorker>(uplink_, static_cast<uint32_t>(ss.queue), ss.cpu, dedicated_worker_options(opts_));
   WorkerNic wn{.nic = nic, .vmq = static_cast<int>(c.spec.vmq_id), .counters = counters};
   auto socks = c.dedicated->start_dedicated(wn, workers_.front().get());
   if (!socks) return socks.error();
@@ -354,7 +359,8 @@ Status Datapath::disconnect(const std::string& name) {
   // Each worker closes the NIC's sockets on its queue, a grace period each
   // in the kernel: all workers at once.
   std::vector<std::future<Status>> removed;
-  for (auto& w : workers_) removed.push_back(std::async(std::launch::async, [&w, &name] { return w->remove_nic(name); }));
+  for (auto& w : workers_)
+    removed.push_back(std::async(std::launch::async, [&w, &name] { return w->remove_nic(name); }));
   for (auto& r : removed)
     if (auto s = r.get(); !s && st) st = s;
   connected_.erase(it);

@@ -42,8 +42,8 @@ struct DatapathOptions {
   // VM NICs connected at once, at most: every queue's UMEM reserves each
   // one's floors (WorkerOptions, docs/architecture.md "Receive buffers").
   uint32_t max_nics = 1024;
-  uint32_t fdb_size = 8192;         // MACs learned behind the uplink, at most
-  uint32_t fdb_age_s = 300;         // forgotten when not seen for this long
+  uint32_t fdb_size = 8192;  // MACs learned behind the uplink, at most
+  uint32_t fdb_age_s = 300;  // forgotten when not seen for this long
   // Frames to the uplink's own MAC go to the host's stack (the host keeps
   // its addresses on the uplink and has no host port).
   bool host_stack = false;
@@ -64,7 +64,6 @@ struct SteeringState {
   int cpu = -1;
   std::optional<uint32_t> rule_location;
 };
-
 
 struct QueueInfo {
   uint32_t queue;

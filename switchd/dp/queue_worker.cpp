@@ -14,28 +14,44 @@ namespace xvmq::switchd {
 
 std::string_view to_string(XskStat s) {
   switch (s) {
-    case XskStat::RxDropped: return "rx_dropped";
-    case XskStat::RxRingFull: return "rx_ring_full";
-    case XskStat::RxFillRingEmpty: return "rx_fill_ring_empty_descs";
-    case XskStat::RxInvalidDescs: return "rx_invalid_descs";
-    case XskStat::TxInvalidDescs: return "tx_invalid_descs";
-    case XskStat::Count: break;
+    case XskStat::RxDropped:
+      return "rx_dropped";
+    case XskStat::RxRingFull:
+      return "rx_ring_full";
+    case XskStat::RxFillRingEmpty:
+      return "rx_fill_ring_empty_descs";
+    case XskStat::RxInvalidDescs:
+      return "rx_invalid_descs";
+    case XskStat::TxInvalidDescs:
+      return "tx_invalid_descs";
+    case XskStat::Count:
+      break;
   }
   return "unknown";
 }
 
 std::string_view to_string(Drop d) {
   switch (d) {
-    case Drop::UnknownUnicast: return "unknown_unicast";
-    case Drop::SpoofedSource: return "spoofed_source";
-    case Drop::TaggedOnAccess: return "tagged_on_access";
-    case Drop::VlanNotAllowed: return "vlan_not_allowed";
-    case Drop::NoPort: return "no_port";
-    case Drop::Backpressure: return "backpressure";
-    case Drop::TxRingFull: return "tx_ring_full";
-    case Drop::NoBuffer: return "no_buffer";
-    case Drop::Malformed: return "malformed";
-    case Drop::Count: break;
+    case Drop::UnknownUnicast:
+      return "unknown_unicast";
+    case Drop::SpoofedSource:
+      return "spoofed_source";
+    case Drop::TaggedOnAccess:
+      return "tagged_on_access";
+    case Drop::VlanNotAllowed:
+      return "vlan_not_allowed";
+    case Drop::NoPort:
+      return "no_port";
+    case Drop::Backpressure:
+      return "backpressure";
+    case Drop::TxRingFull:
+      return "tx_ring_full";
+    case Drop::NoBuffer:
+      return "no_buffer";
+    case Drop::Malformed:
+      return "malformed";
+    case Drop::Count:
+      break;
   }
   return "?";
 }
@@ -56,7 +72,12 @@ void close_in_parallel(std::vector<int> fds) {
 }  // namespace
 
 QueueWorker::QueueWorker(std::string uplink, uint32_t queue, int cpu, WorkerOptions opts, Fdb* fdb)
-    : uplink_(std::move(uplink)), queue_(queue), cpu_(cpu), opts_(opts), fdb_(fdb), pool_(opts.frames, opts.frame_size) {
+    : uplink_(std::move(uplink)),
+      queue_(queue),
+      cpu_(cpu),
+      opts_(opts),
+      fdb_(fdb),
+      pool_(opts.frames, opts.frame_size) {
   // The host's stack reader's ring (inject_from_uplink).
   inboxes_.push_back(std::make_unique<Inbox>(opts_.ring_size, opts_.frame_size - kTagHeadroom, std::string()));
 }
@@ -105,10 +126,8 @@ Status QueueWorker::create_umem() {
     return Error{EINVAL, "UMEM of " + where + ": frame size must be 2048 or 4096"};
   uplink_ctx_ = std::make_unique<Ctx>();
   uplink_ctx_->ifname = uplink_;
-  const xsk::UmemConfig cfg{.frames = opts_.frames,
-                            .frame_size = opts_.frame_size,
-                            .fill_size = opts_.ring_size,
-                            .headroom = kTagHeadroom};
+  const xsk::UmemConfig cfg{
+      .frames = opts_.frames, .frame_size = opts_.frame_size, .fill_size = opts_.ring_size, .headroom = kTagHeadroom};
   auto umem = xsk::Umem::create(cfg, *uplink_ctx_, where);
   if (!umem) return umem.error();
   umem_ = std::move(*umem);
@@ -196,8 +215,7 @@ Result<QueueWorker::Sock*> QueueWorker::create_socket(const std::string& ifname,
   auto s = std::make_unique<Sock>();
   // Zero-copy where the driver has it, else copy; a queue a killed switchd
   // had sockets on says EBUSY for a while: wait a little (100 tries, 10 ms apart).
-  const xsk::SocketConfig cfg{
-      .rx_size = ring, .tx_size = ring, .bind_flags = XDP_USE_NEED_WAKEUP, .busy_retries = 99};
+  const xsk::SocketConfig cfg{.rx_size = ring, .tx_size = ring, .bind_flags = XDP_USE_NEED_WAKEUP, .busy_retries = 99};
   auto xs = xsk::Socket::create(ifname, queue, *umem_, *ctx, cfg);
   if (!xs) return xs.error();
   s->xs = std::move(*xs);
@@ -256,10 +274,11 @@ void QueueWorker::rebuild_fill_ctxs() {
 Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
   NicSockets out;
   Status st = run_on_thread([&]() -> Status {
-    if (nics_.count(cfg.nic.name)) return Error{EEXIST, "nic " + cfg.nic.name + " is already on queue " + std::to_string(queue_)};
+    if (nics_.count(cfg.nic.name))
+      return Error{EEXIST, "nic " + cfg.nic.name + " is already on queue " + std::to_string(queue_)};
     if (fill_ctxs_.size() + 1 + cfg.extra_queues.size() > opts_.max_sockets)
-      return Error{ENOSPC, "queue " + std::to_string(queue_) + " has receive buffers for " + std::to_string(opts_.max_sockets) +
-                               " backend sockets, all reserved (--max-nics)"};
+      return Error{ENOSPC, "queue " + std::to_string(queue_) + " has receive buffers for " +
+                               std::to_string(opts_.max_sockets) + " backend sockets, all reserved (--max-nics)"};
     auto n = std::make_unique<Nic>();
     n->cfg = cfg;
     auto undo = [&] {

@@ -57,19 +57,19 @@ constexpr uint32_t max_frame(uint32_t frame_size) { return frame_size - 256 - 64
 // keeps counting against the budget until the kernel receives into it: the
 // budget bounds what can be stuck, and the floors are never at risk.
 struct WorkerOptions {
-  uint32_t frames = 0;           // UMEM frames of this queue; 0: min_frames() of the rule
+  uint32_t frames = 0;  // UMEM frames of this queue; 0: min_frames() of the rule
   uint32_t frame_size = 4096;
-  uint32_t ring_size = 1024;     // the uplink's sockets: rx/tx ring entries; every fill/completion ring
-  uint32_t nic_ring_size = 512;  // rx/tx ring entries of the sockets on VM NICs' backends
-  uint32_t nic_inflight = 256;   // frames in flight to one NIC before drops
+  uint32_t ring_size = 1024;       // the uplink's sockets: rx/tx ring entries; every fill/completion ring
+  uint32_t nic_ring_size = 512;    // rx/tx ring entries of the sockets on VM NICs' backends
+  uint32_t nic_inflight = 256;     // frames in flight to one NIC before drops
   uint32_t uplink_reserve = 1024;  // the uplink's fill ring: its floor
   uint32_t headroom = 512;         // frames for transmit and copies, never posted to a fill ring
   uint32_t burst_budget = 2048;    // all backend sockets of the queue above their floors, at most
   uint32_t burst_cap = 512;        // one backend socket's fill ring, at most
   uint32_t nic_floor = 12;         // each backend socket's fill ring, at least
   uint32_t max_sockets = 1024;     // backend sockets on the queue, at most (the NIC capacity x sockets per NIC)
-  bool busy_poll = false;        // spin instead of sleeping in epoll_wait()
-  int rt_priority = 0;           // SCHED_FIFO priority of the worker thread, 0: the normal scheduler
+  bool busy_poll = false;          // spin instead of sleeping in epoll_wait()
+  int rt_priority = 0;             // SCHED_FIFO priority of the worker thread, 0: the normal scheduler
 };
 
 // The rule's parts from the ring sizes: the uplink's reserve is its ring,
@@ -137,7 +137,7 @@ struct QueueCounters {
   std::atomic<uint64_t> rx_stack{0};  // group frames from the uplink, read from the host's stack (host=stack)
   std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
   std::atomic<uint64_t> learned{0}, learn_refused{0};
-  std::atomic<uint64_t> xsk[kXskStats]{};  // every socket of this worker, summed
+  std::atomic<uint64_t> xsk[kXskStats]{};     // every socket of this worker, summed
   std::atomic<uint64_t> vlan_frames[4096]{};  // frames the software switch forwarded, by VLAN
 };
 
@@ -145,7 +145,7 @@ struct QueueCounters {
 // this worker keeps for it.
 struct WorkerNic {
   NicDesc nic;
-  int vmq = 0;              // 0: none
+  int vmq = 0;                            // 0: none
   std::shared_ptr<NicCounters> counters;  // this worker's counters for the NIC
   // Backend queues this worker also serves for the NIC (reserved queues no
   // dedicated worker has the NIC on): the VM may transmit on any queue.
@@ -269,9 +269,9 @@ class QueueWorker {
   Sock* default_sock_ = nullptr;
   std::vector<std::unique_ptr<Sock>> socks_;
   std::unordered_map<std::string, std::unique_ptr<Nic>> nics_;
-  std::vector<NicDesc> ports_;    // the connected NICs, for decide()
-  PortIndex port_macs_;            // ports_ by MAC, for decide()
-  std::vector<Nic*> port_nics_;    // the same order
+  std::vector<NicDesc> ports_;   // the connected NICs, for decide()
+  PortIndex port_macs_;          // ports_ by MAC, for decide()
+  std::vector<Nic*> port_nics_;  // the same order
   std::vector<Sock*> to_kick_;
   std::vector<Ctx*> fill_ctxs_;  // the backend sockets' fill rings (NICs' and their extras')
   size_t fill_start_ = 0;        // who is first to the burst budget: turns round
@@ -287,8 +287,8 @@ class QueueWorker {
   CommandMailbox mailbox_;
 
   bool dedicated_ = false;
-  QueueWorker* handoff_ = nullptr;  // a dedicated worker's general worker
-  HandoffRing* handoff_ring_ = nullptr;  // and its ring there
+  QueueWorker* handoff_ = nullptr;               // a dedicated worker's general worker
+  HandoffRing* handoff_ring_ = nullptr;          // and its ring there
   std::vector<std::unique_ptr<Inbox>> inboxes_;  // frames handed to this worker, one ring per source
 };
 

@@ -165,8 +165,7 @@ Result<ethtool_rxnfc> encode_rule(const SteeringRule& rule, uint32_t rx_queues) 
   if (all_zero(rule.mac.data(), rule.mac.size()))
     return Error{EINVAL, "MAC 00:00:00:00:00:00 is not a station address"};
   if (rule.vlan && *rule.vlan > XVMQ_VLAN_MAX)
-    return Error{EINVAL, "VLAN " + std::to_string(*rule.vlan) + " is out of range 0.." +
-                             std::to_string(XVMQ_VLAN_MAX)};
+    return Error{EINVAL, "VLAN " + std::to_string(*rule.vlan) + " is out of range 0.." + std::to_string(XVMQ_VLAN_MAX)};
   if (rule.queue >= rx_queues)
     return Error{EINVAL, "queue " + std::to_string(rule.queue) + " is out of range: the device has " +
                              std::to_string(rx_queues) + " receive queues (0.." +
@@ -201,8 +200,7 @@ Result<SteeringRule> decode_rule(const ethtool_rx_flow_spec& fs) {
     return other("flow type " + hex32(fs.flow_type) + ", not ether (with at most FLOW_EXT)");
 
   ethtool_flow_union m = fs.m_u;
-  if (!std::all_of(std::begin(m.ether_spec.h_dest), std::end(m.ether_spec.h_dest),
-                   [](uint8_t b) { return b == 0xff; }))
+  if (!std::all_of(std::begin(m.ether_spec.h_dest), std::end(m.ether_spec.h_dest), [](uint8_t b) { return b == 0xff; }))
     return other("it matches part of the destination MAC");
   std::memset(m.ether_spec.h_dest, 0, ETH_ALEN);
   if (!all_zero(&m, sizeof(m))) return other("it matches the source MAC or the EtherType");
@@ -273,8 +271,9 @@ Result<uint32_t> HardwareSteering::add_rule(const Mac& mac, std::optional<uint16
       if (!used) return used.error();
       auto loc = free_location(size, *used);
       if (!loc)
-        return failure(ENOSPC, dev_, "the RX flow rule table of " + driver_of(dev_) + " is full with " +
-                                         std::to_string(used->size()) + " rules");
+        return failure(ENOSPC, dev_,
+                       "the RX flow rule table of " + driver_of(dev_) + " is full with " +
+                           std::to_string(used->size()) + " rules");
       nfc->fs.location = *loc;
     }
   }
@@ -305,8 +304,10 @@ Result<std::vector<InstalledRule>> HardwareSteering::rules() const {
     if (!nfc) return nfc.error();
     InstalledRule installed{loc, std::nullopt, ""};
     auto rule = decode_rule(nfc->fs);
-    if (rule) installed.rule = *rule;
-    else installed.other = rule.error().message;
+    if (rule)
+      installed.rule = *rule;
+    else
+      installed.other = rule.error().message;
     out.push_back(std::move(installed));
   }
   return out;

@@ -112,8 +112,8 @@ struct DedicatedQueue {
 struct HardwareSteeringAsk {
   std::string uplink;
   Mac mac{};
-  uint16_t vlan = 0;  // 0: untagged, the rule matches any VLAN
-  uint32_t vmq = 0;   // 0: none, nothing to steer
+  uint16_t vlan = 0;                     // 0: untagged, the rule matches any VLAN
+  uint32_t vmq = 0;                      // 0: none, nothing to steer
   std::vector<DedicatedQueue> reserved;  // in the order they are handed out
   std::vector<uint32_t> taken;           // reserved queues other vmqs hold
   // true: program the NIC's RX flow rule (ethtool); false: the NIC already

@@ -49,8 +49,8 @@ int on_error(const nlmsghdr* nlh, void* data) {
     if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) off += e->msg.nlmsg_len - sizeof(nlmsghdr);
     const char* end = reinterpret_cast<const char*>(nlh) + nlh->nlmsg_len;
     const char* at = reinterpret_cast<const char*>(e) + MNL_ALIGN(off);
-    for (auto* a = reinterpret_cast<const nlattr*>(at); mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a)));
-         a = mnl_attr_next(a))
+    for (auto* a = reinterpret_cast<const nlattr*>(at);
+         mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a))); a = mnl_attr_next(a))
       if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG) x->kernel_says = mnl_attr_get_str(a);
   }
   return MNL_CB_STOP;
@@ -75,7 +75,8 @@ Status talk(nlmsghdr* nlh, const std::string& what, OnMessage on_message = nullp
   for (;;) {
     ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
     if (n < 0) return make_error(errno, what);
-    int ret = mnl_cb_run2(buf.data(), static_cast<size_t>(n), nlh->nlmsg_seq, portid, on_data, &x, ctl, NLMSG_ERROR + 1);
+    int ret =
+        mnl_cb_run2(buf.data(), static_cast<size_t>(n), nlh->nlmsg_seq, portid, on_data, &x, ctl, NLMSG_ERROR + 1);
     if (ret < 0) return make_error(errno, what);
     if (ret == MNL_CB_STOP) break;
   }
@@ -194,17 +195,26 @@ Result<std::vector<Address>> addresses(const std::string& dev) {
     std::vector<uint8_t> address, local;
     for_each_attr(nlh, sizeof(*ifa), [&](const nlattr* attr) {
       switch (mnl_attr_get_type(attr)) {
-        case IFA_ADDRESS: address = attr_bytes(attr); break;
-        case IFA_LOCAL: local = attr_bytes(attr); break;
-        case IFA_BROADCAST: a.broadcast = attr_bytes(attr); break;
-        case IFA_FLAGS: a.flags = mnl_attr_get_u32(attr); break;
+        case IFA_ADDRESS:
+          address = attr_bytes(attr);
+          break;
+        case IFA_LOCAL:
+          local = attr_bytes(attr);
+          break;
+        case IFA_BROADCAST:
+          a.broadcast = attr_bytes(attr);
+          break;
+        case IFA_FLAGS:
+          a.flags = mnl_attr_get_u32(attr);
+          break;
         case IFA_CACHEINFO: {
           const auto* ci = static_cast<const ifa_cacheinfo*>(mnl_attr_get_payload(attr));
           a.valid_lft = ci->ifa_valid;
           a.preferred_lft = ci->ifa_prefered;
           break;
         }
-        default: break;
+        default:
+          break;
       }
     });
     a.local = local.empty() ? address : local;
@@ -227,8 +237,8 @@ Status add_address(const std::string& dev, const Address& a) {
   ifa->ifa_scope = a.scope;
   ifa->ifa_index = static_cast<uint32_t>(*idx);
   // What the address is, not its state (tentative, secondary, permanent: the kernel's).
-  uint32_t flags = a.flags & (IFA_F_NODAD | IFA_F_HOMEADDRESS | IFA_F_MANAGETEMPADDR | IFA_F_NOPREFIXROUTE |
-                              IFA_F_MCAUTOJOIN);
+  uint32_t flags =
+      a.flags & (IFA_F_NODAD | IFA_F_HOMEADDRESS | IFA_F_MANAGETEMPADDR | IFA_F_NOPREFIXROUTE | IFA_F_MCAUTOJOIN);
   // The address was in use on the same link a moment ago: no new DAD.
   if (a.family == AF_INET6) flags |= IFA_F_NODAD;
   ifa->ifa_flags = static_cast<uint8_t>(flags);
@@ -280,13 +290,27 @@ Result<std::vector<Route>> routes(const std::string& dev) {
       for_each_attr(nlh, sizeof(*rtm), [&](const nlattr* attr) {
         uint16_t t = mnl_attr_get_type(attr);
         switch (t) {
-          case RTA_OIF: oif = static_cast<int>(mnl_attr_get_u32(attr)); break;
-          case RTA_TABLE: table = mnl_attr_get_u32(attr); [[fallthrough]];
-          case RTA_DST: case RTA_SRC: case RTA_GATEWAY: case RTA_PRIORITY: case RTA_PREFSRC: case RTA_METRICS:
-          case RTA_PREF: case RTA_FLOW: case RTA_VIA: case RTA_ENCAP_TYPE: case RTA_ENCAP:
+          case RTA_OIF:
+            oif = static_cast<int>(mnl_attr_get_u32(attr));
+            break;
+          case RTA_TABLE:
+            table = mnl_attr_get_u32(attr);
+            [[fallthrough]];
+          case RTA_DST:
+          case RTA_SRC:
+          case RTA_GATEWAY:
+          case RTA_PRIORITY:
+          case RTA_PREFSRC:
+          case RTA_METRICS:
+          case RTA_PREF:
+          case RTA_FLOW:
+          case RTA_VIA:
+          case RTA_ENCAP_TYPE:
+          case RTA_ENCAP:
             r.attrs.emplace_back(t, attr_bytes(attr));
             break;
-          default: break;
+          default:
+            break;
         }
       });
       if (oif != *idx || table == RT_TABLE_LOCAL) return;

@@ -20,12 +20,12 @@ struct Address {
   int family = 0;  // AF_INET, AF_INET6
   uint8_t prefixlen = 0;
   uint8_t scope = 0;
-  uint32_t flags = 0;              // IFA_F_*
-  std::vector<uint8_t> local;      // IFA_LOCAL (IPv4), else IFA_ADDRESS
-  std::vector<uint8_t> peer;       // IFA_ADDRESS when it differs (point-to-point)
-  std::vector<uint8_t> broadcast;  // IFA_BROADCAST (IPv4)
+  uint32_t flags = 0;                         // IFA_F_*
+  std::vector<uint8_t> local;                 // IFA_LOCAL (IPv4), else IFA_ADDRESS
+  std::vector<uint8_t> peer;                  // IFA_ADDRESS when it differs (point-to-point)
+  std::vector<uint8_t> broadcast;             // IFA_BROADCAST (IPv4)
   uint32_t valid_lft = 0, preferred_lft = 0;  // when not IFA_F_PERMANENT
-  std::string str() const;         // "10.0.0.1/24"
+  std::string str() const;                    // "10.0.0.1/24"
 };
 
 // A route through one device, as the kernel reported it: its header and the
@@ -33,7 +33,7 @@ struct Address {
 struct Route {
   std::vector<uint8_t> rtm;  // struct rtmsg
   std::vector<std::pair<uint16_t, std::vector<uint8_t>>> attrs;
-  std::string str() const;   // "default via 10.0.0.254", "10.1.0.0/16 via ..."
+  std::string str() const;  // "default via 10.0.0.254", "10.1.0.0/16 via ..."
 };
 
 struct LinkStats {

@@ -25,17 +25,21 @@ bool stderr_is_journal() {
   if (!js) return false;
   unsigned long long dev = 0, ino = 0;
   if (std::sscanf(js, "%llu:%llu", &dev, &ino) != 2) return false;
-  struct stat st{};
+  struct stat st {};
   if (fstat(STDERR_FILENO, &st) != 0) return false;
   return st.st_dev == dev && st.st_ino == ino;
 }
 
 const char* word(Level l) {
   switch (l) {
-    case Level::Error: return "error: ";
-    case Level::Warn: return "warning: ";
-    case Level::Info: return "";
-    case Level::Debug: return "debug: ";
+    case Level::Error:
+      return "error: ";
+    case Level::Warn:
+      return "warning: ";
+    case Level::Info:
+      return "";
+    case Level::Debug:
+      return "debug: ";
   }
   return "";
 }
@@ -63,8 +67,10 @@ void log(Level level, const char* fmt, ...) {
   std::vsnprintf(buf, sizeof(buf), fmt, ap);
   va_end(ap);
   std::lock_guard lock(g_mu);
-  if (g_journal) std::fprintf(stderr, "<%d>%s%s\n", static_cast<int>(level), word(level), buf);
-  else std::fprintf(stderr, "switchd: %s%s\n", word(level), buf);
+  if (g_journal)
+    std::fprintf(stderr, "<%d>%s%s\n", static_cast<int>(level), word(level), buf);
+  else
+    std::fprintf(stderr, "switchd: %s%s\n", word(level), buf);
 }
 
 void notify(const std::string& state) {

@@ -41,13 +41,13 @@ struct Row {
   std::vector<Filter> filters;
   uint32_t queue = 0;
   uint32_t action = XDP_REDIRECT;
-  std::optional<Slot> slot;              // where the frame must land
-  std::optional<Bytes> out;              // expected bytes; default: the frame
-  std::map<uint32_t, uint64_t> vmq;      // vmq -> frames delta
-  std::map<uint32_t, uint64_t> reason;   // reason -> frames delta
-  bool no_default = false;               // run with no default socket on the row's queue
+  std::optional<Slot> slot;                      // where the frame must land
+  std::optional<Bytes> out;                      // expected bytes; default: the frame
+  std::map<uint32_t, uint64_t> vmq;              // vmq -> frames delta
+  std::map<uint32_t, uint64_t> reason;           // reason -> frames delta
+  bool no_default = false;                       // run with no default socket on the row's queue
   std::vector<std::pair<Filter, uint64_t>> raw;  // value words written to the table as is
-  bool kernel_refuses = false;           // BPF_PROG_RUN itself says EINVAL
+  bool kernel_refuses = false;                   // BPF_PROG_RUN itself says EINVAL
 };
 
 Bytes tagged(std::vector<std::pair<uint16_t, uint16_t>> tags, std::string dst = "02:00:00:00:00:01",
@@ -105,8 +105,7 @@ class ClassifierTable : public ::testing::Test {
   // Standard sockets: on queue 0, vmq 0/1/2 and, in vmq 3's slot, a socket
   // bound to queue 1 (the wrong queue); on queue 1, vmq 0/1. vmq 4 has none.
   static std::map<std::pair<uint32_t, uint32_t>, std::pair<uint32_t, size_t>> standard_slots() {
-    return {{{0, 0}, {0, 0}}, {{1, 0}, {0, 1}}, {{2, 0}, {0, 2}}, {{3, 0}, {1, 2}},
-            {{0, 1}, {1, 0}}, {{1, 1}, {1, 1}}};
+    return {{{0, 0}, {0, 0}}, {{1, 0}, {0, 1}}, {{2, 0}, {0, 2}}, {{3, 0}, {1, 2}}, {{0, 1}, {1, 0}}, {{1, 1}, {1, 1}}};
   }
 
   void prepare(const Row& row) {
@@ -202,8 +201,8 @@ class ClassifierTable : public ::testing::Test {
                                   << " did not receive the frame";
         EXPECT_EQ(got[0], want) << "socket got " << hex(got[0]) << "\nwant " << hex(want);
       } else {
-        EXPECT_TRUE(got.empty()) << "socket of vmq " << slot.first << " queue " << slot.second
-                                 << " received " << got.size() << " frame(s)";
+        EXPECT_TRUE(got.empty()) << "socket of vmq " << slot.first << " queue " << slot.second << " received "
+                                 << got.size() << " frame(s)";
       }
     }
   }
@@ -223,96 +222,228 @@ std::vector<Row> table() {
   auto hit = [](uint32_t vmq, uint32_t q = 0) { return std::optional<Slot>(Slot{vmq, q}); };
   auto dflt = [](uint32_t q = 0) { return std::optional<Slot>(Slot{0, q}); };
 
-  rows.push_back({.name = "untagged hit", .frame = untagged(VM1), .filters = {{VM1, 0, 1}}, .slot = hit(1),
+  rows.push_back(
+      {.name = "untagged hit", .frame = untagged(VM1), .filters = {{VM1, 0, 1}}, .slot = hit(1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "untagged hit, vmq 2",
+                  .frame = untagged(VM2),
+                  .filters = {{VM1, 0, 1}, {VM2, 0, 2}},
+                  .slot = hit(2),
+                  .vmq = {{2, 1}}});
+  rows.push_back({.name = "untagged miss",
+                  .frame = untagged(VM9),
+                  .filters = {{VM1, 0, 1}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_MISS, 1}}});
+  rows.push_back({.name = "tagged hit",
+                  .frame = tagged({{k8021Q, 10}}),
+                  .filters = {{VM1, 10, 1}},
+                  .slot = hit(1),
                   .vmq = {{1, 1}}});
-  rows.push_back({.name = "untagged hit, vmq 2", .frame = untagged(VM2), .filters = {{VM1, 0, 1}, {VM2, 0, 2}},
-                  .slot = hit(2), .vmq = {{2, 1}}});
-  rows.push_back({.name = "untagged miss", .frame = untagged(VM9), .filters = {{VM1, 0, 1}}, .slot = dflt(),
-                  .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_MISS, 1}}});
-  rows.push_back({.name = "tagged hit", .frame = tagged({{k8021Q, 10}}), .filters = {{VM1, 10, 1}}, .slot = hit(1),
+  rows.push_back({.name = "tagged hit keeps PCP and tag",
+                  .frame = tagged({{k8021Q, 0xa00a}}),
+                  .filters = {{VM1, 10, 1}},
+                  .slot = hit(1),
                   .vmq = {{1, 1}}});
-  rows.push_back({.name = "tagged hit keeps PCP and tag", .frame = tagged({{k8021Q, 0xa00a}}),
-                  .filters = {{VM1, 10, 1}}, .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "tagged miss", .frame = tagged({{k8021Q, 10}}, VM9), .filters = {{VM1, 10, 1}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_MISS, 1}}});
-  rows.push_back({.name = "filter on another VLAN", .frame = tagged({{k8021Q, 20}}), .filters = {{VM1, 10, 1}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_MISS, 1}}});
-  rows.push_back({.name = "untagged frame, filter on VLAN 10", .frame = untagged(VM1), .filters = {{VM1, 10, 1}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_MISS, 1}}});
-  rows.push_back({.name = "tagged frame, untagged filter", .frame = tagged({{k8021Q, 10}}), .filters = {{VM1, 0, 1}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_MISS, 1}}});
-  rows.push_back({.name = "priority tag is VLAN 0", .frame = tagged({{k8021Q, 0xa000}}), .filters = {{VM1, 0, 1}},
-                  .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "VID 4095 matches no filter", .frame = tagged({{k8021Q, 4095}}),
-                  .filters = {{VM1, ANY, 1}, {VM2, 0, 2}}, .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "802.1ad outer decides", .frame = tagged({{k8021AD, 100}, {k8021Q, 10}}),
-                  .filters = {{VM1, 100, 1}, {VM1, 10, 2}}, .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "double 802.1Q, inner VLAN is payload", .frame = tagged({{k8021Q, 100}, {k8021Q, 10}}),
-                  .filters = {{VM1, 10, 2}}, .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_MISS, 1}}});
-  rows.push_back({.name = "priority outer, VLAN inner", .frame = tagged({{k8021AD, 0x2000}, {k8021Q, 10}}),
-                  .filters = {{VM1, 10, 2}}, .slot = hit(2), .vmq = {{2, 1}}});
-  rows.push_back({.name = "0x88a8 inner is not a tag", .frame = tagged({{k8021Q, 10}, {k8021AD, 20}}),
-                  .filters = {{VM1, 10, 1}, {VM1, 20, 2}}, .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "third tag is payload", .frame = tagged({{k8021AD, 7}, {k8021Q, 8}, {k8021Q, 9}}),
-                  .filters = {{VM1, 7, 1}}, .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "MAC-only filter, untagged", .frame = untagged(VM1), .filters = {{VM1, ANY, 1}},
-                  .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "MAC-only filter, VLAN 4094", .frame = tagged({{k8021Q, 4094}}), .filters = {{VM1, ANY, 1}},
-                  .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "exact filter wins over MAC-only", .frame = tagged({{k8021Q, 10}}),
-                  .filters = {{VM1, ANY, 1}, {VM1, 10, 2}}, .slot = hit(2), .vmq = {{2, 1}}});
-  rows.push_back({.name = "MAC-only catches other VLANs", .frame = tagged({{k8021Q, 20}}),
-                  .filters = {{VM1, ANY, 1}, {VM1, 10, 2}}, .slot = hit(1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "tagged miss",
+                  .frame = tagged({{k8021Q, 10}}, VM9),
+                  .filters = {{VM1, 10, 1}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_MISS, 1}}});
+  rows.push_back({.name = "filter on another VLAN",
+                  .frame = tagged({{k8021Q, 20}}),
+                  .filters = {{VM1, 10, 1}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_MISS, 1}}});
+  rows.push_back({.name = "untagged frame, filter on VLAN 10",
+                  .frame = untagged(VM1),
+                  .filters = {{VM1, 10, 1}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_MISS, 1}}});
+  rows.push_back({.name = "tagged frame, untagged filter",
+                  .frame = tagged({{k8021Q, 10}}),
+                  .filters = {{VM1, 0, 1}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_MISS, 1}}});
+  rows.push_back({.name = "priority tag is VLAN 0",
+                  .frame = tagged({{k8021Q, 0xa000}}),
+                  .filters = {{VM1, 0, 1}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "VID 4095 matches no filter",
+                  .frame = tagged({{k8021Q, 4095}}),
+                  .filters = {{VM1, ANY, 1}, {VM2, 0, 2}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "802.1ad outer decides",
+                  .frame = tagged({{k8021AD, 100}, {k8021Q, 10}}),
+                  .filters = {{VM1, 100, 1}, {VM1, 10, 2}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "double 802.1Q, inner VLAN is payload",
+                  .frame = tagged({{k8021Q, 100}, {k8021Q, 10}}),
+                  .filters = {{VM1, 10, 2}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_MISS, 1}}});
+  rows.push_back({.name = "priority outer, VLAN inner",
+                  .frame = tagged({{k8021AD, 0x2000}, {k8021Q, 10}}),
+                  .filters = {{VM1, 10, 2}},
+                  .slot = hit(2),
+                  .vmq = {{2, 1}}});
+  rows.push_back({.name = "0x88a8 inner is not a tag",
+                  .frame = tagged({{k8021Q, 10}, {k8021AD, 20}}),
+                  .filters = {{VM1, 10, 1}, {VM1, 20, 2}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "third tag is payload",
+                  .frame = tagged({{k8021AD, 7}, {k8021Q, 8}, {k8021Q, 9}}),
+                  .filters = {{VM1, 7, 1}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "MAC-only filter, untagged",
+                  .frame = untagged(VM1),
+                  .filters = {{VM1, ANY, 1}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "MAC-only filter, VLAN 4094",
+                  .frame = tagged({{k8021Q, 4094}}),
+                  .filters = {{VM1, ANY, 1}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "exact filter wins over MAC-only",
+                  .frame = tagged({{k8021Q, 10}}),
+                  .filters = {{VM1, ANY, 1}, {VM1, 10, 2}},
+                  .slot = hit(2),
+                  .vmq = {{2, 1}}});
+  rows.push_back({.name = "MAC-only catches other VLANs",
+                  .frame = tagged({{k8021Q, 20}}),
+                  .filters = {{VM1, ANY, 1}, {VM1, 10, 2}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
   rows.push_back({.name = "all-zero MAC misses (its key word is the empty slot's)",
-                  .frame = untagged("00:00:00:00:00:00"), .filters = {{VM1, ANY, 1}}, .slot = dflt(), .vmq = {{0, 1}},
+                  .frame = untagged("00:00:00:00:00:00"),
+                  .filters = {{VM1, ANY, 1}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
                   .reason = {{XVMQ_REASON_MISS, 1}}});
-  rows.push_back({.name = "broadcast", .frame = untagged("ff:ff:ff:ff:ff:ff"), .filters = {{VM1, ANY, 1}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_BROADCAST, 1}}});
-  rows.push_back({.name = "tagged broadcast", .frame = tagged({{k8021Q, 10}}, "ff:ff:ff:ff:ff:ff"), .slot = dflt(),
-                  .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_BROADCAST, 1}}});
-  rows.push_back({.name = "IPv4 multicast", .frame = untagged("01:00:5e:00:00:fb"), .slot = dflt(), .vmq = {{0, 1}},
+  rows.push_back({.name = "broadcast",
+                  .frame = untagged("ff:ff:ff:ff:ff:ff"),
+                  .filters = {{VM1, ANY, 1}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_BROADCAST, 1}}});
+  rows.push_back({.name = "tagged broadcast",
+                  .frame = tagged({{k8021Q, 10}}, "ff:ff:ff:ff:ff:ff"),
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_BROADCAST, 1}}});
+  rows.push_back({.name = "IPv4 multicast",
+                  .frame = untagged("01:00:5e:00:00:fb"),
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
                   .reason = {{XVMQ_REASON_MULTICAST, 1}}});
-  rows.push_back({.name = "IPv6 multicast", .frame = untagged("33:33:00:00:00:01"), .slot = dflt(), .vmq = {{0, 1}},
+  rows.push_back({.name = "IPv6 multicast",
+                  .frame = untagged("33:33:00:00:00:01"),
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
                   .reason = {{XVMQ_REASON_MULTICAST, 1}}});
-  rows.push_back({.name = "miss without default socket passes", .frame = untagged(VM9), .action = XDP_PASS,
-                  .reason = {{XVMQ_REASON_MISS, 1}}, .no_default = true});
-  rows.push_back({.name = "broadcast without default socket passes", .frame = untagged("ff:ff:ff:ff:ff:ff"),
-                  .action = XDP_PASS, .reason = {{XVMQ_REASON_BROADCAST, 1}}, .no_default = true});
-  rows.push_back({.name = "missing socket falls back", .frame = untagged(VM4), .filters = {{VM4, 0, 4}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_NO_SOCKET, 1}}});
-  rows.push_back({.name = "missing socket, no default: pass", .frame = untagged(VM4), .filters = {{VM4, 0, 4}},
-                  .action = XDP_PASS, .reason = {{XVMQ_REASON_NO_SOCKET, 1}}, .no_default = true});
-  rows.push_back({.name = "socket bound to another queue", .frame = untagged(VM3), .filters = {{VM3, 0, 3}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_WRONG_QUEUE, 1}}});
-  rows.push_back({.name = "queue 1 hit", .frame = untagged(VM1), .filters = {{VM1, 0, 1}}, .queue = 1,
-                  .slot = hit(1, 1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "queue 1, vmq without socket there", .frame = untagged(VM2), .filters = {{VM2, 0, 2}},
-                  .queue = 1, .slot = dflt(1), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_NO_SOCKET, 1}}});
-  rows.push_back({.name = "queue 1 miss", .frame = untagged(VM9), .queue = 1, .slot = dflt(1), .vmq = {{0, 1}},
+  rows.push_back({.name = "miss without default socket passes",
+                  .frame = untagged(VM9),
+                  .action = XDP_PASS,
+                  .reason = {{XVMQ_REASON_MISS, 1}},
+                  .no_default = true});
+  rows.push_back({.name = "broadcast without default socket passes",
+                  .frame = untagged("ff:ff:ff:ff:ff:ff"),
+                  .action = XDP_PASS,
+                  .reason = {{XVMQ_REASON_BROADCAST, 1}},
+                  .no_default = true});
+  rows.push_back({.name = "missing socket falls back",
+                  .frame = untagged(VM4),
+                  .filters = {{VM4, 0, 4}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_NO_SOCKET, 1}}});
+  rows.push_back({.name = "missing socket, no default: pass",
+                  .frame = untagged(VM4),
+                  .filters = {{VM4, 0, 4}},
+                  .action = XDP_PASS,
+                  .reason = {{XVMQ_REASON_NO_SOCKET, 1}},
+                  .no_default = true});
+  rows.push_back({.name = "socket bound to another queue",
+                  .frame = untagged(VM3),
+                  .filters = {{VM3, 0, 3}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_WRONG_QUEUE, 1}}});
+  rows.push_back({.name = "queue 1 hit",
+                  .frame = untagged(VM1),
+                  .filters = {{VM1, 0, 1}},
+                  .queue = 1,
+                  .slot = hit(1, 1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "queue 1, vmq without socket there",
+                  .frame = untagged(VM2),
+                  .filters = {{VM2, 0, 2}},
+                  .queue = 1,
+                  .slot = dflt(1),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_NO_SOCKET, 1}}});
+  rows.push_back({.name = "queue 1 miss",
+                  .frame = untagged(VM9),
+                  .queue = 1,
+                  .slot = dflt(1),
+                  .vmq = {{0, 1}},
                   .reason = {{XVMQ_REASON_MISS, 1}}});
 
-  rows.push_back({.name = "filter naming vmq 0", .frame = untagged(VM1), .slot = dflt(), .vmq = {{0, 1}},
-                  .reason = {{XVMQ_REASON_BAD_VMQ, 1}}, .raw = {{{VM1, 0, 0}, xvmq_filter_value_word(0, 0)}}});
-  rows.push_back({.name = "filter naming vmq 200", .frame = untagged(VM1), .slot = dflt(), .vmq = {{0, 1}},
-                  .reason = {{XVMQ_REASON_BAD_VMQ, 1}}, .raw = {{{VM1, 0, 0}, xvmq_filter_value_word(200, 0)}}});
+  rows.push_back({.name = "filter naming vmq 0",
+                  .frame = untagged(VM1),
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_BAD_VMQ, 1}},
+                  .raw = {{{VM1, 0, 0}, xvmq_filter_value_word(0, 0)}}});
+  rows.push_back({.name = "filter naming vmq 200",
+                  .frame = untagged(VM1),
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_BAD_VMQ, 1}},
+                  .raw = {{{VM1, 0, 0}, xvmq_filter_value_word(200, 0)}}});
 
-  rows.push_back({.name = "to the host's own MAC: its stack", .frame = tagged({{k8021Q, 10}}), .action = XDP_PASS,
+  rows.push_back({.name = "to the host's own MAC: its stack",
+                  .frame = tagged({{k8021Q, 10}}),
+                  .action = XDP_PASS,
                   .reason = {{XVMQ_REASON_HOST, 1}},
                   .raw = {{{VM1, ANY, 0}, xvmq_filter_value_word(XVMQ_HOST_VMQ, 0)}}});
   // host=stack's group flag: broadcast and multicast to the host's stack, unicast untouched.
   const std::pair<Filter, uint64_t> groups{{"ff:ff:ff:ff:ff:ff", XVMQ_HOST_GROUPS_VLAN, 0},
                                            xvmq_filter_value_word(XVMQ_HOST_VMQ, 0)};
-  Row hg_b{.name = "host groups: broadcast to the host's stack", .frame = untagged("ff:ff:ff:ff:ff:ff"),
-           .action = XDP_PASS, .reason = {{XVMQ_REASON_HOST_GROUP, 1}}};
-  Row hg_m{.name = "host groups: tagged multicast to the host's stack",
-           .frame = tagged({{k8021Q, 10}}, "33:33:00:00:00:01"), .action = XDP_PASS,
+  Row hg_b{.name = "host groups: broadcast to the host's stack",
+           .frame = untagged("ff:ff:ff:ff:ff:ff"),
+           .action = XDP_PASS,
            .reason = {{XVMQ_REASON_HOST_GROUP, 1}}};
-  Row hg_u{.name = "host groups: a unicast miss still goes to the default queue", .frame = untagged(VM9),
-           .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_MISS, 1}}};
-  Row hg_h{.name = "host groups: a unicast hit still goes to its vmq", .frame = untagged(VM1),
-           .filters = {{VM1, ANY, 1}}, .slot = hit(1), .vmq = {{1, 1}}};
-  Row hg_v{.name = "host groups' VLAN with another vmq: not the flag", .frame = untagged("ff:ff:ff:ff:ff:ff"),
-           .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_BROADCAST, 1}}};
+  Row hg_m{.name = "host groups: tagged multicast to the host's stack",
+           .frame = tagged({{k8021Q, 10}}, "33:33:00:00:00:01"),
+           .action = XDP_PASS,
+           .reason = {{XVMQ_REASON_HOST_GROUP, 1}}};
+  Row hg_u{.name = "host groups: a unicast miss still goes to the default queue",
+           .frame = untagged(VM9),
+           .slot = dflt(),
+           .vmq = {{0, 1}},
+           .reason = {{XVMQ_REASON_MISS, 1}}};
+  Row hg_h{.name = "host groups: a unicast hit still goes to its vmq",
+           .frame = untagged(VM1),
+           .filters = {{VM1, ANY, 1}},
+           .slot = hit(1),
+           .vmq = {{1, 1}}};
+  Row hg_v{.name = "host groups' VLAN with another vmq: not the flag",
+           .frame = untagged("ff:ff:ff:ff:ff:ff"),
+           .slot = dflt(),
+           .vmq = {{0, 1}},
+           .reason = {{XVMQ_REASON_BROADCAST, 1}}};
   for (Row* r : {&hg_b, &hg_m, &hg_u, &hg_h}) {
     r->raw = {groups};
     rows.push_back(*r);
@@ -322,28 +453,64 @@ std::vector<Row> table() {
 
   // Tag removal for access ports.
   Bytes t10 = tagged({{k8021Q, 10}});
-  rows.push_back({.name = "strip tag", .frame = t10, .filters = {{VM1, 10, 1, true}}, .slot = hit(1),
-                  .out = strip(t10, 1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "strip tag",
+                  .frame = t10,
+                  .filters = {{VM1, 10, 1, true}},
+                  .slot = hit(1),
+                  .out = strip(t10, 1),
+                  .vmq = {{1, 1}}});
   Bytes qq = tagged({{k8021AD, 100}, {k8021Q, 10}});
-  rows.push_back({.name = "strip outer tag only", .frame = qq, .filters = {{VM1, 100, 1, true}}, .slot = hit(1),
-                  .out = strip(qq, 1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "strip outer tag only",
+                  .frame = qq,
+                  .filters = {{VM1, 100, 1, true}},
+                  .slot = hit(1),
+                  .out = strip(qq, 1),
+                  .vmq = {{1, 1}}});
   Bytes pq = tagged({{k8021Q, 0x2000}, {k8021Q, 10}});
-  rows.push_back({.name = "strip priority and VLAN tag", .frame = pq, .filters = {{VM1, 10, 1, true}}, .slot = hit(1),
-                  .out = strip(pq, 2), .vmq = {{1, 1}}});
+  rows.push_back({.name = "strip priority and VLAN tag",
+                  .frame = pq,
+                  .filters = {{VM1, 10, 1, true}},
+                  .slot = hit(1),
+                  .out = strip(pq, 2),
+                  .vmq = {{1, 1}}});
   Bytes pr = tagged({{k8021Q, 0x6000}});
-  rows.push_back({.name = "strip priority tag", .frame = pr, .filters = {{VM1, 0, 1, true}}, .slot = hit(1),
-                  .out = strip(pr, 1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "strip on untagged frame is a no-op", .frame = untagged(VM1),
-                  .filters = {{VM1, 0, 1, true}}, .slot = hit(1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "strip with MAC-only filter", .frame = t10, .filters = {{VM1, ANY, 1, true}},
-                  .slot = hit(1), .out = strip(t10, 1), .vmq = {{1, 1}}});
-  rows.push_back({.name = "no strip on fallback", .frame = t10, .filters = {{VM4, 10, 4, true}, {VM1, 10, 4, true}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_NO_SOCKET, 1}}});
-  rows.push_back({.name = "strip on queue 1", .frame = t10, .filters = {{VM1, 10, 1, true}}, .queue = 1,
-                  .slot = hit(1, 1), .out = strip(t10, 1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "strip priority tag",
+                  .frame = pr,
+                  .filters = {{VM1, 0, 1, true}},
+                  .slot = hit(1),
+                  .out = strip(pr, 1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "strip on untagged frame is a no-op",
+                  .frame = untagged(VM1),
+                  .filters = {{VM1, 0, 1, true}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "strip with MAC-only filter",
+                  .frame = t10,
+                  .filters = {{VM1, ANY, 1, true}},
+                  .slot = hit(1),
+                  .out = strip(t10, 1),
+                  .vmq = {{1, 1}}});
+  rows.push_back({.name = "no strip on fallback",
+                  .frame = t10,
+                  .filters = {{VM4, 10, 4, true}, {VM1, 10, 4, true}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_NO_SOCKET, 1}}});
+  rows.push_back({.name = "strip on queue 1",
+                  .frame = t10,
+                  .filters = {{VM1, 10, 1, true}},
+                  .queue = 1,
+                  .slot = hit(1, 1),
+                  .out = strip(t10, 1),
+                  .vmq = {{1, 1}}});
   Bytes min_tagged = tagged({{k8021Q, 10}}, VM1, 0);
-  rows.push_back({.name = "strip an 18-byte frame", .frame = min_tagged, .filters = {{VM1, 10, 1, true}},
-                  .slot = hit(1), .out = strip(min_tagged, 1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "strip an 18-byte frame",
+                  .frame = min_tagged,
+                  .filters = {{VM1, 10, 1, true}},
+                  .slot = hit(1),
+                  .out = strip(min_tagged, 1),
+                  .vmq = {{1, 1}}});
 
   // Frames shorter than an Ethernet header never reach XDP: this kernel's
   // BPF_PROG_RUN refuses them (even behind metadata), as adjust_head/tail
@@ -351,39 +518,64 @@ std::vector<Row> table() {
   for (size_t n = 0; n < 14; n++) {
     Bytes f = untagged(VM1);
     f.resize(n);
-    rows.push_back({.name = "runt of " + std::to_string(n) + " bytes", .frame = f, .filters = {{VM1, ANY, 1}},
-                    .action = XDP_DROP, .kernel_refuses = true});
+    rows.push_back({.name = "runt of " + std::to_string(n) + " bytes",
+                    .frame = f,
+                    .filters = {{VM1, ANY, 1}},
+                    .action = XDP_DROP,
+                    .kernel_refuses = true});
   }
   Bytes trunc = untagged(VM1, 0);
   trunc[12] = 0x81, trunc[13] = 0x00;
-  rows.push_back({.name = "truncated tag: TPID only", .frame = trunc, .filters = {{VM1, ANY, 1}}, .action = XDP_DROP,
+  rows.push_back({.name = "truncated tag: TPID only",
+                  .frame = trunc,
+                  .filters = {{VM1, ANY, 1}},
+                  .action = XDP_DROP,
                   .reason = {{XVMQ_REASON_TRUNCATED_TAG, 1}}});
   Bytes trunc2 = trunc;
   trunc2.push_back(0);
   trunc2.push_back(10);
   trunc2.push_back(0x81);
-  rows.push_back({.name = "truncated tag: 3 bytes of tag", .frame = trunc2, .filters = {{VM1, ANY, 1}},
-                  .action = XDP_DROP, .reason = {{XVMQ_REASON_TRUNCATED_TAG, 1}}});
+  rows.push_back({.name = "truncated tag: 3 bytes of tag",
+                  .frame = trunc2,
+                  .filters = {{VM1, ANY, 1}},
+                  .action = XDP_DROP,
+                  .reason = {{XVMQ_REASON_TRUNCATED_TAG, 1}}});
   Bytes trunc3 = tagged({{k8021AD, 10}, {k8021Q, 20}}, VM1, 0);
   trunc3.resize(trunc3.size() - 3);
-  rows.push_back({.name = "truncated inner tag", .frame = trunc3, .filters = {{VM1, ANY, 1}}, .action = XDP_DROP,
+  rows.push_back({.name = "truncated inner tag",
+                  .frame = trunc3,
+                  .filters = {{VM1, ANY, 1}},
+                  .action = XDP_DROP,
                   .reason = {{XVMQ_REASON_TRUNCATED_TAG, 1}}});
   Bytes just_tag = tagged({{k8021Q, 10}}, VM1, 0);
   just_tag.resize(16);
-  rows.push_back({.name = "tag without ethertype", .frame = just_tag, .filters = {{VM1, ANY, 1}}, .action = XDP_DROP,
+  rows.push_back({.name = "tag without ethertype",
+                  .frame = just_tag,
+                  .filters = {{VM1, ANY, 1}},
+                  .action = XDP_DROP,
                   .reason = {{XVMQ_REASON_TRUNCATED_TAG, 1}}});
-  rows.push_back({.name = "14-byte header only", .frame = untagged(VM1, 0), .filters = {{VM1, ANY, 1}},
-                  .slot = hit(1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "14-byte header only",
+                  .frame = untagged(VM1, 0),
+                  .filters = {{VM1, ANY, 1}},
+                  .slot = hit(1),
+                  .vmq = {{1, 1}}});
 
   // Jumbo frames: multi-buffer in BPF_PROG_RUN (the program is xdp.frags).
   Bytes jumbo = untagged(VM1, 9000 - 14);
-  rows.push_back({.name = "9000-byte hit", .frame = jumbo, .filters = {{VM1, 0, 1}}, .slot = hit(1),
-                  .vmq = {{1, 1}}});
-  rows.push_back({.name = "9000-byte miss", .frame = untagged(VM9, 9000 - 14), .filters = {{VM1, 0, 1}},
-                  .slot = dflt(), .vmq = {{0, 1}}, .reason = {{XVMQ_REASON_MISS, 1}}});
+  rows.push_back({.name = "9000-byte hit", .frame = jumbo, .filters = {{VM1, 0, 1}}, .slot = hit(1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "9000-byte miss",
+                  .frame = untagged(VM9, 9000 - 14),
+                  .filters = {{VM1, 0, 1}},
+                  .slot = dflt(),
+                  .vmq = {{0, 1}},
+                  .reason = {{XVMQ_REASON_MISS, 1}}});
   Bytes jumbo_tagged = tagged({{k8021Q, 10}}, VM1, 9000 - 18);
-  rows.push_back({.name = "9000-byte strip", .frame = jumbo_tagged, .filters = {{VM1, 10, 1, true}}, .slot = hit(1),
-                  .out = strip(jumbo_tagged, 1), .vmq = {{1, 1}}});
+  rows.push_back({.name = "9000-byte strip",
+                  .frame = jumbo_tagged,
+                  .filters = {{VM1, 10, 1, true}},
+                  .slot = hit(1),
+                  .out = strip(jumbo_tagged, 1),
+                  .vmq = {{1, 1}}});
   return rows;
 }
 
@@ -425,7 +617,11 @@ TEST_F(ClassifierTable, LoaderRefusesBadFilters) {
   Row empty{.frame = untagged(VM1)};
   prepare(empty);
   Mac vm1 = *parse_mac(VM1);
-  struct Case { FilterKey k; FilterValue v; const char* words; };
+  struct Case {
+    FilterKey k;
+    FilterValue v;
+    const char* words;
+  };
   std::vector<Case> cases = {
       {{*parse_mac("01:00:5e:00:00:01"), 0}, {1, false}, "multicast"},
       {{*parse_mac("ff:ff:ff:ff:ff:ff"), XVMQ_VLAN_ANY}, {1, false}, "multicast"},

@@ -31,10 +31,10 @@ const std::vector<std::string> kMaps = {XVMQ_MAP_FILTERS, XVMQ_MAP_REASONS, XVMQ
 const std::string VM1 = "02:00:00:00:00:01", VM9 = "02:00:00:00:00:09";
 
 // A loader call must succeed; a failure shows the loader's message.
-#define ASSERT_OK(expr)                                    \
-  do {                                                     \
-    auto r_ = (expr);                                      \
-    ASSERT_TRUE(r_) << #expr ": " << r_.error().message;   \
+#define ASSERT_OK(expr)                                  \
+  do {                                                   \
+    auto r_ = (expr);                                    \
+    ASSERT_TRUE(r_) << #expr ": " << r_.error().message; \
   } while (0)
 
 bool has(const std::string& text, const std::string& words) { return text.find(words) != std::string::npos; }
@@ -339,7 +339,12 @@ TEST(Loader, IncompatiblePinRefused) {
   };
   const uint32_t mm = BPF_F_MMAPABLE;
   const std::vector<Case> cases = {
-      {BPF_MAP_TYPE_ARRAY, 4, 16, 1024, mm, {"max_entries 1024 (classifier has " + std::to_string(XVMQ_FILTER_SLOTS) + ")"}},
+      {BPF_MAP_TYPE_ARRAY,
+       4,
+       16,
+       1024,
+       mm,
+       {"max_entries 1024 (classifier has " + std::to_string(XVMQ_FILTER_SLOTS) + ")"}},
       {BPF_MAP_TYPE_ARRAY, 4, 8, XVMQ_FILTER_SLOTS, mm, {"value size 8 (classifier has 16)"}},
       {BPF_MAP_TYPE_ARRAY, 4, 16, XVMQ_FILTER_SLOTS, 0, {"flags 0 (classifier has 1024)"}},
       {BPF_MAP_TYPE_HASH, 8, 16, 1024, 0, {"type hash (classifier has array)", "key size 8 (classifier has 4)"}},

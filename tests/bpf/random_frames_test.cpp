@@ -170,7 +170,7 @@ TEST_F(RandomFrames, MatchModelAndCountEachFrameOnce) {
   auto valid_frame = [&]() {
     FrameSpec s;
     size_t kind = pick(10);
-    Mac dst = kind < 6 ? macs[pick(macs.size())]
+    Mac dst = kind < 6    ? macs[pick(macs.size())]
               : kind == 6 ? Mac{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
               : kind == 7 ? Mac{0x01, 0x00, 0x5e, 0, 0, static_cast<uint8_t>(rng())}
                           : Mac{0x02, 0x99, 0, 0, static_cast<uint8_t>(rng()), static_cast<uint8_t>(rng())};
@@ -190,10 +190,16 @@ TEST_F(RandomFrames, MatchModelAndCountEachFrameOnce) {
     size_t n = 1 + pick(4);
     for (size_t i = 0; i < n && !f.empty(); i++) {
       switch (pick(4)) {
-        case 0: f[pick(f.size())] = static_cast<uint8_t>(rng()); break;       // any byte
-        case 1: f[pick(std::min<size_t>(f.size(), 22))] ^= static_cast<uint8_t>(1u << pick(8)); break;  // a header bit
-        case 2: f.resize(14 + pick(f.size() > 14 ? f.size() - 13 : 1)); break;  // truncate
-        case 3: {                                                               // a TPID where the type was
+        case 0:
+          f[pick(f.size())] = static_cast<uint8_t>(rng());
+          break;  // any byte
+        case 1:
+          f[pick(std::min<size_t>(f.size(), 22))] ^= static_cast<uint8_t>(1u << pick(8));
+          break;  // a header bit
+        case 2:
+          f.resize(14 + pick(f.size() > 14 ? f.size() - 13 : 1));
+          break;   // truncate
+        case 3: {  // a TPID where the type was
           size_t at = 12 + 4 * pick(3);
           if (at + 1 < f.size()) f[at] = pick(2) ? 0x81 : 0x88, f[at + 1] = f[at] == 0x81 ? 0x00 : 0xa8;
           break;
@@ -216,8 +222,12 @@ TEST_F(RandomFrames, MatchModelAndCountEachFrameOnce) {
         for (auto& b : f) b = static_cast<uint8_t>(rng());
         break;
       }
-      case 1: f = valid_frame(); break;
-      default: f = mutate(valid_frame()); break;
+      case 1:
+        f = valid_frame();
+        break;
+      default:
+        f = mutate(valid_frame());
+        break;
     }
     uint32_t queue = static_cast<uint32_t>(pick(2));
     auto r = prog_run(cls_->prog_fd(), f, {.ifindex = ifindex_, .queue = queue});

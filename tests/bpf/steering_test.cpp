@@ -46,8 +46,7 @@ TEST(SteeringEncode, FieldsOfTheRule) {
       {"02:00:00:00:00:02", 0, 2, 0, ETHER_FLOW | FLOW_EXT, 0, 0x0fff, 0},
   };
   for (const auto& c : cases) {
-    SCOPED_TRACE(c.mac + " vlan " + (c.vlan ? std::to_string(*c.vlan) : "none") + " queue " +
-                 std::to_string(c.queue));
+    SCOPED_TRACE(c.mac + " vlan " + (c.vlan ? std::to_string(*c.vlan) : "none") + " queue " + std::to_string(c.queue));
     auto nfc = encode_rule({mac(c.mac), c.vlan, c.queue, c.loc}, 64);
     ASSERT_TRUE(nfc) << nfc.error().message;
     EXPECT_EQ(nfc->cmd, uint32_t{ETHTOOL_SRXCLSRLINS});
@@ -142,13 +141,15 @@ TEST(SteeringDecode, RefusesRulesOfAnotherShape) {
   const Case cases[] = {
       {"tcp4", [](ethtool_rx_flow_spec& fs) { fs.flow_type = TCP_V4_FLOW; }, "flow type 0x1"},
       {"rss", [](ethtool_rx_flow_spec& fs) { fs.flow_type |= FLOW_RSS; }, "flow type"},
-      {"partial dst", [](ethtool_rx_flow_spec& fs) { fs.m_u.ether_spec.h_dest[5] = 0xf0; }, "part of the destination MAC"},
+      {"partial dst", [](ethtool_rx_flow_spec& fs) { fs.m_u.ether_spec.h_dest[5] = 0xf0; },
+       "part of the destination MAC"},
       {"src mac", [](ethtool_rx_flow_spec& fs) { fs.m_u.ether_spec.h_source[0] = 0xff; }, "source MAC"},
       {"ethertype", [](ethtool_rx_flow_spec& fs) { fs.m_u.ether_spec.h_proto = 0xffff; }, "EtherType"},
       {"priority", [](ethtool_rx_flow_spec& fs) { fs.m_ext.vlan_tci = 0xffff; }, "VLAN TCI mask 0xffff"},
       {"vlan etype", [](ethtool_rx_flow_spec& fs) { fs.m_ext.vlan_etype = 0xffff; }, "VLAN EtherType"},
       {"drop", [](ethtool_rx_flow_spec& fs) { fs.ring_cookie = RX_CLS_FLOW_DISC; }, "drops"},
-      {"vf", [](ethtool_rx_flow_spec& fs) { fs.ring_cookie |= 1ULL << ETHTOOL_RX_FLOW_SPEC_RING_VF_OFF; }, "virtual function"},
+      {"vf", [](ethtool_rx_flow_spec& fs) { fs.ring_cookie |= 1ULL << ETHTOOL_RX_FLOW_SPEC_RING_VF_OFF; },
+       "virtual function"},
   };
   for (const auto& c : cases) {
     ethtool_rx_flow_spec fs = base->fs;

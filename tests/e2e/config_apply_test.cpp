@@ -49,7 +49,8 @@ class ConfigApplyTest : public SwitchdFixture {
   Run switchctl(const std::string& args) {
     std::string err_path = dir_ + "/switchctl.err";
     Run r;
-    r.status = sh("(" + std::string(SWITCHCTL_PATH) + " --socket " + sock_ + " " + args + " 2>" + err_path + ")", &r.out);
+    r.status =
+        sh("(" + std::string(SWITCHCTL_PATH) + " --socket " + sock_ + " " + args + " 2>" + err_path + ")", &r.out);
     r.err = slurp(err_path);
     return r;
   }
@@ -146,7 +147,8 @@ TEST_F(ConfigApplyTest, SwitchdConfigBringsTheSwitchUp) {
   EXPECT_EQ(slurp(log_).find("step(s)", log_size), std::string::npos) << slurp(log_).substr(log_size);
 
   // A bad file: switchd refuses to start, names the line, exits 2 and touches nothing.
-  std::string bad = file("bad.toml", kA + "\n[[port]]\nname = \"vm9\"\n[port.nic]\nmac = \"01:00:5e:00:00:01\"\nbackend = \"vm9-host\"\n");
+  std::string bad = file(
+      "bad.toml", kA + "\n[[port]]\nname = \"vm9\"\n[port.nic]\nmac = \"01:00:5e:00:00:01\"\nbackend = \"vm9-host\"\n");
   std::string out;
   int rc = sh(std::string(SWITCHD_PATH) + " --socket " + dir_ + "/bad.sock --state-dir " + dir_ +
                   "/bad-state --pin-root /sys/fs/bpf/xvmq-bad --config " + bad,

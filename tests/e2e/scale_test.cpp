@@ -44,8 +44,8 @@ class ScaleTest : public SwitchdFixture {
     ASSERT_NO_FATAL_FAILURE(SwitchdFixture::SetUp());
     const uint64_t t0 = mono_ns();
     ASSERT_NO_FATAL_FAILURE(make_vms());
-    ASSERT_TRUE(sh_ok("ip -n " + ns("ext") + " link set ext0 address " + std::string(kExtMac) + " && ip -n " + ns("ext") +
-                      " addr add " + std::string(kExtIp) + "/16 dev ext0"));
+    ASSERT_TRUE(sh_ok("ip -n " + ns("ext") + " link set ext0 address " + std::string(kExtMac) + " && ip -n " +
+                      ns("ext") + " addr add " + std::string(kExtIp) + "/16 dev ext0"));
     attach();
     const uint64_t t1 = mono_ns();
     for (int i = 1; i <= vms_; i++) {
@@ -53,8 +53,9 @@ class ScaleTest : public SwitchdFixture {
       ASSERT_EQ(r.value("state", ""), "connected") << vm(i) << ": " << r.dump();
     }
     const uint64_t t2 = mono_ns();
-    std::printf("[ setup    ] %d VMs: namespaces and veths %.2f s, port+nic create and connect %.2f s (%.1f ms per NIC)\n",
-                vms_, (t1 - t0) / 1e9, (t2 - t1) / 1e9, (t2 - t1) / 1e6 / vms_);
+    std::printf(
+        "[ setup    ] %d VMs: namespaces and veths %.2f s, port+nic create and connect %.2f s (%.1f ms per NIC)\n",
+        vms_, (t1 - t0) / 1e9, (t2 - t1) / 1e9, (t2 - t1) / 1e6 / vms_);
   }
 
   void TearDown() override {
@@ -115,8 +116,8 @@ class ScaleTest : public SwitchdFixture {
 
   // One ping per (from, to) pair, all at once; from "ext" or a VM index.
   // Returns by pair index. `opts` are ping's options (bounded in count and time).
-  std::vector<PingResult> ping_all(const std::vector<std::pair<std::string, std::string>>& pairs, const std::string& opts,
-                                   int limit_s) {
+  std::vector<PingResult> ping_all(const std::vector<std::pair<std::string, std::string>>& pairs,
+                                   const std::string& opts, int limit_s) {
     const std::string script = dir_ + "/ping" + std::to_string(next_script_++) + ".sh";
     {
       std::ofstream s(script);
@@ -154,7 +155,8 @@ class ScaleTest : public SwitchdFixture {
       for (int i : silent) names += " " + vm(i);
       json st = call("stats");
       ADD_FAILURE() << silent.size() << " of " << vms_ << " VMs do not answer ping from outside:" << names
-                    << "\nqueues: " << st["queues"].dump() << "\nfirst silent NIC: " << st["nics"][vm(silent.front())].dump();
+                    << "\nqueues: " << st["queues"].dump()
+                    << "\nfirst silent NIC: " << st["nics"][vm(silent.front())].dump();
     }
   }
 
@@ -200,7 +202,8 @@ TEST_F(Scale32Test, EveryVmAnswersWithDefaultBuffers) {
   json st = call("stats");
   for (const auto& q : st["queues"]) {
     const json& b = q["buffers"];
-    std::printf("[ buffers  ] queue %d: total %" PRIu64 ", free %" PRIu64 ", in_fill %" PRIu64 ", in_flight %" PRIu64 "\n",
+    std::printf("[ buffers  ] queue %d: total %" PRIu64 ", free %" PRIu64 ", in_fill %" PRIu64 ", in_flight %" PRIu64
+                "\n",
                 q["queue"].get<int>(), u64(b, {"total"}), u64(b, {"free"}), u64(b, {"in_fill"}), u64(b, {"in_flight"}));
   }
   expect_pools_idle();
@@ -306,7 +309,8 @@ TEST_F(Scale256Test, EveryVmAnswersAndNoneStarvesUnderFloodPing) {
   uint64_t d0_total = 0;
   for (const auto& [k, v] : d0) d0_total += v;
   EXPECT_EQ(d0_total, 0u) << "frames lost at the sockets before the flood:\n" << drops;
-  EXPECT_LE(in_flood, static_cast<uint64_t>(vms_) * 100 * 2 / 100) << "frames lost at the sockets in the flood:\n" << drops;
+  EXPECT_LE(in_flood, static_cast<uint64_t>(vms_) * 100 * 2 / 100) << "frames lost at the sockets in the flood:\n"
+                                                                   << drops;
   std::printf("[ timing   ] ping from outside and neighbours %.1f s, flood %.1f s\n", (t1 - t0) / 1e9, (t2 - t1) / 1e9);
 }
 

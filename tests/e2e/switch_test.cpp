@@ -145,7 +145,6 @@ Outcome expect(const std::vector<PortSpec>& ports, const std::string& from, int 
   return o;
 }
 
-
 // One stream of sequence-numbered frames from one port.
 struct Flow {
   uint32_t stream = 0;
@@ -209,8 +208,8 @@ class SwitchTest : public SwitchdFixture {
 
   int cpu_for(uint32_t i) const { return cpu_count() >= 2 ? static_cast<int>(i % 2) : 0; }
 
-  Flow flow(const std::vector<PortSpec>& ports, const std::string& from, int tag, const std::string& dst, uint64_t count,
-            std::string src = "", uint32_t size = 64) {
+  Flow flow(const std::vector<PortSpec>& ports, const std::string& from, int tag, const std::string& dst,
+            uint64_t count, std::string src = "", uint32_t size = 64) {
     Flow f;
     f.size = size;
     f.stream = next_stream_++;
@@ -228,8 +227,9 @@ class SwitchTest : public SwitchdFixture {
   bool send_flow(const Flow& f, const std::string& rate = "5000") {
     const std::string dev = f.from == "ext" ? "ext0" : "eth0";
     std::string cmd = std::string(FRAME_TOOL) + " send --dev " + dev + " --dst " + f.dst + " --src " + f.src +
-                      " --count " + std::to_string(f.count) + " --size " + std::to_string(f.size) + " --rate " + rate + " --cpu " +
-                      std::to_string(cpu_for(f.stream)) + " --stream " + std::to_string(f.stream) + " --timeout 20";
+                      " --count " + std::to_string(f.count) + " --size " + std::to_string(f.size) + " --rate " + rate +
+                      " --cpu " + std::to_string(cpu_for(f.stream)) + " --stream " + std::to_string(f.stream) +
+                      " --timeout 20";
     if (f.tag != kUntagged) cmd += " --vlan " + std::to_string(f.tag);
     std::string out;
     int rc = sh(in(f.from, cmd), &out);
@@ -276,7 +276,8 @@ class SwitchTest : public SwitchdFixture {
           if (foreign <= 3) {
             char type[8];
             std::snprintf(type, sizeof(type), "%04x", s.ethertype);
-            foreign_ex += " [" + xvmq::format_mac(s.src) + " > " + xvmq::format_mac(s.dst) + " type 0x" + type + " " + tag_str(s.tag()) + "]";
+            foreign_ex += " [" + xvmq::format_mac(s.src) + " > " + xvmq::format_mac(s.dst) + " type 0x" + type + " " +
+                          tag_str(s.tag()) + "]";
           }
           continue;
         }
@@ -312,15 +313,17 @@ class SwitchTest : public SwitchdFixture {
         std::string shapes_s;
         for (int t : shapes) shapes_s += " " + tag_str(t);
         if (w == f.want.to.end()) {
-          EXPECT_EQ(frames, 0u) << f.what() << ": must not reach " << port << " (" << (f.want.drop.empty() ? "not its VLAN" : f.want.drop)
-                                << "), got" << shapes_s;
+          EXPECT_EQ(frames, 0u) << f.what() << ": must not reach " << port << " ("
+                                << (f.want.drop.empty() ? "not its VLAN" : f.want.drop) << "), got" << shapes_s;
           continue;
         }
         EXPECT_EQ(seqs.size(), f.count) << f.what() << ": distinct frames at " << port;
         EXPECT_EQ(dup, 0u) << f.what() << ": duplicates at " << port;
         EXPECT_EQ(out_of_range, 0u) << f.what();
-        EXPECT_EQ(wrong_shape, 0u) << f.what() << ": at " << port << " want " << tag_str(w->second) << ", got" << shapes_s;
-        EXPECT_EQ(wrong_len, 0u) << f.what() << ": at " << port << " want " << f.len_as(w->second) << " bytes, got" << lens_s;
+        EXPECT_EQ(wrong_shape, 0u) << f.what() << ": at " << port << " want " << tag_str(w->second) << ", got"
+                                   << shapes_s;
+        EXPECT_EQ(wrong_len, 0u) << f.what() << ": at " << port << " want " << f.len_as(w->second) << " bytes, got"
+                                 << lens_s;
         per_vlan[f.want.vlan] += frames;
       }
     }
@@ -354,7 +357,8 @@ class SwitchTest : public SwitchdFixture {
     std::string g, w;
     for (const auto& [k, v] : got) g += " " + k + "=" + std::to_string(v);
     for (const auto& [k, v] : want) w += " " + k + "=" + std::to_string(v);
-    std::printf("[ drops    ] switch drops:%s (expected:%s)\n", g.empty() ? " none" : g.c_str(), w.empty() ? " none" : w.c_str());
+    std::printf("[ drops    ] switch drops:%s (expected:%s)\n", g.empty() ? " none" : g.c_str(),
+                w.empty() ? " none" : w.c_str());
     EXPECT_EQ(got, want) << "switch drops by reason";
   }
 
@@ -374,7 +378,8 @@ class SwitchTest : public SwitchdFixture {
   Ping ping(const std::string& from, const std::string& addr, int count = 5, int deadline_s = 10) {
     Ping p;
     // from "": this process's namespace, the switch host.
-    const std::string cmd = "ping -n -q -c " + std::to_string(count) + " -i 0.2 -W 2 -w " + std::to_string(deadline_s) + " " + addr;
+    const std::string cmd =
+        "ping -n -q -c " + std::to_string(count) + " -i 0.2 -W 2 -w " + std::to_string(deadline_s) + " " + addr;
     p.rc = sh(from.empty() ? cmd : in(from, cmd), &p.out);
     std::smatch m;
     if (std::regex_search(p.out, m, std::regex(R"((\d+) packets transmitted, (\d+) received)"))) {
@@ -391,8 +396,8 @@ class SwitchTest : public SwitchdFixture {
   void expect_ping(const std::string& from, const std::string& to, const std::string& addr) {
     Ping p = ping(from, addr);
     std::printf("[ ping     ] %s -> %s (%s): %d/%d replies, rtt avg %.3f ms, max %.3f ms\n",
-                from.empty() ? "the host" : from.c_str(), to.c_str(),
-                addr.c_str(), p.received, p.sent, p.avg_ms, p.max_ms);
+                from.empty() ? "the host" : from.c_str(), to.c_str(), addr.c_str(), p.received, p.sent, p.avg_ms,
+                p.max_ms);
     EXPECT_EQ(p.rc, 0) << from << " -> " << to << ":\n" << p.out;
     EXPECT_EQ(p.received, 5) << from << " -> " << to << ":\n" << p.out;
   }
@@ -408,7 +413,9 @@ class SwitchTest : public SwitchdFixture {
     Iperf r;
     const std::string p = std::to_string(port);
     // "" is this process's namespace, the switch host.
-    auto in = [this](const std::string& where, const std::string& cmd) { return where.empty() ? cmd : this->in(where, cmd); };
+    auto in = [this](const std::string& where, const std::string& cmd) {
+      return where.empty() ? cmd : this->in(where, cmd);
+    };
     Bg srv = background(in(server, "timeout 20 iperf3 -s -1 -B " + addr + " -p " + p));
     bool listening = false;
     for (int i = 0; i < 200 && !listening; i++) {
@@ -422,7 +429,7 @@ class SwitchTest : public SwitchdFixture {
     std::string srv_out = srv.text(30s);
     auto a = r.out.find('{'), b = r.out.rfind('}');
     json j = a != std::string::npos && b != std::string::npos ? json::parse(r.out.substr(a, b - a + 1), nullptr, false)
-                                                                : json();
+                                                              : json();
     if (rc == 0 && j.is_object() && !j.contains("error") && j.contains("end")) {
       r.sent_bps = j["end"]["sum_sent"].value("bits_per_second", 0.0);
       r.received_bps = j["end"]["sum_received"].value("bits_per_second", 0.0);
@@ -450,9 +457,9 @@ class SwitchTest : public SwitchdFixture {
     // XDP could not redirect into a full socket (the host ends' rx_dropped).
     std::printf("[ iperf3   ] TCP %s -> %s (%s), 2 s: %.1f Mbit/s received (%.1f sent, %" PRIu64
                 " retransmits; switch drops:%s; rx_dropped: vmN-host %" PRIu64 ", up0 %" PRIu64 ")\n",
-                client.empty() ? "the host" : client.c_str(), server.c_str(), path.c_str(), r.received_bps / 1e6, r.sent_bps / 1e6, r.retransmits,
-                drops.empty() ? " none" : drops.c_str(), host_rx_dropped() - host_drop0,
-                netdev_stat("", "up0", "rx_dropped") - up_rx_drop0);
+                client.empty() ? "the host" : client.c_str(), server.c_str(), path.c_str(), r.received_bps / 1e6,
+                r.sent_bps / 1e6, r.retransmits, drops.empty() ? " none" : drops.c_str(),
+                host_rx_dropped() - host_drop0, netdev_stat("", "up0", "rx_dropped") - up_rx_drop0);
     EXPECT_TRUE(r.ok) << client << " -> " << server << ":\n" << r.out;
     EXPECT_GT(r.received_bps, 1e6) << client << " -> " << server << ": less than 1 Mbit/s";
   }
@@ -492,7 +499,8 @@ TEST_F(SwitchIpTest, IpBetweenVmsAndOutside) {
       SCOPED_TRACE(std::string("capture on ") + port);
       uint64_t requests = 0, tagged = 0;
       for (const auto& s : caps[port]->frames()) {
-        if (s.ethertype != ETH_P_ARP || xvmq::format_mac(s.src) != mac_of(1) || xvmq::format_mac(s.dst) != kBroadcast) continue;
+        if (s.ethertype != ETH_P_ARP || xvmq::format_mac(s.src) != mac_of(1) || xvmq::format_mac(s.dst) != kBroadcast)
+          continue;
         requests++;
         tagged += s.tag() != kUntagged;
       }
@@ -531,7 +539,8 @@ TEST_F(SwitchIpTest, IpBetweenVmsAndOutside) {
 }
 
 TEST_F(SwitchTest, IpOnAccessVlan) {
-  const std::vector<PortSpec> ports{{.vm = 1, .access = 10}, {.vm = 2, .access = 10, .vmq = "off"}, {.vm = 3, .access = 20}};
+  const std::vector<PortSpec> ports{
+      {.vm = 1, .access = 10}, {.vm = 2, .access = 10, .vmq = "off"}, {.vm = 3, .access = 20}};
   ASSERT_NO_FATAL_FAILURE(add_ports(ports));
   ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.10.1/24"));
   ASSERT_NO_FATAL_FAILURE(set_ip("vm2", "10.77.10.2/24"));
@@ -562,7 +571,8 @@ TEST_F(SwitchTest, IpOnAccessVlan) {
   // vm3 (VLAN 20) reaches neither.
   for (const char* addr : {"10.77.10.1", "10.77.10.2"}) {
     Ping p = ping("vm3", addr, 2, 3);
-    std::printf("[ ping     ] vm3 (VLAN 20) -> %s (VLAN 10): %d/%d replies (none expected)\n", addr, p.received, p.sent);
+    std::printf("[ ping     ] vm3 (VLAN 20) -> %s (VLAN 10): %d/%d replies (none expected)\n", addr, p.received,
+                p.sent);
     EXPECT_NE(p.rc, 0) << p.out;
     EXPECT_EQ(p.received, 0) << p.out;
   }
@@ -584,7 +594,8 @@ TEST_F(SwitchTest, IpOnAccessVlan) {
   for (const auto& s : outside["ext"]->frames()) {
     const std::string src = xvmq::format_mac(s.src);
     if (src == mac_of(1) || src == mac_of(2)) {
-      EXPECT_EQ(xvmq::format_mac(s.dst), kBroadcast) << "vm1/vm2 unicast left the host: " << src << " > " << xvmq::format_mac(s.dst);
+      EXPECT_EQ(xvmq::format_mac(s.dst), kBroadcast)
+          << "vm1/vm2 unicast left the host: " << src << " > " << xvmq::format_mac(s.dst);
       EXPECT_EQ(s.tag(), 10) << "VLAN 10 leaves the uplink tagged 10";
       arp10 += s.ethertype == ETH_P_ARP;
     } else if (src == mac_of(3)) {
@@ -615,17 +626,18 @@ TEST_F(SwitchTest, VlanIsolationSweep) {
   for (int vlan : {0, 10, 20, 30, 40}) {
     const int tag = vlan ? vlan : kUntagged;
     for (int v = 1; v <= 4; v++) flows.push_back(flow(ports, "ext", tag, mac_of(v), kPerExtFlow));
-    for (const char* dst : {kUnknownMac, kBroadcast, kMulticast}) flows.push_back(flow(ports, "ext", tag, dst, kPerExtFlow));
+    for (const char* dst : {kUnknownMac, kBroadcast, kMulticast})
+      flows.push_back(flow(ports, "ext", tag, dst, kPerExtFlow));
   }
   // From the VMs, in the shapes their NICs send.
   for (const auto& [from, tag, dst] : std::vector<std::tuple<std::string, int, std::string>>{
-           {"vm1", kUntagged, kBroadcast}, {"vm1", kUntagged, kMulticast}, {"vm1", kUntagged, mac_of(3)},
+           {"vm1", kUntagged, kBroadcast},  {"vm1", kUntagged, kMulticast}, {"vm1", kUntagged, mac_of(3)},
            {"vm1", kUntagged, kOutsideMac}, {"vm1", kUntagged, mac_of(2)},  // vm2 is not on VLAN 10: to the uplink
-           {"vm2", kUntagged, kBroadcast}, {"vm2", kUntagged, mac_of(3)}, {"vm2", kUntagged, kOutsideMac},
-           {"vm3", 10, kBroadcast},        {"vm3", 20, kBroadcast},         {"vm3", kUntagged, kBroadcast},
-           {"vm3", 10, mac_of(1)},         {"vm3", 20, mac_of(2)},          {"vm3", 20, kOutsideMac},
-           {"vm3", kUntagged, kOutsideMac}, {"vm3", 10, kMulticast},
-           {"vm4", kUntagged, kBroadcast}, {"vm4", kUntagged, kOutsideMac}, {"vm4", kUntagged, mac_of(1)},
+           {"vm2", kUntagged, kBroadcast},  {"vm2", kUntagged, mac_of(3)},  {"vm2", kUntagged, kOutsideMac},
+           {"vm3", 10, kBroadcast},         {"vm3", 20, kBroadcast},        {"vm3", kUntagged, kBroadcast},
+           {"vm3", 10, mac_of(1)},          {"vm3", 20, mac_of(2)},         {"vm3", 20, kOutsideMac},
+           {"vm3", kUntagged, kOutsideMac}, {"vm3", 10, kMulticast},        {"vm4", kUntagged, kBroadcast},
+           {"vm4", kUntagged, kOutsideMac}, {"vm4", kUntagged, mac_of(1)},
        })
     flows.push_back(flow(ports, from, tag, dst, kPerVmFlow));
   // Full-sized frames: a tag pushed makes them 1518 bytes on the wire, one popped 1510.
@@ -722,7 +734,9 @@ TEST_F(SwitchTest, PortSecurity) {
     const json after = call("stats");
     check_flows(flows, caps);
     expect_drops(drops_between(before, after), expected_drops(flows));
-    auto delta = [&](const char* port, const char* why) { return nic_drop(after, port, why) - nic_drop(before, port, why); };
+    auto delta = [&](const char* port, const char* why) {
+      return nic_drop(after, port, why) - nic_drop(before, port, why);
+    };
     EXPECT_EQ(delta("vm1", "spoofed_source"), 3 * N);
     EXPECT_EQ(delta("vm2", "tagged_on_access"), 2 * N);
     EXPECT_EQ(delta("vm3", "vlan_not_allowed"), 3 * N);
@@ -763,15 +777,19 @@ TEST_F(SwitchTest, PortSecurity) {
   expect_refused("nic.create", {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan", 4095}},
                  "usage", {});
   expect_refused("nic.create",
-                 {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan_mode", "trunk"},
+                 {{"port", "vm5"},
+                  {"mac", "02:00:00:00:00:05"},
+                  {"backend", "vm4-host"},
+                  {"vlan_mode", "trunk"},
                   {"trunk_vlans", json::array({0})}},
                  "usage", {"trunk_vlans"});
   expect_refused("nic.create",
                  {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan_mode", "hybrid"}},
                  "usage", {"hybrid"});
-  expect_refused("nic.create",
-                 {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"allow_mac_spoofing", "yes"}},
-                 "usage", {"allow_mac_spoofing"});
+  expect_refused(
+      "nic.create",
+      {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"allow_mac_spoofing", "yes"}}, "usage",
+      {"allow_mac_spoofing"});
   call("port.teardown", {{"name", "vm5"}});
   call("port.delete", {{"name", "vm5"}});
   EXPECT_TRUE(switchd_alive());
@@ -792,8 +810,7 @@ TEST_F(SwitchTest, BroadcastExactlyOnce) {
       flow(ports, "vm2", kUntagged, kBroadcast, N),  // default-path NIC
       flow(ports, "vm3", 10, kBroadcast, N),         // trunk, tagged
       flow(ports, "ext", 10, kBroadcast, N),         // the outside on VLAN 10
-      flow(ports, "vm3", 20, kBroadcast, N),
-      flow(ports, "ext", 20, kBroadcast, N),
+      flow(ports, "vm3", 20, kBroadcast, N),        flow(ports, "ext", 20, kBroadcast, N),
   };
   // The oracle's view, spelled out for the first and the outside's.
   EXPECT_EQ(flows[0].want.to, (std::map<std::string, int>{{"vm2", kUntagged}, {"vm3", 10}, {"ext", 10}}));
@@ -875,7 +892,8 @@ TEST_F(SwitchFdbTest, MacFloodKeepsTheTableBoundedAndTrafficFlowing) {
   const json after = call("stats");
   const json fdb = after["fdb"];
   const json show = call("fdb.show");
-  std::printf("[ flood    ] %" PRIu64 " frames from random MACs in %.1f s; vm1 -> vm2 ping meanwhile: %d/%d replies; "
+  std::printf("[ flood    ] %" PRIu64
+              " frames from random MACs in %.1f s; vm1 -> vm2 ping meanwhile: %d/%d replies; "
               "fdb %s; fdb.show: %" PRIu64 " learned entries\n",
               sent, secs, precv, psent, fdb.dump().c_str(), learned_entries(show));
   EXPECT_EQ(psent, 20) << pout;
@@ -995,7 +1013,8 @@ TEST_F(SwitchHostTest, HostStackKeepsTheHostReachable) {
   for (const auto& q : after_ip["queues"]) rx_stack += q.value("rx_stack", uint64_t{0});
   for (const auto& q : before_ip["queues"]) rx_stack -= q.value("rx_stack", uint64_t{0});
   std::printf("[ host     ] group frames from the outside: classifier.reasons.host_group +%" PRIu64
-              ", flooded by switchd from the host's stack (queues[].rx_stack) +%" PRIu64 "\n", groups, rx_stack);
+              ", flooded by switchd from the host's stack (queues[].rx_stack) +%" PRIu64 "\n",
+              groups, rx_stack);
   EXPECT_GE(groups, 2u) << "at least the two ARP requests";
   EXPECT_EQ(rx_stack, groups) << "every group frame the classifier passed is flooded once";
   EXPECT_EQ(u64(after_ip, {"classifier", "reasons", "broadcast", "frames"}),
@@ -1139,9 +1158,9 @@ TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
       EXPECT_EQ(err, "");
       EXPECT_EQ(*sent, N) << where << ": " << strerror(errno);
     };
-    burst(vm(1), "eth0", kUnknownMac, mac_of(1), &sent_vm);           // VM -> its backend socket
-    burst("ext", "ext0", mac_of(1), kOutsideMac, &sent_fast);         // outside -> vm1's vmq socket
-    burst("ext", "ext0", kUnknownMac, kOutsideMac, &sent_default);    // outside -> the default sockets
+    burst(vm(1), "eth0", kUnknownMac, mac_of(1), &sent_vm);         // VM -> its backend socket
+    burst("ext", "ext0", mac_of(1), kOutsideMac, &sent_fast);       // outside -> vm1's vmq socket
+    burst("ext", "ext0", kUnknownMac, kOutsideMac, &sent_default);  // outside -> the default sockets
   }
   // switchd drains what its rings hold and reads the kernel's counters (every 100 ms).
   json after;
@@ -1162,7 +1181,8 @@ TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
 
   // From the VM: what switchd read from vm1's backend sockets + what the kernel dropped there.
   const uint64_t from_vm = d({"nics", "vm1", "from_vm_frames"});
-  const uint64_t vm_xsk = d({"nics", "vm1", "drops", "xsk_rx_dropped"}) + d({"nics", "vm1", "drops", "xsk_rx_ring_full"});
+  const uint64_t vm_xsk =
+      d({"nics", "vm1", "drops", "xsk_rx_dropped"}) + d({"nics", "vm1", "drops", "xsk_rx_ring_full"});
   // To vm1's vmq: what the classifier sent there = what switchd read + the kernel's drops.
   const uint64_t classified_fast = d({"classifier", "vmqs", "1", "frames"});
   const uint64_t fast = d({"nics", "vm1", "fast_frames"});
@@ -1180,11 +1200,15 @@ TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
   const uint64_t nic_xsk = vm_xsk + fast_xsk + d({"nics", "vm2", "drops", "xsk_rx_dropped"}) +
                            d({"nics", "vm2", "drops", "xsk_rx_ring_full"});
   const uint64_t default_xsk = queue_xsk - nic_xsk;
-  std::printf("[ xsk      ] switchd stopped, %" PRIu64 " frames per burst:\n"
-              "             vm1 -> out: %" PRIu64 " read by switchd + %" PRIu64 " dropped at its backend sockets + %" PRIu64
-              " at the veth = %" PRIu64 "\n"
-              "             out -> vm1 (vmq): classifier %" PRIu64 " = %" PRIu64 " read + %" PRIu64 " dropped at the vmq sockets\n"
-              "             out -> unknown (default): classifier %" PRIu64 " = %" PRIu64 " read + %" PRIu64 " dropped at the default sockets\n"
+  std::printf("[ xsk      ] switchd stopped, %" PRIu64
+              " frames per burst:\n"
+              "             vm1 -> out: %" PRIu64 " read by switchd + %" PRIu64
+              " dropped at its backend sockets + %" PRIu64 " at the veth = %" PRIu64
+              "\n"
+              "             out -> vm1 (vmq): classifier %" PRIu64 " = %" PRIu64 " read + %" PRIu64
+              " dropped at the vmq sockets\n"
+              "             out -> unknown (default): classifier %" PRIu64 " = %" PRIu64 " read + %" PRIu64
+              " dropped at the default sockets\n"
               "             queues[].xsk: %s\n",
               N, from_vm, vm_xsk, veth_drops, from_vm + vm_xsk + veth_drops, classified_fast, fast, fast_xsk,
               classified_default, rx_default, default_xsk,
@@ -1192,7 +1216,8 @@ TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
                 std::string x;
                 for (const auto& q : after["queues"]) x += q["xsk"].dump() + " ";
                 return x;
-              }().c_str());
+              }()
+                  .c_str());
   EXPECT_EQ(from_vm + vm_xsk + veth_drops, sent_vm) << after["nics"]["vm1"].dump();
   EXPECT_GT(vm_xsk, 0u) << "the burst overflowed the backend's rings";
   EXPECT_EQ(classified_fast, sent_fast) << after["classifier"]["vmqs"].dump();
@@ -1201,8 +1226,10 @@ TEST_F(SwitchTest, KernelDropsAtTheSocketsAreCounted) {
   EXPECT_GE(classified_default, sent_default);
   EXPECT_EQ(rx_default + default_xsk, classified_default) << after["queues"].dump();
   EXPECT_GT(default_xsk, 0u);
-  EXPECT_GT(u64(after, {"nics", "vm1", "xsk", "backend", "rx_fill_ring_empty_descs"}), 0u) << after["nics"]["vm1"].dump();
-  EXPECT_EQ(dq("xsk", "rx_invalid_descs") + dq("xsk", "tx_invalid_descs"), 0u) << "switchd never posts a bad descriptor";
+  EXPECT_GT(u64(after, {"nics", "vm1", "xsk", "backend", "rx_fill_ring_empty_descs"}), 0u)
+      << after["nics"]["vm1"].dump();
+  EXPECT_EQ(dq("xsk", "rx_invalid_descs") + dq("xsk", "tx_invalid_descs"), 0u)
+      << "switchd never posts a bad descriptor";
   EXPECT_TRUE(switchd_alive());
   expect_pools_idle();
 }
@@ -1307,9 +1334,10 @@ TEST_F(SwitchSmallFrameTest, TooBigFromAVmIsCountedPerNic) {
       if (xvmq::format_mac(s.src) == mac_of(1)) got[port][s.len]++;
   const size_t vm2_lengths = got["vm2"].size(), ext_lengths = got["ext"].size();
   const uint64_t too_big = nic_drop(after, "vm1", "too_big") - nic_drop(before, "vm1", "too_big");
-  std::printf("[ too big  ] vm1 sent %d x 2500 bytes to vm2, %d x 2500 broadcast, %d x 1700 to vm2: "
-              "nics.vm1.drops.too_big +%" PRIu64 ", vm2 got %" PRIu64 " of 1700 and %" PRIu64 " of 2500\n",
-              N, N, N, too_big, got["vm2"][1700], got["vm2"][2500]);
+  std::printf(
+      "[ too big  ] vm1 sent %d x 2500 bytes to vm2, %d x 2500 broadcast, %d x 1700 to vm2: "
+      "nics.vm1.drops.too_big +%" PRIu64 ", vm2 got %" PRIu64 " of 1700 and %" PRIu64 " of 2500\n",
+      N, N, N, too_big, got["vm2"][1700], got["vm2"][2500]);
   EXPECT_EQ(too_big, 2u * N);
   EXPECT_EQ(got["vm2"][1700], static_cast<uint64_t>(N)) << "1700 bytes fit a 2048-byte buffer";
   EXPECT_EQ(got["vm2"][2500], 0u);

@@ -111,7 +111,8 @@ Exposition parse_exposition(const std::string& body) {
 }
 
 // The value of the one sample of `name` whose labels include `want`.
-std::optional<double> metric(const Exposition& e, const std::string& name, const std::map<std::string, std::string>& want) {
+std::optional<double> metric(const Exposition& e, const std::string& name,
+                             const std::map<std::string, std::string>& want) {
   std::optional<double> found;
   for (const auto& s : e.samples) {
     if (s.name != name) continue;
@@ -199,7 +200,8 @@ TEST_F(MetricsTest, ScrapeMatchesStatsJson) {
             double(u64(st, {"classifier", "vmqs", "1", "frames"})));
   EXPECT_EQ(metric(e, "xvmq_vmq_rx_bytes_total", {{"uplink", "up0"}, {"vmq", "1"}, {"nic", "vm1"}}),
             double(u64(st, {"classifier", "vmqs", "1", "bytes"})));
-  EXPECT_EQ(metric(e, "xvmq_vmq_rx_frames_total", {{"vmq", "0"}}), double(u64(st, {"classifier", "vmqs", "0", "frames"})));
+  EXPECT_EQ(metric(e, "xvmq_vmq_rx_frames_total", {{"vmq", "0"}}),
+            double(u64(st, {"classifier", "vmqs", "0", "frames"})));
   EXPECT_GE(u64(st, {"classifier", "reasons", "miss", "frames"}), sent2) << "vm2 has no vmq: its frames miss";
   for (auto& [reason, c] : st["classifier"]["reasons"].items())
     EXPECT_EQ(metric(e, "xvmq_classifier_frames_total", {{"uplink", "up0"}, {"reason", reason}}),
@@ -307,8 +309,9 @@ TEST_F(SwitchctlTest, NotifyReadyAndStopping) {
   auto filters = [&] {
     auto cls = xvmq::Classifier::open({std::string(kPinRoot) + "/up0"});
     EXPECT_TRUE(cls) << cls.error().message;
-    auto f = cls ? cls->filters() : xvmq::Result<std::vector<std::pair<xvmq::FilterKey, xvmq::FilterValue>>>(
-                                        xvmq::Error{EBADF, "no classifier"});
+    auto f = cls ? cls->filters()
+                 : xvmq::Result<std::vector<std::pair<xvmq::FilterKey, xvmq::FilterValue>>>(
+                       xvmq::Error{EBADF, "no classifier"});
     EXPECT_TRUE(f) << f.error().message;
     return f ? f->size() : size_t{999};
   };
@@ -347,7 +350,7 @@ TEST_F(SwitchctlTest, NotifyReadyAndStopping) {
 TEST_F(SwitchctlTest, LogLevelsAndJournalPriorities) {
   attach();
   stop_switchd(SIGTERM);
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(log_.c_str(), &st), 0);
   const std::string journal = "JOURNAL_STREAM=" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
   const size_t from = slurp(log_).size();
@@ -570,7 +573,8 @@ TEST_F(SwitchctlTest, DeepRequestsAndHostileConfigsAreUsageAndSwitchdLives) {
       {"[uplink]\nname = \"up0\"\n" + dotted + " = 1\n", "big.toml:3: a dotted key of more than 16 parts"},
       {"[" + dotted + "]\n", "big.toml:1: a dotted key of more than 16 parts"},
       {"x = " + nested("{a = ", "}", 50000) + "\n", "big.toml:1: arrays and inline tables nest more than 16 deep"},
-      {ports, "big.toml:" + std::to_string(2 + 4096 * 3 + 2) + ": more than 4096 ports ([[port]] tables); the limit is 4096"},
+      {ports,
+       "big.toml:" + std::to_string(2 + 4096 * 3 + 2) + ": more than 4096 ports ([[port]] tables); the limit is 4096"},
   };
   for (const auto& [text, words] : files) {
     SCOPED_TRACE(words);
@@ -670,7 +674,8 @@ TEST_F(DeadlineTest, HalfLineAndIdleClientsAreClosedByTheirDeadlines) {
       if (n <= 0) break;
       got.append(buf, static_cast<size_t>(n));
     }
-    return std::make_pair(got, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    return std::make_pair(got,
+                          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   };
   auto t0 = std::chrono::steady_clock::now();
   int half = connect(), idle = connect();
@@ -751,13 +756,14 @@ TEST_F(SwitchctlTest, InvalidInputRefusedWithItsExitCode) {
   // switchd's own input: an unknown CPU, a bad metrics address.
   for (const char* bad : {"--queue-cpus 0:4096", "--queue-cpus 0:x", "--metrics-listen 70000", "--log-level loud"}) {
     std::string out;
-    int rc = sh(std::string(SWITCHD_PATH) + " --socket " + dir_ + "/other.sock --state-dir " + dir_ + "/other " + bad +
-                    " 2>&1",
-                &out);
+    int rc = sh(
+        std::string(SWITCHD_PATH) + " --socket " + dir_ + "/other.sock --state-dir " + dir_ + "/other " + bad + " 2>&1",
+        &out);
     EXPECT_EQ(rc, 2) << bad << ": " << out;
     EXPECT_EQ(lines_of(out).size(), 1u) << out;
     EXPECT_FALSE(std::filesystem::exists(dir_ + "/other.sock")) << bad;
-    EXPECT_NE(out.find(std::string(bad).substr(0, std::string(bad).find(' '))), std::string::npos) << bad << ": " << out;
+    EXPECT_NE(out.find(std::string(bad).substr(0, std::string(bad).find(' '))), std::string::npos)
+        << bad << ": " << out;
   }
   // A metrics address already taken: exit 1 naming it, nothing left behind.
   // (Another port than the scraped one, whose closed connections may wait

@@ -151,8 +151,7 @@ class SwitchdServiceTest : public SwitchdFixture {
     const std::string log = slurp(log_);
     const std::vector<std::string> want{"XDP program '" + name + "' (id " + std::to_string(there->id) + ")",
                                         "mode native", "xdp-loader unload up0", "ip link set dev up0 xdpdrv off"};
-    for (const auto& w : want)
-      EXPECT_NE(log.find(w), std::string::npos) << "'" << w << "' not in the log:\n" << log;
+    for (const auto& w : want) EXPECT_NE(log.find(w), std::string::npos) << "'" << w << "' not in the log:\n" << log;
     auto after = on_up0();
     ASSERT_TRUE(after.has_value()) << "switchd removed the program";
     EXPECT_EQ(after->id, there->id) << "switchd replaced the program";
@@ -181,9 +180,15 @@ TEST_F(SwitchdServiceTest, RunsWithExactlyTheUnitsCapabilities) {
   attach();
   add_vm(1);
   expect_fast(200, 1);
-  std::printf("[ caps     ] switchd runs with %s (CapEff %016" PRIx64 ")\n",
-              [&] { std::string s; for (const auto& c : unit.bounding) s += (s.empty() ? "" : " ") + c; return s; }().c_str(),
-              status_field(pid_, "CapEff", 16));
+  std::printf(
+      "[ caps     ] switchd runs with %s (CapEff %016" PRIx64 ")\n",
+      [&] {
+        std::string s;
+        for (const auto& c : unit.bounding) s += (s.empty() ? "" : " ") + c;
+        return s;
+      }()
+          .c_str(),
+      status_field(pid_, "CapEff", 16));
   EXPECT_EQ(status_field(pid_, "CapEff", 16), bounding);
   EXPECT_EQ(status_field(pid_, "CapPrm", 16), bounding);
   EXPECT_EQ(status_field(pid_, "CapBnd", 16), bounding);

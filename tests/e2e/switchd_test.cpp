@@ -319,8 +319,10 @@ TEST_F(SwitchdTest, RestartUnderTraffic) {
     auto c = xvmq::Classifier::open({std::string(kPinRoot) + "/up0"});
     if (!c) ADD_FAILURE() << c.error().message;
     auto n = c ? c->counters() : xvmq::Result<xvmq::Counters>(xvmq::Error{EBADF, "no classifier"});
-    if (n) out = *n;
-    else ADD_FAILURE() << n.error().message;
+    if (n)
+      out = *n;
+    else
+      ADD_FAILURE() << n.error().message;
     return out;
   };
   std::this_thread::sleep_for(100ms);
@@ -363,8 +365,10 @@ TEST_F(SwitchdTest, RestartUnderTraffic) {
       if (g[0].get<uint64_t>() < t_restart && g[1].get<uint64_t>() > t_restart) back = g[1].get<uint64_t>();
     ASSERT_GT(back, 0u) << r.dump();
     double ms = (back - t_restart) / 1e6;
-    std::printf("[ rate     ] restart: vm%d receives again %.1f ms after switchd was started (control socket up after %.1f ms)\n",
-                vm, ms, (t_ready - t_restart) / 1e6);
+    std::printf(
+        "[ rate     ] restart: vm%d receives again %.1f ms after switchd was started (control socket up after %.1f "
+        "ms)\n",
+        vm, ms, (t_ready - t_restart) / 1e6);
     EXPECT_LT(ms, 1000.0);
   }
   json st = call("stats");
@@ -391,11 +395,12 @@ TEST_F(SwitchdTest, FastPathOrderAndIntegrity) {
     EXPECT_EQ(s["reordered"], 0);
     EXPECT_EQ(s["corrupt"], 0);
     EXPECT_GT(u64(s, {"frames"}), N / 10) << r.dump();
-    std::printf("[ rate     ] %s path, vm%d: 64-byte frames, xvmq-frames (AF_PACKET sendmmsg) at max rate from CPU 0: "
-                "sent %.0f pps, received in the VM %.0f pps, %" PRIu64 " of %" PRIu64 " received (%" PRIu64
-                " lost in the switch or kernel, %" PRIu64 " in the receiver's socket)\n",
-                vm == 1 ? "fast (vmq)" : "default (software switch)", vm, t["pps"].get<double>(), s["pps"].get<double>(),
-                u64(s, {"frames"}), N, u64(s, {"lost"}), u64(r, {"socket_drops"}));
+    std::printf(
+        "[ rate     ] %s path, vm%d: 64-byte frames, xvmq-frames (AF_PACKET sendmmsg) at max rate from CPU 0: "
+        "sent %.0f pps, received in the VM %.0f pps, %" PRIu64 " of %" PRIu64 " received (%" PRIu64
+        " lost in the switch or kernel, %" PRIu64 " in the receiver's socket)\n",
+        vm == 1 ? "fast (vmq)" : "default (software switch)", vm, t["pps"].get<double>(), s["pps"].get<double>(),
+        u64(s, {"frames"}), N, u64(s, {"lost"}), u64(r, {"socket_drops"}));
   }
   expect_pools_idle();
 }
@@ -445,8 +450,10 @@ class SwitchdDedicatedTest : public SwitchdTest {
     XVMQ_REQUIRE_PRIVILEGES();
     // Same rule as privileges: a skip here, a failure under CI.
     if (const int n = cpu_count(); n < 2) {
-      const std::string why = "dedicated queue tests need 2 CPUs (frames reach up0's receive queue 1 only when sent from "
-                              "CPU 1, and its worker is pinned to CPU 1); this process may use " + std::to_string(n);
+      const std::string why =
+          "dedicated queue tests need 2 CPUs (frames reach up0's receive queue 1 only when sent from "
+          "CPU 1, and its worker is pinned to CPU 1); this process may use " +
+          std::to_string(n);
       if (xvmq::test::in_ci()) FAIL() << "cannot run under CI: " << why;
       GTEST_SKIP() << why;
     }
@@ -485,8 +492,10 @@ class SwitchdDedicatedTest : public SwitchdTest {
     ASSERT_TRUE(s.is_object()) << "steering is not an object";
     EXPECT_EQ(s["requested"], requested);
     EXPECT_EQ(s["mode"], json("software"));
-    if (requested == "software") EXPECT_EQ(s["reason"], json(""));
-    else EXPECT_NE(s["reason"], json("")) << "software instead of hardware needs a reason";
+    if (requested == "software")
+      EXPECT_EQ(s["reason"], json(""));
+    else
+      EXPECT_NE(s["reason"], json("")) << "software instead of hardware needs a reason";
     EXPECT_TRUE(s.contains("queue") && s["queue"].is_null());
     EXPECT_TRUE(s.contains("cpu") && s["cpu"].is_null());
     EXPECT_TRUE(s.contains("umem_frames") && s["umem_frames"].is_null());
@@ -561,7 +570,8 @@ TEST_F(SwitchdDedicatedTest, DedicatedQueueServesItsVm) {
   expect_dedicated(vm1, "external");
   expect_software(vm2, "software", "external");
   ASSERT_TRUE(vm1["vmq"].is_number() && vm2["vmq"].is_number()) << show.dump();
-  const std::string vmq1 = std::to_string(vm1["vmq"].get<uint64_t>()), vmq2 = std::to_string(vm2["vmq"].get<uint64_t>());
+  const std::string vmq1 = std::to_string(vm1["vmq"].get<uint64_t>()),
+                    vmq2 = std::to_string(vm2["vmq"].get<uint64_t>());
   EXPECT_FALSE(threads_pinned_to(pid_, 1).empty()) << "no switchd thread is pinned to CPU 1 (dedicated queue 1's CPU)";
 
   // 1. From CPU 1: the hardware rule's queue. The dedicated worker alone sees them.
@@ -579,7 +589,9 @@ TEST_F(SwitchdDedicatedTest, DedicatedQueueServesItsVm) {
     EXPECT_EQ(u64(db, {"tx"}) - u64(da, {"tx"}), N) << db.dump();
     EXPECT_EQ(u64(b, {"nics", "vm1", "fast_frames"}) - u64(a, {"nics", "vm1", "fast_frames"}), N);
     EXPECT_EQ(u64(b, {"nics", "vm1", "default_frames"}) - u64(a, {"nics", "vm1", "default_frames"}), 0u);
-    EXPECT_EQ(u64(b, {"classifier", "vmqs", vmq1.c_str(), "frames"}) - u64(a, {"classifier", "vmqs", vmq1.c_str(), "frames"}), N);
+    EXPECT_EQ(
+        u64(b, {"classifier", "vmqs", vmq1.c_str(), "frames"}) - u64(a, {"classifier", "vmqs", vmq1.c_str(), "frames"}),
+        N);
     json qa = entry_of_queue(a, "queues", kGeneralQueue), qb = entry_of_queue(b, "queues", kGeneralQueue);
     ASSERT_TRUE(qb.is_object()) << "no stats.queues entry for general queue 0: " << b["queues"].dump();
     for (const char* k : {"rx_default", "rx_vmq", "tx"})
@@ -592,7 +604,9 @@ TEST_F(SwitchdDedicatedTest, DedicatedQueueServesItsVm) {
   b = call("stats");
   {
     SCOPED_TRACE("vm1 from CPU 0 (general queue 0)");
-    EXPECT_EQ(u64(b, {"classifier", "reasons", "no_socket", "frames"}) - u64(a, {"classifier", "reasons", "no_socket", "frames"}), N);
+    EXPECT_EQ(u64(b, {"classifier", "reasons", "no_socket", "frames"}) -
+                  u64(a, {"classifier", "reasons", "no_socket", "frames"}),
+              N);
     EXPECT_EQ(u64(b, {"nics", "vm1", "default_frames"}) - u64(a, {"nics", "vm1", "default_frames"}), N);
     EXPECT_EQ(u64(b, {"nics", "vm1", "fast_frames"}) - u64(a, {"nics", "vm1", "fast_frames"}), 0u);
     EXPECT_EQ(u64(dedicated_of(b), {"rx_vmq"}) - u64(dedicated_of(a), {"rx_vmq"}), 0u);
@@ -609,7 +623,9 @@ TEST_F(SwitchdDedicatedTest, DedicatedQueueServesItsVm) {
     SCOPED_TRACE("vm2 from CPU 0 (general queue 0)");
     EXPECT_EQ(u64(b, {"nics", "vm2", "fast_frames"}) - u64(a, {"nics", "vm2", "fast_frames"}), N);
     EXPECT_EQ(u64(b, {"nics", "vm2", "default_frames"}) - u64(a, {"nics", "vm2", "default_frames"}), 0u);
-    EXPECT_EQ(u64(b, {"classifier", "vmqs", vmq2.c_str(), "frames"}) - u64(a, {"classifier", "vmqs", vmq2.c_str(), "frames"}), N);
+    EXPECT_EQ(
+        u64(b, {"classifier", "vmqs", vmq2.c_str(), "frames"}) - u64(a, {"classifier", "vmqs", vmq2.c_str(), "frames"}),
+        N);
     json qa = entry_of_queue(a, "queues", kGeneralQueue), qb = entry_of_queue(b, "queues", kGeneralQueue);
     EXPECT_EQ(u64(qb, {"rx_vmq"}) - u64(qa, {"rx_vmq"}), N);
     EXPECT_EQ(u64(qb, {"rx_default"}) - u64(qa, {"rx_default"}), 0u);
@@ -665,7 +681,8 @@ TEST_F(SwitchdDedicatedTest, DisconnectReleasesTheDedicatedQueue) {
     SCOPED_TRACE("vm1 disconnected");
     json s = nic_of(show, "vm1")["steering"];
     EXPECT_TRUE(s.contains("queue") && s["queue"].is_null()) << s.dump();
-    for (const auto& d : call("stats").value("dedicated", json::array())) EXPECT_NE(d.value("nic", ""), "vm1") << d.dump();
+    for (const auto& d : call("stats").value("dedicated", json::array()))
+      EXPECT_NE(d.value("nic", ""), "vm1") << d.dump();
   }
 
   // vm1 still holds vmq 1 (until nic.delete); vm3 gets vmq 2 and the freed queue.

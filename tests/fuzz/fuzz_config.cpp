@@ -90,7 +90,8 @@ void execute(Running& r, const Step& s) {
     const std::string port = a.at("port");
     const bool alloc = s.op == "vmq.allocate";
     const Nic& n = r.model.nic(port);
-    if (alloc && !n.vmq_id && !r.model.free_vmqs().empty() && n.state != NicState::Disconnected) r.model.vmq_allocate(port);
+    if (alloc && !n.vmq_id && !r.model.free_vmqs().empty() && n.state != NicState::Disconnected)
+      r.model.vmq_allocate(port);
     if (!alloc && n.vmq_id) r.model.vmq_free(port);
     if (a.contains("policy")) r.model.set_vmq_policy(port, alloc ? VmqPolicy::Auto : VmqPolicy::Off, s.op);
   } else {
@@ -164,8 +165,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     const auto rest = plan(r.model.ports(), r.uplink, want);
     if (!rest.empty())
-      broken("after the plan, nothing is left to do", "left:\n" + plan_text(rest) + "plan was:\n" + plan_text(steps) +
-                                                          "file:\n" + text);
+      broken("after the plan, nothing is left to do",
+             "left:\n" + plan_text(rest) + "plan was:\n" + plan_text(steps) + "file:\n" + text);
     if (normal_toml(current_config(r.model.ports(), r.uplink)) != normal_toml(want))
       broken("after the plan, the switch exports the file",
              to_toml(current_config(r.model.ports(), r.uplink)) + "\n---\n" + toml);

@@ -49,7 +49,7 @@ namespace {
 
 std::string g_state_dir;
 std::set<std::string> g_links;  // the namespace's netdevs after setup
-bool g_verbose = false;  // XVMQ_FUZZ_VERBOSE=1: every request and response on stderr
+bool g_verbose = false;         // XVMQ_FUZZ_VERBOSE=1: every request and response on stderr
 
 [[noreturn]] void die(const std::string& why) {
   std::fprintf(stderr, "fuzz_control: %s\n", why.c_str());
@@ -134,11 +134,11 @@ void answer_line(Switch& sw, std::string_view line) {
       control::answer(handler, line, close, [&](const std::string& what) { escaped += what + "\n"; });
   if (g_verbose) std::fprintf(stderr, "> %.*s\n< %s", static_cast<int>(line.size()), line.data(), response.c_str());
 
-  check(!response.empty() && response.back() == '\n' && response.find('\n') == response.size() - 1,
-        "one response line", line, response);
+  check(!response.empty() && response.back() == '\n' && response.find('\n') == response.size() - 1, "one response line",
+        line, response);
   json r = json::parse(response, nullptr, false);
-  check(r.is_object() && r.value("v", json()) == control::kProtocolVersion && r.contains("id") &&
-            r.contains("ok") && r["ok"].is_boolean(),
+  check(r.is_object() && r.value("v", json()) == control::kProtocolVersion && r.contains("id") && r.contains("ok") &&
+            r["ok"].is_boolean(),
         "response has v, id and ok", line, response);
   if (bad_shape) {  // refused before parsing: nothing known of the request
     check(r["id"].is_null() && !r["ok"].get<bool>() && !close && r.contains("error") &&
@@ -207,7 +207,8 @@ void run(std::string_view input) {
     auto again = start_switch();
     const json restored = again->handle("config.export", json::object());
     if (restored != exported) {
-      std::fprintf(stderr, "fuzz_control: invariant broken: restart changed the configuration\n--- before\n%s\n--- after\n%s\n",
+      std::fprintf(stderr,
+                   "fuzz_control: invariant broken: restart changed the configuration\n--- before\n%s\n--- after\n%s\n",
                    exported["config"].get<std::string>().c_str(), restored["config"].get<std::string>().c_str());
       std::abort();
     }
@@ -231,7 +232,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     run(*static_cast<std::string_view*>(p));
     return nullptr;
   };
-  if (int err = pthread_create(&thread, &attr, job, &input); err != 0) die(std::string("pthread_create: ") + std::strerror(err));
+  if (int err = pthread_create(&thread, &attr, job, &input); err != 0)
+    die(std::string("pthread_create: ") + std::strerror(err));
   pthread_attr_destroy(&attr);
   pthread_join(thread, nullptr);
   return 0;

@@ -29,7 +29,8 @@ namespace {
 constexpr Mac mac(uint8_t last) { return Mac{0x02, 0, 0, 0, 0, last}; }
 
 NicDesc port(uint8_t last, PortVlans vlans, bool spoof = false, std::vector<std::pair<Mac, uint16_t>> statics = {}) {
-  return NicDesc{.mac = mac(last), .vlans = std::move(vlans), .allow_mac_spoofing = spoof, .statics = std::move(statics)};
+  return NicDesc{
+      .mac = mac(last), .vlans = std::move(vlans), .allow_mac_spoofing = spoof, .statics = std::move(statics)};
 }
 
 const std::vector<std::vector<NicDesc>>& tables() {
@@ -51,7 +52,8 @@ const std::vector<std::vector<NicDesc>>& tables() {
 }
 
 [[noreturn]] void broken(const char* what, const uint8_t* f, uint32_t len, int ingress, size_t table) {
-  std::fprintf(stderr, "fuzz_frames: invariant broken: %s (table %zu, ingress %d, %u bytes:", what, table, ingress, len);
+  std::fprintf(stderr, "fuzz_frames: invariant broken: %s (table %zu, ingress %d, %u bytes:", what, table, ingress,
+               len);
   for (uint32_t i = 0; i < len && i < 64; i++) std::fprintf(stderr, " %02x", f[i]);
   std::fprintf(stderr, ")\n");
   std::abort();

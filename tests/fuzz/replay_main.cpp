@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   }
   if (needs_root && geteuid() != 0) {
     const char* ci = std::getenv("CI");
-    std::fprintf(stderr, "replay: needs root (network namespaces)%s\n", ci && std::string(ci) == "true" ? "" : "; skipped");
+    std::fprintf(stderr, "replay: needs root (network namespaces)%s\n",
+                 ci && std::string(ci) == "true" ? "" : "; skipped");
     return ci && std::string(ci) == "true" ? 1 : 77;
   }
   std::sort(files.begin(), files.end());

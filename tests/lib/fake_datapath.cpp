@@ -34,8 +34,8 @@ FakeDatapath::~FakeDatapath() = default;
 
 DatapathFactory FakeDatapath::factory(FakeOptions fake) {
   return [fake](const std::string& uplink, const DatapathOptions& opts) -> Result<std::unique_ptr<DatapathApi>> {
-    auto exists = fake.backend_exists ? fake.backend_exists
-                                      : [](const std::string& dev) { return netlink::link_exists(dev); };
+    auto exists =
+        fake.backend_exists ? fake.backend_exists : [](const std::string& dev) { return netlink::link_exists(dev); };
     if (!exists(uplink)) return Error{ENODEV, "netdev " + uplink + ": No such device"};
     return std::unique_ptr<DatapathApi>(new FakeDatapath(uplink, opts, fake));
   };

@@ -93,7 +93,8 @@ int packet_socket(const std::string& dev, uint16_t proto, int* ifindex) {
   sll.sll_family = AF_PACKET;
   sll.sll_protocol = htons(proto);
   sll.sll_ifindex = *ifindex;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) != 0) die("bind to %s: %s", dev.c_str(), std::strerror(errno));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) != 0)
+    die("bind to %s: %s", dev.c_str(), std::strerror(errno));
   return fd;
 }
 
@@ -125,7 +126,8 @@ int do_send(const Args& a) {
   int ifindex = 0;
   int fd = packet_socket(dev, 0, &ifindex);
   int one = 1;
-  if (setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) != 0) die("PACKET_QDISC_BYPASS: %s", std::strerror(errno));
+  if (setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) != 0)
+    die("PACKET_QDISC_BYPASS: %s", std::strerror(errno));
 
   std::vector<std::vector<uint8_t>> frames(kBatch, std::vector<uint8_t>(size));
   std::vector<iovec> iov(kBatch);
@@ -191,9 +193,11 @@ int do_send(const Args& a) {
     }
   }
   double secs = static_cast<double>(now_ns() - start) / 1e9;
-  std::printf("{\"sent\":%" PRIu64 ",\"seconds\":%.6f,\"pps\":%.0f,\"busy\":%" PRIu64 ",\"timed_out\":%s,"
+  std::printf("{\"sent\":%" PRIu64 ",\"seconds\":%.6f,\"pps\":%.0f,\"busy\":%" PRIu64
+              ",\"timed_out\":%s,"
               "\"stream\":%u,\"start_ns\":%" PRIu64 "}\n",
-              sent, secs, secs > 0 ? static_cast<double>(sent) / secs : 0.0, busy, timed_out ? "true" : "false", stream, start);
+              sent, secs, secs > 0 ? static_cast<double>(sent) / secs : 0.0, busy, timed_out ? "true" : "false", stream,
+              start);
   close(fd);
   return timed_out ? 1 : 0;
 }
@@ -280,12 +284,14 @@ int do_recv(const Args& a) {
     double secs = s.t_last > s.t_first ? static_cast<double>(s.t_last - s.t_first) / 1e9 : 0;
     std::snprintf(tmp, sizeof(tmp),
                   "%s\"%u\":{\"frames\":%" PRIu64 ",\"reordered\":%" PRIu64 ",\"corrupt\":%" PRIu64 ",\"lost\":%" PRIu64
-                  ",\"first\":%" PRIu64 ",\"last\":%" PRIu64 ",\"t_first\":%" PRIu64 ",\"t_last\":%" PRIu64 ",\"pps\":%.0f,\"stalls\":[",
+                  ",\"first\":%" PRIu64 ",\"last\":%" PRIu64 ",\"t_first\":%" PRIu64 ",\"t_last\":%" PRIu64
+                  ",\"pps\":%.0f,\"stalls\":[",
                   firstj ? "" : ",", id, s.frames, s.reordered, s.corrupt, s.lost, s.first, s.last, s.t_first, s.t_last,
                   secs > 0 ? static_cast<double>(s.frames - 1) / secs : 0.0);
     out += tmp;
     for (size_t i = 0; i < s.stalls.size(); i++) {
-      std::snprintf(tmp, sizeof(tmp), "%s[%" PRIu64 ",%" PRIu64 "]", i ? "," : "", s.stalls[i].first, s.stalls[i].second);
+      std::snprintf(tmp, sizeof(tmp), "%s[%" PRIu64 ",%" PRIu64 "]", i ? "," : "", s.stalls[i].first,
+                    s.stalls[i].second);
       out += tmp;
     }
     out += "]}";

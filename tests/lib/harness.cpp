@@ -82,8 +82,8 @@ bool sh_ok(const std::string& cmd) {
 
 bool make_veth(const std::string& a, const std::string& b, int queues) {
   std::string q = std::to_string(queues);
-  return sh_ok("ip link add " + a + " numrxqueues " + q + " numtxqueues " + q + " type veth peer name " +
-               b + " numrxqueues " + q + " numtxqueues " + q) &&
+  return sh_ok("ip link add " + a + " numrxqueues " + q + " numtxqueues " + q + " type veth peer name " + b +
+               " numrxqueues " + q + " numtxqueues " + q) &&
          sh_ok("ip link set " + a + " up") && sh_ok("ip link set " + b + " up");
 }
 
@@ -156,8 +156,7 @@ int send_raw(const std::string& ifname, const Bytes& frame, int cpu) {
     sll.sll_family = AF_PACKET;
     sll.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
     sll.sll_halen = 6;
-    if (sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) < 0)
-      result = -errno;
+    if (sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) < 0) result = -errno;
     close(fd);
   });
   t.join();

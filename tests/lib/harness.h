@@ -22,12 +22,12 @@ std::optional<std::string> enter_private_namespaces();
 
 // A privileged test calls this first: SKIPPED with the reason when it cannot
 // run, or a failure when CI=true (CI always runs privileged tests).
-#define XVMQ_REQUIRE_PRIVILEGES()                                                   \
-  do {                                                                              \
-    if (auto why_ = ::xvmq::test::privileged_skip_reason()) {                       \
+#define XVMQ_REQUIRE_PRIVILEGES()                                                            \
+  do {                                                                                       \
+    if (auto why_ = ::xvmq::test::privileged_skip_reason()) {                                \
       if (::xvmq::test::in_ci()) FAIL() << "privileged test cannot run under CI: " << *why_; \
-      GTEST_SKIP() << *why_;                                                        \
-    }                                                                               \
+      GTEST_SKIP() << *why_;                                                                 \
+    }                                                                                        \
   } while (0)
 
 std::optional<std::string> privileged_skip_reason();

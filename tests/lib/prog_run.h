@@ -8,16 +8,16 @@
 namespace xvmq::test {
 
 struct ProgRun {
-  int err = 0;           // 0, or -errno from the kernel
-  uint32_t action = 0;   // XDP_*
+  int err = 0;          // 0, or -errno from the kernel
+  uint32_t action = 0;  // XDP_*
   std::vector<uint8_t> out;
   uint32_t duration_ns = 0;
 };
 
 struct ProgRunOptions {
-  int ifindex = 0;         // ingress netdev (0: loopback)
-  uint32_t queue = 0;      // receive queue; needs ifindex
-  bool live = false;       // BPF_F_TEST_XDP_LIVE_FRAMES: really redirect
+  int ifindex = 0;     // ingress netdev (0: loopback)
+  uint32_t queue = 0;  // receive queue; needs ifindex
+  bool live = false;   // BPF_F_TEST_XDP_LIVE_FRAMES: really redirect
   uint32_t repeat = 1;
 };
 

@@ -115,10 +115,17 @@ std::string prlimit_value(const std::string& v) {
   if (v == "infinity") return "unlimited";
   uint64_t n = std::strtoull(v.c_str(), nullptr, 10);
   switch (v.empty() ? ' ' : v.back()) {
-    case 'K': n <<= 10; break;
-    case 'M': n <<= 20; break;
-    case 'G': n <<= 30; break;
-    default: break;
+    case 'K':
+      n <<= 10;
+      break;
+    case 'M':
+      n <<= 20;
+      break;
+    case 'G':
+      n <<= 30;
+      break;
+    default:
+      break;
   }
   return std::to_string(n);
 }
@@ -154,11 +161,16 @@ void read_unit(const std::string& unit, UnitPrivileges* u) {
       EXPECT_TRUE(value.empty() || value[0] != '~') << unit << ": " << key << "=~ (a deny list) is not read here";
       for (const auto& w : words(value)) set->push_back(w);
     };
-    if (key == "CapabilityBoundingSet") caps(&u->bounding);
-    else if (key == "AmbientCapabilities") caps(&u->ambient);
-    else if (key == "NoNewPrivileges") u->no_new_privileges = value == "yes" || value == "true" || value == "1";
-    else if (key == "LimitMEMLOCK") u->memlock = value;
-    else if (key == "LimitRTPRIO") u->rtprio = value;
+    if (key == "CapabilityBoundingSet")
+      caps(&u->bounding);
+    else if (key == "AmbientCapabilities")
+      caps(&u->ambient);
+    else if (key == "NoNewPrivileges")
+      u->no_new_privileges = value == "yes" || value == "true" || value == "1";
+    else if (key == "LimitMEMLOCK")
+      u->memlock = value;
+    else if (key == "LimitRTPRIO")
+      u->rtprio = value;
   }
 }
 
@@ -172,19 +184,54 @@ UnitPrivileges unit_privileges(const std::vector<std::string>& files) {
 
 uint64_t capability_mask(const std::vector<std::string>& names) {
   // linux/capability.h, 0 to CAP_LAST_CAP.
-  static const char* const kNames[] = {
-      "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
-      "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
-      "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
-      "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-      "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
-      "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-      "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"};
+  static const char* const kNames[] = {"CAP_CHOWN",
+                                       "CAP_DAC_OVERRIDE",
+                                       "CAP_DAC_READ_SEARCH",
+                                       "CAP_FOWNER",
+                                       "CAP_FSETID",
+                                       "CAP_KILL",
+                                       "CAP_SETGID",
+                                       "CAP_SETUID",
+                                       "CAP_SETPCAP",
+                                       "CAP_LINUX_IMMUTABLE",
+                                       "CAP_NET_BIND_SERVICE",
+                                       "CAP_NET_BROADCAST",
+                                       "CAP_NET_ADMIN",
+                                       "CAP_NET_RAW",
+                                       "CAP_IPC_LOCK",
+                                       "CAP_IPC_OWNER",
+                                       "CAP_SYS_MODULE",
+                                       "CAP_SYS_RAWIO",
+                                       "CAP_SYS_CHROOT",
+                                       "CAP_SYS_PTRACE",
+                                       "CAP_SYS_PACCT",
+                                       "CAP_SYS_ADMIN",
+                                       "CAP_SYS_BOOT",
+                                       "CAP_SYS_NICE",
+                                       "CAP_SYS_RESOURCE",
+                                       "CAP_SYS_TIME",
+                                       "CAP_SYS_TTY_CONFIG",
+                                       "CAP_MKNOD",
+                                       "CAP_LEASE",
+                                       "CAP_AUDIT_WRITE",
+                                       "CAP_AUDIT_CONTROL",
+                                       "CAP_SETFCAP",
+                                       "CAP_MAC_OVERRIDE",
+                                       "CAP_MAC_ADMIN",
+                                       "CAP_SYSLOG",
+                                       "CAP_WAKE_ALARM",
+                                       "CAP_BLOCK_SUSPEND",
+                                       "CAP_AUDIT_READ",
+                                       "CAP_PERFMON",
+                                       "CAP_BPF",
+                                       "CAP_CHECKPOINT_RESTORE"};
   uint64_t mask = 0;
   for (const auto& n : names) {
     auto it = std::find(std::begin(kNames), std::end(kNames), n);
-    if (it == std::end(kNames)) ADD_FAILURE() << "unknown capability " << n;
-    else mask |= uint64_t{1} << (it - std::begin(kNames));
+    if (it == std::end(kNames))
+      ADD_FAILURE() << "unknown capability " << n;
+    else
+      mask |= uint64_t{1} << (it - std::begin(kNames));
   }
   return mask;
 }
@@ -195,8 +242,9 @@ std::vector<std::string> unit_launcher(const UnitPrivileges& u) {
   // container may not (then the limit stays as it is: see the README).
   static const bool can_raise = [] {
     if (sh("/usr/bin/prlimit --memlock=unlimited:unlimited true") == 0) return true;
-    std::fprintf(stderr, "switchd_fixture: cannot raise resource limits here (no CAP_SYS_RESOURCE): switchd runs "
-                         "with this process's LimitMEMLOCK and LimitRTPRIO\n");
+    std::fprintf(stderr,
+                 "switchd_fixture: cannot raise resource limits here (no CAP_SYS_RESOURCE): switchd runs "
+                 "with this process's LimitMEMLOCK and LimitRTPRIO\n");
     return false;
   }();
   if (can_raise && (!u.memlock.empty() || !u.rtprio.empty())) {

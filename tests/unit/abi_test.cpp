@@ -26,14 +26,15 @@ struct Layout {
   std::vector<Member> members;
 };
 
-#define XVMQ_MEMBER(T, m) Member{#m, offsetof(T, m), sizeof(T::m)}
+#define XVMQ_MEMBER(T, m) \
+  Member { #m, offsetof(T, m), sizeof(T::m) }
 
 std::vector<Layout> layouts() {
   return {
-      {"xvmq_filter_slot", sizeof(xvmq_filter_slot),
+      {"xvmq_filter_slot",
+       sizeof(xvmq_filter_slot),
        {XVMQ_MEMBER(xvmq_filter_slot, key), XVMQ_MEMBER(xvmq_filter_slot, value)}},
-      {"xvmq_counter", sizeof(xvmq_counter),
-       {XVMQ_MEMBER(xvmq_counter, frames), XVMQ_MEMBER(xvmq_counter, bytes)}},
+      {"xvmq_counter", sizeof(xvmq_counter), {XVMQ_MEMBER(xvmq_counter, frames), XVMQ_MEMBER(xvmq_counter, bytes)}},
   };
 }
 

@@ -40,10 +40,12 @@ TEST(Ops, TableHasEveryDocumentedOpOnce) {
   }
   EXPECT_EQ(names, documented);
   // Reads change nothing: no state file is written after them.
-  for (const Op& op : op_table())
+  for (const Op& op : op_table()) {
     if (op.name == "show" || op.name == "stats" || op.name == "vmq.show" || op.name == "events" ||
-        op.name == "fdb.show")
+        op.name == "fdb.show") {
       EXPECT_FALSE(op.changes) << op.name;
+    }
+  }
 }
 
 TEST(Ops, ParsersTypeTheArguments) {

@@ -35,35 +35,64 @@ TEST(ConfigParse, BadFilesNameTheLineAndTheReason) {
       {"syntax error", kUplink + "[[port]]\nname = vm1\n", 4, {"sw.toml:4:"}},
       {"unknown top-level key", "uplinks = 1\n" + kUplink, 1, {"unknown key 'uplinks'", "known: port, uplink"}},
       {"unknown uplink key", "[uplink]\nname = \"up0\"\nmdoe = \"skb\"\n", 3, {"uplink", "unknown key 'mdoe'"}},
-      {"host_netdev without a host port", "[uplink]\nname = \"up0\"\nhost = \"stack\"\nhost_netdev = \"h0\"\n", 4,
+      {"host_netdev without a host port",
+       "[uplink]\nname = \"up0\"\nhost = \"stack\"\nhost_netdev = \"h0\"\n",
+       4,
        {"uplink", "host_netdev goes with host = \"port\""}},
       {"host_vlan 4095", "[uplink]\nname = \"up0\"\nhost = \"port\"\nhost_vlan = 4095\n", 4, {"host_vlan", "0..4094"}},
       {"unknown NIC key", kUplink + port("vm1", "02:00:00:00:00:01", "vlna = 10\n"), 9, {"port 'vm1'", "'vlna'"}},
-      {"unknown port key", kUplink + "\n[[port]]\nname = \"vm1\"\nmac = \"02:00:00:00:00:01\"\n", 6, {"unknown key 'mac'"}},
+      {"unknown port key",
+       kUplink + "\n[[port]]\nname = \"vm1\"\nmac = \"02:00:00:00:00:01\"\n",
+       6,
+       {"unknown key 'mac'"}},
       {"bad MAC", kUplink + port("vm1", "02:00:00:00:00"), 7, {"port 'vm1'", "'02:00:00:00:00' is not a MAC"}},
-      {"multicast MAC", kUplink + port("vm1", "02:00:00:00:00:01") + port("vm2", "01:00:5e:00:00:01"), 13,
+      {"multicast MAC",
+       kUplink + port("vm1", "02:00:00:00:00:01") + port("vm2", "01:00:5e:00:00:01"),
+       13,
        {"port 'vm2'", "01:00:5e:00:00:01", "unicast"}},
-      {"MAC not a string", kUplink + "\n[[port]]\nname = \"vm1\"\n[port.nic]\nbackend = \"vm1-host\"\nmac = 2\n", 8,
+      {"MAC not a string",
+       kUplink + "\n[[port]]\nname = \"vm1\"\n[port.nic]\nbackend = \"vm1-host\"\nmac = 2\n",
+       8,
        {"port 'vm1'", "argument 'mac' must be a string"}},
-      {"MAC missing", kUplink + "\n[[port]]\nname = \"vm1\"\n[port.nic]\nbackend = \"vm1-host\"\n", 6,
+      {"MAC missing",
+       kUplink + "\n[[port]]\nname = \"vm1\"\n[port.nic]\nbackend = \"vm1-host\"\n",
+       6,
        {"port 'vm1'", "missing argument 'mac'"}},
       {"VLAN 4095", kUplink + port("vm1", "02:00:00:00:00:01", "vlan = 4095\n"), 9, {"port 'vm1'", "vlan", "0..4094"}},
-      {"VLAN not a number", kUplink + port("vm1", "02:00:00:00:00:01", "vlan = \"10\"\n"), 9, {"vlan must be an integer"}},
-      {"trunk without VLANs", kUplink + port("vm1", "02:00:00:00:00:01", "vlan_mode = \"trunk\"\n"), 9,
+      {"VLAN not a number",
+       kUplink + port("vm1", "02:00:00:00:00:01", "vlan = \"10\"\n"),
+       9,
+       {"vlan must be an integer"}},
+      {"trunk without VLANs",
+       kUplink + port("vm1", "02:00:00:00:00:01", "vlan_mode = \"trunk\"\n"),
+       9,
        {"port 'vm1'", "trunk NIC needs at least one VLAN"}},
-      {"trunk VLAN 0", kUplink + port("vm1", "02:00:00:00:00:01", "trunk_vlans = [10, 0]\n"), 9, {"trunk_vlans", "1..4094"}},
-      {"native VLAN on access", kUplink + port("vm1", "02:00:00:00:00:01", "vlan_mode = \"access\"\nnative_vlan = 3\n"),
-       9, {"need vlan_mode trunk"}},
-      {"duplicate port", kUplink + port("vm1", "02:00:00:00:00:01") + "\n[[port]]\nname = \"vm1\"\n", 11,
+      {"trunk VLAN 0",
+       kUplink + port("vm1", "02:00:00:00:00:01", "trunk_vlans = [10, 0]\n"),
+       9,
+       {"trunk_vlans", "1..4094"}},
+      {"native VLAN on access",
+       kUplink + port("vm1", "02:00:00:00:00:01", "vlan_mode = \"access\"\nnative_vlan = 3\n"),
+       9,
+       {"need vlan_mode trunk"}},
+      {"duplicate port",
+       kUplink + port("vm1", "02:00:00:00:00:01") + "\n[[port]]\nname = \"vm1\"\n",
+       11,
        {"port vm1 already exists"}},
       {"duplicate MAC on a VLAN",
-       kUplink + port("vm1", "02:00:00:00:00:01", "vlan = 10\n") + port("vm2", "02:00:00:00:00:01", "trunk_vlans = [10]\n"),
-       14, {"port 'vm2'", "MAC 02:00:00:00:00:01 on VLAN 10", "nic vm1"}},
+       kUplink + port("vm1", "02:00:00:00:00:01", "vlan = 10\n") +
+           port("vm2", "02:00:00:00:00:01", "trunk_vlans = [10]\n"),
+       14,
+       {"port 'vm2'", "MAC 02:00:00:00:00:01 on VLAN 10", "nic vm1"}},
       {"duplicate backend",
-       kUplink + port("vm1", "02:00:00:00:00:01") + "\n[[port]]\nname = \"vm2\"\n[port.nic]\nmac = \"02:00:00:00:00:02\"\n"
-                                                     "backend = \"vm1-host\"\n",
-       14, {"port 'vm2'", "backend vm1-host is already used"}},
-      {"port name too long", kUplink + port("a-very-long-port-name", "02:00:00:00:00:01"), 5,
+       kUplink + port("vm1", "02:00:00:00:00:01") +
+           "\n[[port]]\nname = \"vm2\"\n[port.nic]\nmac = \"02:00:00:00:00:02\"\n"
+           "backend = \"vm1-host\"\n",
+       14,
+       {"port 'vm2'", "backend vm1-host is already used"}},
+      {"port name too long",
+       kUplink + port("a-very-long-port-name", "02:00:00:00:00:01"),
+       5,
        {"a-very-long-port-name", "1 to 15 characters"}},
       {"uplink name too long", "[uplink]\nname = \"a-very-long-uplink\"\n", 2, {"uplink", "1 to 15 characters"}},
       {"uplink mode", kUplink + "mode = \"fast\"\n", 3, {"mode 'fast'", "auto, native, skb or offload"}},
@@ -71,7 +100,9 @@ TEST(ConfigParse, BadFilesNameTheLineAndTheReason) {
       {"uplink without name", "[uplink]\nmode = \"skb\"\n", 1, {"missing key 'name'"}},
       {"vmq policy", kUplink + port("vm1", "02:00:00:00:00:01", "vmq = \"on\"\n"), 9, {"vmq 'on'", "auto or off"}},
       {"steering", kUplink + port("vm1", "02:00:00:00:00:01", "steering = \"fpga\"\n"), 9, {"steering 'fpga'"}},
-      {"allow_mac_spoofing not a bool", kUplink + port("vm1", "02:00:00:00:00:01", "allow_mac_spoofing = 1\n"), 9,
+      {"allow_mac_spoofing not a bool",
+       kUplink + port("vm1", "02:00:00:00:00:01", "allow_mac_spoofing = 1\n"),
+       9,
        {"allow_mac_spoofing must be true or false"}},
       {"connected NIC without uplink", port("vm1", "02:00:00:00:00:01"), 4, {"needs an [uplink]"}},
       {"port is not an array", kUplink + "[port]\nname = \"vm1\"\n", 3, {"[[port]]"}},
@@ -115,7 +146,9 @@ TEST(ConfigParse, LimitsAreRefusedNamingThem) {
   for (int i = 0; i < 1000; ++i) long_array += "[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]],";
   long_array += "]\n";
   const std::vector<BadFile> rows = {
-      {"50,000 nested inline tables", kUplink + nested("{a = ", "}", 50000), 3,
+      {"50,000 nested inline tables",
+       kUplink + nested("{a = ", "}", 50000),
+       3,
        {"nest more than 16 deep", "nesting depth limit is 16"}},
       {"100,000 nested arrays", kUplink + nested("[", "]", 100000), 3, {"nesting depth limit is 16"}},
       {"17 nested arrays", kUplink + nested("[", "]", 17), 3, {"nesting depth limit is 16"}},
@@ -123,9 +156,13 @@ TEST(ConfigParse, LimitsAreRefusedNamingThem) {
       {"dotted key of 100,000 parts", kUplink + dotted + " = 1\n", 3, {"dotted key of more than 16 parts"}},
       {"table header of 100,000 parts", kUplink + "[" + dotted + "]\n", 3, {"dotted key of more than 16 parts"}},
       {"oversize file", kUplink + std::string(kMaxConfigBytes, '#'), 3, {"more than the limit of 524288", "512 KiB"}},
-      {"4097 ports", ports(kMaxPorts + 1), 2 + static_cast<int>(kMaxPorts) * port_lines + 2,
+      {"4097 ports",
+       ports(kMaxPorts + 1),
+       2 + static_cast<int>(kMaxPorts) * port_lines + 2,
        {"more than 4096 ports", "the limit is 4096"}},
-      {"5000 trunk VLANs", kUplink + port("vm1", "02:00:00:00:00:01", trunk), 9,
+      {"5000 trunk VLANs",
+       kUplink + port("vm1", "02:00:00:00:00:01", trunk),
+       9,
        {"trunk_vlans has 5000 entries", "the limit is 4094"}},
   };
   for (const auto& row : rows) {
@@ -134,7 +171,8 @@ TEST(ConfigParse, LimitsAreRefusedNamingThem) {
     ASSERT_FALSE(r) << "accepted";
     const std::string& m = r.error().message;
     EXPECT_TRUE(m.starts_with("sw.toml:" + std::to_string(row.line) + ": ")) << m.substr(0, 300);
-    for (const auto& w : row.words) EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m.substr(0, 300);
+    for (const auto& w : row.words)
+      EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m.substr(0, 300);
   }
 
   // At the limits, and brackets or dots inside strings and comments, are fine.
@@ -156,8 +194,7 @@ TEST(ConfigParse, LimitsAreRefusedNamingThem) {
 }
 
 TEST(ConfigParse, GoodFileAndRoundTrip) {
-  std::string text = "[uplink]\nname = \"up0\"\nmode = \"skb\"\nhost = \"stack\"\n" +
-                     port("vm1", "02:00:00:00:00:01") +
+  std::string text = "[uplink]\nname = \"up0\"\nmode = \"skb\"\nhost = \"stack\"\n" + port("vm1", "02:00:00:00:00:01") +
                      port("vm2", "02:00:00:00:00:02", "trunk_vlans = [20, 10]\nnative_vlan = 30\nvmq = \"off\"\n") +
                      port("vm3", "02:00:00:00:00:03", "vlan = 10\nallow_mac_spoofing = true\nconnected = false\n") +
                      "\n[[port]]\nname = \"spare\"\n";
@@ -243,14 +280,12 @@ TEST(ConfigPlan, EmptyToFullInHyperVOrder) {
   r.uplink.reset();
   std::string full = kUplink + port("vm2", "02:00:00:00:00:02", "vlan = 10\nvmq = \"off\"\n") +
                      port("vm1", "02:00:00:00:00:01", "trunk_vlans = [10, 20]\n") + "\n[[port]]\nname = \"spare\"\n";
-  EXPECT_EQ(r.plan_to(full), (Cmds{"switchctl uplink attach up0",
-                                   "switchctl port create spare",
-                                   "switchctl port create vm1",
-                                   "switchctl port create vm2",
-                                   "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --trunk 10,20",
-                                   "switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host --vlan 10 --vmq off",
-                                   "switchctl nic connect vm1",
-                                   "switchctl nic connect vm2"}));
+  EXPECT_EQ(r.plan_to(full),
+            (Cmds{"switchctl uplink attach up0", "switchctl port create spare", "switchctl port create vm1",
+                  "switchctl port create vm2",
+                  "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --trunk 10,20",
+                  "switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host --vlan 10 --vmq off",
+                  "switchctl nic connect vm1", "switchctl nic connect vm2"}));
 }
 
 TEST(ConfigPlan, FullToEmptyRemovesInHyperVOrder) {
@@ -260,17 +295,11 @@ TEST(ConfigPlan, FullToEmptyRemovesInHyperVOrder) {
   r.model.port_create("spare");
   r.model.port_create("gone");
   r.model.port_teardown("gone");
-  EXPECT_EQ(r.plan_to(""), (Cmds{"switchctl nic disconnect vm1",
-                                 "switchctl nic delete vm1",
-                                 "switchctl nic delete vm2",
-                                 "switchctl port teardown spare",
-                                 "switchctl port teardown vm1",
-                                 "switchctl port teardown vm2",
-                                 "switchctl port delete gone",
-                                 "switchctl port delete spare",
-                                 "switchctl port delete vm1",
-                                 "switchctl port delete vm2",
-                                 "switchctl uplink detach"}));
+  EXPECT_EQ(r.plan_to(""),
+            (Cmds{"switchctl nic disconnect vm1", "switchctl nic delete vm1", "switchctl nic delete vm2",
+                  "switchctl port teardown spare", "switchctl port teardown vm1", "switchctl port teardown vm2",
+                  "switchctl port delete gone", "switchctl port delete spare", "switchctl port delete vm1",
+                  "switchctl port delete vm2", "switchctl uplink detach"}));
 }
 
 TEST(ConfigPlan, UnchangedNicGetsNoStep) {
@@ -297,13 +326,15 @@ TEST(ConfigPlan, VlanChangeRecreatesTheNic) {
                   "switchctl nic connect vm2"}));
   // Any property but the vmq policy: MAC spoofing, a trunk, the MAC.
   EXPECT_EQ(r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01") +
-                      port("vm2", "02:00:00:00:00:02", "allow_mac_spoofing = true\n")).size(),
+                      port("vm2", "02:00:00:00:00:02", "allow_mac_spoofing = true\n"))
+                .size(),
             4u);
   EXPECT_EQ(r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01") + port("vm2", "02:00:00:00:00:09")).size(), 4u);
   // A NIC to be left created but not connected: deleted and created again.
-  EXPECT_EQ(r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01") + port("vm2", "02:00:00:00:00:02", "connected = false\n")),
-            (Cmds{"switchctl nic disconnect vm2", "switchctl nic delete vm2",
-                  "switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host"}));
+  EXPECT_EQ(
+      r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01") + port("vm2", "02:00:00:00:00:02", "connected = false\n")),
+      (Cmds{"switchctl nic disconnect vm2", "switchctl nic delete vm2",
+            "switchctl nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host"}));
 }
 
 TEST(ConfigPlan, VmqPolicyChangeTakesVmqStepsOnly) {
@@ -316,28 +347,22 @@ TEST(ConfigPlan, VmqPolicyChangeTakesVmqStepsOnly) {
 
 TEST(ConfigPlan, StepOrderAcrossKinds) {
   Running r;
-  r.nic("vm1", "02:00:00:00:00:01");                 // stays
-  r.nic("vm2", "02:00:00:00:00:02");                 // goes
-  r.nic("vm3", "02:00:00:00:00:03", 0, VmqPolicy::Off);  // vmq policy auto
-  r.nic("vm4", "02:00:00:00:00:04", 5);              // VLAN 6
+  r.nic("vm1", "02:00:00:00:00:01");                            // stays
+  r.nic("vm2", "02:00:00:00:00:02");                            // goes
+  r.nic("vm3", "02:00:00:00:00:03", 0, VmqPolicy::Off);         // vmq policy auto
+  r.nic("vm4", "02:00:00:00:00:04", 5);                         // VLAN 6
   r.nic("vm5", "02:00:00:00:00:05", 0, VmqPolicy::Off, false);  // connect
   // vm2's MAC moves to the new vm6: only after vm2's NIC is gone.
   std::string want = kUplink + port("vm1", "02:00:00:00:00:01") + port("vm3", "02:00:00:00:00:03") +
-                     port("vm4", "02:00:00:00:00:04", "vlan = 6\n") + port("vm5", "02:00:00:00:00:05", "vmq = \"off\"\n") +
-                     port("vm6", "02:00:00:00:00:02");
-  EXPECT_EQ(r.plan_to(want), (Cmds{"switchctl nic disconnect vm2",
-                                   "switchctl nic disconnect vm4",
-                                   "switchctl nic delete vm2",
-                                   "switchctl nic delete vm4",
-                                   "switchctl port teardown vm2",
-                                   "switchctl port delete vm2",
-                                   "switchctl vmq allocate vm3 --policy auto",
-                                   "switchctl port create vm6",
-                                   "switchctl nic create vm4 --mac 02:00:00:00:00:04 --backend vm4-host --vlan 6",
-                                   "switchctl nic create vm6 --mac 02:00:00:00:00:02 --backend vm6-host",
-                                   "switchctl nic connect vm4",
-                                   "switchctl nic connect vm5",
-                                   "switchctl nic connect vm6"}));
+                     port("vm4", "02:00:00:00:00:04", "vlan = 6\n") +
+                     port("vm5", "02:00:00:00:00:05", "vmq = \"off\"\n") + port("vm6", "02:00:00:00:00:02");
+  EXPECT_EQ(r.plan_to(want),
+            (Cmds{"switchctl nic disconnect vm2", "switchctl nic disconnect vm4", "switchctl nic delete vm2",
+                  "switchctl nic delete vm4", "switchctl port teardown vm2", "switchctl port delete vm2",
+                  "switchctl vmq allocate vm3 --policy auto", "switchctl port create vm6",
+                  "switchctl nic create vm4 --mac 02:00:00:00:00:04 --backend vm4-host --vlan 6",
+                  "switchctl nic create vm6 --mac 02:00:00:00:00:02 --backend vm6-host", "switchctl nic connect vm4",
+                  "switchctl nic connect vm5", "switchctl nic connect vm6"}));
 }
 
 TEST(ConfigPlan, UplinkChangeRecreatesEveryNic) {
@@ -360,7 +385,8 @@ TEST(ConfigPlan, StepsCarryTheOpsArguments) {
   EXPECT_EQ(steps[2].op, "nic.create");
   EXPECT_EQ(steps[2].args["trunk_vlans"], nlohmann::json::array({10}));
   EXPECT_EQ(steps[2].args["native_vlan"], 0);
-  EXPECT_EQ(steps[2].command(), "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --trunk 10 --native-vlan 0");
+  EXPECT_EQ(steps[2].command(),
+            "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --trunk 10 --native-vlan 0");
   // The arguments go back through the op's own parsing to the same NIC.
   NicDesc c = nic_from_args(steps[2].args);
   EXPECT_EQ(c.vlans.trunk_vlans, desired->ports.at("vm1").nic->vlans.trunk_vlans);

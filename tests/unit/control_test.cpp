@@ -120,9 +120,14 @@ class ControlTest : public ::testing::Test {
     }
     if (park_) throw Wait{std::chrono::seconds(10), json::object()};
     if (events_mode_ && op == "events") {  // one event; then nothing, after the wait
-      if (args.contains("wait_ms")) throw Wait{std::chrono::milliseconds(args["wait_ms"].get<int>()), {{"events", json::array()}}};
-      return {{"events", json::array({{{"seq", 1}, {"time", "t"}, {"object", "port vm1"}, {"from", "none"},
-                                       {"to", "created"}, {"step", "port.create"}}})}};
+      if (args.contains("wait_ms"))
+        throw Wait{std::chrono::milliseconds(args["wait_ms"].get<int>()), {{"events", json::array()}}};
+      return {{"events", json::array({{{"seq", 1},
+                                       {"time", "t"},
+                                       {"object", "port vm1"},
+                                       {"from", "none"},
+                                       {"to", "created"},
+                                       {"step", "port.create"}}})}};
     }
     if (reply_.contains(op)) return reply_[op];
     return {{"op", op}, {"args", args}};
@@ -132,9 +137,8 @@ class ControlTest : public ::testing::Test {
   void start(std::string group = "", int max_clients = 16) {
     if (group.empty()) group = ::getgrgid(getegid())->gr_name;
     ServerOptions o{.path = path_, .group = group, .max_clients = max_clients};
-    auto s = ControlServer::start(std::move(o), [this](const std::string& op, const json& args) {
-      return handle(op, args);
-    });
+    auto s = ControlServer::start(std::move(o),
+                                  [this](const std::string& op, const json& args) { return handle(op, args); });
     ASSERT_TRUE(s.ok()) << s.error().message;
     server_ = std::move(s).value();
   }
@@ -147,9 +151,8 @@ class ControlTest : public ::testing::Test {
       std::lock_guard lock(mu_);
       logs_.push_back(line);
     };
-    auto s = ControlServer::start(std::move(o), [this](const std::string& op, const json& args) {
-      return handle(op, args);
-    });
+    auto s = ControlServer::start(std::move(o),
+                                  [this](const std::string& op, const json& args) { return handle(op, args); });
     ASSERT_TRUE(s.ok()) << s.error().message;
     server_ = std::move(s).value();
   }
@@ -187,7 +190,8 @@ TEST_F(ControlTest, RoundTripEchoesId) {
   start();
   RawConn raw(path_);
   ASSERT_TRUE(raw.connected());
-  raw.send(R"({"v": 1, "id": 4242, "op": "port.create", "args": {"name": "vm1"}})" "\n");
+  raw.send(R"({"v": 1, "id": 4242, "op": "port.create", "args": {"name": "vm1"}})"
+           "\n");
   json r = raw.next();
   EXPECT_EQ(r, json::parse(R"({"v": 1, "id": 4242, "ok": true,
                                 "result": {"op": "port.create", "args": {"name": "vm1"}}})"));
@@ -204,7 +208,10 @@ TEST_F(ControlTest, MissingArgsArriveAsEmptyObjectAndNullResultAsObject) {
   reply_["nothing"] = nullptr;
   start();
   RawConn raw(path_);
-  raw.send(R"({"v": 1, "id": 1, "op": "show"})" "\n" R"({"v": 1, "id": 2, "op": "nothing"})" "\n");
+  raw.send(R"({"v": 1, "id": 1, "op": "show"})"
+           "\n"
+           R"({"v": 1, "id": 2, "op": "nothing"})"
+           "\n");
   EXPECT_EQ(raw.next()["result"]["args"], json::object());
   EXPECT_EQ(raw.next()["result"], json::object());
 }
@@ -214,8 +221,9 @@ TEST_F(ControlTest, SeveralRequestsOnOneConnectionAnsweredInOrder) {
   RawConn raw(path_);
   std::string batch;
   for (int i = 0; i < 20; ++i)
-    batch += json{{"v", 1}, {"id", 100 + i}, {"op", "nic.connect"}, {"args", {{"port", "vm" + std::to_string(i)}}}}
-                 .dump() + "\n";
+    batch +=
+        json{{"v", 1}, {"id", 100 + i}, {"op", "nic.connect"}, {"args", {{"port", "vm" + std::to_string(i)}}}}.dump() +
+        "\n";
   raw.send(batch);  // one write: the server must split it
   for (int i = 0; i < 20; ++i) {
     json r = raw.next();
@@ -236,8 +244,12 @@ TEST_F(ControlTest, SeveralRequestsOnOneConnectionAnsweredInOrder) {
 TEST_F(ControlTest, UnsupportedVersionNamesTheOneSpoken) {
   start();
   RawConn raw(path_);
-  raw.send(R"({"v": 2, "id": 7, "op": "show"})" "\n" R"({"id": 8, "op": "show"})" "\n"
-           R"({"v": "1", "id": 9, "op": "show"})" "\n");
+  raw.send(R"({"v": 2, "id": 7, "op": "show"})"
+           "\n"
+           R"({"id": 8, "op": "show"})"
+           "\n"
+           R"({"v": "1", "id": 9, "op": "show"})"
+           "\n");
   for (int id : {7, 8, 9}) {
     json r = raw.next();
     EXPECT_EQ(r["id"], id);
@@ -245,7 +257,8 @@ TEST_F(ControlTest, UnsupportedVersionNamesTheOneSpoken) {
     EXPECT_EQ(r["error"]["kind"], "unsupported_version");
     EXPECT_NE(r["error"]["message"].get<std::string>().find("version 1"), std::string::npos) << r;
   }
-  raw.send(R"({"v": 1, "id": 10, "op": "show"})" "\n");  // the connection stays usable
+  raw.send(R"({"v": 1, "id": 10, "op": "show"})"
+           "\n");  // the connection stays usable
   EXPECT_EQ(raw.next()["ok"], true);
   EXPECT_EQ(call_count(), 1u);
 }
@@ -274,7 +287,8 @@ TEST_F(ControlTest, BadEnvelopeIsUsageAndKeepsConnection) {
     EXPECT_EQ(r["id"], c.id) << c.line;
   }
   EXPECT_EQ(call_count(), 0u);
-  raw.send(R"({"v": 1, "id": 11, "op": "show"})" "\n");
+  raw.send(R"({"v": 1, "id": 11, "op": "show"})"
+           "\n");
   EXPECT_EQ(raw.next()["id"], 11);
 }
 
@@ -303,7 +317,9 @@ TEST_F(ControlTest, MalformedJsonLineIsUsageThenClose) {
   start();
   for (const char* line : {"{not json", "", "{\"v\": 1, \"id\": 1, \"op\": \"show\"", "\xff\xfe"}) {
     RawConn raw(path_);
-    raw.send(std::string(line) + "\n" + R"({"v": 1, "id": 2, "op": "show"})" "\n");
+    raw.send(std::string(line) + "\n" +
+             R"({"v": 1, "id": 2, "op": "show"})"
+             "\n");
     json r = raw.next();
     EXPECT_EQ(r["ok"], false) << line;
     EXPECT_EQ(r["error"]["kind"], "usage") << line;
@@ -326,7 +342,7 @@ TEST_F(ControlTest, LineOfOneMiBIsServedAndLongerIsUsageThenClose) {
     EXPECT_EQ(r["result"]["args"]["pad"].get<std::string>().size(), fits.size() - head.size() - tail.size());
   }
   for (std::string line : {fits.substr(0, head.size()) + "x" + fits.substr(head.size()) + "\n",  // one byte over
-                           std::string(3 * kMaxLine, 'y')}) {                                  // no newline at all
+                           std::string(3 * kMaxLine, 'y')}) {                                    // no newline at all
     RawConn raw(path_);
     raw.send(line);
     json r = raw.next();
@@ -412,7 +428,8 @@ TEST_F(ControlTest, IdleCrowdOfOneUidIsBoundedAndRootIsServed) {
   Crowd c = read_crowd(crowd, 1000);
   EXPECT_EQ(c.open, 64u);
   ASSERT_EQ(c.refusals.size(), 236u);
-  expect_refused_as_full(c, "switchd is full for uid 65534: 64 of 64 open connections are its, the bound is 64 per uid");
+  expect_refused_as_full(c,
+                         "switchd is full for uid 65534: 64 of 64 open connections are its, the bound is 64 per uid");
   auto t0 = std::chrono::steady_clock::now();
   auto r = client().call("show");
   double took = ms_since(t0);
@@ -470,7 +487,8 @@ TEST_F(ControlTest, SlowClientsDelayNoOneAndTheirDeadlinesCloseThem) {
   ASSERT_TRUE(half.connected() && trickle.connected() && hog.connected() && idle.connected());
   auto t0 = std::chrono::steady_clock::now();
   half.send(R"({"v": 1, "id": 1, "op": )");
-  const std::string request = R"({"v": 1, "id": 7, "op": "big"})" "\n";
+  const std::string request = R"({"v": 1, "id": 7, "op": "big"})"
+                              "\n";
   std::string pipelined;
   for (int i = 0; i < 1000; ++i) pipelined += request;
   // Sent from a thread, which would block if the socket did not take them all
@@ -575,12 +593,13 @@ TEST_F(ControlTest, DeepOrHugeRequestsAreUsageAndTheServerLives) {
         << r;
   }
   // The same connection, and the server, go on.
-  raw.send(R"({"v": 1, "id": 6, "op": "show"})" "\n");
+  raw.send(R"({"v": 1, "id": 6, "op": "show"})"
+           "\n");
   EXPECT_EQ(raw.next()["id"], 6);
   // answer(), the fuzzers' entry, too.
   bool close = false;
-  std::string a = answer([](const std::string&, const json&) { return json(); },
-                         head + nested("[", "]", 100000) + "}}", close);
+  std::string a =
+      answer([](const std::string&, const json&) { return json(); }, head + nested("[", "]", 100000) + "}}", close);
   EXPECT_NE(a.find("nesting depth limit is 32"), std::string::npos) << a;
   EXPECT_FALSE(close);
 }
@@ -589,7 +608,8 @@ TEST_F(ControlTest, DeepOrHugeRequestsAreUsageAndTheServerLives) {
 // meanwhile every other client is served, and the parked one is not idle.
 TEST_F(ControlTest, ParkedRequestAnswersOnNotifyOrAfterItsWait) {
   std::atomic<int> happened{0};
-  ServerOptions o{.path = path_, .group = ::getgrgid(getegid())->gr_name, .idle_timeout = std::chrono::milliseconds(400)};
+  ServerOptions o{
+      .path = path_, .group = ::getgrgid(getegid())->gr_name, .idle_timeout = std::chrono::milliseconds(400)};
   auto s = ControlServer::start(o, [&](const std::string& op, const json& args) -> json {
     if (op == "wait") {
       if (happened.load() > args.value("since", 0)) return {{"seen", happened.load()}};
@@ -641,7 +661,9 @@ TEST_F(ControlTest, ParkedRequestAnswersOnNotifyOrAfterItsWait) {
   // answer() has no server to park in: the wait's result at once.
   bool close = false;
   std::string line = answer(
-      [](const std::string&, const json&) -> json { throw Wait{std::chrono::milliseconds(5000), {{"events", json::array()}}}; },
+      [](const std::string&, const json&) -> json {
+        throw Wait{std::chrono::milliseconds(5000), {{"events", json::array()}}};
+      },
       R"({"v": 1, "id": 3, "op": "events"})", close);
   EXPECT_EQ(json::parse(line), json::parse(R"({"v": 1, "id": 3, "ok": true, "result": {"events": []}})"));
 }
@@ -661,7 +683,7 @@ TEST_F(ControlTest, SocketHasMode0660AndTheGroupAndItsDirectory0755) {
   std::string name = g->gr_name;
   gid_t gid = g->gr_gid;
   start(name);
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(path_.c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(st.st_mode & 07777, 0660u);
@@ -909,25 +931,36 @@ TEST_F(SwitchctlTest, SubcommandsSendTheirOpAndArgs) {
     json sent;
     std::string out;
   } cases[] = {
-      {{"uplink", "attach", "eth0", "--mode", "skb"}, "uplink.attach", {{"name", "eth0"}, {"mode", "skb"}},
+      {{"uplink", "attach", "eth0", "--mode", "skb"},
+       "uplink.attach",
+       {{"name", "eth0"}, {"mode", "skb"}},
        "uplink eth0: attached (mode skb)\n"},
       {{"uplink", "attach", "eth0"}, "uplink.attach", {{"name", "eth0"}}, "uplink eth0: attached (mode skb)\n"},
       {{"uplink", "detach"}, "uplink.detach", json::object(), "uplink: detached\n"},
       {{"port", "create", "vm1"}, "port.create", {{"name", "vm1"}}, "port vm1: created\n"},
       {{"port", "teardown", "vm1"}, "port.teardown", {{"name", "vm1"}}, "port vm1: torn down\n"},
       {{"port", "delete", "vm1"}, "port.delete", {{"name", "vm1"}}, "port vm1: deleted\n"},
-      {{"nic", "create", "vm1", "--mac", "02:AA:00:00:00:01", "--backend", "vm1-host"}, "nic.create",
-       {{"port", "vm1"}, {"mac", "02:aa:00:00:00:01"}, {"backend", "vm1-host"}}, "nic vm1: created\n"},
+      {{"nic", "create", "vm1", "--mac", "02:AA:00:00:00:01", "--backend", "vm1-host"},
+       "nic.create",
+       {{"port", "vm1"}, {"mac", "02:aa:00:00:00:01"}, {"backend", "vm1-host"}},
+       "nic vm1: created\n"},
       {{"nic", "create", "vm1", "--mac", "02:00:00:00:00:01", "--backend", "tap0", "--vmq", "off", "--vlan", "4094",
         "--steering", "hardware"},
        "nic.create",
-       {{"port", "vm1"}, {"mac", "02:00:00:00:00:01"}, {"backend", "tap0"}, {"vmq", "off"}, {"vlan", 4094},
+       {{"port", "vm1"},
+        {"mac", "02:00:00:00:00:01"},
+        {"backend", "tap0"},
+        {"vmq", "off"},
+        {"vlan", 4094},
         {"steering", "hardware"}},
        "nic vm1: created\n"},
       {{"nic", "connect", "vm1"}, "nic.connect", {{"port", "vm1"}}, "nic vm1: connected (vmq 2)\n"},
       {{"nic", "disconnect", "vm1"}, "nic.disconnect", {{"port", "vm1"}}, "nic vm1: disconnected\n"},
       {{"nic", "delete", "vm1"}, "nic.delete", {{"port", "vm1"}}, "nic vm1: deleted\n"},
-      {{"vmq", "allocate", "vm1"}, "vmq.allocate", {{"port", "vm1"}}, "nic vm1: vmq allocated (vmq 3, state connected)\n"},
+      {{"vmq", "allocate", "vm1"},
+       "vmq.allocate",
+       {{"port", "vm1"}},
+       "nic vm1: vmq allocated (vmq 3, state connected)\n"},
       {{"vmq", "free", "vm1"}, "vmq.free", {{"port", "vm1"}}, "nic vm1: vmq freed\n"},
       {{"events", "--since", "5"}, "events", {{"since", 5}}, "no events\n"},
       {{"events"}, "events", json::object(), "no events\n"},
@@ -943,10 +976,14 @@ TEST_F(SwitchctlTest, SubcommandsSendTheirOpAndArgs) {
 
 TEST_F(SwitchctlTest, ErrorKindsMapToExitCodes) {
   start();
-  const std::tuple<std::string, std::string, int> kinds[] = {
-      {"usage", "usage", 2},         {"not_found", "not_found", 3}, {"wrong_state", "wrong_state", 4},
-      {"exists", "exists", 5},       {"exhausted", "exhausted", 6}, {"kernel", "kernel", 7},
-      {"unsupported", "unsupported_version", 8},                    {"permission", "permission", 9}};
+  const std::tuple<std::string, std::string, int> kinds[] = {{"usage", "usage", 2},
+                                                             {"not_found", "not_found", 3},
+                                                             {"wrong_state", "wrong_state", 4},
+                                                             {"exists", "exists", 5},
+                                                             {"exhausted", "exhausted", 6},
+                                                             {"kernel", "kernel", 7},
+                                                             {"unsupported", "unsupported_version", 8},
+                                                             {"permission", "permission", 9}};
   for (const auto& [port, kind, code] : kinds) {
     Exit r = ctl({"port", "create", port});
     EXPECT_EQ(r.code, code) << kind;
@@ -1103,7 +1140,8 @@ TEST_F(SwitchctlTest, EventsFollowLongPollsAndStopsOnSigint) {
   double took = ms_since(t0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_LT(took, 500.0);
-  EXPECT_EQ(slurp(out), R"({"from":"none","object":"port vm1","seq":1,"step":"port.create","time":"t","to":"created"})" "\n");
+  EXPECT_EQ(slurp(out), R"({"from":"none","object":"port vm1","seq":1,"step":"port.create","time":"t","to":"created"})"
+                        "\n");
   // The first call without a wait (what there is), then parked ones.
   EXPECT_EQ(call_count(), 2u);
   json last = last_call();
@@ -1113,8 +1151,8 @@ TEST_F(SwitchctlTest, EventsFollowLongPollsAndStopsOnSigint) {
 TEST_F(SwitchctlTest, RefusedPeerExits9) {
   XVMQ_REQUIRE_PRIVILEGES();
   start("root");
-  std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups " SWITCHCTL_PATH " --socket " + path_ +
-                          " show";
+  std::string as_nobody =
+      "setpriv --reuid=65534 --regid=65534 --clear-groups " SWITCHCTL_PATH " --socket " + path_ + " show";
   std::string out;
   EXPECT_EQ(xvmq::test::sh(as_nobody, &out), 9) << out;  // the file mode refuses
   EXPECT_NE(out.find("Permission denied"), std::string::npos) << out;
@@ -1125,10 +1163,21 @@ TEST_F(SwitchctlTest, RefusedPeerExits9) {
 }
 
 TEST_F(SwitchctlTest, EverySubcommandHasHelpWithAnExample) {
-  const std::vector<std::vector<std::string>> cmds = {
-      {"uplink", "attach"}, {"uplink", "detach"}, {"port", "create"},  {"port", "teardown"}, {"port", "delete"},
-      {"nic", "create"},    {"nic", "connect"},   {"nic", "disconnect"}, {"nic", "delete"},  {"vmq", "allocate"},
-      {"vmq", "free"},      {"show"},             {"stats"},           {"events"},          {}};
+  const std::vector<std::vector<std::string>> cmds = {{"uplink", "attach"},
+                                                      {"uplink", "detach"},
+                                                      {"port", "create"},
+                                                      {"port", "teardown"},
+                                                      {"port", "delete"},
+                                                      {"nic", "create"},
+                                                      {"nic", "connect"},
+                                                      {"nic", "disconnect"},
+                                                      {"nic", "delete"},
+                                                      {"vmq", "allocate"},
+                                                      {"vmq", "free"},
+                                                      {"show"},
+                                                      {"stats"},
+                                                      {"events"},
+                                                      {}};
   for (auto args : cmds) {
     args.push_back("--help");
     Exit r = switchctl(args);

@@ -31,8 +31,8 @@ std::vector<NicDesc> ports() {
     return NicDesc{.mac = mac(last), .vlans = std::move(vlans), .allow_mac_spoofing = spoof};
   };
   return {
-      port(1, PortVlans::access_vlan(10)),  port(2, PortVlans::access_vlan(10)),
-      port(3, PortVlans::access_vlan(20)),  port(4, PortVlans::trunk({10, 20, 30}, 30)),
+      port(1, PortVlans::access_vlan(10)),           port(2, PortVlans::access_vlan(10)),
+      port(3, PortVlans::access_vlan(20)),           port(4, PortVlans::trunk({10, 20, 30}, 30)),
       port(5, PortVlans::trunk({20}, std::nullopt)), port(6, PortVlans::access_vlan(0)),
       port(7, PortVlans::access_vlan(10), true),
   };
@@ -49,10 +49,10 @@ struct Row {
   uint32_t tags = 0;
 };
 
-
 std::string str(const std::vector<Egress>& out) {
   std::string s;
-  for (const auto& e : out) s += (e.port == kUplink ? std::string("uplink") : std::to_string(e.port)) + (e.tagged ? "t " : "u ");
+  for (const auto& e : out)
+    s += (e.port == kUplink ? std::string("uplink") : std::to_string(e.port)) + (e.tagged ? "t " : "u ");
   return s;
 }
 
@@ -61,41 +61,121 @@ TEST(Forwarding, Table) {
   const std::vector<Row> rows = {
       // From the uplink.
       {"uplink to access VM on its VLAN", frame(mac(1), kOutside, {{Q, 10}}), kUplink, {}, 10, {{0, false}}, true, 1},
-      {"uplink to access VM on another VLAN", frame(mac(1), kOutside, {{Q, 20}}), kUplink, SwitchDrop::UnknownUnicast, 20, {}, true, 1},
+      {"uplink to access VM on another VLAN",
+       frame(mac(1), kOutside, {{Q, 20}}),
+       kUplink,
+       SwitchDrop::UnknownUnicast,
+       20,
+       {},
+       true,
+       1},
       {"uplink untagged to the untagged VM", frame(mac(6), kOutside), kUplink, {}, 0, {{5, false}}, true, 0},
       {"uplink to trunk VM, tagged VLAN", frame(mac(4), kOutside, {{Q, 20}}), kUplink, {}, 20, {{3, true}}, true, 1},
-      {"uplink to trunk VM, native VLAN leaves untagged", frame(mac(4), kOutside, {{Q, 30}}), kUplink, {}, 30, {{3, false}}, true, 1},
+      {"uplink to trunk VM, native VLAN leaves untagged",
+       frame(mac(4), kOutside, {{Q, 30}}),
+       kUplink,
+       {},
+       30,
+       {{3, false}},
+       true,
+       1},
       {"uplink unknown unicast", frame(kOutside, mac(0x77)), kUplink, SwitchDrop::UnknownUnicast, 0, {}, true, 0},
-      {"uplink broadcast on VLAN 10", frame(kBcast, kOutside, {{Q, 10}}), kUplink, {}, 10,
-       {{0, false}, {1, false}, {3, true}, {6, false}}, true, 1},
-      {"uplink broadcast on VLAN 20", frame(kBcast, kOutside, {{Q, 20}}), kUplink, {}, 20,
-       {{2, false}, {3, true}, {4, true}}, true, 1},
-      {"uplink broadcast on a VLAN with no port", frame(kBcast, kOutside, {{Q, 99}}), kUplink, SwitchDrop::NoPort, 99, {}, true, 1},
-      {"uplink priority-tagged is VLAN 0", frame(mac(6), kOutside, {{Q, 0x6000}}), kUplink, {}, 0, {{5, false}}, true, 1},
-      {"uplink QinQ: outer VLAN decides, inner stays", frame(mac(1), kOutside, {{0x88a8, 10}, {Q, 5}}), kUplink, {}, 10,
-       {{0, false}}, true, 1},
-      {"multicast source is not learned", frame(mac(1), Mac{0x01, 0, 0x5e, 0, 0, 1}, {{Q, 10}}), kUplink, {}, 10, {{0, false}}, false, 1},
-      {"truncated tag", Bytes{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0}, kUplink, SwitchDrop::Malformed, 0, {}},
+      {"uplink broadcast on VLAN 10",
+       frame(kBcast, kOutside, {{Q, 10}}),
+       kUplink,
+       {},
+       10,
+       {{0, false}, {1, false}, {3, true}, {6, false}},
+       true,
+       1},
+      {"uplink broadcast on VLAN 20",
+       frame(kBcast, kOutside, {{Q, 20}}),
+       kUplink,
+       {},
+       20,
+       {{2, false}, {3, true}, {4, true}},
+       true,
+       1},
+      {"uplink broadcast on a VLAN with no port",
+       frame(kBcast, kOutside, {{Q, 99}}),
+       kUplink,
+       SwitchDrop::NoPort,
+       99,
+       {},
+       true,
+       1},
+      {"uplink priority-tagged is VLAN 0",
+       frame(mac(6), kOutside, {{Q, 0x6000}}),
+       kUplink,
+       {},
+       0,
+       {{5, false}},
+       true,
+       1},
+      {"uplink QinQ: outer VLAN decides, inner stays",
+       frame(mac(1), kOutside, {{0x88a8, 10}, {Q, 5}}),
+       kUplink,
+       {},
+       10,
+       {{0, false}},
+       true,
+       1},
+      {"multicast source is not learned",
+       frame(mac(1), Mac{0x01, 0, 0x5e, 0, 0, 1}, {{Q, 10}}),
+       kUplink,
+       {},
+       10,
+       {{0, false}},
+       false,
+       1},
+      {"truncated tag",
+       Bytes{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0},
+       kUplink,
+       SwitchDrop::Malformed,
+       0,
+       {}},
       {"runt", Bytes{1, 2, 3}, kUplink, SwitchDrop::Malformed, 0, {}},
       // From access VMs.
       {"VM to VM on the same VLAN stays inside", frame(mac(2), mac(1)), 0, {}, 10, {{1, false}}},
       {"VM to VM on another VLAN goes out the uplink", frame(mac(3), mac(1)), 0, {}, 10, {{kUplink, true}}},
       {"VM to the outside, tagged with its VLAN", frame(kOutside, mac(1)), 0, {}, 10, {{kUplink, true}}},
       {"untagged VM to the outside, untagged", frame(kOutside, mac(6)), 5, {}, 0, {{kUplink, false}}},
-      {"VM broadcast: its VLAN's ports and the uplink", frame(kBcast, mac(1)), 0, {}, 10,
+      {"VM broadcast: its VLAN's ports and the uplink",
+       frame(kBcast, mac(1)),
+       0,
+       {},
+       10,
        {{1, false}, {3, true}, {6, false}, {kUplink, true}}},
       {"VM to itself", frame(mac(1), mac(1)), 0, SwitchDrop::NoPort, 10, {}},
       {"spoofed source", frame(mac(2), mac(9)), 0, SwitchDrop::SpoofedSource, 0, {}},
       {"spoofed source allowed", frame(mac(1), mac(9)), 6, {}, 10, {{0, false}}},
       {"tagged frame from an access VM", frame(mac(2), mac(1), {{Q, 10}}), 0, SwitchDrop::TaggedOnAccess, 0, {}},
-      {"priority-tagged frame from an access VM is untagged", frame(mac(2), mac(1), {{Q, 0x2000}}), 0, {}, 10, {{1, false}}, false, 1},
+      {"priority-tagged frame from an access VM is untagged",
+       frame(mac(2), mac(1), {{Q, 0x2000}}),
+       0,
+       {},
+       10,
+       {{1, false}},
+       false,
+       1},
       // From trunk VMs.
       {"trunk VM tagged on an allowed VLAN", frame(mac(1), mac(4), {{Q, 10}}), 3, {}, 10, {{0, false}}, false, 1},
-      {"trunk VM tagged on a VLAN it does not carry", frame(mac(1), mac(4), {{Q, 11}}), 3, SwitchDrop::VlanNotAllowed, 0, {}},
+      {"trunk VM tagged on a VLAN it does not carry",
+       frame(mac(1), mac(4), {{Q, 11}}),
+       3,
+       SwitchDrop::VlanNotAllowed,
+       0,
+       {}},
       {"trunk VM untagged is its native VLAN", frame(kOutside, mac(4)), 3, {}, 30, {{kUplink, true}}},
       {"trunk VM untagged without a native VLAN", frame(kOutside, mac(5)), 4, SwitchDrop::VlanNotAllowed, 0, {}},
-      {"trunk VM broadcast on VLAN 20", frame(kBcast, mac(4), {{Q, 20}}), 3, {}, 20,
-       {{2, false}, {4, true}, {kUplink, true}}, false, 1},
+      {"trunk VM broadcast on VLAN 20",
+       frame(kBcast, mac(4), {{Q, 20}}),
+       3,
+       {},
+       20,
+       {{2, false}, {4, true}, {kUplink, true}},
+       false,
+       1},
       {"trunk to trunk on VLAN 20", frame(mac(5), mac(4), {{Q, 20}}), 3, {}, 20, {{4, true}}, false, 1},
   };
   auto p = ports();
@@ -163,7 +243,8 @@ TEST(Fdb, LearnsAgesAndStaysBounded) {
   EXPECT_EQ(fdb.learn(mac(1), 20, 2), Fdb::Learned::Added);  // per VLAN
   EXPECT_EQ(fdb.size(), 2u);
   // A flood of source MACs: the table stops at its bound, and counts.
-  for (uint32_t i = 0; i < 100000; i++) fdb.learn(Mac{0x02, 0x33, uint8_t(i >> 24), uint8_t(i >> 16), uint8_t(i >> 8), uint8_t(i)}, 10, 3);
+  for (uint32_t i = 0; i < 100000; i++)
+    fdb.learn(Mac{0x02, 0x33, uint8_t(i >> 24), uint8_t(i >> 16), uint8_t(i >> 8), uint8_t(i)}, 10, 3);
   EXPECT_EQ(fdb.size(), 100u);
   EXPECT_GE(fdb.refused(), 100000u - 98);
   EXPECT_EQ(fdb.learn(mac(1), 10, 4), Fdb::Learned::Known) << "a known station stays known when the table is full";
@@ -204,7 +285,8 @@ TEST(Forwarding, IndexedLookupDecidesAsTheScan) {
       NicDesc p{.mac = mac(static_cast<uint8_t>(rng() % 24)),
                 .vlans = rng() % 2 ? PortVlans::access_vlan(static_cast<uint16_t>(rng() % 3))
                                    : PortVlans::trunk({1, 2}, std::nullopt)};
-      if (rng() % 4 == 0) p.statics.push_back({mac(static_cast<uint8_t>(rng() % 24)), static_cast<uint16_t>(rng() % 3)});
+      if (rng() % 4 == 0)
+        p.statics.push_back({mac(static_cast<uint8_t>(rng() % 24)), static_cast<uint16_t>(rng() % 3)});
       ps.push_back(p);
     }
     const PortIndex idx = index_ports(ps);

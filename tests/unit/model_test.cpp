@@ -22,18 +22,21 @@ void refused(Model& m, ErrorKind kind, std::vector<std::string> words, Fn&& fn) 
   std::string state_before;
   for (const auto& [n, p] : m.ports())
     state_before += n + ":" + std::string(to_string(p.state)) + ":" +
-                    (p.nic ? std::string(to_string(p.nic->state)) + std::to_string(p.nic->vmq_id.value_or(0)) : "-") + ";";
+                    (p.nic ? std::string(to_string(p.nic->state)) + std::to_string(p.nic->vmq_id.value_or(0)) : "-") +
+                    ";";
   try {
     fn();
     ADD_FAILURE() << "not refused";
   } catch (const Refused& r) {
     EXPECT_EQ(r.error.kind, kind) << r.error.message;
-    for (const auto& w : words) EXPECT_NE(r.error.message.find(w), std::string::npos) << "'" << w << "' not in: " << r.error.message;
+    for (const auto& w : words)
+      EXPECT_NE(r.error.message.find(w), std::string::npos) << "'" << w << "' not in: " << r.error.message;
   }
   std::string state_after;
   for (const auto& [n, p] : m.ports())
     state_after += n + ":" + std::string(to_string(p.state)) + ":" +
-                   (p.nic ? std::string(to_string(p.nic->state)) + std::to_string(p.nic->vmq_id.value_or(0)) : "-") + ";";
+                   (p.nic ? std::string(to_string(p.nic->state)) + std::to_string(p.nic->vmq_id.value_or(0)) : "-") +
+                   ";";
   EXPECT_EQ(m.ports().size(), ports_before);
   EXPECT_EQ(m.events().size(), events_before) << "a refused step recorded an event";
   EXPECT_EQ(state_after, state_before);
@@ -56,8 +59,8 @@ TEST(Model, TheSevenStepsInOrder) {
     EXPECT_GT(e.seq, seq);
     seq = e.seq;
   }
-  EXPECT_EQ(steps, (std::vector<std::string>{"port.create", "nic.create", "nic.connect", "nic.disconnect",
-                                             "nic.delete", "port.teardown", "port.delete"}));
+  EXPECT_EQ(steps, (std::vector<std::string>{"port.create", "nic.create", "nic.connect", "nic.disconnect", "nic.delete",
+                                             "port.teardown", "port.delete"}));
 }
 
 TEST(Model, OutOfOrderStepsAreRefused) {
@@ -72,7 +75,8 @@ TEST(Model, OutOfOrderStepsAreRefused) {
   refused(m, ErrorKind::WrongState, {"has a NIC"}, [&] { m.port_teardown("vm1"); });
   refused(m, ErrorKind::WrongState, {"nic.disconnect", "created", "nic.connect"}, [&] { m.nic_disconnect("vm1"); });
   m.nic_connect("vm1");
-  refused(m, ErrorKind::WrongState, {"nic.delete", "connected", "allowed from there: nic.disconnect"}, [&] { m.nic_delete("vm1"); });
+  refused(m, ErrorKind::WrongState, {"nic.delete", "connected", "allowed from there: nic.disconnect"},
+          [&] { m.nic_delete("vm1"); });
   refused(m, ErrorKind::WrongState, {"nic.connect", "connected"}, [&] { m.nic_connect("vm1"); });
   m.nic_disconnect("vm1");
   refused(m, ErrorKind::WrongState, {"nic.connect", "disconnected", "nic.delete"}, [&] { m.nic_connect("vm1"); });

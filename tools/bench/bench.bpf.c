@@ -13,25 +13,20 @@
 #define bench_keep(x) asm volatile("" : : "r"(x))
 
 SEC("xdp.frags")
-int bench_pass(struct xdp_md *ctx)
-{
-	return XDP_PASS;
-}
+int bench_pass(struct xdp_md* ctx) { return XDP_PASS; }
 
 SEC("xdp.frags")
-int bench_parse(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct xvmq_frame f;
+int bench_parse(struct xdp_md* ctx) {
+  void* data = (void*)(long)ctx->data;
+  void* data_end = (void*)(long)ctx->data_end;
+  struct xvmq_frame f;
 
-	if (xvmq_parse(data, data_end, &f) != XVMQ_DELIVERED)
-		return XDP_DROP;
-	bench_keep(f.dst);
-	bench_keep(f.vlan);
-	bench_keep(f.ntags);
-	bench_keep(f.strip_tags);
-	return XDP_PASS;
+  if (xvmq_parse(data, data_end, &f) != XVMQ_DELIVERED) return XDP_DROP;
+  bench_keep(f.dst);
+  bench_keep(f.vlan);
+  bench_keep(f.ntags);
+  bench_keep(f.strip_tags);
+  return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -8,9 +8,6 @@
 #include <bpf/bpf_helpers.h>
 
 SEC("xdp")
-int bench_drop(struct xdp_md *ctx)
-{
-	return XDP_DROP;
-}
+int bench_drop(struct xdp_md* ctx) { return XDP_DROP; }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

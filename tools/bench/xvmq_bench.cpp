@@ -60,11 +60,9 @@ Bytes frame_to(const Mac& dst, std::optional<uint16_t> vlan = std::nullopt) {
 
 Status enter_private_namespaces() {
   if (unshare(CLONE_NEWNET | CLONE_NEWNS) != 0) return make_error(errno, "unshare(CLONE_NEWNET|CLONE_NEWNS)");
-  if (mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-    return make_error(errno, "make / private");
+  if (mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return make_error(errno, "make / private");
   if (mount("sysfs", "/sys", "sysfs", 0, nullptr) != 0) return make_error(errno, "mount sysfs on /sys");
-  if (mount("bpf", "/sys/fs/bpf", "bpf", 0, nullptr) != 0)
-    return make_error(errno, "mount bpffs on /sys/fs/bpf");
+  if (mount("bpf", "/sys/fs/bpf", "bpf", 0, nullptr) != 0) return make_error(errno, "mount bpffs on /sys/fs/bpf");
   return {};
 }
 
@@ -88,8 +86,7 @@ Status pin_cpu(int& cpu) {
     return Error{EINVAL, "CPU " + std::to_string(cpu) + " is not one this process may run on"};
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
-  if (sched_setaffinity(0, sizeof(set), &set) != 0)
-    return make_error(errno, "pin to CPU " + std::to_string(cpu));
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) return make_error(errno, "pin to CPU " + std::to_string(cpu));
   return {};
 }
 
@@ -107,8 +104,7 @@ Result<std::unique_ptr<Classifier>> classifier_with(uint32_t n, const XskQueue& 
                                   FilterValue{i ? 1 + i % (XVMQ_MAX_VMQS - 1) : kHitVmq, false});
         !st)
       return st.error();
-  if (auto st = cls->set_filter(FilterKey{kHitMac, kTagVlan}, FilterValue{kHitVmq, false}); !st)
-    return st.error();
+  if (auto st = cls->set_filter(FilterKey{kHitMac, kTagVlan}, FilterValue{kHitVmq, false}); !st) return st.error();
   if (auto st = cls->set_socket(XVMQ_DEFAULT_VMQ, 0, q.fd(0)); !st) return st.error();
   if (auto st = cls->set_socket(kHitVmq, 0, q.fd(1)); !st) return st.error();
   return cls;
@@ -147,9 +143,8 @@ Result<uint32_t> run(const Case& c, int ifindex, uint32_t repeat) {
   ctx.data_end = static_cast<uint32_t>(c.frame.size());
   ctx.ingress_ifindex = static_cast<uint32_t>(ifindex);
   ctx.rx_queue_index = 0;
-  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = c.frame.data(),
-              .data_size_in = static_cast<uint32_t>(c.frame.size()), .ctx_in = &ctx,
-              .ctx_size_in = sizeof(ctx), .repeat = static_cast<int>(repeat));
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = c.frame.data(), .data_size_in = static_cast<uint32_t>(c.frame.size()),
+              .ctx_in = &ctx, .ctx_size_in = sizeof(ctx), .repeat = static_cast<int>(repeat));
   if (bpf_prog_test_run_opts(c.prog_fd, &opts) != 0) return make_error(errno, "BPF_PROG_RUN");
   if (opts.retval != c.action)
     return Error{EPROTO, "returned " + std::string(xdp_action_name(opts.retval)) + " (" + std::to_string(opts.retval) +
@@ -159,8 +154,8 @@ Result<uint32_t> run(const Case& c, int ifindex, uint32_t repeat) {
     if (!after) return after.error();
     uint64_t moved = c.check->frames(*after) - c.check->frames(before);
     if (moved != repeat)
-      return Error{EPROTO, c.check->counter + " counted " + std::to_string(moved) + " frames of " +
-                               std::to_string(repeat)};
+      return Error{EPROTO,
+                   c.check->counter + " counted " + std::to_string(moved) + " frames of " + std::to_string(repeat)};
   }
   return opts.duration;
 }
@@ -224,8 +219,7 @@ struct Report {
     for (size_t i = 0; i < cases.size(); i++)
       if (out[i].error.empty()) st[i] = stats(out[i].ns);
     std::optional<double> full_vs_small;
-    if (st[kHit16] && st[kHitFull] && st[kHit16]->median > 0)
-      full_vs_small = st[kHitFull]->median / st[kHit16]->median;
+    if (st[kHit16] && st[kHitFull] && st[kHit16]->median > 0) full_vs_small = st[kHitFull]->median / st[kHit16]->median;
     targets = {
         {"hit, 16 filters costs at most baseline + 25 ns", over_base(kHit16), 25, false},
         {"hit, 65,536 filters costs at most baseline + 25 ns", over_base(kHitFull), 25, false},
@@ -252,8 +246,8 @@ void print(const Report& r) {
     }
     char x[16] = "-";
     if (auto q = r.ratio(i)) std::snprintf(x, sizeof(x), "%.2f", *q);
-    std::printf("  %-30s %8s   %10s   (%s..%s)\n", name, num(r.st[i]->median).c_str(), x,
-                num(r.st[i]->min).c_str(), num(r.st[i]->max).c_str());
+    std::printf("  %-30s %8s   %10s   (%s..%s)\n", name, num(r.st[i]->median).c_str(), x, num(r.st[i]->min).c_str(),
+                num(r.st[i]->max).c_str());
   }
   std::printf("\n  over baseline:");
   const char* sep = " ";
@@ -328,8 +322,7 @@ int fail(const std::string& what, const Error& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{
-      "xvmq-bench: the uplink classifier's cost per frame (BPF_PROG_RUN), against an XDP_PASS baseline"};
+  CLI::App app{"xvmq-bench: the uplink classifier's cost per frame (BPF_PROG_RUN), against an XDP_PASS baseline"};
   uint32_t repeat = 1'000'000;
   uint32_t rounds = 7;
   int cpu = -1;
@@ -340,8 +333,7 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "rounds; each runs every case once")
       ->check(CLI::Range(5, 1000))
       ->capture_default_str();
-  app.add_option("--cpu", cpu, "CPU to run on (default: the last one allowed)")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("--cpu", cpu, "CPU to run on (default: the last one allowed)")->check(CLI::NonNegativeNumber);
   app.add_option("--json", json, "also write the figures to this file as JSON");
   CLI11_PARSE(app, argc, argv);
 
@@ -370,26 +362,23 @@ int main(int argc, char** argv) {
   std::string hit_vmq = "vmq " + std::to_string(kHitVmq);
   // In the order of kBaseline .. kHitVlan.
   const std::vector<Case> cases = {
-      {"baseline", "baseline (XDP_PASS)", bpf_program__fd(refs->progs.bench_pass), frame_to(kHitMac),
-       XDP_PASS, std::nullopt},
-      {"parse", "parse only", bpf_program__fd(refs->progs.bench_parse), frame_to(kHitMac), XDP_PASS,
+      {"baseline", "baseline (XDP_PASS)", bpf_program__fd(refs->progs.bench_pass), frame_to(kHitMac), XDP_PASS,
        std::nullopt},
+      {"parse", "parse only", bpf_program__fd(refs->progs.bench_parse), frame_to(kHitMac), XDP_PASS, std::nullopt},
       {"hit_16", "hit, 16 filters", (*small)->prog_fd(), frame_to(kHitMac), XDP_REDIRECT,
        Check{small->get(), hit_vmq, hits}},
       {"hit_65536", "hit, 65,536 filters", (*full)->prog_fd(), frame_to(kHitMac), XDP_REDIRECT,
        Check{full->get(), hit_vmq, hits}},
       {"miss", "miss (to default)", (*small)->prog_fd(), frame_to(kMissMac), XDP_REDIRECT,
        Check{small->get(), "reason miss", misses}},
-      {"hit_16_vlan", "hit, VLAN filter, 16 filters", (*small)->prog_fd(), frame_to(kHitMac, kTagVlan),
-       XDP_REDIRECT, Check{small->get(), hit_vmq, hits}},
+      {"hit_16_vlan", "hit, VLAN filter, 16 filters", (*small)->prog_fd(), frame_to(kHitMac, kTagVlan), XDP_REDIRECT,
+       Check{small->get(), hit_vmq, hits}},
   };
   std::vector<Outcome> out = measure(cases, *ifindex, repeat, rounds);
 
   Report report(cases, out);
-  std::printf("xvmq-bench: %zu-byte frames, %u frames per run, %u rounds, CPU %d\n", kFrameBytes, repeat,
-              rounds, cpu);
-  std::printf(
-      "hit: untagged, MAC-only filter (two lookups); VLAN filter: tagged, (MAC, VLAN) filter (one)\n\n");
+  std::printf("xvmq-bench: %zu-byte frames, %u frames per run, %u rounds, CPU %d\n", kFrameBytes, repeat, rounds, cpu);
+  std::printf("hit: untagged, MAC-only filter (two lookups); VLAN filter: tagged, (MAC, VLAN) filter (one)\n\n");
   print(report);
   if (!json.empty())
     if (auto st = write_json(json, report, repeat, rounds, cpu); !st) return fail("json", st.error());

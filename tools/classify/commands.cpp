@@ -45,13 +45,12 @@ std::optional<Classifier> open_pinned(const Common& c) {
     missing += name;
   }
   if (adopted.empty()) {
-    fail("no classifier maps pinned in " + c.pin_dir() + ": attach the classifier to " + c.dev +
-         " first (" + command_line(c, "attach") + ")");
+    fail("no classifier maps pinned in " + c.pin_dir() + ": attach the classifier to " + c.dev + " first (" +
+         command_line(c, "attach") + ")");
     return std::nullopt;
   }
   if (!missing.empty()) {
-    fail("pin directory " + c.pin_dir() + " lacks " + missing +
-         ": detach " + c.dev + " with --unpin and attach again");
+    fail("pin directory " + c.pin_dir() + " lacks " + missing + ": detach " + c.dev + " with --unpin and attach again");
     return std::nullopt;
   }
   return std::move(cls.value());
@@ -63,8 +62,8 @@ int attach(const Common& c, AttachMode mode) {
   auto used = cls->attach(c.dev, mode);
   if (!used) return fail(used.error().message);
   std::string how = cls->adopted_maps().empty() ? "maps pinned in " : "reusing the maps pinned in ";
-  std::printf("%s: classifier attached in %s mode (%s%s)\n", c.dev.c_str(),
-              std::string(to_string(*used)).c_str(), how.c_str(), c.pin_dir().c_str());
+  std::printf("%s: classifier attached in %s mode (%s%s)\n", c.dev.c_str(), std::string(to_string(*used)).c_str(),
+              how.c_str(), c.pin_dir().c_str());
   return 0;
 }
 
@@ -96,9 +95,7 @@ std::string describe(const FilterKey& k, const FilterValue& v) {
   return k.to_string() + " -> vmq " + std::to_string(v.vmq) + (v.strip_tag ? ", strip tag" : "");
 }
 
-std::string vlan_text(uint16_t vlan) {
-  return vlan == XVMQ_VLAN_ANY ? "any" : std::to_string(vlan);
-}
+std::string vlan_text(uint16_t vlan) { return vlan == XVMQ_VLAN_ANY ? "any" : std::to_string(vlan); }
 
 // What `read` returns from the pinned classifier, or nullopt after saying why.
 template <class T>
@@ -184,12 +181,12 @@ int stats(const Common& c) {
     std::printf("%s\n", json_object({{"dev", json_string(c.dev)},
                                      {"total_frames", std::to_string(n.total_frames())},
                                      {"vmqs", json_array(vmqs)},
-                                     {"reasons", json_array(reasons)}}).c_str());
+                                     {"reasons", json_array(reasons)}})
+                            .c_str());
     return 0;
   }
 
-  std::printf("%s: %llu frames classified\n", c.dev.c_str(),
-              static_cast<unsigned long long>(n.total_frames()));
+  std::printf("%s: %llu frames classified\n", c.dev.c_str(), static_cast<unsigned long long>(n.total_frames()));
   Table v({{"vmq", Align::Right}, {"frames", Align::Right}, {"bytes", Align::Right}, {""}});
   for (uint32_t i = 0; i < XVMQ_MAX_VMQS; i++) {
     if (!n.vmq[i].frames && !n.vmq[i].bytes) continue;
@@ -203,8 +200,8 @@ int stats(const Common& c) {
   std::printf("\n");
   Table r({{"reason"}, {"frames", Align::Right}, {"bytes", Align::Right}, {""}});
   for (uint32_t i = 0; i < XVMQ_REASON_COUNT; i++)
-    r.add({std::string(reason_name(i)), std::to_string(n.reason[i].frames),
-           std::to_string(n.reason[i].bytes), xvmq_reason_is_drop(i) ? "dropped" : ""});
+    r.add({std::string(reason_name(i)), std::to_string(n.reason[i].frames), std::to_string(n.reason[i].bytes),
+           xvmq_reason_is_drop(i) ? "dropped" : ""});
   r.print();
   return 0;
 }

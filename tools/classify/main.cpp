@@ -30,17 +30,16 @@ const CLI::Validator kMac(
     "MAC", "MAC");
 
 const CLI::Validator kVlan(
-    [](std::string& s) {
-      return parse_vlan(s) ? std::string() : "'" + s + "' is not a VLAN: 0..4094 or any";
-    },
+    [](std::string& s) { return parse_vlan(s) ? std::string() : "'" + s + "' is not a VLAN: 0..4094 or any"; },
     "0..4094|any", "VLAN");
 
 // The command line's values, bound by CLI11, and the command it chose.
 struct Cli {
-  CLI::App app{"The xvmq uplink classifier alone: attach it, program its (MAC, VLAN) -> vmq filters,\n"
-               "read its counters and receive on its sockets. Maps are found through the pin\n"
-               "directory <pin-root>/<dev>.",
-               "xvmq-classify"};
+  CLI::App app{
+      "The xvmq uplink classifier alone: attach it, program its (MAC, VLAN) -> vmq filters,\n"
+      "read its counters and receive on its sockets. Maps are found through the pin\n"
+      "directory <pin-root>/<dev>.",
+      "xvmq-classify"};
   Common c;
   bool verbose = false;
   std::string mode = "auto";
@@ -61,8 +60,9 @@ CLI::App* command(Cli& cli, CLI::App* parent, const char* name, const char* help
 }
 
 void add_attach(Cli& cli) {
-  auto* attach = command(cli, &cli.app, "attach", "attach the classifier to DEV and pin its maps; prints the mode in use",
-                         [&cli] { return classify::attach(cli.c, *parse_attach_mode(cli.mode)); });
+  auto* attach =
+      command(cli, &cli.app, "attach", "attach the classifier to DEV and pin its maps; prints the mode in use",
+              [&cli] { return classify::attach(cli.c, *parse_attach_mode(cli.mode)); });
   attach->add_option("--mode", cli.mode, "XDP mode: native, skb, offload, or auto (native, then skb)")
       ->capture_default_str()
       ->check(CLI::IsMember({"native", "skb", "offload", "auto"}));
@@ -79,8 +79,9 @@ void add_filter(Cli& cli) {
   filter->require_subcommand(1);
   filter->fallthrough();
   auto key = [&cli] { return FilterKey{*parse_mac(cli.mac), *parse_vlan(cli.vlan)}; };
-  auto* fadd = command(cli, filter, "add", "add or replace the filter of (MAC, VLAN)",
-                       [&cli, key] { return filter_add(cli.c, key(), FilterValue{cli.vmq, cli.strip}); });
+  auto* fadd = command(cli, filter, "add", "add or replace the filter of (MAC, VLAN)", [&cli, key] {
+    return filter_add(cli.c, key(), FilterValue{cli.vmq, cli.strip});
+  });
   fadd->add_option("mac", cli.mac, "destination MAC (unicast)")->required()->check(kMac);
   fadd->add_option("--vlan", cli.vlan, "the frame's VLAN, or any: a MAC-only filter")
       ->capture_default_str()
@@ -89,8 +90,8 @@ void add_filter(Cli& cli) {
       ->required()
       ->check(CLI::Range(1u, static_cast<unsigned>(XVMQ_MAX_VMQS - 1)));
   fadd->add_flag("--strip-tag", cli.strip, "remove the VLAN tags up to and including the VLAN's tag");
-  auto* fdel = command(cli, filter, "del", "remove the filter of (MAC, VLAN)",
-                       [&cli, key] { return filter_del(cli.c, key()); });
+  auto* fdel =
+      command(cli, filter, "del", "remove the filter of (MAC, VLAN)", [&cli, key] { return filter_del(cli.c, key()); });
   fdel->add_option("mac", cli.mac, "destination MAC")->required()->check(kMac);
   fdel->add_option("--vlan", cli.vlan, "VLAN of the filter, or any")->capture_default_str()->check(kVlan);
   auto* flist = command(cli, filter, "list", "list DEV's filters", [&cli] { return filter_list(cli.c); });

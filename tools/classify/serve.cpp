@@ -129,16 +129,14 @@ int serve(const Common& c, const ServeOptions& o) {
   catch_stop_signals();
   Slots slots(*cls);
   for (const auto& s : sockets)
-    if (auto st = slots.set(s.vmq, s.queue->queue(), s.queue->fd(s.index)); !st)
-      return fail(st.error().message);
+    if (auto st = slots.set(s.vmq, s.queue->queue(), s.queue->fd(s.index)); !st) return fail(st.error().message);
 
   std::printf("%s: sockets for vmq %s on %u receive queue%s; receiving for %g s\n", c.dev.c_str(),
               vmq_list(vmqs).c_str(), nqueues, nqueues == 1 ? "" : "s", o.seconds);
   std::fflush(stdout);
 
   using clock = std::chrono::steady_clock;
-  auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(
-                                     std::chrono::duration<double>(o.seconds));
+  auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(o.seconds));
   std::vector<pollfd> fds;
   for (const auto& s : sockets) fds.push_back(pollfd{s.queue->fd(s.index), POLLIN, 0});
 
@@ -154,8 +152,7 @@ int serve(const Common& c, const ServeOptions& o) {
         for (const auto& f : frames) {
           s.frames++;
           s.bytes += f.size();
-          if (o.print)
-            std::printf("  vmq %u queue %u: %s\n", s.vmq, s.queue->queue(), describe_frame(f).c_str());
+          if (o.print) std::printf("  vmq %u queue %u: %s\n", s.vmq, s.queue->queue(), describe_frame(f).c_str());
         }
         std::fflush(stdout);
       }
@@ -163,11 +160,11 @@ int serve(const Common& c, const ServeOptions& o) {
   }
 
   slots.clear();
-  std::printf("%s: %s, slots cleared; received per socket:\n", c.dev.c_str(), g_stop ? "stopped by signal" : "time is up");
+  std::printf("%s: %s, slots cleared; received per socket:\n", c.dev.c_str(),
+              g_stop ? "stopped by signal" : "time is up");
   Table t({{"vmq", Align::Right}, {"queue", Align::Right}, {"frames", Align::Right}, {"bytes", Align::Right}});
   for (const auto& s : sockets)
-    t.add({std::to_string(s.vmq), std::to_string(s.queue->queue()), std::to_string(s.frames),
-           std::to_string(s.bytes)});
+    t.add({std::to_string(s.vmq), std::to_string(s.queue->queue()), std::to_string(s.frames), std::to_string(s.bytes)});
   t.print();
   return 0;
 }

@@ -33,14 +33,22 @@ int exit_code(const std::string& kind) {
   auto k = control::parse_error_kind(kind);
   if (!k) return 1;
   switch (*k) {
-    case control::ErrorKind::Usage: return 2;
-    case control::ErrorKind::NotFound: return 3;
-    case control::ErrorKind::WrongState: return 4;
-    case control::ErrorKind::Exists: return 5;
-    case control::ErrorKind::Exhausted: return 6;
-    case control::ErrorKind::Kernel: return 7;
-    case control::ErrorKind::UnsupportedVersion: return 8;
-    case control::ErrorKind::Permission: return 9;
+    case control::ErrorKind::Usage:
+      return 2;
+    case control::ErrorKind::NotFound:
+      return 3;
+    case control::ErrorKind::WrongState:
+      return 4;
+    case control::ErrorKind::Exists:
+      return 5;
+    case control::ErrorKind::Exhausted:
+      return 6;
+    case control::ErrorKind::Kernel:
+      return 7;
+    case control::ErrorKind::UnsupportedVersion:
+      return 8;
+    case control::ErrorKind::Permission:
+      return 9;
   }
   return 1;
 }
@@ -80,8 +88,10 @@ void print_steps(const json& result, bool dry_run) {
   }
   size_t i = 0;
   for (const auto& s : steps) std::printf("%zu. %s\n", ++i, s.value("command", "").c_str());
-  if (dry_run) std::printf("dry run: %zu step(s), nothing changed\n", i);
-  else std::printf("applied %zu step(s)\n", i);
+  if (dry_run)
+    std::printf("dry run: %zu step(s), nothing changed\n", i);
+  else
+    std::printf("applied %zu step(s)\n", i);
 }
 
 volatile sig_atomic_t g_interrupted = 0;
@@ -90,7 +100,7 @@ volatile sig_atomic_t g_interrupted = 0;
 void on_interrupt(int) { g_interrupted = 1; }
 
 void catch_interrupts() {
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
@@ -163,10 +173,13 @@ int watch_stats(control::ControlClient& client, const std::string& socket, doubl
     double dt = std::chrono::duration<double>(t1 - t0).count();
     json per_second = switchctl::rates(before, r->result, dt);
     if (as_json) {
-      std::printf("%s\n", json{{"sample", n}, {"interval_s", dt}, {"rates", per_second}, {"stats", r->result}}.dump().c_str());
+      std::printf("%s\n",
+                  json{{"sample", n}, {"interval_s", dt}, {"rates", per_second}, {"stats", r->result}}.dump().c_str());
     } else {
-      if (tty) std::printf("\033[H\033[2J");
-      else if (n > 1) std::printf("\n");
+      if (tty)
+        std::printf("\033[H\033[2J");
+      else if (n > 1)
+        std::printf("\n");
       std::printf("switchctl stats --watch: rates per second over %.2f s (sample %llu; Ctrl-C to stop)\n", dt,
                   static_cast<unsigned long long>(n));
       switchctl::print_stats(per_second);
@@ -205,7 +218,8 @@ int follow_events(control::ControlClient& client, const std::string& socket, jso
       header = false;
     }
     // switchd keeps the last 4096 events: a gap means the follower fell behind.
-    if (!evs.empty() && args.contains("since") && evs.front()["seq"].get<uint64_t>() > args["since"].get<uint64_t>() + 1)
+    if (!evs.empty() && args.contains("since") &&
+        evs.front()["seq"].get<uint64_t>() > args["since"].get<uint64_t>() + 1)
       std::fprintf(stderr, "switchctl: events %llu to %llu were dropped from switchd's log before they were read\n",
                    static_cast<unsigned long long>(args["since"].get<uint64_t>() + 1),
                    static_cast<unsigned long long>(evs.front()["seq"].get<uint64_t>() - 1));
@@ -217,10 +231,11 @@ int follow_events(control::ControlClient& client, const std::string& socket, jso
 // The command line: every option's value, bound by CLI11, and the request
 // the chosen command makes.
 struct Cli {
-  CLI::App app{"Drive switchd, xvmq's extensible switch: its uplink, switch ports, VM NICs and their vmqs.\n"
-               "A VM NIC follows Hyper-V's steps: port create, nic create, nic connect, nic disconnect,\n"
-               "nic delete, port teardown, port delete.",
-               "switchctl"};
+  CLI::App app{
+      "Drive switchd, xvmq's extensible switch: its uplink, switch ports, VM NICs and their vmqs.\n"
+      "A VM NIC follows Hyper-V's steps: port create, nic create, nic connect, nic disconnect,\n"
+      "nic delete, port teardown, port delete.",
+      "switchctl"};
   std::string socket = control::kDefaultSocket;
   bool raw_json = false;
   double timeout_s = 10;
@@ -271,28 +286,29 @@ CLI::App* named(Cli& cli, CLI::App* g, const char* verb, const std::string& help
   s->callback([&cli, s, noun, key, done] {
     // A vmq step returns the NIC and leaves its state as it was.
     bool vmq_step = noun == "vmq";
-    cli.call = Call{noun + "." + s->get_name(), {{key, cli.name}}, (vmq_step ? "nic " : noun + " ") + cli.name, done,
-                    vmq_step};
+    cli.call = Call{
+        noun + "." + s->get_name(), {{key, cli.name}}, (vmq_step ? "nic " : noun + " ") + cli.name, done, vmq_step};
   });
   return s;
 }
 
 // A step that sends `op` with no arguments.
-void plain(Cli& cli, CLI::App* s, const std::string& op, const std::string& object = {},
-           const std::string& done = {}) {
+void plain(Cli& cli, CLI::App* s, const std::string& op, const std::string& object = {}, const std::string& done = {}) {
   s->callback([&cli, op, object, done] { cli.call = Call{op, json::object(), object, done, false}; });
 }
 
 void add_global_options(Cli& cli) {
   CLI::App& app = cli.app;
   app.footer(std::string("Example: switchctl port create vm1 && switchctl nic create vm1 --mac 02:00:00:00:00:01 "
-                         "--backend vm1-host && switchctl nic connect vm1\n") + kExitCodes);
+                         "--backend vm1-host && switchctl nic connect vm1\n") +
+             kExitCodes);
   app.require_subcommand(1);
   app.fallthrough();
   app.add_option("--socket", cli.socket, "switchd's control socket")->envname("XVMQ_SOCKET")->capture_default_str();
   app.add_flag("--json", cli.raw_json, "print the result as switchd sent it (JSON)");
-  app.add_option("--timeout", cli.timeout_s, "seconds to wait for switchd to answer a request (events --follow: "
-                                             "beyond its long poll)")
+  app.add_option("--timeout", cli.timeout_s,
+                 "seconds to wait for switchd to answer a request (events --follow: "
+                 "beyond its long poll)")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
 }
@@ -303,17 +319,21 @@ void add_uplink(Cli& cli) {
   CLI::App* attach = step(uplink, "attach", "attach switchd's classifier to the uplink netdev NAME",
                           "switchctl uplink attach eth0 --mode native");
   attach->add_option("NAME", cli.name, "uplink netdev")->required()->check(kName);
-  CLI::Option* mode_opt = attach->add_option("--mode", cli.mode, "XDP mode: auto (native, then skb), native, skb, "
-                                                                 "offload; default auto")
+  CLI::Option* mode_opt = attach
+                              ->add_option("--mode", cli.mode,
+                                           "XDP mode: auto (native, then skb), native, skb, "
+                                           "offload; default auto")
                               ->check(CLI::IsMember({"auto", "native", "skb", "offload"}));
-  CLI::Option* host_opt =
-      attach->add_option("--host", cli.host, "an uplink with host addresses: stack (frames to its MAC reach the "
-                                             "host's stack) or port (the host moves its addresses to a host port)")
-          ->check(CLI::IsMember({"stack", "port"}));
-  CLI::Option* host_netdev_opt =
-      attach->add_option("--host-netdev", cli.host_netdev, "--host port: the host's netdev (default: NAME truncated "
-                                                           "to 10, then -host)")
-          ->check(kName);
+  CLI::Option* host_opt = attach
+                              ->add_option("--host", cli.host,
+                                           "an uplink with host addresses: stack (frames to its MAC reach the "
+                                           "host's stack) or port (the host moves its addresses to a host port)")
+                              ->check(CLI::IsMember({"stack", "port"}));
+  CLI::Option* host_netdev_opt = attach
+                                     ->add_option("--host-netdev", cli.host_netdev,
+                                                  "--host port: the host's netdev (default: NAME truncated "
+                                                  "to 10, then -host)")
+                                     ->check(kName);
   CLI::Option* host_vlan_opt =
       attach->add_option("--host-vlan", cli.host_vlan, "--host port: the host port's access VLAN (default 0, untagged)")
           ->check(CLI::Range(0, 4094));
@@ -343,8 +363,10 @@ void add_nic_create(Cli& cli, CLI::App* nic) {
   create->add_option("PORT", cli.name, "the port of the NIC")->required()->check(kName);
   create->add_option("--mac", cli.mac, "the NIC's unicast MAC, like 02:00:00:00:00:01")->required()->transform(kMac);
   create->add_option("--backend", cli.backend, "host-side netdev: a veth end or a VM's tap")->required()->check(kName);
-  CLI::Option* vmq_opt = create->add_option("--vmq", cli.vmq, "off: software path only; auto: a vmq when one is "
-                                                              "free (default auto)")
+  CLI::Option* vmq_opt = create
+                             ->add_option("--vmq", cli.vmq,
+                                          "off: software path only; auto: a vmq when one is "
+                                          "free (default auto)")
                              ->check(CLI::IsMember({"off", "auto"}));
   CLI::Option* vlan_opt =
       create->add_option("--vlan", cli.vlan, "VLAN 0..4094, 0 = untagged")->check(CLI::Range(0, 4094));
@@ -362,8 +384,11 @@ void add_nic_create(Cli& cli, CLI::App* nic) {
           ->needs(trunk_opt);
   create->add_flag("--allow-mac-spoofing", cli.spoofing, "let the VM send from other source MACs (default: dropped)");
   create->callback([&cli, vmq_opt, vlan_opt, steering_opt, trunk_opt, native_opt] {
-    cli.call = Call{"nic.create", {{"port", cli.name}, {"mac", cli.mac}, {"backend", cli.backend}}, "nic " + cli.name,
-                    "created", false};
+    cli.call = Call{"nic.create",
+                    {{"port", cli.name}, {"mac", cli.mac}, {"backend", cli.backend}},
+                    "nic " + cli.name,
+                    "created",
+                    false};
     json& args = cli.call->args;
     if (vmq_opt->count()) args["vmq"] = cli.vmq;
     if (vlan_opt->count()) args["vlan"] = cli.vlan;
@@ -389,21 +414,22 @@ void add_vmq(Cli& cli) {
   CLI::App* vmqs =
       group(cli, "vmq", "a NIC's vmq: its own receive queue filter, the fast path", "switchctl vmq allocate vm1");
   CLI::App* allocate = named(cli, vmqs, "allocate", "give the NIC of port PORT a vmq", "port", "vmq allocated");
-  CLI::App* release = named(cli, vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port",
-                         "vmq freed");
+  CLI::App* release =
+      named(cli, vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port", "vmq freed");
   plain(cli,
         step(vmqs, "show", "every allocated vmq: its NIC, its filters in the classifier, its CPUs, what it received",
              "switchctl vmq show --json"),
         "vmq.show");
-  cli.alloc_policy =
-      allocate->add_option("--policy", cli.policy, "also set the NIC's vmq policy to auto")->check(CLI::IsMember({"auto"}));
-  cli.free_policy =
-      release->add_option("--policy", cli.policy, "also set the NIC's vmq policy to off")->check(CLI::IsMember({"off"}));
+  cli.alloc_policy = allocate->add_option("--policy", cli.policy, "also set the NIC's vmq policy to auto")
+                         ->check(CLI::IsMember({"auto"}));
+  cli.free_policy = release->add_option("--policy", cli.policy, "also set the NIC's vmq policy to off")
+                        ->check(CLI::IsMember({"off"}));
 }
 
 void add_apply(Cli& cli) {
-  CLI::App* apply = step(&cli.app, "apply", "move switchd to the configuration in FILE (TOML, see README), with only "
-                                            "the lifecycle steps needed, and print them",
+  CLI::App* apply = step(&cli.app, "apply",
+                         "move switchd to the configuration in FILE (TOML, see README), with only "
+                         "the lifecycle steps needed, and print them",
                          "switchctl apply /etc/xvmq/switch.toml --dry-run");
   apply->add_option("FILE", cli.config_file, "the configuration file")->required();
   apply->add_flag("--dry-run", cli.dry_run, "print the steps, change nothing");
@@ -414,7 +440,8 @@ void add_apply(Cli& cli) {
 
 void add_config(Cli& cli) {
   CLI::App* config = group(cli, "config", "the running configuration as a file", "switchctl config show");
-  plain(cli, step(config, "show", "the running configuration as TOML that switchctl apply takes", "switchctl config show"),
+  plain(cli,
+        step(config, "show", "the running configuration as TOML that switchctl apply takes", "switchctl config show"),
         "config.export");
 }
 
@@ -424,24 +451,30 @@ void add_fdb(Cli& cli) {
   plain(cli, step(fdb, "show", "every entry: MAC, VLAN, port, age", "switchctl fdb show"), "fdb.show");
   plain(cli, step(fdb, "flush", "forget the MACs learned behind the uplink", "switchctl fdb flush"), "fdb.flush", "fdb",
         "flushed");
-  CLI::App* fdb_add = step(fdb, "add", "a static entry: MAC on VLAN is behind port PORT's NIC (a container or nested "
-                                       "guest of that VM); the NIC may send from it",
+  CLI::App* fdb_add = step(fdb, "add",
+                           "a static entry: MAC on VLAN is behind port PORT's NIC (a container or nested "
+                           "guest of that VM); the NIC may send from it",
                            "switchctl fdb add 02:00:00:00:10:01 --port vm1 --vlan 10");
   fdb_add->add_option("MAC", cli.fdb_mac, "the station's unicast MAC")->required()->transform(kMac);
   fdb_add->add_option("--port", cli.fdb_port, "the port whose NIC it is behind")->required()->check(kName);
   fdb_add->add_option("--vlan", cli.fdb_vlan, "one of the NIC's VLANs, 0..4094 (default 0)")
       ->check(CLI::Range(0, 4094));
   fdb_add->callback([&cli] {
-    cli.call = Call{"fdb.add", {{"mac", cli.fdb_mac}, {"vlan", cli.fdb_vlan}, {"port", cli.fdb_port}},
+    cli.call = Call{"fdb.add",
+                    {{"mac", cli.fdb_mac}, {"vlan", cli.fdb_vlan}, {"port", cli.fdb_port}},
                     "fdb " + cli.fdb_mac + " vlan " + std::to_string(cli.fdb_vlan),
-                    "added (port " + cli.fdb_port + ")", true};
+                    "added (port " + cli.fdb_port + ")",
+                    true};
   });
   CLI::App* fdb_del = step(fdb, "del", "remove a static entry", "switchctl fdb del 02:00:00:00:10:01 --vlan 10");
   fdb_del->add_option("MAC", cli.fdb_mac, "the entry's MAC")->required()->transform(kMac);
   fdb_del->add_option("--vlan", cli.fdb_vlan, "the entry's VLAN (default 0)")->check(CLI::Range(0, 4094));
   fdb_del->callback([&cli] {
-    cli.call = Call{"fdb.del", {{"mac", cli.fdb_mac}, {"vlan", cli.fdb_vlan}},
-                    "fdb " + cli.fdb_mac + " vlan " + std::to_string(cli.fdb_vlan), "deleted", true};
+    cli.call = Call{"fdb.del",
+                    {{"mac", cli.fdb_mac}, {"vlan", cli.fdb_vlan}},
+                    "fdb " + cli.fdb_mac + " vlan " + std::to_string(cli.fdb_vlan),
+                    "deleted",
+                    true};
   });
 }
 
@@ -452,8 +485,9 @@ void add_show(Cli& cli) {
 void add_stats(Cli& cli) {
   CLI::App* stats = step(&cli.app, "stats", "counters per reason, vmq, port, receive queue, CPU and drop reason",
                          "switchctl stats --watch --interval 2");
-  stats->add_flag("--watch", cli.watch, "show rates per second every interval until interrupted (Ctrl-C); with "
-                                        "--json, one JSON object per interval");
+  stats->add_flag("--watch", cli.watch,
+                  "show rates per second every interval until interrupted (Ctrl-C); with "
+                  "--json, one JSON object per interval");
   CLI::Option* interval_opt =
       stats->add_option("--interval", cli.interval, "seconds between --watch samples (0.1..3600, default 1)")
           ->check(CLI::Range(0.1, 3600.0));
@@ -469,8 +503,9 @@ void add_events(Cli& cli) {
       step(&cli.app, "events", "the lifecycle steps switchd recorded, oldest first", "switchctl events --since 42");
   CLI::Option* since_opt =
       events->add_option("--since", cli.since, "only events with a sequence number above N")->check(kSeq);
-  events->add_flag("--follow", cli.follow, "then print new events as they happen, until interrupted (Ctrl-C); with "
-                                           "--json, one event object per line");
+  events->add_flag("--follow", cli.follow,
+                   "then print new events as they happen, until interrupted (Ctrl-C); with "
+                   "--json, one event object per line");
   events->footer("Example: switchctl events --since 42\n  switchctl events --follow --json");
   events->callback([&cli, since_opt] {
     cli.call = Call{"events", json::object(), {}, {}, false};
@@ -479,8 +514,8 @@ void add_events(Cli& cli) {
 }
 
 // The commands, in the order of --help.
-constexpr void (*kCommands[])(Cli&) = {add_uplink, add_port,  add_nic,  add_vmq,   add_apply,
-                                       add_config, add_fdb,   add_show, add_stats, add_events};
+constexpr void (*kCommands[])(Cli&) = {add_uplink, add_port, add_nic,  add_vmq,   add_apply,
+                                       add_config, add_fdb,  add_show, add_stats, add_events};
 
 // apply: the file goes in the request (switchd may not be able to read it);
 // 0, or exit code 2 when it cannot be read or is too large.
@@ -493,9 +528,10 @@ int read_config(Cli& cli) {
     return 2;
   }
   if (text.str().size() > control::kMaxConfigBytes) {
-    std::fprintf(stderr, "switchctl: apply %s: the file is %zu bytes; switchd takes a configuration of at most %zu "
-                 "(%zu KiB)\n", cli.config_file.c_str(), text.str().size(), control::kMaxConfigBytes,
-                 control::kMaxConfigBytes >> 10);
+    std::fprintf(stderr,
+                 "switchctl: apply %s: the file is %zu bytes; switchd takes a configuration of at most %zu "
+                 "(%zu KiB)\n",
+                 cli.config_file.c_str(), text.str().size(), control::kMaxConfigBytes, control::kMaxConfigBytes >> 10);
     return 2;
   }
   cli.call->args["config"] = text.str();
@@ -514,22 +550,33 @@ std::variant<control::ControlClient, int> connect(const Cli& cli) {
                  client.error().message.c_str());
     return 9;
   }
-  std::fprintf(stderr, "switchctl: cannot reach switchd: %s; is switchd running? Start it, or point --socket "
-               "or XVMQ_SOCKET at its socket\n", client.error().message.c_str());
+  std::fprintf(stderr,
+               "switchctl: cannot reach switchd: %s; is switchd running? Start it, or point --socket "
+               "or XVMQ_SOCKET at its socket\n",
+               client.error().message.c_str());
   return 1;
 }
 
 void print_result(const Cli& cli, const json& result) {
   const std::string& op = cli.call->op;
-  if (cli.raw_json) std::printf("%s\n", result.dump(2).c_str());
-  else if (op == "show") switchctl::print_show(result);
-  else if (op == "stats") switchctl::print_stats(result);
-  else if (op == "events") switchctl::print_events(result);
-  else if (op == "fdb.show") switchctl::print_fdb(result);
-  else if (op == "vmq.show") switchctl::print_vmqs(result);
-  else if (op == "config.apply") print_steps(result, cli.dry_run);
-  else if (op == "config.export") std::printf("%s", result.value("config", "").c_str());
-  else std::printf("%s\n", switchctl::summary(cli.call->object, cli.call->done, result, cli.call->say_done).c_str());
+  if (cli.raw_json)
+    std::printf("%s\n", result.dump(2).c_str());
+  else if (op == "show")
+    switchctl::print_show(result);
+  else if (op == "stats")
+    switchctl::print_stats(result);
+  else if (op == "events")
+    switchctl::print_events(result);
+  else if (op == "fdb.show")
+    switchctl::print_fdb(result);
+  else if (op == "vmq.show")
+    switchctl::print_vmqs(result);
+  else if (op == "config.apply")
+    print_steps(result, cli.dry_run);
+  else if (op == "config.export")
+    std::printf("%s", result.value("config", "").c_str());
+  else
+    std::printf("%s\n", switchctl::summary(cli.call->object, cli.call->done, result, cli.call->say_done).c_str());
 }
 
 // One request and its answer.

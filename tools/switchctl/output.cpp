@@ -63,8 +63,10 @@ std::string mib(const json& v) {
 
 void scalars(const json& j, const std::string& prefix, std::vector<std::string>& out) {
   for (auto& [key, v] : j.items()) {
-    if (v.is_object()) scalars(v, prefix + key + ".", out);
-    else if (!v.is_array()) out.push_back(prefix + key + " " + text(v));
+    if (v.is_object())
+      scalars(v, prefix + key + ".", out);
+    else if (!v.is_array())
+      out.push_back(prefix + key + " " + text(v));
   }
 }
 
@@ -75,7 +77,8 @@ std::string joined(const std::vector<std::string>& parts, const std::string& sep
 }
 
 void numbers(const json& j, const std::string& name, std::vector<std::vector<std::string>>& rows) {
-  if (j.is_number()) rows.push_back({name, j.is_number_float() ? [&] {
+  if (j.is_number())
+    rows.push_back({name, j.is_number_float() ? [&] {
     char buf[64];
     std::snprintf(buf, sizeof(buf), "%.1f", j.get<double>());
     return std::string(buf);
@@ -83,7 +86,8 @@ void numbers(const json& j, const std::string& name, std::vector<std::vector<std
   if (j.is_object())
     for (auto& [key, v] : j.items()) numbers(v, name.empty() ? key : name + "." + key, rows);
   if (j.is_array())
-    for (size_t i = 0; i < j.size(); ++i) numbers(j[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), rows);
+    for (size_t i = 0; i < j.size(); ++i)
+      numbers(j[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), rows);
 }
 
 }  // namespace
@@ -115,16 +119,18 @@ void print_show(const json& result) {
     for (const char* what : {"addresses", "routes"}) {
       std::vector<std::string> items;
       for (const json& a : field(moved, what)) items.push_back(text(a));
-      if (moved.is_object()) std::printf("host port: %s moved from the uplink: %s\n", what, items.empty() ? "none" : joined(items).c_str());
+      if (moved.is_object())
+        std::printf("host port: %s moved from the uplink: %s\n", what, items.empty() ? "none" : joined(items).c_str());
     }
     // Receive buffers per queue: the UMEM (pinned by the kernel) and its rule.
     std::vector<std::vector<std::string>> rows;
     for (const json& q : field(uplink, "queues")) {
       const json& b = field(q, "buffers");
       if (!b.is_object()) continue;
-      rows.push_back({text(field(q, "queue")), text(field(q, "cpu")), mib(field(b, "umem_bytes")), text(field(b, "frames")),
-                      text(field(b, "uplink_reserve")), text(field(b, "headroom")), text(field(b, "burst_budget")),
-                      text(field(b, "nic_floor")), text(field(b, "nics")) + "/" + text(field(b, "nic_capacity"))});
+      rows.push_back({text(field(q, "queue")), text(field(q, "cpu")), mib(field(b, "umem_bytes")),
+                      text(field(b, "frames")), text(field(b, "uplink_reserve")), text(field(b, "headroom")),
+                      text(field(b, "burst_budget")), text(field(b, "nic_floor")),
+                      text(field(b, "nics")) + "/" + text(field(b, "nic_capacity"))});
     }
     if (!rows.empty())
       print_table({"QUEUE", "CPU", "UMEM", "FRAMES", "RESERVE", "HEADROOM", "BURST", "FLOOR", "NICS"}, rows);
@@ -156,7 +162,8 @@ void print_show(const json& result) {
         notes.push_back(text(field(p, "name")) + ": software steering (hardware requested; " +
                         field(steering, "reason").get<std::string>() + ")");
     }
-    std::vector<std::string> titles{"PORT", "STATE", "NIC-STATE", "MAC", "VLAN", "BACKEND", "VMQ", "PATH", "STEERING", "CPUS"};
+    std::vector<std::string> titles{"PORT",    "STATE", "NIC-STATE", "MAC",      "VLAN",
+                                    "BACKEND", "VMQ",   "PATH",      "STEERING", "CPUS"};
     // The buffers reserved for each NIC (a switchd that reports them).
     if (any_buffers) {
       titles.push_back("BUFFERS");
@@ -219,7 +226,8 @@ void print_classifier(const json& cls) {
 
   section("VMQS (classifier deliveries; vmq 0 = default queue)");
   rows.clear();
-  for (auto& [vmq, c] : field(cls, "vmqs").items()) rows.push_back({vmq, cell(field(c, "frames")), cell(field(c, "bytes"))});
+  for (auto& [vmq, c] : field(cls, "vmqs").items())
+    rows.push_back({vmq, cell(field(c, "frames")), cell(field(c, "bytes"))});
   print_table({"VMQ", "FRAMES", "BYTES"}, rows);
 }
 
@@ -230,8 +238,8 @@ void print_ports(const json& result) {
     rows.push_back({port, cell(field(n, "fast_frames")), cell(field(n, "fast_bytes")), cell(field(n, "default_frames")),
                     cell(field(n, "default_bytes")), cell(field(n, "from_vm_frames")), cell(field(n, "from_vm_bytes")),
                     cell(sum_values(field(n, "drops")))});
-  print_table({"PORT", "FAST-FRAMES", "FAST-BYTES", "DEFAULT-FRAMES", "DEFAULT-BYTES", "FROM-VM-FRAMES", "FROM-VM-BYTES",
-               "DROPS"},
+  print_table({"PORT", "FAST-FRAMES", "FAST-BYTES", "DEFAULT-FRAMES", "DEFAULT-BYTES", "FROM-VM-FRAMES",
+               "FROM-VM-BYTES", "DROPS"},
               rows);
 }
 
@@ -254,8 +262,8 @@ void print_queues(const json& result) {
                     cell(field(q, "rx_vmq")), cell(field(q, "rx_vm")), cell(field(q, "tx")), cell(drops),
                     text(field(b, "free")), text(field(b, "in_fill")), text(field(b, "above_floor")),
                     text(field(b, "in_flight")), text(field(b, "total"))});
-    cpu_add(text(field(q, "cpu")),
-            add(add(field(q, "rx_default"), field(q, "rx_vmq")), field(q, "rx_vm")), field(q, "tx"), drops);
+    cpu_add(text(field(q, "cpu")), add(add(field(q, "rx_default"), field(q, "rx_vmq")), field(q, "rx_vm")),
+            field(q, "tx"), drops);
   }
   for (const json& d : field(result, "dedicated")) {
     const json& b = field(d, "buffers");
@@ -339,8 +347,8 @@ void print_stats(const json& result) {
 
 json rates(const json& before, const json& after, double seconds, const std::string& key) {
   // Gauges and identifiers keep their value; counters become per second.
-  static const std::vector<std::string> kept{"queue", "cpu", "nic", "total", "free", "in_fill", "in_flight", "size",
-                                             "capacity", "above_floor", "burst_budget"};
+  static const std::vector<std::string> kept{"queue",     "cpu",  "nic",      "total",       "free",        "in_fill",
+                                             "in_flight", "size", "capacity", "above_floor", "burst_budget"};
   if (after.is_object()) {
     json out = json::object();
     for (auto& [k, v] : after.items()) out[k] = rates(field(before, k.c_str()), v, seconds, k);
@@ -388,7 +396,8 @@ void print_fdb(const json& result) {
                     : field(e, "static").is_boolean() ? "static (NIC)"
                                                       : text(field(e, "age_s")) + "s"});
   print_table({"MAC", "VLAN", "PORT", "AGE"}, rows);
-  std::printf("learned %s of at most %s\n", text(field(result, "size")).c_str(), text(field(result, "capacity")).c_str());
+  std::printf("learned %s of at most %s\n", text(field(result, "size")).c_str(),
+              text(field(result, "capacity")).c_str());
 }
 
 void print_vmqs(const json& result) {
@@ -407,7 +416,8 @@ void print_vmqs(const json& result) {
   print_table({"VMQ", "NIC", "NIC-STATE", "FILTERS", "CPUS", "STEERING", "FRAMES"}, rows);
   std::vector<std::string> free;
   for (const json& f : field(result, "free")) free.push_back(text(f));
-  std::printf("vmqs: max %s, free %s\n", text(field(result, "max")).c_str(), free.empty() ? "none" : joined(free, ",").c_str());
+  std::printf("vmqs: max %s, free %s\n", text(field(result, "max")).c_str(),
+              free.empty() ? "none" : joined(free, ",").c_str());
 }
 
 }  // namespace xvmq::switchctl
