@@ -476,6 +476,22 @@ std::optional<SteeringState> Datapath::steering(const std::string& nic) const {
   return it->second->steering;
 }
 
+std::optional<DeliveryState> Datapath::delivery(const std::string& nic) const {
+  auto it = connected_.find(nic);
+  if (it == connected_.end()) return std::nullopt;
+  DeliveryState d;
+  d.effective = Delivery::Xsk;
+  if (it->second->spec.nic.delivery != Delivery::Xsk) d.why = "kernel delivery is not built yet";
+  return d;
+}
+
+Status Datapath::set_vmq_cpu(const std::string& nic, std::optional<uint32_t> cpu) {
+  (void)cpu;
+  auto it = connected_.find(nic);
+  if (it == connected_.end()) return {};  // applied at connect
+  return Error{ENOTSUP, "nic " + nic + ": moving a vmq is not built yet"};
+}
+
 std::vector<DedicatedInfo> Datapath::dedicated() const {
   std::vector<DedicatedInfo> out;
   for (const auto& [name, c] : connected_) {

@@ -65,6 +65,14 @@ struct SteeringState {
   std::optional<uint32_t> rule_location;
 };
 
+// How a connected NIC's vmq reaches it (NicDesc::delivery as resolved).
+struct DeliveryState {
+  Delivery effective = Delivery::Xsk;  // Kernel or Xsk
+  int cpu = -1;                        // the vmq's processor (kernel delivery); -1: its queues' workers
+  std::string cpu_source;              // "configured" (--cpu) or "spread"
+  std::string why;                     // why xsk although kernel was requested or auto
+};
+
 struct QueueInfo {
   uint32_t queue;
   int cpu;
@@ -119,6 +127,7 @@ class Datapath : public DatapathApi {
     return sockets_per_nic(static_cast<uint32_t>(queues_.size()), static_cast<uint32_t>(reserved_.size()));
   }
   std::optional<SteeringState> steering(const std::string& nic) const;
+  std::optional<DeliveryState> delivery(const std::string& nic) const;
   // The classifier's filters, as the kernel has them.
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
   std::vector<DedicatedInfo> dedicated() const;
@@ -127,6 +136,9 @@ class Datapath : public DatapathApi {
   Status disconnect(const std::string& name);
   // Give a connected NIC a vmq (sockets, slots, then filter) or take it away (vmq 0).
   Status set_vmq(const NicBinding& nic, uint32_t vmq);
+  // Move a connected NIC's vmq to another processor (none: spread), under
+  // traffic, losing and reordering nothing (kernel delivery).
+  Status set_vmq_cpu(const std::string& nic, std::optional<uint32_t> cpu);
   // Replace a connected NIC's static FDB entries (a NIC not connected gets
   // them from its NicBinding at connect).
   Status set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics);
