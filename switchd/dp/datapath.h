@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "loader/classifier.h"
+#include "loader/kernel_delivery.h"
 #include "loader/vmport.h"
 #include "switchd/dp/datapath_api.h"
 #include "switchd/core/fdb.h"
@@ -47,6 +48,10 @@ struct DatapathOptions {
   // Frames to the uplink's own MAC go to the host's stack (the host keeps
   // its addresses on the uplink and has no host port).
   bool host_stack = false;
+  // Kernel delivery: frames a vmq processor's CPUMAP queue holds, and the
+  // SCHED_FIFO priority of its kernel thread (0: the normal scheduler).
+  uint32_t cpu_queue = 4096;
+  int cpu_rt_priority = 10;
 };
 
 // A NIC as the datapath takes it: its descriptor and the vmq it was given.
@@ -103,6 +108,8 @@ struct NicTotals {
   uint64_t from_vm_frames = 0, from_vm_bytes = 0;
   std::map<std::string, uint64_t> drops;
   uint64_t xsk_backend[kXskStats] = {}, xsk_vmq[kXskStats] = {};
+  uint64_t kernel_out_frames = 0;  // sent on by its VM port program, in XDP
+  uint64_t forced_moves = 0;       // vmq moves made before the old processor caught up
 };
 
 class Datapath : public DatapathApi {
@@ -189,6 +196,23 @@ class Datapath : public DatapathApi {
   std::vector<QueueInfo> reserved_;
   std::map<std::string, std::unique_ptr<Connected>> connected_;
   std::map<std::string, std::vector<std::shared_ptr<NicCounters>>> counters_;
+
+  // Kernel delivery (docs/architecture.md, "Deliveries").
+  DeliveryState decide_delivery(const NicBinding& nic, const NetdevInfo& backend, const SteeringState& ss) const;
+  int spread_cpu() const;
+  uint32_t vmq_flags() const;
+  Status start_kernel(Connected& c);
+  void stop_kernel(Connected& c);
+  Status use_cpu(uint32_t cpu);
+  xvmq_port_conf port_conf(const Connected& c) const;
+  void add_kernel_totals(const Connected& c, NicTotals& t, const KernelCounters* kc) const;
+  Status sync_ports();
+  std::unique_ptr<KernelDelivery> kd_;
+  bool uplink_xmit_ = false;  // the uplink takes redirected frames (VM egress in XDP)
+  std::string uplink_xmit_why_;
+  std::map<uint32_t, int> cpu_vmqs_;  // processor -> kernel-delivered vmqs on it
+  std::map<uint64_t, xvmq_dest> dests_;
+  bool dests_complete_ = true;
 };
 
 }  // namespace xvmq::switchd
