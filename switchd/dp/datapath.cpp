@@ -144,6 +144,8 @@ Status Datapath::open_classifier() {
   if (*present && (*present)->name == kClassifierName && cls_->adopted_maps().size() == cls_->state_maps()) {
     adopted_ = true;  // a previous switchd's classifier, with its maps
     mode_ = (*present)->mode;
+    // Not attached again; loaded over the adopted maps for its CPUMAP program.
+    if (auto st = cls_->load(); !st) return st;
   } else if (*present && (*present)->name == kClassifierName) {
     // A previous switchd's classifier whose pins are gone (pin directory
     // removed, bpffs remounted): its maps cannot be reached, so a fresh
