@@ -103,6 +103,7 @@ static __always_inline __u32 xvmq_vmq_target(__u32 vmq, const struct xvmq_vmq_co
   }
   fl->cpu = conf->cpu;
   fl->wait_ns = 0;
+  fl->settle_until = bpf_ktime_get_ns() + XVMQ_SETTLE_NS;
   return fl->cpu;
 }
 
@@ -151,9 +152,14 @@ static __always_inline __u32 xvmq_to_kernel(struct xdp_md* ctx, __u32 vmq, const
 
   if (!fl) return XVMQ_REASON_REDIRECT_ERROR;
   cpu = (conf->flags & XVMQ_VMQ_F_NO_HOP) ? here : xvmq_vmq_target(vmq, conf, here, fl);
+  if (fl->settle_until) {
+    if (bpf_ktime_get_ns() < fl->settle_until) goto hop;
+    fl->settle_until = 0;
+  }
   if (cpu != here && (conf->flags & XVMQ_VMQ_F_DIRECT) && xvmq_lone_frame(vmq, here, fl)) cpu = here;
   if (cpu == here && (conf->flags & (XVMQ_VMQ_F_DIRECT | XVMQ_VMQ_F_NO_HOP)))
     return bpf_redirect_map(&xvmq_devs, vmq, 0) == XDP_REDIRECT ? XVMQ_DELIVERED : XVMQ_REASON_REDIRECT_ERROR;
+hop:
   reason = xvmq_to_cpumap(ctx, vmq, cpu, here);
   if (reason != XVMQ_DELIVERED) return reason;
   fl->enq++;
