@@ -60,6 +60,8 @@ Status VmPort::set_slot(uint32_t queue, int fd) {
   return {};
 }
 
+int VmPort::prog_fd() const { return bpf_program__fd(skel_->progs.xvmq_vmport); }
+
 Status VmPort::set_conf(const xvmq_port_conf& conf) {
   uint32_t zero = 0;
   if (bpf_map__update_elem(skel_->maps.xvmq_port_conf, &zero, sizeof(zero), &conf, sizeof(conf), BPF_ANY) != 0)

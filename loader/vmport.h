@@ -42,6 +42,7 @@ class VmPort {
   Status set_statics(const std::vector<Mac>& macs);
   // The socket that receives what the VM sends on `queue`.
   Status set_slot(uint32_t queue, int fd);
+  int prog_fd() const;
   // Empties the slots of queues 0 .. queues-1.
   void clear_slots(uint32_t queues);
   // Its counters by enum xvmq_port_count, summed over CPUs.

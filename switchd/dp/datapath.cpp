@@ -629,10 +629,10 @@ Status Datapath::use_cpu(uint32_t cpu) {
     cpu_vmqs_[cpu]--;
     return st;
   }
-  if (opts_.cpu_rt_priority > 0) {
+  if (opts_.worker.rt_priority > 0) {
     const int pid = kd_->cpu_thread_pid(cpu);
     sched_param sp{};
-    sp.sched_priority = opts_.cpu_rt_priority;
+    sp.sched_priority = opts_.worker.rt_priority;
     if (pid <= 0 || sched_setscheduler(pid, SCHED_FIFO, &sp) != 0)
       service::log(service::Level::Warn, "CPU %u's delivery thread (pid %d) keeps the normal scheduler: %s", cpu, pid,
                    pid <= 0 ? "not found" : std::strerror(errno));
@@ -705,7 +705,7 @@ xvmq_port_conf Datapath::port_conf(const Connected& c) const {
 // is the switch's to decide) and every VM port's conf.
 Status Datapath::sync_ports() {
   std::map<uint64_t, xvmq_dest> want;
-  std::map<uint64_t, int> owners;
+  std::map<uint64_t, const Connected*> owner;
   for (const auto& [name, cp] : connected_) {
     const Connected& c = *cp;
     const NicDesc& n = c.spec.nic;
@@ -713,8 +713,9 @@ Status Datapath::sync_ports() {
       const uint64_t k = xvmq_filter_word(m.data(), v);
       xvmq_dest d{c.kernel ? c.spec.vmq_id : XVMQ_DEST_SWITCH, n.vlans.sends_tagged(v) ? 0u : XVMQ_DEST_F_UNTAGGED,
                   static_cast<uint32_t>(c.ifindex), 0};
-      if (owners[k]++) d.dev = XVMQ_DEST_SWITCH;
-      want[k] = d;
+      auto [it, first] = owner.emplace(k, &c);
+      if (!first && it->second != &c) d.dev = XVMQ_DEST_SWITCH;  // two NICs: the switch picks
+      if (first || it->second != &c) want[k] = d;
     };
     for (uint16_t v : n.vlans.carried()) put(n.mac, v);
     for (const auto& [m, v] : n.statics)
