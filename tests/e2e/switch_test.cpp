@@ -555,6 +555,19 @@ class SwitchDeliveryTest : public SwitchTest, public ::testing::WithParamInterfa
 
   void expect_ways(const std::vector<PortSpec>& ports, const std::vector<Flow>& flows, const Snap& a, const Snap& b);
   void expect_no_kernel_losses(const json& st, const std::vector<PortSpec>& ports);
+
+  // Flows sent with a capture on every port, checked frame for frame
+  // against the oracle, with the drops by reason, the ways and no kernel
+  // loss; what the captures delivered per VLAN.
+  struct Run {
+    Snap before, after;
+    std::map<int, uint64_t> per_vlan;
+    double secs = 0;
+  };
+  Run run_flows(const std::vector<PortSpec>& ports, const std::vector<Flow>& flows, const std::string& rate);
+  std::vector<Flow> sweep_flows(const std::vector<PortSpec>& ports);
+  void expect_per_vlan(const std::vector<Flow>& flows, const Run& r);
+  void expect_nic_create_refusals();
 };
 
 // The frames went the way of the test's delivery: from the outside to a NIC
@@ -600,6 +613,26 @@ void SwitchDeliveryTest::expect_no_kernel_losses(const json& st, const std::vect
         EXPECT_EQ(n.get<uint64_t>(), 0u) << p.name() << " drops." << why;
       }
   }
+}
+
+SwitchDeliveryTest::Run SwitchDeliveryTest::run_flows(const std::vector<PortSpec>& ports,
+                                                      const std::vector<Flow>& flows, const std::string& rate) {
+  std::vector<std::string> where{"ext"};
+  for (const auto& p : ports) where.push_back(p.name());
+  auto caps = capture(where);
+  Run r;
+  r.before = snap(ports);
+  const uint64_t t0 = mono_ns();
+  for (const auto& f : flows)
+    if (!send_flow(f, rate)) break;
+  r.secs = static_cast<double>(mono_ns() - t0) / 1e9;
+  stop_all(caps);
+  r.after = snap(ports);
+  r.per_vlan = check_flows(flows, caps);
+  expect_drops(drops_with_xdp(r.before, r.after), expected_drops(flows));
+  expect_ways(ports, flows, r.before, r.after);
+  expect_no_kernel_losses(r.after.st, ports);
+  return r;
 }
 
 // The IP tests want one vmq only: one NIC on the VMQ path, one on the default path.
@@ -764,37 +797,29 @@ TEST_P(SwitchDeliveryTest, IpOnAccessVlan) {
   EXPECT_GE(arp10, 1u) << "vm1's or vm2's ARP broadcast reached the uplink";
   EXPECT_GE(arp20, 1u) << "vm3's ARP broadcast reached the uplink";
   const Snap end = snap(ports);
-  const json& st = end.st;
-  EXPECT_EQ(u64(st, {"nics", "vm3", "default_frames"}) + u64(st, {"nics", "vm3", "fast_frames"}), 0u);
+  EXPECT_EQ(u64(end.st, {"nics", "vm3", "default_frames"}) + u64(end.st, {"nics", "vm3", "fast_frames"}), 0u);
   // vm2 has no vmq: vm1's unicast to it is the switch's, never the uplink's
   // (checked above), and nothing went on in XDP.
   for (const char* p : {"vm1", "vm3"}) {
     EXPECT_EQ(prog_delta(start, end, p, XVMQ_PORT_FORWARDED), 0u) << p;
     EXPECT_GT(prog_delta(start, end, p, XVMQ_PORT_TO_SWITCH), 0u) << p;
   }
-  expect_no_kernel_losses(st, ports);
+  expect_no_kernel_losses(end.st, ports);
   expect_pools_idle();
 }
 
-TEST_P(SwitchDeliveryTest, VlanIsolationSweep) {
-  const std::vector<PortSpec> ports{
-      {.vm = 1, .access = 10},
-      {.vm = 2, .access = 20, .vmq = "off"},
-      {.vm = 3, .trunk = true, .allowed = {10, 20}, .native = 30},
-      {.vm = 4, .access = 0, .vmq = "off"},
-  };
-  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+// The sweep's flows: from the outside every VLAN to each VM, to nobody,
+// broadcast and multicast; from the VMs in the shapes their NICs send;
+// full-sized frames reshaped on the way.
+std::vector<Flow> SwitchDeliveryTest::sweep_flows(const std::vector<PortSpec>& ports) {
   constexpr uint64_t kPerExtFlow = 300, kPerVmFlow = 200;
-
   std::vector<Flow> flows;
-  // From the outside: every VLAN, to each VM, to nobody, broadcast, multicast.
   for (int vlan : {0, 10, 20, 30, 40}) {
     const int tag = vlan ? vlan : kUntagged;
     for (int v = 1; v <= 4; v++) flows.push_back(flow(ports, "ext", tag, mac_of(v), kPerExtFlow));
     for (const char* dst : {kUnknownMac, kBroadcast, kMulticast})
       flows.push_back(flow(ports, "ext", tag, dst, kPerExtFlow));
   }
-  // From the VMs, in the shapes their NICs send.
   for (const auto& [from, tag, dst] : std::vector<std::tuple<std::string, int, std::string>>{
            {"vm1", kUntagged, kBroadcast},  {"vm1", kUntagged, kMulticast}, {"vm1", kUntagged, mac_of(3)},
            {"vm1", kUntagged, kOutsideMac}, {"vm1", kUntagged, mac_of(2)},  // vm2 is not on VLAN 10: to the uplink
@@ -818,46 +843,47 @@ TEST_P(SwitchDeliveryTest, VlanIsolationSweep) {
   flows.push_back(flow(ports, "vm1", kUntagged, kOutsideMac, kPerVmFlow, "", 1514));
   flows.push_back(flow(ports, "vm3", kUntagged, kOutsideMac, kPerVmFlow, "", 1514));
   flows.push_back(flow(ports, "vm3", 10, mac_of(1), kPerVmFlow, "", 1514));
+  return flows;
+}
 
-  uint64_t ext_frames = 0;
-  for (const auto& f : flows)
-    if (f.from == "ext") ext_frames += f.count;
-  ASSERT_GE(ext_frames, 10000u);
-
-  auto caps = capture({"ext", "vm1", "vm2", "vm3", "vm4"});
-  const Snap snap0 = snap(ports);
-  const json& before = snap0.st;
-  const uint64_t t0 = mono_ns();
-  for (const auto& f : flows)
-    if (!send_flow(f)) break;
-  const double secs = static_cast<double>(mono_ns() - t0) / 1e9;
-  stop_all(caps);
-  const Snap snap1 = snap(ports);
-  const json& after = snap1.st;
-
-  std::map<int, uint64_t> got = check_flows(flows, caps);
-
-  // Counts per VLAN: sent, delivered (copies), dropped, as the oracle has them.
-  std::map<int, uint64_t> sent, want, dropped;
+// Per VLAN: sent, delivered (copies), dropped, as the oracle has them.
+void SwitchDeliveryTest::expect_per_vlan(const std::vector<Flow>& flows, const Run& r) {
+  std::map<int, uint64_t> sent, want, dropped, got = r.per_vlan;
+  uint64_t ext_frames = 0, vm_frames = 0;
   for (const auto& f : flows) {
     const int v = f.want.vlan >= 0 ? f.want.vlan : (f.tag == kUntagged ? 0 : f.tag);
     sent[v] += f.count;
     want[f.want.vlan] += f.count * f.want.to.size();
     if (!f.want.drop.empty()) dropped[v] += f.count;
+    (f.from == "ext" ? ext_frames : vm_frames) += f.count;
   }
-  uint64_t vm_frames = 0;
-  for (const auto& f : flows) vm_frames += f.from == "ext" ? 0 : f.count;
   std::printf("[ sweep    ] %zu streams, %" PRIu64 " frames from the outside and %" PRIu64 " from the VMs in %.1f s\n",
-              flows.size(), ext_frames, vm_frames, secs);
+              flows.size(), ext_frames, vm_frames, r.secs);
   for (const auto& [v, n] : sent) {
     std::printf("[ sweep    ] VLAN %2d: %5" PRIu64 " frames sent, %5" PRIu64 " copies delivered (expected %5" PRIu64
                 "), %5" PRIu64 " dropped by the switch (expected)\n",
                 v, n, got[v], want[v], dropped[v]);
     EXPECT_EQ(got[v], want[v]) << "VLAN " << v;
   }
-  expect_drops(drops_with_xdp(snap0, snap1), expected_drops(flows));
-  expect_ways(ports, flows, snap0, snap1);
-  expect_no_kernel_losses(after, ports);
+}
+
+TEST_P(SwitchDeliveryTest, VlanIsolationSweep) {
+  const std::vector<PortSpec> ports{
+      {.vm = 1, .access = 10},
+      {.vm = 2, .access = 20, .vmq = "off"},
+      {.vm = 3, .trunk = true, .allowed = {10, 20}, .native = 30},
+      {.vm = 4, .access = 0, .vmq = "off"},
+  };
+  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  const std::vector<Flow> flows = sweep_flows(ports);
+  uint64_t ext_frames = 0;
+  for (const auto& f : flows)
+    if (f.from == "ext") ext_frames += f.count;
+  ASSERT_GE(ext_frames, 10000u);
+
+  const Run r = run_flows(ports, flows, "5000");
+  expect_per_vlan(flows, r);
+  const json &before = r.before.st, &after = r.after.st;
   for (const auto& p : ports)
     for (const char* why : {"spoofed_source", "tagged_on_access", "vlan_not_allowed"})
       EXPECT_EQ(nic_drop(after, p.name(), why), 0u) << p.name() << " " << why;
@@ -871,6 +897,31 @@ TEST_P(SwitchDeliveryTest, VlanIsolationSweep) {
         << p.name();
   }
   expect_pools_idle();
+}
+
+// What nic.create refuses: a MAC that is not unicast, a VLAN that is not one.
+void SwitchDeliveryTest::expect_nic_create_refusals() {
+  call("port.create", {{"name", "vm5"}});
+  for (const char* mac : {"01:00:5e:00:00:01", "33:33:00:00:00:01", kBroadcast, "03:00:00:00:00:01"})
+    expect_refused("nic.create", {{"port", "vm5"}, {"mac", mac}, {"backend", "vm4-host"}}, "usage", {mac, "unicast"});
+  expect_refused("nic.create", {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan", 4095}},
+                 "usage", {});
+  expect_refused("nic.create",
+                 {{"port", "vm5"},
+                  {"mac", "02:00:00:00:00:05"},
+                  {"backend", "vm4-host"},
+                  {"vlan_mode", "trunk"},
+                  {"trunk_vlans", json::array({0})}},
+                 "usage", {"trunk_vlans"});
+  expect_refused("nic.create",
+                 {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan_mode", "hybrid"}},
+                 "usage", {"hybrid"});
+  expect_refused(
+      "nic.create",
+      {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"allow_mac_spoofing", "yes"}}, "usage",
+      {"allow_mac_spoofing"});
+  call("port.teardown", {{"name", "vm5"}});
+  call("port.delete", {{"name", "vm5"}});
 }
 
 TEST_P(SwitchDeliveryTest, PortSecurity) {
@@ -902,26 +953,16 @@ TEST_P(SwitchDeliveryTest, PortSecurity) {
   EXPECT_EQ(flows[7].want.drop, "vlan_not_allowed");
   EXPECT_EQ(flows[9].want.drop, "vlan_not_allowed");
   {
-    auto caps = capture({"ext", "vm1", "vm2", "vm3", "vm4"});
-    const Snap snap0 = snap(ports);
-    const json& before = snap0.st;
-    for (const auto& f : flows) send_flow(f, "2000");
-    stop_all(caps);
-    const Snap snap1 = snap(ports);
-    const json& after = snap1.st;
-    check_flows(flows, caps);
-    expect_drops(drops_with_xdp(snap0, snap1), expected_drops(flows));
-    expect_ways(ports, flows, snap0, snap1);
+    const Run r = run_flows(ports, flows, "2000");
     auto delta = [&](const char* port, const char* why) {
-      return nic_drop(after, port, why) - nic_drop(before, port, why);
+      return nic_drop(r.after.st, port, why) - nic_drop(r.before.st, port, why);
     };
     EXPECT_EQ(delta("vm1", "spoofed_source"), 3 * N);
     EXPECT_EQ(delta("vm2", "tagged_on_access"), 2 * N);
     EXPECT_EQ(delta("vm3", "vlan_not_allowed"), 3 * N);
     std::printf("[ security ] nics.vm1.drops.spoofed_source %" PRIu64 ", nics.vm2.drops.tagged_on_access %" PRIu64
                 ", nics.vm3.drops.vlan_not_allowed %" PRIu64 "\n",
-                nic_drop(after, "vm1", "spoofed_source"), nic_drop(after, "vm2", "tagged_on_access"),
-                nic_drop(after, "vm3", "vlan_not_allowed"));
+                delta("vm1", "spoofed_source"), delta("vm2", "tagged_on_access"), delta("vm3", "vlan_not_allowed"));
   }
 
   // vm1 again, allowed to spoof: the same frames are delivered.
@@ -937,44 +978,10 @@ TEST_P(SwitchDeliveryTest, PortSecurity) {
       flow(ports, "vm1", kUntagged, kOutsideMac, N, spoofed),
   };
   for (const auto& f : again) EXPECT_TRUE(f.want.drop.empty()) << f.what();
-  {
-    auto caps = capture({"ext", "vm1", "vm2", "vm3", "vm4"});
-    const Snap snap0 = snap(ports);
-    const json& before = snap0.st;
-    for (const auto& f : again) send_flow(f, "2000");
-    stop_all(caps);
-    const Snap snap1 = snap(ports);
-    const json& after = snap1.st;
-    check_flows(again, caps);
-    expect_drops(drops_with_xdp(snap0, snap1), {});
-    expect_ways(ports, again, snap0, snap1);
-    expect_no_kernel_losses(after, ports);
-    EXPECT_EQ(nic_drop(after, "vm1", "spoofed_source"), nic_drop(before, "vm1", "spoofed_source"));
-  }
+  const Run r = run_flows(ports, again, "2000");
+  EXPECT_EQ(nic_drop(r.after.st, "vm1", "spoofed_source"), nic_drop(r.before.st, "vm1", "spoofed_source"));
 
-  // A NIC's MAC is a unicast address.
-  call("port.create", {{"name", "vm5"}});
-  for (const char* mac : {"01:00:5e:00:00:01", "33:33:00:00:00:01", kBroadcast, "03:00:00:00:00:01"})
-    expect_refused("nic.create", {{"port", "vm5"}, {"mac", mac}, {"backend", "vm4-host"}}, "usage", {mac, "unicast"});
-  // ... and its VLANs are VLANs.
-  expect_refused("nic.create", {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan", 4095}},
-                 "usage", {});
-  expect_refused("nic.create",
-                 {{"port", "vm5"},
-                  {"mac", "02:00:00:00:00:05"},
-                  {"backend", "vm4-host"},
-                  {"vlan_mode", "trunk"},
-                  {"trunk_vlans", json::array({0})}},
-                 "usage", {"trunk_vlans"});
-  expect_refused("nic.create",
-                 {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan_mode", "hybrid"}},
-                 "usage", {"hybrid"});
-  expect_refused(
-      "nic.create",
-      {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"allow_mac_spoofing", "yes"}}, "usage",
-      {"allow_mac_spoofing"});
-  call("port.teardown", {{"name", "vm5"}});
-  call("port.delete", {{"name", "vm5"}});
+  expect_nic_create_refusals();
   EXPECT_TRUE(switchd_alive());
   expect_pools_idle();
 }
@@ -998,22 +1005,13 @@ TEST_P(SwitchDeliveryTest, BroadcastExactlyOnce) {
   // The oracle's view, spelled out for the first and the outside's.
   EXPECT_EQ(flows[0].want.to, (std::map<std::string, int>{{"vm2", kUntagged}, {"vm3", 10}, {"ext", 10}}));
   EXPECT_EQ(flows[3].want.to, (std::map<std::string, int>{{"vm1", kUntagged}, {"vm2", kUntagged}, {"vm3", 10}}));
-
-  auto caps = capture({"ext", "vm1", "vm2", "vm3", "vm4"});
-  const Snap before = snap(ports);
-  for (const auto& f : flows) send_flow(f, "5000");
-  stop_all(caps);
-  const Snap after = snap(ports);
-  check_flows(flows, caps);
-  // Group frames are the switch's on both deliveries: the VM port programs hand them over.
-  expect_ways(ports, flows, before, after);
-  expect_no_kernel_losses(after.st, ports);
+  // Group frames are the switch's on both deliveries: the VM port programs hand them over (run_flows checks).
+  run_flows(ports, flows, "5000");
   for (const auto& f : flows) {
     std::string to;
     for (const auto& [p, t] : f.want.to) to += " " + p + " (" + tag_str(t) + ")";
     std::printf("[ flood    ] %s: each frame once at%s\n", f.what().c_str(), to.c_str());
   }
-  expect_drops(drops_with_xdp(before, after), {});
   expect_pools_idle();
 }
 
