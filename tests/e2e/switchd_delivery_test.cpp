@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -207,6 +208,21 @@ TEST_F(DeliveryTest, KernelWithoutGroIsRefusedAndChangesNothing) {
   expect_pools_idle();
 }
 
+// The frames that came after a later one of their stream, each with the
+// move asked for last before it.
+void print_late(const json& r, const std::vector<std::pair<uint64_t, int>>& moved) {
+  for (const auto& [id, st] : r["streams"].items())
+    for (const auto& l : st.value("late", json::array())) {
+      const uint64_t t = l[2].get<uint64_t>();
+      auto m = std::upper_bound(moved.begin(), moved.end(), std::pair<uint64_t, int>{t, 2});
+      const bool any = m != moved.begin();
+      std::printf("[ late     ] stream %s (from CPU %d): seq %" PRIu64 " after seq %" PRIu64 ", %.3f ms after %s%d\n",
+                  id.c_str(), std::stoi(id) - 1, l[0].get<uint64_t>(), l[1].get<uint64_t>(),
+                  any ? (t - std::prev(m)->first) / 1e6 : 0.0,
+                  any ? "vmq.set cpu " : "no move: ", any ? std::prev(m)->second : -1);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // A vmq's processor moved under traffic (dynamic VMQ): each receiving CPU
 // follows the move only once the old processor passed on every frame it sent
@@ -233,8 +249,10 @@ TEST_F(DeliveryTest, VmqMovesBetweenProcessorsUnderTrafficLoseNothing) {
   auto sending = [&] {
     return tx0.out.wait_for(0s) == std::future_status::timeout || tx1.out.wait_for(0s) == std::future_status::timeout;
   };
+  std::vector<std::pair<uint64_t, int>> moved;  // when vmq.set was asked, and the CPU it moved to
   while (sending() && mono_ns() - t0 < 30000000000ull) {
     cpu = 1 - cpu;
+    moved.push_back({mono_ns(), cpu});
     const json r = call("vmq.set", {{"port", "vm1"}, {"cpu", cpu}});
     EXPECT_EQ(r.value("vmq_cpu", -1), cpu) << r.dump();
     moves++;
@@ -251,6 +269,7 @@ TEST_F(DeliveryTest, VmqMovesBetweenProcessorsUnderTrafficLoseNothing) {
               flows1.passed - flows0.passed, flows1.forced - flows0.forced,
               nonzero_drops(after, "vm1").empty() ? " none" : nonzero_drops(after, "vm1").c_str());
   expect_streams(r, {{1, N}, {2, N}}, "vm1");
+  print_late(r, moved);
   EXPECT_GE(moves, 40);
   EXPECT_EQ(nonzero_drops(after, "vm1"), "") << "every drop of the NIC, kernel_* and backend_* among them";
   EXPECT_EQ(flows1.forced - flows0.forced, 0u) << "no move went ahead before the old processor caught up";
@@ -432,6 +451,50 @@ TEST_F(DeliveryLifecycleTest, RestartUnderTrafficKeepsKernelDelivery) {
   EXPECT_GT(back, 0u) << r3.dump();
   EXPECT_EQ(nonzero_drops(call("stats"), "vm1"), "");
   expect_pools_idle();
+}
+
+// At the sender's full rate through the CPUMAP hop, whatever is lost is
+// lost where a counter names it: the processor's CPUMAP queue
+// (kernel_cpu_queue_full), the VM end's ring (backend_ring_full, which is
+// also the backend's tx_dropped), the VM's stack or the receiver's socket.
+TEST_F(DeliveryLifecycleTest, FullRateLosesNothingUncounted) {
+  if (cpu_count() < 2) GTEST_SKIP() << "the CPUMAP hop needs a second CPU";
+  attach();
+  add_vm(1);
+  ASSERT_NO_FATAL_FAILURE(require_delivery("vm1", "kernel"));
+  EXPECT_EQ(call("vmq.set", {{"port", "vm1"}, {"cpu", 1}}).value("vmq_cpu", -1), 1);
+  constexpr uint64_t N = 200000;
+  const Ledger before = ledger();
+  const uint64_t vm_drop0 = netdev_stat(vm(1), "eth0", "rx_dropped");
+  Bg rx = receive(1, 30, "--until-frames " + std::to_string(N) + " --idle-ms 1500");
+  const json t = send(1, N, "max", 0, 1).wait();  // CPU 0: up0's queue 0, the vmq's processor is CPU 1
+  const json r = rx.wait();
+  std::this_thread::sleep_for(300ms);  // switchd reads the counters every 100 ms
+  const Ledger after = ledger();
+  const json s = r["streams"].value("1", json::object());
+  auto drop = [&](const char* why) {
+    return u64(after.st, {"nics", "vm1", "drops", why}) - u64(before.st, {"nics", "vm1", "drops", why});
+  };
+  uint64_t kernel = 0;
+  for (const char* why : {"kernel_cpu_queue_full", "kernel_no_device", "kernel_redirect_failed", "kernel_no_metadata"})
+    kernel += drop(why);
+  const uint64_t ring = drop("backend_ring_full"), host = after.host_drop - before.host_drop;
+  const uint64_t ext = after.ext_drop - before.ext_drop, up = after.up_drop - before.up_drop;
+  const uint64_t vm_drop = netdev_stat(vm(1), "eth0", "rx_dropped") - vm_drop0, sock = u64(r, {"socket_drops"});
+  const uint64_t received = u64(s, {"frames"}), sent = u64(t, {"sent"});
+  std::printf("[ full rate] sent %" PRIu64 " at %.0f frames/s = received %" PRIu64 " (%.0f/s) + kernel_* %" PRIu64
+              " + backend_ring_full %" PRIu64 " + eth0 rx_dropped %" PRIu64 " + receiver socket %" PRIu64
+              " + ext0 tx_dropped %" PRIu64 " + up0 rx_dropped %" PRIu64 "; vm1's drops:%s\n",
+              sent, t.value("pps", 0.0), received, s.value("pps", 0.0), kernel, ring, vm_drop, sock, ext, up,
+              nonzero_drops(after.st, "vm1").c_str());
+  EXPECT_EQ(sent, N);
+  EXPECT_EQ(received + kernel + ring + vm_drop + sock + ext + up, sent) << "every frame lost is counted";
+  EXPECT_EQ(ring, host) << "the VM end's full ring is the backend's tx_dropped";
+  EXPECT_EQ(drop("backend_tx_dropped"), host);
+  for (const char* why : {"backend_no_queue", "backend_not_supported", "backend_xmit_error"}) EXPECT_EQ(drop(why), 0u);
+  EXPECT_EQ(u64(s, {"reordered"}), 0u);
+  EXPECT_EQ(u64(s, {"corrupt"}), 0u);
+  EXPECT_EQ(sum_queues(after.st, "rx_vmq"), sum_queues(before.st, "rx_vmq")) << "no vmq socket in the way";
 }
 
 // ---------------------------------------------------------------------------
