@@ -10,8 +10,10 @@
 // redirected frames and says why; kernel is refused then, changing nothing;
 // a vmq's processor moves under traffic losing and reordering nothing; the
 // lifecycle steps and a switchd killed and restarted under traffic send no
-// frame to a wrong VM and account for every frame; a backend that stops
-// taking redirected frames after connect has its losses counted by reason.
+// frame to a wrong VM and account for every frame (kernel delivery runs on
+// while switchd is down); at the sender's full rate every loss has a
+// counter; a backend that stops taking redirected frames after connect has
+// its losses counted by reason.
 // Frames come from xvmq-frames (sequence-numbered, per stream) and are
 // checked by xvmq-frames recv in the VMs.
 #include <bpf/bpf.h>
