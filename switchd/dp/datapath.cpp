@@ -490,7 +490,8 @@ Status Datapath::detach() {
     stop_kernel(*c);
     c->port.reset();
   }
-  for (const auto& [cpu, n] : cpu_vmqs_) (void)kd_->clear_cpu(cpu);
+  for (uint32_t cpu : cpus_made_) (void)kd_->clear_cpu(cpu);
+  cpus_made_.clear();
   cpu_vmqs_.clear();
   wait_for_xdp_runs();  // no run still redirects into the sockets closed next
   for (auto& [name, c] : connected_) {
@@ -633,11 +634,15 @@ uint32_t Datapath::vmq_flags() const {
 Status Datapath::use_cpu(uint32_t cpu) {
   if (cpu >= XVMQ_MAX_CPUS)
     return Error{EINVAL, "CPU " + std::to_string(cpu) + " is beyond xvmq's " + std::to_string(XVMQ_MAX_CPUS)};
-  if (cpu_vmqs_[cpu]++ > 0) return {};
-  if (auto st = kd_->set_cpu(cpu, opts_.cpu_queue); !st) {
-    cpu_vmqs_[cpu]--;
-    return st;
+  // An entry is made once and kept: replacing it would start a second
+  // thread beside the one still draining the old queue, and reorder.
+  if (cpus_made_.count(cpu)) {
+    cpu_vmqs_[cpu]++;
+    return {};
   }
+  if (auto st = kd_->set_cpu(cpu, opts_.cpu_queue); !st) return st;
+  cpus_made_.insert(cpu);
+  cpu_vmqs_[cpu]++;
   if (opts_.worker.rt_priority > 0) {
     const int pid = kd_->cpu_thread_pid(cpu);
     sched_param sp{};

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -210,6 +211,7 @@ class Datapath : public DatapathApi {
   bool uplink_xmit_ = false;  // the uplink takes redirected frames (VM egress in XDP)
   std::string uplink_xmit_why_;
   std::map<uint32_t, int> cpu_vmqs_;  // processor -> kernel-delivered vmqs on it
+  std::set<uint32_t> cpus_made_;      // processors whose CPUMAP entry this switchd made
   std::map<uint64_t, xvmq_dest> dests_;
   bool dests_complete_ = true;
 };
