@@ -130,10 +130,142 @@ static inline int xvmq_reason_is_drop(__u32 reason) {
   return reason < XVMQ_REASON_COUNT && ((XVMQ_REASON_DROP_MASK >> reason) & 1u);
 }
 
+/*
+ * Kernel delivery (docs/architecture.md, "Deliveries"). A vmq whose conf
+ * has XVMQ_VMQ_F_KERNEL is not served by sockets: the classifier redirects
+ * its frames into the CPUMAP entry of the vmq's processor, with an
+ * xvmq_meta in front, and the CPUMAP program (xvmq_cpumap) redirects them
+ * into the DEVMAP entry of that vmq: the NIC's backend netdev. DEVMAP key 0
+ * (the default queue's id, never a NIC's) is the uplink, for what VMs send.
+ */
+#define XVMQ_MAX_CPUS 256
+#define XVMQ_DEV_UPLINK 0
+
+struct xvmq_vmq_conf {
+  __u32 cpu;   /* the vmq's processor: its CPUMAP entry */
+  __u32 flags; /* XVMQ_VMQ_F_* */
+};
+#define XVMQ_VMQ_F_KERNEL (1u << 0) /* kernel delivery; else the vmq's sockets */
+#define XVMQ_VMQ_F_DIRECT (1u << 1) /* on the vmq's own processor, straight into the DEVMAP: no hop */
+#define XVMQ_VMQ_F_NO_HOP (1u << 2) /* never the CPUMAP hop: deliver on the receiving CPU */
+
+/* In front of a frame on its way through the CPUMAP (XDP metadata). */
+struct xvmq_meta {
+  __u32 vmq;
+  __u32 src_cpu; /* the receiving CPU that sent it */
+};
+
+/*
+ * Moving a vmq's processor loses and reorders nothing (as RFS moves a flow):
+ * each receiving CPU keeps sending the vmq's frames to the processor it used
+ * until every frame it sent there has passed the CPUMAP program, and only
+ * then follows the conf to the new one. Per receiving CPU (a per-CPU array
+ * indexed by vmq): where it sends and how many it sent there; the CPUMAP
+ * program counts, per (vmq, receiving CPU), the frames it passed on, and
+ * the loss tracer counts there too the frames the CPUMAP queue refused.
+ */
+struct xvmq_vmq_flow {
+  __u32 cpu;      /* the processor this CPU sends the vmq's frames to */
+  __u32 pad;
+  __u64 enq;      /* frames this CPU sent into the CPUMAP for the vmq, ever */
+  __u64 wait_ns;  /* when this CPU began to wait for a move (0: not waiting) */
+  __u64 forced;   /* moves made before the old processor caught up (timeout) */
+};
+/* xvmq_vmq_done's index: the frames of `vmq` from `src` the CPUMAP program passed on. */
+#define XVMQ_DONE_SLOT(vmq, src) ((vmq)*XVMQ_MAX_CPUS + (src))
+/* A move waits this long at most for the old processor (a lost frame never arrives). */
+#define XVMQ_MOVE_TIMEOUT_NS 1000000000ull
+
+/*
+ * The frames a receiving CPU redirected into one CPUMAP entry and that
+ * the kernel has not yet flushed to that CPU's queue, in order: the loss
+ * tracer (xvmq_losses.bpf.c) attributes a flush's drops to their vmqs.
+ * Per-CPU array indexed by the target CPU.
+ */
+#define XVMQ_PENDING 16
+struct xvmq_pending {
+  __u32 head, tail;
+  __u16 vmq[XVMQ_PENDING];
+};
+
+/* Frames of a kernel-delivered vmq that did not reach its backend, per vmq and reason. */
+enum xvmq_loss {
+  XVMQ_LOSS_CPU_QUEUE_FULL = 0, /* the processor's CPUMAP queue was full */
+  XVMQ_LOSS_NO_DEVICE = 1,      /* no DEVMAP entry for the vmq: its NIC went away */
+  XVMQ_LOSS_REDIRECT = 2,       /* the kernel refused the redirect into the backend */
+  XVMQ_LOSS_NO_META = 3,        /* reached the CPUMAP program without its metadata */
+  XVMQ_LOSS_COUNT = 4,
+};
+#define XVMQ_LOSS_SLOT(vmq, loss) ((vmq)*XVMQ_LOSS_COUNT + (loss))
+
+/* Frames a backend (DEVMAP target) did not take, per ifindex and why. */
+enum xvmq_xmit_loss {
+  XVMQ_XMIT_RING_FULL = 0,     /* its receive ring was full (err 0, drops > 0) */
+  XVMQ_XMIT_NO_QUEUE = 1,      /* ENXIO: a tap with no queue attached, a veth peer down */
+  XVMQ_XMIT_NOT_SUPPORTED = 2, /* EOPNOTSUPP: a veth peer with neither XDP nor GRO */
+  XVMQ_XMIT_ERROR = 3,         /* any other error */
+  XVMQ_XMIT_COUNT = 4,
+};
+struct xvmq_xmit_key {
+  __u32 ifindex;
+  __u32 loss; /* enum xvmq_xmit_loss */
+};
+
+/*
+ * What a VM sends, decided in XDP on its backend (xvmq_vmport.bpf.c): port
+ * security first, then known unicast by DEVMAP; group frames, what another
+ * NIC's sockets serve and anything in doubt go to the software switch.
+ */
+struct xvmq_port_conf {
+  __u8 mac[6];
+  __u16 flags; /* XVMQ_PORT_F_* */
+  __u16 access_vlan;
+  __u16 native_vlan; /* with XVMQ_PORT_F_NATIVE */
+  __u32 ifindex;     /* the backend's own: a frame back to it goes to the switch */
+  __u64 trunk[64];   /* a trunk's VLANs, a bit each */
+};
+#define XVMQ_PORT_F_EGRESS (1u << 0)   /* decide in XDP; else every frame to the switch */
+#define XVMQ_PORT_F_TRUNK (1u << 1)    /* trunk; else access */
+#define XVMQ_PORT_F_NATIVE (1u << 2)   /* a trunk with a native VLAN */
+#define XVMQ_PORT_F_SPOOFING (1u << 3) /* MacAddressSpoofing: any source MAC */
+#define XVMQ_PORT_F_STATICS (1u << 4)  /* more source MACs in xvmq_port_statics */
+#define XVMQ_PORT_F_UPLINK (1u << 5)   /* the uplink takes redirected frames: unicast to no local NIC goes there */
+
+/* The switch's ports, for unicast from a VM: xvmq_filter_word(mac, vlan) -> where. */
+#define XVMQ_MAX_DESTS 65536
+struct xvmq_dest {
+  __u32 dev;     /* DEVMAP key, or XVMQ_DEST_SWITCH: the software switch serves it */
+  __u32 flags;   /* XVMQ_DEST_F_* */
+  __u32 ifindex; /* the NIC's backend */
+  __u32 pad;
+};
+#define XVMQ_DEST_SWITCH 0xffffffffu
+#define XVMQ_DEST_F_UNTAGGED (1u << 0) /* the NIC takes this VLAN untagged */
+
+/* The VM port program's counters, per CPU. */
+enum xvmq_port_count {
+  XVMQ_PORT_TOO_BIG = 0,        /* longer than a socket buffer: dropped */
+  XVMQ_PORT_SPOOFED_SOURCE = 1, /* dropped by port security, as the switch's reasons */
+  XVMQ_PORT_TAGGED_ON_ACCESS = 2,
+  XVMQ_PORT_VLAN_NOT_ALLOWED = 3,
+  XVMQ_PORT_FORWARDED = 4, /* sent on by DEVMAP, in the kernel */
+  XVMQ_PORT_TO_SWITCH = 5, /* handed to the software switch */
+  XVMQ_PORT_COUNT = 6,
+};
+
 /* Map names, as pinned under the per-uplink bpffs directory. */
 #define XVMQ_MAP_FILTERS "xvmq_filters"
 #define XVMQ_MAP_XSKS "xvmq_xsks"
 #define XVMQ_MAP_VMQ_STATS "xvmq_vmq_stats"
 #define XVMQ_MAP_REASONS "xvmq_reasons"
+#define XVMQ_MAP_VMQS "xvmq_vmqs"
+#define XVMQ_MAP_CPUS "xvmq_cpus"
+#define XVMQ_MAP_DEVS "xvmq_devs"
+#define XVMQ_MAP_FLOWS "xvmq_vmq_flows"
+#define XVMQ_MAP_DONE "xvmq_vmq_done"
+#define XVMQ_MAP_PENDING "xvmq_pending"
+#define XVMQ_MAP_LOSSES "xvmq_losses"
+#define XVMQ_MAP_XMIT_LOSSES "xvmq_xmit_losses"
+#define XVMQ_MAP_DESTS "xvmq_dests"
 
 #endif /* XVMQ_ABI_H */

@@ -3,10 +3,13 @@
  * The uplink classifier: the VMQ filter test in XDP.
  *
  * Each frame's (destination MAC, VLAN) is looked up in the filter table,
- * first exactly, then as a MAC-only filter. A hit is redirected into the XSKMAP
- * slot of that vmq for the frame's receive queue; everything else goes to
- * the default queue's slot of that receive queue, or to the host stack when
- * no default socket is there. A frame is never lost without a count.
+ * first exactly, then as a MAC-only filter. A hit goes by its vmq's
+ * delivery: kernel, through the CPUMAP entry of the vmq's processor (whose
+ * program, xvmq_cpumap below, redirects into the backend's DEVMAP entry),
+ * or xsk, into the XSKMAP slot of that vmq for the frame's receive queue.
+ * Everything else goes to the default queue's slot of that receive queue,
+ * or to the host stack when no default socket is there. A frame is never
+ * lost without a count.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -14,6 +17,8 @@
 #include "xvmq_abi.h"
 #include "lib/parse.h"
 #include "lib/counters.h"
+#include "lib/kernel_maps.h"
+#include "lib/vlan.h"
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -77,36 +82,94 @@ static __always_inline __u32 xvmq_check_slot(__u32 slot, __u32 queue) {
   return XVMQ_DELIVERED;
 }
 
-/* Remove the first n VLAN tags: move the MAC addresses over them. */
-static __always_inline int xvmq_strip_tags(struct xdp_md* ctx, __u32 n) {
-  void* data = (void*)(long)ctx->data;
-  void* data_end = (void*)(long)ctx->data_end;
-  __u8 macs[2 * ETH_ALEN];
+/*
+ * The processor this CPU sends a kernel-delivered vmq's frames to: the
+ * vmq's, unless the vmq moved and frames this CPU sent to the old one have
+ * not all passed the CPUMAP program yet (xvmq_abi.h, xvmq_vmq_flow).
+ */
+static __always_inline __u32 xvmq_vmq_target(__u32 vmq, const struct xvmq_vmq_conf* conf, __u32 here,
+                                             struct xvmq_vmq_flow* fl) {
+  __u32 slot = XVMQ_DONE_SLOT(vmq, here);
+  __u64* done;
+  __u64 now;
 
-  if (n == 0) return 0;
-  if (n > XVMQ_MAX_TAGS || data + sizeof(macs) > data_end) return -1;
-  __builtin_memcpy(macs, data, sizeof(macs));
-  if (bpf_xdp_adjust_head(ctx, (int)(n * sizeof(struct xvmq_vlan_tag)))) return -1;
-  data = (void*)(long)ctx->data;
-  data_end = (void*)(long)ctx->data_end;
-  if (data + sizeof(macs) > data_end) return -1;
-  __builtin_memcpy(data, macs, sizeof(macs));
-  return 0;
+  if (fl->cpu == conf->cpu) return fl->cpu;
+  done = bpf_map_lookup_elem(&xvmq_vmq_done, &slot);
+  if (done && XVMQ_READ_ONCE(*done) != fl->enq) {
+    now = bpf_ktime_get_ns();
+    if (!fl->wait_ns) fl->wait_ns = now;
+    if (now - fl->wait_ns < XVMQ_MOVE_TIMEOUT_NS) return fl->cpu;
+    fl->forced++;
+  }
+  fl->cpu = conf->cpu;
+  fl->wait_ns = 0;
+  return fl->cpu;
+}
+
+/* Note a frame sent into `cpu`'s CPUMAP entry, for the loss tracer. */
+static __always_inline void xvmq_note_pending(__u32 cpu, __u32 vmq) {
+  struct xvmq_pending* p = bpf_map_lookup_elem(&xvmq_pending, &cpu);
+
+  if (!p) return;
+  p->vmq[p->tail & (XVMQ_PENDING - 1)] = (__u16)vmq;
+  p->tail++;
+}
+
+/* Through the CPUMAP entry of `cpu`, the frame carrying its vmq and sender. */
+static __always_inline __u32 xvmq_to_cpumap(struct xdp_md* ctx, __u32 vmq, __u32 cpu, __u32 here) {
+  struct xvmq_meta* meta;
+
+  if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta))) return XVMQ_REASON_REDIRECT_ERROR;
+  meta = (void*)(long)ctx->data_meta;
+  if ((void*)(meta + 1) > (void*)(long)ctx->data) return XVMQ_REASON_REDIRECT_ERROR;
+  meta->vmq = vmq;
+  meta->src_cpu = here;
+  if (bpf_redirect_map(&xvmq_cpus, cpu, 0) != XDP_REDIRECT) {
+    bpf_xdp_adjust_meta(ctx, (int)sizeof(*meta));
+    return XVMQ_REASON_REDIRECT_ERROR;
+  }
+  return XVMQ_DELIVERED;
+}
+
+/* Kernel delivery: through the vmq's processor, or on this one straight into the backend. */
+static __always_inline __u32 xvmq_to_kernel(struct xdp_md* ctx, __u32 vmq, const struct xvmq_vmq_conf* conf) {
+  __u32 here = bpf_get_smp_processor_id() & (XVMQ_MAX_CPUS - 1);
+  struct xvmq_vmq_flow* fl = bpf_map_lookup_elem(&xvmq_vmq_flows, &vmq);
+  __u32 cpu, reason;
+
+  if (!fl) return XVMQ_REASON_REDIRECT_ERROR;
+  cpu = (conf->flags & XVMQ_VMQ_F_NO_HOP) ? here : xvmq_vmq_target(vmq, conf, here, fl);
+  if (cpu == here && (conf->flags & (XVMQ_VMQ_F_DIRECT | XVMQ_VMQ_F_NO_HOP)))
+    return bpf_redirect_map(&xvmq_devs, vmq, 0) == XDP_REDIRECT ? XVMQ_DELIVERED : XVMQ_REASON_REDIRECT_ERROR;
+  reason = xvmq_to_cpumap(ctx, vmq, cpu, here);
+  if (reason != XVMQ_DELIVERED) return reason;
+  fl->enq++;
+  xvmq_note_pending(cpu, vmq);
+  return XVMQ_DELIVERED;
 }
 
 /* Deliver to the vmq of a filter hit; returns XVMQ_DELIVERED once redirected. */
 static __always_inline __u32 xvmq_to_vmq(struct xdp_md* ctx, __u64 value, const struct xvmq_frame* f, __u32 queue,
                                          __u64 bytes) {
   __u32 vmq = XVMQ_FILTER_VMQ(value);
+  struct xvmq_vmq_conf* conf;
   __u32 slot, reason;
 
   if (vmq == XVMQ_HOST_VMQ) return XVMQ_REASON_HOST;
   if (vmq == XVMQ_DEFAULT_VMQ || vmq >= XVMQ_MAX_VMQS) return XVMQ_REASON_BAD_VMQ;
+  conf = bpf_map_lookup_elem(&xvmq_vmqs, &vmq);
+  if (conf && (conf->flags & XVMQ_VMQ_F_KERNEL)) {
+    /* Redirect first: the frame stays intact if it must fall back. */
+    reason = xvmq_to_kernel(ctx, vmq, conf);
+    if (reason != XVMQ_DELIVERED) return reason;
+    goto shape;
+  }
   slot = XVMQ_XSK_SLOT(vmq, queue);
   reason = xvmq_check_slot(slot, queue);
   if (reason != XVMQ_DELIVERED) return reason;
   /* Redirect first: the frame stays intact if it must fall back. */
   if (bpf_redirect_map(&xvmq_xsks, slot, 0) != XDP_REDIRECT) return XVMQ_REASON_REDIRECT_ERROR;
+shape:
   if (XVMQ_FILTER_FLAGS(value) & XVMQ_FILTER_F_STRIP_TAG) {
     if (xvmq_strip_tags(ctx, f->strip_tags)) return XVMQ_REASON_STRIP_ERROR;
     bytes -= f->strip_tags * sizeof(struct xvmq_vlan_tag);
@@ -173,6 +236,35 @@ int xvmq_uplink(struct xdp_md* ctx) {
   if (xvmq_reason_is_drop(reason)) return XDP_DROP;
   if (reason == XVMQ_REASON_HOST) return XDP_PASS;
   return xvmq_to_default(queue, bytes);
+}
+
+/*
+ * The CPUMAP program: on the vmq's processor, each frame the classifier
+ * sent through its CPUMAP entry goes on into the vmq's backend by DEVMAP.
+ */
+SEC("xdp.frags/cpumap")
+int xvmq_cpumap(struct xdp_md* ctx) {
+  struct xvmq_meta* meta = (void*)(long)ctx->data_meta;
+  __u32 vmq, slot;
+  __u64* done;
+
+  if ((void*)(meta + 1) > (void*)(long)ctx->data) {
+    xvmq_count_loss(XVMQ_DEFAULT_VMQ, XVMQ_LOSS_NO_META);
+    return XDP_DROP;
+  }
+  vmq = meta->vmq;
+  slot = meta->src_cpu;
+  if (vmq >= XVMQ_MAX_VMQS || slot >= XVMQ_MAX_CPUS) {
+    xvmq_count_loss(XVMQ_DEFAULT_VMQ, XVMQ_LOSS_NO_META);
+    return XDP_DROP;
+  }
+  slot = XVMQ_DONE_SLOT(vmq, slot);
+  done = bpf_map_lookup_elem(&xvmq_vmq_done, &slot);
+  if (done) __sync_fetch_and_add(done, 1);
+  bpf_xdp_adjust_meta(ctx, (int)sizeof(*meta));
+  if (bpf_redirect_map(&xvmq_devs, vmq, 0) == XDP_REDIRECT) return XDP_REDIRECT;
+  xvmq_count_loss(vmq, XVMQ_LOSS_NO_DEVICE);
+  return XDP_DROP;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

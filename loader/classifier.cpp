@@ -471,6 +471,13 @@ Status Classifier::lock_filters(std::chrono::milliseconds wait) {
 }
 
 const std::vector<std::string>& Classifier::adopted_maps() const { return impl_->adopted; }
+
+size_t Classifier::state_maps() const {
+  size_t n = 0;
+  bpf_map* m;
+  bpf_object__for_each_map(m, impl_->skel->obj) n += !bpf_map__is_internal(m);
+  return n;
+}
 const std::string& Classifier::pin_dir() const { return impl_->pin_dir; }
 
 Status Classifier::unpin() {
@@ -486,6 +493,8 @@ Status Classifier::unpin() {
   impl_->pinned = false;
   return {};
 }
+
+int Classifier::cpumap_prog_fd() const { return impl_->loaded ? bpf_program__fd(impl_->skel->progs.xvmq_cpumap) : -1; }
 
 int Classifier::prog_fd() const { return impl_->loaded ? bpf_program__fd(impl_->skel->progs.xvmq_uplink) : -1; }
 

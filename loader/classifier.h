@@ -90,11 +90,15 @@ class Classifier {
 
   // The maps this object adopted from pins (names), empty if none.
   const std::vector<std::string>& adopted_maps() const;
+  // The maps it pins: all adopted means a whole earlier classifier was found.
+  size_t state_maps() const;
   const std::string& pin_dir() const;
   // Remove this classifier's pins and the pin directory if it is empty.
   Status unpin();
 
   int prog_fd() const;
+  // The CPUMAP program of kernel delivery (xvmq_cpumap), once loaded; -1 before.
+  int cpumap_prog_fd() const;
   int map_fd(std::string_view name) const;
 
   // Become the filter table's only writer: an exclusive lock on the pin

@@ -12,6 +12,24 @@ using nlohmann::json;
 
 std::string_view to_string(VmqPolicy p) { return p == VmqPolicy::Off ? "off" : "auto"; }
 std::string_view to_string(Steering s) { return s == Steering::Software ? "software" : "hardware"; }
+std::string_view to_string(Delivery d) {
+  switch (d) {
+    case Delivery::Auto:
+      return "auto";
+    case Delivery::Kernel:
+      return "kernel";
+    case Delivery::Xsk:
+      return "xsk";
+  }
+  return "?";
+}
+
+std::optional<Delivery> delivery_from_string(std::string_view s) {
+  for (Delivery d : {Delivery::Auto, Delivery::Kernel, Delivery::Xsk})
+    if (to_string(d) == s) return d;
+  return std::nullopt;
+}
+
 std::string_view to_string(VlanMode m) { return m == VlanMode::Access ? "access" : "trunk"; }
 
 bool PortVlans::carries(uint16_t vlan) const {

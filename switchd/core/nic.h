@@ -22,10 +22,19 @@ namespace xvmq::switchd {
 enum class VlanMode : uint8_t { Access, Trunk };
 enum class VmqPolicy { Off, Auto };  // off: Hyper-V's emulated NIC; auto: take a vmq when one is free
 enum class Steering { Software, Hardware };
+// How a vmq's frames reach the VM (docs/architecture.md, "Deliveries").
+// kernel: the classifier redirects through the vmq's CPUMAP entry (its
+// processor) into the backend netdev's DEVMAP entry, with no user-space hop;
+// xsk: into the vmq's AF_XDP socket, drained by switchd's worker (the path
+// of user-space backends); auto: kernel where the backend can take
+// redirected frames, else xsk, saying why.
+enum class Delivery : uint8_t { Auto, Kernel, Xsk };
 
 std::string_view to_string(VlanMode m);
 std::string_view to_string(VmqPolicy p);
 std::string_view to_string(Steering s);
+std::string_view to_string(Delivery d);
+std::optional<Delivery> delivery_from_string(std::string_view s);
 
 // A VM NIC's VLAN settings, as Hyper-V's Set-VMNetworkAdapterVlan.
 struct PortVlans {
@@ -57,6 +66,10 @@ struct NicDesc {
   std::vector<StaticEntry> statics;
   VmqPolicy vmq_policy = VmqPolicy::Auto;  // what it asks for at connect
   Steering steering = Steering::Software;  // requested
+  Delivery delivery = Delivery::Auto;      // requested
+  // The vmq's processor, when one was given (vmq allocate/set --cpu);
+  // otherwise the datapath spreads vmqs over the CPUs.
+  std::optional<uint32_t> vmq_cpu;
 
   bool hardware_steering() const { return steering == Steering::Hardware; }
   bool has_static(const Mac& m, uint16_t vlan) const {

@@ -2,11 +2,17 @@
 
 #include <sys/resource.h>
 
+#include <bpf/bpf.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <future>
 
 #include "loader/grace.h"
 #include "loader/netdev.h"
 #include "switchd/dp/cpu_affinity.h"
+#include "switchd/dp/delivery_check.h"
 #include "switchd/dp/steering.h"
 #include "switchd/host/netlink.h"
 #include "switchd/host/service.h"
@@ -47,6 +53,11 @@ struct Datapath::Connected {
   std::unique_ptr<VmPort> port;
   SteeringState steering;
   std::unique_ptr<QueueWorker> dedicated;  // the vmq's own queue and UMEM
+  DeliveryState delivery;
+  int ifindex = 0;               // the backend's
+  Counter kernel_base;           // the vmq's classifier counter when kernel delivery began
+  uint64_t tx_dropped_base = 0;  // the backend's tx_dropped then
+  bool kernel = false;           // kernel delivery is running (conf, DEVMAP, CPUMAP set)
 };
 
 Result<WorkerOptions> general_worker_options(const DatapathOptions& opts, uint32_t general, uint32_t reserved) {
@@ -95,6 +106,17 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
   dp->driver_ = dev->driver;
   dp->opts_ = opts;
   if (auto st = dp->open_classifier(); !st) return st.error();
+  auto kd = KernelDelivery::open(*dp->cls_);
+  if (!kd) return kd.error();
+  dp->kd_ = std::move(kd.value());
+  if (auto st = dp->kd_->trace_losses(); !st)
+    service::log(service::Level::Warn, "kernel delivery's losses are not traced: %s", st.error().message.c_str());
+  if (auto st = dp->kd_->set_dev(XVMQ_DEV_UPLINK, dev->ifindex); !st) return st.error();
+  const KernelDeliveryCheck up = check_uplink_xmit(*dev);
+  dp->uplink_xmit_ = up.ok;
+  dp->uplink_xmit_why_ = up.why;
+  if (!up.ok)
+    service::log(service::Level::Info, "VMs' frames to the uplink go through the software switch: %s", up.why.c_str());
   if (auto st = dp->start_queues(dev->rx_queues); !st) return st.error();
   if (opts.host_stack) {
     // host=stack: the group frames the classifier passed to the host's
@@ -119,7 +141,7 @@ Status Datapath::open_classifier() {
   cls_ = std::make_unique<Classifier>(std::move(cls.value()));
   auto present = Classifier::query(uplink);
   if (!present) return present.error();
-  if (*present && (*present)->name == kClassifierName && cls_->adopted_maps().size() == 4) {
+  if (*present && (*present)->name == kClassifierName && cls_->adopted_maps().size() == cls_->state_maps()) {
     adopted_ = true;  // a previous switchd's classifier, with its maps
     mode_ = (*present)->mode;
   } else if (*present && (*present)->name == kClassifierName) {
@@ -242,8 +264,12 @@ Status Datapath::connect(const NicBinding& bound) {
   auto c = std::make_unique<Connected>();
   c->spec = bound;
   c->steering = steer(bound);
+  c->ifindex = dev->ifindex;
+  c->delivery = decide_delivery(bound, *dev, c->steering);
+  if (nic.delivery == Delivery::Kernel && c->delivery.effective != Delivery::Kernel)
+    return Error{EOPNOTSUPP, "nic " + nic.name + " asks for kernel delivery: " + c->delivery.why};
 
-  auto port = VmPort::attach(*dev, max_frame(opts_.worker.frame_size));
+  auto port = VmPort::attach(*dev, max_frame(opts_.worker.frame_size), kd_->devs_fd(), kd_->dests_fd());
   if (!port) return with_fd_limit(port.error());
   c->port = std::move(port.value());
 
@@ -256,12 +282,18 @@ Status Datapath::connect(const NicBinding& bound) {
   Status st;
   if (c->steering.hardware) st = start_dedicated(*c, counters.back());
   if (st) st = add_to_workers(*c, counters, done);
+  if (st && c->delivery.effective == Delivery::Kernel) st = start_kernel(*c);
   if (st && bound.vmq_id) st = install_filter(bound);
   if (!st) {
+    stop_kernel(*c);
     undo_connect(*c, done);
     return with_fd_limit(st.error());
   }
+  Connected& added = *c;
   connected_[nic.name] = std::move(c);
+  if (auto s2 = sync_ports(); !s2)
+    service::log(service::Level::Warn, "nic %s: VM egress in XDP: %s", nic.name.c_str(), s2.error().message.c_str());
+  (void)added;
   return {};
 }
 
@@ -310,7 +342,8 @@ Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<
     for (size_t r = 0; r < reserved_.size(); r++)
       if (!(ss.hardware && static_cast<int>(reserved_[r].queue) == ss.queue) && r % workers_.size() == done)
         extra.push_back(reserved_[r].queue);
-    int vmq = ss.hardware ? 0 : static_cast<int>(c.spec.vmq_id);  // a dedicated vmq has its socket on its queue only
+    // A dedicated vmq has its socket on its queue only; a kernel-delivered one has none.
+    int vmq = ss.hardware || c.delivery.effective == Delivery::Kernel ? 0 : static_cast<int>(c.spec.vmq_id);
     WorkerNic wn{.nic = nic, .vmq = vmq, .counters = counters[done], .extra_queues = extra};
     auto socks = workers_[done]->add_nic(wn);
     if (!socks) return socks.error();
@@ -348,6 +381,7 @@ Status Datapath::disconnect(const std::string& name) {
     clear_filter(nic);
     for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq_id, q);
   }
+  stop_kernel(*it->second);
   it->second->port->clear_slots(all);
   it->second->port.reset();
   wait_for_xdp_runs();  // no run still redirects into the sockets closed next
@@ -364,6 +398,7 @@ Status Datapath::disconnect(const std::string& name) {
   for (auto& r : removed)
     if (auto s = r.get(); !s && st) st = s;
   connected_.erase(it);
+  if (auto s2 = sync_ports(); !s2 && st) st = s2;
   return st;
 }
 
@@ -371,26 +406,47 @@ Status Datapath::set_vmq(const NicBinding& bound, uint32_t vmq) {
   const NicDesc& nic = bound.nic;
   auto it = connected_.find(nic.name);
   if (it == connected_.end()) return {};  // applied at connect
-  if (it->second->steering.hardware)
+  Connected& c = *it->second;
+  if (c.steering.hardware)
     return Error{EBUSY, "nic " + nic.name + " is hardware-steered on dedicated queue " +
-                            std::to_string(it->second->steering.queue) + "; disconnect it to change its vmq"};
-  NicBinding& cur = it->second->spec;
+                            std::to_string(c.steering.queue) + "; disconnect it to change its vmq"};
+  auto dev = netdev_info(nic.backend);
+  if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
+  NicBinding want = c.spec;
+  want.vmq_id = vmq;
+  const DeliveryState next = decide_delivery(want, *dev, c.steering);
+  if (vmq && want.nic.delivery == Delivery::Kernel && next.effective != Delivery::Kernel)
+    return Error{EOPNOTSUPP, "nic " + nic.name + " asks for kernel delivery: " + next.why};
+  NicBinding& cur = c.spec;
   if (cur.vmq_id) {
     clear_filter(cur);
-    for (auto& w : workers_) (void)cls_->clear_socket(cur.vmq_id, w->queue());
-    wait_for_xdp_runs();  // no run still redirects into the vmq sockets set_vmq closes
-    for (auto& w : workers_)
-      if (auto fd = w->set_vmq(cur.nic.name, 0); !fd) return fd.error();
+    if (c.kernel) {
+      stop_kernel(c);
+    } else {
+      for (auto& w : workers_) (void)cls_->clear_socket(cur.vmq_id, w->queue());
+      wait_for_xdp_runs();  // no run still redirects into the vmq sockets set_vmq closes
+      for (auto& w : workers_)
+        if (auto fd = w->set_vmq(cur.nic.name, 0); !fd) return fd.error();
+    }
     cur.vmq_id = 0;
   }
-  if (!vmq) return {};
-  for (auto& w : workers_) {
-    auto fd = w->set_vmq(cur.nic.name, static_cast<int>(vmq));
-    if (!fd) return fd.error();
-    if (auto st = cls_->set_socket(vmq, w->queue(), *fd); !st) return st;
+  c.delivery = next;
+  Status st;
+  if (vmq) {
+    cur.vmq_id = vmq;
+    if (next.effective == Delivery::Kernel) {
+      st = start_kernel(c);
+    } else {
+      for (auto& w : workers_) {
+        auto fd = w->set_vmq(cur.nic.name, static_cast<int>(vmq));
+        if (!fd) return fd.error();
+        if (st = cls_->set_socket(vmq, w->queue(), *fd); !st) return st;
+      }
+    }
+    if (st) st = install_filter(cur);
   }
-  cur.vmq_id = vmq;
-  return install_filter(cur);
+  if (auto s2 = sync_ports(); !s2 && st) st = s2;
+  return st;
 }
 
 Status Datapath::set_statics(const std::string& name, const std::vector<std::pair<Mac, uint16_t>>& statics) {
@@ -401,7 +457,7 @@ Status Datapath::set_statics(const std::string& name, const std::vector<std::pai
   // worker hands what its VM sends to one of them.
   for (auto& w : workers_)
     if (auto st = w->set_statics(name, statics); !st) return st;
-  return {};
+  return sync_ports();
 }
 
 Result<std::vector<std::pair<FilterKey, FilterValue>>> Datapath::filters() const { return cls_->filters(); }
@@ -425,8 +481,11 @@ Status Datapath::detach() {
   stack_reader_.reset();
   for (auto& [name, c] : connected_) {
     if (c->spec.vmq_id) clear_filter(c->spec);
+    stop_kernel(*c);
     c->port.reset();
   }
+  for (const auto& [cpu, n] : cpu_vmqs_) (void)kd_->clear_cpu(cpu);
+  cpu_vmqs_.clear();
   wait_for_xdp_runs();  // no run still redirects into the sockets closed next
   for (auto& [name, c] : connected_) {
     c->dedicated.reset();
@@ -443,6 +502,7 @@ Result<Counters> Datapath::classifier_counters() const { return cls_->counters()
 
 std::map<std::string, NicTotals> Datapath::nic_totals() const {
   std::map<std::string, NicTotals> out;
+  const auto kc = kd_ ? kd_->counters() : Result<KernelCounters>(Error{ENOENT, "no kernel delivery"});
   for (const auto& [name, per_queue] : counters_) {
     NicTotals& t = out[name];
     for (const auto& c : per_queue) {
@@ -465,15 +525,264 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
     t.drops["xsk_vmq_rx_dropped"] = t.xsk_vmq[static_cast<size_t>(XskStat::RxDropped)];
     t.drops["xsk_vmq_rx_ring_full"] = t.xsk_vmq[static_cast<size_t>(XskStat::RxRingFull)];
     auto it = connected_.find(name);
-    t.drops["too_big"] = it != connected_.end() && it->second->port ? it->second->port->too_big() : 0;
+    if (it != connected_.end()) add_kernel_totals(*it->second, t, kc ? &kc.value() : nullptr);
   }
   return out;
+}
+
+// What the kernel did for a connected NIC: the VM port program's counts
+// (its drops under the switch's reasons), and for kernel delivery the
+// vmq's frames and every loss on the way, by reason.
+void Datapath::add_kernel_totals(const Connected& c, NicTotals& t, const KernelCounters* kc) const {
+  if (c.port) {
+    const auto pc = c.port->counts();
+    t.drops["too_big"] = pc[XVMQ_PORT_TOO_BIG].frames;
+    t.drops["spoofed_source"] += pc[XVMQ_PORT_SPOOFED_SOURCE].frames;
+    t.drops["tagged_on_access"] += pc[XVMQ_PORT_TAGGED_ON_ACCESS].frames;
+    t.drops["vlan_not_allowed"] += pc[XVMQ_PORT_VLAN_NOT_ALLOWED].frames;
+    // Frames the program sent on itself; the switch counted those it handed over.
+    t.from_vm_frames += pc[XVMQ_PORT_FORWARDED].frames;
+    t.from_vm_bytes += pc[XVMQ_PORT_FORWARDED].bytes;
+    t.kernel_out_frames = pc[XVMQ_PORT_FORWARDED].frames;
+  }
+  if (!kc) return;
+  for (uint32_t l = 0; l < XVMQ_XMIT_COUNT; l++) {
+    auto x = kc->xmit.find(c.ifindex);
+    t.drops["backend_" + std::string(xmit_loss_name(l))] = x == kc->xmit.end() ? 0 : x->second[l];
+  }
+  if (!c.kernel) return;
+  const uint32_t vmq = c.spec.vmq_id;
+  for (uint32_t l = 0; l < XVMQ_LOSS_COUNT; l++) t.drops["kernel_" + std::string(loss_name(l))] = kc->loss[vmq][l];
+  if (auto k = cls_->counters(); k) {
+    t.fast_frames += k->vmq[vmq].frames - c.kernel_base.frames;
+    t.fast_bytes += k->vmq[vmq].bytes - c.kernel_base.bytes;
+  }
+  if (auto ls = netlink::link_stats(c.spec.nic.backend); ls)
+    t.drops["backend_tx_dropped"] = ls->tx_dropped - c.tx_dropped_base;
+  t.forced_moves = kc->forced_moves[vmq];
 }
 
 std::optional<SteeringState> Datapath::steering(const std::string& nic) const {
   auto it = connected_.find(nic);
   if (it == connected_.end()) return std::nullopt;
   return it->second->steering;
+}
+
+// ---- kernel delivery -------------------------------------------------------
+
+DeliveryState Datapath::decide_delivery(const NicBinding& b, const NetdevInfo& backend, const SteeringState& ss) const {
+  DeliveryState d;
+  d.effective = Delivery::Xsk;
+  if (b.nic.delivery == Delivery::Xsk) return d;
+  if (!b.vmq_id) {
+    d.why = "it has no vmq: the software switch serves it";
+    return d;
+  }
+  if (ss.hardware) {
+    d.why = "it is hardware-steered: its dedicated queue's socket serves it";
+    return d;
+  }
+  const KernelDeliveryCheck k = check_kernel_delivery(backend);
+  if (!k.ok) {
+    d.why = k.why;
+    return d;
+  }
+  d.effective = Delivery::Kernel;
+  if (b.nic.vmq_cpu) {
+    d.cpu = static_cast<int>(*b.nic.vmq_cpu);
+    d.cpu_source = "configured";
+  } else {
+    d.cpu = spread_cpu();
+    d.cpu_source = "spread";
+  }
+  return d;
+}
+
+// The allowed CPU with the fewest kernel-delivered vmqs (the lowest first).
+int Datapath::spread_cpu() const {
+  int best = -1, best_n = 0;
+  for (int cpu : allowed_cpus()) {
+    auto it = cpu_vmqs_.find(static_cast<uint32_t>(cpu));
+    const int n = it == cpu_vmqs_.end() ? 0 : it->second;
+    if (best < 0 || n < best_n) {
+      best = cpu;
+      best_n = n;
+    }
+  }
+  return best < 0 ? 0 : best;
+}
+
+uint32_t Datapath::vmq_flags() const {
+  // In skb mode the classifier's metadata does not reach the CPUMAP
+  // program: deliver on the receiving CPU.
+  return XVMQ_VMQ_F_KERNEL | XVMQ_VMQ_F_DIRECT | (mode_ == AttachMode::Skb ? XVMQ_VMQ_F_NO_HOP : 0u);
+}
+
+// A processor's CPUMAP entry, made on first use, its thread given the
+// real-time priority the software path's workers have: like softirq, it
+// runs ahead of the VMs' threads on that CPU (docs/architecture.md).
+Status Datapath::use_cpu(uint32_t cpu) {
+  if (cpu >= XVMQ_MAX_CPUS)
+    return Error{EINVAL, "CPU " + std::to_string(cpu) + " is beyond xvmq's " + std::to_string(XVMQ_MAX_CPUS)};
+  if (cpu_vmqs_[cpu]++ > 0) return {};
+  if (auto st = kd_->set_cpu(cpu, opts_.cpu_queue); !st) {
+    cpu_vmqs_[cpu]--;
+    return st;
+  }
+  if (opts_.cpu_rt_priority > 0) {
+    const int pid = kd_->cpu_thread_pid(cpu);
+    sched_param sp{};
+    sp.sched_priority = opts_.cpu_rt_priority;
+    if (pid <= 0 || sched_setscheduler(pid, SCHED_FIFO, &sp) != 0)
+      service::log(service::Level::Warn, "CPU %u's delivery thread (pid %d) keeps the normal scheduler: %s", cpu, pid,
+                   pid <= 0 ? "not found" : std::strerror(errno));
+  }
+  return {};
+}
+
+// The vmq's conf, its backend in the DEVMAP, its processor's CPUMAP entry;
+// the filter that sends frames there comes after (connect, set_vmq).
+Status Datapath::start_kernel(Connected& c) {
+  const uint32_t vmq = c.spec.vmq_id;
+  const uint32_t cpu = static_cast<uint32_t>(c.delivery.cpu);
+  if (auto st = use_cpu(cpu); !st) return st;
+  c.kernel = true;
+  if (auto st = kd_->set_dev(vmq, c.ifindex); !st) return st;
+  if (auto st = kd_->set_vmq(vmq, cpu, vmq_flags()); !st) return st;
+  if (auto k = cls_->counters(); k) c.kernel_base = k->vmq[vmq];
+  if (auto ls = netlink::link_stats(c.spec.nic.backend); ls) c.tx_dropped_base = ls->tx_dropped;
+  return {};
+}
+
+// After the filter went: no new frame is sent to the vmq once the XDP runs
+// end; those in flight through the CPUMAP reach the backend before its
+// DEVMAP entry goes.
+void Datapath::stop_kernel(Connected& c) {
+  if (!c.kernel) return;
+  const uint32_t vmq = c.spec.vmq_id;
+  (void)kd_->clear_vmq(vmq);
+  wait_for_xdp_runs();
+  for (int i = 0; i < 100; i++) {
+    auto k = kd_->counters();
+    if (!k || k->sent[vmq] <= k->passed[vmq]) break;
+    usleep(1000);
+  }
+  (void)kd_->clear_dev(vmq);
+  cpu_vmqs_[static_cast<uint32_t>(c.delivery.cpu)]--;
+  c.kernel = false;
+  // The vmq's frames while it was kernel-delivered stay the NIC's.
+  auto counters = counters_.find(c.spec.nic.name);
+  if (auto k = cls_->counters(); k && counters != counters_.end() && !counters->second.empty()) {
+    counters->second.front()->fast_frames += k->vmq[vmq].frames - c.kernel_base.frames;
+    counters->second.front()->fast_bytes += k->vmq[vmq].bytes - c.kernel_base.bytes;
+  }
+}
+
+xvmq_port_conf Datapath::port_conf(const Connected& c) const {
+  const NicDesc& n = c.spec.nic;
+  xvmq_port_conf p{};
+  std::copy(n.mac.begin(), n.mac.end(), p.mac);
+  p.ifindex = static_cast<uint32_t>(c.ifindex);
+  if (!c.kernel) return p;  // xsk delivery: the software switch takes all it sends
+  p.flags = XVMQ_PORT_F_EGRESS;
+  if (n.allow_mac_spoofing) p.flags |= XVMQ_PORT_F_SPOOFING;
+  if (!n.statics.empty()) p.flags |= XVMQ_PORT_F_STATICS;
+  if (uplink_xmit_ && dests_complete_) p.flags |= XVMQ_PORT_F_UPLINK;
+  if (n.vlans.mode == VlanMode::Trunk) {
+    p.flags |= XVMQ_PORT_F_TRUNK;
+    for (uint16_t v : n.vlans.trunk_vlans) p.trunk[v >> 6] |= 1ull << (v & 63);
+    if (n.vlans.native) {
+      p.flags |= XVMQ_PORT_F_NATIVE;
+      p.native_vlan = *n.vlans.native;
+    }
+  } else {
+    p.access_vlan = n.vlans.access;
+  }
+  return p;
+}
+
+// The unicast destinations of every connected NIC (a MAC shared by two NICs
+// is the switch's to decide) and every VM port's conf.
+Status Datapath::sync_ports() {
+  std::map<uint64_t, xvmq_dest> want;
+  std::map<uint64_t, const Connected*> owner;
+  for (const auto& [name, cp] : connected_) {
+    const Connected& c = *cp;
+    const NicDesc& n = c.spec.nic;
+    auto put = [&](const Mac& m, uint16_t v) {
+      const uint64_t k = xvmq_filter_word(m.data(), v);
+      xvmq_dest d{c.kernel ? c.spec.vmq_id : XVMQ_DEST_SWITCH, n.vlans.sends_tagged(v) ? 0u : XVMQ_DEST_F_UNTAGGED,
+                  static_cast<uint32_t>(c.ifindex), 0};
+      auto [it, first] = owner.emplace(k, &c);
+      if (!first && it->second != &c) d.dev = XVMQ_DEST_SWITCH;  // two NICs: the switch picks
+      if (first || it->second != &c) want[k] = d;
+    };
+    for (uint16_t v : n.vlans.carried()) put(n.mac, v);
+    for (const auto& [m, v] : n.statics)
+      if (n.vlans.carries(v)) put(m, v);
+  }
+  Status st;
+  for (auto it = dests_.begin(); it != dests_.end();) {
+    if (want.count(it->first)) {
+      ++it;
+      continue;
+    }
+    const uint64_t k = it->first;
+    (void)bpf_map_delete_elem(kd_->dests_fd(), &k);
+    it = dests_.erase(it);
+  }
+  bool complete = true;
+  for (const auto& [k, d] : want) {
+    auto cur = dests_.find(k);
+    if (cur != dests_.end() && std::memcmp(&cur->second, &d, sizeof(d)) == 0) continue;
+    if (bpf_map_update_elem(kd_->dests_fd(), &k, &d, BPF_ANY) != 0) {
+      complete = false;
+      if (st)
+        st = make_error(errno, "the switch's destinations for VM egress in XDP (" + std::to_string(want.size()) +
+                                   ", at most " + std::to_string(XVMQ_MAX_DESTS) + ")");
+      continue;
+    }
+    dests_[k] = d;
+  }
+  dests_complete_ = complete;
+  for (auto& [name, c] : connected_) {
+    if (!c->port) continue;
+    if (auto s2 = c->port->set_conf(port_conf(*c)); !s2 && st) st = s2;
+    std::vector<Mac> macs;
+    for (const auto& [m, v] : c->spec.nic.statics) macs.push_back(m);
+    if (auto s2 = c->port->set_statics(macs); !s2 && st) st = s2;
+  }
+  return st;
+}
+
+std::optional<DeliveryState> Datapath::delivery(const std::string& nic) const {
+  auto it = connected_.find(nic);
+  if (it == connected_.end()) return std::nullopt;
+  return it->second->delivery;
+}
+
+Status Datapath::set_vmq_cpu(const std::string& nic, std::optional<uint32_t> cpu) {
+  auto it = connected_.find(nic);
+  if (it == connected_.end()) return {};  // applied at connect
+  Connected& c = *it->second;
+  c.spec.nic.vmq_cpu = cpu;
+  if (!c.kernel) return {};  // taken when kernel delivery starts
+  const uint32_t to = cpu ? *cpu : static_cast<uint32_t>(spread_cpu());
+  const uint32_t from = static_cast<uint32_t>(c.delivery.cpu);
+  if (to == from) {
+    c.delivery.cpu_source = cpu ? "configured" : "spread";
+    return {};
+  }
+  if (auto st = use_cpu(to); !st) return st;
+  // The classifier follows the conf per receiving CPU once the old
+  // processor has passed on every frame it had (xvmq_vmq_flow): nothing is
+  // lost or reordered, nothing to wait for here.
+  if (auto st = kd_->set_vmq(c.spec.vmq_id, to, c.delivery.effective == Delivery::Kernel ? vmq_flags() : 0); !st)
+    return st;
+  cpu_vmqs_[from]--;
+  c.delivery.cpu = static_cast<int>(to);
+  c.delivery.cpu_source = cpu ? "configured" : "spread";
+  return {};
 }
 
 std::vector<DedicatedInfo> Datapath::dedicated() const {

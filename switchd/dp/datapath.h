@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "loader/classifier.h"
+#include "loader/kernel_delivery.h"
 #include "loader/vmport.h"
 #include "switchd/dp/datapath_api.h"
 #include "switchd/core/fdb.h"
@@ -47,6 +48,10 @@ struct DatapathOptions {
   // Frames to the uplink's own MAC go to the host's stack (the host keeps
   // its addresses on the uplink and has no host port).
   bool host_stack = false;
+  // Kernel delivery: frames a vmq processor's CPUMAP queue holds, and the
+  // SCHED_FIFO priority of its kernel thread (0: the normal scheduler).
+  uint32_t cpu_queue = 4096;
+  int cpu_rt_priority = 10;
 };
 
 // A NIC as the datapath takes it: its descriptor and the vmq it was given.
@@ -63,6 +68,14 @@ struct SteeringState {
   int queue = -1;      // the dedicated queue
   int cpu = -1;
   std::optional<uint32_t> rule_location;
+};
+
+// How a connected NIC's vmq reaches it (NicDesc::delivery as resolved).
+struct DeliveryState {
+  Delivery effective = Delivery::Xsk;  // Kernel or Xsk
+  int cpu = -1;                        // the vmq's processor (kernel delivery); -1: its queues' workers
+  std::string cpu_source;              // "configured" (--cpu) or "spread"
+  std::string why;                     // why xsk although kernel was requested or auto
 };
 
 struct QueueInfo {
@@ -95,6 +108,8 @@ struct NicTotals {
   uint64_t from_vm_frames = 0, from_vm_bytes = 0;
   std::map<std::string, uint64_t> drops;
   uint64_t xsk_backend[kXskStats] = {}, xsk_vmq[kXskStats] = {};
+  uint64_t kernel_out_frames = 0;  // sent on by its VM port program, in XDP
+  uint64_t forced_moves = 0;       // vmq moves made before the old processor caught up
 };
 
 class Datapath : public DatapathApi {
@@ -119,6 +134,7 @@ class Datapath : public DatapathApi {
     return sockets_per_nic(static_cast<uint32_t>(queues_.size()), static_cast<uint32_t>(reserved_.size()));
   }
   std::optional<SteeringState> steering(const std::string& nic) const;
+  std::optional<DeliveryState> delivery(const std::string& nic) const;
   // The classifier's filters, as the kernel has them.
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const;
   std::vector<DedicatedInfo> dedicated() const;
@@ -127,6 +143,9 @@ class Datapath : public DatapathApi {
   Status disconnect(const std::string& name);
   // Give a connected NIC a vmq (sockets, slots, then filter) or take it away (vmq 0).
   Status set_vmq(const NicBinding& nic, uint32_t vmq);
+  // Move a connected NIC's vmq to another processor (none: spread), under
+  // traffic, losing and reordering nothing (kernel delivery).
+  Status set_vmq_cpu(const std::string& nic, std::optional<uint32_t> cpu);
   // Replace a connected NIC's static FDB entries (a NIC not connected gets
   // them from its NicBinding at connect).
   Status set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics);
@@ -177,6 +196,23 @@ class Datapath : public DatapathApi {
   std::vector<QueueInfo> reserved_;
   std::map<std::string, std::unique_ptr<Connected>> connected_;
   std::map<std::string, std::vector<std::shared_ptr<NicCounters>>> counters_;
+
+  // Kernel delivery (docs/architecture.md, "Deliveries").
+  DeliveryState decide_delivery(const NicBinding& nic, const NetdevInfo& backend, const SteeringState& ss) const;
+  int spread_cpu() const;
+  uint32_t vmq_flags() const;
+  Status start_kernel(Connected& c);
+  void stop_kernel(Connected& c);
+  Status use_cpu(uint32_t cpu);
+  xvmq_port_conf port_conf(const Connected& c) const;
+  void add_kernel_totals(const Connected& c, NicTotals& t, const KernelCounters* kc) const;
+  Status sync_ports();
+  std::unique_ptr<KernelDelivery> kd_;
+  bool uplink_xmit_ = false;  // the uplink takes redirected frames (VM egress in XDP)
+  std::string uplink_xmit_why_;
+  std::map<uint32_t, int> cpu_vmqs_;  // processor -> kernel-delivered vmqs on it
+  std::map<uint64_t, xvmq_dest> dests_;
+  bool dests_complete_ = true;
 };
 
 }  // namespace xvmq::switchd

@@ -26,6 +26,7 @@ struct PoolState;
 struct WorkerOptions;
 struct NicBinding;
 struct SteeringState;
+struct DeliveryState;
 struct QueueInfo;
 struct DedicatedInfo;
 struct NicTotals;
@@ -51,6 +52,7 @@ class DatapathApi {
   virtual size_t connected_count() const = 0;
   virtual uint32_t nic_sockets_per_queue() const = 0;
   virtual std::optional<SteeringState> steering(const std::string& nic) const = 0;
+  virtual std::optional<DeliveryState> delivery(const std::string& nic) const = 0;
   // The classifier's filters, as the kernel has them.
   virtual Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const = 0;
   virtual std::vector<DedicatedInfo> dedicated() const = 0;
@@ -59,6 +61,8 @@ class DatapathApi {
   virtual Status connect(const NicBinding& nic) = 0;
   virtual Status disconnect(const std::string& name) = 0;
   virtual Status set_vmq(const NicBinding& nic, uint32_t vmq) = 0;
+  // The vmq's processor (kernel delivery); none: spread over the CPUs.
+  virtual Status set_vmq_cpu(const std::string& nic, std::optional<uint32_t> cpu) = 0;
   virtual Status set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics) = 0;
   virtual void forget(const std::string& name) = 0;
   virtual Status reconcile_filters(const std::vector<NicBinding>& keep) = 0;

@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <linux/ethtool.h>
+#include <linux/genetlink.h>
 #include <linux/if_addr.h>
 #include <linux/if_link.h>
+#include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sockios.h>
@@ -21,8 +23,23 @@
 #include <memory>
 #include <optional>
 
+#if __has_include(<linux/netdev.h>)
+#include <linux/netdev.h>
+static_assert(NETDEV_XDP_ACT_NDO_XMIT == xvmq::switchd::netlink::xdp_act::kNdoXmit);
+static_assert(NETDEV_A_DEV_XDP_FEATURES == 3 && NETDEV_CMD_DEV_GET == 1);
+#endif
+
 namespace xvmq::switchd::netlink {
 namespace {
+
+// The generic netlink family "netdev" (include/uapi/linux/netdev.h, kernel
+// 6.3+), spelled out for headers older than it: its name and version, the
+// command that reads one device, and the attributes it carries.
+constexpr char kNetdevFamily[] = "netdev";
+constexpr uint8_t kNetdevVersion = 1;           // NETDEV_FAMILY_VERSION
+constexpr uint8_t kNetdevCmdDevGet = 1;         // NETDEV_CMD_DEV_GET
+constexpr uint16_t kNetdevADevIfindex = 1;      // NETDEV_A_DEV_IFINDEX, u32
+constexpr uint16_t kNetdevADevXdpFeatures = 3;  // NETDEV_A_DEV_XDP_FEATURES, u64
 
 constexpr size_t kBufSize = 32768;
 using OnMessage = std::function<void(const nlmsghdr*)>;
@@ -57,8 +74,8 @@ int on_error(const nlmsghdr* nlh, void* data) {
 }
 
 // One request and its answer (an ack, or every message of a dump).
-Status talk(nlmsghdr* nlh, const std::string& what, OnMessage on_message = nullptr) {
-  std::unique_ptr<mnl_socket, decltype(&mnl_socket_close)> nl(mnl_socket_open(NETLINK_ROUTE), mnl_socket_close);
+Status talk(nlmsghdr* nlh, const std::string& what, OnMessage on_message = nullptr, int protocol = NETLINK_ROUTE) {
+  std::unique_ptr<mnl_socket, decltype(&mnl_socket_close)> nl(mnl_socket_open(protocol), mnl_socket_close);
   if (!nl) return make_error(errno, what + ": netlink socket");
   int one = 1;
   (void)mnl_socket_setsockopt(nl.get(), NETLINK_EXT_ACK, &one, sizeof(one));
@@ -120,6 +137,15 @@ template <class F>
 void for_each_attr(const nlmsghdr* nlh, size_t offset, F&& f) {
   const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
   for (auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, offset));
+       mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a))); a = mnl_attr_next(a))
+    f(a);
+}
+
+// libmnl's mnl_attr_for_each_nested, typed for C++.
+template <class F>
+void for_each_nested(const nlattr* nest, F&& f) {
+  const char* end = static_cast<const char*>(mnl_attr_get_payload(nest)) + mnl_attr_get_payload_len(nest);
+  for (auto* a = static_cast<const nlattr*>(mnl_attr_get_payload(nest));
        mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a))); a = mnl_attr_next(a))
     f(a);
 }
@@ -411,6 +437,140 @@ Result<LinkStats> link_stats(const std::string& dev) {
   rtnl_link_stats64 s{};
   std::memcpy(&s, raw->data(), std::min(raw->size(), sizeof(s)));
   return LinkStats{s.rx_packets, s.tx_packets, s.rx_dropped, s.tx_dropped};
+}
+
+namespace {
+
+// IFLA_INFO_DATA of a tun/tap device into `st`.
+void read_tun_info(const nlattr* data, LinkState& st) {
+  for_each_nested(data, [&](const nlattr* a) {
+    switch (mnl_attr_get_type(a)) {
+      case IFLA_TUN_TYPE:
+        st.tun_tap = mnl_attr_get_u8(a) == IFF_TAP;
+        break;
+      case IFLA_TUN_MULTI_QUEUE:
+        st.tun_multi_queue = mnl_attr_get_u8(a) != 0;
+        break;
+      case IFLA_TUN_NUM_QUEUES:
+        st.tun_queues = mnl_attr_get_u32(a);
+        break;
+      default:
+        break;
+    }
+  });
+}
+
+void read_link_info(const nlattr* info, LinkState& st) {
+  const nlattr* data = nullptr;
+  for_each_nested(info, [&](const nlattr* a) {
+    if (mnl_attr_get_type(a) == IFLA_INFO_KIND) st.kind = mnl_attr_get_str(a);
+    if (mnl_attr_get_type(a) == IFLA_INFO_DATA) data = a;
+  });
+  if (data && st.kind == "tun") read_tun_info(data, st);
+}
+
+}  // namespace
+
+Result<LinkState> link_state(const std::string& dev) {
+  const std::string what = "read the state of " + dev;
+  auto idx = index_of(dev);
+  if (!idx) return Error{idx.error().code, what + ": " + idx.error().message};
+  Msg m(RTM_GETLINK, 0);
+  auto* ifm = m.header<ifinfomsg>();
+  ifm->ifi_family = AF_UNSPEC;
+  ifm->ifi_index = *idx;
+  std::optional<LinkState> out;
+  auto st = talk(m.nlh, what, [&](const nlmsghdr* nlh) {
+    if (nlh->nlmsg_type != RTM_NEWLINK) return;
+    const auto* got = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(nlh));
+    LinkState s;
+    s.up = got->ifi_flags & IFF_UP;
+    for_each_attr(nlh, sizeof(ifinfomsg), [&](const nlattr* a) {
+      switch (mnl_attr_get_type(a)) {
+        case IFLA_CARRIER:
+          s.carrier = mnl_attr_get_u8(a) != 0;
+          break;
+        case IFLA_LINK:
+          s.link_ifindex = static_cast<int>(mnl_attr_get_u32(a));
+          break;
+        case IFLA_LINK_NETNSID:
+          s.link_elsewhere = true;
+          break;
+        case IFLA_LINKINFO:
+          read_link_info(a, s);
+          break;
+        default:
+          break;
+      }
+    });
+    out = std::move(s);
+  });
+  if (!st) return st.error();
+  if (!out) return Error{ENODATA, what + ": the kernel did not say"};
+  return *out;
+}
+
+namespace {
+
+// A generic netlink request to the family whose id is `family`.
+struct GenlMsg : Msg {
+  GenlMsg(uint16_t family, uint8_t cmd, uint8_t version) : Msg(family, 0) {
+    auto* g = header<genlmsghdr>();
+    g->cmd = cmd;
+    g->version = version;
+  }
+};
+
+Result<uint16_t> genl_family_id(const char* name, const std::string& what) {
+  GenlMsg m(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1);
+  mnl_attr_put_strz(m.nlh, CTRL_ATTR_FAMILY_NAME, name);
+  std::optional<uint16_t> id;
+  auto st = talk(
+      m.nlh, what,
+      [&](const nlmsghdr* nlh) {
+        for_each_attr(nlh, sizeof(genlmsghdr), [&](const nlattr* a) {
+          if (mnl_attr_get_type(a) == CTRL_ATTR_FAMILY_ID) id = mnl_attr_get_u16(a);
+        });
+      },
+      NETLINK_GENERIC);
+  if (!st && st.error().code == ENOENT)
+    return Error{ENOENT, what + ": the kernel has no generic netlink family \"" + name + "\" (it came in 6.3)"};
+  if (!st) return st.error();
+  if (!id) return Error{ENODATA, what + ": the kernel did not give the id of \"" + std::string(name) + "\""};
+  return *id;
+}
+
+Result<uint64_t> read_xdp_features(int ifindex, const std::string& what) {
+  auto family = genl_family_id(kNetdevFamily, what);
+  if (!family) return family.error();
+  GenlMsg m(*family, kNetdevCmdDevGet, kNetdevVersion);
+  mnl_attr_put_u32(m.nlh, kNetdevADevIfindex, static_cast<uint32_t>(ifindex));
+  std::optional<uint64_t> features;
+  auto st = talk(
+      m.nlh, what,
+      [&](const nlmsghdr* nlh) {
+        if (nlh->nlmsg_type != *family) return;
+        for_each_attr(nlh, sizeof(genlmsghdr), [&](const nlattr* a) {
+          if (mnl_attr_get_type(a) == kNetdevADevXdpFeatures) features = mnl_attr_get_u64(a);
+        });
+      },
+      NETLINK_GENERIC);
+  if (!st) return st.error();
+  if (!features) return Error{ENODATA, what + ": the kernel did not say"};
+  return *features;
+}
+
+}  // namespace
+
+Result<uint64_t> xdp_features(int ifindex) {
+  return read_xdp_features(ifindex, "read the XDP features of ifindex " + std::to_string(ifindex));
+}
+
+Result<uint64_t> xdp_features(const std::string& dev) {
+  const std::string what = "read the XDP features of " + dev;
+  auto idx = index_of(dev);
+  if (!idx) return Error{idx.error().code, what + ": " + idx.error().message};
+  return read_xdp_features(*idx, what);
 }
 
 Result<Mac> link_mac(const std::string& dev) {

@@ -50,6 +50,27 @@ std::optional<SteeringState> FakeDatapath::steering(const std::string& nic) cons
   return ss;
 }
 
+std::optional<DeliveryState> FakeDatapath::delivery(const std::string& nic) const {
+  auto it = connected_.find(nic);
+  if (it == connected_.end()) return std::nullopt;
+  const NicBinding& b = it->second;
+  DeliveryState d;
+  d.effective = b.nic.delivery == Delivery::Xsk ? Delivery::Xsk : Delivery::Kernel;
+  if (d.effective == Delivery::Kernel && b.vmq_id) {
+    d.cpu = b.nic.vmq_cpu ? static_cast<int>(*b.nic.vmq_cpu) : static_cast<int>(b.vmq_id % 2);
+    d.cpu_source = b.nic.vmq_cpu ? "configured" : "spread";
+  }
+  return d;
+}
+
+Status FakeDatapath::set_vmq_cpu(const std::string& nic, std::optional<uint32_t> cpu) {
+  calls_.push_back("set_vmq_cpu " + nic + " " + (cpu ? std::to_string(*cpu) : std::string("spread")));
+  auto it = connected_.find(nic);
+  if (it == connected_.end()) return {};  // applied at connect
+  it->second.nic.vmq_cpu = cpu;
+  return {};
+}
+
 Result<std::vector<std::pair<FilterKey, FilterValue>>> FakeDatapath::filters() const { return filters_; }
 
 // As the real datapath: one filter per VLAN the NIC is on, the tag

@@ -48,12 +48,15 @@ class FakeDatapath : public DatapathApi {
     return sockets_per_nic(static_cast<uint32_t>(queues_.size()), static_cast<uint32_t>(reserved_.size()));
   }
   std::optional<SteeringState> steering(const std::string& nic) const override;
+  // Kernel delivery unless xsk was asked for; the vmq's processor as given, else vmq id % 2.
+  std::optional<DeliveryState> delivery(const std::string& nic) const override;
   Result<std::vector<std::pair<FilterKey, FilterValue>>> filters() const override;
   std::vector<DedicatedInfo> dedicated() const override { return {}; }
 
   Status connect(const NicBinding& nic) override;
   Status disconnect(const std::string& name) override;
   Status set_vmq(const NicBinding& nic, uint32_t vmq) override;
+  Status set_vmq_cpu(const std::string& nic, std::optional<uint32_t> cpu) override;
   Status set_statics(const std::string& nic, const std::vector<std::pair<Mac, uint16_t>>& statics) override;
   void forget(const std::string& name) override;
   Status reconcile_filters(const std::vector<NicBinding>& keep) override;
