@@ -1,0 +1,157 @@
+"""The switch benchmark's cases at a fixed offered rate: CPU time per delivered
+frame, and loss with a CPU-bound process on every CPU.
+
+Both send with xvmq-pace (tools/bench/pace.cpp), one IPv4/UDP frame at a
+steady rate, pinned to the generator's CPU. trafgen cannot pace here: its
+--gap sleeps after each frame (about 100 us a sleep on this VM, so 10 to
+25 kpps whatever the gap, depending on the machine's load) and its --rate
+sends each second's quota as one burst at full speed (about 350 kpps).
+"""
+
+import os
+import signal
+import struct
+import time
+
+from benchrun import Failure
+from switch_report import counter_delta
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
+FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def udp_frame(src_mac, dst_mac, src_ip, dst_ip, size):
+    """The frame trafgen_conf describes: IPv4/UDP from port 9 to port 9, a valid
+    IPv4 checksum (br_netfilter drops bad ones), 0x55 padding, no FCS."""
+    mac = lambda m: bytes(int(b, 16) for b in m.split(":"))
+    ip = lambda a: bytes(int(x) for x in a.split("."))
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size - 14, 0, 0, 64, 17, 0, ip(src_ip), ip(dst_ip))
+    s = sum(struct.unpack("!10H", hdr))
+    while s > 0xffff:
+        s = (s & 0xffff) + (s >> 16)
+    hdr = hdr[:10] + struct.pack("!H", ~s & 0xffff) + hdr[12:]
+    udp = struct.pack("!HHHH", 9, 9, size - 34, 0)
+    return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + hdr + udp + b"\x55" * (size - 42)
+
+
+def cpu_times():
+    """Per CPU, the /proc/stat fields in seconds."""
+    out = {}
+    for line in open("/proc/stat"):
+        f = line.split()
+        if f[0].startswith("cpu") and f[0] != "cpu":
+            out[f[0]] = {k: int(v) / CLK_TCK for k, v in zip(FIELDS, f[1:])}
+    return out
+
+
+def proc_seconds(pid):
+    """utime + stime of a process, in seconds (/proc/PID/stat), and its run time
+    from /proc/PID/schedstat (ns, the scheduler's clock)."""
+    stat = open("/proc/%d/stat" % pid).read()
+    f = stat[stat.rindex(")") + 2:].split()
+    ticks = int(f[11]) + int(f[12])
+    run_ns = int(open("/proc/%d/schedstat" % pid).read().split()[0])
+    return ticks / CLK_TCK, run_ns / 1e9
+
+
+def cpu_delta(a, b, seconds):
+    """Busy seconds of every CPU between two cpu_times(), and per CPU and field.
+
+    Busy is the interval less idle and iowait: this kernel (NO_HZ) measures
+    idle time at idle entry and exit, while user, system, irq, softirq and
+    steal are sampled by the tick (250 Hz); their sum is kept as busy_ticks."""
+    per_cpu = {c: {k: b[c][k] - a[c][k] for k in FIELDS} for c in b if c in a}
+    busy = sum(seconds - v["idle"] - v["iowait"] for v in per_cpu.values())
+    ticks = sum(v[k] for v in per_cpu.values() for k in BUSY)
+    return busy, ticks, per_cpu
+
+
+class Load:
+    """The paced cases of one Bench (b): its namespaces, procs and counters."""
+
+    def __init__(self, bench):
+        self.b = bench
+        self.pace_path = os.path.join(bench.build, "tools/bench/xvmq-pace")
+
+    def start_pacer(self, case, rate, size, fifo=False):
+        gen_ns, gen_dev, src, dst, src_ip, _, _ = case["gen"]
+        frame = udp_frame(src, dst, src_ip, self.b.dark_ip, size).hex()
+        out = os.path.join(self.b.tmp, "pace-%s.out" % case["id"])
+        argv = [self.pace_path, "--dev", gen_dev, "--frame", frame, "--rate", str(int(rate)),
+                "--cpu", str(self.b.gen_cpu)]
+        # nsenter and chrt exec: the process started is the generator itself.
+        return self.b.start(self.b.cmd_in(gen_ns, (["chrt", "-f", "1"] if fifo else []) + argv), out=out), out
+
+    def check_running(self, p, out):
+        if p.poll() is not None:
+            raise Failure("xvmq-pace exited:\n" + open(out).read())
+
+    def background(self, seconds):
+        """Busy seconds per second of every CPU with no traffic: other work on the machine."""
+        cpu0, t0 = cpu_times(), time.monotonic()
+        time.sleep(seconds)
+        cpu1, t1 = cpu_times(), time.monotonic()
+        return cpu_delta(cpu0, cpu1, t1 - t0)[0] / (t1 - t0)
+
+    def cpu_case(self, case, rate, size, seconds):
+        """Every CPU's busy time and the generator's over the interval, at `rate`."""
+        gen_ns, gen_dev, _, _, _, cnt_ns, cnt_dev = case["gen"]
+        p, out = self.start_pacer(case, rate, size)
+        try:
+            time.sleep(self.b.a.warmup)
+            self.check_running(p, out)
+            rx0, tx0 = self.b.netdev(cnt_ns, cnt_dev)[0], self.b.netdev(gen_ns, gen_dev)[1]
+            cpu0, gen0, t0 = cpu_times(), proc_seconds(p.pid), time.monotonic()
+            time.sleep(seconds)
+            cpu1, gen1, t1 = cpu_times(), proc_seconds(p.pid), time.monotonic()
+            rx1, tx1 = self.b.netdev(cnt_ns, cnt_dev)[0], self.b.netdev(gen_ns, gen_dev)[1]
+            self.check_running(p, out)
+        finally:
+            self.b.stop(p)
+        busy, ticks, per_cpu = cpu_delta(cpu0, cpu1, t1 - t0)
+        return {"seconds": t1 - t0, "offered_pps": rate, "sent": tx1 - tx0, "delivered": rx1 - rx0,
+                "busy_s": busy, "busy_ticks_s": ticks, "generator_s": gen1[0] - gen0[0],
+                "generator_run_s": gen1[1] - gen0[1], "per_cpu": per_cpu}
+
+    def start_hogs(self):
+        """One busy loop pinned on every CPU, at the normal scheduler (SCHED_OTHER, nice 0)."""
+        hogs = []
+        for cpu in range(os.cpu_count() or 1):
+            def pin(cpu=cpu):
+                os.sched_setaffinity(0, {cpu})
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+                os.setpriority(os.PRIO_PROCESS, 0, 0)
+            hogs.append(self.b.start(["/bin/sh", "-c", "while :; do :; done"], preexec=pin))
+        return hogs
+
+    def hog_case(self, case, rate, size, seconds):
+        """Frames sent and received at `rate` while a hog runs on every CPU.
+
+        The counters are read with nothing in flight: before the generator
+        starts and after it stopped and the path drained, so every frame
+        sent is either received or lost."""
+        gen_ns, gen_dev, _, _, _, cnt_ns, cnt_dev = case["gen"]
+        stats0 = self.b.switch_stats() if case["world"] == "xv" else None
+        hogs = self.start_hogs()
+        try:
+            time.sleep(0.2)
+            rx0, (_, tx0, txd0) = self.b.netdev(cnt_ns, cnt_dev)[0], self.b.netdev(gen_ns, gen_dev)
+            p, out = self.start_pacer(case, rate, size, fifo=True)
+            try:
+                time.sleep(self.b.a.warmup + seconds)
+                self.check_running(p, out)
+            finally:
+                self.b.stop(p)
+            time.sleep(0.3)  # what is queued drains
+            rx1, (_, tx1, txd1) = self.b.netdev(cnt_ns, cnt_dev)[0], self.b.netdev(gen_ns, gen_dev)
+        finally:
+            for h in hogs:
+                self.b.stop(h, signal.SIGKILL)
+        sent, got = tx1 - tx0, rx1 - rx0
+        r = {"offered_pps": rate, "seconds": self.b.a.warmup + seconds, "sent": sent, "received": got,
+             "lost": sent - got, "lost_pct": 100.0 * (sent - got) / sent if sent else None,
+             "sent_pps": sent / (self.b.a.warmup + seconds), "pushed_back": txd1 - txd0}
+        if stats0 is not None:
+            r["switch_counters"] = counter_delta(stats0, self.b.switch_stats())
+        return r
