@@ -192,7 +192,7 @@ struct xvmq_pending {
 enum xvmq_loss {
   XVMQ_LOSS_CPU_QUEUE_FULL = 0, /* the processor's CPUMAP queue was full */
   XVMQ_LOSS_NO_DEVICE = 1,      /* no DEVMAP entry for the vmq: its NIC went away */
-  XVMQ_LOSS_REDIRECT = 2,       /* the kernel refused the redirect into the backend */
+  XVMQ_LOSS_REDIRECT = 2,       /* the kernel refused the redirect into the backend (down, MTU) */
   XVMQ_LOSS_NO_META = 3,        /* reached the CPUMAP program without its metadata */
   XVMQ_LOSS_COUNT = 4,
 };

@@ -9,7 +9,10 @@
  *     (xvmq_vmq_done), so a move never waits for it;
  *   - per target ifindex and reason, the frames a DEVMAP target did not
  *     take (xdp_devmap_xmit): a full receive ring, no queue (ENXIO), no
- *     support (EOPNOTSUPP), another error.
+ *     support (EOPNOTSUPP), another error;
+ *   - per DEVMAP key (a vmq, or 0: the uplink), the redirects the kernel
+ *     refused before any transmit (xdp_redirect_err): the device down, the
+ *     frame longer than its MTU.
  *
  * Raw tracepoints, read with CO-RE against the running kernel's BTF.
  */
@@ -26,6 +29,8 @@
 /* The id of the classifier's CPUMAP (xvmq_cpus), set by the loader: other
  * CPUMAPs on the host are not ours to count. */
 const volatile __u32 xvmq_cpus_id = 0;
+/* ... and of its DEVMAP (xvmq_devs). */
+const volatile __u32 xvmq_devs_id = 0;
 
 struct net_device {
   int ifindex;
@@ -86,6 +91,16 @@ int xvmq_trace_devmap(struct bpf_raw_tracepoint_args* ctx) {
   }
   init = drops;
   bpf_map_update_elem(&xvmq_xmit_losses, &key, &init, BPF_NOEXIST);
+  return 0;
+}
+
+/* xdp_redirect_err(dev, xdp, tgt, int err, enum bpf_map_type map_type, u32 map_id, u32 index) */
+SEC("raw_tp/xdp_redirect_err")
+int xvmq_trace_redirect_err(struct bpf_raw_tracepoint_args* ctx) {
+  __u32 map_id = (__u32)ctx->args[5], index = (__u32)ctx->args[6];
+
+  if (map_id != xvmq_devs_id || index >= XVMQ_MAX_VMQS) return 0;
+  xvmq_count_loss(index, XVMQ_LOSS_REDIRECT);
   return 0;
 }
 

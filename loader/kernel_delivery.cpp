@@ -81,6 +81,10 @@ Result<std::unique_ptr<KernelDelivery>> KernelDelivery::open(const Classifier& c
   uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(kd->cpus_fd_, &info, &len) != 0) return make_error(errno, "read the CPUMAP's id");
   kd->cpus_map_id_ = info.id;
+  info = {};
+  len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(kd->devs_fd_, &info, &len) != 0) return make_error(errno, "read the DEVMAP's id");
+  kd->devs_map_id_ = info.id;
   return kd;
 }
 
@@ -94,6 +98,7 @@ Status KernelDelivery::trace_losses() {
   xvmq_losses* t = xvmq_losses__open();
   if (!t) return make_error(errno, "open the loss tracer");
   t->rodata->xvmq_cpus_id = cpus_map_id_;
+  t->rodata->xvmq_devs_id = devs_map_id_;
   struct Shared {
     bpf_map* map;
     int fd;

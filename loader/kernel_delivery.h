@@ -75,7 +75,7 @@ class KernelDelivery {
   int vmqs_fd_ = -1, cpus_fd_ = -1, devs_fd_ = -1, dests_fd_ = -1;
   int flows_fd_ = -1, done_fd_ = -1, losses_fd_ = -1, xmit_fd_ = -1, pending_fd_ = -1;
   int cpumap_prog_fd_ = -1;
-  uint32_t cpus_map_id_ = 0;
+  uint32_t cpus_map_id_ = 0, devs_map_id_ = 0;
   xvmq_losses* tracer_ = nullptr;
 };
 

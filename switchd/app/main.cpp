@@ -131,12 +131,18 @@ void add_datapath_options(CLI::App& app, Cli& c) {
   app.add_option("--fdb-age", c.opts.datapath.fdb_age_s, "seconds before an unseen learned MAC is forgotten")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
-  app.add_flag("--busy-poll", c.opts.datapath.worker.busy_poll, "workers spin instead of sleeping");
+  app.add_flag("--busy-poll", c.opts.datapath.worker.busy_poll,
+               "workers spin instead of sleeping (then at the normal scheduler unless --rt-priority is given)");
   app.add_option("--rt-priority", c.opts.datapath.worker.rt_priority,
-                 "run the queue workers at this SCHED_FIFO priority (1-99; 0: the normal scheduler), so a "
-                 "woken worker does not wait for a busy CPU's time slice; not with --busy-poll on shared CPUs")
+                 "SCHED_FIFO priority of the queue workers and of the vmq processors' delivery threads (1-99; 0: "
+                 "the normal scheduler): like the kernel's softirq, they run ahead of the VMs' threads on a busy CPU, "
+                 "so a CPU-bound VM does not make them drop frames")
       ->capture_default_str()
       ->check(CLI::Range(0, 99));
+  app.add_option("--cpu-queue", c.opts.datapath.cpu_queue,
+                 "frames each vmq processor's delivery queue (its CPUMAP entry) holds")
+      ->capture_default_str()
+      ->check(CLI::Range(64, 16384));
 }
 
 void add_service_options(CLI::App& app, Cli& c) {
@@ -315,6 +321,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   service::init_log(*service::parse_level(c.log_level));
+  // A spinning worker at a real-time priority would starve its CPU.
+  if (c.opts.datapath.worker.busy_poll && !app.count("--rt-priority")) c.opts.datapath.worker.rt_priority = 0;
   if (int rc = check_options(c); rc != 0) return rc;
   raise_nofile();
   log::install(c.verbose);

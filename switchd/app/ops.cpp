@@ -47,11 +47,21 @@ NicCreateArgs parse_nic_create_args(const json& args) {
 
 VmqArgs parse_vmq_args(const json& args, VmqPolicy fits, const std::string& step) {
   VmqArgs a{.port = arg_name(args, "port")};
+  if (fits == VmqPolicy::Auto && args.contains("cpu") && !args["cpu"].is_null())
+    a.cpu = cpu_arg(args["cpu"], step + ": cpu");
   if (!args.contains("policy")) return a;
   const std::string want(to_string(fits));
   if (!args["policy"].is_string() || args["policy"].get<std::string>() != want)
     usage(step + ": policy must be \"" + want + "\"");
   a.policy = fits;
+  return a;
+}
+
+VmqSetArgs parse_vmq_set_args(const json& args) {
+  VmqSetArgs a{.port = arg_name(args, "port")};
+  if (!args.contains("cpu"))
+    usage("vmq.set: missing argument 'cpu' (the vmq's CPU, or null to spread the vmqs over the CPUs)");
+  if (!args["cpu"].is_null()) a.cpu = cpu_arg(args["cpu"], "vmq.set: cpu");
   return a;
 }
 
@@ -194,13 +204,19 @@ json do_nic_delete(Switch& sw, const json& args) {
 
 json do_vmq_allocate(Switch& sw, const json& args) {
   const VmqArgs a = parse_vmq_args(args, VmqPolicy::Auto, "vmq.allocate");
-  sw.vmq_allocate(a.port, a.policy);
+  sw.vmq_allocate(a.port, a.policy, a.cpu);
   return sw.views().nic(a.port);
 }
 
 json do_vmq_free(Switch& sw, const json& args) {
   const VmqArgs a = parse_vmq_args(args, VmqPolicy::Off, "vmq.free");
   sw.vmq_free(a.port, a.policy);
+  return sw.views().nic(a.port);
+}
+
+json do_vmq_set(Switch& sw, const json& args) {
+  const VmqSetArgs a = parse_vmq_set_args(args);
+  sw.vmq_set(a.port, a.cpu);
   return sw.views().nic(a.port);
 }
 
@@ -233,6 +249,7 @@ constexpr std::array kOps{
     Op{"nic.delete", true, do_nic_delete},
     Op{"vmq.allocate", true, do_vmq_allocate},
     Op{"vmq.free", true, do_vmq_free},
+    Op{"vmq.set", true, do_vmq_set},
     Op{"config.apply", false, do_config_apply},
     Op{"config.export", false, do_config_export},
 };

@@ -32,10 +32,17 @@ struct NicCreateArgs {
   NicDesc nic;
 };
 // vmq.allocate and vmq.free may set the NIC's vmq policy too: only to the
-// one that matches the step (auto for allocate, off for free).
+// one that matches the step (auto for allocate, off for free). vmq.allocate
+// may give the vmq's processor (`cpu`) too.
 struct VmqArgs {
   std::string port;
   std::optional<VmqPolicy> policy;
+  std::optional<uint32_t> cpu;
+};
+// vmq.set: the NIC's vmq processor, or none (`cpu` null): spread.
+struct VmqSetArgs {
+  std::string port;
+  std::optional<uint32_t> cpu;
 };
 // fdb.del's key; fdb.add's with its port.
 struct FdbArgs {
@@ -57,6 +64,7 @@ NameArgs parse_name_args(const nlohmann::json& args, bool checked);
 PortArgs parse_port_args(const nlohmann::json& args);
 NicCreateArgs parse_nic_create_args(const nlohmann::json& args);
 VmqArgs parse_vmq_args(const nlohmann::json& args, VmqPolicy fits, const std::string& step);
+VmqSetArgs parse_vmq_set_args(const nlohmann::json& args);
 FdbArgs parse_fdb_args(const nlohmann::json& args, const std::string& step);
 EventsArgs parse_events_args(const nlohmann::json& args);
 UplinkConfig parse_attach_args(const nlohmann::json& args);

@@ -1,5 +1,6 @@
 #include "switchd/app/switch.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 
@@ -24,6 +25,19 @@ ErrorKind kind_of(const Error& e) {
 // The host port's netdevs: the host's end, by default named after the
 // uplink, and the switch's end named after the host's (15 characters at most).
 std::string host_backend(const std::string& netdev) { return netdev.substr(0, 12) + "-sw"; }
+
+// CPUs as a list with ranges: "0-3,6".
+std::string cpu_list(std::vector<int> cpus) {
+  std::sort(cpus.begin(), cpus.end());
+  std::string list;
+  for (size_t i = 0; i < cpus.size();) {
+    size_t j = i;
+    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) j++;
+    list += (list.empty() ? "" : ",") + std::to_string(cpus[i]) + (j > i ? "-" + std::to_string(cpus[j]) : "");
+    i = j + 1;
+  }
+  return list.empty() ? "none" : list;
+}
 
 std::string vlan_list(const std::vector<uint16_t>& vlans) {
   std::string list;
@@ -341,7 +355,11 @@ void Switch::port_delete(const std::string& name) {
   model_.port_delete(name);
 }
 
-void Switch::nic_create(const std::string& port, const NicDesc& nic) { model_.nic_create(port, nic); }
+void Switch::nic_create(const std::string& port, const NicDesc& nic) {
+  // With delivery xsk the model refuses any vmq_cpu.
+  if (nic.vmq_cpu && nic.delivery != Delivery::Xsk) check_cpu_allowed("nic.create " + port + ": vmq_cpu", *nic.vmq_cpu);
+  model_.nic_create(port, nic);
+}
 
 void Switch::nic_connect(const std::string& port) {
   model_.check_nic_connect(port);
@@ -377,16 +395,26 @@ void Switch::nic_delete(const std::string& port) {
   std::erase_if(fdb_static_, [&](const auto& e) { return e.second == port; });  // they were its NIC's
 }
 
-void Switch::vmq_allocate(const std::string& port, std::optional<VmqPolicy> policy) {
+void Switch::vmq_allocate(const std::string& port, std::optional<VmqPolicy> policy, std::optional<uint32_t> cpu) {
   const Nic& n = model_.nic(port);
-  auto free = model_.free_vmqs();
+  if (cpu) check_vmq_cpu("vmq.allocate " + port, n.desc, *cpu);
+  const std::optional<uint32_t> old_cpu = n.desc.vmq_cpu;
+  const bool new_cpu = cpu && cpu != old_cpu;
   // With policy auto the NIC takes a vmq when one can be had, as at connect.
-  if (!policy || (!n.vmq_id && !free.empty() && n.state != NicState::Disconnected)) {
-    if (!n.vmq_id && !free.empty() && n.state == NicState::Connected && dp_)
-      if (auto st = dp_->set_vmq(binding(port, 0), free.front()); !st)
-        throw Refused(ErrorKind::Kernel, "vmq.allocate " + port + ": " + st.error().message);
-    model_.vmq_allocate(port);
+  const bool take = !policy || (!n.vmq_id && !model_.free_vmqs().empty() && n.state != NicState::Disconnected);
+  if (take) model_.check_vmq_allocate(port);
+  // The processor first, so that the vmq starts on it.
+  if (new_cpu) move_vmq_cpu("vmq.allocate", port, cpu);
+  if (take && n.state == NicState::Connected && dp_) {
+    NicBinding b = binding(port, 0);
+    if (cpu) b.nic.vmq_cpu = cpu;
+    if (auto st = dp_->set_vmq(b, model_.free_vmqs().front()); !st) {
+      if (new_cpu) (void)dp_->set_vmq_cpu(port, old_cpu);
+      throw Refused(ErrorKind::Kernel, "vmq.allocate " + port + ": " + st.error().message);
+    }
   }
+  if (take) model_.vmq_allocate(port);
+  if (new_cpu) model_.set_vmq_cpu(port, cpu, "vmq.allocate");
   if (policy) model_.set_vmq_policy(port, *policy, "vmq.allocate");
 }
 
@@ -400,6 +428,40 @@ void Switch::vmq_free(const std::string& port, std::optional<VmqPolicy> policy) 
     model_.vmq_free(port);
   }
   if (policy) model_.set_vmq_policy(port, *policy, "vmq.free");
+}
+
+void Switch::vmq_set(const std::string& port, std::optional<uint32_t> cpu) {
+  const Nic& n = model_.nic(port);
+  if (cpu) check_vmq_cpu("vmq.set " + port, n.desc, *cpu);
+  if (n.desc.vmq_cpu == cpu) return;  // nothing to move, no event
+  move_vmq_cpu("vmq.set", port, cpu);
+  model_.set_vmq_cpu(port, cpu, "vmq.set");
+}
+
+void Switch::check_cpu_allowed(const std::string& what, uint32_t cpu) const {
+  const std::vector<int> allowed = opts_.allowed_cpus();
+  if (std::find(allowed.begin(), allowed.end(), static_cast<int>(cpu)) == allowed.end())
+    throw Refused(ErrorKind::Usage, what + " " + std::to_string(cpu) +
+                                        " is not a CPU switchd may run on; it may run on CPUs " + cpu_list(allowed));
+}
+
+void Switch::check_vmq_cpu(const std::string& step, const NicDesc& nic, uint32_t cpu) const {
+  if (nic.delivery == Delivery::Xsk) {
+    std::vector<int> cpus;
+    if (dp_)
+      for (const auto& q : dp_->queues()) cpus.push_back(q.cpu);
+    throw Refused(ErrorKind::WrongState,
+                  step + ": nic " + nic.name + " has delivery xsk: its vmq is served by the workers of its receive " +
+                      "queues" + (cpus.empty() ? "" : ", on CPUs " + cpu_list(cpus)) +
+                      " (switchd --queue-cpus); a vmq processor goes with delivery kernel or auto");
+  }
+  check_cpu_allowed(step + ": cpu", cpu);
+}
+
+void Switch::move_vmq_cpu(const std::string& step, const std::string& port, std::optional<uint32_t> cpu) {
+  if (!dp_ || model_.nic(port).state != NicState::Connected) return;  // the datapath takes it at connect
+  if (auto st = dp_->set_vmq_cpu(port, cpu); !st)
+    throw Refused(kind_of(st.error()), step + " " + port + ": " + st.error().message);
 }
 
 void Switch::make_host_port(const std::string& uplink, const std::string& netdev, uint16_t vlan) {

@@ -18,6 +18,7 @@
 #include "switchd/app/views.h"
 #include "switchd/core/config.h"
 #include "switchd/core/model.h"
+#include "switchd/dp/cpu_affinity.h"
 #include "switchd/dp/datapath.h"
 
 namespace xvmq::switchd {
@@ -50,6 +51,8 @@ struct SwitchOptions {
   uint32_t max_vmqs = 2;
   DatapathOptions datapath;
   DatapathFactory open_datapath = open_kernel_datapath;  // tests and fuzzers give an in-memory one
+  // The CPUs switchd may run on: those a vmq's processor may be.
+  std::function<std::vector<int>()> allowed_cpus = switchd::allowed_cpus;
 };
 
 class Switch {
@@ -89,9 +92,13 @@ class Switch {
   void nic_connect(const std::string& port);
   void nic_disconnect(const std::string& port);
   void nic_delete(const std::string& port);
-  // With a policy the NIC's vmq policy is set too (auto for allocate, off for free).
-  void vmq_allocate(const std::string& port, std::optional<VmqPolicy> policy);
+  // With a policy the NIC's vmq policy is set too (auto for allocate, off
+  // for free); with a cpu, the vmq's processor (as vmq_set).
+  void vmq_allocate(const std::string& port, std::optional<VmqPolicy> policy, std::optional<uint32_t> cpu = {});
   void vmq_free(const std::string& port, std::optional<VmqPolicy> policy);
+  // The NIC's vmq processor (none: spread over the CPUs), moved at once
+  // when it is connected.
+  void vmq_set(const std::string& port, std::optional<uint32_t> cpu);
   void fdb_add(const std::string& port, const StaticEntry& key);
   void fdb_del(const StaticEntry& key);
   size_t fdb_flush();
@@ -117,6 +124,14 @@ class Switch {
   std::vector<StaticEntry> statics_of(const std::string& port) const;
   void check_fdb_add(const std::string& port, const StaticEntry& key) const;
   void check_attach(const UplinkConfig& up) const;
+  // A CPU switchd may run on, or Refused(Usage) naming those it may.
+  void check_cpu_allowed(const std::string& what, uint32_t cpu) const;
+  // A processor for the vmq of `nic`: not with delivery xsk (WrongState),
+  // and a CPU switchd may run on.
+  void check_vmq_cpu(const std::string& step, const NicDesc& nic, uint32_t cpu) const;
+  // Moves a connected NIC's vmq to `cpu` in the datapath (nothing when not
+  // connected); Refused with the datapath's message.
+  void move_vmq_cpu(const std::string& step, const std::string& port, std::optional<uint32_t> cpu);
   // host=port: the host port's veth pair, its NIC connected, then the
   // host's addresses and routes moved from the uplink onto it; all or nothing.
   void make_host_port(const std::string& uplink, const std::string& netdev, uint16_t vlan);

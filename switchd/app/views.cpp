@@ -74,6 +74,21 @@ json queue_stats_json(const QueueStats& q, uint32_t burst_budget) {
           {"buffers", buffers}};
 }
 
+// A NIC's delivery and its vmq's processor: what the datapath gave a
+// connected NIC, else what was asked for.
+void delivery_fields(const NicDesc& d, const std::optional<DeliveryState>& ds, json& nic) {
+  nic["delivery"] = to_string(ds ? ds->effective : d.delivery);
+  nic["delivery_requested"] = to_string(d.delivery);
+  nic["delivery_why"] = ds ? ds->why : "";
+  if (ds && ds->effective == Delivery::Kernel && ds->cpu >= 0) {
+    nic["vmq_cpu"] = ds->cpu;
+    nic["vmq_cpu_source"] = ds->cpu_source;
+  } else {
+    nic["vmq_cpu"] = d.vmq_cpu ? json(*d.vmq_cpu) : json(nullptr);
+    nic["vmq_cpu_source"] = d.vmq_cpu ? json("configured") : json(nullptr);
+  }
+}
+
 QueueStats queue_stats(const QueueInfo& q, const PoolState& pool, const QueueCounters& c) {
   QueueStats s{.queue = q,
                .rx_default = c.rx_default.load(),
@@ -130,7 +145,14 @@ json Views::stats() const {
   out["vlans"] = json::object();
   for (const auto& [v, frames] : s.vlan_frames) out["vlans"][std::to_string(v)] = {{"frames", frames}};
   if (s.classifier) out["classifier"] = classifier_json(*s.classifier);
-  for (const auto& [name, t] : s.nics) out["nics"][name] = nic_totals_json(t);
+  for (const auto& [name, t] : s.nics) {
+    out["nics"][name] = nic_totals_json(t);
+    // Connected: the datapath's delivery; else the one asked for, if the NIC is still there.
+    auto ds = dp->delivery(name);
+    auto p = model.ports().find(name);
+    const NicDesc* d = p != model.ports().end() && p->second.nic ? &p->second.nic->desc : nullptr;
+    out["nics"][name]["delivery"] = ds ? json(to_string(ds->effective)) : d ? json(to_string(d->delivery)) : json();
+  }
   for (const auto& d : s.dedicated)
     out["dedicated"].push_back({{"queue", d.queue.queue},
                                 {"cpu", d.queue.cpu},
@@ -177,7 +199,10 @@ json Views::buffers(const std::optional<SteeringState>& ss) const {
           {"own_umem_bytes", ss && ss->hardware ? uint64_t{dp->vmq_umem_frames()} * w.frame_size : 0}};
 }
 
-json Views::affinity(const std::optional<SteeringState>& ss) const {
+json Views::affinity(const std::optional<SteeringState>& ss, const std::optional<DeliveryState>& ds) const {
+  // Kernel delivery: the vmq's CPUMAP entry hands its frames to its processor.
+  if (ds && ds->effective == Delivery::Kernel && ds->cpu >= 0)
+    return {{"cpus", json::array({ds->cpu})}, {"by", "the vmq's processor (" + ds->cpu_source + ", kernel delivery)"}};
   if (ss && ss->hardware)
     return {{"cpus", json::array({ss->cpu})},
             {"by", "dedicated queue " + std::to_string(ss->queue) + " (hardware steering)"}};
@@ -195,13 +220,15 @@ json Views::port(const Port& p) const {
   const bool connected = n.state == NicState::Connected;
   const bool fast = n.vmq_id && connected;
   auto ss = dp ? dp->steering(p.name) : std::nullopt;
+  auto ds = dp ? dp->delivery(p.name) : std::nullopt;
   json nic = nic_fields(n.desc);
+  delivery_fields(n.desc, ds, nic);
   nic["state"] = to_string(n.state);
   nic["vmq"] = n.vmq_id ? json(*n.vmq_id) : json(nullptr);
   nic["path"] = !connected ? "none" : fast ? "vmq" : "default";
   nic["steering"] = steering(n, ss);
   nic["buffers"] = connected && dp ? buffers(ss) : json(nullptr);
-  if (fast && dp) nic["affinity"] = affinity(ss);
+  if (fast && dp) nic["affinity"] = affinity(ss, ds);
   j["nic"] = nic;
   return j;
 }
@@ -299,6 +326,8 @@ json Views::vmq_show() const {
                     {"nic_state", to_string(p.nic->state)},
                     {"filters", filters.count(id) ? filters[id] : json::array()},
                     {"affinity", nic.value("affinity", json(nullptr))},
+                    {"cpu", nic.at("vmq_cpu")},
+                    {"delivery", nic.at("delivery")},
                     {"steering", nic.contains("steering") ? nic["steering"].value("mode", "") : ""},
                     {"frames", id < counted.vmq.size() ? counted.vmq[id].frames : 0},
                     {"bytes", id < counted.vmq.size() ? counted.vmq[id].bytes : 0}});

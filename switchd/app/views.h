@@ -88,7 +88,7 @@ struct Views {
   nlohmann::json host() const;
   nlohmann::json steering(const Nic& n, const std::optional<SteeringState>& ss) const;
   nlohmann::json buffers(const std::optional<SteeringState>& ss) const;
-  nlohmann::json affinity(const std::optional<SteeringState>& ss) const;
+  nlohmann::json affinity(const std::optional<SteeringState>& ss, const std::optional<DeliveryState>& ds) const;
   nlohmann::json queue_view(const QueueInfo& q) const;
 };
 

@@ -16,9 +16,9 @@ namespace {
 const std::set<std::string> kTopKeys{"uplink", "port"};
 const std::set<std::string> kUplinkKeys{"name", "mode", "host", "host_netdev", "host_vlan"};
 const std::set<std::string> kPortKeys{"name", "nic"};
-const std::set<std::string> kNicKeys{"mac",      "backend",     "vmq",         "vlan_mode",
-                                     "vlan",     "trunk_vlans", "native_vlan", "allow_mac_spoofing",
-                                     "steering", "connected"};
+const std::set<std::string> kNicKeys{
+    "mac",      "backend",  "vmq",     "vlan_mode",          "vlan",     "trunk_vlans", "native_vlan",
+    "steering", "delivery", "vmq_cpu", "allow_mac_spoofing", "connected"};
 
 // A refusal in the file: the line says where.
 struct Bad {
@@ -159,7 +159,9 @@ std::string key_of(std::string_view m) {
   if (m.starts_with("vlan_mode") || has("a trunk NIC needs")) return "vlan_mode";
   if (m.starts_with("vlan") || m.starts_with("VLAN")) return "vlan";
   if (m.starts_with("allow_mac_spoofing")) return "allow_mac_spoofing";
+  if (m.starts_with("vmq_cpu")) return "vmq_cpu";
   if (m.starts_with("vmq")) return "vmq";
+  if (m.starts_with("delivery")) return "delivery";
   if (m.starts_with("steering")) return "steering";
   return "";
 }
@@ -329,7 +331,9 @@ std::string to_toml(const SwitchConfig& c) {
       if (n.vlans.native) o << "native_vlan = " << *n.vlans.native << "\n";
     }
     o << "vmq = \"" << to_string(n.vmq_policy) << "\"\nsteering = \"" << to_string(n.steering) << "\"\n"
-      << "allow_mac_spoofing = " << (n.allow_mac_spoofing ? "true" : "false") << "\n"
+      << "delivery = \"" << to_string(n.delivery) << "\"\n";
+    if (n.vmq_cpu) o << "vmq_cpu = " << *n.vmq_cpu << "\n";
+    o << "allow_mac_spoofing = " << (n.allow_mac_spoofing ? "true" : "false") << "\n"
       << "connected = " << (p.connected ? "true" : "false") << "\n";
   }
   return o.str();
@@ -366,6 +370,15 @@ std::string Step::command() const {
     if (s("vmq") == "off") cmd += " --vmq off";
     if (s("steering") == "hardware") cmd += " --steering hardware";
     if (args.value("allow_mac_spoofing", false)) cmd += " --allow-mac-spoofing";
+    if (!s("delivery").empty() && s("delivery") != "auto") cmd += " --delivery " + s("delivery");
+    if (args.contains("vmq_cpu") && args["vmq_cpu"].is_number_integer())
+      cmd += " --vmq-cpu " + std::to_string(args["vmq_cpu"].get<int64_t>());
+  }
+  if (op == "vmq.allocate" || op == "vmq.set") {
+    if (args.contains("cpu") && args["cpu"].is_number_integer())
+      cmd += " --cpu " + std::to_string(args["cpu"].get<int64_t>());
+    else if (op == "vmq.set")
+      cmd += " --spread";
   }
   if (!s("policy").empty()) cmd += " --policy " + s("policy");
   return cmd;
@@ -374,7 +387,7 @@ std::string Step::command() const {
 std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::optional<UplinkConfig>& uplink,
                        const SwitchConfig& desired) {
   const bool uplink_changes = uplink != desired.uplink;
-  std::vector<Step> disconnect, del_nic, teardown, del_port, detach, vmq_free, vmq_alloc, attach, create_port,
+  std::vector<Step> disconnect, del_nic, teardown, del_port, detach, vmq_free, vmq_set, vmq_alloc, attach, create_port,
       create_nic, connect;
   std::set<std::string> kept;  // NICs that stay as they are (but perhaps their vmq or connect)
   for (const auto& [name, p] : ports) {
@@ -392,6 +405,8 @@ std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::opti
           else
             vmq_alloc.push_back({"vmq.allocate", {{"port", name}, {"policy", "auto"}}});
         }
+        if (const auto& cpu = want->nic->vmq_cpu; n.desc.vmq_cpu != cpu)
+          vmq_set.push_back({"vmq.set", {{"port", name}, {"cpu", cpu ? json(*cpu) : json(nullptr)}}});
         if (want->connected && n.state == NicState::Created) connect.push_back({"nic.connect", {{"port", name}}});
       } else {
         if (n.state == NicState::Connected) disconnect.push_back({"nic.disconnect", {{"port", name}}});
@@ -427,8 +442,8 @@ std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::opti
   std::sort(create_port.begin(), create_port.end(), by_name("name"));
   std::sort(connect.begin(), connect.end(), by_name("port"));
   std::vector<Step> out;
-  for (auto* kind : {&disconnect, &del_nic, &teardown, &del_port, &detach, &vmq_free, &vmq_alloc, &attach, &create_port,
-                     &create_nic, &connect})
+  for (auto* kind : {&disconnect, &del_nic, &teardown, &del_port, &detach, &vmq_free, &vmq_set, &vmq_alloc, &attach,
+                     &create_port, &create_nic, &connect})
     out.insert(out.end(), kind->begin(), kind->end());
   return out;
 }

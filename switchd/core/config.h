@@ -81,11 +81,13 @@ struct Step {
 
 // The steps from the running switch to `desired`, in Hyper-V's order:
 // removals (nic disconnect, nic delete, port teardown, port delete, uplink
-// detach), then changes (vmq free, vmq allocate, uplink attach), then
-// additions (port create, nic create, nic connect); within a kind, by port
-// name. A NIC whose vmq policy alone changed gets a vmq step (with `policy`);
-// any other change recreates it (disconnect, delete, create, connect); an
-// unchanged NIC gets no step. A Disconnected NIC can only be deleted, so it
+// detach), then changes (vmq free, vmq set, vmq allocate, uplink attach),
+// then additions (port create, nic create, nic connect); within a kind, by
+// port name. A NIC whose vmq policy changed gets a vmq step (with `policy`),
+// one whose vmq processor changed a vmq.set (before a vmq.allocate, so that
+// a new vmq starts on its processor); any other change (its delivery among
+// them) recreates it (disconnect, delete, create, connect); an unchanged NIC
+// gets no step. A Disconnected NIC can only be deleted, so it
 // is recreated; a changed uplink recreates every NIC.
 std::vector<Step> plan(const std::map<std::string, Port>& ports, const std::optional<UplinkConfig>& uplink,
                        const SwitchConfig& desired);

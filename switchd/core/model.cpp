@@ -150,6 +150,10 @@ void Model::nic_create(const std::string& name, NicDesc c) {
   }
   if (!valid_name(c.backend))
     throw Refused(ErrorKind::Usage, "nic.create: backend '" + c.backend + "' is not a netdev name");
+  if (c.vmq_cpu && c.delivery == Delivery::Xsk)
+    throw Refused(ErrorKind::Usage, "nic.create: vmq_cpu " + std::to_string(*c.vmq_cpu) +
+                                        " goes with delivery kernel or auto: with delivery xsk the vmq is served by "
+                                        "the workers of its receive queues, on their CPUs (switchd --queue-cpus)");
   for (const auto& [other, q] : ports_) {
     if (!q.nic) continue;
     for (uint16_t v : vl.carried())
@@ -209,16 +213,20 @@ std::vector<uint32_t> Model::free_vmqs() const {
   return out;
 }
 
-uint32_t Model::vmq_allocate(const std::string& name) {
+void Model::check_vmq_allocate(const std::string& name) const {
   const Nic& n = nic(name);
   if (n.vmq_id)
     throw Refused(ErrorKind::WrongState, "vmq.allocate: nic " + name + " already has vmq " + std::to_string(*n.vmq_id) +
                                              "; allowed from there: " + nic_steps(n));
   if (n.state == NicState::Disconnected) wrong_nic_state(name, n, "vmq.allocate");
-  auto free = free_vmqs();
-  if (free.empty())
+  if (free_vmqs().empty())
     throw Refused(ErrorKind::Exhausted, "vmq.allocate: all " + std::to_string(max_vmqs_) + " vmqs are in use; nic " +
                                             name + " stays on the default queue");
+}
+
+uint32_t Model::vmq_allocate(const std::string& name) {
+  check_vmq_allocate(name);
+  auto free = free_vmqs();
   mut_nic(name).vmq_id = free.front();
   record("vmq " + std::to_string(free.front()), "free", "allocated to nic " + name, "vmq.allocate");
   return free.front();
@@ -239,6 +247,15 @@ void Model::set_vmq_policy(const std::string& name, VmqPolicy policy, const std:
   std::string from = "vmq policy " + std::string(to_string(n.desc.vmq_policy));
   n.desc.vmq_policy = policy;
   record("nic " + name, from, "vmq policy " + std::string(to_string(policy)), step);
+}
+
+void Model::set_vmq_cpu(const std::string& name, std::optional<uint32_t> cpu, const std::string& step) {
+  Nic& n = mut_nic(name);
+  if (n.desc.vmq_cpu == cpu) return;
+  auto text = [](std::optional<uint32_t> c) { return "vmq cpu " + (c ? std::to_string(*c) : std::string("spread")); };
+  std::string from = text(n.desc.vmq_cpu);
+  n.desc.vmq_cpu = cpu;
+  record("nic " + name, from, text(cpu), step);
 }
 
 void Model::restore(Port port) {

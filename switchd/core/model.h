@@ -96,10 +96,14 @@ class Model {
   // The NIC's vmq policy (what it asks for at connect), by `step`; no event
   // when it already has that policy.
   void set_vmq_policy(const std::string& port, VmqPolicy policy, const std::string& step);
+  // The NIC's vmq processor (none: spread), by `step`; no event when it
+  // already has that one. Whether the CPU may be used is the switch's to check.
+  void set_vmq_cpu(const std::string& port, std::optional<uint32_t> cpu, const std::string& step);
 
   // Check a step without doing it (the datapath may need to act first).
   void check_nic_connect(const std::string& port) const;
   void check_nic_disconnect(const std::string& port) const;
+  void check_vmq_allocate(const std::string& port) const;
 
   // vmq ids in use and free, 1..max_vmqs.
   std::vector<uint32_t> free_vmqs() const;

@@ -65,7 +65,7 @@ bool same_but_vmq_policy(const NicDesc& a, const NicDesc& b) {
          (va.mode == VlanMode::Trunk || va.access == vb.access) &&
          (va.mode == VlanMode::Access ||
           (sorted(va.trunk_vlans) == sorted(vb.trunk_vlans) && va.native == vb.native)) &&
-         a.allow_mac_spoofing == b.allow_mac_spoofing && a.steering == b.steering;
+         a.allow_mac_spoofing == b.allow_mac_spoofing && a.steering == b.steering && a.delivery == b.delivery;
 }
 
 json nic_fields(const NicDesc& n) {
@@ -76,13 +76,17 @@ json nic_fields(const NicDesc& n) {
           {"trunk_vlans", n.vlans.trunk_vlans},
           {"native_vlan", n.vlans.native ? json(*n.vlans.native) : json(nullptr)},
           {"allow_mac_spoofing", n.allow_mac_spoofing},
-          {"vmq_policy", to_string(n.vmq_policy)}};
+          {"vmq_policy", to_string(n.vmq_policy)},
+          {"delivery", to_string(n.delivery)},
+          {"vmq_cpu", n.vmq_cpu ? json(*n.vmq_cpu) : json(nullptr)}};
 }
 
 NicDesc nic_from_state(const std::string& port, const json& n) {
   std::optional<uint16_t> native;
   if (n.contains("native_vlan") && !n["native_vlan"].is_null()) native = n["native_vlan"].get<uint16_t>();
   const bool trunk = n.value("vlan_mode", "access") == "trunk";
+  std::optional<uint32_t> vmq_cpu;  // an older file has none: spread
+  if (n.contains("vmq_cpu") && n["vmq_cpu"].is_number_unsigned()) vmq_cpu = n["vmq_cpu"].get<uint32_t>();
   return NicDesc{
       .name = port,
       .mac = parse_mac(n.at("mac").get<std::string>()).value_or(Mac{}),
@@ -92,6 +96,8 @@ NicDesc nic_from_state(const std::string& port, const json& n) {
       .allow_mac_spoofing = n.value("allow_mac_spoofing", false),
       .vmq_policy = n.value("vmq_policy", "auto") == "off" ? VmqPolicy::Off : VmqPolicy::Auto,
       .steering = n.value("steering", "software") == "hardware" ? Steering::Hardware : Steering::Software,
+      .delivery = delivery_from_string(n.value("delivery", "auto")).value_or(Delivery::Auto),
+      .vmq_cpu = vmq_cpu,
   };
 }
 
@@ -148,6 +154,13 @@ PortVlans vlans_arg(const json& args) {
 
 }  // namespace
 
+uint32_t cpu_arg(const json& v, const std::string& name) {
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxCpu)
+    usage(name + " must be a CPU number, an integer 0.." + std::to_string(kMaxCpu) +
+          " (null: spread the vmqs over the CPUs)");
+  return v.get<uint32_t>();
+}
+
 NicDesc nic_from_args(const json& args) {
   NicDesc c;
   std::string mac_text = str_arg(args, "mac", nullptr);
@@ -167,6 +180,14 @@ NicDesc nic_from_args(const json& args) {
   std::string steering = str_arg(args, "steering", "software");
   if (steering != "software" && steering != "hardware") usage("steering '" + steering + "': use software or hardware");
   c.steering = steering == "hardware" ? Steering::Hardware : Steering::Software;
+  const std::string delivery = str_arg(args, "delivery", "auto");
+  auto d = delivery_from_string(delivery);
+  if (!d)
+    usage("delivery '" + delivery +
+          "': use auto (kernel where the backend can take it, else xsk), kernel (the kernel redirects the vmq's "
+          "frames to the backend) or xsk (switchd's AF_XDP sockets)");
+  c.delivery = *d;
+  if (args.contains("vmq_cpu") && !args["vmq_cpu"].is_null()) c.vmq_cpu = cpu_arg(args["vmq_cpu"], "vmq_cpu");
   return c;
 }
 
@@ -181,6 +202,8 @@ json nic_args(const std::string& port, const NicDesc& c) {
   a["vmq"] = to_string(c.vmq_policy);
   a["steering"] = to_string(c.steering);
   a["allow_mac_spoofing"] = c.allow_mac_spoofing;
+  a["delivery"] = to_string(c.delivery);
+  a["vmq_cpu"] = c.vmq_cpu ? json(*c.vmq_cpu) : json(nullptr);
   return a;
 }
 

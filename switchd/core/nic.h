@@ -85,19 +85,27 @@ struct NicDesc {
   }
 };
 
-// Same NIC but perhaps for its vmq policy (the order of trunk VLANs aside):
-// the planner changes such a NIC with a vmq step, not by recreating it.
+// Same NIC but perhaps for its vmq policy and its vmq's processor (the order
+// of trunk VLANs aside): the planner changes such a NIC with vmq steps, not
+// by recreating it. A change of delivery recreates it.
 bool same_but_vmq_policy(const NicDesc& a, const NicDesc& b);
 
 // The JSON of a NIC. The state file and the views share its fields (mac,
 // backend, vlan, vlan_mode, trunk_vlans, native_vlan, allow_mac_spoofing,
-// vmq_policy); nic.create's arguments are their own shape (vmq is the policy
-// there, and only the VLAN keys of its mode).
+// vmq_policy, delivery, vmq_cpu: null when none was given; the views put
+// what the datapath gave in delivery and vmq_cpu); nic.create's arguments
+// are their own shape (vmq is the policy there, and only the VLAN keys of
+// its mode).
 nlohmann::json nic_fields(const NicDesc& nic);
 // The state file's NIC, read back leniently (defaults for keys an older file lacks).
 NicDesc nic_from_state(const std::string& port, const nlohmann::json& j);
 // nic.create's arguments (without the port), checked: throws Refused(Usage).
 NicDesc nic_from_args(const nlohmann::json& args);
+// The highest CPU number an argument may name (CPU_SETSIZE - 1); whether
+// switchd may run on it is the switch's to check.
+inline constexpr int64_t kMaxCpu = 1023;
+// A CPU number argument (vmq_cpu, cpu) named `name`: throws Refused(Usage).
+uint32_t cpu_arg(const nlohmann::json& v, const std::string& name);
 // ... and back: nic.create's arguments for a NIC.
 nlohmann::json nic_args(const std::string& port, const NicDesc& nic);
 

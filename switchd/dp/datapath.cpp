@@ -629,10 +629,10 @@ Status Datapath::use_cpu(uint32_t cpu) {
     cpu_vmqs_[cpu]--;
     return st;
   }
-  if (opts_.cpu_rt_priority > 0) {
+  if (opts_.worker.rt_priority > 0) {
     const int pid = kd_->cpu_thread_pid(cpu);
     sched_param sp{};
-    sp.sched_priority = opts_.cpu_rt_priority;
+    sp.sched_priority = opts_.worker.rt_priority;
     if (pid <= 0 || sched_setscheduler(pid, SCHED_FIFO, &sp) != 0)
       service::log(service::Level::Warn, "CPU %u's delivery thread (pid %d) keeps the normal scheduler: %s", cpu, pid,
                    pid <= 0 ? "not found" : std::strerror(errno));

@@ -48,10 +48,9 @@ struct DatapathOptions {
   // Frames to the uplink's own MAC go to the host's stack (the host keeps
   // its addresses on the uplink and has no host port).
   bool host_stack = false;
-  // Kernel delivery: frames a vmq processor's CPUMAP queue holds, and the
-  // SCHED_FIFO priority of its kernel thread (0: the normal scheduler).
+  // Kernel delivery: frames a vmq processor's CPUMAP queue holds. Its
+  // kernel thread runs at the workers' priority (worker.rt_priority).
   uint32_t cpu_queue = 4096;
-  int cpu_rt_priority = 10;
 };
 
 // A NIC as the datapath takes it: its descriptor and the vmq it was given.

@@ -69,7 +69,7 @@ struct WorkerOptions {
   uint32_t nic_floor = 12;         // each backend socket's fill ring, at least
   uint32_t max_sockets = 1024;     // backend sockets on the queue, at most (the NIC capacity x sockets per NIC)
   bool busy_poll = false;          // spin instead of sleeping in epoll_wait()
-  int rt_priority = 0;             // SCHED_FIFO priority of the worker thread, 0: the normal scheduler
+  int rt_priority = 10;            // SCHED_FIFO priority of the worker thread, 0: the normal scheduler
 };
 
 // The rule's parts from the ring sizes: the uplink's reserve is its ring,

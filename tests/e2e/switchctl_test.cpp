@@ -509,6 +509,50 @@ TEST_F(SwitchctlTest, EveryVerbAgainstTheDatapath) {
   EXPECT_FALSE(prog->has_value());
 }
 
+// A NIC's delivery and its vmq's processor, as switchctl sets them on the
+// built switchd. (Kernel delivery and moving a connected NIC's vmq are the
+// datapath's, tested there: here a NIC asks for xsk, or is not connected.)
+TEST_F(SwitchctlTest, DeliveryAndVmqCpuFlags) {
+  attach();
+  EXPECT_EQ(ctl("port create vm1").rc, 0);
+  json n1 = ctl_json("nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --delivery xsk");
+  EXPECT_EQ(n1["delivery_requested"], "xsk");
+  n1 = ctl_json("nic connect vm1");
+  EXPECT_EQ(n1["delivery"], "xsk");
+  EXPECT_EQ(n1["delivery_why"], "");
+  EXPECT_EQ(n1["vmq_cpu"], nullptr);
+  Run xsk = ctl("vmq set vm1 --cpu 0");
+  EXPECT_EQ(xsk.rc, 4) << xsk.err;
+  EXPECT_NE(xsk.err.find("nic vm1 has delivery xsk"), std::string::npos) << xsk.err;
+  EXPECT_NE(xsk.err.find("--queue-cpus"), std::string::npos) << xsk.err;
+
+  EXPECT_EQ(ctl("port create vm2").rc, 0);
+  json n2 = ctl_json("nic create vm2 --mac 02:00:00:00:00:02 --backend vm2-host --vmq-cpu 0");
+  EXPECT_EQ(n2["vmq_cpu"], 0);
+  EXPECT_EQ(n2["vmq_cpu_source"], "configured");
+  EXPECT_NE(ctl("config show").out.find("vmq_cpu = 0\n"), std::string::npos);
+  Run spread = ctl("vmq set vm2 --spread");
+  EXPECT_EQ(spread.rc, 0) << spread.err;
+  EXPECT_NE(spread.out.find("nic vm2: vmq spread over the CPUs"), std::string::npos) << spread.out;
+  EXPECT_EQ(nic_of(ctl_json("show"), "vm2")["vmq_cpu"], nullptr);
+  Run set = ctl("vmq set vm2 --cpu 0");
+  EXPECT_EQ(set.rc, 0) << set.err;
+  EXPECT_NE(set.out.find("nic vm2: vmq on CPU 0"), std::string::npos) << set.out;
+  const json evs = ctl_json("events")["events"];
+  ASSERT_FALSE(evs.empty());
+  EXPECT_EQ(evs.back()["to"], "vmq cpu 0");
+  EXPECT_EQ(evs.back()["step"], "vmq.set");
+  Run far = ctl("vmq set vm2 --cpu 1023");  // switchctl takes it; switchd may not run there
+  EXPECT_EQ(far.rc, 2) << far.err;
+  EXPECT_NE(far.err.find("is not a CPU switchd may run on"), std::string::npos) << far.err;
+  EXPECT_EQ(ctl("nic create vm2 --mac 02:00:00:00:00:03 --backend vm3-host --delivery dpdk").rc, 2);
+
+  Run human = ctl("show");
+  EXPECT_EQ(human.rc, 0) << human.err;
+  for (const char* w : {"DELIVERY", "VMQ-CPU", "xsk"})
+    EXPECT_NE(human.out.find(w), std::string::npos) << w << " in:\n" << human.out;
+}
+
 // A crowd of idle connections does not lock the operator out: 300 of one
 // uid (64 held, the rest refused as full) and 150 of root's own, then
 // `switchctl show` answers at once; the refusals are one log line.

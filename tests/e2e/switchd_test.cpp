@@ -774,12 +774,12 @@ TEST_F(SwitchdDedicatedTest, RestartKeepsTheDedicatedQueue) {
 }  // namespace
 
 // --rt-priority: each queue worker (a thread named xvmq-q<queue>) runs at
-// that SCHED_FIFO priority, and frames still flow.
+// that SCHED_FIFO priority, and frames still flow; the unit grants
+// CAP_SYS_NICE for it.
 class SwitchdRtTest : public SwitchdTest {
  protected:
   void SetUp() override {
     switchd_extra_ = {"--rt-priority", "7"};
-    unit_dropins_ = {unit_dropin("rt-priority.conf")};  // CAP_SYS_NICE, as README says to install it
     SwitchdTest::SetUp();
   }
 };

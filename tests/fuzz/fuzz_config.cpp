@@ -94,6 +94,10 @@ void execute(Running& r, const Step& s) {
       r.model.vmq_allocate(port);
     if (!alloc && n.vmq_id) r.model.vmq_free(port);
     if (a.contains("policy")) r.model.set_vmq_policy(port, alloc ? VmqPolicy::Auto : VmqPolicy::Off, s.op);
+  } else if (s.op == "vmq.set") {
+    const json& cpu = a.at("cpu");
+    r.model.set_vmq_cpu(a.at("port"), cpu.is_null() ? std::nullopt : std::optional<uint32_t>(cpu.get<uint32_t>()),
+                        s.op);
   } else {
     broken("the planner made an unknown op", s.op);
   }

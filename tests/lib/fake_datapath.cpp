@@ -65,6 +65,8 @@ std::optional<DeliveryState> FakeDatapath::delivery(const std::string& nic) cons
 
 Status FakeDatapath::set_vmq_cpu(const std::string& nic, std::optional<uint32_t> cpu) {
   calls_.push_back("set_vmq_cpu " + nic + " " + (cpu ? std::to_string(*cpu) : std::string("spread")));
+  if (int e = std::exchange(fail_next_set_vmq_cpu, 0))
+    return Error{e, "nic " + nic + ": " + std::strerror(e) + " (injected)"};
   auto it = connected_.find(nic);
   if (it == connected_.end()) return {};  // applied at connect
   it->second.nic.vmq_cpu = cpu;

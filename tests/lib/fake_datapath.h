@@ -75,10 +75,11 @@ class FakeDatapath : public DatapathApi {
   // For tests: what the switch asked, one line a call ("connect vm1 vmq 1",
   // "set_vmq vm1 0", "disconnect vm1", "forget vm1", "reconcile 2", "detach").
   const std::vector<std::string>& calls() const { return calls_; }
-  // For tests: the next connect (set_vmq) fails with this errno, as the
+  // For tests: the next connect (set_vmq, set_vmq_cpu) fails with this errno, as the
   // kernel's would, and changes nothing; 0: no failure.
   int fail_next_connect = 0;
   int fail_next_set_vmq = 0;
+  int fail_next_set_vmq_cpu = 0;
 
  private:
   void install(const NicBinding& nic);

@@ -30,6 +30,18 @@ struct BadFile {
   std::vector<std::string> words;
 };
 
+// Each file refused, naming its line and each of its words.
+void expect_refused(const std::vector<BadFile>& rows) {
+  for (const auto& row : rows) {
+    SCOPED_TRACE(row.name);
+    auto r = parse_config(row.text, "sw.toml");
+    ASSERT_FALSE(r) << "accepted:\n" << row.text;
+    const std::string& m = r.error().message;
+    EXPECT_TRUE(m.starts_with("sw.toml:" + std::to_string(row.line) + ": ")) << m << "\n" << row.text;
+    for (const auto& w : row.words) EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m;
+  }
+}
+
 TEST(ConfigParse, BadFilesNameTheLineAndTheReason) {
   const std::vector<BadFile> rows = {
       {"syntax error", kUplink + "[[port]]\nname = vm1\n", 4, {"sw.toml:4:"}},
@@ -107,14 +119,21 @@ TEST(ConfigParse, BadFilesNameTheLineAndTheReason) {
       {"connected NIC without uplink", port("vm1", "02:00:00:00:00:01"), 4, {"needs an [uplink]"}},
       {"port is not an array", kUplink + "[port]\nname = \"vm1\"\n", 3, {"[[port]]"}},
   };
-  for (const auto& row : rows) {
-    SCOPED_TRACE(row.name);
-    auto r = parse_config(row.text, "sw.toml");
-    ASSERT_FALSE(r) << "accepted:\n" << row.text;
-    const std::string& m = r.error().message;
-    EXPECT_TRUE(m.starts_with("sw.toml:" + std::to_string(row.line) + ": ")) << m << "\n" << row.text;
-    for (const auto& w : row.words) EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m;
-  }
+  expect_refused(rows);
+}
+
+TEST(ConfigParse, BadDeliveryAndVmqCpuNameTheirLine) {
+  expect_refused({
+      {"delivery",
+       kUplink + port("vm1", "02:00:00:00:00:01", "vlan = 1\ndelivery = \"dpdk\"\n"),
+       10,
+       {"delivery 'dpdk'", "auto", "kernel", "xsk"}},
+      {"vmq_cpu not a CPU", kUplink + port("vm1", "02:00:00:00:00:01", "vmq_cpu = -1\n"), 9, {"vmq_cpu must be"}},
+      {"vmq_cpu with delivery xsk",
+       kUplink + port("vm1", "02:00:00:00:00:01", "delivery = \"xsk\"\nvmq_cpu = 1\n"),
+       10,
+       {"vmq_cpu 1 goes with delivery kernel or auto"}},
+  });
 }
 
 // What a file may make switchd spend: each limit refused before toml++
@@ -197,7 +216,8 @@ TEST(ConfigParse, GoodFileAndRoundTrip) {
   std::string text = "[uplink]\nname = \"up0\"\nmode = \"skb\"\nhost = \"stack\"\n" + port("vm1", "02:00:00:00:00:01") +
                      port("vm2", "02:00:00:00:00:02", "trunk_vlans = [20, 10]\nnative_vlan = 30\nvmq = \"off\"\n") +
                      port("vm3", "02:00:00:00:00:03", "vlan = 10\nallow_mac_spoofing = true\nconnected = false\n") +
-                     "\n[[port]]\nname = \"spare\"\n";
+                     port("vm4", "02:00:00:00:00:04", "delivery = \"kernel\"\nvmq_cpu = 3\n") +
+                     port("vm5", "02:00:00:00:00:05", "delivery = \"xsk\"\n") + "\n[[port]]\nname = \"spare\"\n";
   auto r = parse_config(text, "sw.toml");
   ASSERT_TRUE(r) << r.error().message;
   const SwitchConfig& c = *r;
@@ -205,7 +225,7 @@ TEST(ConfigParse, GoodFileAndRoundTrip) {
   EXPECT_EQ(c.uplink->name, "up0");
   EXPECT_EQ(c.uplink->mode, AttachMode::Skb);
   EXPECT_EQ(c.uplink->host, "stack");
-  ASSERT_EQ(c.ports.size(), 4u);
+  ASSERT_EQ(c.ports.size(), 6u);
   const NicDesc& v2 = *c.ports.at("vm2").nic;
   EXPECT_EQ(v2.vlans.mode, VlanMode::Trunk);
   EXPECT_EQ(v2.vlans.trunk_vlans, (std::vector<uint16_t>{20, 10}));
@@ -216,6 +236,11 @@ TEST(ConfigParse, GoodFileAndRoundTrip) {
   EXPECT_FALSE(c.ports.at("vm3").connected);
   EXPECT_FALSE(c.ports.at("spare").nic);
   EXPECT_EQ(c.ports.at("vm1").line, 6);
+  EXPECT_EQ(c.ports.at("vm1").nic->delivery, Delivery::Auto);
+  EXPECT_FALSE(c.ports.at("vm1").nic->vmq_cpu);
+  EXPECT_EQ(c.ports.at("vm4").nic->delivery, Delivery::Kernel);
+  EXPECT_EQ(c.ports.at("vm4").nic->vmq_cpu, 3u);
+  EXPECT_EQ(c.ports.at("vm5").nic->delivery, Delivery::Xsk);
 
   // Written back and read again: the same configuration.
   auto again = parse_config(to_toml(c), "export");
@@ -343,6 +368,55 @@ TEST(ConfigPlan, VmqPolicyChangeTakesVmqStepsOnly) {
   r.nic("vm2", "02:00:00:00:00:02", 0, VmqPolicy::Off);
   EXPECT_EQ(r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01", "vmq = \"off\"\n") + port("vm2", "02:00:00:00:00:02")),
             (Cmds{"switchctl vmq free vm1 --policy off", "switchctl vmq allocate vm2 --policy auto"}));
+}
+
+// A NIC's vmq processor is moved in place (vmq.set), under traffic; with a
+// new vmq policy the processor is set first, so that the vmq starts on it.
+TEST(ConfigPlan, VmqCpuChangeTakesAVmqSetStep) {
+  Running r;
+  r.nic("vm1", "02:00:00:00:00:01");
+  r.nic("vm2", "02:00:00:00:00:02");
+  r.model.set_vmq_cpu("vm2", 1, "vmq.set");
+  EXPECT_EQ(r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01", "vmq_cpu = 2\n") + port("vm2", "02:00:00:00:00:02")),
+            (Cmds{"switchctl vmq set vm1 --cpu 2", "switchctl vmq set vm2 --spread"}));
+  auto desired = parse_config(
+      kUplink + port("vm1", "02:00:00:00:00:01", "vmq_cpu = 0\n") + port("vm2", "02:00:00:00:00:02", "vmq_cpu = 1\n"),
+      "x");
+  ASSERT_TRUE(desired) << desired.error().message;
+  const auto steps = plan(r.model.ports(), r.uplink, *desired);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0], (Step{"vmq.set", {{"port", "vm1"}, {"cpu", 0}}}));
+  EXPECT_EQ(r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01") + port("vm2", "02:00:00:00:00:02", "vmq_cpu = 1\n")),
+            Cmds{});
+
+  Running p;
+  p.nic("vm1", "02:00:00:00:00:01", 0, VmqPolicy::Off);
+  p.nic("vm2", "02:00:00:00:00:02");
+  EXPECT_EQ(p.plan_to(kUplink + port("vm1", "02:00:00:00:00:01", "vmq_cpu = 3\n") +
+                      port("vm2", "02:00:00:00:00:02", "vmq = \"off\"\nvmq_cpu = 1\n")),
+            (Cmds{"switchctl vmq free vm2 --policy off", "switchctl vmq set vm1 --cpu 3",
+                  "switchctl vmq set vm2 --cpu 1", "switchctl vmq allocate vm1 --policy auto"}));
+}
+
+// Another delivery is another NIC: disconnected, deleted, created, connected.
+TEST(ConfigPlan, DeliveryChangeRecreatesTheNic) {
+  Running r;
+  r.nic("vm1", "02:00:00:00:00:01");
+  EXPECT_EQ(r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01", "delivery = \"auto\"\n")), Cmds{});
+  EXPECT_EQ(r.plan_to(kUplink + port("vm1", "02:00:00:00:00:01", "delivery = \"kernel\"\nvmq_cpu = 2\n")),
+            (Cmds{"switchctl nic disconnect vm1", "switchctl nic delete vm1",
+                  "switchctl nic create vm1 --mac 02:00:00:00:00:01 --backend vm1-host --delivery kernel --vmq-cpu 2",
+                  "switchctl nic connect vm1"}));
+  auto desired = parse_config(kUplink + port("vm1", "02:00:00:00:00:01", "delivery = \"xsk\"\n"), "x");
+  ASSERT_TRUE(desired) << desired.error().message;
+  const auto steps = plan(r.model.ports(), r.uplink, *desired);
+  ASSERT_EQ(steps.size(), 4u);
+  EXPECT_EQ(steps[2].args["delivery"], "xsk");
+  EXPECT_EQ(steps[2].args["vmq_cpu"], nullptr);
+  EXPECT_EQ(nic_from_args(steps[2].args).delivery, Delivery::Xsk);
+  // What runs, written out, plans to nothing.
+  r.model.set_vmq_cpu("vm1", 3, "vmq.set");
+  EXPECT_EQ(r.plan_to(to_toml(current_config(r.model.ports(), r.uplink))), Cmds{});
 }
 
 TEST(ConfigPlan, StepOrderAcrossKinds) {

@@ -877,6 +877,13 @@ TEST_F(SwitchctlTest, BadInputExits2WithOneLineAndSendsNothing) {
       {"port", "create", "vm 1"},
       {"nic", "connect", "vm/1"},
       {"vmq", "allocate", "vm1", "extra"},
+      {"nic", "create", "vm1", "--mac", "02:00:00:00:00:01", "--backend", "vm1-host", "--delivery", "dpdk"},
+      {"nic", "create", "vm1", "--mac", "02:00:00:00:00:01", "--backend", "vm1-host", "--vmq-cpu", "-1"},
+      {"vmq", "allocate", "vm1", "--cpu", "x"},
+      {"vmq", "set", "vm1"},  // neither --cpu nor --spread
+      {"vmq", "set", "vm1", "--cpu", "1", "--spread"},
+      {"vmq", "set", "vm1", "--cpu", "1024"},
+      {"vmq", "set", "--cpu", "1"},  // no port
       {"uplink", "attach", "eth0", "--mode", "fast"},
       {"events", "--since", "-1"},
       {"show", "--bogus"},
@@ -924,6 +931,7 @@ TEST_F(SwitchctlTest, SubcommandsSendTheirOpAndArgs) {
   reply_["port.delete"] = json::object();
   reply_["uplink.detach"] = json::object();
   reply_["vmq.allocate"] = {{"port", "vm1"}, {"state", "connected"}, {"vmq", 3}};
+  reply_["vmq.set"] = {{"port", "vm1"}, {"state", "connected"}, {"vmq", 3}, {"vmq_cpu", 2}};
   start();
   struct Case {
     std::vector<std::string> args;
@@ -962,6 +970,23 @@ TEST_F(SwitchctlTest, SubcommandsSendTheirOpAndArgs) {
        {{"port", "vm1"}},
        "nic vm1: vmq allocated (vmq 3, state connected)\n"},
       {{"vmq", "free", "vm1"}, "vmq.free", {{"port", "vm1"}}, "nic vm1: vmq freed\n"},
+      {{"nic", "create", "vm1", "--mac", "02:00:00:00:00:01", "--backend", "vm1-host", "--delivery", "kernel",
+        "--vmq-cpu", "2"},
+       "nic.create",
+       {{"port", "vm1"}, {"mac", "02:00:00:00:00:01"}, {"backend", "vm1-host"}, {"delivery", "kernel"}, {"vmq_cpu", 2}},
+       "nic vm1: created\n"},
+      {{"vmq", "allocate", "vm1", "--cpu", "1"},
+       "vmq.allocate",
+       {{"port", "vm1"}, {"cpu", 1}},
+       "nic vm1: vmq allocated (vmq 3, state connected)\n"},
+      {{"vmq", "set", "vm1", "--cpu", "2"},
+       "vmq.set",
+       {{"port", "vm1"}, {"cpu", 2}},
+       "nic vm1: vmq on CPU 2 (vmq 3, state connected)\n"},
+      {{"vmq", "set", "vm1", "--spread"},
+       "vmq.set",
+       {{"port", "vm1"}, {"cpu", nullptr}},
+       "nic vm1: vmq spread over the CPUs (vmq 3, state connected)\n"},
       {{"events", "--since", "5"}, "events", {{"since", 5}}, "no events\n"},
       {{"events"}, "events", json::object(), "no events\n"},
   };
@@ -1033,6 +1058,50 @@ TEST_F(SwitchctlTest, ShowPrintsTheBuffersPerQueueAndPerNic) {
             "vm1   created  connected  02:00:00:00:00:01     0  vm1-host    -  default  software     -  96 KiB\n"
             "vm2   created  created    02:00:00:00:00:02     0  vm2-host    -  none     software     -  -\n"
             "vmqs: max 8\n");
+}
+
+// Delivery: a column of what each NIC got (xsk* when it asked for more, the
+// reason below the table) and its vmq's CPU.
+TEST_F(SwitchctlTest, ShowPrintsEachNicsDeliveryAndVmqCpu) {
+  reply_["show"] = json::parse(R"({
+    "uplink": null,
+    "ports": [
+      {"name": "vm1", "state": "created", "nic": {"state": "connected", "mac": "02:00:00:00:00:01", "vlan": 0,
+                                                  "backend": "vm1-host", "vmq": 1, "path": "vmq",
+                                                  "steering": {"mode": "software"}, "affinity": {"cpus": [3]},
+                                                  "delivery": "kernel", "delivery_requested": "kernel",
+                                                  "delivery_why": "", "vmq_cpu": 3, "vmq_cpu_source": "configured"}},
+      {"name": "vm2", "state": "created", "nic": {"state": "connected", "mac": "02:00:00:00:00:02", "vlan": 0,
+                                                  "backend": "vm2-host", "vmq": 2, "path": "vmq",
+                                                  "steering": {"mode": "software"}, "affinity": {"cpus": [0]},
+                                                  "delivery": "kernel", "delivery_requested": "auto",
+                                                  "delivery_why": "", "vmq_cpu": 0, "vmq_cpu_source": "spread"}},
+      {"name": "vm3", "state": "created", "nic": {"state": "connected", "mac": "02:00:00:00:00:03", "vlan": 0,
+                                                  "backend": "tap3", "vmq": null, "path": "default",
+                                                  "steering": {"mode": "software"},
+                                                  "delivery": "xsk", "delivery_requested": "auto",
+                                                  "delivery_why": "tap3 takes no redirected frames",
+                                                  "vmq_cpu": null, "vmq_cpu_source": null}},
+      {"name": "spare", "state": "created", "nic": null}
+    ],
+    "vmqs": {"max": 2}})");
+  start();
+  Exit r = ctl({"show"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "uplink: none\n"
+            "PORT   STATE    NIC-STATE  MAC                VLAN  BACKEND   VMQ  PATH     DELIVERY  VMQ-CPU     "
+            "STEERING  CPUS\n"
+            "vm1    created  connected  02:00:00:00:00:01     0  vm1-host    1  vmq      kernel    3           "
+            "software     3\n"
+            "vm2    created  connected  02:00:00:00:00:02     0  vm2-host    2  vmq      kernel    0 (spread)  "
+            "software     0\n"
+            "vm3    created  connected  02:00:00:00:00:03     0  tap3        -  default  xsk*      -           "
+            "software     -\n"
+            "spare  created  -          -                     -  -           -  -        -         -           "
+            "-            -\n"
+            "vm3: xsk* delivery (auto requested; tap3 takes no redirected frames)\n"
+            "vmqs: max 2\n");
 }
 
 TEST_F(SwitchctlTest, ShowStatsAndEventsPrintTables) {
@@ -1174,6 +1243,7 @@ TEST_F(SwitchctlTest, EverySubcommandHasHelpWithAnExample) {
                                                       {"nic", "delete"},
                                                       {"vmq", "allocate"},
                                                       {"vmq", "free"},
+                                                      {"vmq", "set"},
                                                       {"show"},
                                                       {"stats"},
                                                       {"events"},

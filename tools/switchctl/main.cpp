@@ -241,7 +241,7 @@ struct Cli {
   double timeout_s = 10;
 
   std::optional<Call> call;
-  std::string name, mode, mac, backend, vmq, steering, host, host_netdev;
+  std::string name, mode, mac, backend, vmq, steering, delivery, host, host_netdev;
   int host_vlan = 0;
   std::vector<int> trunk;
   int native_vlan = 0;
@@ -251,6 +251,10 @@ struct Cli {
   std::string policy;
   CLI::Option* alloc_policy = nullptr;
   CLI::Option* free_policy = nullptr;
+  // A vmq's processor: nic create --vmq-cpu, vmq allocate/set --cpu.
+  int cpu = 0;
+  CLI::Option* alloc_cpu = nullptr;
+  bool spread = false;
   std::string config_file;
   bool dry_run = false;
   std::string fdb_mac, fdb_port;
@@ -383,7 +387,16 @@ void add_nic_create(Cli& cli, CLI::App* nic) {
           ->check(CLI::Range(0, 4094))
           ->needs(trunk_opt);
   create->add_flag("--allow-mac-spoofing", cli.spoofing, "let the VM send from other source MACs (default: dropped)");
-  create->callback([&cli, vmq_opt, vlan_opt, steering_opt, trunk_opt, native_opt] {
+  CLI::Option* delivery_opt =
+      create
+          ->add_option("--delivery", cli.delivery,
+                       "how its vmq's frames reach the VM: kernel (redirected to the backend on the vmq's CPU), xsk "
+                       "(switchd's AF_XDP sockets) or auto (kernel where the backend takes it; default)")
+          ->check(CLI::IsMember({"auto", "kernel", "xsk"}));
+  CLI::Option* vmq_cpu_opt =
+      create->add_option("--vmq-cpu", cli.cpu, "the CPU its vmq's frames are processed on (default: spread)")
+          ->check(CLI::Range(0, 1023));
+  create->callback([&cli, vmq_opt, vlan_opt, steering_opt, trunk_opt, native_opt, delivery_opt, vmq_cpu_opt] {
     cli.call = Call{"nic.create",
                     {{"port", cli.name}, {"mac", cli.mac}, {"backend", cli.backend}},
                     "nic " + cli.name,
@@ -399,6 +412,8 @@ void add_nic_create(Cli& cli, CLI::App* nic) {
     }
     if (native_opt->count()) args["native_vlan"] = cli.native_vlan;
     if (cli.spoofing) args["allow_mac_spoofing"] = true;
+    if (delivery_opt->count()) args["delivery"] = cli.delivery;
+    if (vmq_cpu_opt->count()) args["vmq_cpu"] = cli.cpu;
   });
 }
 
@@ -410,12 +425,32 @@ void add_nic(Cli& cli) {
   named(cli, nic, "delete", "delete the disconnected NIC of port PORT", "port", "deleted");
 }
 
+void add_vmq_set(Cli& cli, CLI::App* vmqs) {
+  CLI::App* set = step(vmqs, "set", "move the vmq of port PORT's NIC to a CPU (--cpu N), or spread it (--spread)",
+                       "switchctl vmq set vm1 --cpu 2\n  switchctl vmq set vm1 --spread");
+  set->add_option("PORT", cli.name, "the NIC's port")->required()->check(kName);
+  CLI::Option* cpu_opt =
+      set->add_option("--cpu", cli.cpu, "the CPU its frames are processed on")->check(CLI::Range(0, 1023));
+  CLI::Option* spread_opt =
+      set->add_flag("--spread", cli.spread, "no CPU of its own: the vmqs are spread over the CPUs")->excludes(cpu_opt);
+  set->callback([&cli, cpu_opt, spread_opt] {
+    if (!cpu_opt->count() && !spread_opt->count()) throw CLI::RequiredError("--cpu N or --spread");
+    const bool spread = spread_opt->count() > 0;
+    cli.call = Call{"vmq.set",
+                    {{"port", cli.name}, {"cpu", spread ? json(nullptr) : json(cli.cpu)}},
+                    "nic " + cli.name,
+                    spread ? "vmq spread over the CPUs" : "vmq on CPU " + std::to_string(cli.cpu),
+                    true};
+  });
+}
+
 void add_vmq(Cli& cli) {
   CLI::App* vmqs =
       group(cli, "vmq", "a NIC's vmq: its own receive queue filter, the fast path", "switchctl vmq allocate vm1");
   CLI::App* allocate = named(cli, vmqs, "allocate", "give the NIC of port PORT a vmq", "port", "vmq allocated");
   CLI::App* release =
       named(cli, vmqs, "free", "return the vmq of port PORT's NIC; it stays on the software path", "port", "vmq freed");
+  add_vmq_set(cli, vmqs);
   plain(cli,
         step(vmqs, "show", "every allocated vmq: its NIC, its filters in the classifier, its CPUs, what it received",
              "switchctl vmq show --json"),
@@ -424,6 +459,8 @@ void add_vmq(Cli& cli) {
                          ->check(CLI::IsMember({"auto"}));
   cli.free_policy = release->add_option("--policy", cli.policy, "also set the NIC's vmq policy to off")
                         ->check(CLI::IsMember({"off"}));
+  cli.alloc_cpu = allocate->add_option("--cpu", cli.cpu, "the CPU its frames are processed on (default: spread)")
+                      ->check(CLI::Range(0, 1023));
 }
 
 void add_apply(Cli& cli) {
@@ -604,6 +641,7 @@ int main(int argc, char** argv) {
   if (auto rc = xvmq::cli::parse(cli.app, argc, argv, "switchctl")) return *rc;
   if (!cli.call) return 2;  // require_subcommand makes this unreachable
   if (cli.alloc_policy->count() || cli.free_policy->count()) cli.call->args["policy"] = cli.policy;
+  if (cli.alloc_cpu->count()) cli.call->args["cpu"] = cli.cpu;
   if (cli.call->op == "config.apply")
     if (int rc = read_config(cli)) return rc;
   auto connected = connect(cli);

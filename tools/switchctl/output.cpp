@@ -90,6 +90,67 @@ void numbers(const json& j, const std::string& name, std::vector<std::vector<std
       numbers(j[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), rows);
 }
 
+// The vmq's CPU: "2" as given (--cpu), "2 (spread)" as the datapath spread it.
+std::string vmq_cpu_cell(const json& nic) {
+  const json& cpu = field(nic, "vmq_cpu");
+  if (!cpu.is_number()) return "-";
+  return text(cpu) + (field(nic, "vmq_cpu_source") == "spread" ? " (spread)" : "");
+}
+
+// A column a newer switchd reports (a row's cells at `at`), only when one does.
+void add_column(std::vector<std::string>& titles, std::vector<std::vector<std::string>>& rows, size_t at,
+                const std::vector<std::string>& names, const std::vector<std::vector<std::string>>& cells) {
+  titles.insert(titles.begin() + static_cast<std::ptrdiff_t>(at), names.begin(), names.end());
+  for (size_t i = 0; i < rows.size(); i++)
+    rows[i].insert(rows[i].begin() + static_cast<std::ptrdiff_t>(at), cells[i].begin(), cells[i].end());
+}
+
+// show's ports: a row per port; below, why a NIC got less than it asked for.
+void print_ports_table(const json& ports) {
+  if (!ports.is_array() || ports.empty()) {
+    std::printf("ports: none\n");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows, delivery;
+  std::vector<std::string> notes, buffers;
+  bool any_buffers = false, any_delivery = false;
+  for (const json& p : ports) {
+    const json& nic = field(p, "nic");
+    const json& steering = field(nic, "steering");
+    std::string steer = text(field(steering, "mode"));
+    if (field(steering, "queue").is_number()) steer += " q" + text(field(steering, "queue"));
+    std::string cpus;
+    for (const json& c : field(field(nic, "affinity"), "cpus")) cpus += (cpus.empty() ? "" : ",") + text(c);
+    rows.push_back({text(field(p, "name")), text(field(p, "state")), text(field(nic, "state")), text(field(nic, "mac")),
+                    text(field(nic, "vlan")), text(field(nic, "backend")), text(field(nic, "vmq")),
+                    text(field(nic, "path")), steer, cpus.empty() ? "-" : cpus});
+    const json& reserved = field(field(nic, "buffers"), "reserved_bytes");
+    buffers.push_back(reserved.is_number() ? mib(reserved) : "-");
+    any_buffers |= reserved.is_number();
+    // Delivery: xsk* when the NIC got xsk although it asked for kernel or auto.
+    const json& why = field(nic, "delivery_why");
+    const bool fell_back = why.is_string() && !why.get<std::string>().empty();
+    delivery.push_back({text(field(nic, "delivery")) + (fell_back ? "*" : ""), vmq_cpu_cell(nic)});
+    any_delivery |= field(nic, "delivery").is_string();
+    if (fell_back)
+      notes.push_back(text(field(p, "name")) + ": " + text(field(nic, "delivery")) + "* delivery (" +
+                      text(field(nic, "delivery_requested")) + " requested; " + why.get<std::string>() + ")");
+    if (field(steering, "reason").is_string() && !field(steering, "reason").get<std::string>().empty())
+      notes.push_back(text(field(p, "name")) + ": software steering (hardware requested; " +
+                      field(steering, "reason").get<std::string>() + ")");
+  }
+  std::vector<std::string> titles{"PORT",    "STATE", "NIC-STATE", "MAC",      "VLAN",
+                                  "BACKEND", "VMQ",   "PATH",      "STEERING", "CPUS"};
+  if (any_delivery) add_column(titles, rows, 8, {"DELIVERY", "VMQ-CPU"}, delivery);
+  // The buffers reserved for each NIC (a switchd that reports them).
+  if (any_buffers) {
+    titles.push_back("BUFFERS");
+    for (size_t i = 0; i < rows.size(); i++) rows[i].push_back(buffers[i]);
+  }
+  print_table(titles, rows);
+  for (const auto& n : notes) std::printf("%s\n", n.c_str());
+}
+
 }  // namespace
 
 std::string summary(const std::string& object, const std::string& done, const json& result, bool say_done) {
@@ -138,40 +199,7 @@ void print_show(const json& result) {
     std::printf("uplink: none\n");
   }
 
-  const json& ports = field(result, "ports");
-  if (!ports.is_array() || ports.empty()) {
-    std::printf("ports: none\n");
-  } else {
-    std::vector<std::vector<std::string>> rows;
-    std::vector<std::string> notes, buffers;
-    bool any_buffers = false;
-    for (const json& p : ports) {
-      const json& nic = field(p, "nic");
-      const json& steering = field(nic, "steering");
-      std::string steer = text(field(steering, "mode"));
-      if (field(steering, "queue").is_number()) steer += " q" + text(field(steering, "queue"));
-      std::string cpus;
-      for (const json& c : field(field(nic, "affinity"), "cpus")) cpus += (cpus.empty() ? "" : ",") + text(c);
-      rows.push_back({text(field(p, "name")), text(field(p, "state")), text(field(nic, "state")),
-                      text(field(nic, "mac")), text(field(nic, "vlan")), text(field(nic, "backend")),
-                      text(field(nic, "vmq")), text(field(nic, "path")), steer, cpus.empty() ? "-" : cpus});
-      const json& reserved = field(field(nic, "buffers"), "reserved_bytes");
-      buffers.push_back(reserved.is_number() ? mib(reserved) : "-");
-      any_buffers |= reserved.is_number();
-      if (field(steering, "reason").is_string() && !field(steering, "reason").get<std::string>().empty())
-        notes.push_back(text(field(p, "name")) + ": software steering (hardware requested; " +
-                        field(steering, "reason").get<std::string>() + ")");
-    }
-    std::vector<std::string> titles{"PORT",    "STATE", "NIC-STATE", "MAC",      "VLAN",
-                                    "BACKEND", "VMQ",   "PATH",      "STEERING", "CPUS"};
-    // The buffers reserved for each NIC (a switchd that reports them).
-    if (any_buffers) {
-      titles.push_back("BUFFERS");
-      for (size_t i = 0; i < rows.size(); i++) rows[i].push_back(buffers[i]);
-    }
-    print_table(titles, rows);
-    for (const auto& n : notes) std::printf("%s\n", n.c_str());
-  }
+  print_ports_table(field(result, "ports"));
 
   const json& vmqs = field(result, "vmqs");
   std::vector<std::string> parts;
@@ -232,15 +260,20 @@ void print_classifier(const json& cls) {
 }
 
 void print_ports(const json& result) {
-  Rows rows;
+  Rows rows, delivery;
+  bool any_delivery = false;
   section("PORTS (per VM NIC)");
-  for (auto& [port, n] : field(result, "nics").items())
+  for (auto& [port, n] : field(result, "nics").items()) {
     rows.push_back({port, cell(field(n, "fast_frames")), cell(field(n, "fast_bytes")), cell(field(n, "default_frames")),
                     cell(field(n, "default_bytes")), cell(field(n, "from_vm_frames")), cell(field(n, "from_vm_bytes")),
                     cell(sum_values(field(n, "drops")))});
-  print_table({"PORT", "FAST-FRAMES", "FAST-BYTES", "DEFAULT-FRAMES", "DEFAULT-BYTES", "FROM-VM-FRAMES",
-               "FROM-VM-BYTES", "DROPS"},
-              rows);
+    delivery.push_back({text(field(n, "delivery"))});
+    any_delivery |= field(n, "delivery").is_string();
+  }
+  std::vector<std::string> titles{"PORT",          "FAST-FRAMES",    "FAST-BYTES",    "DEFAULT-FRAMES",
+                                  "DEFAULT-BYTES", "FROM-VM-FRAMES", "FROM-VM-BYTES", "DROPS"};
+  if (any_delivery) add_column(titles, rows, 1, {"DELIVERY"}, delivery);
+  print_table(titles, rows);
 }
 
 // The receive queues, then their workers' CPUs with the queues summed.
@@ -401,8 +434,11 @@ void print_fdb(const json& result) {
 }
 
 void print_vmqs(const json& result) {
-  std::vector<std::vector<std::string>> rows;
+  std::vector<std::vector<std::string>> rows, delivery;
+  bool any_delivery = false;
   for (const json& v : field(result, "vmqs")) {
+    delivery.push_back({text(field(v, "delivery"))});
+    any_delivery |= field(v, "delivery").is_string();
     std::vector<std::string> filters;
     for (const json& f : field(v, "filters"))
       filters.push_back(text(field(f, "mac")) + " vlan " + text(field(f, "vlan")) +
@@ -413,7 +449,9 @@ void print_vmqs(const json& result) {
                     filters.empty() ? "-" : joined(filters), cpus.empty() ? "-" : joined(cpus, ","),
                     text(field(v, "steering")), text(field(v, "frames"))});
   }
-  print_table({"VMQ", "NIC", "NIC-STATE", "FILTERS", "CPUS", "STEERING", "FRAMES"}, rows);
+  std::vector<std::string> titles{"VMQ", "NIC", "NIC-STATE", "FILTERS", "CPUS", "STEERING", "FRAMES"};
+  if (any_delivery) add_column(titles, rows, 4, {"DELIVERY"}, delivery);
+  print_table(titles, rows);
   std::vector<std::string> free;
   for (const json& f : field(result, "free")) free.push_back(text(f));
   std::printf("vmqs: max %s, free %s\n", text(field(result, "max")).c_str(),
