@@ -260,15 +260,10 @@ class Bench:
         self.make_world("xv", len(XV_NICS))
         self.start_switchd()
         self.switchctl("uplink", "attach", "up0")
-        has_delivery = "--delivery" in self.switchctl("nic", "create", "--help")
-        if not has_delivery:
-            self.note("switchctl has no --delivery yet: vm3's NIC is made with the default options, like vm1's, "
-                      "so xvmq_xsk takes the same delivery as xvmq_kernel")
         for n in XV_NICS:
             port = "vm%d" % n["vm"]
-            opts = [o for o in n["opts"] if has_delivery or o not in ("--delivery", "xsk")]
             self.switchctl("port", "create", port)
-            self.switchctl("nic", "create", port, "--mac", vm_mac(n["vm"]), "--backend", port + "-host", *opts)
+            self.switchctl("nic", "create", port, "--mac", vm_mac(n["vm"]), "--backend", port + "-host", *n["opts"])
             self.switchctl("nic", "connect", port)
         self.check_nics(json.loads(self.switchctl("--json", "show")))
 
@@ -286,7 +281,7 @@ class Bench:
             keep = ("path", "vmq", "delivery", "delivery_requested", "delivery_why", "vmq_cpu")
             self.xvmq_nics[port] = {k: nic[k] for k in keep if k in nic}
             got = nic.get("delivery")
-            if n["delivery"] and got is not None and got != n["delivery"]:
+            if n["delivery"] and got != n["delivery"]:
                 self.note("%s: delivery %s, not %s (%s)" % (port, got, n["delivery"], nic.get("delivery_why") or
                                                              "no reason given"))
 
@@ -428,7 +423,8 @@ class Bench:
         self.load = Load(self)
         t_start = time.monotonic()
         for r in range(1, a.rounds + 1):
-            self.frame_round(r, cases, res)
+            if not a.no_frames:
+                self.frame_round(r, cases, res)
             if not a.no_cpu:
                 self.cpu_round(r, cases, res)
             if not a.no_hogs:
@@ -471,7 +467,8 @@ class Bench:
             x["round"] = r
             res["cpu"].setdefault(c["id"], []).append(x)
             log("  round %d/%d  cpu    %-14s %6.0f fps offered, %6.0f delivered, busy %5.0f ns/frame, "
-                "generator %5.0f ns/frame" % (r, self.a.rounds, c["id"], x["offered_pps"], x["delivered"] / x["seconds"],
+                "generator %5.0f ns/frame" % (r, self.a.rounds, c["id"], x["offered_pps"],
+                                              x["delivered"] / x["seconds"],
                                               x["busy_s"] * 1e9 / max(1, x["delivered"]),
                                               x["generator_run_s"] * 1e9 / max(1, x["delivered"])))
 
@@ -550,6 +547,7 @@ def parse_args():
                    help="switchd --rt-priority: its workers at SCHED_FIFO (default: not given, switchd's default)")
     p.add_argument("--cases", default="", help="only these cases (ids as in the JSON: %s), e.g. to profile one"
                    % ",".join(CASE_IDS))
+    p.add_argument("--no-frames", action="store_true", help="no cases at full speed (frames per second)")
     p.add_argument("--no-cpu", action="store_true", help="no CPU-time cases")
     p.add_argument("--no-hogs", action="store_true", help="no loss cases with a CPU hog per CPU")
     p.add_argument("--no-latency", action="store_true", help="no ping and iperf3 runs")

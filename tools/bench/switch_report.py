@@ -25,6 +25,8 @@ def frame_rows(a, cases, frames):
     for s in a.sizes:
         for c in cases:
             runs = frames[(c["id"], s)]
+            if not runs:
+                continue
             rates = [x["pps"] for x in runs]
             ref = [x["pps"] for x in frames.get((REF[c["kind"]], s), [])]
             ceil = [x["pps"] for x in frames.get(("ceiling", s), [])]
@@ -184,7 +186,8 @@ def report(b, cases, res, load0, load1):
     hogs = hog_rows(cases, res["hogs"], res["hog_rates"] or [0])
     return {"machine": machine(load0, load1), "config": config(b), "frames": rows, "latency_tcp": lat,
             "cpu_time": cpu, "cpu_background_ms_per_s": median_or_none([x * 1e3 for x in res["cpu_background"]]),
-            "cpu_background_runs": res["cpu_background"], "hogs": hogs, "bridge_max_measured_for_hogs": res["bridge_max"],
+            "cpu_background_runs": res["cpu_background"], "hogs": hogs,
+            "bridge_max_measured_for_hogs": res["bridge_max"],
             "targets": targets(rows, lat, cpu, hogs)}
 
 
@@ -266,7 +269,8 @@ def print_cpu(rep):
     if not rep["cpu_time"]:
         return
     print("CPU time per delivered frame at %d fps offered (60 B), above the ceiling's at the same rate; "
-          "background %s ms busy per second" % (rep["config"]["cpu_rate_pps"], fmt(rep["cpu_background_ms_per_s"], "%.0f")))
+          "background %s ms busy per second" % (rep["config"]["cpu_rate_pps"],
+                                                fmt(rep["cpu_background_ms_per_s"], "%.0f")))
     lines = [("case", "ns/frame", "x bridge", "busy ns/frame", "generator ns/frame", "delivered fps")]
     for r in rep["cpu_time"]:
         lines.append((r["what"], fmt(r["ns_per_frame"], "%.0f"), fmt(r["x_bridge"], "%.2f"),
