@@ -124,7 +124,9 @@ Result<int> open_compatible_pin(const bpf_map* map, const std::string& path) {
   differs("key size", info.key_size, bpf_map__key_size(map));
   differs("value size", info.value_size, bpf_map__value_size(map));
   differs("max_entries", info.max_entries, bpf_map__max_entries(map));
-  differs("flags", info.map_flags, bpf_map__map_flags(map));
+  // The kernel makes DEVMAPs and CPUMAPs read-only for programs itself.
+  const uint32_t implied = info.type == BPF_MAP_TYPE_DEVMAP || info.type == BPF_MAP_TYPE_CPUMAP ? BPF_F_RDONLY_PROG : 0;
+  differs("flags", info.map_flags & ~implied, bpf_map__map_flags(map) & ~implied);
   if (!why.empty()) {
     close(fd);
     return Error{EEXIST, "pinned map " + path + " does not fit the classifier: " + why +

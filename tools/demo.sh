@@ -90,9 +90,12 @@ for ns in "${NAMESPACES[@]}"; do
 done
 demo_uplink_veth
 host ip -n "$EXT" addr add 10.77.0.100/24 dev ext0
-# Frames cross AF_XDP sockets, which carry no checksum offload state:
-# checksums are computed in software, and segmentation is done before.
-ip netns exec "$EXT" ethtool -K ext0 tx off gso off tso off gro off >/dev/null
+# Frames the software switch carries cross AF_XDP sockets, which carry no
+# checksum offload state: checksums are computed in software, and
+# segmentation is done before. GRO stays on where frames are received: a
+# veth whose peer has GRO on takes frames redirected in XDP (kernel delivery
+# into the VMs, VM egress into the uplink).
+ip netns exec "$EXT" ethtool -K ext0 tx off gso off tso off gro on >/dev/null
 host ip -n "$EXT" link set ext0 up
 host ip -n "$SW" link set up0 up
 for i in 1 2 3; do
@@ -100,7 +103,7 @@ for i in 1 2 3; do
   host ip -n "$ns" link add eth0 address "02:00:00:00:00:0$i" numrxqueues 2 numtxqueues 2 type veth \
     peer name "vm$i-host" netns "$SW" numrxqueues 2 numtxqueues 2
   host ip -n "$ns" addr add "10.77.0.$i/24" dev eth0
-  ip netns exec "$ns" ethtool -K eth0 tx off gso off tso off gro off >/dev/null
+  ip netns exec "$ns" ethtool -K eth0 tx off gso off tso off gro on >/dev/null
   host ip -n "$ns" link set eth0 up
   host ip -n "$SW" link set "vm$i-host" up
 done
@@ -186,19 +189,28 @@ nics = s.get("nics", {})
 print("\n    Which path each VM's received frames took:")
 for port in ("vm1", "vm2", "vm3"):
     n = nics.get(port, {})
-    print(f"      {port}: {n.get('fast_frames', 0):>8} frames by the VMQ path (classifier -> its vmq socket),"
+    how = "its vmq's processor -> its backend" if n.get("delivery") == "kernel" else "its vmq socket"
+    print(f"      {port}: {n.get('fast_frames', 0):>8} frames by the VMQ path (classifier -> {how}),"
           f" {n.get('default_frames', 0):>8} by the default queue (software switch)")
 # The demo checks what it claims: vm2 (no vmq) got nothing by the VMQ path,
-# vm1 and vm3 (vmqs) did.
+# vm1 and vm3 (vmqs) did, delivered by the kernel.
 if nics["vm2"]["fast_frames"] != 0 or not nics["vm1"]["fast_frames"] or not nics["vm3"]["fast_frames"]:
     sys.exit("demo: the paths are not as claimed")
+if nics["vm1"].get("delivery") != "kernel" or nics["vm3"].get("delivery") != "kernel":
+    sys.exit("demo: vm1 and vm3 are not kernel-delivered")
 reasons = s.get("classifier", {}).get("reasons", {})
 print("    The classifier's reasons for what did not go to a vmq:",
       ", ".join(f"{r} {v.get('frames', 0)}" for r, v in reasons.items() if v.get("frames", 0)))
 EOF
-say "vm2 has no vmq: all its frames come through the default queue. vm1 and vm3 have vmqs: frames"
-say "from the outside reach them straight from XDP; frames from other VMs and broadcasts (ARP) come"
-say "through the software switch, which is why they have default-path frames too."
+say "vm2 has no vmq: all its frames come through the default queue. vm1 and vm3 have vmqs, delivered"
+say "by the kernel: frames from the outside go from XDP through the vmq's processor into the VM's"
+say "netdev, with no user-space hop; broadcasts (ARP) come through the software switch, which is"
+say "why they have default-path frames too."
+
+step "dynamic VMQ: vm1's vmq moves to another processor while the outside host pings it"
+switchctl vmq set vm1 --cpu "$(($(nproc) > 1 ? 1 : 0))"
+in_ns "$EXT" ping -c 3 -i 0.2 -W 2 10.77.0.1 | grep -E "packet loss"
+switchctl vmq set vm1 --spread
 
 step "the lifecycle backwards: nic disconnect, nic delete, port teardown, port delete"
 for vm in vm1 vm2 vm3; do

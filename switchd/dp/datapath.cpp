@@ -58,6 +58,10 @@ struct Datapath::Connected {
   Counter kernel_base;           // the vmq's classifier counter when kernel delivery began
   uint64_t tx_dropped_base = 0;  // the backend's tx_dropped then
   bool kernel = false;           // kernel delivery is running (conf, DEVMAP, CPUMAP set)
+  // What its VM port program was last given (sync_ports()).
+  bool port_synced = false;
+  xvmq_port_conf conf{};
+  std::vector<Mac> static_macs;
 };
 
 Result<WorkerOptions> general_worker_options(const DatapathOptions& opts, uint32_t general, uint32_t reserved) {
@@ -144,6 +148,8 @@ Status Datapath::open_classifier() {
   if (*present && (*present)->name == kClassifierName && cls_->adopted_maps().size() == cls_->state_maps()) {
     adopted_ = true;  // a previous switchd's classifier, with its maps
     mode_ = (*present)->mode;
+    // Not attached again; loaded over the adopted maps for its CPUMAP program.
+    if (auto st = cls_->load(); !st) return st;
   } else if (*present && (*present)->name == kClassifierName) {
     // A previous switchd's classifier whose pins are gone (pin directory
     // removed, bpffs remounted): its maps cannot be reached, so a fresh
@@ -745,12 +751,22 @@ Status Datapath::sync_ports() {
     dests_[k] = d;
   }
   dests_complete_ = complete;
+  // Each port's conf and static MACs, written when they changed.
   for (auto& [name, c] : connected_) {
     if (!c->port) continue;
-    if (auto s2 = c->port->set_conf(port_conf(*c)); !s2 && st) st = s2;
+    const xvmq_port_conf conf = port_conf(*c);
     std::vector<Mac> macs;
     for (const auto& [m, v] : c->spec.nic.statics) macs.push_back(m);
-    if (auto s2 = c->port->set_statics(macs); !s2 && st) st = s2;
+    if (c->port_synced && std::memcmp(&conf, &c->conf, sizeof(conf)) == 0 && macs == c->static_macs) continue;
+    Status s2 = c->port->set_conf(conf);
+    if (s2) s2 = c->port->set_statics(macs);
+    if (!s2) {
+      if (st) st = s2;
+      continue;
+    }
+    c->conf = conf;
+    c->static_macs = macs;
+    c->port_synced = true;
   }
   return st;
 }
