@@ -2,10 +2,11 @@
 CPU's busy time, the part of it that other programs on the machine took, and
 one process's own.
 
-Busy time is the window less idle and iowait time. This kernel (NO_HZ)
-measures idle time at idle entry and exit; /proc/timer_list gives it to the
-nanosecond, where /proc/stat rounds it to 10 ms (and samples user, system,
-irq and softirq at the tick, 250 Hz: their sum is kept as busy_ticks_s).
+Busy time is the window less idle time. The cpuidle states' times give idle to
+the microsecond, read on each CPU in turn (a CPU running the reader is not
+idle, so its count is up to date); /proc/stat rounds idle to 10 ms (its busy
+fields are tick samples at 250 Hz: their sum is kept as busy_ticks_s) and is
+the fallback without cpuidle.
 """
 
 import os
@@ -37,40 +38,49 @@ def stat_fields():
     return out
 
 
-def idle_clock():
-    """(now, {cpu: idle + iowait}) in seconds from /proc/timer_list, a CPU idle
-    right now counted up to now; None when the file says less."""
-    text = read("/proc/timer_list")
-    now = re.search(r"now at (\d+) nsecs", text)
-    if not now:
+def idle_states(cpu):
+    d = "/sys/devices/system/cpu/cpu%d/cpuidle" % cpu
+    try:
+        return [os.path.join(d, x, "time") for x in sorted(os.listdir(d)) if x.startswith("state")]
+    except OSError:
+        return []
+
+
+def idle_exact():
+    """{cpu: (monotonic seconds, idle seconds)} read on each CPU in turn, or None. The
+    cpuidle states' times (us) grow at each idle exit; a CPU that runs this thread is
+    not idle, so what it says is up to date, to the microsecond."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except OSError:
         return None
-    now, idle = int(now.group(1)), {}
-    for block in text.split("\ncpu: ")[1:]:
-        vals = dict(re.findall(r"\.(idle_sleeptime|iowait_sleeptime|idle_entrytime|idle_exittime)\s*:\s*(\d+)",
-                               block))
-        if len(vals) < 4:
-            return None
-        ns = int(vals["idle_sleeptime"]) + int(vals["iowait_sleeptime"])
-        entry, left = int(vals["idle_entrytime"]), int(vals["idle_exittime"])
-        if entry > left and now > entry:  # idle now: since entry
-            ns += now - entry
-        idle["cpu" + block.split("\n", 1)[0].strip()] = ns
-    return now / 1e9, {c: v / 1e9 for c, v in idle.items()}
+    states = {c: idle_states(c) for c in sorted(allowed)}
+    if not all(states.values()):
+        return None
+    out = {}
+    try:
+        for c, paths in states.items():
+            os.sched_setaffinity(0, {c})  # returns on CPU c
+            t = time.monotonic()
+            out["cpu%d" % c] = (t, sum(int(read(p) or 0) for p in paths) / 1e6)
+    except OSError:
+        return None
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return out
 
 
 def snapshot():
-    clock = idle_clock()
-    return {"mono": time.monotonic(), "clock": clock, "stat": stat_fields(), "self": time.process_time()}
+    return {"mono": time.monotonic(), "idle": idle_exact(), "stat": stat_fields(), "self": time.process_time()}
 
 
 def busy_between(a, b):
     """Busy seconds of every CPU between two snapshots, per CPU, and from the tick samples."""
     stat = {c: {k: b["stat"][c][k] - a["stat"][c][k] for k in FIELDS} for c in b["stat"] if c in a["stat"]}
-    if a["clock"] and b["clock"]:
-        wall = b["clock"][0] - a["clock"][0]
-        per_cpu = {c: wall - (b["clock"][1][c] - a["clock"][1].get(c, 0.0)) for c in b["clock"][1]}
+    wall = b["mono"] - a["mono"]
+    if a["idle"] and b["idle"] and set(a["idle"]) == set(b["idle"]):
+        per_cpu = {c: (b["idle"][c][0] - a["idle"][c][0]) - (b["idle"][c][1] - a["idle"][c][1]) for c in b["idle"]}
     else:
-        wall = b["mono"] - a["mono"]
         per_cpu = {c: wall - v["idle"] - v["iowait"] for c, v in stat.items()}
     ticks = sum(v[k] for v in stat.values() for k in BUSY)
     return wall, sum(per_cpu.values()), per_cpu, ticks
