@@ -170,9 +170,24 @@ struct xvmq_vmq_flow {
   __u64 enq;      /* frames this CPU sent into the CPUMAP for the vmq, ever */
   __u64 wait_ns;  /* when this CPU began to wait for a move (0: not waiting) */
   __u64 forced;   /* moves made before the old processor caught up (timeout) */
+  __u64 last_ns;  /* when this CPU last sent the vmq a frame */
+  __u64 settle_until; /* after a move: through the CPUMAP, never straight, until then */
 };
 /* xvmq_vmq_done's index: the frames of `vmq` from `src` the CPUMAP program passed on. */
 #define XVMQ_DONE_SLOT(vmq, src) ((vmq)*XVMQ_MAX_CPUS + (src))
+/* A frame that follows the vmq's last one from this CPU by more than this,
+ * with none of this CPU's in flight through the CPUMAP, is a lone frame (a
+ * ping, a request): delivered on the receiving CPU, as a wake-up of the
+ * vmq's processor would only add latency. A stream goes through it. */
+#define XVMQ_LONE_NS 50000ull
+/*
+ * After a move, a frame goes through the new processor's CPUMAP entry even
+ * where it could go straight into the backend, for this long: a frame the
+ * old processor passed on may still be on its way into the VM (the
+ * DEVMAP's flush, the VM end's receive ring, which a veth picks by the
+ * sending CPU), and a straight one would overtake it.
+ */
+#define XVMQ_SETTLE_NS 500000ull
 /* A move waits this long at most for the old processor (a lost frame never arrives). */
 #define XVMQ_MOVE_TIMEOUT_NS 1000000000ull
 

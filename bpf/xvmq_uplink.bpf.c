@@ -103,7 +103,20 @@ static __always_inline __u32 xvmq_vmq_target(__u32 vmq, const struct xvmq_vmq_co
   }
   fl->cpu = conf->cpu;
   fl->wait_ns = 0;
+  fl->settle_until = bpf_ktime_get_ns() + XVMQ_SETTLE_NS;
   return fl->cpu;
+}
+
+/* A lone frame (XVMQ_LONE_NS) with nothing of this CPU's in flight for the vmq. */
+static __always_inline int xvmq_lone_frame(__u32 vmq, __u32 here, struct xvmq_vmq_flow* fl) {
+  __u64 now = bpf_ktime_get_ns(), last = fl->last_ns;
+  __u32 slot = XVMQ_DONE_SLOT(vmq, here);
+  __u64* done;
+
+  fl->last_ns = now;
+  if (now - last < XVMQ_LONE_NS) return 0;
+  done = bpf_map_lookup_elem(&xvmq_vmq_done, &slot);
+  return done && XVMQ_READ_ONCE(*done) == fl->enq;
 }
 
 /* Note a frame sent into `cpu`'s CPUMAP entry, for the loss tracer. */
@@ -139,8 +152,14 @@ static __always_inline __u32 xvmq_to_kernel(struct xdp_md* ctx, __u32 vmq, const
 
   if (!fl) return XVMQ_REASON_REDIRECT_ERROR;
   cpu = (conf->flags & XVMQ_VMQ_F_NO_HOP) ? here : xvmq_vmq_target(vmq, conf, here, fl);
+  if (fl->settle_until) {
+    if (bpf_ktime_get_ns() < fl->settle_until) goto hop;
+    fl->settle_until = 0;
+  }
+  if (cpu != here && (conf->flags & XVMQ_VMQ_F_DIRECT) && xvmq_lone_frame(vmq, here, fl)) cpu = here;
   if (cpu == here && (conf->flags & (XVMQ_VMQ_F_DIRECT | XVMQ_VMQ_F_NO_HOP)))
     return bpf_redirect_map(&xvmq_devs, vmq, 0) == XDP_REDIRECT ? XVMQ_DELIVERED : XVMQ_REASON_REDIRECT_ERROR;
+hop:
   reason = xvmq_to_cpumap(ctx, vmq, cpu, here);
   if (reason != XVMQ_DELIVERED) return reason;
   fl->enq++;

@@ -604,13 +604,16 @@ DeliveryState Datapath::decide_delivery(const NicBinding& b, const NetdevInfo& b
   return d;
 }
 
-// The allowed CPU with the fewest kernel-delivered vmqs (the lowest first).
+// The allowed CPU with the fewest kernel-delivered vmqs; of those, the
+// highest: CPU 0 last, as Hyper-V keeps its base processor for the default
+// queue and the host's own work. A vmq away from the CPU that receives its
+// frames gets its delivery done beside the receiving, not after it.
 int Datapath::spread_cpu() const {
   int best = -1, best_n = 0;
   for (int cpu : allowed_cpus()) {
     auto it = cpu_vmqs_.find(static_cast<uint32_t>(cpu));
     const int n = it == cpu_vmqs_.end() ? 0 : it->second;
-    if (best < 0 || n < best_n) {
+    if (best < 0 || n <= best_n) {
       best = cpu;
       best_n = n;
     }

@@ -76,6 +76,7 @@ class ConfigApplyTest : public SwitchdFixture {
     return steps(r.out);
   }
 
+  void there_and_back();
   json events_since(uint64_t seq) { return call("events", {{"since", seq}})["events"]; }
   uint64_t last_event() {
     json e = call("events")["events"];
@@ -160,11 +161,16 @@ TEST_F(ConfigApplyTest, SwitchdConfigBringsTheSwitchUp) {
   sh("rm -rf /sys/fs/bpf/xvmq-bad");
 }
 
-TEST_F(ConfigApplyTest, ApplyThereAndBackUnderTraffic) {
+// From nothing to A, to B and back to A while vm1, in both, receives two
+// numbered streams; a restart keeps A. With GRO on at the VMs (vm_gro_) the
+// NICs with a vmq are kernel-delivered (auto), and stay so.
+void ConfigApplyTest::there_and_back() {
   const std::string a = file("a.toml", kA), b = file("b.toml", kB);
   EXPECT_EQ(apply(a), kEmptyToA);
   json show_a = call("show");
   EXPECT_EQ(nic_of(show_a, "vm1")["vmq"], 1);
+  const std::string delivery = vm_gro_ ? "kernel" : "xsk";
+  for (const char* p : {"vm1", "vm2"}) ASSERT_NO_FATAL_FAILURE(require_delivery(p, delivery));
 
   // --dry-run: the steps, and nothing changes.
   const uint64_t seq = last_event();
@@ -194,6 +200,7 @@ TEST_F(ConfigApplyTest, ApplyThereAndBackUnderTraffic) {
   EXPECT_EQ(nic_of(show_b, "vm3")["vlan"], 10);
   EXPECT_EQ(nic_of(show_b, "vm4")["vmq"], 2);
   EXPECT_EQ(nic_of(show_b, "vm4")["path"], "vmq");
+  for (const char* p : {"vm1", "vm4"}) EXPECT_NO_FATAL_FAILURE(require_delivery(p, delivery));
   std::this_thread::sleep_for(700ms);
   EXPECT_EQ(apply(a), kBToA);
   for (auto& t : tx)
@@ -222,8 +229,19 @@ TEST_F(ConfigApplyTest, ApplyThereAndBackUnderTraffic) {
   after["uplink"].erase("adopted");
   back["uplink"].erase("adopted");
   EXPECT_EQ(after, back);
+  for (const char* p : {"vm1", "vm2"}) EXPECT_NO_FATAL_FAILURE(require_delivery(p, delivery));
   expect_pools_idle();
 }
+
+TEST_F(ConfigApplyTest, ApplyThereAndBackUnderTraffic) { there_and_back(); }
+
+// The same on kernel delivery: GRO on at the VMs' ends and the outside's.
+class ConfigApplyKernelTest : public ConfigApplyTest {
+ protected:
+  ConfigApplyKernelTest() { vm_gro_ = true; }
+};
+
+TEST_F(ConfigApplyKernelTest, ApplyThereAndBackUnderTrafficOnKernelDelivery) { there_and_back(); }
 
 TEST_F(ConfigApplyTest, RefusedFilesAndFailedStepsChangeNothing) {
   const std::string a = file("a.toml", kA);

@@ -74,6 +74,8 @@ struct PortSpec {
   std::optional<uint16_t> native;
   std::string vmq = "auto";
   bool allow_spoofing = false;
+  // nic.create's delivery; "": the fixture's (delivery_) when the NIC asks for a vmq.
+  std::string delivery;
 
   bool carries(uint16_t v) const {
     if (!trunk) return v == access;
@@ -189,6 +191,8 @@ class SwitchTest : public SwitchdFixture {
       nic["vlan"] = p.access;
     }
     if (p.allow_spoofing) nic["allow_mac_spoofing"] = true;
+    const std::string delivery = !p.delivery.empty() ? p.delivery : p.vmq == "off" ? "" : delivery_;
+    if (!delivery.empty()) nic["delivery"] = delivery;
     call("nic.create", nic);
     json r = call("nic.connect", {{"port", p.name()}});
     EXPECT_EQ(r.value("state", ""), "connected") << p.describe() << ": " << r.dump();
@@ -201,8 +205,9 @@ class SwitchTest : public SwitchdFixture {
     json show = call("show");
     for (const auto& p : ports) {
       json n = nic_of(show, p.name());
-      std::printf("[ port     ] %s: path %s, vmq %s\n", p.describe().c_str(), n.value("path", "?").c_str(),
-                  n["vmq"].dump().c_str());
+      std::printf("[ port     ] %s: path %s, vmq %s, delivery %s %s\n", p.describe().c_str(),
+                  n.value("path", "?").c_str(), n["vmq"].dump().c_str(), n.value("delivery", "?").c_str(),
+                  n.value("delivery_why", "").c_str());
     }
   }
 
@@ -467,17 +472,186 @@ class SwitchTest : public SwitchdFixture {
   uint32_t next_stream_ = 1;
 };
 
-// The IP tests want one vmq only: one NIC on the VMQ path, one on the default path.
-class SwitchIpTest : public SwitchTest {
+// ---------------------------------------------------------------------------
+// Both deliveries of a vmq (docs/architecture.md): "kernel" (the classifier
+// redirects through the vmq's CPUMAP entry into the backend's DEVMAP entry;
+// the VM port program decides the VM's egress in XDP) and "xsk" (the vmq's
+// AF_XDP sockets and switchd's workers). GRO is on at every eth0 and at ext0
+// in both, so the veths take redirected frames and the delivery is all that
+// differs. Every NIC with a vmq must have the delivery asked for (a silent
+// fallback fails the test), and the frames must have gone its way.
+
+// Where a VM's frame goes from its NIC's VM port program (bpf/xvmq_vmport.bpf.c).
+enum class Way { Xdp, Switch, Dropped };
+
+class SwitchDeliveryTest : public SwitchTest, public ::testing::WithParamInterface<std::string> {
  protected:
-  SwitchIpTest() { max_vmqs_ = 1; }
+  SwitchDeliveryTest() {
+    delivery_ = GetParam();
+    vm_gro_ = true;
+  }
+  bool kernel() const { return delivery_ == "kernel"; }
+  // A NIC that asks for the test's delivery: one with a vmq, no delivery of its own.
+  bool asks(const PortSpec& p) const { return p.vmq != "off" && p.delivery.empty(); }
+  bool kernel_nic(const PortSpec& p) const { return kernel() && asks(p); }
+
+  void add_ports(const std::vector<PortSpec>& ports) {
+    ASSERT_NO_FATAL_FAILURE(SwitchTest::add_ports(ports));
+    for (const auto& p : ports) {
+      if (asks(p)) {
+        ASSERT_NO_FATAL_FAILURE(require_delivery(p.name(), delivery_));
+      }
+    }
+  }
+
+  // The way of a flow from a VM, as the design has it (DESIGN.md, "Data
+  // paths" 3): a kernel-delivered NIC's program drops what fails port
+  // security, sends known unicast to another kernel-delivered NIC on its VLAN
+  // or unicast to no NIC (the uplink: ext0 has GRO on) on by DEVMAP, and
+  // hands the rest to the switch; an xsk NIC's program hands all to the switch.
+  Way way(const std::vector<PortSpec>& ports, const Flow& f) const {
+    const PortSpec* in = nullptr;
+    for (const auto& p : ports)
+      if (p.name() == f.from) in = &p;
+    if (!in || !kernel_nic(*in)) return Way::Switch;
+    if (f.want.vlan < 0) return Way::Dropped;
+    if (is_group(f.dst)) return Way::Switch;
+    for (const auto& p : ports)
+      if (vm_mac(p.vm) == f.dst && p.carries(static_cast<uint16_t>(f.want.vlan)))
+        return &p != in && kernel_nic(p) ? Way::Xdp : Way::Switch;
+    return Way::Xdp;
+  }
+
+  // The stats and every VM port program's counts.
+  struct Snap {
+    json st;
+    std::map<std::string, std::array<uint64_t, XVMQ_PORT_COUNT>> prog;
+  };
+  Snap snap(const std::vector<PortSpec>& ports) {
+    Snap s{call("stats"), {}};
+    for (const auto& p : ports) s.prog[p.name()] = vmport_counts(p.name() + "-host");
+    return s;
+  }
+  static uint64_t prog_delta(const Snap& a, const Snap& b, const std::string& port, uint32_t what) {
+    return b.prog.at(port)[what] - a.prog.at(port)[what];
+  }
+  static uint64_t rx_vmq(const json& st) {
+    uint64_t n = 0;
+    for (const auto& q : st["queues"]) n += u64(q, {"rx_vmq"});
+    return n;
+  }
+
+  // The drops of the switch (its queues) and of port security in XDP, by reason.
+  std::map<std::string, uint64_t> drops_with_xdp(const Snap& a, const Snap& b) {
+    auto out = drops_between(a.st, b.st);
+    const std::pair<const char*, uint32_t> security[] = {{"spoofed_source", XVMQ_PORT_SPOOFED_SOURCE},
+                                                         {"tagged_on_access", XVMQ_PORT_TAGGED_ON_ACCESS},
+                                                         {"vlan_not_allowed", XVMQ_PORT_VLAN_NOT_ALLOWED}};
+    for (const auto& [port, _] : b.prog)
+      for (const auto& [why, what] : security)
+        if (uint64_t n = prog_delta(a, b, port, what)) out[why] += n;
+    return out;
+  }
+
+  void expect_ways(const std::vector<PortSpec>& ports, const std::vector<Flow>& flows, const Snap& a, const Snap& b);
+  void expect_no_kernel_losses(const json& st, const std::vector<PortSpec>& ports);
+
+  // Flows sent with a capture on every port, checked frame for frame
+  // against the oracle, with the drops by reason, the ways and no kernel
+  // loss; what the captures delivered per VLAN.
+  struct Run {
+    Snap before, after;
+    std::map<int, uint64_t> per_vlan;
+    double secs = 0;
+  };
+  Run run_flows(const std::vector<PortSpec>& ports, const std::vector<Flow>& flows, const std::string& rate);
+  std::vector<Flow> sweep_flows(const std::vector<PortSpec>& ports);
+  void expect_per_vlan(const std::vector<Flow>& flows, const Run& r);
+  void expect_nic_create_refusals();
 };
+
+// The frames went the way of the test's delivery: from the outside to a NIC
+// with a vmq by its vmq (kernel: no vmq socket read any), from each VM as
+// way() says, counted by its VM port program.
+void SwitchDeliveryTest::expect_ways(const std::vector<PortSpec>& ports, const std::vector<Flow>& flows, const Snap& a,
+                                     const Snap& b) {
+  uint64_t vmq_frames = 0;
+  for (const auto& p : ports) {
+    SCOPED_TRACE(p.describe());
+    uint64_t fast = 0, xdp = 0, to_switch = 0, dropped = 0;
+    for (const auto& f : flows) {
+      if (f.from == "ext" && p.vmq != "off" && !is_group(f.dst) && f.dst == vm_mac(p.vm) && f.want.to.count(p.name()))
+        fast += f.count;
+      if (f.from != p.name()) continue;
+      const Way w = way(ports, f);
+      (w == Way::Xdp ? xdp : w == Way::Switch ? to_switch : dropped) += f.count;
+    }
+    const std::string name = p.name();
+    const char* n = name.c_str();
+    EXPECT_EQ(u64(b.st, {"nics", n, "fast_frames"}) - u64(a.st, {"nics", n, "fast_frames"}), fast);
+    EXPECT_EQ(prog_delta(a, b, p.name(), XVMQ_PORT_FORWARDED), xdp) << "sent on by its VM port program, in XDP";
+    EXPECT_EQ(prog_delta(a, b, p.name(), XVMQ_PORT_TO_SWITCH), to_switch) << "handed to the switch";
+    EXPECT_EQ(prog_delta(a, b, p.name(), XVMQ_PORT_SPOOFED_SOURCE) +
+                  prog_delta(a, b, p.name(), XVMQ_PORT_TAGGED_ON_ACCESS) +
+                  prog_delta(a, b, p.name(), XVMQ_PORT_VLAN_NOT_ALLOWED),
+              dropped)
+        << "dropped by port security in XDP";
+    if (!kernel_nic(p) && p.vmq != "off") vmq_frames += fast;
+    std::printf("[ way      ] %s: %" PRIu64 " in by its vmq; from the VM %" PRIu64 " by XDP, %" PRIu64
+                " to the switch, %" PRIu64 " dropped in XDP\n",
+                n, fast, xdp, to_switch, dropped);
+  }
+  EXPECT_EQ(rx_vmq(b.st) - rx_vmq(a.st), vmq_frames) << "frames the workers read from vmq sockets";
+}
+
+// Kernel delivery lost nothing: every kernel_* and backend_* drop of the NICs is 0.
+void SwitchDeliveryTest::expect_no_kernel_losses(const json& st, const std::vector<PortSpec>& ports) {
+  for (const auto& p : ports) {
+    const json drops = st["nics"].value(p.name(), json::object()).value("drops", json::object());
+    for (const auto& [why, n] : drops.items())
+      if (why.starts_with("kernel_") || why.starts_with("backend_")) {
+        EXPECT_EQ(n.get<uint64_t>(), 0u) << p.name() << " drops." << why;
+      }
+  }
+}
+
+SwitchDeliveryTest::Run SwitchDeliveryTest::run_flows(const std::vector<PortSpec>& ports,
+                                                      const std::vector<Flow>& flows, const std::string& rate) {
+  std::vector<std::string> where{"ext"};
+  for (const auto& p : ports) where.push_back(p.name());
+  auto caps = capture(where);
+  Run r;
+  r.before = snap(ports);
+  const uint64_t t0 = mono_ns();
+  for (const auto& f : flows)
+    if (!send_flow(f, rate)) break;
+  r.secs = static_cast<double>(mono_ns() - t0) / 1e9;
+  stop_all(caps);
+  r.after = snap(ports);
+  r.per_vlan = check_flows(flows, caps);
+  expect_drops(drops_with_xdp(r.before, r.after), expected_drops(flows));
+  expect_ways(ports, flows, r.before, r.after);
+  expect_no_kernel_losses(r.after.st, ports);
+  return r;
+}
+
+// The IP tests want one vmq only: one NIC on the VMQ path, one on the default path.
+class SwitchIpDeliveryTest : public SwitchDeliveryTest {
+ protected:
+  SwitchIpDeliveryTest() { max_vmqs_ = 1; }
+};
+
+std::string delivery_name(const ::testing::TestParamInfo<std::string>& i) { return i.param; }
+INSTANTIATE_TEST_SUITE_P(Delivery, SwitchDeliveryTest, ::testing::Values("kernel", "xsk"), delivery_name);
+INSTANTIATE_TEST_SUITE_P(Delivery, SwitchIpDeliveryTest, ::testing::Values("kernel", "xsk"), delivery_name);
 
 // ---------------------------------------------------------------------------
 
-TEST_F(SwitchIpTest, IpBetweenVmsAndOutside) {
-  const std::vector<PortSpec> ports{{.vm = 1}, {.vm = 2}};
+TEST_P(SwitchIpDeliveryTest, IpBetweenVmsAndOutside) {
+  // vm2 asks for a vmq but the pool has one: auto delivery, the software switch serves it.
+  const std::vector<PortSpec> ports{{.vm = 1}, {.vm = 2, .delivery = "auto"}};
   ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  const Snap start = snap(ports);
   json show = call("show");
   EXPECT_EQ(nic_of(show, "vm1")["path"], "vmq") << show.dump();
   EXPECT_EQ(nic_of(show, "vm2")["path"], "default") << "--max-vmqs 1: the second NIC has no vmq: " << show.dump();
@@ -528,20 +702,36 @@ TEST_F(SwitchIpTest, IpBetweenVmsAndOutside) {
   expect_iperf("vm2", "ext", "10.77.0.254", 5204, "default-path NIC to the outside; replies via the default queue");
   expect_iperf("ext", "vm1", "10.77.0.1", 5205, "the outside to the vmq NIC: the VMQ path");
 
-  json st = call("stats");
+  const Snap end = snap(ports);
+  const json& st = end.st;
   EXPECT_GT(u64(st, {"nics", "vm1", "fast_frames"}), 1000u) << "vm1's traffic from outside took its vmq";
   EXPECT_GT(u64(st, {"nics", "vm2", "default_frames"}), 1000u);
   for (const char* p : {"vm1", "vm2"})
     for (const char* why : {"spoofed_source", "tagged_on_access", "vlan_not_allowed"})
       EXPECT_EQ(nic_drop(st, p, why), 0u) << p << " " << why;
+  // The kernel way: vm1's vmq never reaches a socket, and what it sends to
+  // the outside (TCP to ext, the replies to ext's pings) leaves in XDP.
+  const uint64_t vmq_rx = rx_vmq(end.st) - rx_vmq(start.st);
+  const uint64_t xdp = prog_delta(start, end, "vm1", XVMQ_PORT_FORWARDED);
+  std::printf("[ way      ] vm1: %" PRIu64 " frames read from vmq sockets, %" PRIu64 " sent on in XDP\n", vmq_rx, xdp);
+  if (kernel()) {
+    EXPECT_EQ(vmq_rx, 0u);
+    EXPECT_GT(xdp, 1000u);
+  } else {
+    EXPECT_GT(vmq_rx, 1000u);
+    EXPECT_EQ(xdp, 0u);
+  }
+  EXPECT_EQ(prog_delta(start, end, "vm2", XVMQ_PORT_FORWARDED), 0u) << "vm2 has no vmq: the switch serves it";
+  expect_no_kernel_losses(st, ports);
   EXPECT_TRUE(switchd_alive());
   expect_pools_idle();
 }
 
-TEST_F(SwitchTest, IpOnAccessVlan) {
+TEST_P(SwitchDeliveryTest, IpOnAccessVlan) {
   const std::vector<PortSpec> ports{
       {.vm = 1, .access = 10}, {.vm = 2, .access = 10, .vmq = "off"}, {.vm = 3, .access = 20}};
   ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  const Snap start = snap(ports);
   ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.10.1/24"));
   ASSERT_NO_FATAL_FAILURE(set_ip("vm2", "10.77.10.2/24"));
   // Same subnet, other VLAN: only the switch keeps it apart.
@@ -606,30 +796,30 @@ TEST_F(SwitchTest, IpOnAccessVlan) {
   }
   EXPECT_GE(arp10, 1u) << "vm1's or vm2's ARP broadcast reached the uplink";
   EXPECT_GE(arp20, 1u) << "vm3's ARP broadcast reached the uplink";
-  json st = call("stats");
-  EXPECT_EQ(u64(st, {"nics", "vm3", "default_frames"}) + u64(st, {"nics", "vm3", "fast_frames"}), 0u);
+  const Snap end = snap(ports);
+  EXPECT_EQ(u64(end.st, {"nics", "vm3", "default_frames"}) + u64(end.st, {"nics", "vm3", "fast_frames"}), 0u);
+  // vm2 has no vmq: vm1's unicast to it is the switch's, never the uplink's
+  // (checked above), and nothing went on in XDP.
+  for (const char* p : {"vm1", "vm3"}) {
+    EXPECT_EQ(prog_delta(start, end, p, XVMQ_PORT_FORWARDED), 0u) << p;
+    EXPECT_GT(prog_delta(start, end, p, XVMQ_PORT_TO_SWITCH), 0u) << p;
+  }
+  expect_no_kernel_losses(end.st, ports);
   expect_pools_idle();
 }
 
-TEST_F(SwitchTest, VlanIsolationSweep) {
-  const std::vector<PortSpec> ports{
-      {.vm = 1, .access = 10},
-      {.vm = 2, .access = 20, .vmq = "off"},
-      {.vm = 3, .trunk = true, .allowed = {10, 20}, .native = 30},
-      {.vm = 4, .access = 0, .vmq = "off"},
-  };
-  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+// The sweep's flows: from the outside every VLAN to each VM, to nobody,
+// broadcast and multicast; from the VMs in the shapes their NICs send;
+// full-sized frames reshaped on the way.
+std::vector<Flow> SwitchDeliveryTest::sweep_flows(const std::vector<PortSpec>& ports) {
   constexpr uint64_t kPerExtFlow = 300, kPerVmFlow = 200;
-
   std::vector<Flow> flows;
-  // From the outside: every VLAN, to each VM, to nobody, broadcast, multicast.
   for (int vlan : {0, 10, 20, 30, 40}) {
     const int tag = vlan ? vlan : kUntagged;
     for (int v = 1; v <= 4; v++) flows.push_back(flow(ports, "ext", tag, mac_of(v), kPerExtFlow));
     for (const char* dst : {kUnknownMac, kBroadcast, kMulticast})
       flows.push_back(flow(ports, "ext", tag, dst, kPerExtFlow));
   }
-  // From the VMs, in the shapes their NICs send.
   for (const auto& [from, tag, dst] : std::vector<std::tuple<std::string, int, std::string>>{
            {"vm1", kUntagged, kBroadcast},  {"vm1", kUntagged, kMulticast}, {"vm1", kUntagged, mac_of(3)},
            {"vm1", kUntagged, kOutsideMac}, {"vm1", kUntagged, mac_of(2)},  // vm2 is not on VLAN 10: to the uplink
@@ -647,42 +837,53 @@ TEST_F(SwitchTest, VlanIsolationSweep) {
   flows.push_back(flow(ports, "ext", 10, mac_of(1), kPerVmFlow, "", 1514));
   flows.push_back(flow(ports, "ext", 20, mac_of(3), kPerVmFlow, "", 1514));
   flows.push_back(flow(ports, "ext", 30, kBroadcast, kPerVmFlow, "", 1514));
+  // ... and full-sized unicast that kernel delivery shapes in XDP: a tag
+  // pushed towards the uplink (an access VLAN, a native one), one popped
+  // towards an access NIC.
+  flows.push_back(flow(ports, "vm1", kUntagged, kOutsideMac, kPerVmFlow, "", 1514));
+  flows.push_back(flow(ports, "vm3", kUntagged, kOutsideMac, kPerVmFlow, "", 1514));
+  flows.push_back(flow(ports, "vm3", 10, mac_of(1), kPerVmFlow, "", 1514));
+  return flows;
+}
 
-  uint64_t ext_frames = 0;
-  for (const auto& f : flows)
-    if (f.from == "ext") ext_frames += f.count;
-  ASSERT_GE(ext_frames, 10000u);
-
-  auto caps = capture({"ext", "vm1", "vm2", "vm3", "vm4"});
-  const json before = call("stats");
-  const uint64_t t0 = mono_ns();
-  for (const auto& f : flows)
-    if (!send_flow(f)) break;
-  const double secs = static_cast<double>(mono_ns() - t0) / 1e9;
-  stop_all(caps);
-  const json after = call("stats");
-
-  std::map<int, uint64_t> got = check_flows(flows, caps);
-
-  // Counts per VLAN: sent, delivered (copies), dropped, as the oracle has them.
-  std::map<int, uint64_t> sent, want, dropped;
+// Per VLAN: sent, delivered (copies), dropped, as the oracle has them.
+void SwitchDeliveryTest::expect_per_vlan(const std::vector<Flow>& flows, const Run& r) {
+  std::map<int, uint64_t> sent, want, dropped, got = r.per_vlan;
+  uint64_t ext_frames = 0, vm_frames = 0;
   for (const auto& f : flows) {
     const int v = f.want.vlan >= 0 ? f.want.vlan : (f.tag == kUntagged ? 0 : f.tag);
     sent[v] += f.count;
     want[f.want.vlan] += f.count * f.want.to.size();
     if (!f.want.drop.empty()) dropped[v] += f.count;
+    (f.from == "ext" ? ext_frames : vm_frames) += f.count;
   }
-  uint64_t vm_frames = 0;
-  for (const auto& f : flows) vm_frames += f.from == "ext" ? 0 : f.count;
   std::printf("[ sweep    ] %zu streams, %" PRIu64 " frames from the outside and %" PRIu64 " from the VMs in %.1f s\n",
-              flows.size(), ext_frames, vm_frames, secs);
+              flows.size(), ext_frames, vm_frames, r.secs);
   for (const auto& [v, n] : sent) {
     std::printf("[ sweep    ] VLAN %2d: %5" PRIu64 " frames sent, %5" PRIu64 " copies delivered (expected %5" PRIu64
                 "), %5" PRIu64 " dropped by the switch (expected)\n",
                 v, n, got[v], want[v], dropped[v]);
     EXPECT_EQ(got[v], want[v]) << "VLAN " << v;
   }
-  expect_drops(drops_between(before, after), expected_drops(flows));
+}
+
+TEST_P(SwitchDeliveryTest, VlanIsolationSweep) {
+  const std::vector<PortSpec> ports{
+      {.vm = 1, .access = 10},
+      {.vm = 2, .access = 20, .vmq = "off"},
+      {.vm = 3, .trunk = true, .allowed = {10, 20}, .native = 30},
+      {.vm = 4, .access = 0, .vmq = "off"},
+  };
+  ASSERT_NO_FATAL_FAILURE(add_ports(ports));
+  const std::vector<Flow> flows = sweep_flows(ports);
+  uint64_t ext_frames = 0;
+  for (const auto& f : flows)
+    if (f.from == "ext") ext_frames += f.count;
+  ASSERT_GE(ext_frames, 10000u);
+
+  const Run r = run_flows(ports, flows, "5000");
+  expect_per_vlan(flows, r);
+  const json &before = r.before.st, &after = r.after.st;
   for (const auto& p : ports)
     for (const char* why : {"spoofed_source", "tagged_on_access", "vlan_not_allowed"})
       EXPECT_EQ(nic_drop(after, p.name(), why), 0u) << p.name() << " " << why;
@@ -698,7 +899,32 @@ TEST_F(SwitchTest, VlanIsolationSweep) {
   expect_pools_idle();
 }
 
-TEST_F(SwitchTest, PortSecurity) {
+// What nic.create refuses: a MAC that is not unicast, a VLAN that is not one.
+void SwitchDeliveryTest::expect_nic_create_refusals() {
+  call("port.create", {{"name", "vm5"}});
+  for (const char* mac : {"01:00:5e:00:00:01", "33:33:00:00:00:01", kBroadcast, "03:00:00:00:00:01"})
+    expect_refused("nic.create", {{"port", "vm5"}, {"mac", mac}, {"backend", "vm4-host"}}, "usage", {mac, "unicast"});
+  expect_refused("nic.create", {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan", 4095}},
+                 "usage", {});
+  expect_refused("nic.create",
+                 {{"port", "vm5"},
+                  {"mac", "02:00:00:00:00:05"},
+                  {"backend", "vm4-host"},
+                  {"vlan_mode", "trunk"},
+                  {"trunk_vlans", json::array({0})}},
+                 "usage", {"trunk_vlans"});
+  expect_refused("nic.create",
+                 {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan_mode", "hybrid"}},
+                 "usage", {"hybrid"});
+  expect_refused(
+      "nic.create",
+      {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"allow_mac_spoofing", "yes"}}, "usage",
+      {"allow_mac_spoofing"});
+  call("port.teardown", {{"name", "vm5"}});
+  call("port.delete", {{"name", "vm5"}});
+}
+
+TEST_P(SwitchDeliveryTest, PortSecurity) {
   std::vector<PortSpec> ports{
       {.vm = 1, .access = 0},
       {.vm = 2, .access = 0, .vmq = "off"},
@@ -727,23 +953,16 @@ TEST_F(SwitchTest, PortSecurity) {
   EXPECT_EQ(flows[7].want.drop, "vlan_not_allowed");
   EXPECT_EQ(flows[9].want.drop, "vlan_not_allowed");
   {
-    auto caps = capture({"ext", "vm1", "vm2", "vm3", "vm4"});
-    const json before = call("stats");
-    for (const auto& f : flows) send_flow(f, "2000");
-    stop_all(caps);
-    const json after = call("stats");
-    check_flows(flows, caps);
-    expect_drops(drops_between(before, after), expected_drops(flows));
+    const Run r = run_flows(ports, flows, "2000");
     auto delta = [&](const char* port, const char* why) {
-      return nic_drop(after, port, why) - nic_drop(before, port, why);
+      return nic_drop(r.after.st, port, why) - nic_drop(r.before.st, port, why);
     };
     EXPECT_EQ(delta("vm1", "spoofed_source"), 3 * N);
     EXPECT_EQ(delta("vm2", "tagged_on_access"), 2 * N);
     EXPECT_EQ(delta("vm3", "vlan_not_allowed"), 3 * N);
     std::printf("[ security ] nics.vm1.drops.spoofed_source %" PRIu64 ", nics.vm2.drops.tagged_on_access %" PRIu64
                 ", nics.vm3.drops.vlan_not_allowed %" PRIu64 "\n",
-                nic_drop(after, "vm1", "spoofed_source"), nic_drop(after, "vm2", "tagged_on_access"),
-                nic_drop(after, "vm3", "vlan_not_allowed"));
+                delta("vm1", "spoofed_source"), delta("vm2", "tagged_on_access"), delta("vm3", "vlan_not_allowed"));
   }
 
   // vm1 again, allowed to spoof: the same frames are delivered.
@@ -751,6 +970,7 @@ TEST_F(SwitchTest, PortSecurity) {
   call("nic.delete", {{"port", "vm1"}});
   ports[0].allow_spoofing = true;
   add_nic(ports[0]);
+  ASSERT_NO_FATAL_FAILURE(require_delivery("vm1", delivery_));
   EXPECT_EQ(nic_of(call("show"), "vm1").value("allow_mac_spoofing", false), true) << call("show").dump();
   std::vector<Flow> again{
       flow(ports, "vm1", kUntagged, kBroadcast, N, spoofed),
@@ -758,45 +978,15 @@ TEST_F(SwitchTest, PortSecurity) {
       flow(ports, "vm1", kUntagged, kOutsideMac, N, spoofed),
   };
   for (const auto& f : again) EXPECT_TRUE(f.want.drop.empty()) << f.what();
-  {
-    auto caps = capture({"ext", "vm1", "vm2", "vm3", "vm4"});
-    const json before = call("stats");
-    for (const auto& f : again) send_flow(f, "2000");
-    stop_all(caps);
-    const json after = call("stats");
-    check_flows(again, caps);
-    expect_drops(drops_between(before, after), {});
-    EXPECT_EQ(nic_drop(after, "vm1", "spoofed_source"), nic_drop(before, "vm1", "spoofed_source"));
-  }
+  const Run r = run_flows(ports, again, "2000");
+  EXPECT_EQ(nic_drop(r.after.st, "vm1", "spoofed_source"), nic_drop(r.before.st, "vm1", "spoofed_source"));
 
-  // A NIC's MAC is a unicast address.
-  call("port.create", {{"name", "vm5"}});
-  for (const char* mac : {"01:00:5e:00:00:01", "33:33:00:00:00:01", kBroadcast, "03:00:00:00:00:01"})
-    expect_refused("nic.create", {{"port", "vm5"}, {"mac", mac}, {"backend", "vm4-host"}}, "usage", {mac, "unicast"});
-  // ... and its VLANs are VLANs.
-  expect_refused("nic.create", {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan", 4095}},
-                 "usage", {});
-  expect_refused("nic.create",
-                 {{"port", "vm5"},
-                  {"mac", "02:00:00:00:00:05"},
-                  {"backend", "vm4-host"},
-                  {"vlan_mode", "trunk"},
-                  {"trunk_vlans", json::array({0})}},
-                 "usage", {"trunk_vlans"});
-  expect_refused("nic.create",
-                 {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"vlan_mode", "hybrid"}},
-                 "usage", {"hybrid"});
-  expect_refused(
-      "nic.create",
-      {{"port", "vm5"}, {"mac", "02:00:00:00:00:05"}, {"backend", "vm4-host"}, {"allow_mac_spoofing", "yes"}}, "usage",
-      {"allow_mac_spoofing"});
-  call("port.teardown", {{"name", "vm5"}});
-  call("port.delete", {{"name", "vm5"}});
+  expect_nic_create_refusals();
   EXPECT_TRUE(switchd_alive());
   expect_pools_idle();
 }
 
-TEST_F(SwitchTest, BroadcastExactlyOnce) {
+TEST_P(SwitchDeliveryTest, BroadcastExactlyOnce) {
   const std::vector<PortSpec> ports{
       {.vm = 1, .access = 10},
       {.vm = 2, .access = 10, .vmq = "off"},
@@ -815,19 +1005,13 @@ TEST_F(SwitchTest, BroadcastExactlyOnce) {
   // The oracle's view, spelled out for the first and the outside's.
   EXPECT_EQ(flows[0].want.to, (std::map<std::string, int>{{"vm2", kUntagged}, {"vm3", 10}, {"ext", 10}}));
   EXPECT_EQ(flows[3].want.to, (std::map<std::string, int>{{"vm1", kUntagged}, {"vm2", kUntagged}, {"vm3", 10}}));
-
-  auto caps = capture({"ext", "vm1", "vm2", "vm3", "vm4"});
-  const json before = call("stats");
-  for (const auto& f : flows) send_flow(f, "5000");
-  stop_all(caps);
-  const json after = call("stats");
-  check_flows(flows, caps);
+  // Group frames are the switch's on both deliveries: the VM port programs hand them over (run_flows checks).
+  run_flows(ports, flows, "5000");
   for (const auto& f : flows) {
     std::string to;
     for (const auto& [p, t] : f.want.to) to += " " + p + " (" + tag_str(t) + ")";
     std::printf("[ flood    ] %s: each frame once at%s\n", f.what().c_str(), to.c_str());
   }
-  expect_drops(drops_between(before, after), {});
   expect_pools_idle();
 }
 
@@ -1281,20 +1465,42 @@ TEST_F(SwitchHostDetachOnExitTest, ShutdownGivesTheHostItsUplinkBackAndARestartT
   EXPECT_FALSE(link_exists("hp0"));
 }
 
-TEST_F(SwitchTest, TrunkNativeCarriesIp) {
+TEST_P(SwitchDeliveryTest, TrunkNativeCarriesIp) {
   const std::vector<PortSpec> ports{{.vm = 1, .trunk = true, .allowed = {20}, .native = 0},
                                     {.vm = 2, .access = 0, .vmq = "off"}};
   ASSERT_NO_FATAL_FAILURE(add_ports(ports));
   ASSERT_NO_FATAL_FAILURE(set_ip("vm1", "10.77.4.1/24"));
   ASSERT_NO_FATAL_FAILURE(set_ip("vm2", "10.77.4.2/24"));
+  ASSERT_NO_FATAL_FAILURE(set_ip("ext", "10.77.4.254/24"));
   expect_ping("vm1", "vm2", "10.77.4.2");
   expect_ping("vm2", "vm1", "10.77.4.1");
   expect_iperf("vm1", "vm2", "10.77.4.2", 5211, "trunk's native VLAN 0 (untagged) to an access VLAN 0 NIC");
   expect_iperf("vm2", "vm1", "10.77.4.1", 5212, "access VLAN 0 to the trunk's native VLAN");
-  const json st = call("stats");
+  // The outside and the trunk's native VLAN: by vm1's vmq (its filter on
+  // VLAN 0 untagged), and back from vm1 to the uplink (in XDP with kernel
+  // delivery), untagged both ways.
+  const Snap start = snap(ports);
+  expect_ping("ext", "vm1", "10.77.4.1");
+  expect_iperf("ext", "vm1", "10.77.4.1", 5213, "the outside to the trunk's native VLAN");
+  const Snap end = snap(ports);
+  const json& st = end.st;
   for (const char* p : {"vm1", "vm2"})
     for (const char* why : {"spoofed_source", "tagged_on_access", "vlan_not_allowed"})
       EXPECT_EQ(nic_drop(st, p, why), 0u) << p << " " << why;
+  const uint64_t fast = u64(end.st, {"nics", "vm1", "fast_frames"}) - u64(start.st, {"nics", "vm1", "fast_frames"});
+  const uint64_t vmq_rx = rx_vmq(end.st) - rx_vmq(start.st);
+  const uint64_t xdp = prog_delta(start, end, "vm1", XVMQ_PORT_FORWARDED);
+  std::printf("[ way      ] vm1: %" PRIu64 " frames in by its vmq, %" PRIu64 " read from vmq sockets, %" PRIu64
+              " sent on in XDP\n",
+              fast, vmq_rx, xdp);
+  EXPECT_GT(fast, 1000u);
+  EXPECT_EQ(vmq_rx, kernel() ? 0u : fast);
+  if (kernel()) {
+    EXPECT_GT(xdp, 100u);
+  } else {
+    EXPECT_EQ(xdp, 0u);
+  }
+  expect_no_kernel_losses(st, ports);
   expect_pools_idle();
 }
 
@@ -1355,7 +1561,7 @@ TEST_F(SwitchSmallFrameTest, TooBigFromAVmIsCountedPerNic) {
 // Static FDB entries: a MAC behind a VM's NIC (a container or nested guest
 // of that VM). Frames from outside to it reach that VM; the VM may send from
 // it; a restart keeps the entry; without it, it is unknown unicast again.
-TEST_F(SwitchTest, StaticFdbEntryPutsAMacBehindANic) {
+TEST_P(SwitchDeliveryTest, StaticFdbEntryPutsAMacBehindANic) {
   std::vector<PortSpec> ports{{.vm = 1, .access = 0}, {.vm = 2, .access = 0, .vmq = "off"}};
   ASSERT_NO_FATAL_FAILURE(add_ports(ports));
   const std::string behind = "02:00:00:00:10:01";
@@ -1381,9 +1587,15 @@ TEST_F(SwitchTest, StaticFdbEntryPutsAMacBehindANic) {
   json added = call("fdb.add", {{"mac", behind}, {"vlan", 0}, {"port", "vm1"}});
   EXPECT_EQ(added.value("port", ""), "vm1");
   EXPECT_EQ(deliver("ext", "ext0", kOutsideMac, behind, 1), N) << "the entry sends them to vm1";
-  before = call("stats");
+  const Snap from0 = snap(ports);
+  before = from0.st;
   EXPECT_EQ(deliver(vm(1), "eth0", behind, mac_of(2), 2), N) << "vm1 sends from the MAC behind it";
-  EXPECT_EQ(nic_drop(call("stats"), "vm1", "spoofed_source"), nic_drop(before, "vm1", "spoofed_source"));
+  const Snap from1 = snap(ports);
+  EXPECT_EQ(nic_drop(from1.st, "vm1", "spoofed_source"), nic_drop(before, "vm1", "spoofed_source"));
+  // Its VM port program let them pass (the entry is one of its source MACs)
+  // and handed them to the switch: vm2 has no vmq.
+  EXPECT_EQ(prog_delta(from0, from1, "vm1", XVMQ_PORT_TO_SWITCH), N);
+  EXPECT_EQ(prog_delta(from0, from1, "vm1", XVMQ_PORT_SPOOFED_SOURCE), 0u);
 
   bool listed = false;
   const json fdb = call("fdb.show");
@@ -1402,9 +1614,12 @@ TEST_F(SwitchTest, StaticFdbEntryPutsAMacBehindANic) {
   // A restart keeps the entry.
   stop_switchd(SIGTERM);
   ASSERT_NO_FATAL_FAILURE(start_switchd());
+  ASSERT_NO_FATAL_FAILURE(require_delivery("vm1", delivery_));
   EXPECT_EQ(deliver("ext", "ext0", kOutsideMac, behind, 1), N) << "after a restart";
+  EXPECT_EQ(deliver(vm(1), "eth0", behind, mac_of(2), 2), N) << "vm1 sends from the MAC behind it, after a restart";
 
   call("fdb.del", {{"mac", behind}, {"vlan", 0}});
   EXPECT_EQ(deliver("ext", "ext0", kOutsideMac, behind, 1), 0u) << "the entry is gone";
+  expect_no_kernel_losses(call("stats"), ports);
   expect_pools_idle();
 }

@@ -9,7 +9,9 @@
 //
 // recv stops after --seconds, after --until-frames test frames, or when no
 // frame came for --idle-ms after the first. Times are CLOCK_MONOTONIC ns;
-// "stalls" are the receive gaps longer than --stall-ms (default 50).
+// "stalls" are the receive gaps longer than --stall-ms (default 50); "late"
+// the first 16 frames that came after a later one of their stream, each
+// [seq, the highest seq before it, time].
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
@@ -26,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <array>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -207,7 +210,42 @@ struct Stream {
   uint64_t first = 0, last = 0;
   uint64_t t_first = 0, t_last = 0;
   std::vector<std::pair<uint64_t, uint64_t>> stalls;  // receive gaps longer than --stall-ms
+  // The first frames that came after a later one: (seq, the highest seq before it, time).
+  std::vector<std::array<uint64_t, 3>> late;
 };
+
+// recv's result: each stream, the foreign frames, the socket's drops.
+std::string streams_json(const std::map<uint32_t, Stream>& streams, uint64_t foreign, unsigned socket_drops) {
+  std::string out = "{\"streams\":{";
+  char tmp[512];
+  bool firstj = true;
+  for (const auto& [id, s] : streams) {
+    double secs = s.t_last > s.t_first ? static_cast<double>(s.t_last - s.t_first) / 1e9 : 0;
+    std::snprintf(tmp, sizeof(tmp),
+                  "%s\"%u\":{\"frames\":%" PRIu64 ",\"reordered\":%" PRIu64 ",\"corrupt\":%" PRIu64 ",\"lost\":%" PRIu64
+                  ",\"first\":%" PRIu64 ",\"last\":%" PRIu64 ",\"t_first\":%" PRIu64 ",\"t_last\":%" PRIu64
+                  ",\"pps\":%.0f,\"stalls\":[",
+                  firstj ? "" : ",", id, s.frames, s.reordered, s.corrupt, s.lost, s.first, s.last, s.t_first, s.t_last,
+                  secs > 0 ? static_cast<double>(s.frames - 1) / secs : 0.0);
+    out += tmp;
+    for (size_t i = 0; i < s.stalls.size(); i++) {
+      std::snprintf(tmp, sizeof(tmp), "%s[%" PRIu64 ",%" PRIu64 "]", i ? "," : "", s.stalls[i].first,
+                    s.stalls[i].second);
+      out += tmp;
+    }
+    out += "],\"late\":[";
+    for (size_t i = 0; i < s.late.size(); i++) {
+      std::snprintf(tmp, sizeof(tmp), "%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", i ? "," : "", s.late[i][0],
+                    s.late[i][1], s.late[i][2]);
+      out += tmp;
+    }
+    out += "]}";
+    firstj = false;
+  }
+  std::snprintf(tmp, sizeof(tmp), "},\"foreign\":%" PRIu64 ",\"socket_drops\":%u}", foreign, socket_drops);
+  out += tmp;
+  return out;
+}
 
 int do_recv(const Args& a) {
   const std::string dev = a.need("dev");
@@ -265,6 +303,7 @@ int do_recv(const Args& a) {
         s.t_first = t;
       } else if (h.seq <= s.last) {
         s.reordered++;
+        if (s.late.size() < 16) s.late.push_back({h.seq, s.last, t});
       } else {
         s.lost += h.seq - s.last - 1;
       }
@@ -277,28 +316,7 @@ int do_recv(const Args& a) {
   tpacket_stats st{};
   socklen_t sl = sizeof(st);
   (void)getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl);
-  std::string out = "{\"streams\":{";
-  char tmp[512];
-  bool firstj = true;
-  for (const auto& [id, s] : streams) {
-    double secs = s.t_last > s.t_first ? static_cast<double>(s.t_last - s.t_first) / 1e9 : 0;
-    std::snprintf(tmp, sizeof(tmp),
-                  "%s\"%u\":{\"frames\":%" PRIu64 ",\"reordered\":%" PRIu64 ",\"corrupt\":%" PRIu64 ",\"lost\":%" PRIu64
-                  ",\"first\":%" PRIu64 ",\"last\":%" PRIu64 ",\"t_first\":%" PRIu64 ",\"t_last\":%" PRIu64
-                  ",\"pps\":%.0f,\"stalls\":[",
-                  firstj ? "" : ",", id, s.frames, s.reordered, s.corrupt, s.lost, s.first, s.last, s.t_first, s.t_last,
-                  secs > 0 ? static_cast<double>(s.frames - 1) / secs : 0.0);
-    out += tmp;
-    for (size_t i = 0; i < s.stalls.size(); i++) {
-      std::snprintf(tmp, sizeof(tmp), "%s[%" PRIu64 ",%" PRIu64 "]", i ? "," : "", s.stalls[i].first,
-                    s.stalls[i].second);
-      out += tmp;
-    }
-    out += "]}";
-    firstj = false;
-  }
-  std::snprintf(tmp, sizeof(tmp), "},\"foreign\":%" PRIu64 ",\"socket_drops\":%u}", foreign, st.tp_drops);
-  out += tmp;
+  const std::string out = streams_json(streams, foreign, st.tp_drops);
   std::printf("%s\n", out.c_str());
   close(fd);
   return 0;

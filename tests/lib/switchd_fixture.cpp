@@ -1,6 +1,9 @@
 #include "tests/lib/switchd_fixture.h"
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -293,18 +296,23 @@ void SwitchdFixture::SetUp() {
   ASSERT_TRUE(sh_ok("ip link add up0 numrxqueues 2 numtxqueues 2 type veth peer name ext0 netns " + ns("ext") +
                     " numrxqueues 2 numtxqueues 2"));
   ASSERT_TRUE(sh_ok("ip link set up0 up && ip -n " + ns("ext") + " link set ext0 up"));
-  if (offloads_off_) {
-    ASSERT_TRUE(sh_ok(in("ext", "ethtool -K ext0 tx off gso off tso off gro off")));
+  if (!offloads().empty()) {
+    ASSERT_TRUE(sh_ok(in("ext", "ethtool -K ext0 " + offloads())));
   }
   for (int i = 1; i <= vm_count_; i++) {
     ASSERT_TRUE(sh_ok("ip link add " + vm(i) + "-host numrxqueues 2 numtxqueues 2 type veth peer name eth0 netns " +
                       ns(vm(i)) + " address " + mac_of(i) + " numrxqueues 2 numtxqueues 2"));
     ASSERT_TRUE(sh_ok("ip link set " + vm(i) + "-host up && ip -n " + ns(vm(i)) + " link set eth0 up"));
-    if (offloads_off_) {
-      ASSERT_TRUE(sh_ok(in(vm(i), "ethtool -K eth0 tx off gso off tso off gro off")));
+    if (!offloads().empty()) {
+      ASSERT_TRUE(sh_ok(in(vm(i), "ethtool -K eth0 " + offloads())));
     }
   }
   ASSERT_NO_FATAL_FAILURE(start_switchd());
+}
+
+std::string SwitchdFixture::offloads() const {
+  if (offloads_off_) return std::string("tx off gso off tso off gro ") + (vm_gro_ ? "on" : "off");
+  return vm_gro_ ? "gro on" : "";
 }
 
 void SwitchdFixture::TearDown() {
@@ -458,6 +466,7 @@ json SwitchdFixture::add_vm(int i, const std::string& vmq, const std::string& st
   call("port.create", {{"name", vm(i)}});
   json nic{{"port", vm(i)}, {"mac", mac_of(i)}, {"backend", vm(i) + "-host"}, {"vmq", vmq}};
   if (!steering.empty()) nic["steering"] = steering;
+  if (!delivery_.empty() && vmq != "off") nic["delivery"] = delivery_;
   call("nic.create", nic);
   return call("nic.connect", {{"port", vm(i)}});
 }
@@ -466,6 +475,79 @@ json SwitchdFixture::nic_of(const json& show, const std::string& port) {
   for (const auto& p : show["ports"])
     if (p["name"] == port) return p["nic"];
   return nullptr;
+}
+
+std::optional<xvmq_vmq_conf> SwitchdFixture::vmq_conf(uint32_t vmq) {
+  const std::string path = std::string(kPinRoot) + "/up0/" + XVMQ_MAP_VMQS;
+  const int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    ADD_FAILURE() << "open " << path << ": " << strerror(errno);
+    return std::nullopt;
+  }
+  xvmq_vmq_conf c{};
+  const bool ok = bpf_map_lookup_elem(fd, &vmq, &c) == 0;
+  if (!ok) ADD_FAILURE() << "look up vmq " << vmq << " in " << path << ": " << strerror(errno);
+  close(fd);
+  return ok ? std::optional(c) : std::nullopt;
+}
+
+namespace {
+
+// The map of an XDP program named `name` (as the kernel keeps it: 15 characters), or -1.
+int prog_map_fd(int prog_fd, const std::string& name) {
+  uint32_t ids[64] = {};
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  info.nr_map_ids = 64;
+  info.map_ids = reinterpret_cast<uint64_t>(ids);
+  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return -1;
+  for (uint32_t i = 0; i < std::min<uint32_t>(info.nr_map_ids, 64); i++) {
+    const int fd = bpf_map_get_fd_by_id(ids[i]);
+    if (fd < 0) continue;
+    bpf_map_info mi{};
+    uint32_t ml = sizeof(mi);
+    if (bpf_obj_get_info_by_fd(fd, &mi, &ml) == 0 && name.substr(0, BPF_OBJ_NAME_LEN - 1) == mi.name) return fd;
+    close(fd);
+  }
+  return -1;
+}
+
+}  // namespace
+
+std::array<uint64_t, XVMQ_PORT_COUNT> SwitchdFixture::vmport_counts(const std::string& backend) {
+  std::array<uint64_t, XVMQ_PORT_COUNT> out{};
+  const int ifindex = static_cast<int>(if_nametoindex(backend.c_str()));
+  uint32_t prog_id = 0;
+  if (!ifindex || bpf_xdp_query_id(ifindex, 0, &prog_id) != 0 || !prog_id) return out;
+  const int prog_fd = bpf_prog_get_fd_by_id(prog_id);
+  if (prog_fd < 0) return out;
+  const int fd = prog_map_fd(prog_fd, "xvmq_port_counts");
+  close(prog_fd);
+  if (fd < 0) {
+    ADD_FAILURE() << backend << ": its XDP program (id " << prog_id << ") has no xvmq_port_counts";
+    return out;
+  }
+  std::vector<xvmq_counter> per(static_cast<size_t>(std::max(libbpf_num_possible_cpus(), 1)));
+  for (uint32_t k = 0; k < XVMQ_PORT_COUNT; k++)
+    if (bpf_map_lookup_elem(fd, &k, per.data()) == 0)
+      for (const auto& c : per) out[k] += c.frames;
+  close(fd);
+  return out;
+}
+
+void SwitchdFixture::require_delivery(const std::string& port, const std::string& want) {
+  SCOPED_TRACE("nic " + port + ", want delivery " + want);
+  const json nic = nic_of(call("show"), port);
+  ASSERT_TRUE(nic.is_object()) << "no NIC on port " << port;
+  ASSERT_EQ(nic.value("state", ""), "connected") << nic.dump();
+  ASSERT_TRUE(nic["vmq"].is_number_unsigned()) << "no vmq: " << nic.dump();
+  if (nic.contains("delivery")) {
+    ASSERT_EQ(nic["delivery"], want) << "why: " << nic.value("delivery_why", "?") << "\n" << nic.dump();
+  }
+  const auto conf = vmq_conf(nic["vmq"].get<uint32_t>());
+  ASSERT_TRUE(conf.has_value());
+  ASSERT_EQ((conf->flags & XVMQ_VMQ_F_KERNEL) != 0, want == "kernel")
+      << "the classifier's conf of vmq " << nic["vmq"] << ": flags " << conf->flags << ", cpu " << conf->cpu;
 }
 
 Bg SwitchdFixture::receive(int v, int seconds, const std::string& extra) {

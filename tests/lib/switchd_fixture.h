@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "control/control.h"
+#include "loader/abi.h"
 #include "tests/lib/harness.h"
 
 namespace xvmq::test {
@@ -88,6 +90,8 @@ class SwitchdFixture : public ::testing::Test {
   std::string in(const std::string& n, const std::string& cmd) const { return "ip netns exec " + ns(n) + " " + cmd; }
   static std::string mac_of(int vm) { return vm_mac(vm); }
   std::string vm(int i) const { return "vm" + std::to_string(i); }
+  // ethtool -K's arguments for ext0 and each eth0 (offloads_off_, vm_gro_); "" for none.
+  std::string offloads() const;
 
   // spawn_switchd() with the options of the fixture (--queue-cpus on 2 CPUs,
   // switchd_extra_), then wait_ready().
@@ -113,9 +117,21 @@ class SwitchdFixture : public ::testing::Test {
                       std::initializer_list<std::string> words);
 
   void attach() { call("uplink.attach", {{"name", "up0"}}); }
-  // steering: "software" or "hardware"; empty: switchd's default.
+  // steering: "software" or "hardware"; empty: switchd's default. nic.create
+  // asks for delivery_ when the NIC asks for a vmq.
   json add_vm(int i, const std::string& vmq = "auto", const std::string& steering = "");
   json nic_of(const json& show, const std::string& port);
+
+  // Kernel delivery, as the kernel has it (docs/architecture.md): the conf of
+  // a vmq in the classifier's pinned xvmq_vmqs (flags XVMQ_VMQ_F_*), and the
+  // VM port program's counters on a backend netdev (enum xvmq_port_count,
+  // summed over the CPUs; all 0 when no program is attached).
+  std::optional<xvmq_vmq_conf> vmq_conf(uint32_t vmq);
+  std::array<uint64_t, XVMQ_PORT_COUNT> vmport_counts(const std::string& backend);
+  // Fails the test (fatally) unless `port`'s NIC is connected with a vmq and
+  // that delivery ("kernel" or "xsk"): in show (when it says), and in the
+  // classifier's vmq conf.
+  void require_delivery(const std::string& port, const std::string& want);
 
   // A receiver (xvmq-frames recv) in a VM, ready when this returns.
   Bg receive(int vm, int seconds, const std::string& extra = "");
@@ -128,6 +144,14 @@ class SwitchdFixture : public ::testing::Test {
   int vm_count_ = 3;
   int max_vmqs_ = 2;
   bool offloads_off_ = false;  // ethtool -K tx/gso/tso/gro off on ext0 and every eth0
+  // GRO on at ext0 and every eth0 (tx/gso/tso stay off with offloads_off_): the
+  // veths then take redirected frames, so kernel delivery can serve the VMs'
+  // vmqs and VMs' frames can leave by the uplink in XDP. Off, as a veth
+  // starts, every NIC gets xsk delivery.
+  bool vm_gro_ = false;
+  // The delivery nic.create asks for ("auto", "kernel", "xsk"); empty: none
+  // given (switchd's default).
+  std::string delivery_;
   std::string prefix_tag_ = "sd";
   std::vector<std::string> switchd_extra_;  // more switchd options
   std::vector<std::string> unit_dropins_;   // drop-ins over xvmq-switchd.service (unit_dropin())
