@@ -236,7 +236,7 @@ class Bench:
                                          % (vmqs, default)))
         if self.a.queue_cpus:
             self.switchd_options.append(("--queue-cpus " + self.a.queue_cpus, "asked (--queue-cpus)"))
-        if self.a.rt_priority:
+        if self.a.rt_priority is not None:
             self.switchd_options.append(("--rt-priority %d" % self.a.rt_priority, "asked (--rt-priority)"))
         if self.a.switchd_args:
             self.switchd_options.append((" ".join(self.a.switchd_args), "asked (--switchd-arg)"))
@@ -554,15 +554,16 @@ def parse_args():
                    help="frame lengths without FCS (default 60,1514: 64 and 1518 bytes on a wire)")
     p.add_argument("--cpu-rate", type=int, default=50000,
                    help="offered frames per second of the CPU-time cases (default 50000)")
-    p.add_argument("--cpu-seconds", type=float, default=5.0, help="measured interval of a CPU-time case (default 5)")
+    p.add_argument("--cpu-seconds", type=float, default=5.0,
+                   help="1 s windows measured per CPU-time case and round (default 5)")
     p.add_argument("--pings", type=int, default=500, help="pings per run (default 500)")
     p.add_argument("--ping-interval", type=float, default=0.01, help="seconds between pings (default 0.01)")
     p.add_argument("--iperf-seconds", type=int, default=3, help="iperf3 -t (default 3)")
     p.add_argument("--cpu", type=int, default=None, help="the generator's CPU (default: the last)")
     p.add_argument("--queue-cpus", default=None, help="switchd --queue-cpus (default: switchd's own choice)")
     add_switchd_arg(p, "--switchd-arg=--nic-ring-size --switchd-arg=1024")
-    p.add_argument("--rt-priority", type=int, default=0,
-                   help="switchd --rt-priority: its workers at SCHED_FIFO (default: not given, switchd's default)")
+    p.add_argument("--rt-priority", type=int, default=None,
+                   help="switchd --rt-priority N (default: not given, switchd's own default; 0: the normal scheduler)")
     p.add_argument("--cases", default="", help="only these cases (ids as in the JSON: %s), e.g. to profile one"
                    % ",".join(CASE_IDS))
     p.add_argument("--no-frames", action="store_true", help="no cases at full speed (frames per second)")
@@ -570,7 +571,7 @@ def parse_args():
     p.add_argument("--no-hogs", action="store_true", help="no loss cases with a CPU hog per CPU")
     p.add_argument("--no-latency", action="store_true", help="no ping and iperf3 runs")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke run: 1 s cases, 0.3 s warm-up, 100 pings, 1 s iperf3")
+                   help="a smoke run: 1 s cases, 0.3 s warm-up, one 1 s CPU-time window, 100 pings, 1 s iperf3")
     a = parse(p, "bench-switch.json")
     check_args(p, a)
     return a
