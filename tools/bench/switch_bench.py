@@ -1,25 +1,30 @@
 #!/usr/bin/python3
-"""xvmq against the Linux bridge: frames per second, ping RTT and TCP.
+"""xvmq against the Linux bridge: frames per second, CPU time per frame, loss
+under CPU load, ping RTT and TCP.
 
-Three copies of one topology, each in network namespaces of its own, so the
-cases can alternate round after round without reconfiguring anything:
+Copies of one topology, each in network namespaces of its own, so the cases
+can alternate round after round without reconfiguring anything:
 
   ext: ext0 <-> up0 :sw                vmN: eth0 (02:00:00:00:00:0N) <-> vmN-host :sw
 
-  ceiling  up0 drops every frame (XDP_DROP, tools/bench/drop.bpf.c)
-  bridge   br0 in sw joins up0, vm1-host and vm2-host
-  xvmq     switchd owns up0 (the uplink); vm1's NIC has a vmq, vm2's none
+  ceil  up0 drops every frame (XDP_DROP, tools/bench/drop.bpf.c)
+  br    br0 in sw joins up0, vm1-host and vm2-host
+  brr   the same with vm1 only, whose eth0 steers its receive (RPS) to the
+        CPUs other than the generator's
+  xv    switchd owns up0 (the uplink), with its default options; vm1 and vm2
+        have NICs with switchctl's defaults (a vmq, kernel delivery), vm3 a
+        vmq with AF_XDP delivery (--delivery xsk), vm4 no vmq (--vmq off)
 
-The generator (trafgen, qdisc bypass) runs in ext (or in vm1, VM to VM)
-pinned to one CPU; a case's rate is the rx_packets delta of the receiving
-VM's eth0, read inside its namespace, over the measured interval (for the
-ceiling, up0's). Everything made here is removed at the end, on failure and
-on Ctrl-C too. Nothing is sent in the root namespace.
+The generator (trafgen at full speed; xvmq-pace at a fixed rate) runs in ext
+(or in vm1, VM to VM) pinned to one CPU; a case's rate is the rx_packets
+delta of the receiving VM's eth0, read inside its namespace, over the
+measured interval (for the ceiling, up0's). Everything made here is removed
+at the end, on failure and on Ctrl-C too. Nothing is sent in the root
+namespace.
 """
 
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -30,10 +35,27 @@ import tempfile
 import time
 
 from benchrun import Failure, add_switchd_arg, arg_parser, log, parse, run
+from switch_load import Load
+from switch_report import counter_delta, print_table, report
 
 NET = "10.231.0."
 EXT_MAC = "02:00:00:00:00:fe"
 EXT_IP = NET + "254"
+DARK_IP = NET + "200"  # nobody has it: the VM's stack drops the frames without answering
+PACED_BYTES = 60
+
+# The xvmq world's NICs: vm1 and vm2 with switchctl's defaults, vm3 with
+# AF_XDP delivery, vm4 without a vmq (the default queue and the software switch).
+XV_NICS = (
+    {"vm": 1, "opts": [], "path": "vmq", "delivery": "kernel"},
+    {"vm": 2, "opts": [], "path": "vmq", "delivery": "kernel"},
+    {"vm": 3, "opts": ["--delivery", "xsk"], "path": "vmq", "delivery": "xsk"},
+    {"vm": 4, "opts": ["--vmq", "off"], "path": "default", "delivery": None},
+)
+CASE_IDS = ("ceiling", "bridge", "bridge_rps", "xvmq_kernel", "xvmq_xsk", "xvmq_default", "bridge_vm2vm",
+            "xvmq_vm2vm")
+CPU_CASES = ("bridge", "bridge_rps", "xvmq_kernel", "xvmq_xsk")
+HOG_CASES = ("bridge", "xvmq_kernel", "xvmq_xsk")
 
 
 def vm_mac(i):
@@ -58,9 +80,16 @@ class Bench:
         self.switchd_log = os.path.join(self.tmp, "switchd.log")
         self.sock = os.path.join(self.tmp, "switchd.sock")
         self.gen_cpu = args.cpu
+        self.dark_ip = DARK_IP
         self.switchctl_path = os.path.join(self.build, "tools/switchctl/switchctl")
         self.switchd_path = os.path.join(self.build, "switchd/switchd")
         self.drop_obj = os.path.join(self.build, "tools/bench/drop.bpf.o")
+        self.notes = []  # said once in the output and kept in the JSON
+        self.switchd_options = []  # the non-default ones, each with why
+        self.xvmq_nics = {}
+        self.queue_cpus = {}
+        self.rps_mask = 0
+        self.holders = {}  # namespace -> a process in it (netdev)
 
     # ---- running things ----------------------------------------------------
 
@@ -80,9 +109,10 @@ class Bench:
     def inns(self, ns, argv, **kw):
         return self.run(self.cmd_in(ns, argv), **kw)
 
-    def start(self, argv, out=None, env=None):
+    def start(self, argv, out=None, env=None, preexec=None):
         f = open(out, "w") if out else subprocess.DEVNULL
-        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                             preexec_fn=preexec)
         self.procs.append(p)
         return p
 
@@ -112,6 +142,10 @@ class Bench:
         shutil.rmtree(self.pin_root, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def note(self, msg):
+        log("  note: " + msg)
+        self.notes.append(msg)
+
     # ---- topology ----------------------------------------------------------
 
     def add_ns(self, ns):
@@ -121,9 +155,14 @@ class Bench:
                        "net.ipv6.conf.default.disable_ipv6=1"])
         self.inns(ns, ["ip", "link", "set", "lo", "up"])
 
-    def offloads_off(self, ns, dev):
-        # Segments that fit a frame on every path: AF_XDP carries no GSO.
-        self.inns(ns, ["ethtool", "-K", dev, "tx", "off", "gso", "off", "tso", "off", "gro", "off"])
+    def offloads(self, ns, dev):
+        # tx checksum, GSO and TSO off: every segment is a frame that fits, as AF_XDP (xsk delivery,
+        # the default queue) carries no GSO. GRO on: kernel delivery redirects frames into a veth by
+        # DEVMAP, which the kernel only accepts when the veth's peer has GRO on or an XDP program
+        # (DESIGN.md, kernel fact 13): the VM's eth0 for frames to the VM, ext0 for the VMs' frames
+        # that leave by the uplink up0. On in every world, bridges too, so that every case delivers
+        # to receivers with the same settings (with GRO on, a veth receives by NAPI).
+        self.inns(ns, ["ethtool", "-K", dev, "tx", "off", "gso", "off", "tso", "off", "gro", "on"])
 
     def make_world(self, world, vms):
         ext, sw = self.ns(world, "ext"), self.ns(world, "sw")
@@ -132,7 +171,7 @@ class Bench:
         self.run(["ip", "-n", ext, "link", "add", "ext0", "address", EXT_MAC, "numrxqueues", "2",
                   "numtxqueues", "2", "type", "veth", "peer", "name", "up0", "netns", sw,
                   "numrxqueues", "2", "numtxqueues", "2"])
-        self.offloads_off(ext, "ext0")
+        self.offloads(ext, "ext0")
         self.run(["ip", "-n", ext, "addr", "add", EXT_IP + "/24", "dev", "ext0"])
         self.run(["ip", "-n", ext, "link", "set", "ext0", "up"])
         self.run(["ip", "-n", sw, "link", "set", "up0", "up"])
@@ -142,7 +181,7 @@ class Bench:
             self.run(["ip", "-n", sw, "link", "add", "vm%d-host" % i, "numrxqueues", "2", "numtxqueues", "2",
                       "type", "veth", "peer", "name", "eth0", "netns", vm, "address", vm_mac(i),
                       "numrxqueues", "2", "numtxqueues", "2"])
-            self.offloads_off(vm, "eth0")
+            self.offloads(vm, "eth0")
             self.run(["ip", "-n", vm, "addr", "add", vm_ip(i) + "/24", "dev", "eth0"])
             self.run(["ip", "-n", vm, "link", "set", "eth0", "up"])
             self.run(["ip", "-n", sw, "link", "set", "vm%d-host" % i, "up"])
@@ -152,62 +191,126 @@ class Bench:
         self.run(["ip", "-n", self.ns("ceil", "sw"), "link", "set", "dev", "up0", "xdpdrv",
                   "obj", self.drop_obj, "sec", "xdp"])
 
-    def make_bridge(self):
-        self.make_world("br", 2)
-        sw = self.ns("br", "sw")
+    def make_bridge(self, world, vms):
+        self.make_world(world, vms)
+        sw = self.ns(world, "sw")
         self.run(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"])
-        for dev in ("up0", "vm1-host", "vm2-host"):
+        for dev in ["up0"] + ["vm%d-host" % i for i in range(1, vms + 1)]:
             self.run(["ip", "-n", sw, "link", "set", dev, "master", "br0"])
         self.run(["ip", "-n", sw, "link", "set", "br0", "up"])
         # Known destinations, as xvmq's NICs are: no flooding while it learns.
-        for i in (1, 2):
+        for i in range(1, vms + 1):
             self.inns(sw, ["bridge", "fdb", "replace", vm_mac(i), "dev", "vm%d-host" % i, "master", "static"])
+
+    def steer_rps(self, world, vm):
+        """RPS on the VM's eth0: its receive (IP and up) on the CPUs other than the generator's."""
+        ncpu = os.cpu_count() or 1
+        mask = ((1 << ncpu) - 1) & ~(1 << self.gen_cpu)
+        if not mask:
+            raise Failure("bridge_rps needs 2 CPUs or more")
+        # `ip netns exec` mounts the namespace's own /sys, where its eth0 is.
+        script = "for f in /sys/class/net/eth0/queues/rx-*/rps_cpus; do echo %x > $f; done; " \
+                 "cat /sys/class/net/eth0/queues/rx-*/rps_cpus" % mask
+        out = self.run(["ip", "netns", "exec", self.ns(world, vm), "sh", "-c", script])
+        if any(int(x, 16) != mask for x in out.split()):
+            raise Failure("rps_cpus of %s's eth0: %s, wanted %x" % (vm, out.split(), mask))
+        self.rps_mask = mask
+
+    # ---- switchd -------------------------------------------------------------
 
     def switchctl(self, *argv):
         return self.run([self.switchctl_path, "--socket", self.sock] + list(argv))
 
-    def make_xvmq(self):
-        self.make_world("xv", 2)
+    def max_vmqs_default(self):
+        m = re.search(r"--max-vmqs [^\n]*?=(\d+)", self.run([self.switchd_path, "--help"]))
+        return int(m.group(1)) if m else 0
+
+    def switchd_argv(self):
+        """switchd as a user runs it: where its files go, and only what the world needs."""
+        argv = [self.switchd_path, "--socket", self.sock, "--state-dir", os.path.join(self.tmp, "state"),
+                "--pin-root", self.pin_root, "--detach-on-exit"]
+        vmqs = sum(1 for n in XV_NICS if n["path"] == "vmq")
+        default = self.max_vmqs_default()
+        if default < vmqs:
+            self.switchd_options.append(("--max-vmqs 4", "%d NICs with a vmq; the default pool is %d"
+                                         % (vmqs, default)))
+        if self.a.queue_cpus:
+            self.switchd_options.append(("--queue-cpus " + self.a.queue_cpus, "asked (--queue-cpus)"))
+        if self.a.rt_priority is not None:
+            self.switchd_options.append(("--rt-priority %d" % self.a.rt_priority, "asked (--rt-priority)"))
+        if self.a.switchd_args:
+            self.switchd_options.append((" ".join(self.a.switchd_args), "asked (--switchd-arg)"))
+        for opt, _ in self.switchd_options:
+            argv += opt.split()
+        return argv
+
+    def start_switchd(self):
         os.makedirs(self.pin_root, exist_ok=True)
         env = dict(os.environ, LIBXDP_BPFFS=self.pin_root)
-        argv = [self.switchd_path, "--socket", self.sock, "--state-dir", os.path.join(self.tmp, "state"),
-                "--pin-root", self.pin_root, "--max-vmqs", "2", "--detach-on-exit"]
-        if self.a.queue_cpus:
-            argv += ["--queue-cpus", self.a.queue_cpus]
-        if self.a.rt_priority:
-            argv += ["--rt-priority", str(self.a.rt_priority)]
-        argv += self.a.switchd_args
-        self.switchd = self.start(self.cmd_in(self.ns("xv", "sw"), argv), out=self.switchd_log, env=env)
+        self.switchd = self.start(self.cmd_in(self.ns("xv", "sw"), self.switchd_argv()), out=self.switchd_log,
+                                  env=env)
         for _ in range(500):
             if os.path.exists(self.sock):
-                break
+                return
             if self.switchd.poll() is not None:
                 raise Failure("switchd exited:\n" + open(self.switchd_log).read())
             time.sleep(0.02)
-        else:
-            raise Failure("switchd's socket not ready")
+        raise Failure("switchd's socket not ready")
+
+    def make_xvmq(self):
+        self.make_world("xv", len(XV_NICS))
+        self.start_switchd()
         self.switchctl("uplink", "attach", "up0")
-        for i, vmq in ((1, "auto"), (2, "off")):
-            port = "vm%d" % i
+        for n in XV_NICS:
+            port = "vm%d" % n["vm"]
             self.switchctl("port", "create", port)
-            self.switchctl("nic", "create", port, "--mac", vm_mac(i), "--backend", port + "-host", "--vmq", vmq)
+            self.switchctl("nic", "create", port, "--mac", vm_mac(n["vm"]), "--backend", port + "-host", *n["opts"])
             self.switchctl("nic", "connect", port)
-        show = json.loads(self.switchctl("--json", "show"))
-        paths = {p["name"]: p["nic"]["path"] for p in show["ports"]}
-        if paths != {"vm1": "vmq", "vm2": "default"}:
-            raise Failure("unexpected paths: %s" % paths)
+        self.check_nics(json.loads(self.switchctl("--json", "show")))
+
+    def check_nics(self, show):
+        """Each NIC on the path it was made for; a delivery other than the one asked for is said."""
         self.xvmq_show = show
+        queues = (show.get("uplink") or {}).get("queues", [])
+        self.queue_cpus = {str(q["queue"]): "%s (%s)" % (q["cpu"], q.get("cpu_from", "?")) for q in queues}
+        nics = {p["name"]: p["nic"] for p in show["ports"] if p.get("nic")}
+        for n in XV_NICS:
+            port = "vm%d" % n["vm"]
+            nic = nics.get(port, {})
+            if nic.get("path") != n["path"]:
+                raise Failure("%s: path %s, expected %s" % (port, nic.get("path"), n["path"]))
+            keep = ("path", "vmq", "delivery", "delivery_requested", "delivery_why", "vmq_cpu")
+            self.xvmq_nics[port] = {k: nic[k] for k in keep if k in nic}
+            got = nic.get("delivery")
+            if n["delivery"] and got != n["delivery"]:
+                self.note("%s: delivery %s, not %s (%s)" % (port, got, n["delivery"], nic.get("delivery_why") or
+                                                             "no reason given"))
 
     # ---- counters ----------------------------------------------------------
 
+    def holder(self, ns):
+        """The pid of a process that stays in namespace ns, whose /proc/PID/net/dev is the
+        namespace's: counters read without starting a process each time."""
+        p = self.holders.get(ns)
+        if p is None:
+            p = self.holders[ns] = self.start(self.cmd_in(ns, ["sleep", "infinity"]))
+            for _ in range(400):
+                if open("/proc/%d/comm" % p.pid).read().strip() == "sleep":  # past setns and exec
+                    break
+                time.sleep(0.005)
+            else:
+                raise Failure("no sleep in %s" % ns)
+        return p.pid
+
     def netdev(self, ns, dev):
-        """(rx_packets, tx_packets) of dev, from /proc/net/dev inside ns."""
-        out = self.inns(ns, ["cat", "/proc/net/dev"])
+        """(rx_packets, tx_packets, tx_dropped) of dev, from /proc/net/dev inside ns."""
+        with open("/proc/%d/net/dev" % self.holder(ns)) as f:
+            out = f.read()
         for line in out.splitlines():
             name, _, rest = line.partition(":")
             if name.strip() == dev:
                 f = rest.split()
-                return int(f[1]), int(f[9])
+                return int(f[1]), int(f[9]), int(f[11])
         raise Failure("no %s in %s" % (dev, ns))
 
     def switch_stats(self):
@@ -234,7 +337,7 @@ class Bench:
         gen_ns, gen_dev, src, dst, src_ip, cnt_ns, cnt_dev = case["gen"]
         conf = os.path.join(self.tmp, "trafgen-%s-%d.cfg" % (case["id"], size))
         with open(conf, "w") as f:
-            f.write(self.trafgen_conf(src, dst, src_ip, NET + "200", size))
+            f.write(self.trafgen_conf(src, dst, src_ip, self.dark_ip, size))
         stats0 = self.switch_stats() if case["world"] == "xv" else None
         # trafgen forks one sender per CPU up to the one named: only that one has a frame to send.
         gen = self.start(self.cmd_in(gen_ns, ["trafgen", "-o", gen_dev, "-i", conf, "-P", str(self.gen_cpu + 1),
@@ -245,13 +348,11 @@ class Bench:
             if gen.poll() is not None:
                 raise Failure("trafgen exited:\n" + open(os.path.join(self.tmp, "trafgen.out")).read())
             t0 = time.monotonic()
-            rx0, _ = self.netdev(cnt_ns, cnt_dev)
-            _, tx0 = self.netdev(gen_ns, gen_dev)
+            rx0, tx0 = self.netdev(cnt_ns, cnt_dev)[0], self.netdev(gen_ns, gen_dev)[1]
             t1 = time.monotonic()
             time.sleep(self.a.seconds)
             t2 = time.monotonic()
-            rx1, _ = self.netdev(cnt_ns, cnt_dev)
-            _, tx1 = self.netdev(gen_ns, gen_dev)
+            rx1, tx1 = self.netdev(cnt_ns, cnt_dev)[0], self.netdev(gen_ns, gen_dev)[1]
             t3 = time.monotonic()
         finally:
             self.stop(gen)
@@ -295,167 +396,144 @@ class Bench:
 
     def cases(self):
         n = self.ns
+
+        def ext_to(world, vm, cid, what):
+            cnt = (n(world, "sw"), "up0") if vm is None else (n(world, "vm%d" % vm), "eth0")
+            return {"id": cid, "world": world, "kind": "ext", "what": what,
+                    "gen": (n(world, "ext"), "ext0", EXT_MAC, vm_mac(vm or 1), EXT_IP) + cnt}
+
+        def vm_to_vm(world, cid, what):
+            return {"id": cid, "world": world, "kind": "vm2vm", "what": what,
+                    "gen": (n(world, "vm1"), "eth0", vm_mac(1), vm_mac(2), vm_ip(1), n(world, "vm2"), "eth0")}
         return [
-            {"id": "ceiling", "world": "ceil", "kind": "ext", "what": "ceiling: XDP_DROP on up0",
-             "gen": (n("ceil", "ext"), "ext0", EXT_MAC, vm_mac(1), EXT_IP, n("ceil", "sw"), "up0")},
-            {"id": "bridge", "world": "br", "kind": "ext", "what": "bridge: up0 -> br0 -> vm1",
-             "gen": (n("br", "ext"), "ext0", EXT_MAC, vm_mac(1), EXT_IP, n("br", "vm1"), "eth0")},
-            {"id": "xvmq_vmq", "world": "xv", "kind": "ext", "what": "xvmq VMQ path: up0 -> vmq -> vm1",
-             "gen": (n("xv", "ext"), "ext0", EXT_MAC, vm_mac(1), EXT_IP, n("xv", "vm1"), "eth0")},
-            {"id": "xvmq_default", "world": "xv", "kind": "ext", "what": "xvmq default path: up0 -> switch -> vm2",
-             "gen": (n("xv", "ext"), "ext0", EXT_MAC, vm_mac(2), EXT_IP, n("xv", "vm2"), "eth0")},
-            {"id": "bridge_vm2vm", "world": "br", "kind": "vm2vm", "what": "bridge VM to VM: vm1 -> br0 -> vm2",
-             "gen": (n("br", "vm1"), "eth0", vm_mac(1), vm_mac(2), vm_ip(1), n("br", "vm2"), "eth0")},
-            {"id": "xvmq_vm2vm", "world": "xv", "kind": "vm2vm", "what": "xvmq VM to VM: vm1 -> switch -> vm2",
-             "gen": (n("xv", "vm1"), "eth0", vm_mac(1), vm_mac(2), vm_ip(1), n("xv", "vm2"), "eth0")},
+            ext_to("ceil", None, "ceiling", "ceiling: XDP_DROP on up0"),
+            ext_to("br", 1, "bridge", "bridge: up0 -> br0 -> vm1"),
+            ext_to("brr", 1, "bridge_rps", "bridge, RPS in vm1: up0 -> br0 -> vm1"),
+            ext_to("xv", 1, "xvmq_kernel", "xvmq kernel delivery: up0 -> vm1"),
+            ext_to("xv", 3, "xvmq_xsk", "xvmq AF_XDP delivery: up0 -> vm3"),
+            ext_to("xv", 4, "xvmq_default", "xvmq default path: up0 -> switch -> vm4"),
+            vm_to_vm("br", "bridge_vm2vm", "bridge VM to VM: vm1 -> br0 -> vm2"),
+            vm_to_vm("xv", "xvmq_vm2vm", "xvmq VM to VM: vm1 -> vm2"),
         ]
+
+    def setup(self):
+        log("==> topology: worlds ceil, br, brr and xv in namespaces %s-*" % self.tag)
+        self.make_ceiling()
+        self.make_bridge("br", 2)
+        self.make_bridge("brr", 1)
+        self.steer_rps("brr", "vm1")
+        self.make_xvmq()
+        log("  switchd options: %s" % ("; ".join("%s (%s)" % o for o in self.switchd_options) or
+                                       "its defaults only"))
+        for port, nic in sorted(self.xvmq_nics.items()):
+            log("  %s: %s" % (port, ", ".join("%s %s" % (k, v) for k, v in nic.items())))
 
     def main(self):
         a = self.a
         load0 = os.getloadavg()
-        log("==> topology: ceiling, bridge and xvmq copies in namespaces %s-*" % self.tag)
-        self.make_ceiling()
-        self.make_bridge()
-        self.make_xvmq()
+        self.setup()
         cases = [c for c in self.cases() if not a.cases or c["id"] in a.cases]
-        sizes = a.sizes
-        frames = {(c["id"], s): [] for c in cases for s in sizes}
-        lat_keys = [] if a.no_latency else [("bridge", "ext_vm"), ("xvmq", "ext_vm"), ("bridge", "vm_vm"),
-                                            ("xvmq", "vm_vm")]
-        pings = {k: [] for k in lat_keys}
-        iperfs = {k: [] for k in lat_keys}
-        world = {"bridge": "br", "xvmq": "xv"}
+        res = {"frames": {(c["id"], s): [] for c in cases for s in a.sizes}, "cpu": {}, "hogs": {},
+               "pings": {}, "iperfs": {}, "hog_rates": [], "bridge_max": [],
+               "cpu_background": []}
+        self.load = Load(self)
         t_start = time.monotonic()
         for r in range(1, a.rounds + 1):
-            for s in sizes:
-                for c in cases:
-                    res = self.frame_case(c, s)
-                    res["round"] = r
-                    frames[(c["id"], s)].append(res)
-                    log("  round %d/%d  %-42s %4d B  %9.0f fps  (sent %9.0f)"
-                        % (r, a.rounds, c["what"], s, res["pps"], res["sent_pps"]))
-            for sys_, path in lat_keys:
-                w = world[sys_]
-                src, dst = (self.ns(w, "ext"), vm_ip(1)) if path == "ext_vm" else (self.ns(w, "vm1"), vm_ip(2))
-                p = self.ping(src, dst, a.pings)
-                p["round"] = r
-                pings[(sys_, path)].append(p)
-                log("  round %d/%d  ping   %-6s %-6s p50 %7.1f us  p99 %7.1f us  (%d/%d replies)"
-                    % (r, a.rounds, sys_, path, p["p50_us"], p["p99_us"], p["replies"], p["sent"]))
-            for sys_, path in lat_keys:
-                w = world[sys_]
-                cl, sv, dst = ((self.ns(w, "ext"), self.ns(w, "vm1"), vm_ip(1)) if path == "ext_vm"
-                               else (self.ns(w, "vm1"), self.ns(w, "vm2"), vm_ip(2)))
-                i = self.iperf(cl, sv, dst, a.iperf_seconds)
-                i["round"] = r
-                iperfs[(sys_, path)].append(i)
-                log("  round %d/%d  iperf3 %-6s %-6s %9.1f Mbit/s  (%d retransmits)"
-                    % (r, a.rounds, sys_, path, i["mbps"], i["retransmits"]))
+            if not a.no_frames:
+                self.frame_round(r, cases, res)
+            if not a.no_cpu:
+                self.cpu_round(r, cases, res)
+            if not a.no_hogs:
+                self.hog_round(r, cases, res)
+            if not a.no_latency:
+                self.latency_round(r, res)
             log("  round %d/%d done after %.0f s, load average %s"
                 % (r, a.rounds, time.monotonic() - t_start, " ".join("%.2f" % x for x in os.getloadavg())))
-        load1 = os.getloadavg()
-        report = self.report(cases, frames, pings, iperfs, load0, load1)
+        rep = report(self, cases, res, load0, os.getloadavg())
         with open(a.json, "w") as f:
-            json.dump(report, f, indent=2)
+            json.dump(rep, f, indent=2)
             f.write("\n")
         log("==> wrote %s" % a.json)
-        return report
+        return rep
 
-    # ---- the report ----------------------------------------------------------
-
-    def report(self, cases, frames, pings, iperfs, load0, load1):
-        a = self.a
-        ref_of = {"ext": "bridge", "vm2vm": "bridge_vm2vm"}
-
-        def ratio(cid, ref, s):
-            # Per round: the cases of one round ran next to each other, on the
-            # same machine load.
-            xs = [x["pps"] / y["pps"] for x, y in zip(frames[(cid, s)], frames.get((ref, s), [])) if y["pps"] > 0]
-            return statistics.median(xs) if xs else None
-
-        rows = []
-        for s in a.sizes:
+    def frame_round(self, r, cases, res):
+        for s in self.a.sizes:
             for c in cases:
-                rates = [x["pps"] for x in frames[(c["id"], s)]]
-                row = {"case": c["id"], "what": c["what"], "frame_bytes": s, "fps_median": statistics.median(rates),
-                       "fps_min": min(rates), "fps_max": max(rates), "fps_runs": rates,
-                       "sent_fps_median": statistics.median(x["sent_pps"] for x in frames[(c["id"], s)]),
-                       "x_bridge": None if c["id"] == "ceiling" else ratio(c["id"], ref_of[c["kind"]], s),
-                       "x_ceiling": ratio(c["id"], "ceiling", s)}
-                counters = [x["switch_counters"] for x in frames[(c["id"], s)] if "switch_counters" in x]
-                if counters:
-                    row["switch_counters_last_run"] = counters[-1]
-                rows.append(row)
+                x = self.frame_case(c, s)
+                x["round"] = r
+                res["frames"][(c["id"], s)].append(x)
+                log("  round %d/%d  %-42s %4d B  %9.0f fps  (sent %9.0f)"
+                    % (r, self.a.rounds, c["what"], s, x["pps"], x["sent_pps"]))
 
-        lat = []
-        for path in ("ext_vm", "vm_vm") if pings else ():
-            for sys_ in ("bridge", "xvmq"):
-                ps, ips = pings[(sys_, path)], iperfs[(sys_, path)]
-                bp, bi = pings[("bridge", path)], iperfs[("bridge", path)]
-                lat.append({
-                    "system": sys_, "path": path,
-                    "ping_p50_us": statistics.median(p["p50_us"] for p in ps),
-                    "ping_p99_us": statistics.median(p["p99_us"] for p in ps),
-                    "ping_p99_us_runs": [p["p99_us"] for p in ps],
-                    "ping_replies": sum(p["replies"] for p in ps), "ping_sent": sum(p["sent"] for p in ps),
-                    "p50_x_bridge": statistics.median(x["p50_us"] / y["p50_us"] for x, y in zip(ps, bp)),
-                    "p99_x_bridge": statistics.median(x["p99_us"] / y["p99_us"] for x, y in zip(ps, bp)),
-                    "iperf_mbps": statistics.median(i["mbps"] for i in ips),
-                    "iperf_mbps_runs": [i["mbps"] for i in ips],
-                    "iperf_x_bridge": statistics.median(x["mbps"] / y["mbps"] for x, y in zip(ips, bi)),
-                    "iperf_retransmits": sum(i["retransmits"] for i in ips)})
+    def cpu_round(self, r, cases, res):
+        """The CPU-time cases, after the machine's background, with the ceiling first: the others
+        are measured above it (see switch_report.cpu_rows)."""
+        chosen = [c for c in self.cases() if c["id"] == "ceiling"] + [c for c in cases if c["id"] in CPU_CASES]
+        if len(chosen) == 1:
+            return
+        bg = self.load.background(1.0 if not self.a.quick else 0.5)
+        res["cpu_background"].append(bg)
+        log("  round %d/%d  cpu    background: %.0f ms busy per second, %.0f of them not other programs'"
+            % (r, self.a.rounds, bg["busy_per_s"] * 1e3, bg["own_busy_per_s"] * 1e3))
+        ncpu = os.cpu_count() or 1
+        if bg["busy_per_s"] > 0.1 * ncpu and not any(n.startswith("CPU time:") for n in self.notes):
+            self.note("CPU time: other programs kept the CPUs busy (%.0f ms per second of %d CPUs with no "
+                      "traffic); their time is taken out, but not their softirq work" % (bg["busy_per_s"] * 1e3, ncpu))
+        for c in chosen:
+            x = self.load.cpu_case(c, self.a.cpu_rate, PACED_BYTES, self.a.cpu_seconds)
+            x["round"] = r
+            res["cpu"].setdefault(c["id"], []).append(x)
+            ws, n = x["windows"], max(1, x["delivered"])
+            log("  round %d/%d  cpu    %-14s %6.0f fps delivered; per frame: busy %5.0f ns, other programs' %5.0f, "
+                "generator %5.0f, what is left in the best window %5.0f"
+                % (r, self.a.rounds, c["id"], x["delivered"] / x["seconds"], sum(w["busy_s"] for w in ws) * 1e9 / n,
+                   sum(w["foreign_s"] for w in ws) * 1e9 / n, sum(w["generator_run_s"] for w in ws) * 1e9 / n,
+                   min(w["own_busy_s"] * 1e9 / max(1, w["delivered"]) for w in ws)))
 
-        def row_of(cid, s):
-            return next((r for r in rows if r["case"] == cid and r["frame_bytes"] == s), {})
+    def hog_rate(self, res):
+        """80% of the bridge's 60-byte maximum: the median of this run's rounds so far (or of a
+        measurement of its own, made once, when the frame cases have no bridge at 60 bytes)."""
+        got = [x["pps"] for x in res["frames"].get(("bridge", PACED_BYTES), [])]
+        if not got:
+            if not res["bridge_max"]:
+                bridge = next(c for c in self.cases() if c["id"] == "bridge")
+                res["bridge_max"].append(self.frame_case(bridge, PACED_BYTES)["pps"])
+            got = res["bridge_max"]
+        return 0.8 * statistics.median(got)
 
-        def lat_of(sys_, path):
-            return next((x for x in lat if x["system"] == sys_ and x["path"] == path), {})
+    def hog_round(self, r, cases, res):
+        chosen = [c for c in cases if c["id"] in HOG_CASES]
+        if not chosen:
+            return
+        rate = self.hog_rate(res)
+        res["hog_rates"].append(rate)
+        for c in chosen:
+            x = self.load.hog_case(c, rate, PACED_BYTES, self.a.seconds)
+            x["round"] = r
+            res["hogs"].setdefault(c["id"], []).append(x)
+            log("  round %d/%d  hogs   %-14s %6.0f pps offered, %7d sent, %7d received, %6d lost (%.2f%%)"
+                % (r, self.a.rounds, c["id"], rate, x["sent"], x["received"], x["lost"], x["lost_pct"] or 0))
 
-        small = min(a.sizes)
-        targets = [
-            {"target": "VMQ path >= 1.5 x bridge at %d B" % small,
-             "value": row_of("xvmq_vmq", small).get("x_bridge"), "limit": 1.5, "ok": None},
-            {"target": "VMQ path >= 0.8 x ceiling at %d B" % small,
-             "value": row_of("xvmq_vmq", small).get("x_ceiling"), "limit": 0.8, "ok": None},
-        ]
-        for s in a.sizes:
-            targets.append({"target": "default path >= 1.0 x bridge at %d B" % s,
-                            "value": row_of("xvmq_default", s).get("x_bridge"), "limit": 1.0, "ok": None})
-        for path in ("ext_vm", "vm_vm"):
-            targets.append({"target": "ping p99 %s <= 1.2 x bridge" % path.replace("_", " to "),
-                            "value": lat_of("xvmq", path).get("p99_x_bridge"), "limit": 1.2, "ok": None, "at_most": True})
-        for t in targets:
-            v = t["value"]
-            t["ok"] = v is not None and (v <= t["limit"] if t.get("at_most") else v >= t["limit"])
-
-        return {
-            "machine": machine(load0, load1),
-            "config": {"rounds": a.rounds, "seconds": a.seconds, "warmup_seconds": a.warmup,
-                       "frame_bytes": a.sizes, "generator": "trafgen (netsniff-ng), PACKET_QDISC_BYPASS, 1 process",
-                       "generator_cpu": self.gen_cpu, "switchd_queue_cpus": self.a.queue_cpus, "switchd_rt_priority": self.a.rt_priority,
-                       "pings": a.pings, "ping_interval_s": a.ping_interval, "iperf_seconds": a.iperf_seconds,
-                       "offloads": "tx, gso, tso, gro off on ext0 and every eth0 (both systems)",
-                       "counted": "rx_packets of the receiving VM's eth0 in its namespace (ceiling: up0's)"},
-            "frames": rows, "latency_tcp": lat, "targets": targets}
-
-
-def counter_delta(a, b):
-    """The numeric leaves of b that differ from a, as b - a, flattened with dots."""
-    out = {}
-
-    def walk(x, y, path):
-        if isinstance(y, dict):
-            for k, v in y.items():
-                walk(x.get(k) if isinstance(x, dict) else None, v, path + [str(k)])
-        elif isinstance(y, list):
-            for i, v in enumerate(y):
-                walk(x[i] if isinstance(x, list) and i < len(x) else None, v, path + [str(i)])
-        elif isinstance(y, (int, float)) and not isinstance(y, bool):
-            d = y - (x if isinstance(x, (int, float)) else 0)
-            if d:
-                out[".".join(path)] = d
-    walk(a, b, [])
-    return out
+    def latency_round(self, r, res):
+        keys = [("bridge", "ext_vm"), ("xvmq", "ext_vm"), ("bridge", "vm_vm"), ("xvmq", "vm_vm")]
+        world = {"bridge": "br", "xvmq": "xv"}
+        for sys_, path in keys:
+            w = world[sys_]
+            src, dst = (self.ns(w, "ext"), vm_ip(1)) if path == "ext_vm" else (self.ns(w, "vm1"), vm_ip(2))
+            p = self.ping(src, dst, self.a.pings)
+            p["round"] = r
+            res["pings"].setdefault((sys_, path), []).append(p)
+            log("  round %d/%d  ping   %-6s %-6s p50 %7.1f us  p99 %7.1f us  (%d/%d replies)"
+                % (r, self.a.rounds, sys_, path, p["p50_us"], p["p99_us"], p["replies"], p["sent"]))
+        for sys_, path in keys:
+            w = world[sys_]
+            cl, sv, dst = ((self.ns(w, "ext"), self.ns(w, "vm1"), vm_ip(1)) if path == "ext_vm"
+                           else (self.ns(w, "vm1"), self.ns(w, "vm2"), vm_ip(2)))
+            i = self.iperf(cl, sv, dst, self.a.iperf_seconds)
+            i["round"] = r
+            res["iperfs"].setdefault((sys_, path), []).append(i)
+            log("  round %d/%d  iperf3 %-6s %-6s %9.1f Mbit/s  (%d retransmits)"
+                % (r, self.a.rounds, sys_, path, i["mbps"], i["retransmits"]))
 
 
 def percentile(xs, p):
@@ -466,110 +544,61 @@ def percentile(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def machine(load0, load1):
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_model": model, "nproc": os.cpu_count(), "kernel": platform.release(),
-            "loadavg_start": list(load0), "loadavg_end": list(load1),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def fmt(x, spec):
-    return "-" if x is None else spec % x
-
-
-def print_table(rep):
-    m = rep["machine"]
-    print()
-    print("xvmq against the Linux bridge: %s, %d CPUs, Linux %s, load average %s at start, %s at end"
-          % (m["cpu_model"], m["nproc"], m["kernel"], " ".join("%.2f" % x for x in m["loadavg_start"]),
-             " ".join("%.2f" % x for x in m["loadavg_end"])))
-    c = rep["config"]
-    print("%d rounds, %g s per case; frames per second received in the VM namespace (ceiling: on up0)"
-          % (c["rounds"], c["seconds"]))
-    print()
-    hdr = ("case", "bytes", "kfps median", "min", "max", "x bridge", "x ceiling")
-    lines = [hdr]
-    for r in rep["frames"]:
-        lines.append((r["what"], str(r["frame_bytes"]), "%.1f" % (r["fps_median"] / 1e3), "%.1f" % (r["fps_min"] / 1e3),
-                      "%.1f" % (r["fps_max"] / 1e3), fmt(r["x_bridge"], "%.2f"), fmt(r["x_ceiling"], "%.2f")))
-    print_aligned(lines)
-    print()
-    if rep["latency_tcp"]:
-        hdr = ("system", "path", "ping p50 us", "p99 us", "p50 x br", "p99 x br", "iperf3 Mbit/s", "x bridge")
-        lines = [hdr]
-        for r in rep["latency_tcp"]:
-            lines.append((r["system"], r["path"].replace("_", " to "), "%.1f" % r["ping_p50_us"],
-                          "%.1f" % r["ping_p99_us"], "%.2f" % r["p50_x_bridge"], "%.2f" % r["p99_x_bridge"],
-                          "%.0f" % r["iperf_mbps"], "%.2f" % r["iperf_x_bridge"]))
-        print_aligned(lines)
-        print()
-    for t in rep["targets"]:
-        print("  %-4s %-40s %s (limit %.1f)" % ("n/a" if t["value"] is None else "met" if t["ok"] else "MISS", t["target"], fmt(t["value"], "%.2f"),
-                                                t["limit"]))
-
-
-def print_aligned(lines):
-    w = [max(len(l[i]) for l in lines) for i in range(len(lines[0]))]
-    for n, l in enumerate(lines):
-        cells = [l[0].ljust(w[0])] + [l[i].rjust(w[i]) for i in range(1, len(l))]
-        print("  " + "  ".join(cells))
-        if n == 0:
-            print("  " + "  ".join("-" * x for x in w))
-
-
 def parse_args():
-    p = arg_parser("xvmq against the Linux bridge (frames/s, ping RTT, iperf3 TCP)",
-                   "the build directory (switchd, switchctl, drop.bpf.o)")
+    p = arg_parser("xvmq against the Linux bridge (frames/s, CPU time per frame, loss under CPU load, "
+                   "ping RTT, iperf3 TCP)", "the build directory (switchd, switchctl, drop.bpf.o, xvmq-pace)")
     p.add_argument("--rounds", type=int, default=5, help="rounds of every case, alternating (default 5)")
     p.add_argument("--seconds", type=float, default=3.0, help="measured interval per case (default 3)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of traffic before measuring (default 1)")
     p.add_argument("--sizes", default="60,1514",
                    help="frame lengths without FCS (default 60,1514: 64 and 1518 bytes on a wire)")
+    p.add_argument("--cpu-rate", type=int, default=50000,
+                   help="offered frames per second of the CPU-time cases (default 50000)")
+    p.add_argument("--cpu-seconds", type=float, default=5.0,
+                   help="1 s windows measured per CPU-time case and round (default 5)")
     p.add_argument("--pings", type=int, default=500, help="pings per run (default 500)")
     p.add_argument("--ping-interval", type=float, default=0.01, help="seconds between pings (default 0.01)")
     p.add_argument("--iperf-seconds", type=int, default=3, help="iperf3 -t (default 3)")
     p.add_argument("--cpu", type=int, default=None, help="the generator's CPU (default: the last)")
-    p.add_argument("--queue-cpus", default=None,
-                   help="switchd --queue-cpus (default 0:0,1:1 with 2 or more CPUs)")
+    p.add_argument("--queue-cpus", default=None, help="switchd --queue-cpus (default: switchd's own choice)")
     add_switchd_arg(p, "--switchd-arg=--nic-ring-size --switchd-arg=1024")
-    p.add_argument("--rt-priority", type=int, default=10,
-                   help="switchd --rt-priority: its workers at SCHED_FIFO, as the bridge forwards in softirq "
-                        "ahead of every task (default 10; 0: the normal scheduler)")
-    p.add_argument("--cases", default="",
-                   help="only these frame cases (ids as in the JSON: ceiling,bridge,xvmq_vmq,xvmq_default,"
-                        "bridge_vm2vm,xvmq_vm2vm), e.g. to profile one")
+    p.add_argument("--rt-priority", type=int, default=None,
+                   help="switchd --rt-priority N (default: not given, switchd's own default; 0: the normal scheduler)")
+    p.add_argument("--cases", default="", help="only these cases (ids as in the JSON: %s), e.g. to profile one"
+                   % ",".join(CASE_IDS))
+    p.add_argument("--no-frames", action="store_true", help="no cases at full speed (frames per second)")
+    p.add_argument("--no-cpu", action="store_true", help="no CPU-time cases")
+    p.add_argument("--no-hogs", action="store_true", help="no loss cases with a CPU hog per CPU")
     p.add_argument("--no-latency", action="store_true", help="no ping and iperf3 runs")
-    p.add_argument("--quick", action="store_true", help="a smoke run: 1 s cases, 0.3 s warm-up, 100 pings, 1 s iperf3")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 1 s cases, 0.3 s warm-up, one 1 s CPU-time window, 100 pings, 1 s iperf3")
     a = parse(p, "bench-switch.json")
+    check_args(p, a)
+    return a
+
+
+def check_args(p, a):
     a.sizes = [int(x) for x in a.sizes.split(",")]
     a.cases = [x for x in a.cases.split(",") if x]
-    known = {"ceiling", "bridge", "xvmq_vmq", "xvmq_default", "bridge_vm2vm", "xvmq_vm2vm"}
-    if set(a.cases) - known:
-        p.error("--cases: unknown %s" % ",".join(sorted(set(a.cases) - known)))
+    if set(a.cases) - set(CASE_IDS):
+        p.error("--cases: unknown %s" % ",".join(sorted(set(a.cases) - set(CASE_IDS))))
     if any(s < 60 or s > 1514 for s in a.sizes):
         p.error("--sizes: 60..1514")
     if a.quick:
-        a.seconds, a.warmup, a.pings, a.iperf_seconds = 1.0, 0.3, 100, 1
+        a.seconds, a.warmup, a.pings, a.iperf_seconds, a.cpu_seconds = 1.0, 0.3, 100, 1, 1.0
     if a.rounds < 1:
         p.error("--rounds: at least 1")
     ncpu = os.cpu_count() or 1
     if a.cpu is None:
         a.cpu = ncpu - 1
-    if a.queue_cpus is None and ncpu >= 2:
-        a.queue_cpus = "0:0,1:1"
-    return a
+    if ncpu < 2:
+        p.error("needs 2 CPUs or more (bridge_rps steers to a CPU other than the generator's)")
 
 
 def main():
     a = parse_args()
-    return run(("trafgen", "iperf3", "ping", "ethtool", "bridge", "nsenter"), lambda: Bench(a), print_table, lambda b: b.switchd_log, None)
+    return run(("trafgen", "iperf3", "ping", "ethtool", "bridge", "nsenter"), lambda: Bench(a), print_table,
+               lambda b: b.switchd_log, None)
 
 
 if __name__ == "__main__":
