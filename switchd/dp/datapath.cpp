@@ -295,11 +295,9 @@ Status Datapath::connect(const NicBinding& bound) {
     undo_connect(*c, done);
     return with_fd_limit(st.error());
   }
-  Connected& added = *c;
   connected_[nic.name] = std::move(c);
   if (auto s2 = sync_ports(); !s2)
     service::log(service::Level::Warn, "nic %s: VM egress in XDP: %s", nic.name.c_str(), s2.error().message.c_str());
-  (void)added;
   return {};
 }
 
