@@ -187,6 +187,22 @@ Status KernelDelivery::clear_dest(const FilterKey& key) {
   return erase(dests_fd_, &w, "clear destination " + key.to_string());
 }
 
+Result<KernelDelivery::Flow> KernelDelivery::flow(uint32_t vmq) const {
+  const int n = ncpus();
+  if (n <= 0) return make_error(n, "count possible CPUs");
+  std::vector<xvmq_vmq_flow> flows(static_cast<size_t>(n));
+  if (bpf_map_lookup_elem(flows_fd_, &vmq, flows.data()) != 0) return make_error(errno, "read xvmq_vmq_flows");
+  Flow f;
+  for (int cpu = 0; cpu < n && cpu < XVMQ_MAX_CPUS; cpu++) {
+    f.sent += flows[static_cast<size_t>(cpu)].enq;
+    f.forced_moves += flows[static_cast<size_t>(cpu)].forced;
+    uint32_t slot = XVMQ_DONE_SLOT(vmq, static_cast<uint32_t>(cpu));
+    uint64_t d = 0;
+    if (bpf_map_lookup_elem(done_fd_, &slot, &d) == 0) f.passed += d;
+  }
+  return f;
+}
+
 Result<KernelCounters> KernelDelivery::counters() const {
   const int n = ncpus();
   if (n <= 0) return make_error(n, "count possible CPUs");
@@ -206,17 +222,12 @@ Result<KernelCounters> KernelDelivery::counters() const {
     key = next;
     prev = &key;
   }
-  std::vector<xvmq_vmq_flow> flows(static_cast<size_t>(n));
-  std::vector<uint64_t> done(XVMQ_MAX_CPUS);
   for (uint32_t vmq = 1; vmq < XVMQ_MAX_VMQS; vmq++) {
-    if (bpf_map_lookup_elem(flows_fd_, &vmq, flows.data()) != 0) return make_error(errno, "read xvmq_vmq_flows");
-    for (int cpu = 0; cpu < n; cpu++) {
-      c.sent[vmq] += flows[static_cast<size_t>(cpu)].enq;
-      c.forced_moves[vmq] += flows[static_cast<size_t>(cpu)].forced;
-      uint32_t slot = XVMQ_DONE_SLOT(vmq, static_cast<uint32_t>(cpu));
-      uint64_t d = 0;
-      if (cpu < XVMQ_MAX_CPUS && bpf_map_lookup_elem(done_fd_, &slot, &d) == 0) c.passed[vmq] += d;
-    }
+    auto f = flow(vmq);
+    if (!f) return f.error();
+    c.sent[vmq] = f->sent;
+    c.passed[vmq] = f->passed;
+    c.forced_moves[vmq] = f->forced_moves;
   }
   return c;
 }

@@ -67,6 +67,12 @@ class KernelDelivery {
   Status clear_dest(const FilterKey& key);
 
   Result<KernelCounters> counters() const;
+  // One vmq's frames sent through the CPUMAP and passed on, summed over the
+  // receiving CPUs: what counters() reads for every vmq.
+  struct Flow {
+    uint64_t sent = 0, passed = 0, forced_moves = 0;
+  };
+  Result<Flow> flow(uint32_t vmq) const;
   int devs_fd() const { return devs_fd_; }
   int dests_fd() const { return dests_fd_; }
 

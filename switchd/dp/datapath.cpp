@@ -508,6 +508,7 @@ Result<Counters> Datapath::classifier_counters() const { return cls_->counters()
 std::map<std::string, NicTotals> Datapath::nic_totals() const {
   std::map<std::string, NicTotals> out;
   const auto kc = kd_ ? kd_->counters() : Result<KernelCounters>(Error{ENOENT, "no kernel delivery"});
+  const auto cls = cls_->counters();  // once, not per NIC
   for (const auto& [name, per_queue] : counters_) {
     NicTotals& t = out[name];
     for (const auto& c : per_queue) {
@@ -530,7 +531,8 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
     t.drops["xsk_vmq_rx_dropped"] = t.xsk_vmq[static_cast<size_t>(XskStat::RxDropped)];
     t.drops["xsk_vmq_rx_ring_full"] = t.xsk_vmq[static_cast<size_t>(XskStat::RxRingFull)];
     auto it = connected_.find(name);
-    if (it != connected_.end()) add_kernel_totals(*it->second, t, kc ? &kc.value() : nullptr);
+    if (it != connected_.end())
+      add_kernel_totals(*it->second, t, kc ? &kc.value() : nullptr, cls ? &cls.value() : nullptr);
   }
   return out;
 }
@@ -538,7 +540,8 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
 // What the kernel did for a connected NIC: the VM port program's counts
 // (its drops under the switch's reasons), and for kernel delivery the
 // vmq's frames and every loss on the way, by reason.
-void Datapath::add_kernel_totals(const Connected& c, NicTotals& t, const KernelCounters* kc) const {
+void Datapath::add_kernel_totals(const Connected& c, NicTotals& t, const KernelCounters* kc,
+                                 const Counters* cls) const {
   if (c.port) {
     const auto pc = c.port->counts();
     t.drops["too_big"] = pc[XVMQ_PORT_TOO_BIG].frames;
@@ -558,9 +561,9 @@ void Datapath::add_kernel_totals(const Connected& c, NicTotals& t, const KernelC
   if (!c.kernel) return;
   const uint32_t vmq = c.spec.vmq_id;
   for (uint32_t l = 0; l < XVMQ_LOSS_COUNT; l++) t.drops["kernel_" + std::string(loss_name(l))] = kc->loss[vmq][l];
-  if (auto k = cls_->counters(); k) {
-    t.fast_frames += k->vmq[vmq].frames - c.kernel_base.frames;
-    t.fast_bytes += k->vmq[vmq].bytes - c.kernel_base.bytes;
+  if (cls) {
+    t.fast_frames += cls->vmq[vmq].frames - c.kernel_base.frames;
+    t.fast_bytes += cls->vmq[vmq].bytes - c.kernel_base.bytes;
   }
   if (auto ls = netlink::link_stats(c.spec.nic.backend); ls)
     t.drops["backend_tx_dropped"] = ls->tx_dropped - c.tx_dropped_base;
@@ -675,8 +678,8 @@ void Datapath::stop_kernel(Connected& c) {
   (void)kd_->clear_vmq(vmq);
   wait_for_xdp_runs();
   for (int i = 0; i < 100; i++) {
-    auto k = kd_->counters();
-    if (!k || k->sent[vmq] <= k->passed[vmq]) break;
+    auto f = kd_->flow(vmq);
+    if (!f || f->sent <= f->passed) break;
     usleep(1000);
   }
   (void)kd_->clear_dev(vmq);

@@ -205,7 +205,7 @@ class Datapath : public DatapathApi {
   void stop_kernel(Connected& c);
   Status use_cpu(uint32_t cpu);
   xvmq_port_conf port_conf(const Connected& c) const;
-  void add_kernel_totals(const Connected& c, NicTotals& t, const KernelCounters* kc) const;
+  void add_kernel_totals(const Connected& c, NicTotals& t, const KernelCounters* kc, const Counters* cls) const;
   Status sync_ports();
   std::unique_ptr<KernelDelivery> kd_;
   bool uplink_xmit_ = false;  // the uplink takes redirected frames (VM egress in XDP)
