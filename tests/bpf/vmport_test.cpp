@@ -93,7 +93,10 @@ Bytes random_frame(std::mt19937& rng, const World& w) {
   }
   s.payload = 46 + pick(100);
   s.fill = static_cast<uint8_t>(rng());
-  return build_frame(s);
+  Bytes f = build_frame(s);
+  // Hostile ones too: cut anywhere after the MAC addresses (tags cut short).
+  if (pick(8) == 0) f.resize(14 + pick(12));
+  return f;
 }
 
 // What the program must do with frame f from ports[0].
