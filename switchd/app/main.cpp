@@ -113,7 +113,7 @@ void add_datapath_options(CLI::App& app, Cli& c) {
   app.add_option("--nic-inflight", c.opts.datapath.worker.nic_inflight, "frames in flight to one NIC per queue")
       ->capture_default_str();
   app.add_option("--queue-cpus", c.queue_cpus,
-                 "receive queue to CPU, e.g. 0:1,1:0 (default: interrupt affinity, else spread)");
+                 "receive queue to its worker's CPU, e.g. 0:1,1:0 (default: the CPU after the queue's interrupt's, else after CPU QUEUE among the allowed)");
   app.add_option("--dedicated-queues", c.opts.datapath.dedicated_queues,
                  "the highest N receive queues are kept for hardware-steered vmqs")
       ->capture_default_str();

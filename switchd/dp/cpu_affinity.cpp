@@ -53,12 +53,26 @@ std::vector<int> allowed_cpus() {
   return out;
 }
 
+namespace {
+
+// The allowed CPU after `cpu` (round robin; `cpu` itself when it is the only
+// one), or `fallback` when `cpu` is not allowed.
+int beside(int cpu, const std::vector<int>& allowed, int fallback) {
+  for (size_t i = 0; i < allowed.size(); i++)
+    if (allowed[i] == cpu) return allowed[(i + 1) % allowed.size()];
+  return fallback;
+}
+
+}  // namespace
+
 QueueCpu choose_queue_cpu(uint32_t queue, const std::map<uint32_t, int>& configured,
                           const std::function<int(uint32_t)>& irq_cpu, const std::vector<int>& allowed) {
-  if (auto it = configured.find(queue); it != configured.end()) return {it->second, "configured"};
-  if (int cpu = irq_cpu(queue); cpu >= 0) return {cpu, "interrupt affinity"};
-  if (allowed.empty()) return {0, "spread"};
-  return {allowed[queue % allowed.size()], "spread"};
+  if (auto it = configured.find(queue); it != configured.end()) return {it->second, "configured", -1};
+  if (allowed.empty()) return {0, "spread", 0};
+  const int spread = allowed[queue % allowed.size()];
+  if (int cpu = irq_cpu(queue); cpu >= 0)
+    return {beside(cpu, allowed, spread), "beside the interrupt's CPU " + std::to_string(cpu), cpu};
+  return {beside(spread, allowed, spread), "spread, beside CPU " + std::to_string(spread), spread};
 }
 
 }  // namespace xvmq::switchd

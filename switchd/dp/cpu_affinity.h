@@ -1,6 +1,11 @@
-// Which CPU serves each receive queue of the uplink: configured, else the
-// CPU the queue's interrupt is affine to (/proc/interrupts and
-// /proc/irq/N/smp_affinity_list), else spread over the CPUs switchd may run on.
+// Which CPU serves each receive queue of the uplink: configured, else the CPU
+// beside the one that receives the queue, the queue's interrupt's CPU
+// (/proc/interrupts and /proc/irq/N/smp_affinity_list) or, with no interrupt
+// (a veth's queue N is received where its sender runs, CPU N for a sender
+// that picks the queue by CPU), queue N's place among the CPUs switchd may run
+// on. The softirq's copy into the sockets and the worker's sends then run on
+// two CPUs at once, AF_XDP's two-core mode (docs/architecture.md, "Queue
+// workers").
 #pragma once
 
 #include <cstdint>
@@ -29,13 +34,16 @@ int irq_cpu(const std::string& dev, uint32_t queue);
 std::vector<int> allowed_cpus();
 
 struct QueueCpu {
-  int cpu = 0;
-  std::string source;  // "configured", "interrupt affinity", "spread"
+  int cpu = 0;          // the worker's
+  std::string source;   // "configured", "beside the interrupt's CPU N", "spread, beside CPU N"
+  int rx_cpu = -1;      // the CPU taken to receive the queue; -1 when configured
 };
 
-// The CPU for receive queue `queue`: `configured` (queue -> CPU) first, then
+// The worker's CPU for receive queue `queue`: `configured` (queue -> CPU)
+// first; else the allowed CPU after the receiving one, which is
 // `irq_cpu(queue)` (the interrupt's CPU, or -1; asked only when not
-// configured), then `allowed` round robin.
+// configured), else allowed[queue % allowed.size()]. With one CPU allowed,
+// that CPU.
 QueueCpu choose_queue_cpu(uint32_t queue, const std::map<uint32_t, int>& configured,
                           const std::function<int(uint32_t)>& irq_cpu, const std::vector<int>& allowed);
 

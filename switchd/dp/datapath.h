@@ -81,7 +81,7 @@ struct DeliveryState {
 struct QueueInfo {
   uint32_t queue;
   int cpu;
-  std::string cpu_source;  // "interrupt affinity", "spread", "configured"
+  std::string cpu_source;  // "configured", "beside the interrupt's CPU N", "spread, beside CPU N"
 };
 
 struct DedicatedInfo {

@@ -16,6 +16,7 @@ namespace xvmq::switchd {
 
 constexpr uint32_t kTagHeadroom = 64;  // UMEM frame headroom: room to push a VLAN tag in place
 constexpr uint32_t kBatch = 64;        // descriptors per receive pass, egresses per chunk
+constexpr uint32_t kKicksPerPass = 4;  // sends (32 frames each in copy mode) per socket and pass
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

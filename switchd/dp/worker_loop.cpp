@@ -131,12 +131,18 @@ void QueueWorker::process_rx(Sock& s, uint32_t budget) {
 }
 
 void QueueWorker::kick_tx() {
-  // Copy mode sends a bounded batch per call: a socket with more to send
-  // stays on the list (compacted in place: no allocation).
+  // Copy mode sends a bounded batch per call (32 frames): a pass may have
+  // queued a whole receive batch for one socket, so it is kicked until its
+  // ring is empty, at most kKicksPerPass times (a pass that sent less than it
+  // received would let the ring fill, and frames go to backpressure, at a
+  // rate the worker keeps up with). A socket with more to send stays on the
+  // list (compacted in place: no allocation).
   size_t keep = 0;
   for (Sock* s : to_kick_) {
     s->queued_kick = false;
-    if (!s->xs->kick() || !s->xs->tx_pending()) continue;
+    bool ok = s->xs->kick();
+    for (uint32_t k = 1; ok && k < kKicksPerPass && s->xs->tx_pending(); k++) ok = s->xs->kick();
+    if (!ok || !s->xs->tx_pending()) continue;
     s->queued_kick = true;
     to_kick_[keep++] = s;
   }

@@ -1,6 +1,6 @@
 // The CPU of each receive queue: the queue's IRQ found in /proc/interrupts
 // text, the first CPU of its affinity list, and the order configured, then
-// interrupt affinity, then spread. Sample text only: no kernel needed.
+// beside the interrupt's CPU, then beside the queue's place in the spread. Sample text only: no kernel needed.
 #include "switchd/dp/cpu_affinity.h"
 
 #include <gtest/gtest.h>
@@ -66,7 +66,7 @@ TEST(FirstCpu, OfAnAffinityList) {
   EXPECT_EQ(first(""), std::nullopt);
 }
 
-TEST(ChooseQueueCpu, ConfiguredThenInterruptThenSpread) {
+TEST(ChooseQueueCpu, ConfiguredElseBesideTheReceivingCpu) {
   const std::map<uint32_t, int> configured{{1, 7}};
   int asked = 0;
   auto irq_of = [&](uint32_t q) {
@@ -80,15 +80,29 @@ TEST(ChooseQueueCpu, ConfiguredThenInterruptThenSpread) {
   EXPECT_EQ(c.source, "configured");
   EXPECT_EQ(asked, 0);  // /proc is not read for a configured queue
 
+  // The worker runs beside the CPU that receives the queue: the softirq's
+  // copy into the sockets and the worker's sends on two CPUs.
   c = choose_queue_cpu(2, configured, irq_of, allowed);
-  EXPECT_EQ(c.cpu, 5);
-  EXPECT_EQ(c.source, "interrupt affinity");
+  EXPECT_EQ(c.rx_cpu, 5);
+  EXPECT_EQ(c.cpu, 0);  // CPU 5 is not one switchd may use: allowed[2 % 2]
+  EXPECT_EQ(c.source, "beside the interrupt's CPU 5");
+  auto on_two = [](uint32_t) { return 2; };
+  c = choose_queue_cpu(2, configured, on_two, allowed);
+  EXPECT_EQ(c.rx_cpu, 2);
+  EXPECT_EQ(c.cpu, 0);  // the allowed CPU after 2, round robin
 
   c = choose_queue_cpu(3, configured, irq_of, allowed);
-  EXPECT_EQ(c.cpu, 2);  // allowed[3 % 2]
-  EXPECT_EQ(c.source, "spread");
-  c = choose_queue_cpu(4, configured, irq_of, allowed);
+  EXPECT_EQ(c.rx_cpu, 2);  // allowed[3 % 2]
   EXPECT_EQ(c.cpu, 0);
+  EXPECT_EQ(c.source, "spread, beside CPU 2");
+  c = choose_queue_cpu(4, configured, irq_of, allowed);
+  EXPECT_EQ(c.rx_cpu, 0);
+  EXPECT_EQ(c.cpu, 2);
+
+  // One CPU allowed: the worker shares it.
+  c = choose_queue_cpu(1, {}, irq_of, {3});
+  EXPECT_EQ(c.cpu, 3);
+  EXPECT_EQ(c.rx_cpu, 3);
 }
 
 TEST(AllowedCpus, NeverEmpty) { EXPECT_FALSE(allowed_cpus().empty()); }
