@@ -48,7 +48,10 @@ Result<std::unique_ptr<DatapathApi>> open_kernel_datapath(const std::string& upl
 
 struct SwitchOptions {
   std::string state_dir = "/var/lib/xvmq";
-  uint32_t max_vmqs = 2;
+  // A vmq is a filter, a CPUMAP route and, on xsk delivery, one socket per
+  // uplink queue sharing that queue's buffer pool: cheap enough that the
+  // pool, like a server NIC's VMQ count, covers a host's VMs by default.
+  uint32_t max_vmqs = 64;
   DatapathOptions datapath;
   DatapathFactory open_datapath = open_kernel_datapath;  // tests and fuzzers give an in-memory one
   // The CPUs switchd may run on: those a vmq's processor may be.
