@@ -336,8 +336,9 @@ void Datapath::software_steering(Connected& c, const NetdevInfo& backend) const 
     if (auto hw = HardwareSteering::open(uplink_); hw) (void)hw->remove_rule(*ss.rule_location);
   ss.rule_location.reset();
   ss.hardware = false;
-  ss.reason = "backend " + backend.name + " has " + std::to_string(c.backend_queues) + " queue(s), none for dedicated queue " +
-              std::to_string(ss.queue) + "; " + queue_hint(backend, static_cast<uint32_t>(ss.queue) + 1);
+  ss.reason = "backend " + backend.name + " has " + std::to_string(c.backend_queues) +
+              " queue(s), none for dedicated queue " + std::to_string(ss.queue) + "; " +
+              queue_hint(backend, static_cast<uint32_t>(ss.queue) + 1);
   ss.queue = -1;
   ss.cpu = -1;
 }

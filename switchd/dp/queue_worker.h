@@ -303,9 +303,9 @@ class QueueWorker {
   CommandMailbox mailbox_;
 
   bool dedicated_ = false;
-  QueueWorker* handoff_ = nullptr;               // a dedicated worker's general worker
-  HandoffRing* handoff_ring_ = nullptr;          // and its ring there
-  std::vector<std::unique_ptr<Inbox>> inboxes_;  // frames handed to this worker, one ring per source
+  QueueWorker* handoff_ = nullptr;                  // a dedicated worker's general worker
+  HandoffRing* handoff_ring_ = nullptr;             // and its ring there
+  std::vector<std::unique_ptr<Inbox>> inboxes_;     // frames handed to this worker, one ring per source
   std::unordered_map<uint32_t, Nic*> by_delivery_;  // NICs whose backend socket is here, by delivery id
   std::vector<QueueWorker*> owners_to_wake_;        // owners handed frames in this pass
 };

@@ -108,8 +108,8 @@ class TapVm {
       std::memcpy(&h, f + 14, sizeof(h));
       if (h.magic != kFramesMagic) continue;
       Stream& s = out[h.stream];
-      const bool intact = 14 + sizeof(h) + h.len <= static_cast<size_t>(n) &&
-                          frames_checksum(h, f + 14 + sizeof(h)) == h.csum;
+      const bool intact =
+          14 + sizeof(h) + h.len <= static_cast<size_t>(n) && frames_checksum(h, f + 14 + sizeof(h)) == h.csum;
       if (!intact || h.seq != s.next) s.bad++;
       s.next = h.seq + 1;
       s.frames++;
@@ -139,8 +139,8 @@ class QueuesTest : public SwitchdFixture {
                                     std::to_string(stream) + " --timeout 20"));
   }
   Bg ext_receive(uint64_t frames) {
-    return background(in("ext", std::string(FRAME_TOOL) + " recv --dev ext0 --seconds 15 --until-frames " +
-                                    std::to_string(frames)));
+    return background(
+        in("ext", std::string(FRAME_TOOL) + " recv --dev ext0 --seconds 15 --until-frames " + std::to_string(frames)));
   }
 
   // A stream from `r` (xvmq-frames recv's JSON): all N, in order, intact.
@@ -156,8 +156,8 @@ class QueuesTest : public SwitchdFixture {
   void connect_nic(const std::string& backend, const std::string& delivery) {
     attach();
     call("port.create", {{"name", "vm1"}});
-    call("nic.create", {{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", backend}, {"vmq", "auto"},
-                        {"delivery", delivery}});
+    call("nic.create",
+         {{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", backend}, {"vmq", "auto"}, {"delivery", delivery}});
     EXPECT_EQ(call("nic.connect", {{"port", "vm1"}}).value("state", ""), "connected");
     ASSERT_NO_FATAL_FAILURE(require_delivery("vm1", delivery));
   }
@@ -179,7 +179,8 @@ class QueuesTest : public SwitchdFixture {
         EXPECT_EQ(vmq, N) << "queue " << q << "'s vmq socket had its queue's frames";
       }
     }
-    EXPECT_GE(queue_stat(after, 1, "rx_default") - queue_stat(before, 1, "rx_default"), N) << "the broadcast on queue 1";
+    EXPECT_GE(queue_stat(after, 1, "rx_default") - queue_stat(before, 1, "rx_default"), N)
+        << "the broadcast on queue 1";
     std::string drops;
     const json bd = b.value("drops", json::object()), ad = a.value("drops", json::object());
     for (const auto& [why, n] : ad.items())
@@ -261,10 +262,11 @@ class MoreQueuesTest : public QueuesTest {
 TEST_F(MoreQueuesTest, FourQueueVethSendsOnEveryQueue) {
   if (cpu_count() < 2) GTEST_SKIP() << "queues 2 and 3 by XPS need 2 CPUs";
   ASSERT_NO_FATAL_FAILURE(connect_nic("vm1-host", "xsk"));
-  ASSERT_TRUE(sh_ok(in(vm(1), "sh -c 'echo 0 > /sys/class/net/eth0/queues/tx-0/xps_cpus; "
-                              "echo 0 > /sys/class/net/eth0/queues/tx-1/xps_cpus; "
-                              "echo 1 > /sys/class/net/eth0/queues/tx-2/xps_cpus; "
-                              "echo 2 > /sys/class/net/eth0/queues/tx-3/xps_cpus'")));
+  ASSERT_TRUE(sh_ok(in(vm(1),
+                       "sh -c 'echo 0 > /sys/class/net/eth0/queues/tx-0/xps_cpus; "
+                       "echo 0 > /sys/class/net/eth0/queues/tx-1/xps_cpus; "
+                       "echo 1 > /sys/class/net/eth0/queues/tx-2/xps_cpus; "
+                       "echo 2 > /sys/class/net/eth0/queues/tx-3/xps_cpus'")));
   const json before = call("stats");
   Bg er = ext_receive(2 * N);
   std::this_thread::sleep_for(200ms);

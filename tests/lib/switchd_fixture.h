@@ -143,7 +143,7 @@ class SwitchdFixture : public ::testing::Test {
   // Settings for SetUp, set in a derived fixture's constructor.
   int vm_count_ = 3;
   int max_vmqs_ = 2;
-  int vm_queues_ = 2;  // queues of each VM's veth (both ends); the uplink has 2
+  int vm_queues_ = 2;          // queues of each VM's veth (both ends); the uplink has 2
   bool offloads_off_ = false;  // ethtool -K tx/gso/tso/gro off on ext0 and every eth0
   // GRO on at ext0 and every eth0 (tx/gso/tso stay off with offloads_off_): the
   // veths then take redirected frames, so kernel delivery can serve the VMs'
