@@ -50,7 +50,8 @@ class QemuTapTest : public SwitchdFixture {
   }
 
   void TearDown() override {
-    if (HasFailure() && guest_.pid() > 0) std::fprintf(stderr, "---- guest console\n%s----\n", guest_.console().c_str());
+    if (HasFailure() && guest_.pid() > 0)
+      std::fprintf(stderr, "---- guest console\n%s----\n", guest_.console().c_str());
     guest_.stop();
     if (tap_made_) sh("ip link del vmt0");
     SwitchdFixture::TearDown();
@@ -109,11 +110,11 @@ class QemuTapTest : public SwitchdFixture {
     EXPECT_EQ(got, sum) << "ext -> guest, " << kib << " KiB";
 
     // guest -> ext: ext listens and hashes what came until EOF.
-    Bg server = background(in(
-        "ext", "/usr/bin/python3 -c \"import socket,hashlib,json; l=socket.create_server(('" + std::string(kExtIp) +
-                   "',5002)); l.settimeout(30); c,_=l.accept(); c.settimeout(30); h=hashlib.sha256(); n=0\n"
-                   "while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b); n+=len(b)\n"
-                   "c.close(); print(json.dumps({'bytes':n,'sha256':h.hexdigest()}))\""));
+    Bg server = background(
+        in("ext", "/usr/bin/python3 -c \"import socket,hashlib,json; l=socket.create_server(('" + std::string(kExtIp) +
+                      "',5002)); l.settimeout(30); c,_=l.accept(); c.settimeout(30); h=hashlib.sha256(); n=0\n"
+                      "while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b); n+=len(b)\n"
+                      "c.close(); print(json.dumps({'bytes':n,'sha256':h.hexdigest()}))\""));
     std::this_thread::sleep_for(300ms);
     const std::string want =
         guest("dd if=/dev/urandom of=/tmp/tx bs=1024 count=" + kib + " 2>/dev/null; sha256sum /tmp/tx | cut -d' ' -f1");

@@ -30,8 +30,8 @@ constexpr const char* kReady = "@@XVMQ-READY";
 constexpr const char* kEnd = "@@XVMQ-END ";
 
 // virtio-net and what it needs, in dependency order (DESIGN.md fact 16).
-constexpr const char* kModules[] = {"virtio_ring",  "virtio",   "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-                                    "virtio_pci",   "failover", "net_failover",          "virtio_net"};
+constexpr const char* kModules[] = {"virtio_ring", "virtio",   "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+                                    "virtio_pci",  "failover", "net_failover",          "virtio_net"};
 
 // The guest's /init: modules, eth0, then one command per line from ttyS1.
 constexpr const char* kInit = R"(#!/bin/busybox sh
@@ -145,21 +145,19 @@ std::optional<std::string> QemuGuest::build_initramfs(const std::string& kver) {
 
 std::optional<std::string> QemuGuest::spawn(const GuestConfig& cfg, const std::string& kernel) {
   const std::string sock = dir_ + "/ctl.sock";
-  std::vector<std::string> args{kQemu,
-                                "-accel", "tcg", "-machine", "pc", "-m", std::to_string(cfg.memory_mb), "-smp", "1",
-                                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                                "-kernel", kernel, "-initrd", dir_ + "/initrd.gz",
-                                "-append", "console=ttyS0 panic=-1 quiet xvmq.addr=" + cfg.addr,
-                                "-serial", "file:" + dir_ + "/console.log",
-                                "-chardev", "socket,id=ctl,path=" + sock + ",server=on,wait=off",
-                                "-serial", "chardev:ctl",
-                                "-netdev", "tap,id=n0,ifname=" + cfg.tap + ",script=no,downscript=no",
-                                // No option ROM: ipxe's is not installed (and TCG boots faster
-                                // without it). No checksum offload either way: a frame that
-                                // crosses XDP or AF_XDP carries no partial checksum to finish.
-                                "-device", "virtio-net-pci,netdev=n0,mac=" + cfg.mac +
-                                               ",romfile=,csum=off,guest_csum=off,guest_tso4=off,guest_tso6=off,"
-                                               "guest_ecn=off,guest_ufo=off"};
+  std::vector<std::string> args{
+      kQemu, "-accel", "tcg", "-machine", "pc", "-m", std::to_string(cfg.memory_mb), "-smp", "1", "-nodefaults",
+      "-no-user-config", "-display", "none", "-no-reboot", "-kernel", kernel, "-initrd", dir_ + "/initrd.gz", "-append",
+      "console=ttyS0 panic=-1 quiet xvmq.addr=" + cfg.addr, "-serial", "file:" + dir_ + "/console.log", "-chardev",
+      "socket,id=ctl,path=" + sock + ",server=on,wait=off", "-serial", "chardev:ctl", "-netdev",
+      "tap,id=n0,ifname=" + cfg.tap + ",script=no,downscript=no",
+      // No option ROM: ipxe's is not installed (and TCG boots faster
+      // without it). No checksum offload either way: a frame that
+      // crosses XDP or AF_XDP carries no partial checksum to finish.
+      "-device",
+      "virtio-net-pci,netdev=n0,mac=" + cfg.mac +
+          ",romfile=,csum=off,guest_csum=off,guest_tso4=off,guest_tso6=off,"
+          "guest_ecn=off,guest_ufo=off"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -213,8 +211,7 @@ std::optional<std::string> QemuGuest::start(const GuestConfig& cfg) {
   if (auto why = spawn(cfg, "/boot/vmlinuz-" + kver)) return why;
   std::string seen;
   if (!read_until(std::string(kReady) + "\n", seen, t0 + cfg.boot_limit))
-    return "the guest did not come up within " + std::to_string(cfg.boot_limit.count()) + " s; console:\n" +
-           console();
+    return "the guest did not come up within " + std::to_string(cfg.boot_limit.count()) + " s; console:\n" + console();
   boot_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return std::nullopt;
 }

@@ -67,8 +67,8 @@ class QemuGuest {
 
   std::string dir_;
   pid_t pid_ = -1;
-  int ctl_ = -1;        // the guest's command port (ttyS1)
-  std::string buf_;     // what came from it and is not yet taken
+  int ctl_ = -1;     // the guest's command port (ttyS1)
+  std::string buf_;  // what came from it and is not yet taken
   double boot_s_ = 0;
 };
 
