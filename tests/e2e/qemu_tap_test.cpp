@@ -99,7 +99,10 @@ class QemuTapTest : public SwitchdFixture {
     ASSERT_TRUE(sh_ok("head -c " + std::to_string(kTransferKiB * 1024) + " /dev/urandom > " + file));
     std::string sum;
     sh("sha256sum " + file + " | cut -d' ' -f1", &sum);
-    guest("rm -f /tmp/rx; nc -l -p 5001 > /tmp/rx & sleep 0.3");
+    // Listening before ext connects: a guest under TCG on a busy host is slow to start nc.
+    guest("rm -f /tmp/rx; nc -l -p 5001 > /tmp/rx & "
+          "for i in $(seq 100); do netstat -ltn | grep -q ':5001 ' && break; sleep 0.1; done; "
+          "netstat -ltn | grep -q ':5001 '");
     const auto t0 = std::chrono::steady_clock::now();
     EXPECT_TRUE(sh_ok(in("ext", "/usr/bin/python3 -c \"import socket,sys; s=socket.create_connection(('" +
                                     std::string(kGuestIp) + "',5001),timeout=20); s.sendall(open('" + file +
@@ -115,7 +118,9 @@ class QemuTapTest : public SwitchdFixture {
                       "',5002)); l.settimeout(30); c,_=l.accept(); c.settimeout(30); h=hashlib.sha256(); n=0\n"
                       "while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b); n+=len(b)\n"
                       "c.close(); print(json.dumps({'bytes':n,'sha256':h.hexdigest()}))\""));
-    std::this_thread::sleep_for(300ms);
+    // Listening before the guest connects.
+    for (int i = 0; i < 100 && !sh_ok_quiet(in("ext", "ss -Hltn 'sport = :5002' | grep -q 5002")); i++)
+      std::this_thread::sleep_for(100ms);
     const std::string want =
         guest("dd if=/dev/urandom of=/tmp/tx bs=1024 count=" + kib + " 2>/dev/null; sha256sum /tmp/tx | cut -d' ' -f1");
     const auto t1 = std::chrono::steady_clock::now();
@@ -127,6 +132,8 @@ class QemuTapTest : public SwitchdFixture {
     std::printf("[ tcp      ] %s: %d KiB in %.2f s into the guest, %.2f s out of it, SHA-256 equal\n", what.c_str(),
                 kTransferKiB, in_s, out_s);
   }
+
+  static bool sh_ok_quiet(const std::string& cmd) { return sh(cmd) == 0; }
 
   QemuGuest guest_;
   bool tap_made_ = false;
