@@ -22,11 +22,12 @@ int ethtool(int sock, const std::string& ifname, void* cmd) {
   return ioctl(sock, SIOCETHTOOL, &ifr) < 0 ? -errno : 0;
 }
 
-uint32_t count_sysfs_rx_queues(const std::string& ifname) {
+// sysfs lists the queues in use (real_num_*), e.g. a tap's attached ones.
+uint32_t count_sysfs_queues(const std::string& ifname, const char* prefix) {
   std::error_code ec;
   uint32_t n = 0;
   for (const auto& e : std::filesystem::directory_iterator("/sys/class/net/" + ifname + "/queues", ec))
-    if (e.path().filename().string().rfind("rx-", 0) == 0) n++;
+    if (e.path().filename().string().rfind(prefix, 0) == 0) n++;
   return n;
 }
 
@@ -49,10 +50,25 @@ Result<NetdevInfo> netdev_info(const std::string& ifname) {
 
   ethtool_channels ch{};
   ch.cmd = ETHTOOL_GCHANNELS;
-  if (ethtool(sock.get(), ifname, &ch) == 0) info.rx_queues = ch.rx_count + ch.combined_count;
-  if (info.rx_queues == 0) info.rx_queues = count_sysfs_rx_queues(ifname);
+  if (ethtool(sock.get(), ifname, &ch) == 0) {
+    info.rx_queues = ch.rx_count + ch.combined_count;
+    info.tx_queues = ch.tx_count + ch.combined_count;
+  }
+  if (info.rx_queues == 0) info.rx_queues = count_sysfs_queues(ifname, "rx-");
+  if (info.tx_queues == 0) info.tx_queues = count_sysfs_queues(ifname, "tx-");
   if (info.rx_queues == 0) info.rx_queues = 1;
+  if (info.tx_queues == 0) info.tx_queues = 1;
   return info;
+}
+
+std::string queue_hint(const NetdevInfo& dev, uint32_t want) {
+  const std::string n = std::to_string(want);
+  if (dev.is_tap())
+    return "the guest enables a tap's queues: start QEMU with queues=" + n +
+           " (virtio-net-pci,mq=on) and run `ethtool -L eth0 combined " + n + "` in the guest";
+  if (dev.driver == "veth")
+    return "a veth has its queues from creation: ip link add ... numrxqueues " + n + " numtxqueues " + n + " type veth";
+  return "give " + dev.name + " " + n + " channels: ethtool -L " + dev.name + " combined " + n;
 }
 
 bool driver_can_offload(const std::string& driver) { return driver == "nfp" || driver == "netdevsim"; }

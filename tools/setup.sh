@@ -16,6 +16,9 @@ XVMQ_PACKAGES=(
   iproute2 iputils-ping procps ethtool netsniff-ng iperf3 tcpdump python3-scapy jq
   systemd util-linux
   libclang-rt-14-dev  # the sanitizers' and libFuzzer's runtimes for clang (tools/fuzz.sh)
+  # qemu_tap_test's guest (tests/lib/qemu_guest.h): QEMU under TCG, Debian's
+  # cloud kernel and its virtio_net modules, busybox for the initramfs
+  qemu-system-x86 linux-image-cloud-amd64 busybox-static
 )
 
 xvmq_install_packages() {

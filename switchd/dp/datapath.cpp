@@ -55,6 +55,8 @@ struct Datapath::Connected {
   std::unique_ptr<QueueWorker> dedicated;  // the vmq's own queue and UMEM
   DeliveryState delivery;
   int ifindex = 0;               // the backend's
+  uint32_t backend_queues = 0;   // queues of the backend that sockets bind (at connect)
+  uint32_t delivery_id = 0;      // names it on the workers' delivery rings
   Counter kernel_base;           // the vmq's classifier counter when kernel delivery began
   uint64_t tx_dropped_base = 0;  // the backend's tx_dropped then
   bool kernel = false;           // kernel delivery is running (conf, DEVMAP, CPUMAP set)
@@ -261,15 +263,16 @@ Status Datapath::connect(const NicBinding& bound) {
                              "), all taken: disconnect one, or restart switchd with a larger --max-nics"};
   auto dev = netdev_info(nic.backend);
   if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
-  const size_t all = workers_.size() + reserved_.size();
-  if (dev->rx_queues < all)
-    return Error{EINVAL, "backend " + nic.backend + " has " + std::to_string(dev->rx_queues) +
-                             " receive queue(s); the uplink has " + std::to_string(all) +
-                             ": give it as many (ip link add ... numrxqueues " + std::to_string(all) + " numtxqueues " +
-                             std::to_string(all) + ")"};
   auto c = std::make_unique<Connected>();
   c->spec = bound;
+  // Any number of backend queues (docs/architecture.md, "Backends with
+  // fewer queues"): a worker whose queue the backend lacks hands its
+  // deliveries to the worker that owns a backend queue.
+  c->backend_queues = std::min<uint32_t>(dev->xsk_queues(), XVMQ_MAX_QUEUES);
+  c->delivery_id = ++last_delivery_id_;
   c->steering = steer(bound);
+  if (c->steering.hardware && static_cast<uint32_t>(c->steering.queue) >= c->backend_queues)
+    software_steering(*c, *dev);
   c->ifindex = dev->ifindex;
   c->delivery = decide_delivery(bound, *dev, c->steering);
   if (nic.delivery == Delivery::Kernel && c->delivery.effective != Delivery::Kernel)
@@ -295,6 +298,11 @@ Status Datapath::connect(const NicBinding& bound) {
     undo_connect(*c, done);
     return with_fd_limit(st.error());
   }
+  if (c->backend_queues < workers_.size())
+    service::log(service::Level::Info,
+                 "nic %s: backend %s has %u queue(s) for %zu uplink queues: the workers of queues %u.. hand what "
+                 "they deliver to it to those of its queues",
+                 nic.name.c_str(), nic.backend.c_str(), c->backend_queues, workers_.size(), c->backend_queues);
   connected_[nic.name] = std::move(c);
   if (auto s2 = sync_ports(); !s2)
     service::log(service::Level::Warn, "nic %s: VM egress in XDP: %s", nic.name.c_str(), s2.error().message.c_str());
@@ -320,6 +328,21 @@ SteeringState Datapath::steer(const NicBinding& bound) const {
   return ss;
 }
 
+// A dedicated queue's worker delivers on the backend's queue of that number:
+// a backend without it is steered in software, and `show` says why.
+void Datapath::software_steering(Connected& c, const NetdevInfo& backend) const {
+  SteeringState& ss = c.steering;
+  if (ss.rule_location)
+    if (auto hw = HardwareSteering::open(uplink_); hw) (void)hw->remove_rule(*ss.rule_location);
+  ss.rule_location.reset();
+  ss.hardware = false;
+  ss.reason = "backend " + backend.name + " has " + std::to_string(c.backend_queues) +
+              " queue(s), none for dedicated queue " + std::to_string(ss.queue) + "; " +
+              queue_hint(backend, static_cast<uint32_t>(ss.queue) + 1);
+  ss.queue = -1;
+  ss.cpu = -1;
+}
+
 // The vmq's own queue and UMEM; its vmq socket in the classifier's slot of
 // that queue, its backend socket in the VM port's.
 Status Datapath::start_dedicated(Connected& c, const std::shared_ptr<NicCounters>& counters) {
@@ -339,16 +362,22 @@ Status Datapath::start_dedicated(Connected& c, const std::shared_ptr<NicCounters
 Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<NicCounters>>& counters, size_t& done) {
   const NicDesc& nic = c.spec.nic;
   const SteeringState& ss = c.steering;
+  const auto general = static_cast<uint32_t>(workers_.size());
   for (; done < workers_.size(); done++) {
-    // Reserved queues without this NIC's dedicated worker: a general worker
-    // receives what the VM sends on them.
+    // Backend queues above the general ones (the reserved queues without
+    // this NIC's dedicated worker, and those beyond the uplink's): a
+    // general worker receives what the VM sends on them.
     std::vector<uint32_t> extra;
-    for (size_t r = 0; r < reserved_.size(); r++)
-      if (!(ss.hardware && static_cast<int>(reserved_[r].queue) == ss.queue) && r % workers_.size() == done)
-        extra.push_back(reserved_[r].queue);
+    for (uint32_t b = general; b < c.backend_queues; b++)
+      if (!(ss.hardware && static_cast<int>(b) == ss.queue) && (b - general) % general == done) extra.push_back(b);
     // A dedicated vmq has its socket on its queue only; a kernel-delivered one has none.
     int vmq = ss.hardware || c.delivery.effective == Delivery::Kernel ? 0 : static_cast<int>(c.spec.vmq_id);
     WorkerNic wn{.nic = nic, .vmq = vmq, .counters = counters[done], .extra_queues = extra};
+    wn.delivery_id = c.delivery_id;
+    if (done >= c.backend_queues) {  // no backend queue of this number: worker done % queues delivers
+      wn.owner = workers_[done % c.backend_queues].get();
+      wn.deliver_ring = wn.owner->delivery_ring(workers_[done]->queue());
+    }
     auto socks = workers_[done]->add_nic(wn);
     if (!socks) return socks.error();
     Status st;
@@ -386,7 +415,7 @@ Status Datapath::disconnect(const std::string& name) {
     for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq_id, q);
   }
   stop_kernel(*it->second);
-  it->second->port->clear_slots(all);
+  it->second->port->clear_slots(std::max(all, it->second->backend_queues));
   it->second->port.reset();
   wait_for_xdp_runs();  // no run still redirects into the sockets closed next
   Status st;

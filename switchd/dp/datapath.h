@@ -175,6 +175,7 @@ class Datapath : public DatapathApi {
   // connect(): the steering decided, the dedicated worker (hardware
   // steering), the NIC on every general worker; undone on failure.
   SteeringState steer(const NicBinding& nic) const;
+  void software_steering(Connected& c, const NetdevInfo& backend) const;
   Status start_dedicated(Connected& c, const std::shared_ptr<NicCounters>& counters);
   Status add_to_workers(Connected& c, const std::vector<std::shared_ptr<NicCounters>>& counters, size_t& done);
   void undo_connect(Connected& c, size_t done);
@@ -196,6 +197,7 @@ class Datapath : public DatapathApi {
   std::vector<QueueInfo> reserved_;
   std::map<std::string, std::unique_ptr<Connected>> connected_;
   std::map<std::string, std::vector<std::shared_ptr<NicCounters>>> counters_;
+  uint32_t last_delivery_id_ = 0;
 
   // Kernel delivery (docs/architecture.md, "Deliveries").
   DeliveryState decide_delivery(const NicBinding& nic, const NetdevInfo& backend, const SteeringState& ss) const;

@@ -276,7 +276,8 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
   Status st = run_on_thread([&]() -> Status {
     if (nics_.count(cfg.nic.name))
       return Error{EEXIST, "nic " + cfg.nic.name + " is already on queue " + std::to_string(queue_)};
-    if (fill_ctxs_.size() + 1 + cfg.extra_queues.size() > opts_.max_sockets)
+    const size_t own = cfg.owner ? 0 : 1;
+    if (fill_ctxs_.size() + own + cfg.extra_queues.size() > opts_.max_sockets)
       return Error{ENOSPC, "queue " + std::to_string(queue_) + " has receive buffers for " +
                                std::to_string(opts_.max_sockets) + " backend sockets, all reserved (--max-nics)"};
     auto n = std::make_unique<Nic>();
@@ -286,8 +287,10 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
       if (n->backend) destroy_socket(n->backend);
       if (n->vmq_sock) destroy_socket(n->vmq_sock);
     };
-    if (auto st = open_backend_socket(*n); !st) return st;
-    out.backend.emplace_back(queue_, n->backend->xs->fd());
+    if (own) {
+      if (auto st = open_backend_socket(*n); !st) return st;
+      out.backend.emplace_back(queue_, n->backend->xs->fd());
+    }
     Status opened = open_extra_sockets(*n, out);
     if (opened && cfg.vmq) {
       opened = open_vmq_socket(*n);
@@ -344,12 +347,13 @@ void QueueWorker::flush_nic(Nic& n) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
   do {
     if (n.vmq_sock) process_rx(*n.vmq_sock, opts_.ring_size);
-    process_rx(*n.backend, opts_.ring_size);
+    if (n.backend) process_rx(*n.backend, opts_.ring_size);
     for (auto& [ctx, sock] : n.extras) process_rx(*sock, opts_.ring_size);
     kick_tx();
-    reap_completions(*n.ctx);
+    wake_owners();
+    if (n.ctx) reap_completions(*n.ctx);
     reap_completions(*uplink_ctx_);
-  } while (n.backend->outstanding && std::chrono::steady_clock::now() < deadline);
+  } while (n.backend && n.backend->outstanding && std::chrono::steady_clock::now() < deadline);
 }
 
 Status QueueWorker::remove_nic(const std::string& name) {
@@ -364,15 +368,15 @@ Status QueueWorker::remove_nic(const std::string& name) {
     rebuild_ports();
     flush_nic(n);
     // Buffers still posted to its fill rings come back to the pool.
-    xsk::reclaim_fill(*n.ctx, pool_);
+    if (n.ctx) xsk::reclaim_fill(*n.ctx, pool_);
     for (auto& [ctx, sock] : n.extras) {
       xsk::reclaim_fill(*ctx, pool_);
       destroy_socket(sock);
     }
-    std::erase(to_kick_, n.backend);
+    if (n.backend) std::erase(to_kick_, n.backend);
     if (n.vmq_sock) std::erase(to_kick_, n.vmq_sock);
     if (n.vmq_sock) destroy_socket(n.vmq_sock);
-    destroy_socket(n.backend);
+    if (n.backend) destroy_socket(n.backend);
     nics_.erase(it);
     rebuild_ports();
     rebuild_fill_ctxs();
@@ -386,6 +390,22 @@ HandoffRing* QueueWorker::open_handoff(const std::string& nic) {
     inboxes_.push_back(std::make_unique<Inbox>(opts_.ring_size, opts_.frame_size - kTagHeadroom, nic));
     ring = &inboxes_.back()->ring;
     rebuild_ports();  // resolves the inbox's NIC
+    return {};
+  });
+  return ring;
+}
+
+HandoffRing* QueueWorker::delivery_ring(uint32_t source) {
+  HandoffRing* ring = nullptr;
+  (void)run_on_thread([&]() -> Status {
+    for (auto& in : inboxes_)
+      if (in->deliveries && in->source == source) ring = &in->ring;
+    if (ring) return {};
+    auto in = std::make_unique<Inbox>(opts_.ring_size, opts_.frame_size - kTagHeadroom, std::string());
+    in->deliveries = true;
+    in->source = source;
+    ring = &in->ring;
+    inboxes_.push_back(std::move(in));
     return {};
   });
   return ring;

@@ -148,8 +148,16 @@ struct WorkerNic {
   int vmq = 0;                            // 0: none
   std::shared_ptr<NicCounters> counters;  // this worker's counters for the NIC
   // Backend queues this worker also serves for the NIC (reserved queues no
-  // dedicated worker has the NIC on): the VM may transmit on any queue.
+  // dedicated worker has the NIC on, and a backend's queues beyond the
+  // uplink's): the VM may transmit on any queue.
   std::vector<uint32_t> extra_queues;
+  // The backend has no queue of this worker's number (it has fewer queues
+  // than the uplink): no socket on it here. What this worker delivers to
+  // the NIC is copied into `owner`'s delivery ring from this worker, tagged
+  // with `delivery_id`, and sent on by the owner's backend socket.
+  class QueueWorker* owner = nullptr;
+  HandoffRing* deliver_ring = nullptr;
+  uint32_t delivery_id = 0;  // unique per connect, the same on every worker
 };
 
 // The fds a NIC's sockets got on one worker, for the classifier's and the
@@ -210,6 +218,10 @@ class QueueWorker {
   // has stopped. Any thread.
   HandoffRing* open_handoff(const std::string& nic);
   void close_handoff(HandoffRing* ring);
+  // The ring on which the worker of queue `source` hands this worker frames
+  // for NICs whose backend socket is here (WorkerNic::owner): made at the
+  // first ask, kept while the worker lives. Any thread.
+  HandoffRing* delivery_ring(uint32_t source);
   // Make the worker look at its handoff rings and mailbox (any thread).
   void wake();
 
@@ -243,6 +255,10 @@ class QueueWorker {
   bool inbox_waiting() const;
   void drain_inbox(Inbox& in);
   void hand_off(uint64_t addr, uint32_t len);
+  // To a NIC: its backend socket here, or its owner's delivery ring.
+  bool to_nic(Nic& n, uint64_t addr, uint32_t len);
+  void drain_deliveries(Inbox& in);
+  void wake_owners();
   // Sockets and their lifecycle (queue_worker.cpp).
   Result<Sock*> create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx, uint32_t ring);
   Status open_backend_socket(Nic& n);  // on the NIC's backend, this queue
@@ -287,9 +303,11 @@ class QueueWorker {
   CommandMailbox mailbox_;
 
   bool dedicated_ = false;
-  QueueWorker* handoff_ = nullptr;               // a dedicated worker's general worker
-  HandoffRing* handoff_ring_ = nullptr;          // and its ring there
-  std::vector<std::unique_ptr<Inbox>> inboxes_;  // frames handed to this worker, one ring per source
+  QueueWorker* handoff_ = nullptr;                  // a dedicated worker's general worker
+  HandoffRing* handoff_ring_ = nullptr;             // and its ring there
+  std::vector<std::unique_ptr<Inbox>> inboxes_;     // frames handed to this worker, one ring per source
+  std::unordered_map<uint32_t, Nic*> by_delivery_;  // NICs whose backend socket is here, by delivery id
+  std::vector<QueueWorker*> owners_to_wake_;        // owners handed frames in this pass
 };
 
 }  // namespace xvmq::switchd

@@ -41,7 +41,7 @@ struct QueueWorker::Sock {
 
 struct QueueWorker::Nic {
   WorkerNic cfg;
-  std::unique_ptr<Ctx> ctx;  // the backend's (netdev, queue)
+  std::unique_ptr<Ctx> ctx;  // the backend's (netdev, queue); none when cfg.owner delivers
   Sock* backend = nullptr;   // delivers, and receives what the VM sends on this queue
   Sock* vmq_sock = nullptr;
   // The backend's reserved queues this worker serves: receive only.
@@ -54,6 +54,10 @@ struct QueueWorker::Nic {
 struct QueueWorker::Inbox {
   Inbox(uint32_t frames, uint32_t slot_bytes, std::string nic) : ring(frames, slot_bytes), nic(std::move(nic)) {}
   HandoffRing ring;
+  // Frames another worker switched, each to the NIC its tag names (a
+  // delivery ring from the worker of queue `source`).
+  bool deliveries = false;
+  uint32_t source = 0;
   std::string nic;      // whose VM sent them; empty: the uplink's, through the host's stack
   Nic* from = nullptr;  // that NIC while it is connected here (rebuild_ports)
 };

@@ -66,6 +66,7 @@ uint32_t QueueWorker::pass() {
   }
   drain_inboxes();
   kick_tx();
+  wake_owners();
   reap_completions(*uplink_ctx_);
   // Only a backend with sends outstanding has completions (extras never send).
   for (Ctx* c : fill_ctxs_)

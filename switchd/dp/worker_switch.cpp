@@ -63,7 +63,7 @@ void QueueWorker::forward_from_uplink(uint64_t addr, uint32_t len, Nic* vmq_nic)
   if (vmq_nic) {  // the VMQ path: the classifier matched this NIC and shaped the frame
     bump(vmq_nic->cfg.counters->fast_frames);
     bump(vmq_nic->cfg.counters->fast_bytes, len);
-    send(*vmq_nic->backend, vmq_nic, addr, len);
+    to_nic(*vmq_nic, addr, len);
     return;
   }
   execute(judge(area_ + addr, len, kUplink, ports_, &port_macs_), kUplink, nullptr, addr, len);
@@ -85,7 +85,24 @@ void QueueWorker::deliver(const Egress& e, uint64_t addr, uint32_t len) {
   Nic* n = port_nics_[static_cast<size_t>(e.port)];
   bump(n->cfg.counters->default_frames);
   bump(n->cfg.counters->default_bytes, len);
-  send(*n->backend, n, addr, len);
+  to_nic(*n, addr, len);
+}
+
+bool QueueWorker::to_nic(Nic& n, uint64_t addr, uint32_t len) {
+  if (n.backend) return send(*n.backend, &n, addr, len);
+  if (!n.cfg.deliver_ring->push({area_ + addr, len}, n.cfg.delivery_id)) {
+    drop(&n, Drop::Backpressure);  // the owner is a ring behind
+    return false;
+  }
+  // One wakeup per owner and pass, not per frame.
+  if (std::find(owners_to_wake_.begin(), owners_to_wake_.end(), n.cfg.owner) == owners_to_wake_.end())
+    owners_to_wake_.push_back(n.cfg.owner);
+  return true;
+}
+
+void QueueWorker::wake_owners() {
+  for (QueueWorker* o : owners_to_wake_) o->wake();
+  owners_to_wake_.clear();
 }
 
 void QueueWorker::execute(const Verdict& v, int ingress, Nic* from, uint64_t addr, uint32_t len) {
@@ -147,6 +164,9 @@ void QueueWorker::rebuild_ports() {
     port_nics_.push_back(n.get());
   }
   port_macs_ = index_ports(ports_);
+  by_delivery_.clear();
+  for (Nic* n : port_nics_)
+    if (n->backend) by_delivery_[n->cfg.delivery_id] = n;
   for (auto& in : inboxes_) {
     if (in->nic.empty()) continue;
     auto it = nics_.find(in->nic);
@@ -170,7 +190,41 @@ bool QueueWorker::inbox_waiting() const {
 }
 
 void QueueWorker::drain_inboxes() {
-  for (auto& in : inboxes_) drain_inbox(*in);
+  for (auto& in : inboxes_) {
+    if (in->deliveries)
+      drain_deliveries(*in);
+    else
+      drain_inbox(*in);
+  }
+}
+
+// Frames another worker switched to NICs whose backend socket is here:
+// copied into this UMEM and sent. The source counted them (and what its
+// ring refused, as backpressure); a NIC gone meanwhile drops them. A NIC
+// with nic_inflight frames in flight keeps the rest in the ring until its
+// sends complete (reaped every pass), so a burst is delayed, not dropped.
+void QueueWorker::drain_deliveries(Inbox& in) {
+  (void)in.ring.take_full();
+  (void)in.ring.take_too_long();
+  for (uint32_t k = 0; k < in.ring.capacity() && !in.ring.empty(); k++) {
+    const auto bytes = in.ring.front();
+    auto it = by_delivery_.find(in.ring.front_tag());
+    if (it == by_delivery_.end()) {
+      drop(nullptr, Drop::NoPort);
+      in.ring.pop();
+      continue;
+    }
+    Nic& n = *it->second;
+    if (n.backend->outstanding >= opts_.nic_inflight) break;
+    const uint64_t base = pool_.pop();
+    if (base == xsk::UmemPool::kNone) break;  // sends in flight give buffers back
+    const uint64_t addr = base + kTagHeadroom;
+    const auto len = static_cast<uint32_t>(bytes.size());
+    std::memcpy(area_ + addr, bytes.data(), len);
+    send(*n.backend, &n, addr, len);
+    pool_.free_if_unheld(base);
+    in.ring.pop();
+  }
 }
 
 // Each frame into a buffer of this UMEM, then switched as if it had arrived

@@ -300,8 +300,10 @@ void SwitchdFixture::SetUp() {
     ASSERT_TRUE(sh_ok(in("ext", "ethtool -K ext0 " + offloads())));
   }
   for (int i = 1; i <= vm_count_; i++) {
-    ASSERT_TRUE(sh_ok("ip link add " + vm(i) + "-host numrxqueues 2 numtxqueues 2 type veth peer name eth0 netns " +
-                      ns(vm(i)) + " address " + mac_of(i) + " numrxqueues 2 numtxqueues 2"));
+    const std::string q = std::to_string(vm_queues_);
+    ASSERT_TRUE(sh_ok("ip link add " + vm(i) + "-host numrxqueues " + q + " numtxqueues " + q +
+                      " type veth peer name eth0 netns " + ns(vm(i)) + " address " + mac_of(i) + " numrxqueues " + q +
+                      " numtxqueues " + q));
     ASSERT_TRUE(sh_ok("ip link set " + vm(i) + "-host up && ip -n " + ns(vm(i)) + " link set eth0 up"));
     if (!offloads().empty()) {
       ASSERT_TRUE(sh_ok(in(vm(i), "ethtool -K eth0 " + offloads())));

@@ -4,7 +4,7 @@
 // the VMs; switchd runs as a child process, driven through its control
 // socket.
 //
-//   ext: ext0 <-> up0 (uplink, 2 queues)      vmN: eth0 (02:00:00:00:00:0N) <-> vmN-host
+//   ext: ext0 <-> up0 (uplink, 2 queues)      vmN: eth0 (02:00:00:00:00:0N) <-> vmN-host (vm_queues_)
 //
 // Every namespace, veth and process the fixture or a test makes in those
 // namespaces is removed in TearDown, on failure too.
@@ -143,6 +143,7 @@ class SwitchdFixture : public ::testing::Test {
   // Settings for SetUp, set in a derived fixture's constructor.
   int vm_count_ = 3;
   int max_vmqs_ = 2;
+  int vm_queues_ = 2;          // queues of each VM's veth (both ends); the uplink has 2
   bool offloads_off_ = false;  // ethtool -K tx/gso/tso/gro off on ext0 and every eth0
   // GRO on at ext0 and every eth0 (tx/gso/tso stay off with offloads_off_): the
   // veths then take redirected frames, so kernel delivery can serve the VMs'

@@ -106,6 +106,20 @@ TEST(HandoffRing, BoundedAndInOrder) {
   EXPECT_TRUE(r.front().empty());
 }
 
+// A delivery ring's frames each carry the NIC they are for.
+TEST(HandoffRing, TagsTravelWithTheirFrames) {
+  HandoffRing r(4, 16);
+  EXPECT_TRUE(r.push(Bytes(2, 1), 7));
+  EXPECT_TRUE(r.push(Bytes(3, 2), 9));
+  EXPECT_TRUE(r.push(Bytes(1, 3)));  // untagged: 0
+  for (uint32_t want : {7u, 9u, 0u}) {
+    ASSERT_FALSE(r.empty());
+    EXPECT_EQ(r.front_tag(), want);
+    r.pop();
+  }
+  EXPECT_TRUE(r.empty());
+}
+
 TEST(HandoffRing, OneProducerOneConsumer) {
   HandoffRing r(64, 8);
   constexpr uint32_t kFrames = 20000;
