@@ -293,6 +293,7 @@ class DeliveryTest : public ::testing::Test {
     fake_ = nullptr;
     SwitchOptions o;
     o.state_dir = dir_.string();
+    o.max_vmqs = 2;  // a small pool, to run out of
     o.datapath.fdb_size = 64;
     o.allowed_cpus = [] { return std::vector<int>{0, 1, 2, 3}; };
     test::FakeOptions f;

@@ -649,6 +649,7 @@ TEST_F(SwitchPolicy, AConnectedNicWithoutAnUplinkCanBeDisconnected) {
   std::ofstream(dir_ / "state.json") << s.dump(2) << "\n";
   SwitchOptions o;
   o.state_dir = dir_.string();
+  o.max_vmqs = max_vmqs_;
   o.open_datapath = [](const std::string&, const DatapathOptions&) -> Result<std::unique_ptr<DatapathApi>> {
     ADD_FAILURE() << "no uplink in the state: no datapath to open";
     return Error{ENODEV, "no datapath"};
