@@ -186,6 +186,24 @@ struct xvmq_vmq_flow {
 #define XVMQ_MOVE_TIMEOUT_NS 1000000000ull
 
 /*
+ * Spreading by load (Dynamic VMQ). A vmq's processor serves it while the
+ * CPU that receives its frames is busy; while that CPU is not, it delivers
+ * them itself, straight into the backend, as a VMQ coalesces its queues
+ * onto fewer processors at low load. Busy ("hot") is counted per receiving
+ * CPU over windows of 2^XVMQ_LOAD_WINDOW_SHIFT ns (about 1 ms), with the
+ * loader's thresholds. A hot CPU that is itself the vmq's processor sends
+ * the frames to its spill CPU. A change of target is a move
+ * (xvmq_vmq_flow): nothing is lost or reordered.
+ */
+#define XVMQ_LOAD_WINDOW_SHIFT 20
+struct xvmq_cpu_load {
+  __u64 window; /* the window being counted (ns >> XVMQ_LOAD_WINDOW_SHIFT) */
+  __u32 frames; /* kernel-delivered frames received in it */
+  __u32 hot;
+  __u8 pad[48];
+};
+
+/*
  * The frames a receiving CPU redirected into one CPUMAP entry and that
  * the kernel has not yet flushed to that CPU's queue, in order: the loss
  * tracer (xvmq_losses.bpf.c) attributes a flush's drops to their vmqs.

@@ -42,6 +42,23 @@ struct {
  * dropped here instead. */
 const volatile __u32 xvmq_max_frame = 0;
 
+/*
+ * Dynamic VMQ by load (xvmq_abi.h, "Spreading by load"), set by the loader
+ * before the load. A receiving CPU that delivered at least xvmq_spread_on
+ * kernel-delivered frames in its last window is hot, until a window with
+ * fewer than xvmq_spread_off. A cold CPU delivers straight into the
+ * backends (no hop: the fewest CPU cycles and wake-ups); a hot one sends
+ * each vmq's frames to the vmq's processor, or, for the vmqs it is the
+ * processor of, to xvmq_spill[itself]. xvmq_spread_on 0: always the vmq's
+ * processor.
+ */
+const volatile __u32 xvmq_spread_on = 0;
+const volatile __u32 xvmq_spread_off = 0;
+const volatile __u32 xvmq_spill[XVMQ_MAX_CPUS] = {};
+
+/* Per receiving CPU, its own entry (a cache line each). */
+struct xvmq_cpu_load xvmq_load[XVMQ_MAX_CPUS] = {};
+
 /* The smallest linear part a multi-buffer frame has (see xvmq_uplink()). */
 #define XVMQ_LINEAR_FRAGS_MIN 1024
 
@@ -83,17 +100,16 @@ static __always_inline __u32 xvmq_check_slot(__u32 slot, __u32 queue) {
 }
 
 /*
- * The processor this CPU sends a kernel-delivered vmq's frames to: the
- * vmq's, unless the vmq moved and frames this CPU sent to the old one have
- * not all passed the CPUMAP program yet (xvmq_abi.h, xvmq_vmq_flow).
+ * The processor this CPU sends a kernel-delivered vmq's frames to: `want`,
+ * unless it changed and frames this CPU sent to the old one have not all
+ * passed the CPUMAP program yet (xvmq_abi.h, xvmq_vmq_flow).
  */
-static __always_inline __u32 xvmq_vmq_target(__u32 vmq, const struct xvmq_vmq_conf* conf, __u32 here,
-                                             struct xvmq_vmq_flow* fl) {
+static __always_inline __u32 xvmq_vmq_target(__u32 vmq, __u32 want, __u32 here, struct xvmq_vmq_flow* fl) {
   __u32 slot = XVMQ_DONE_SLOT(vmq, here);
   __u64* done;
   __u64 now;
 
-  if (fl->cpu == conf->cpu) return fl->cpu;
+  if (fl->cpu == want) return fl->cpu;
   done = bpf_map_lookup_elem(&xvmq_vmq_done, &slot);
   if (done && XVMQ_READ_ONCE(*done) != fl->enq) {
     now = bpf_ktime_get_ns();
@@ -101,10 +117,36 @@ static __always_inline __u32 xvmq_vmq_target(__u32 vmq, const struct xvmq_vmq_co
     if (now - fl->wait_ns < XVMQ_MOVE_TIMEOUT_NS) return fl->cpu;
     fl->forced++;
   }
-  fl->cpu = conf->cpu;
+  fl->cpu = want;
   fl->wait_ns = 0;
   fl->settle_until = bpf_ktime_get_ns() + XVMQ_SETTLE_NS;
   return fl->cpu;
+}
+
+/* Count a kernel-delivered frame on this CPU; whether the CPU is hot. */
+static __always_inline int xvmq_cpu_hot(__u32 here) {
+  struct xvmq_cpu_load* l = &xvmq_load[here & (XVMQ_MAX_CPUS - 1)];
+  __u64 now = bpf_ktime_get_ns();
+  __u64 win = now >> XVMQ_LOAD_WINDOW_SHIFT;
+
+  if (win != l->window) {
+    /* A window with no frame in between counts as empty. */
+    __u32 n = win == l->window + 1 ? l->frames : 0;
+
+    l->hot = l->hot ? n >= xvmq_spread_off : n >= xvmq_spread_on;
+    l->window = win;
+    l->frames = 0;
+  }
+  l->frames++;
+  return l->hot;
+}
+
+/* Where this CPU wants a kernel-delivered vmq's frames to go now. */
+static __always_inline __u32 xvmq_want(const struct xvmq_vmq_conf* conf, __u32 here) {
+  if (!xvmq_spread_on) return conf->cpu;
+  if (!xvmq_cpu_hot(here)) return here;
+  if (conf->cpu != here) return conf->cpu;
+  return xvmq_spill[here & (XVMQ_MAX_CPUS - 1)];
 }
 
 /* Note a frame sent into `cpu`'s CPUMAP entry, for the loss tracer. */
@@ -139,7 +181,7 @@ static __always_inline __u32 xvmq_to_kernel(struct xdp_md* ctx, __u32 vmq, const
   __u32 cpu, reason;
 
   if (!fl) return XVMQ_REASON_REDIRECT_ERROR;
-  cpu = (conf->flags & XVMQ_VMQ_F_NO_HOP) ? here : xvmq_vmq_target(vmq, conf, here, fl);
+  cpu = (conf->flags & XVMQ_VMQ_F_NO_HOP) ? here : xvmq_vmq_target(vmq, xvmq_want(conf, here), here, fl);
   if (fl->settle_until) {
     if (bpf_ktime_get_ns() < fl->settle_until) goto hop;
     fl->settle_until = 0;

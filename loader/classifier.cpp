@@ -199,6 +199,10 @@ Result<Classifier> Classifier::open(const ClassifierOptions& opts) {
   impl->skel = xvmq_uplink__open();
   if (!impl->skel) return make_error(errno, "open classifier object");
   impl->skel->rodata->xvmq_max_frame = opts.max_frame;
+  impl->skel->rodata->xvmq_spread_on = opts.spread_on;
+  impl->skel->rodata->xvmq_spread_off = opts.spread_off;
+  for (uint32_t cpu = 0; cpu < XVMQ_MAX_CPUS; cpu++)
+    impl->skel->rodata->xvmq_spill[cpu] = cpu < opts.spill.size() ? opts.spill[cpu] : cpu;
 
   bpf_map* m;
   bpf_object__for_each_map(m, impl->skel->obj) {

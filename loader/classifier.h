@@ -52,6 +52,14 @@ struct ClassifierOptions {
   // The longest frame the sockets' buffers hold: longer ones are dropped
   // and counted as too_big. 0: no limit. Fixed when the program loads.
   uint32_t max_frame = 0;
+  // Dynamic VMQ by load (xvmq_abi.h, "Spreading by load"): kernel-delivered
+  // frames per window (about 1 ms) from which a receiving CPU is hot, and
+  // below which it is cold again; spread_on 0: a vmq's frames always go to
+  // its processor. spill[cpu]: where a hot CPU sends the frames of the vmqs
+  // it is the processor of (missing entries: the CPU itself).
+  uint32_t spread_on = 0;
+  uint32_t spread_off = 0;
+  std::vector<uint32_t> spill;
 };
 
 // The classifier's program name, as the kernel and `xdp-loader status` show it.

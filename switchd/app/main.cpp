@@ -139,6 +139,12 @@ void add_datapath_options(CLI::App& app, Cli& c) {
                  "so a CPU-bound VM does not make them drop frames")
       ->capture_default_str()
       ->check(CLI::Range(0, 99));
+  app.add_option("--spread-above", c.opts.datapath.spread_above,
+                 "frames a second a receiving CPU delivers to kernel-delivered vmqs from which they go through "
+                 "their processors (a CPU that is one spills to the next); below half of it the receiving CPU "
+                 "delivers them itself, with no hop (0: always through their processors)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000000));
   app.add_option("--cpu-queue", c.opts.datapath.cpu_queue,
                  "frames each vmq processor's delivery queue (its CPUMAP entry) holds")
       ->capture_default_str()

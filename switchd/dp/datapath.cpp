@@ -142,7 +142,21 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
 
 Status Datapath::open_classifier() {
   const std::string& uplink = uplink_;
-  auto cls = Classifier::open({opts_.pin_root + "/" + uplink, max_frame(opts_.worker.frame_size)});
+  ClassifierOptions co{opts_.pin_root + "/" + uplink, max_frame(opts_.worker.frame_size)};
+  if (opts_.spread_above) {
+    // Per window of 2^XVMQ_LOAD_WINDOW_SHIFT ns; cold again below half.
+    const uint64_t on = (uint64_t{opts_.spread_above} << XVMQ_LOAD_WINDOW_SHIFT) / 1000000000ull;
+    co.spread_on = static_cast<uint32_t>(std::max<uint64_t>(on, 2));
+    co.spread_off = co.spread_on / 2;
+    // A hot CPU spills the vmqs it is the processor of to the next CPU
+    // switchd may run on, as a queue's worker runs beside its CPU.
+    const std::vector<int> cpus = allowed_cpus();
+    co.spill.resize(XVMQ_MAX_CPUS);
+    for (uint32_t c = 0; c < XVMQ_MAX_CPUS; c++) co.spill[c] = c;
+    for (size_t i = 0; i < cpus.size(); i++)
+      if (cpus[i] < XVMQ_MAX_CPUS) co.spill[cpus[i]] = static_cast<uint32_t>(cpus[(i + 1) % cpus.size()]);
+  }
+  auto cls = Classifier::open(co);
   if (!cls) return cls.error();
   cls_ = std::make_unique<Classifier>(std::move(cls.value()));
   auto present = Classifier::query(uplink);
@@ -662,17 +676,25 @@ uint32_t Datapath::vmq_flags() const {
 // real-time priority the software path's workers have: like softirq, it
 // runs ahead of the VMs' threads on that CPU (docs/architecture.md).
 Status Datapath::use_cpu(uint32_t cpu) {
+  if (auto st = make_cpu(cpu); !st) return st;
+  cpu_vmqs_[cpu]++;
+  // Spreading by load sends frames to any CPU's entry: to a hot CPU's
+  // spill CPU, and through the receiving CPU's own entry while a move to it
+  // settles (xvmq_abi.h).
+  if (opts_.spread_above)
+    for (int c : allowed_cpus())
+      if (auto st = make_cpu(static_cast<uint32_t>(c)); !st) return st;
+  return {};
+}
+
+Status Datapath::make_cpu(uint32_t cpu) {
   if (cpu >= XVMQ_MAX_CPUS)
     return Error{EINVAL, "CPU " + std::to_string(cpu) + " is beyond xvmq's " + std::to_string(XVMQ_MAX_CPUS)};
   // An entry is made once and kept: replacing it would start a second
   // thread beside the one still draining the old queue, and reorder.
-  if (cpus_made_.count(cpu)) {
-    cpu_vmqs_[cpu]++;
-    return {};
-  }
+  if (cpus_made_.count(cpu)) return {};
   if (auto st = kd_->set_cpu(cpu, opts_.cpu_queue); !st) return st;
   cpus_made_.insert(cpu);
-  cpu_vmqs_[cpu]++;
   if (opts_.worker.rt_priority > 0) {
     const int pid = kd_->cpu_thread_pid(cpu);
     sched_param sp{};

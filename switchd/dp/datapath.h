@@ -52,6 +52,11 @@ struct DatapathOptions {
   // Kernel delivery: frames a vmq processor's CPUMAP queue holds. Its
   // kernel thread runs at the workers' priority (worker.rt_priority).
   uint32_t cpu_queue = 4096;
+  // Dynamic VMQ by load (docs/architecture.md, "Deliveries"): frames a
+  // second a receiving CPU delivers to kernel-delivered vmqs from which
+  // they go to their processors; below half of it the receiving CPU
+  // delivers them itself again. 0: always to their processors.
+  uint32_t spread_above = 100000;
 };
 
 // A NIC as the datapath takes it: its descriptor and the vmq it was given.
@@ -206,6 +211,7 @@ class Datapath : public DatapathApi {
   Status start_kernel(Connected& c);
   void stop_kernel(Connected& c);
   Status use_cpu(uint32_t cpu);
+  Status make_cpu(uint32_t cpu);  // the CPU's CPUMAP entry, once
   xvmq_port_conf port_conf(const Connected& c) const;
   void add_kernel_totals(const Connected& c, NicTotals& t, const KernelCounters* kc, const Counters* cls) const;
   Status sync_ports();

@@ -230,7 +230,14 @@ void print_late(const json& r, const std::vector<std::pair<uint64_t, int>>& move
 // follows the move only once the old processor passed on every frame it sent
 // there, so nothing is lost or reordered.
 
-TEST_F(DeliveryTest, VmqMovesBetweenProcessorsUnderTrafficLoseNothing) {
+// A vmq's frames always through its processor (--spread-above 0): each
+// move of the processor under traffic swaps which CPU's stream hops.
+class DeliveryFixedTest : public DeliveryTest {
+ protected:
+  DeliveryFixedTest() { switchd_extra_ = {"--spread-above", "0"}; }
+};
+
+TEST_F(DeliveryFixedTest, VmqMovesBetweenProcessorsUnderTrafficLoseNothing) {
   if (cpu_count() < 2) GTEST_SKIP() << "moving a vmq between processors needs 2 CPUs";
   attach();
   add_vm(1);
@@ -281,6 +288,57 @@ TEST_F(DeliveryTest, VmqMovesBetweenProcessorsUnderTrafficLoseNothing) {
   EXPECT_EQ(u64(after, {"nics", "vm1", "fast_frames"}) - u64(before, {"nics", "vm1", "fast_frames"}), 2 * N);
   EXPECT_EQ(sum_queues(after, "rx_vmq"), sum_queues(before, "rx_vmq")) << "no vmq socket in the way";
   ASSERT_NO_FATAL_FAILURE(require_delivery("vm1", "kernel"));
+}
+
+// Dynamic VMQ by load: each receiving CPU turns hot and cold ten times a
+// second (--spread-above 12000: hot from about 12.6 frames a window of
+// 1.05 ms, cold below half). Cold, it delivers vm1's frames itself; hot,
+// it sends them to vm1's processor, or, on the processor itself, to the
+// other CPU. Every change is a move: no frame lost or out of order.
+class DeliverySpreadTest : public DeliveryTest {
+ protected:
+  DeliverySpreadTest() { switchd_extra_ = {"--spread-above", "12000"}; }
+};
+
+TEST_F(DeliverySpreadTest, HotAndColdCpusMoveTheVmqLosingAndReorderingNothing) {
+  if (cpu_count() < 2) GTEST_SKIP() << "spreading by load needs 2 CPUs";
+  attach();
+  add_vm(1);
+  ASSERT_NO_FATAL_FAILURE(require_delivery("vm1", "kernel"));
+  const uint32_t vmq = nic_of(call("show"), "vm1")["vmq"].get<uint32_t>();
+  // Per CPU: a steady stream of 4,000 frames/s (cold alone) and one of
+  // 20,000 frames/s sent for 100 ms and paused for 100 ms (hot with it).
+  constexpr uint64_t kSteady = 24000, kPulsed = 60000;  // 6 s each
+  const VmqFlows flows0 = vmq_flows(vmq);
+  const json before = call("stats");
+  Bg rx = receive(1, 40, "--until-frames " + std::to_string(2 * (kSteady + kPulsed)) + " --idle-ms 3000");
+  std::vector<Bg> tx;
+  for (int cpu = 0; cpu < 2; cpu++) {
+    tx.push_back(send(1, kSteady, "4000", cpu, 1 + 2 * cpu));
+    tx.push_back(background(in("ext", std::string(FRAME_TOOL) + " send --dev ext0 --dst " + mac_of(1) + " --count " +
+                                          std::to_string(kPulsed) + " --rate 20000 --pulse 100 --cpu " +
+                                          std::to_string(cpu) + " --stream " + std::to_string(2 + 2 * cpu) +
+                                          " --timeout 30")));
+  }
+  for (size_t i = 0; i < tx.size(); i++) EXPECT_EQ(u64(tx[i].wait(), {"sent"}), i % 2 ? kPulsed : kSteady) << i;
+  const json r = rx.wait(60s);
+  const json after = call("stats");
+  const VmqFlows flows1 = vmq_flows(vmq);
+  const uint64_t all = 2 * (kSteady + kPulsed), hopped = flows1.sent - flows0.sent;
+  std::printf("[ spread   ] %" PRIu64 " frames to vm1 from 2 CPUs turning hot and cold: %" PRIu64
+              " through a CPUMAP hop, %" PRIu64 " straight; forced moves %" PRIu64 "; drops:%s\n",
+              all, hopped, all - hopped, flows1.forced - flows0.forced,
+              nonzero_drops(after, "vm1").empty() ? " none" : nonzero_drops(after, "vm1").c_str());
+  expect_streams(r, {{1, kSteady}, {2, kPulsed}, {3, kSteady}, {4, kPulsed}}, "vm1");
+  print_late(r, {});
+  EXPECT_EQ(nonzero_drops(after, "vm1"), "") << "every drop of the NIC, kernel_* and backend_* among them";
+  EXPECT_EQ(flows1.forced - flows0.forced, 0u) << "no move went ahead before the old processor caught up";
+  EXPECT_EQ(flows1.sent, flows1.passed) << "nothing left in a CPUMAP queue";
+  // The pulsed streams' frames come while their CPU is hot, and about half
+  // the steady ones while it is cold (2 x 12,000).
+  EXPECT_GT(hopped, 2 * kPulsed) << "hot CPUs sent through the vmq's processor or the spill CPU";
+  EXPECT_GT(all - hopped, kSteady / 2) << "cold CPUs delivered themselves";
+  EXPECT_EQ(u64(after, {"nics", "vm1", "fast_frames"}) - u64(before, {"nics", "vm1", "fast_frames"}), all);
 }
 
 // ---------------------------------------------------------------------------

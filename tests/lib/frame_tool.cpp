@@ -3,10 +3,11 @@
 // stream's order, losses and payload checksum.
 //
 //   xvmq-frames send --dev IF --dst MAC [--src MAC] [--vlan N] --count N [--size 64]
-//                    [--rate PPS|max] [--cpu C] [--stream ID] [--timeout S]
+//                    [--rate PPS|max] [--pulse MS] [--cpu C] [--stream ID] [--timeout S]
 //   xvmq-frames recv --dev IF --seconds S [--stream ID] [--until-frames N]
 //                    [--idle-ms MS] [--ready FILE] [--stall-ms MS]
 //
+// --pulse MS (with --rate): send for MS ms, pause for MS ms, in turn.
 // recv stops after --seconds, after --until-frames test frames, or when no
 // frame came for --idle-ms after the first. Times are CLOCK_MONOTONIC ns;
 // "stalls" are the receive gaps longer than --stall-ms (default 50); "late"
@@ -114,7 +115,9 @@ int do_send(const Args& a) {
   const std::string rate_s = a.get("rate").value_or("max");
   const uint64_t rate = rate_s == "max" ? 0 : a.num("rate", 0);
   const uint64_t deadline = now_ns() + a.num("timeout", 30) * 1000000000ull;
+  const uint64_t pulse_ns = a.num("pulse", 0) * 1000000ull;
   if (!count) die("--count must be > 0");
+  if (pulse_ns && !rate) die("--pulse needs --rate");
   if (vlan > 4094) die("--vlan: 0..4094");
   const size_t l2 = vlan ? 18 : 14;
   if (size < l2 + sizeof(FramesHeader) || size > kMaxFrame) die("--size: out of range");
@@ -169,7 +172,17 @@ int do_send(const Args& a) {
     }
     uint64_t n = std::min<uint64_t>(kBatch, count - sent);
     if (rate) {
-      uint64_t allowed = static_cast<uint64_t>(static_cast<double>(t - start) * rate / 1e9) + 1;
+      uint64_t on = t - start;  // time in the sending phases so far
+      if (pulse_ns) {
+        const uint64_t rem = on % (2 * pulse_ns);
+        if (rem >= pulse_ns) {  // a pause
+          timespec ts{0, 50000};
+          nanosleep(&ts, nullptr);
+          continue;
+        }
+        on = on / (2 * pulse_ns) * pulse_ns + rem;
+      }
+      uint64_t allowed = static_cast<uint64_t>(static_cast<double>(on) * rate / 1e9) + 1;
       if (allowed <= sent) {
         timespec ts{0, 50000};
         nanosleep(&ts, nullptr);
