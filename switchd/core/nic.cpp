@@ -168,7 +168,7 @@ NicDesc nic_from_args(const json& args) {
   if (!mac) usage("mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
   c.mac = *mac;
   c.backend = str_arg(args, "backend", nullptr);
-  if (!valid_name(c.backend)) usage("backend '" + c.backend + "': " + kNameRule);
+  if (!valid_backend(c.backend)) usage("backend '" + c.backend + "': " + std::string(kBackendRule));
   c.vlans = vlans_arg(args);
   if (args.contains("allow_mac_spoofing")) {
     if (!args["allow_mac_spoofing"].is_boolean()) usage("allow_mac_spoofing must be true or false");
