@@ -9,6 +9,7 @@
 #include <cstring>
 #include <future>
 
+#include "common/names.h"
 #include "loader/grace.h"
 #include "loader/netdev.h"
 #include "switchd/dp/cpu_affinity.h"
@@ -261,6 +262,7 @@ Status Datapath::connect(const NicBinding& bound) {
     return Error{ENOSPC, "the switch has receive buffers for " + std::to_string(opts_.max_nics) +
                              " connected NICs (--max-nics " + std::to_string(opts_.max_nics) +
                              "), all taken: disconnect one, or restart switchd with a larger --max-nics"};
+  if (is_vhost_user(nic.backend)) return connect_vhost(bound);
   auto dev = netdev_info(nic.backend);
   if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
   auto c = std::make_unique<Connected>();
@@ -282,11 +284,7 @@ Status Datapath::connect(const NicBinding& bound) {
   if (!port) return with_fd_limit(port.error());
   c->port = std::move(port.value());
 
-  auto& counters = counters_[nic.name];
-  if (counters.size() != workers_.size() + 1) {
-    counters.clear();
-    for (size_t i = 0; i <= workers_.size(); i++) counters.push_back(std::make_shared<NicCounters>());
-  }
+  const auto& counters = nic_counters(nic.name);
   size_t done = 0;  // general workers that have the NIC
   Status st;
   if (c->steering.hardware) st = start_dedicated(*c, counters.back());
@@ -303,6 +301,47 @@ Status Datapath::connect(const NicBinding& bound) {
                  "nic %s: backend %s has %u queue(s) for %zu uplink queues: the workers of queues %u.. hand what "
                  "they deliver to it to those of its queues",
                  nic.name.c_str(), nic.backend.c_str(), c->backend_queues, workers_.size(), c->backend_queues);
+  connected_[nic.name] = std::move(c);
+  if (auto s2 = sync_ports(); !s2)
+    service::log(service::Level::Warn, "nic %s: VM egress in XDP: %s", nic.name.c_str(), s2.error().message.c_str());
+  return {};
+}
+
+const std::vector<std::shared_ptr<NicCounters>>& Datapath::nic_counters(const std::string& nic) {
+  auto& counters = counters_[nic];
+  if (counters.size() != workers_.size() + 1) {
+    counters.clear();
+    for (size_t i = 0; i <= workers_.size(); i++) counters.push_back(std::make_shared<NicCounters>());
+  }
+  return counters;
+}
+
+// The guest's one queue pair is served by the first worker's thread: it
+// listens on the socket, maps the guest's memory and copies frames in and
+// out. The other workers hand it what they deliver to the NIC (their vmq
+// socket's frames, the software switch's) over their delivery rings, as for
+// a backend with one queue. Kernel delivery needs a netdev: xsk always.
+Status Datapath::connect_vhost(const NicBinding& bound) {
+  const NicDesc& nic = bound.nic;
+  const std::string why = "its backend is vhost-user: switchd's worker copies each frame into the guest's ring";
+  if (nic.delivery == Delivery::Kernel)
+    return Error{EOPNOTSUPP, "nic " + nic.name + " asks for kernel delivery, which redirects into a netdev: " + why};
+  auto c = std::make_unique<Connected>();
+  c->spec = bound;
+  c->backend_queues = 1;
+  c->delivery_id = ++last_delivery_id_;
+  c->delivery.why = why;
+  c->steering.requested_hw = nic.hardware_steering();
+  if (nic.hardware_steering()) c->steering.reason = "a vhost-user backend is served by the general workers";
+  size_t done = 0;
+  Status st = add_to_workers(*c, nic_counters(nic.name), done);
+  if (st && bound.vmq_id) st = install_filter(bound);
+  if (!st) {
+    undo_connect(*c, done);
+    return with_fd_limit(st.error());
+  }
+  service::log(service::Level::Info, "nic %s: vhost-user backend on %s, served by queue %u's worker", nic.name.c_str(),
+               std::string(vhost_user_path(nic.backend)).c_str(), workers_.front()->queue());
   connected_[nic.name] = std::move(c);
   if (auto s2 = sync_ports(); !s2)
     service::log(service::Level::Warn, "nic %s: VM egress in XDP: %s", nic.name.c_str(), s2.error().message.c_str());
@@ -415,7 +454,7 @@ Status Datapath::disconnect(const std::string& name) {
     for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq_id, q);
   }
   stop_kernel(*it->second);
-  it->second->port->clear_slots(std::max(all, it->second->backend_queues));
+  if (it->second->port) it->second->port->clear_slots(std::max(all, it->second->backend_queues));
   it->second->port.reset();
   wait_for_xdp_runs();  // no run still redirects into the sockets closed next
   Status st;
@@ -443,11 +482,14 @@ Status Datapath::set_vmq(const NicBinding& bound, uint32_t vmq) {
   if (c.steering.hardware)
     return Error{EBUSY, "nic " + nic.name + " is hardware-steered on dedicated queue " +
                             std::to_string(c.steering.queue) + "; disconnect it to change its vmq"};
-  auto dev = netdev_info(nic.backend);
-  if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
   NicBinding want = c.spec;
   want.vmq_id = vmq;
-  const DeliveryState next = decide_delivery(want, *dev, c.steering);
+  DeliveryState next = c.delivery;  // a vhost-user NIC's is always xsk
+  if (!is_vhost_user(nic.backend)) {
+    auto dev = netdev_info(nic.backend);
+    if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
+    next = decide_delivery(want, *dev, c.steering);
+  }
   if (vmq && want.nic.delivery == Delivery::Kernel && next.effective != Delivery::Kernel)
     return Error{EOPNOTSUPP, "nic " + nic.name + " asks for kernel delivery: " + next.why};
   NicBinding& cur = c.spec;
@@ -547,6 +589,8 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
       t.default_bytes += c->default_bytes;
       t.from_vm_frames += c->from_vm_frames;
       t.from_vm_bytes += c->from_vm_bytes;
+      t.vhost_rx_frames += c->vhost_rx_frames;
+      t.vhost_rx_bytes += c->vhost_rx_bytes;
       for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++)
         t.drops[std::string(to_string(static_cast<Drop>(d)))] += c->drops[d];
       for (size_t i = 0; i < kXskStats; i++) {

@@ -111,6 +111,9 @@ enum class Drop : uint32_t {
   TxRingFull,      // the destination socket's ring is full
   NoBuffer,        // no free frame to make a second copy
   Malformed,       // shorter than an Ethernet header or a truncated tag
+  VhostNotReady,   // a vhost-user NIC whose guest's receive ring is not live (no QEMU, rings stopped)
+  VhostRxRingFull, // the guest's receive ring has no buffers posted (a guest that does not read)
+  VhostBadRing,    // the guest's ring or a frame it sent was malformed or too long
   Count
 };
 std::string_view to_string(Drop d);
@@ -130,6 +133,7 @@ struct NicCounters {
   std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
   std::atomic<uint64_t> xsk_backend[kXskStats]{};  // its backend's sockets: frames from the VM
   std::atomic<uint64_t> xsk_vmq[kXskStats]{};      // its vmq's sockets on the uplink: frames to the VM
+  std::atomic<uint64_t> vhost_rx_frames{0}, vhost_rx_bytes{0};  // placed into a vhost-user guest's receive ring
 };
 
 struct QueueCounters {
@@ -258,6 +262,9 @@ class QueueWorker {
   // To a NIC: its backend socket here, or its owner's delivery ring.
   bool to_nic(Nic& n, uint64_t addr, uint32_t len);
   void drain_deliveries(Inbox& in);
+  // vhost-user NICs (vhost_user.h): a frame into the guest, what it sent out.
+  bool to_guest(Nic& n, const uint8_t* frame, uint32_t len);
+  uint32_t serve_vhost(Nic& n);  // the guest's frames taken
   void wake_owners();
   // Sockets and their lifecycle (queue_worker.cpp).
   Result<Sock*> create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx, uint32_t ring);
@@ -308,6 +315,7 @@ class QueueWorker {
   std::vector<std::unique_ptr<Inbox>> inboxes_;     // frames handed to this worker, one ring per source
   std::unordered_map<uint32_t, Nic*> by_delivery_;  // NICs whose backend socket is here, by delivery id
   std::vector<QueueWorker*> owners_to_wake_;        // owners handed frames in this pass
+  std::vector<Nic*> vhost_nics_;                    // NICs whose vhost-user device is here
 };
 
 }  // namespace xvmq::switchd

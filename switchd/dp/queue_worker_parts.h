@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "switchd/dp/queue_worker.h"
+#include "switchd/dp/vhost_user.h"
 #include "xsk/socket.h"
 
 namespace xvmq::switchd {
@@ -48,6 +49,9 @@ struct QueueWorker::Nic {
   std::vector<std::pair<std::unique_ptr<Ctx>, Sock*>> extras;
   bool removing = false;
   int port = -1;  // its index in ports_, -1: not a port (being removed)
+  // A vhost-user backend served by this worker (WorkerNic::owner is none):
+  // frames are copied into and out of the guest's rings here.
+  std::unique_ptr<VhostUserDevice> vhost;
 };
 
 // Frames handed to this worker by one other thread.
