@@ -137,6 +137,51 @@ class VhostUserTest : public SwitchdFixture {
                 kTransferKiB, in_s, out_s);
   }
 
+  // What the guest's driver negotiated (virtio 1.x feature bits, bit i at
+  // column i) and the queues it has.
+  void check_guest_view() {
+    std::string f = guest("cat /sys/class/net/eth0/device/features");
+    const std::string queues = guest("ls /sys/class/net/eth0/queues | tr '\\n' ' '");
+    std::printf("[ features ] %s[ queues   ] %s\n", f.c_str(), queues.c_str());
+    ASSERT_GE(f.size(), 33u);
+    EXPECT_EQ(f[15], '1') << "VIRTIO_NET_F_MRG_RXBUF";
+    EXPECT_EQ(f[32], '1') << "VIRTIO_F_VERSION_1";
+    EXPECT_EQ(f[5], '1') << "VIRTIO_NET_F_MAC (QEMU's)";
+    for (int bit : {0, 1, 7, 8, 11, 12, 22, 28, 29})  // checksums, TSO/UFO, MQ, indirect, event idx: not offered
+      EXPECT_EQ(f[bit], '0') << "feature bit " << bit;
+    EXPECT_EQ(queues, "rx-0 tx-0 ") << "one queue pair";
+  }
+
+  // A guest that does not read fills only its own ring: its frames are
+  // dropped as vhost_rx_ring_full, the worker goes on, and once the guest
+  // reads again it is reachable.
+  void guest_that_does_not_read() {
+    guest("ip link set eth0 down");
+    ASSERT_TRUE(sh_ok(in("ext", "ip neigh replace " + std::string(kGuestIp) + " lladdr " + mac_of(1) +
+                                    " dev ext0 nud permanent")));
+    const json before = call("stats");
+    std::string sent_text;
+    (void)sh(in("ext", "ping -q -i 0.002 -c 1000 -W 1 " + std::string(kGuestIp) +
+                           " | sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p'"),
+             &sent_text);
+    const uint64_t sent = std::strtoull(sent_text.c_str(), nullptr, 10);
+    const json after = call("stats");
+    const uint64_t full = nic_drop(after, "vhost_rx_ring_full") - nic_drop(before, "vhost_rx_ring_full");
+    const uint64_t ring = nic_u64(after, "vhost_rx_frames") - nic_u64(before, "vhost_rx_frames");
+    std::printf("[ no read  ] %" PRIu64 " echo requests to a guest with eth0 down: %" PRIu64 " into its ring, %" PRIu64
+                " vhost_rx_ring_full\n",
+                sent, ring, full);
+    EXPECT_GT(full, 0u);
+    EXPECT_LE(ring, 256u) << "at most its ring's buffers";
+    // Every one into the ring or counted (and what else ext0 sent: IPv6's multicast).
+    EXPECT_EQ(sent, 1000u) << sent_text;
+    EXPECT_GE(ring + full, sent);
+    EXPECT_LE(ring + full, sent + 20);
+    guest("ip link set eth0 up");
+    EXPECT_TRUE(sh_ok(in("ext", "ip neigh del " + std::string(kGuestIp) + " dev ext0")));
+    EXPECT_TRUE(guest_reaches_ext(30s)) << "the guest reading again";
+  }
+
   // Until the guest reaches ext again (a reconnected backend, ARP again).
   bool guest_reaches_ext(std::chrono::seconds limit) {
     const auto end = std::chrono::steady_clock::now() + limit;
@@ -168,6 +213,8 @@ TEST_F(VhostUserTest, GuestOnVhostUser) {
   ASSERT_NO_FATAL_FAILURE(start_guest());
   ASSERT_NO_FATAL_FAILURE(ping_both_ways("first QEMU"));
   ASSERT_NO_FATAL_FAILURE(transfer_both_ways("first QEMU"));
+  ASSERT_NO_FATAL_FAILURE(check_guest_view());
+  ASSERT_NO_FATAL_FAILURE(guest_that_does_not_read());
 
   // QEMU killed mid-traffic: the client goes, the rings with it, every
   // buffer comes back; the NIC stays connected and a new QEMU attaches.
