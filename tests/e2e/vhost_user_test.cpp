@@ -9,9 +9,11 @@
 // The NIC is connected before QEMU starts (frames counted as
 // vhost_not_ready); then ARP and ping both ways, the classifier's vmq
 // counter against the frames placed in the guest's ring, a TCP transfer each
-// way checked by SHA-256; QEMU killed mid-traffic (every buffer back, the NIC
+// way checked by SHA-256; a guest that does not read; the guest resetting
+// its device; QEMU killed mid-traffic (every buffer back, the NIC
 // still connected) and a new QEMU on the same socket; switchd restarted, the
-// same QEMU reconnecting on its own.
+// same QEMU reconnecting on its own. And a vhost-user guest and a tap guest
+// on one switch pinging each other.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -53,6 +55,8 @@ class VhostUserTest : public SwitchdFixture {
     if (HasFailure() && guest_ && guest_->pid() > 0)
       std::fprintf(stderr, "---- guest console\n%s----\n", guest_->console().c_str());
     guest_.reset();
+    tap_guest_.reset();
+    if (tap_made_) sh("ip link del vmt0");
     SwitchdFixture::TearDown();
     if (!path_.empty()) ::unlink(path_.c_str());
   }
@@ -182,6 +186,16 @@ class VhostUserTest : public SwitchdFixture {
     EXPECT_TRUE(guest_reaches_ext(30s)) << "the guest reading again";
   }
 
+  // The guest resets its device (the driver unbound and bound again): QEMU
+  // stops the rings (GET_VRING_BASE) and starts them anew; the guest is back.
+  void guest_resets_its_device() {
+    guest("d=$(basename $(readlink /sys/class/net/eth0/device)); "
+          "echo $d > /sys/bus/virtio/drivers/virtio_net/unbind && echo $d > /sys/bus/virtio/drivers/virtio_net/bind");
+    guest("for i in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done; "
+          "ip link set eth0 up && ip addr add " + std::string(kGuestIp) + "/24 dev eth0");
+    EXPECT_TRUE(guest_reaches_ext(30s)) << "the guest after resetting its device";
+  }
+
   // Until the guest reaches ext again (a reconnected backend, ARP again).
   bool guest_reaches_ext(std::chrono::seconds limit) {
     const auto end = std::chrono::steady_clock::now() + limit;
@@ -192,6 +206,8 @@ class VhostUserTest : public SwitchdFixture {
 
   std::string path_;
   std::unique_ptr<QemuGuest> guest_;
+  std::unique_ptr<QemuGuest> tap_guest_;  // a second guest, on a tap
+  bool tap_made_ = false;
 };
 
 TEST_F(VhostUserTest, GuestOnVhostUser) {
@@ -215,6 +231,8 @@ TEST_F(VhostUserTest, GuestOnVhostUser) {
   ASSERT_NO_FATAL_FAILURE(transfer_both_ways("first QEMU"));
   ASSERT_NO_FATAL_FAILURE(check_guest_view());
   ASSERT_NO_FATAL_FAILURE(guest_that_does_not_read());
+  ASSERT_NO_FATAL_FAILURE(guest_resets_its_device());
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("after the guest's reset"));
 
   // QEMU killed mid-traffic: the client goes, the rings with it, every
   // buffer comes back; the NIC stays connected and a new QEMU attaches.
@@ -236,6 +254,38 @@ TEST_F(VhostUserTest, GuestOnVhostUser) {
   EXPECT_EQ(nic_of(call("show"), "vm1").value("state", ""), "connected");
   EXPECT_TRUE(guest_reaches_ext(60s)) << "the guest after switchd's restart";
   ASSERT_NO_FATAL_FAILURE(ping_both_ways("after switchd's restart"));
+  expect_pools_idle();
+}
+
+// A vhost-user guest and a tap guest on one switch: what the tap guest
+// sends reaches the vhost-user guest through the software switch and the
+// other way round, whatever the tap's delivery.
+TEST_F(VhostUserTest, VhostUserAndTapGuestsTalk) {
+  constexpr const char* kTapIp = "10.78.0.3";
+  attach();
+  call("port.create", {{"name", "vm1"}});
+  call("nic.create", {{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", "vhost-user:" + path_}, {"vmq", "auto"}});
+  EXPECT_EQ(call("nic.connect", {{"port", "vm1"}}).value("state", ""), "connected");
+  ASSERT_NO_FATAL_FAILURE(start_guest());
+  ASSERT_TRUE(sh_ok("ip tuntap add dev vmt0 mode tap && ip link set vmt0 up"));
+  tap_made_ = true;
+  tap_guest_ = std::make_unique<QemuGuest>();
+  const auto err = tap_guest_->start({.tap = "vmt0", .mac = mac_of(2), .addr = std::string(kTapIp) + "/24"});
+  ASSERT_FALSE(err) << *err;
+  call("port.create", {{"name", "vm2"}});
+  call("nic.create", {{"port", "vm2"}, {"mac", mac_of(2)}, {"backend", "vmt0"}, {"vmq", "auto"}});
+  EXPECT_EQ(call("nic.connect", {{"port", "vm2"}}).value("state", ""), "connected");
+  const json before = call("stats");
+  guest("ping -c 3 -i 0.2 -W 3 " + std::string(kTapIp));
+  const QemuGuest::Result r = tap_guest_->run("ping -c 3 -i 0.2 -W 3 " + std::string(kGuestIp));
+  EXPECT_EQ(r.status, 0) << r.out;
+  const json after = call("stats");
+  const uint64_t ring = nic_u64(after, "vhost_rx_frames") - nic_u64(before, "vhost_rx_frames");
+  std::printf("[ guests   ] vhost-user and tap guests pinged each other; into the vhost-user guest's ring +%" PRIu64
+              "\n",
+              ring);
+  EXPECT_GE(ring, 6u) << "3 replies and 3 requests at least";
+  call("nic.disconnect", {{"port", "vm2"}});
   expect_pools_idle();
 }
 
