@@ -395,6 +395,9 @@ bool VhostUserDevice::set_vring_fd(uint32_t req, uint64_t v, std::vector<int>& f
     set_fd(r.call, fd, false);
     return true;
   }
+  // Read on every pass to clear it: never blocking, whatever the front-end
+  // made it (QEMU's are non-blocking already; the flag is the shared file's).
+  if (fd >= 0) (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   set_fd(r.kick, fd, true);
   r.polled = fd < 0;
   r.started = true;
