@@ -15,6 +15,7 @@
 #include "switchd/dp/cpu_affinity.h"
 #include "switchd/dp/delivery_check.h"
 #include "switchd/dp/steering.h"
+#include "switchd/dp/vhost_user.h"
 #include "switchd/host/netlink.h"
 #include "switchd/host/service.h"
 
@@ -65,6 +66,8 @@ struct Datapath::Connected {
   bool port_synced = false;
   xvmq_port_conf conf{};
   std::vector<Mac> static_macs;
+  // A vhost-user backend's device, which the workers share (vhost_user.h).
+  std::shared_ptr<VhostUserDevice> vhost;
 };
 
 Result<WorkerOptions> general_worker_options(const DatapathOptions& opts, uint32_t general, uint32_t reserved) {
@@ -316,11 +319,13 @@ const std::vector<std::shared_ptr<NicCounters>>& Datapath::nic_counters(const st
   return counters;
 }
 
-// The guest's one queue pair is served by the first worker's thread: it
-// listens on the socket, maps the guest's memory and copies frames in and
-// out. The other workers hand it what they deliver to the NIC (their vmq
-// socket's frames, the software switch's) over their delivery rings, as for
-// a backend with one queue. Kernel delivery needs a netdev: xsk always.
+// The guest is offered a queue pair per general worker. The first worker's
+// thread serves the socket (the memory table, the rings' set-up) and pair
+// 0; worker q copies frames into and out of pair q once the guest enabled
+// it, and until then hands what it delivers to the NIC (its vmq socket's
+// frames, the software switch's) to the first worker over its delivery
+// ring, as for a backend with one queue. Kernel delivery needs a netdev:
+// xsk always.
 Status Datapath::connect_vhost(const NicBinding& bound) {
   const NicDesc& nic = bound.nic;
   const std::string why = "its backend is vhost-user: switchd's worker copies each frame into the guest's ring";
@@ -333,6 +338,12 @@ Status Datapath::connect_vhost(const NicBinding& bound) {
   c->delivery.why = why;
   c->steering.requested_hw = nic.hardware_steering();
   if (nic.hardware_steering()) c->steering.reason = "a vhost-user backend is served by the general workers";
+  // A queue pair per general worker; the first worker serves the socket.
+  std::vector<int> epolls;
+  for (const auto& w : workers_) epolls.push_back(w->epoll_fd());
+  auto dev = VhostUserDevice::listen(std::string(vhost_user_path(nic.backend)), epolls, nic.name);
+  if (!dev) return dev.error();
+  c->vhost = std::move(dev.value());
   size_t done = 0;
   Status st = add_to_workers(*c, nic_counters(nic.name), done);
   if (st && bound.vmq_id) st = install_filter(bound);
@@ -413,6 +424,7 @@ Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<
     int vmq = ss.hardware || c.delivery.effective == Delivery::Kernel ? 0 : static_cast<int>(c.spec.vmq_id);
     WorkerNic wn{.nic = nic, .vmq = vmq, .counters = counters[done], .extra_queues = extra};
     wn.delivery_id = c.delivery_id;
+    wn.vhost = c.vhost;
     if (done >= c.backend_queues) {  // no backend queue of this number: worker done % queues delivers
       wn.owner = workers_[done % c.backend_queues].get();
       wn.deliver_ring = wn.owner->delivery_ring(workers_[done]->queue());

@@ -162,6 +162,10 @@ struct WorkerNic {
   class QueueWorker* owner = nullptr;
   HandoffRing* deliver_ring = nullptr;
   uint32_t delivery_id = 0;  // unique per connect, the same on every worker
+  // A vhost-user backend (vhost_user.h), shared by the workers: this one
+  // serves queue pair `queue()` when the guest enabled it, else hands its
+  // deliveries to `owner`, the first worker, which also serves the socket.
+  std::shared_ptr<class VhostUserDevice> vhost;
 };
 
 // The fds a NIC's sockets got on one worker, for the classifier's and the
@@ -195,6 +199,7 @@ class QueueWorker {
 
   uint32_t queue() const { return queue_; }
   const WorkerOptions& options() const { return opts_; }
+  int epoll_fd() const { return epoll_fd_; }  // for a vhost-user device's eventfds
   int cpu() const { return cpu_; }
 
   // Sockets of a NIC on this queue: on its backend (returns that fd for

@@ -49,9 +49,11 @@ struct QueueWorker::Nic {
   std::vector<std::pair<std::unique_ptr<Ctx>, Sock*>> extras;
   bool removing = false;
   int port = -1;  // its index in ports_, -1: not a port (being removed)
-  // A vhost-user backend served by this worker (WorkerNic::owner is none):
-  // frames are copied into and out of the guest's rings here.
-  std::unique_ptr<VhostUserDevice> vhost;
+  // A vhost-user backend (cfg.vhost): frames are copied into and out of the
+  // guest's rings of pair `vhost_pair` here; the control socket too when
+  // this worker is the owner (cfg.owner none).
+  VhostUserDevice* vhost = nullptr;
+  uint32_t vhost_pair = 0;
 };
 
 // Frames handed to this worker by one other thread.

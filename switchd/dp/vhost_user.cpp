@@ -43,6 +43,7 @@ constexpr uint32_t kMaxRing = 32768;
 
 // Feature bits (virtio 1.x, 5.1.3; the vhost-user spec).
 constexpr uint64_t kNetMrgRxbuf = 1ull << 15;
+constexpr uint64_t kNetMq = 1ull << 22;  // offered with more than one pair; QEMU masks it off without mq=on
 constexpr uint64_t kProtocolFeatures = 1ull << 30;
 constexpr uint64_t kVersion1 = 1ull << 32;
 constexpr uint64_t kOffered = kNetMrgRxbuf | kProtocolFeatures | kVersion1;
@@ -92,12 +93,16 @@ uint16_t load_acquire(const uint16_t* p) { return __atomic_load_n(p, __ATOMIC_AC
 
 }  // namespace
 
-Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::listen(const std::string& path, int epoll_fd,
+Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::listen(const std::string& path, std::vector<int> epoll_fds,
                                                                  const std::string& nic) {
   std::unique_ptr<VhostUserDevice> d(new VhostUserDevice());
+  if (epoll_fds.empty()) return Error{EINVAL, "vhost-user socket " + path + ": no queue pair"};
   d->path_ = path;
   d->nic_ = nic;
-  d->epoll_fd_ = epoll_fd;
+  d->epoll_fd_ = epoll_fds.front();
+  d->pair_epoll_ = epoll_fds;
+  d->rings_.resize(2 * epoll_fds.size());
+  d->locks_ = std::make_unique<std::mutex[]>(epoll_fds.size());
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (path.size() >= sizeof(sa.sun_path)) return Error{ENAMETOOLONG, "vhost-user socket " + path + ": path too long"};
@@ -114,7 +119,7 @@ Result<std::unique_ptr<VhostUserDevice>> VhostUserDevice::listen(const std::stri
     return make_error(errno, "vhost-user socket " + path + ": bind");
   (void)chmod(path.c_str(), 0660);
   if (::listen(d->listen_fd_, 1) != 0) return make_error(errno, "vhost-user socket " + path + ": listen");
-  d->set_fd(d->listen_fd_, d->listen_fd_, true);
+  d->set_fd(d->listen_fd_, d->listen_fd_, d->epoll_fd_);
   return d;
 }
 
@@ -127,18 +132,26 @@ VhostUserDevice::~VhostUserDevice() {
   }
 }
 
-// Register (watch) or not a new fd in `slot`, closing what was there.
-void VhostUserDevice::set_fd(int& slot, int fd, bool watch) {
+// A new fd in `slot`, watched by the slot's `epoll_fd` (none: -1), closing
+// what was there. Out of the epoll first: the front-end holds the same file,
+// so closing our fd alone would leave it registered.
+void VhostUserDevice::set_fd(int& slot, int fd, int epoll_fd) {
   if (slot >= 0 && slot != fd) {
-    (void)epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, slot, nullptr);
+    if (epoll_fd >= 0) (void)epoll_ctl(epoll_fd, EPOLL_CTL_DEL, slot, nullptr);
     close(slot);
   }
   slot = fd;
-  if (fd < 0 || !watch) return;
+  if (fd < 0 || epoll_fd < 0) return;
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.ptr = this;
-  (void)epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  (void)epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+std::vector<std::unique_lock<std::mutex>> VhostUserDevice::lock_all() {
+  std::vector<std::unique_lock<std::mutex>> held;
+  for (uint32_t p = 0; p < pairs(); p++) held.emplace_back(locks_[p]);
+  return held;
 }
 
 void VhostUserDevice::unmap_all() {
@@ -149,11 +162,12 @@ void VhostUserDevice::unmap_all() {
 }
 
 void VhostUserDevice::drop_client() {
+  auto held = lock_all();
   reset_rings();
   unmap_all();
   features_ = protocol_features_ = 0;
   if (conn_fd_ >= 0) {
-    set_fd(conn_fd_, -1, false);
+    set_fd(conn_fd_, -1, epoll_fd_);
     service::log(service::Level::Info, "nic %s: vhost-user client on %s went away; listening again", nic_.c_str(),
                  path_.c_str());
   }
@@ -182,7 +196,7 @@ bool VhostUserDevice::live(const Ring& r) const {
   return r.started && enabled && r.num && r.desc && r.avail && r.used;
 }
 
-bool VhostUserDevice::rx_live() const { return live(rings_[0]); }
+bool VhostUserDevice::rx_live(uint32_t p) const { return p < pairs() && live(rings_[2 * p]); }
 
 void VhostUserDevice::accept_client() {
   const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -195,7 +209,7 @@ void VhostUserDevice::accept_client() {
   timeval tv{.tv_sec = 1, .tv_usec = 0};
   (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  set_fd(conn_fd_, fd, true);
+  set_fd(conn_fd_, fd, epoll_fd_);
   service::log(service::Level::Info, "nic %s: vhost-user client connected on %s", nic_.c_str(), path_.c_str());
 }
 
@@ -203,9 +217,6 @@ void VhostUserDevice::poll_control() {
   accept_client();
   for (int k = 0; k < 16 && conn_fd_ >= 0; k++)
     if (!serve_one()) break;
-  uint64_t v;
-  if (rings_[1].kick >= 0) (void)!read(rings_[1].kick, &v, sizeof(v));
-  if (rings_[0].kick >= 0) (void)!read(rings_[0].kick, &v, sizeof(v));
 }
 
 // One message, if one is waiting.
@@ -264,11 +275,11 @@ bool VhostUserDevice::handle(uint32_t req, uint32_t, const uint8_t* p, uint32_t 
   std::memcpy(&v, p, std::min<uint32_t>(size, 8));
   switch (req) {
     case kGetFeatures: {
-      const uint64_t f = kOffered;
+      const uint64_t f = kOffered | (pairs() > 1 ? kNetMq : 0);
       return reply(req, &f, 8);
     }
     case kSetFeatures:
-      features_ = v & kOffered;
+      features_ = v & (kOffered | kNetMq);
       hdr_len_ = features_ & (kNetMrgRxbuf | kVersion1) ? 12 : 10;
       return true;
     case kGetProtocolFeatures: {
@@ -279,16 +290,18 @@ bool VhostUserDevice::handle(uint32_t req, uint32_t, const uint8_t* p, uint32_t 
       protocol_features_ = v & kProtocolMq;
       return true;
     case kGetQueueNum: {
-      const uint64_t one = 1;  // one queue pair
-      return reply(req, &one, 8);
+      const uint64_t n = pairs();
+      return reply(req, &n, 8);
     }
     case kSetOwner:
     case kSendRarp:
     case kSetLogBase:  // no F_LOG_ALL offered: the fds are closed
     case kSetLogFd:
       return true;
-    case kResetOwner:
+    case kResetOwner: {
+      auto held = lock_all();
       reset_rings();
+    }
       features_ = 0;
       return true;
     case kSetMemTable:
@@ -310,10 +323,10 @@ bool VhostUserDevice::handle(uint32_t req, uint32_t, const uint8_t* p, uint32_t 
 }
 
 void VhostUserDevice::reset_rings() {
-  for (auto& r : rings_) {
-    set_fd(r.kick, -1, false);
-    set_fd(r.call, -1, false);
-    r = Ring{};
+  for (size_t i = 0; i < rings_.size(); i++) {
+    set_fd(rings_[i].kick, -1, pair_epoll_[i / 2]);
+    set_fd(rings_[i].call, -1, -1);
+    rings_[i] = Ring{};
   }
 }
 
@@ -323,6 +336,7 @@ bool VhostUserDevice::set_mem_table(const uint8_t* p, uint32_t size, const std::
   uint32_t n;
   std::memcpy(&n, p, 4);
   if (n > 8 || size < 8 + n * sizeof(MemRegion) || fds.size() < n) return false;
+  auto held = lock_all();
   unmap_all();
   for (uint32_t i = 0; i < n; i++) {
     MemRegion mr;
@@ -348,7 +362,8 @@ bool VhostUserDevice::handle_vring(uint32_t req, const uint8_t* p, uint32_t size
   if (req == kSetVringAddr) {
     VringAddr a{};
     std::memcpy(&a, p, std::min<size_t>(size, sizeof(a)));
-    if (a.index >= 2) return true;
+    if (a.index >= rings_.size()) return true;
+    std::lock_guard<std::mutex> lk(locks_[a.index / 2]);
     Ring& r = rings_[a.index];
     r.desc_uva = a.desc, r.avail_uva = a.avail, r.used_uva = a.used;
     map_ring(r);
@@ -356,7 +371,9 @@ bool VhostUserDevice::handle_vring(uint32_t req, const uint8_t* p, uint32_t size
   }
   VringState s{};
   std::memcpy(&s, p, std::min<size_t>(size, sizeof(s)));
-  Ring* r = s.index < 2 ? &rings_[s.index] : nullptr;
+  Ring* r = s.index < rings_.size() ? &rings_[s.index] : nullptr;
+  std::unique_lock<std::mutex> lk;
+  if (r) lk = std::unique_lock<std::mutex>(locks_[s.index / 2]);
   switch (req) {
     case kSetVringNum:
       if (!r) return true;  // a queue pair beyond the one offered
@@ -370,7 +387,7 @@ bool VhostUserDevice::handle_vring(uint32_t req, const uint8_t* p, uint32_t size
       s.num = 0;
       if (r) {
         r->started = false;
-        set_fd(r->kick, -1, false);
+        set_fd(r->kick, -1, pair_epoll_[s.index / 2]);
         s.num = r->last_avail;
       }
       return reply(req, &s, sizeof(s));
@@ -386,21 +403,25 @@ bool VhostUserDevice::set_vring_fd(uint32_t req, uint64_t v, std::vector<int>& f
   int fd = -1;
   if (!(v & kVringNoFd) && !fds.empty()) std::swap(fd, fds.front());
   const uint32_t index = static_cast<uint32_t>(v & 0xff);
-  if (index >= 2 || req == kSetVringErr) {
+  if (index >= rings_.size() || req == kSetVringErr) {
     if (fd >= 0) close(fd);
     return true;
   }
+  std::lock_guard<std::mutex> lk(locks_[index / 2]);
   Ring& r = rings_[index];
   if (req == kSetVringCall) {
-    set_fd(r.call, fd, false);
+    set_fd(r.call, fd, -1);
     return true;
   }
   // Read on every pass to clear it: never blocking, whatever the front-end
   // made it (QEMU's are non-blocking already; the flag is the shared file's).
   if (fd >= 0) (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  set_fd(r.kick, fd, true);
+  set_fd(r.kick, fd, pair_epoll_[index / 2]);
   r.polled = fd < 0;
   r.started = true;
+  if (index % 2 == 0)
+    service::log(service::Level::Info, "nic %s: vhost-user queue pair %u started (%u entries)%s", nic_.c_str(),
+                 index / 2, r.num, fd < 0 ? ", polled" : "");
   // Everything before was completed in order: the used index is where the avail one was.
   if (r.used) r.last_used = r.used->idx;
   return true;
@@ -413,8 +434,9 @@ void VhostUserDevice::complete(Ring& r, uint16_t head, uint32_t len) {
   r.last_used++;
 }
 
-VhostUserDevice::Rx VhostUserDevice::deliver(const uint8_t* frame, uint32_t len) {
-  Ring& r = rings_[0];
+VhostUserDevice::Rx VhostUserDevice::deliver(uint32_t p, const uint8_t* frame, uint32_t len) {
+  std::lock_guard<std::mutex> lk(locks_[p]);
+  Ring& r = rings_[2 * p];
   if (!live(r)) return Rx::NotReady;
   const bool mrg = features_ & kNetMrgRxbuf;
   const uint16_t avail_idx = load_acquire(&r.avail->idx);
@@ -460,8 +482,9 @@ VhostUserDevice::Rx VhostUserDevice::deliver(const uint8_t* frame, uint32_t len)
   return Rx::Ok;
 }
 
-uint32_t VhostUserDevice::next_tx(uint8_t* dst, uint32_t cap, uint64_t* too_long) {
-  Ring& r = rings_[1];
+uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64_t* too_long) {
+  std::lock_guard<std::mutex> lk(locks_[p]);
+  Ring& r = rings_[2 * p + 1];
   while (live(r) && r.last_avail != load_acquire(&r.avail->idx)) {
     const uint16_t head = r.avail->ring[r.last_avail % r.num];
     r.last_avail++;
@@ -499,8 +522,12 @@ uint32_t VhostUserDevice::next_tx(uint8_t* dst, uint32_t cap, uint64_t* too_long
   return 0;
 }
 
-void VhostUserDevice::flush() {
-  for (auto& r : rings_) {
+void VhostUserDevice::flush(uint32_t p) {
+  std::lock_guard<std::mutex> lk(locks_[p]);
+  for (uint32_t i = 2 * p; i < 2 * p + 2; i++) {
+    Ring& r = rings_[i];
+    uint64_t v;
+    if (r.kick >= 0) (void)!read(r.kick, &v, sizeof(v));  // a level-triggered epoll would not sleep
     if (!r.notify) continue;
     r.notify = false;
     std::atomic_thread_fence(std::memory_order_seq_cst);  // used->idx before reading the guest's flags

@@ -14,17 +14,23 @@
 // table of a few fds, two split rings per queue pair.
 //
 // What the guest is offered: VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF and
-// VHOST_USER_F_PROTOCOL_FEATURES (protocol feature MQ only, answering one
-// queue pair). No checksum or segmentation offloads, no indirect
-// descriptors, no event index: frames cross the switch whole and checked.
-// The MAC and the link status are QEMU's (its config space).
+// VHOST_USER_F_PROTOCOL_FEATURES (protocol feature MQ only: as many queue
+// pairs as the uplink has general queue workers, and VIRTIO_NET_F_MQ when
+// that is more than one). No checksum or
+// segmentation offloads, no indirect descriptors, no event index: frames
+// cross the switch whole and checked. The MAC and the link status are
+// QEMU's (its config space).
 //
-// Everything here runs on the owning worker's thread; no locks. All
-// indices and addresses from the guest are bounded before use.
+// Threads: the control socket is served by one worker (the first); queue
+// pair p's rings by worker p, whose epoll has their kick eventfds. Each pair
+// has a lock, taken per frame by its worker and by the control side when it
+// changes that pair's rings; the memory table and a client going away take
+// them all. All indices and addresses from the guest are bounded before use.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,29 +42,31 @@ class VhostUserDevice {
  public:
   enum class Rx { Ok, NotReady, RingFull, BadRing };
 
-  // Listen on `path` (a stale socket file there is replaced). The device
-  // registers its fds with `epoll_fd` (the worker's), data.ptr = this.
-  static Result<std::unique_ptr<VhostUserDevice>> listen(const std::string& path, int epoll_fd,
+  // Listen on `path` (a stale socket file there is replaced), offering one
+  // queue pair per entry of `epoll_fds`: pair p's kick eventfds go into
+  // epoll_fds[p], the control socket's into epoll_fds[0] (data.ptr = this).
+  static Result<std::unique_ptr<VhostUserDevice>> listen(const std::string& path, std::vector<int> epoll_fds,
                                                          const std::string& nic);
   ~VhostUserDevice();  // closes the connection, unmaps guest memory, removes the socket file
   VhostUserDevice(const VhostUserDevice&) = delete;
   VhostUserDevice& operator=(const VhostUserDevice&) = delete;
 
-  // Accept QEMU, serve its messages, clear the transmit kick: never blocks
-  // for long (a message's payload follows its header at once).
+  // Accept QEMU and serve its messages (the control worker only): never
+  // blocks for long (a message's payload follows its header at once).
   void poll_control();
-  // Whether the guest's receive ring is live (memory mapped, ring started and enabled).
-  bool rx_live() const;
-  // One frame into the guest's receive ring (header, mergeable buffers,
-  // used ring); the notification waits for flush().
-  Rx deliver(const uint8_t* frame, uint32_t len);
-  // Copy the next frame the guest sent into `dst` (at most `cap` bytes):
-  // its length, 0 when there is none. A frame longer than cap is dropped
-  // (its buffers returned), counted in *too_long.
-  uint32_t next_tx(uint8_t* dst, uint32_t cap, uint64_t* too_long);
-  // Notify the guest of what deliver() and next_tx() completed, unless it
-  // suppressed notifications.
-  void flush();
+  uint32_t pairs() const { return static_cast<uint32_t>(rings_.size() / 2); }
+  // Whether pair p's receive ring is live (memory mapped, ring started and enabled).
+  bool rx_live(uint32_t p) const;
+  // One frame into pair p's receive ring (header, mergeable buffers, used
+  // ring); the notification waits for flush().
+  Rx deliver(uint32_t p, const uint8_t* frame, uint32_t len);
+  // Copy the next frame the guest sent on pair p into `dst` (at most `cap`
+  // bytes): its length, 0 when there is none. A frame longer than cap is
+  // dropped (its buffers returned), counted in *too_long.
+  uint32_t next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64_t* too_long);
+  // Clear pair p's kicks, and notify the guest of what deliver() and
+  // next_tx() completed on it, unless it suppressed notifications.
+  void flush(uint32_t p);
   bool connected() const { return conn_fd_ >= 0; }
 
  private:
@@ -92,17 +100,20 @@ class VhostUserDevice {
   bool handle_vring(uint32_t req, const uint8_t* payload, uint32_t size);
   bool set_vring_fd(uint32_t req, uint64_t value, std::vector<int>& fds);
   void reset_rings();
-  void set_fd(int& slot, int fd, bool watch);
+  void set_fd(int& slot, int fd, int epoll_fd);  // epoll_fd -1: not watched
+  std::vector<std::unique_lock<std::mutex>> lock_all();
   void unmap_all();
   void drop_client();  // QEMU went away: rings, memory and fds dropped, back to listening
   void complete(Ring& r, uint16_t head, uint32_t len);
 
   std::string path_, nic_;
   int listen_fd_ = -1, conn_fd_ = -1, epoll_fd_ = -1;
+  std::vector<int> pair_epoll_;
   uint64_t features_ = 0, protocol_features_ = 0;
   uint32_t hdr_len_ = 12;
   std::vector<Region> regions_;
-  Ring rings_[2];  // 0: the guest's receive queue, 1: its transmit queue
+  std::vector<Ring> rings_;  // 2p: pair p's receive queue (the guest's), 2p + 1: its transmit queue
+  std::unique_ptr<std::mutex[]> locks_;  // one per pair
 };
 
 }  // namespace xvmq::switchd

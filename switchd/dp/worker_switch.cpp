@@ -8,6 +8,7 @@
 #include "switchd/core/fdb.h"
 #include "switchd/dp/queue_worker.h"
 #include "switchd/dp/queue_worker_parts.h"
+#include "switchd/dp/vhost_user.h"
 #include "switchd/dp/vlan_tag.h"
 
 namespace xvmq::switchd {
@@ -90,7 +91,8 @@ void QueueWorker::deliver(const Egress& e, uint64_t addr, uint32_t len) {
 
 bool QueueWorker::to_nic(Nic& n, uint64_t addr, uint32_t len) {
   if (n.backend) return send(*n.backend, &n, addr, len);
-  if (n.vhost) return to_guest(n, area_ + addr, len);
+  // The guest's pair of this worker's number when it enabled it, else the owner's.
+  if (n.vhost && (!n.cfg.owner || n.vhost->rx_live(n.vhost_pair))) return to_guest(n, area_ + addr, len);
   if (!n.cfg.deliver_ring->push({area_ + addr, len}, n.cfg.delivery_id)) {
     drop(&n, Drop::Backpressure);  // the owner is a ring behind
     return false;
@@ -168,7 +170,7 @@ void QueueWorker::rebuild_ports() {
   by_delivery_.clear();
   vhost_nics_.clear();
   for (Nic* n : port_nics_) {
-    if (n->backend || n->vhost) by_delivery_[n->cfg.delivery_id] = n;
+    if (n->backend || (n->vhost && !n->cfg.owner)) by_delivery_[n->cfg.delivery_id] = n;
     if (n->vhost) vhost_nics_.push_back(n);
   }
   for (auto& in : inboxes_) {
@@ -267,7 +269,7 @@ void QueueWorker::drain_inbox(Inbox& in) {
 // One copy, UMEM (or a delivery ring) to guest memory; the buffer stays
 // the caller's. The notification goes with the pass (serve_vhost).
 bool QueueWorker::to_guest(Nic& n, const uint8_t* frame, uint32_t len) {
-  switch (n.vhost->deliver(frame, len)) {
+  switch (n.vhost->deliver(n.vhost_pair, frame, len)) {
     case VhostUserDevice::Rx::Ok:
       bump(n.cfg.counters->vhost_rx_frames);
       bump(n.cfg.counters->vhost_rx_bytes, len);
@@ -289,14 +291,14 @@ bool QueueWorker::to_guest(Nic& n, const uint8_t* frame, uint32_t len) {
 // per pass), each frame copied into a UMEM buffer and switched as any VM's,
 // then the guest's notifications.
 uint32_t QueueWorker::serve_vhost(Nic& n) {
-  n.vhost->poll_control();
+  if (!n.cfg.owner) n.vhost->poll_control();
   uint64_t bad = 0;
   uint32_t taken = 0;
   for (; taken < kBatch; taken++) {
     const uint64_t base = pool_.pop();
     if (base == xsk::UmemPool::kNone) break;  // sends in flight give buffers back
     const uint64_t addr = base + kTagHeadroom;
-    const uint32_t len = n.vhost->next_tx(area_ + addr, max_frame(opts_.frame_size), &bad);
+    const uint32_t len = n.vhost->next_tx(n.vhost_pair, area_ + addr, max_frame(opts_.frame_size), &bad);
     if (len) {
       bump(counters_.rx_vm);
       forward_from_vm(n, addr, len);
@@ -305,7 +307,7 @@ uint32_t QueueWorker::serve_vhost(Nic& n) {
     if (!len) break;
   }
   for (; bad; bad--) drop(&n, Drop::VhostBadRing);
-  n.vhost->flush();
+  n.vhost->flush(n.vhost_pair);
   return taken;
 }
 

@@ -61,10 +61,14 @@ class VhostUserTest : public SwitchdFixture {
     if (!path_.empty()) ::unlink(path_.c_str());
   }
 
-  void start_guest() {
+  void start_guest(int queues = 1) {
     guest_ = std::make_unique<QemuGuest>();
-    const auto err = guest_->start(
-        {.vhost_user = path_, .mac = mac_of(1), .addr = std::string(kGuestIp) + "/24", .boot_limit = 90s});
+    const auto err = guest_->start({.vhost_user = path_,
+                                    .queues = queues,
+                                    .cpus = queues,
+                                    .mac = mac_of(1),
+                                    .addr = std::string(kGuestIp) + "/24",
+                                    .boot_limit = 90s});
     ASSERT_FALSE(err) << *err;
     std::printf("[ guest    ] up in %.1f s (QEMU pid %d, TCG, vhost-user)\n", guest_->boot_seconds(), guest_->pid());
   }
@@ -286,6 +290,31 @@ TEST_F(VhostUserTest, VhostUserAndTapGuestsTalk) {
               ring);
   EXPECT_GE(ring, 6u) << "3 replies and 3 requests at least";
   call("nic.disconnect", {{"port", "vm2"}});
+  expect_pools_idle();
+}
+
+// A guest with two queue pairs on the 2-queue uplink: pair q is served by
+// the worker of uplink queue q, traffic works both ways on both.
+TEST_F(VhostUserTest, MultiqueueGuest) {
+  attach();
+  call("port.create", {{"name", "vm1"}});
+  call("nic.create", {{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", "vhost-user:" + path_}, {"vmq", "auto"}});
+  EXPECT_EQ(call("nic.connect", {{"port", "vm1"}}).value("state", ""), "connected");
+  ASSERT_NO_FATAL_FAILURE(start_guest(2));
+  const std::string queues = guest("ls /sys/class/net/eth0/queues | tr '\\n' ' '");
+  std::printf("[ queues   ] %s\n", queues.c_str());
+  EXPECT_EQ(queues, "rx-0 rx-1 tx-0 tx-1 ");
+  std::string log;
+  sh("cat " + log_, &log);
+  EXPECT_NE(log.find("vhost-user queue pair 1 started"), std::string::npos) << log;
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("two queue pairs"));
+  ASSERT_NO_FATAL_FAILURE(transfer_both_ways("two queue pairs"));
+  // Frames taken from the guest's transmit rings, by the worker that took them.
+  const json st = call("stats");
+  for (const auto& q : st["queues"])
+    std::printf("[ queue %d  ] rx_vm %" PRIu64 " (the guest's frames taken from pair %d)\n", q.value("queue", -1),
+                q.value("rx_vm", uint64_t{0}), q.value("queue", -1));
+  guest_.reset();
   expect_pools_idle();
 }
 

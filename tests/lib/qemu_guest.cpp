@@ -146,7 +146,7 @@ std::optional<std::string> QemuGuest::build_initramfs(const std::string& kver) {
 std::optional<std::string> QemuGuest::spawn(const GuestConfig& cfg, const std::string& kernel) {
   const std::string sock = dir_ + "/ctl.sock";
   std::vector<std::string> args{
-      kQemu, "-accel", "tcg", "-machine", "pc", "-m", std::to_string(cfg.memory_mb), "-smp", "1", "-nodefaults",
+      kQemu, "-accel", "tcg", "-machine", "pc", "-m", std::to_string(cfg.memory_mb), "-smp", std::to_string(cfg.cpus), "-nodefaults",
       "-no-user-config", "-display", "none", "-no-reboot", "-kernel", kernel, "-initrd", dir_ + "/initrd.gz", "-append",
       "console=ttyS0 panic=-1 quiet xvmq.addr=" + cfg.addr, "-serial", "file:" + dir_ + "/console.log", "-chardev",
       "socket,id=ctl,path=" + sock + ",server=on,wait=off", "-serial", "chardev:ctl"};
@@ -162,8 +162,9 @@ std::optional<std::string> QemuGuest::spawn(const GuestConfig& cfg, const std::s
                                             "M,share=on",
                              "-numa", "node,memdev=mem", "-chardev",
                              "socket,id=c0,path=" + cfg.vhost_user + ",reconnect=1", "-netdev",
-                             "vhost-user,id=n0,chardev=c0"});
+                             "vhost-user,id=n0,chardev=c0,queues=" + std::to_string(cfg.queues)});
     device += ",vectors=0";
+    if (cfg.queues > 1) device += ",mq=on";
   }
   args.insert(args.end(), {"-device", device});
   std::vector<char*> argv;

@@ -32,6 +32,8 @@ struct GuestConfig {
   // client, reconnecting every second; the guest's memory shared (memfd) and
   // the device's MSI-X off, which QEMU 7.2 needs under TCG (DESIGN.md fact 19).
   std::string vhost_user;
+  int queues = 1;  // vhost-user: queue pairs of the device (mq=on beyond 1)
+  int cpus = 1;    // the guest's vCPUs (Linux enables min(queues, CPUs) pairs)
   std::string mac;   // the guest's eth0
   std::string addr;  // eth0's address with prefix, e.g. 10.77.0.2/24
   int memory_mb = 256;

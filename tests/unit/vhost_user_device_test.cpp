@@ -41,7 +41,7 @@ class VhostUserDeviceTest : public ::testing::Test {
     ASSERT_TRUE(mkdtemp(tmpl));
     dir_ = tmpl;
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
-    auto d = VhostUserDevice::listen(dir_ + "/vm.sock", epoll_, "vm1");
+    auto d = VhostUserDevice::listen(dir_ + "/vm.sock", {epoll_, epoll_}, "vm1");
     ASSERT_TRUE(d) << d.error().message;
     dev_ = std::move(d.value());
     mem_fd_ = memfd_create("guest", MFD_CLOEXEC);
@@ -110,7 +110,9 @@ class VhostUserDeviceTest : public ::testing::Test {
     send_msg(18, on, 8);
   }
   void set_up_device() {
-    EXPECT_EQ(get_u64(1), (1ull << 15) | (1ull << 30) | (1ull << 32));
+    EXPECT_EQ(get_u64(1), (1ull << 15) | (1ull << 22) | (1ull << 30) | (1ull << 32));
+    EXPECT_EQ(get_u64(15), 1u) << "protocol feature MQ";
+    EXPECT_EQ(get_u64(17), 2u) << "a queue pair per epoll given";
     const uint64_t f = (1ull << 15) | (1ull << 30) | (1ull << 32);
     send_msg(2, &f, 8);
     const uint64_t table[5] = {1, kGpa, kMemSize, kGpa + kUvaOffset, 0};
@@ -119,7 +121,7 @@ class VhostUserDeviceTest : public ::testing::Test {
     set_ring(0, kick);
     set_ring(1, kick);
     close(kick);
-    ASSERT_TRUE(dev_->rx_live());
+    ASSERT_TRUE(dev_->rx_live(0));
   }
   TestDesc* desc(int r) { return reinterpret_cast<TestDesc*>(mem_ + desc_at(r)); }
   uint16_t* avail(int r) { return reinterpret_cast<uint16_t*>(mem_ + avail_at(r)); }  // flags, idx, ring[]
@@ -147,14 +149,14 @@ class VhostUserDeviceTest : public ::testing::Test {
 TEST_F(VhostUserDeviceTest, ReceiveAcrossMergeableBuffers) {
   std::vector<uint8_t> frame(2000);
   for (size_t i = 0; i < frame.size(); i++) frame[i] = static_cast<uint8_t>(i * 7);
-  EXPECT_EQ(dev_->deliver(frame.data(), 2000), VhostUserDevice::Rx::NotReady) << "no front-end yet";
+  EXPECT_EQ(dev_->deliver(0, frame.data(), 2000), VhostUserDevice::Rx::NotReady) << "no front-end yet";
   ASSERT_NO_FATAL_FAILURE(set_up_device());
-  EXPECT_EQ(dev_->deliver(frame.data(), 2000), VhostUserDevice::Rx::RingFull) << "no buffers posted";
+  EXPECT_EQ(dev_->deliver(0, frame.data(), 2000), VhostUserDevice::Rx::RingFull) << "no buffers posted";
   for (uint16_t i = 0; i < 3; i++) {
     post(0, i, kGpa + kBuffers + i * 1024, 1024, 2 /* write */);
     make_avail(0, i);
   }
-  ASSERT_EQ(dev_->deliver(frame.data(), 2000), VhostUserDevice::Rx::Ok);
+  ASSERT_EQ(dev_->deliver(0, frame.data(), 2000), VhostUserDevice::Rx::Ok);
   EXPECT_EQ(used(0)[1], 2) << "two buffers used";
   EXPECT_EQ(used_len(0, 0), 1024u);
   EXPECT_EQ(used_len(0, 1), 2000u + 12 - 1024);
@@ -164,16 +166,16 @@ TEST_F(VhostUserDeviceTest, ReceiveAcrossMergeableBuffers) {
   std::vector<uint8_t> got(mem_ + kBuffers + 12, mem_ + kBuffers + 1024);
   got.insert(got.end(), mem_ + kBuffers + 1024, mem_ + kBuffers + 1024 + 988);
   EXPECT_EQ(got, frame);
-  dev_->flush();
+  dev_->flush(0);
   EXPECT_EQ(calls(), 1u) << "the guest is notified once";
 
   // One buffer left, too small: the frame is dropped, nothing published.
-  EXPECT_EQ(dev_->deliver(frame.data(), 2000), VhostUserDevice::Rx::RingFull);
+  EXPECT_EQ(dev_->deliver(0, frame.data(), 2000), VhostUserDevice::Rx::RingFull);
   EXPECT_EQ(used(0)[1], 2);
   // It fits; with notifications suppressed the guest is not called.
   avail(0)[0] = 1;  // VRING_AVAIL_F_NO_INTERRUPT
-  EXPECT_EQ(dev_->deliver(frame.data(), 60), VhostUserDevice::Rx::Ok);
-  dev_->flush();
+  EXPECT_EQ(dev_->deliver(0, frame.data(), 60), VhostUserDevice::Rx::Ok);
+  dev_->flush(0);
   EXPECT_EQ(calls(), 0u);
 }
 
@@ -182,25 +184,25 @@ TEST_F(VhostUserDeviceTest, BuffersOutsideMemoryAreRefused) {
   const uint8_t frame[64] = {1, 2, 3};
   post(0, 0, kGpa + kMemSize - 16, 1024, 2);  // runs past the region's end
   make_avail(0, 0);
-  EXPECT_EQ(dev_->deliver(frame, 64), VhostUserDevice::Rx::BadRing);
+  EXPECT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::BadRing);
   EXPECT_EQ(used(0)[1], 0) << "nothing published";
   post(0, 1, kGpa + kBuffers, 1024, 0);  // not writable
   make_avail(0, 1);
-  EXPECT_EQ(dev_->deliver(frame, 64), VhostUserDevice::Rx::BadRing);
+  EXPECT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::BadRing);
 }
 
 TEST_F(VhostUserDeviceTest, TransmitChainsAndLoops) {
   ASSERT_NO_FATAL_FAILURE(set_up_device());
   uint8_t out[4096];
   uint64_t bad = 0;
-  EXPECT_EQ(dev_->next_tx(out, sizeof(out), &bad), 0u) << "nothing sent yet";
+  EXPECT_EQ(dev_->next_tx(0, out, sizeof(out), &bad), 0u) << "nothing sent yet";
   // The header in one buffer, the frame in the next.
   std::memset(mem_ + kBuffers, 0, 12);
   for (int i = 0; i < 100; i++) mem_[kBuffers + 0x100 + i] = static_cast<uint8_t>(i);
   post(1, 0, kGpa + kBuffers, 12, 1 /* next */, 1);
   post(1, 1, kGpa + kBuffers + 0x100, 100, 0);
   make_avail(1, 0);
-  ASSERT_EQ(dev_->next_tx(out, sizeof(out), &bad), 100u);
+  ASSERT_EQ(dev_->next_tx(0, out, sizeof(out), &bad), 100u);
   EXPECT_EQ(out[99], 99);
   EXPECT_EQ(used(1)[1], 1) << "the guest's buffer is returned at once";
   // A chain that loops on itself, and one longer than the caller's buffer.
@@ -208,7 +210,7 @@ TEST_F(VhostUserDeviceTest, TransmitChainsAndLoops) {
   make_avail(1, 2);
   post(1, 3, kGpa + kBuffers, 2000, 0);
   make_avail(1, 3);
-  EXPECT_EQ(dev_->next_tx(out, 1000, &bad), 0u);
+  EXPECT_EQ(dev_->next_tx(0, out, 1000, &bad), 0u);
   EXPECT_EQ(bad, 2u);
   EXPECT_EQ(used(1)[1], 3) << "bad chains are returned too";
 }
@@ -218,7 +220,7 @@ TEST_F(VhostUserDeviceTest, StoppedRingAndFrontEndGone) {
   post(0, 0, kGpa + kBuffers, 1024, 2);
   make_avail(0, 0);
   const uint8_t frame[64] = {};
-  ASSERT_EQ(dev_->deliver(frame, 64), VhostUserDevice::Rx::Ok);
+  ASSERT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::Ok);
   const uint32_t which[2] = {0, 0};
   send_msg(11, which, 8);  // GET_VRING_BASE: stop ring 0
   uint8_t reply[20];
@@ -226,12 +228,13 @@ TEST_F(VhostUserDeviceTest, StoppedRingAndFrontEndGone) {
   uint32_t base;
   std::memcpy(&base, reply + 16, 4);
   EXPECT_EQ(base, 1u) << "the next avail index";
-  EXPECT_EQ(dev_->deliver(frame, 64), VhostUserDevice::Rx::NotReady);
+  EXPECT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::NotReady);
   close(fe_);
   fe_ = -1;
   dev_->poll_control();
   EXPECT_FALSE(dev_->connected());
-  EXPECT_FALSE(dev_->rx_live());
+  EXPECT_EQ(dev_->pairs(), 2u);
+  EXPECT_FALSE(dev_->rx_live(0));
 }
 
 }  // namespace
