@@ -267,8 +267,9 @@ class QueueWorker {
   // To a NIC: its backend socket here, or its owner's delivery ring.
   bool to_nic(Nic& n, uint64_t addr, uint32_t len);
   void drain_deliveries(Inbox& in);
-  // vhost-user NICs (vhost_user.h): a frame into the guest, what it sent out.
-  bool to_guest(Nic& n, const uint8_t* frame, uint32_t len);
+  // vhost-user NICs (vhost_user.h): what became of a frame for the guest
+  // (a VhostUserDevice::Rx), counted; what the guest sent, switched.
+  bool guest_took(Nic& n, int result, uint32_t len);
   uint32_t serve_vhost(Nic& n);  // the guest's frames taken
   void wake_owners();
   // Sockets and their lifecycle (queue_worker.cpp).

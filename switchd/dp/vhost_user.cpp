@@ -196,7 +196,11 @@ bool VhostUserDevice::live(const Ring& r) const {
   return r.started && enabled && r.num && r.desc && r.avail && r.used;
 }
 
-bool VhostUserDevice::rx_live(uint32_t p) const { return p < pairs() && live(rings_[2 * p]); }
+bool VhostUserDevice::rx_live(uint32_t p) const {
+  if (p >= pairs()) return false;
+  std::lock_guard<std::mutex> lk(locks_[p]);
+  return live(rings_[2 * p]);
+}
 
 void VhostUserDevice::accept_client() {
   const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);

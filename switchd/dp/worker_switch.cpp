@@ -92,7 +92,10 @@ void QueueWorker::deliver(const Egress& e, uint64_t addr, uint32_t len) {
 bool QueueWorker::to_nic(Nic& n, uint64_t addr, uint32_t len) {
   if (n.backend) return send(*n.backend, &n, addr, len);
   // The guest's pair of this worker's number when it enabled it, else the owner's.
-  if (n.vhost && (!n.cfg.owner || n.vhost->rx_live(n.vhost_pair))) return to_guest(n, area_ + addr, len);
+  if (n.vhost) {
+    const auto r = n.vhost->deliver(n.vhost_pair, area_ + addr, len);
+    if (r != VhostUserDevice::Rx::NotReady || !n.cfg.owner) return guest_took(n, static_cast<int>(r), len);
+  }
   if (!n.cfg.deliver_ring->push({area_ + addr, len}, n.cfg.delivery_id)) {
     drop(&n, Drop::Backpressure);  // the owner is a ring behind
     return false;
@@ -222,7 +225,8 @@ void QueueWorker::drain_deliveries(Inbox& in) {
     }
     Nic& n = *it->second;
     if (n.vhost) {  // straight from the ring into the guest
-      to_guest(n, bytes.data(), static_cast<uint32_t>(bytes.size()));
+      const auto len = static_cast<uint32_t>(bytes.size());
+      guest_took(n, static_cast<int>(n.vhost->deliver(n.vhost_pair, bytes.data(), len)), len);
       in.ring.pop();
       continue;
     }
@@ -266,10 +270,11 @@ void QueueWorker::drain_inbox(Inbox& in) {
   }
 }
 
-// One copy, UMEM (or a delivery ring) to guest memory; the buffer stays
-// the caller's. The notification goes with the pass (serve_vhost).
-bool QueueWorker::to_guest(Nic& n, const uint8_t* frame, uint32_t len) {
-  switch (n.vhost->deliver(n.vhost_pair, frame, len)) {
+// One copy, UMEM (or a delivery ring) to guest memory (VhostUserDevice::
+// deliver); the buffer stays the caller's. The notification goes with the
+// pass (serve_vhost). Counted here.
+bool QueueWorker::guest_took(Nic& n, int result, uint32_t len) {
+  switch (static_cast<VhostUserDevice::Rx>(result)) {
     case VhostUserDevice::Rx::Ok:
       bump(n.cfg.counters->vhost_rx_frames);
       bump(n.cfg.counters->vhost_rx_bytes, len);
