@@ -4,8 +4,8 @@
 // guest's virtio-net rings itself: one copy each way, no skb, no netdev.
 //
 // Written here rather than on DPDK's librte_vhost (docs/architecture.md,
-// "vhost-user backends"): in 22.11 the library allocates its device and
-// virtqueues from rte_malloc's heap and runs its socket thread through
+// "vhost-user backends"): in 22.11 the library allocates its device,
+// virtqueues and memory table from rte_malloc's heap and runs its socket thread through
 // rte_ctrl_thread_create, both of which need rte_eal_init (EAL's memory,
 // hugepage or --no-huge setup, its own threads and signal handling) in a
 // daemon that has none of that; and its ring processing, the part worth
