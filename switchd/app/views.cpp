@@ -54,6 +54,8 @@ json nic_totals_json(const NicTotals& t) {
           {"default_bytes", t.default_bytes},
           {"from_vm_frames", t.from_vm_frames},
           {"from_vm_bytes", t.from_vm_bytes},
+          {"vhost_rx_frames", t.vhost_rx_frames},
+          {"vhost_rx_bytes", t.vhost_rx_bytes},
           {"drops", t.drops},
           {"xsk", {{"backend", xsk_json(t.xsk_backend)}, {"vmq", xsk_json(t.xsk_vmq)}}}};
 }

@@ -148,8 +148,12 @@ void Model::nic_create(const std::string& name, NicDesc c) {
     if (vl.native && *vl.native > XVMQ_VLAN_MAX)
       throw Refused(ErrorKind::Usage, "nic.create: native VLAN " + std::to_string(*vl.native) + " is outside 0..4094");
   }
-  if (!valid_name(c.backend))
-    throw Refused(ErrorKind::Usage, "nic.create: backend '" + c.backend + "' is not a netdev name");
+  if (!valid_backend(c.backend))
+    throw Refused(ErrorKind::Usage, "nic.create: backend '" + c.backend + "' is not " + std::string(kBackendRule));
+  if (is_vhost_user(c.backend) && c.delivery == Delivery::Kernel)
+    throw Refused(ErrorKind::Usage, "nic.create: backend " + c.backend +
+                                        " takes delivery xsk or auto: kernel delivery redirects into a netdev, and a "
+                                        "vhost-user backend has none (switchd copies into the guest's ring)");
   if (c.vmq_cpu && c.delivery == Delivery::Xsk)
     throw Refused(ErrorKind::Usage, "nic.create: vmq_cpu " + std::to_string(*c.vmq_cpu) +
                                         " goes with delivery kernel or auto: with delivery xsk the vmq is served by "

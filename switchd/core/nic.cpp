@@ -168,7 +168,7 @@ NicDesc nic_from_args(const json& args) {
   if (!mac) usage("mac '" + mac_text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
   c.mac = *mac;
   c.backend = str_arg(args, "backend", nullptr);
-  if (!valid_name(c.backend)) usage("backend '" + c.backend + "': " + kNameRule);
+  if (!valid_backend(c.backend)) usage("backend '" + c.backend + "': " + std::string(kBackendRule));
   c.vlans = vlans_arg(args);
   if (args.contains("allow_mac_spoofing")) {
     if (!args["allow_mac_spoofing"].is_boolean()) usage("allow_mac_spoofing must be true or false");
@@ -187,6 +187,10 @@ NicDesc nic_from_args(const json& args) {
           "': use auto (kernel where the backend can take it, else xsk), kernel (the kernel redirects the vmq's "
           "frames to the backend) or xsk (switchd's AF_XDP sockets)");
   c.delivery = *d;
+  if (is_vhost_user(c.backend) && c.delivery == Delivery::Kernel)
+    usage("backend " + c.backend +
+          " takes delivery auto or xsk: kernel delivery redirects into a netdev, and a vhost-user backend has none "
+          "(switchd copies into the guest's ring)");
   if (args.contains("vmq_cpu") && !args["vmq_cpu"].is_null()) c.vmq_cpu = cpu_arg(args["vmq_cpu"], "vmq_cpu");
   return c;
 }

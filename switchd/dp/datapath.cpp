@@ -9,11 +9,13 @@
 #include <cstring>
 #include <future>
 
+#include "common/names.h"
 #include "loader/grace.h"
 #include "loader/netdev.h"
 #include "switchd/dp/cpu_affinity.h"
 #include "switchd/dp/delivery_check.h"
 #include "switchd/dp/steering.h"
+#include "switchd/dp/vhost_user.h"
 #include "switchd/host/netlink.h"
 #include "switchd/host/service.h"
 
@@ -64,6 +66,8 @@ struct Datapath::Connected {
   bool port_synced = false;
   xvmq_port_conf conf{};
   std::vector<Mac> static_macs;
+  // A vhost-user backend's device, which the workers share (vhost_user.h).
+  std::shared_ptr<VhostUserDevice> vhost;
 };
 
 Result<WorkerOptions> general_worker_options(const DatapathOptions& opts, uint32_t general, uint32_t reserved) {
@@ -275,6 +279,7 @@ Status Datapath::connect(const NicBinding& bound) {
     return Error{ENOSPC, "the switch has receive buffers for " + std::to_string(opts_.max_nics) +
                              " connected NICs (--max-nics " + std::to_string(opts_.max_nics) +
                              "), all taken: disconnect one, or restart switchd with a larger --max-nics"};
+  if (is_vhost_user(nic.backend)) return connect_vhost(bound);
   auto dev = netdev_info(nic.backend);
   if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
   auto c = std::make_unique<Connected>();
@@ -296,11 +301,7 @@ Status Datapath::connect(const NicBinding& bound) {
   if (!port) return with_fd_limit(port.error());
   c->port = std::move(port.value());
 
-  auto& counters = counters_[nic.name];
-  if (counters.size() != workers_.size() + 1) {
-    counters.clear();
-    for (size_t i = 0; i <= workers_.size(); i++) counters.push_back(std::make_shared<NicCounters>());
-  }
+  const auto& counters = nic_counters(nic.name);
   size_t done = 0;  // general workers that have the NIC
   Status st;
   if (c->steering.hardware) st = start_dedicated(*c, counters.back());
@@ -317,6 +318,55 @@ Status Datapath::connect(const NicBinding& bound) {
                  "nic %s: backend %s has %u queue(s) for %zu uplink queues: the workers of queues %u.. hand what "
                  "they deliver to it to those of its queues",
                  nic.name.c_str(), nic.backend.c_str(), c->backend_queues, workers_.size(), c->backend_queues);
+  connected_[nic.name] = std::move(c);
+  if (auto s2 = sync_ports(); !s2)
+    service::log(service::Level::Warn, "nic %s: VM egress in XDP: %s", nic.name.c_str(), s2.error().message.c_str());
+  return {};
+}
+
+const std::vector<std::shared_ptr<NicCounters>>& Datapath::nic_counters(const std::string& nic) {
+  auto& counters = counters_[nic];
+  if (counters.size() != workers_.size() + 1) {
+    counters.clear();
+    for (size_t i = 0; i <= workers_.size(); i++) counters.push_back(std::make_shared<NicCounters>());
+  }
+  return counters;
+}
+
+// The guest is offered a queue pair per general worker. The first worker's
+// thread serves the socket (the memory table, the rings' set-up) and pair
+// 0; worker q copies frames into and out of pair q once the guest enabled
+// it, and until then hands what it delivers to the NIC (its vmq socket's
+// frames, the software switch's) to the first worker over its delivery
+// ring, as for a backend with one queue. Kernel delivery needs a netdev:
+// xsk always.
+Status Datapath::connect_vhost(const NicBinding& bound) {
+  const NicDesc& nic = bound.nic;
+  const std::string why = "its backend is vhost-user: switchd's worker copies each frame into the guest's ring";
+  if (nic.delivery == Delivery::Kernel)
+    return Error{EOPNOTSUPP, "nic " + nic.name + " asks for kernel delivery, which redirects into a netdev: " + why};
+  auto c = std::make_unique<Connected>();
+  c->spec = bound;
+  c->backend_queues = 1;
+  c->delivery_id = ++last_delivery_id_;
+  c->delivery.why = why;
+  c->steering.requested_hw = nic.hardware_steering();
+  if (nic.hardware_steering()) c->steering.reason = "a vhost-user backend is served by the general workers";
+  // A queue pair per general worker; the first worker serves the socket.
+  std::vector<int> epolls;
+  for (const auto& w : workers_) epolls.push_back(w->epoll_fd());
+  auto dev = VhostUserDevice::listen(std::string(vhost_user_path(nic.backend)), epolls, nic.name);
+  if (!dev) return dev.error();
+  c->vhost = std::move(dev.value());
+  size_t done = 0;
+  Status st = add_to_workers(*c, nic_counters(nic.name), done);
+  if (st && bound.vmq_id) st = install_filter(bound);
+  if (!st) {
+    undo_connect(*c, done);
+    return with_fd_limit(st.error());
+  }
+  service::log(service::Level::Info, "nic %s: vhost-user backend on %s, served by queue %u's worker", nic.name.c_str(),
+               std::string(vhost_user_path(nic.backend)).c_str(), workers_.front()->queue());
   connected_[nic.name] = std::move(c);
   if (auto s2 = sync_ports(); !s2)
     service::log(service::Level::Warn, "nic %s: VM egress in XDP: %s", nic.name.c_str(), s2.error().message.c_str());
@@ -388,6 +438,7 @@ Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<
     int vmq = ss.hardware || c.delivery.effective == Delivery::Kernel ? 0 : static_cast<int>(c.spec.vmq_id);
     WorkerNic wn{.nic = nic, .vmq = vmq, .counters = counters[done], .extra_queues = extra};
     wn.delivery_id = c.delivery_id;
+    wn.vhost = c.vhost;
     if (done >= c.backend_queues) {  // no backend queue of this number: worker done % queues delivers
       wn.owner = workers_[done % c.backend_queues].get();
       wn.deliver_ring = wn.owner->delivery_ring(workers_[done]->queue());
@@ -429,7 +480,7 @@ Status Datapath::disconnect(const std::string& name) {
     for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq_id, q);
   }
   stop_kernel(*it->second);
-  it->second->port->clear_slots(std::max(all, it->second->backend_queues));
+  if (it->second->port) it->second->port->clear_slots(std::max(all, it->second->backend_queues));
   it->second->port.reset();
   wait_for_xdp_runs();  // no run still redirects into the sockets closed next
   Status st;
@@ -457,11 +508,14 @@ Status Datapath::set_vmq(const NicBinding& bound, uint32_t vmq) {
   if (c.steering.hardware)
     return Error{EBUSY, "nic " + nic.name + " is hardware-steered on dedicated queue " +
                             std::to_string(c.steering.queue) + "; disconnect it to change its vmq"};
-  auto dev = netdev_info(nic.backend);
-  if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
   NicBinding want = c.spec;
   want.vmq_id = vmq;
-  const DeliveryState next = decide_delivery(want, *dev, c.steering);
+  DeliveryState next = c.delivery;  // a vhost-user NIC's is always xsk
+  if (!is_vhost_user(nic.backend)) {
+    auto dev = netdev_info(nic.backend);
+    if (!dev) return Error{dev.error().code, "backend of nic " + nic.name + ": " + dev.error().message};
+    next = decide_delivery(want, *dev, c.steering);
+  }
   if (vmq && want.nic.delivery == Delivery::Kernel && next.effective != Delivery::Kernel)
     return Error{EOPNOTSUPP, "nic " + nic.name + " asks for kernel delivery: " + next.why};
   NicBinding& cur = c.spec;
@@ -561,6 +615,8 @@ std::map<std::string, NicTotals> Datapath::nic_totals() const {
       t.default_bytes += c->default_bytes;
       t.from_vm_frames += c->from_vm_frames;
       t.from_vm_bytes += c->from_vm_bytes;
+      t.vhost_rx_frames += c->vhost_rx_frames;
+      t.vhost_rx_bytes += c->vhost_rx_bytes;
       for (size_t d = 0; d < static_cast<size_t>(Drop::Count); d++)
         t.drops[std::string(to_string(static_cast<Drop>(d)))] += c->drops[d];
       for (size_t i = 0; i < kXskStats; i++) {

@@ -111,6 +111,7 @@ WorkerOptions dedicated_worker_options(const DatapathOptions& opts);
 struct NicTotals {
   uint64_t fast_frames = 0, fast_bytes = 0, default_frames = 0, default_bytes = 0;
   uint64_t from_vm_frames = 0, from_vm_bytes = 0;
+  uint64_t vhost_rx_frames = 0, vhost_rx_bytes = 0;  // placed into a vhost-user guest's receive ring
   std::map<std::string, uint64_t> drops;
   uint64_t xsk_backend[kXskStats] = {}, xsk_vmq[kXskStats] = {};
   uint64_t kernel_out_frames = 0;  // sent on by its VM port program, in XDP
@@ -184,6 +185,10 @@ class Datapath : public DatapathApi {
   Status start_dedicated(Connected& c, const std::shared_ptr<NicCounters>& counters);
   Status add_to_workers(Connected& c, const std::vector<std::shared_ptr<NicCounters>>& counters, size_t& done);
   void undo_connect(Connected& c, size_t done);
+  // A vhost-user NIC: no netdev, no VM port program (vhost_user.h).
+  Status connect_vhost(const NicBinding& nic);
+  // The NIC's counters, one per general worker and one for a dedicated one.
+  const std::vector<std::shared_ptr<NicCounters>>& nic_counters(const std::string& nic);
   Status install_filter(const NicBinding& nic);
   void clear_filter(const NicBinding& nic);
 

@@ -1,5 +1,6 @@
 #include "switchd/dp/queue_worker.h"
 
+
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -50,6 +51,12 @@ std::string_view to_string(Drop d) {
       return "no_buffer";
     case Drop::Malformed:
       return "malformed";
+    case Drop::VhostNotReady:
+      return "vhost_not_ready";
+    case Drop::VhostRxRingFull:
+      return "vhost_rx_ring_full";
+    case Drop::VhostBadRing:
+      return "vhost_bad_ring";
     case Drop::Count:
       break;
   }
@@ -277,7 +284,7 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
     if (nics_.count(cfg.nic.name))
       return Error{EEXIST, "nic " + cfg.nic.name + " is already on queue " + std::to_string(queue_)};
     const size_t own = cfg.owner ? 0 : 1;
-    if (fill_ctxs_.size() + own + cfg.extra_queues.size() > opts_.max_sockets)
+    if (fill_ctxs_.size() + (cfg.vhost ? 0 : own) + cfg.extra_queues.size() > opts_.max_sockets)
       return Error{ENOSPC, "queue " + std::to_string(queue_) + " has receive buffers for " +
                                std::to_string(opts_.max_sockets) + " backend sockets, all reserved (--max-nics)"};
     auto n = std::make_unique<Nic>();
@@ -287,7 +294,10 @@ Result<NicSockets> QueueWorker::add_nic(const WorkerNic& cfg) {
       if (n->backend) destroy_socket(n->backend);
       if (n->vmq_sock) destroy_socket(n->vmq_sock);
     };
-    if (own) {
+    if (cfg.vhost) {  // no socket on a backend: the guest's rings (vhost_user.h)
+      n->vhost = cfg.vhost.get();
+      n->vhost_pair = std::min(queue_, cfg.vhost->pairs() - 1);
+    } else if (own) {
       if (auto st = open_backend_socket(*n); !st) return st;
       out.backend.emplace_back(queue_, n->backend->xs->fd());
     }
@@ -377,7 +387,8 @@ Status QueueWorker::remove_nic(const std::string& name) {
     if (n.vmq_sock) std::erase(to_kick_, n.vmq_sock);
     if (n.vmq_sock) destroy_socket(n.vmq_sock);
     if (n.backend) destroy_socket(n.backend);
-    nics_.erase(it);
+    if (n.vhost) n.vhost->flush(n.vhost_pair);
+    nics_.erase(it);  // the last worker to let a vhost-user device go closes it and its socket file
     rebuild_ports();
     rebuild_fill_ctxs();
     return {};

@@ -111,6 +111,9 @@ enum class Drop : uint32_t {
   TxRingFull,      // the destination socket's ring is full
   NoBuffer,        // no free frame to make a second copy
   Malformed,       // shorter than an Ethernet header or a truncated tag
+  VhostNotReady,   // a vhost-user NIC whose guest's receive ring is not live (no QEMU, rings stopped)
+  VhostRxRingFull, // the guest's receive ring has no buffers posted (a guest that does not read)
+  VhostBadRing,    // the guest's ring or a frame it sent was malformed or too long
   Count
 };
 std::string_view to_string(Drop d);
@@ -130,6 +133,7 @@ struct NicCounters {
   std::atomic<uint64_t> drops[static_cast<size_t>(Drop::Count)]{};
   std::atomic<uint64_t> xsk_backend[kXskStats]{};  // its backend's sockets: frames from the VM
   std::atomic<uint64_t> xsk_vmq[kXskStats]{};      // its vmq's sockets on the uplink: frames to the VM
+  std::atomic<uint64_t> vhost_rx_frames{0}, vhost_rx_bytes{0};  // placed into a vhost-user guest's receive ring
 };
 
 struct QueueCounters {
@@ -158,6 +162,10 @@ struct WorkerNic {
   class QueueWorker* owner = nullptr;
   HandoffRing* deliver_ring = nullptr;
   uint32_t delivery_id = 0;  // unique per connect, the same on every worker
+  // A vhost-user backend (vhost_user.h), shared by the workers: this one
+  // serves queue pair `queue()` when the guest enabled it, else hands its
+  // deliveries to `owner`, the first worker, which also serves the socket.
+  std::shared_ptr<class VhostUserDevice> vhost;
 };
 
 // The fds a NIC's sockets got on one worker, for the classifier's and the
@@ -191,6 +199,7 @@ class QueueWorker {
 
   uint32_t queue() const { return queue_; }
   const WorkerOptions& options() const { return opts_; }
+  int epoll_fd() const { return epoll_fd_; }  // for a vhost-user device's eventfds
   int cpu() const { return cpu_; }
 
   // Sockets of a NIC on this queue: on its backend (returns that fd for
@@ -258,6 +267,10 @@ class QueueWorker {
   // To a NIC: its backend socket here, or its owner's delivery ring.
   bool to_nic(Nic& n, uint64_t addr, uint32_t len);
   void drain_deliveries(Inbox& in);
+  // vhost-user NICs (vhost_user.h): what became of a frame for the guest
+  // (a VhostUserDevice::Rx), counted; what the guest sent, switched.
+  bool guest_took(Nic& n, int result, uint32_t len);
+  uint32_t serve_vhost(Nic& n);  // the guest's frames taken
   void wake_owners();
   // Sockets and their lifecycle (queue_worker.cpp).
   Result<Sock*> create_socket(const std::string& ifname, uint32_t queue, Ctx* ctx, uint32_t ring);
@@ -308,6 +321,7 @@ class QueueWorker {
   std::vector<std::unique_ptr<Inbox>> inboxes_;     // frames handed to this worker, one ring per source
   std::unordered_map<uint32_t, Nic*> by_delivery_;  // NICs whose backend socket is here, by delivery id
   std::vector<QueueWorker*> owners_to_wake_;        // owners handed frames in this pass
+  std::vector<Nic*> vhost_nics_;                    // NICs whose vhost-user device is here
 };
 
 }  // namespace xvmq::switchd

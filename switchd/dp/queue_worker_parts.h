@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "switchd/dp/queue_worker.h"
+#include "switchd/dp/vhost_user.h"
 #include "xsk/socket.h"
 
 namespace xvmq::switchd {
@@ -48,6 +49,11 @@ struct QueueWorker::Nic {
   std::vector<std::pair<std::unique_ptr<Ctx>, Sock*>> extras;
   bool removing = false;
   int port = -1;  // its index in ports_, -1: not a port (being removed)
+  // A vhost-user backend (cfg.vhost): frames are copied into and out of the
+  // guest's rings of pair `vhost_pair` here; the control socket too when
+  // this worker is the owner (cfg.owner none).
+  VhostUserDevice* vhost = nullptr;
+  uint32_t vhost_pair = 0;
 };
 
 // Frames handed to this worker by one other thread.

@@ -65,6 +65,7 @@ uint32_t QueueWorker::pass() {
     }
   }
   drain_inboxes();
+  for (Nic* n : vhost_nics_) work += serve_vhost(*n);
   kick_tx();
   wake_owners();
   reap_completions(*uplink_ctx_);

@@ -8,6 +8,7 @@
 #include "switchd/core/fdb.h"
 #include "switchd/dp/queue_worker.h"
 #include "switchd/dp/queue_worker_parts.h"
+#include "switchd/dp/vhost_user.h"
 #include "switchd/dp/vlan_tag.h"
 
 namespace xvmq::switchd {
@@ -90,6 +91,11 @@ void QueueWorker::deliver(const Egress& e, uint64_t addr, uint32_t len) {
 
 bool QueueWorker::to_nic(Nic& n, uint64_t addr, uint32_t len) {
   if (n.backend) return send(*n.backend, &n, addr, len);
+  // The guest's pair of this worker's number when it enabled it, else the owner's.
+  if (n.vhost) {
+    const auto r = n.vhost->deliver(n.vhost_pair, area_ + addr, len);
+    if (r != VhostUserDevice::Rx::NotReady || !n.cfg.owner) return guest_took(n, static_cast<int>(r), len);
+  }
   if (!n.cfg.deliver_ring->push({area_ + addr, len}, n.cfg.delivery_id)) {
     drop(&n, Drop::Backpressure);  // the owner is a ring behind
     return false;
@@ -165,8 +171,11 @@ void QueueWorker::rebuild_ports() {
   }
   port_macs_ = index_ports(ports_);
   by_delivery_.clear();
-  for (Nic* n : port_nics_)
-    if (n->backend) by_delivery_[n->cfg.delivery_id] = n;
+  vhost_nics_.clear();
+  for (Nic* n : port_nics_) {
+    if (n->backend || (n->vhost && !n->cfg.owner)) by_delivery_[n->cfg.delivery_id] = n;
+    if (n->vhost) vhost_nics_.push_back(n);
+  }
   for (auto& in : inboxes_) {
     if (in->nic.empty()) continue;
     auto it = nics_.find(in->nic);
@@ -215,6 +224,12 @@ void QueueWorker::drain_deliveries(Inbox& in) {
       continue;
     }
     Nic& n = *it->second;
+    if (n.vhost) {  // straight from the ring into the guest
+      const auto len = static_cast<uint32_t>(bytes.size());
+      guest_took(n, static_cast<int>(n.vhost->deliver(n.vhost_pair, bytes.data(), len)), len);
+      in.ring.pop();
+      continue;
+    }
     if (n.backend->outstanding >= opts_.nic_inflight) break;
     const uint64_t base = pool_.pop();
     if (base == xsk::UmemPool::kNone) break;  // sends in flight give buffers back
@@ -253,6 +268,52 @@ void QueueWorker::drain_inbox(Inbox& in) {
     }
     pool_.free_if_unheld(base);
   }
+}
+
+// One copy, UMEM (or a delivery ring) to guest memory (VhostUserDevice::
+// deliver); the buffer stays the caller's. The notification goes with the
+// pass (serve_vhost). Counted here.
+bool QueueWorker::guest_took(Nic& n, int result, uint32_t len) {
+  switch (static_cast<VhostUserDevice::Rx>(result)) {
+    case VhostUserDevice::Rx::Ok:
+      bump(n.cfg.counters->vhost_rx_frames);
+      bump(n.cfg.counters->vhost_rx_bytes, len);
+      return true;
+    case VhostUserDevice::Rx::NotReady:
+      drop(&n, Drop::VhostNotReady);
+      break;
+    case VhostUserDevice::Rx::RingFull:
+      drop(&n, Drop::VhostRxRingFull);
+      break;
+    case VhostUserDevice::Rx::BadRing:
+      drop(&n, Drop::VhostBadRing);
+      break;
+  }
+  return false;
+}
+
+// The device's control socket, then what the guest sent (a bounded batch
+// per pass), each frame copied into a UMEM buffer and switched as any VM's,
+// then the guest's notifications.
+uint32_t QueueWorker::serve_vhost(Nic& n) {
+  if (!n.cfg.owner) n.vhost->poll_control();
+  uint64_t bad = 0;
+  uint32_t taken = 0;
+  for (; taken < kBatch; taken++) {
+    const uint64_t base = pool_.pop();
+    if (base == xsk::UmemPool::kNone) break;  // sends in flight give buffers back
+    const uint64_t addr = base + kTagHeadroom;
+    const uint32_t len = n.vhost->next_tx(n.vhost_pair, area_ + addr, max_frame(opts_.frame_size), &bad);
+    if (len) {
+      bump(counters_.rx_vm);
+      forward_from_vm(n, addr, len);
+    }
+    pool_.free_if_unheld(base);
+    if (!len) break;
+  }
+  for (; bad; bad--) drop(&n, Drop::VhostBadRing);
+  n.vhost->flush(n.vhost_pair);
+  return taken;
 }
 
 }  // namespace xvmq::switchd

@@ -146,18 +146,27 @@ std::optional<std::string> QemuGuest::build_initramfs(const std::string& kver) {
 std::optional<std::string> QemuGuest::spawn(const GuestConfig& cfg, const std::string& kernel) {
   const std::string sock = dir_ + "/ctl.sock";
   std::vector<std::string> args{
-      kQemu, "-accel", "tcg", "-machine", "pc", "-m", std::to_string(cfg.memory_mb), "-smp", "1", "-nodefaults",
+      kQemu, "-accel", "tcg", "-machine", "pc", "-m", std::to_string(cfg.memory_mb), "-smp", std::to_string(cfg.cpus), "-nodefaults",
       "-no-user-config", "-display", "none", "-no-reboot", "-kernel", kernel, "-initrd", dir_ + "/initrd.gz", "-append",
       "console=ttyS0 panic=-1 quiet xvmq.addr=" + cfg.addr, "-serial", "file:" + dir_ + "/console.log", "-chardev",
-      "socket,id=ctl,path=" + sock + ",server=on,wait=off", "-serial", "chardev:ctl", "-netdev",
-      "tap,id=n0,ifname=" + cfg.tap + ",script=no,downscript=no",
-      // No option ROM: ipxe's is not installed (and TCG boots faster
-      // without it). No checksum offload either way: a frame that
-      // crosses XDP or AF_XDP carries no partial checksum to finish.
-      "-device",
-      "virtio-net-pci,netdev=n0,mac=" + cfg.mac +
-          ",romfile=,csum=off,guest_csum=off,guest_tso4=off,guest_tso6=off,"
-          "guest_ecn=off,guest_ufo=off"};
+      "socket,id=ctl,path=" + sock + ",server=on,wait=off", "-serial", "chardev:ctl"};
+  // No option ROM: ipxe's is not installed (and TCG boots faster without
+  // it). No checksum offload either way: a frame that crosses XDP or
+  // AF_XDP carries no partial checksum to finish.
+  std::string device = "virtio-net-pci,netdev=n0,mac=" + cfg.mac +
+                       ",romfile=,csum=off,guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off";
+  if (cfg.vhost_user.empty()) {
+    args.insert(args.end(), {"-netdev", "tap,id=n0,ifname=" + cfg.tap + ",script=no,downscript=no"});
+  } else {
+    args.insert(args.end(), {"-object", "memory-backend-memfd,id=mem,size=" + std::to_string(cfg.memory_mb) +
+                                            "M,share=on",
+                             "-numa", "node,memdev=mem", "-chardev",
+                             "socket,id=c0,path=" + cfg.vhost_user + ",reconnect=1", "-netdev",
+                             "vhost-user,id=n0,chardev=c0,queues=" + std::to_string(cfg.queues)});
+    device += ",vectors=0";
+    if (cfg.queues > 1) device += ",mq=on";
+  }
+  args.insert(args.end(), {"-device", device});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

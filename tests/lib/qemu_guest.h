@@ -1,7 +1,8 @@
 // A QEMU guest for the tests: Debian 12's cloud kernel booting a busybox
 // initramfs that the harness builds at run time, under TCG (this host's
 // KVM is PVM, where a stock kernel hangs: DESIGN.md fact 16), with one
-// virtio-net NIC on a tap backend that the test made.
+// virtio-net NIC on a tap backend that the test made, or on a vhost-user
+// backend's socket (switchd's).
 //
 // Only Debian 12 packages: qemu-system-x86 (7.2), linux-image-cloud-amd64
 // (/boot/vmlinuz-*-cloud-amd64 and its modules) and busybox-static. The
@@ -27,6 +28,12 @@ namespace xvmq::test {
 
 struct GuestConfig {
   std::string tap;   // the tap netdev QEMU opens (ifname=, script=no)
+  // Instead of a tap: a vhost-user backend's socket (switchd's), QEMU the
+  // client, reconnecting every second; the guest's memory shared (memfd) and
+  // the device's MSI-X off, which QEMU 7.2 needs under TCG (DESIGN.md fact 19).
+  std::string vhost_user;
+  int queues = 1;  // vhost-user: queue pairs of the device (mq=on beyond 1)
+  int cpus = 1;    // the guest's vCPUs (Linux enables min(queues, CPUs) pairs)
   std::string mac;   // the guest's eth0
   std::string addr;  // eth0's address with prefix, e.g. 10.77.0.2/24
   int memory_mb = 256;

@@ -129,6 +129,11 @@ TEST(ConfigParse, BadDeliveryAndVmqCpuNameTheirLine) {
        10,
        {"delivery 'dpdk'", "auto", "kernel", "xsk"}},
       {"vmq_cpu not a CPU", kUplink + port("vm1", "02:00:00:00:00:01", "vmq_cpu = -1\n"), 9, {"vmq_cpu must be"}},
+      {"kernel delivery on a vhost-user backend",
+       kUplink + "\n[[port]]\nname = \"vm1\"\n[port.nic]\nmac = \"02:00:00:00:00:01\"\n"
+                 "backend = \"vhost-user:/run/vm1.sock\"\ndelivery = \"kernel\"\n",
+       8,
+       {"backend vhost-user:/run/vm1.sock takes delivery auto or xsk"}},
       {"vmq_cpu with delivery xsk",
        kUplink + port("vm1", "02:00:00:00:00:01", "delivery = \"xsk\"\nvmq_cpu = 1\n"),
        10,
@@ -217,7 +222,9 @@ TEST(ConfigParse, GoodFileAndRoundTrip) {
                      port("vm2", "02:00:00:00:00:02", "trunk_vlans = [20, 10]\nnative_vlan = 30\nvmq = \"off\"\n") +
                      port("vm3", "02:00:00:00:00:03", "vlan = 10\nallow_mac_spoofing = true\nconnected = false\n") +
                      port("vm4", "02:00:00:00:00:04", "delivery = \"kernel\"\nvmq_cpu = 3\n") +
-                     port("vm5", "02:00:00:00:00:05", "delivery = \"xsk\"\n") + "\n[[port]]\nname = \"spare\"\n";
+                     port("vm5", "02:00:00:00:00:05", "delivery = \"xsk\"\n") + "\n[[port]]\nname = \"spare\"\n" +
+                     "\n[[port]]\nname = \"vm6\"\n[port.nic]\nmac = \"02:00:00:00:00:06\"\n"
+                     "backend = \"vhost-user:/run/xvmq/vm6.sock\"\n";
   auto r = parse_config(text, "sw.toml");
   ASSERT_TRUE(r) << r.error().message;
   const SwitchConfig& c = *r;
@@ -225,7 +232,8 @@ TEST(ConfigParse, GoodFileAndRoundTrip) {
   EXPECT_EQ(c.uplink->name, "up0");
   EXPECT_EQ(c.uplink->mode, AttachMode::Skb);
   EXPECT_EQ(c.uplink->host, "stack");
-  ASSERT_EQ(c.ports.size(), 6u);
+  ASSERT_EQ(c.ports.size(), 7u);
+  EXPECT_EQ(c.ports.at("vm6").nic->backend, "vhost-user:/run/xvmq/vm6.sock");
   const NicDesc& v2 = *c.ports.at("vm2").nic;
   EXPECT_EQ(v2.vlans.mode, VlanMode::Trunk);
   EXPECT_EQ(v2.vlans.trunk_vlans, (std::vector<uint16_t>{20, 10}));

@@ -109,6 +109,25 @@ TEST(Model, NamesMacsAndVlans) {
   m.nic_create("vm2", other_vlan);
 }
 
+TEST(Model, VhostUserBackends) {
+  Model m(2);
+  m.port_create("vm1");
+  m.port_create("vm2");
+  NicDesc relative = nic(1);
+  relative.backend = "vhost-user:vm1.sock";
+  refused(m, ErrorKind::Usage, {"vhost-user:PATH", "absolute"}, [&] { m.nic_create("vm1", relative); });
+  NicDesc kernel = nic(1);
+  kernel.backend = "vhost-user:/run/xvmq/vm1.sock";
+  kernel.delivery = Delivery::Kernel;
+  refused(m, ErrorKind::Usage, {"kernel", "vhost-user"}, [&] { m.nic_create("vm1", kernel); });
+  NicDesc ok = kernel;
+  ok.delivery = Delivery::Auto;
+  m.nic_create("vm1", ok);
+  NicDesc same_socket = nic(2);
+  same_socket.backend = ok.backend;
+  refused(m, ErrorKind::Exists, {"backend vhost-user:/run/xvmq/vm1.sock"}, [&] { m.nic_create("vm2", same_socket); });
+}
+
 TEST(Model, VmqPool) {
   Model m(2);
   for (uint8_t i = 1; i <= 3; i++) {

@@ -60,6 +60,12 @@ const CLI::Validator kName(
     },
     "NAME", "NAME");
 
+const CLI::Validator kBackend(
+    [](std::string& s) {
+      return valid_backend(s) ? std::string() : "'" + s + "' is not a backend: " + std::string(kBackendRule);
+    },
+    "BACKEND", "BACKEND");
+
 // Lower-cases a valid MAC in place. Only ':' separates (parse_mac also takes '-').
 std::string check_mac(std::string& s) {
   auto mac = s.find('-') == std::string::npos ? parse_mac(s) : std::nullopt;
@@ -366,7 +372,12 @@ void add_nic_create(Cli& cli, CLI::App* nic) {
                           "--native-vlan 30");
   create->add_option("PORT", cli.name, "the port of the NIC")->required()->check(kName);
   create->add_option("--mac", cli.mac, "the NIC's unicast MAC, like 02:00:00:00:00:01")->required()->transform(kMac);
-  create->add_option("--backend", cli.backend, "host-side netdev: a veth end or a VM's tap")->required()->check(kName);
+  create
+      ->add_option("--backend", cli.backend,
+                   "host-side netdev (a veth end or a VM's tap), or vhost-user:PATH (switchd serves a QEMU guest's "
+                   "virtio-net on that Unix socket)")
+      ->required()
+      ->check(kBackend);
   CLI::Option* vmq_opt = create
                              ->add_option("--vmq", cli.vmq,
                                           "off: software path only; auto: a vmq when one is "

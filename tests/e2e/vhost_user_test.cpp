@@ -1,0 +1,321 @@
+// A real guest on a vhost-user backend (docs/guests.md): Debian 12's cloud
+// kernel under QEMU with TCG (tests/lib/qemu_guest.h), its virtio-net NIC on
+// switchd's vhost-user socket, switched to an outside host behind the uplink.
+// No tap, no netdev for the guest: the queue worker copies from its UMEM into
+// the guest's receive ring and from its transmit ring into a UMEM buffer.
+//
+//   ext: ext0 10.78.0.1/24 <-> up0 (uplink, 2 queues) -- switchd -- vhost-user socket <-> QEMU: eth0 10.78.0.2/24
+//
+// The NIC is connected before QEMU starts (frames counted as
+// vhost_not_ready); then ARP and ping both ways, the classifier's vmq
+// counter against the frames placed in the guest's ring, a TCP transfer each
+// way checked by SHA-256; a guest that does not read; the guest resetting
+// its device; QEMU killed mid-traffic (every buffer back, the NIC
+// still connected) and a new QEMU on the same socket; switchd restarted, the
+// same QEMU reconnecting on its own. And a vhost-user guest and a tap guest
+// on one switch pinging each other.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cinttypes>
+#include <thread>
+
+#include "tests/lib/qemu_guest.h"
+#include "tests/lib/switchd_fixture.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace xvmq::test;
+
+constexpr const char* kGuestIp = "10.78.0.2";
+constexpr const char* kExtIp = "10.78.0.1";
+constexpr int kTransferKiB = 1024;
+
+class VhostUserTest : public SwitchdFixture {
+ protected:
+  VhostUserTest() {
+    prefix_tag_ = "vu";
+    vm_count_ = 0;
+    offloads_off_ = true;  // full checksums from ext0: the guest is offered no checksum offload
+  }
+
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(SwitchdFixture::SetUp());
+    if (IsSkipped()) return;
+    if (auto why = qemu_guest_missing()) {
+      if (in_ci()) FAIL() << "the QEMU guest cannot run under CI: " << *why;
+      GTEST_SKIP() << *why;
+    }
+    ASSERT_TRUE(sh_ok(in("ext", std::string("ip addr add ") + kExtIp + "/24 dev ext0")));
+    path_ = dir_ + "/vm1.vhost";
+  }
+
+  void TearDown() override {
+    if (HasFailure() && guest_ && guest_->pid() > 0)
+      std::fprintf(stderr, "---- guest console\n%s----\n", guest_->console().c_str());
+    guest_.reset();
+    tap_guest_.reset();
+    if (tap_made_) sh("ip link del vmt0");
+    SwitchdFixture::TearDown();
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+
+  void start_guest(int queues = 1) {
+    guest_ = std::make_unique<QemuGuest>();
+    const auto err = guest_->start({.vhost_user = path_,
+                                    .queues = queues,
+                                    .cpus = queues,
+                                    .mac = mac_of(1),
+                                    .addr = std::string(kGuestIp) + "/24",
+                                    .boot_limit = 90s});
+    ASSERT_FALSE(err) << *err;
+    std::printf("[ guest    ] up in %.1f s (QEMU pid %d, TCG, vhost-user)\n", guest_->boot_seconds(), guest_->pid());
+  }
+
+  std::string guest(const std::string& cmd, std::chrono::seconds limit = 30s) {
+    const QemuGuest::Result r = guest_->run(cmd, limit);
+    EXPECT_EQ(r.status, 0) << "in the guest: " << cmd << "\n" << r.out;
+    return r.out;
+  }
+
+  uint64_t vmq_frames(const json& st) {
+    const json n = nic_of(call("show"), "vm1");
+    const std::string v = std::to_string(n.value("vmq", 0));
+    return u64(st, {"classifier", "vmqs", v.c_str(), "frames"});
+  }
+  uint64_t nic_u64(const json& st, const char* key) { return u64(st, {"nics", "vm1", key}); }
+  uint64_t nic_drop(const json& st, const char* why) { return u64(st, {"nics", "vm1", "drops", why}); }
+
+  // ARP and ping both ways; what the classifier steered to the vmq and what
+  // the software switch delivered are exactly what went into the guest's ring.
+  void ping_both_ways(const std::string& what) {
+    SCOPED_TRACE(what);
+    guest("ping -c 3 -i 0.2 -W 3 " + std::string(kExtIp));
+    const json before = call("stats");
+    EXPECT_TRUE(sh_ok(in("ext", "ping -c 5 -i 0.2 -W 3 " + std::string(kGuestIp))));
+    const json after = call("stats");
+    const uint64_t vmq = vmq_frames(after) - vmq_frames(before);
+    const uint64_t fast = nic_u64(after, "fast_frames") - nic_u64(before, "fast_frames");
+    const uint64_t dflt = nic_u64(after, "default_frames") - nic_u64(before, "default_frames");
+    const uint64_t ring = nic_u64(after, "vhost_rx_frames") - nic_u64(before, "vhost_rx_frames");
+    std::printf("[ ping     ] %s: classifier vmq +%" PRIu64 ", fast +%" PRIu64 ", default +%" PRIu64
+                ", into the guest's ring +%" PRIu64 "\n",
+                what.c_str(), vmq, fast, dflt, ring);
+    EXPECT_GE(vmq, 5u) << "the echo requests to the guest came by its vmq";
+    EXPECT_EQ(vmq, fast) << "every frame the classifier steered to the vmq reached the worker";
+    EXPECT_EQ(ring, fast + dflt) << "every frame for the NIC went into the guest's ring";
+  }
+
+  void transfer_both_ways(const std::string& what) {
+    SCOPED_TRACE(what);
+    const std::string kib = std::to_string(kTransferKiB);
+    const std::string file = dir_ + "/to-guest";
+    ASSERT_TRUE(sh_ok("head -c " + std::to_string(kTransferKiB * 1024) + " /dev/urandom > " + file));
+    std::string sum;
+    sh("sha256sum " + file + " | cut -d' ' -f1", &sum);
+    guest("rm -f /tmp/rx; nc -l -p 5001 > /tmp/rx & "
+          "for i in $(seq 100); do netstat -ltn | grep -q ':5001 ' && break; sleep 0.1; done; "
+          "netstat -ltn | grep -q ':5001 '");
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(sh_ok(in("ext", "/usr/bin/python3 -c \"import socket,sys; s=socket.create_connection(('" +
+                                    std::string(kGuestIp) + "',5001),timeout=20); s.sendall(open('" + file +
+                                    "','rb').read()); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()\"")));
+    const std::string got = guest(
+        "for i in $(seq 100); do pidof nc >/dev/null || break; sleep 0.1; done; sha256sum /tmp/rx | cut -d' ' -f1");
+    const double in_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(got, sum) << "ext -> guest, " << kib << " KiB";
+
+    Bg server = background(
+        in("ext", "/usr/bin/python3 -c \"import socket,hashlib,json; l=socket.create_server(('" + std::string(kExtIp) +
+                      "',5002)); l.settimeout(30); c,_=l.accept(); c.settimeout(30); h=hashlib.sha256(); n=0\n"
+                      "while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b); n+=len(b)\n"
+                      "c.close(); print(json.dumps({'bytes':n,'sha256':h.hexdigest()}))\""));
+    for (int i = 0; i < 100 && sh(in("ext", "ss -Hltn 'sport = :5002' | grep -q 5002")) != 0; i++)
+      std::this_thread::sleep_for(100ms);
+    const std::string want =
+        guest("dd if=/dev/urandom of=/tmp/tx bs=1024 count=" + kib + " 2>/dev/null; sha256sum /tmp/tx | cut -d' ' -f1");
+    const auto t1 = std::chrono::steady_clock::now();
+    guest("nc " + std::string(kExtIp) + " 5002 < /tmp/tx");
+    const json r = server.wait(40s);
+    const double out_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    EXPECT_EQ(u64(r, {"bytes"}), uint64_t{kTransferKiB} * 1024) << r.dump();
+    EXPECT_EQ(r.value("sha256", "") + "\n", want) << "guest -> ext";
+    std::printf("[ tcp      ] %s: %d KiB in %.2f s into the guest, %.2f s out of it, SHA-256 equal\n", what.c_str(),
+                kTransferKiB, in_s, out_s);
+  }
+
+  // What the guest's driver negotiated (virtio 1.x feature bits, bit i at
+  // column i) and the queues it has.
+  void check_guest_view() {
+    std::string f = guest("cat /sys/class/net/eth0/device/features");
+    const std::string queues = guest("ls /sys/class/net/eth0/queues | tr '\\n' ' '");
+    std::printf("[ features ] %s[ queues   ] %s\n", f.c_str(), queues.c_str());
+    ASSERT_GE(f.size(), 33u);
+    EXPECT_EQ(f[15], '1') << "VIRTIO_NET_F_MRG_RXBUF";
+    EXPECT_EQ(f[32], '1') << "VIRTIO_F_VERSION_1";
+    EXPECT_EQ(f[5], '1') << "VIRTIO_NET_F_MAC (QEMU's)";
+    for (int bit : {0, 1, 7, 8, 11, 12, 22, 28, 29})  // checksums, TSO/UFO, MQ, indirect, event idx: not offered
+      EXPECT_EQ(f[bit], '0') << "feature bit " << bit;
+    EXPECT_EQ(queues, "rx-0 tx-0 ") << "one queue pair";
+  }
+
+  // A guest that does not read fills only its own ring: its frames are
+  // dropped as vhost_rx_ring_full, the worker goes on, and once the guest
+  // reads again it is reachable.
+  void guest_that_does_not_read() {
+    guest("ip link set eth0 down");
+    ASSERT_TRUE(sh_ok(in("ext", "ip neigh replace " + std::string(kGuestIp) + " lladdr " + mac_of(1) +
+                                    " dev ext0 nud permanent")));
+    const json before = call("stats");
+    std::string sent_text;
+    (void)sh(in("ext", "ping -q -i 0.002 -c 1000 -W 1 " + std::string(kGuestIp) +
+                           " | sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p'"),
+             &sent_text);
+    const uint64_t sent = std::strtoull(sent_text.c_str(), nullptr, 10);
+    const json after = call("stats");
+    const uint64_t full = nic_drop(after, "vhost_rx_ring_full") - nic_drop(before, "vhost_rx_ring_full");
+    const uint64_t ring = nic_u64(after, "vhost_rx_frames") - nic_u64(before, "vhost_rx_frames");
+    std::printf("[ no read  ] %" PRIu64 " echo requests to a guest with eth0 down: %" PRIu64 " into its ring, %" PRIu64
+                " vhost_rx_ring_full\n",
+                sent, ring, full);
+    EXPECT_GT(full, 0u);
+    EXPECT_LE(ring, 256u) << "at most its ring's buffers";
+    // Every one into the ring or counted (and what else ext0 sent: IPv6's multicast).
+    EXPECT_EQ(sent, 1000u) << sent_text;
+    EXPECT_GE(ring + full, sent);
+    EXPECT_LE(ring + full, sent + 20);
+    guest("ip link set eth0 up");
+    EXPECT_TRUE(sh_ok(in("ext", "ip neigh del " + std::string(kGuestIp) + " dev ext0")));
+    EXPECT_TRUE(guest_reaches_ext(30s)) << "the guest reading again";
+  }
+
+  // The guest resets its device (the driver unbound and bound again): QEMU
+  // stops the rings (GET_VRING_BASE) and starts them anew; the guest is back.
+  void guest_resets_its_device() {
+    guest("d=$(basename $(readlink /sys/class/net/eth0/device)); "
+          "echo $d > /sys/bus/virtio/drivers/virtio_net/unbind && echo $d > /sys/bus/virtio/drivers/virtio_net/bind");
+    guest("for i in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done; "
+          "ip link set eth0 up && ip addr add " + std::string(kGuestIp) + "/24 dev eth0");
+    EXPECT_TRUE(guest_reaches_ext(30s)) << "the guest after resetting its device";
+  }
+
+  // Until the guest reaches ext again (a reconnected backend, ARP again).
+  bool guest_reaches_ext(std::chrono::seconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end)
+      if (guest_->run("ping -c 1 -W 1 " + std::string(kExtIp), 10s).status == 0) return true;
+    return false;
+  }
+
+  std::string path_;
+  std::unique_ptr<QemuGuest> guest_;
+  std::unique_ptr<QemuGuest> tap_guest_;  // a second guest, on a tap
+  bool tap_made_ = false;
+};
+
+TEST_F(VhostUserTest, GuestOnVhostUser) {
+  attach();
+  call("port.create", {{"name", "vm1"}});
+  const std::string backend = "vhost-user:" + path_;
+  // Kernel delivery needs a netdev: refused at create, with the reason.
+  expect_refused("nic.create",
+                 {{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", backend}, {"vmq", "auto"}, {"delivery", "kernel"}},
+                 "usage", {"kernel", "vhost-user"});
+  call("nic.create", {{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", backend}, {"vmq", "auto"}});
+  EXPECT_EQ(call("nic.connect", {{"port", "vm1"}}).value("state", ""), "connected");
+  ASSERT_NO_FATAL_FAILURE(require_delivery("vm1", "xsk"));
+
+  // Connected before QEMU: what comes for the guest is counted, not lost silently.
+  (void)sh(in("ext", "ping -c 2 -i 0.2 -W 1 " + std::string(kGuestIp)));
+  EXPECT_GT(nic_drop(call("stats"), "vhost_not_ready"), 0u);
+
+  ASSERT_NO_FATAL_FAILURE(start_guest());
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("first QEMU"));
+  ASSERT_NO_FATAL_FAILURE(transfer_both_ways("first QEMU"));
+  ASSERT_NO_FATAL_FAILURE(check_guest_view());
+  ASSERT_NO_FATAL_FAILURE(guest_that_does_not_read());
+  ASSERT_NO_FATAL_FAILURE(guest_resets_its_device());
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("after the guest's reset"));
+
+  // QEMU killed mid-traffic: the client goes, the rings with it, every
+  // buffer comes back; the NIC stays connected and a new QEMU attaches.
+  Bg flood = background(in("ext", "ping -f -c 3000 -W 1 " + std::string(kGuestIp)));
+  std::this_thread::sleep_for(500ms);
+  const pid_t qemu = guest_->pid();
+  ASSERT_EQ(kill(qemu, SIGKILL), 0);
+  (void)flood.text(60s);
+  guest_.reset();
+  expect_pools_idle();
+  EXPECT_EQ(nic_of(call("show"), "vm1").value("state", ""), "connected");
+  ASSERT_NO_FATAL_FAILURE(start_guest());
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("second QEMU, after the first was killed"));
+
+  // switchd restarted: the state brings the NIC back, QEMU (reconnect=1)
+  // attaches again by itself and the same guest is back on the network.
+  stop_switchd(SIGTERM);
+  start_switchd();
+  EXPECT_EQ(nic_of(call("show"), "vm1").value("state", ""), "connected");
+  EXPECT_TRUE(guest_reaches_ext(60s)) << "the guest after switchd's restart";
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("after switchd's restart"));
+  expect_pools_idle();
+}
+
+// A vhost-user guest and a tap guest on one switch: what the tap guest
+// sends reaches the vhost-user guest through the software switch and the
+// other way round, whatever the tap's delivery.
+TEST_F(VhostUserTest, VhostUserAndTapGuestsTalk) {
+  constexpr const char* kTapIp = "10.78.0.3";
+  attach();
+  call("port.create", {{"name", "vm1"}});
+  call("nic.create", {{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", "vhost-user:" + path_}, {"vmq", "auto"}});
+  EXPECT_EQ(call("nic.connect", {{"port", "vm1"}}).value("state", ""), "connected");
+  ASSERT_NO_FATAL_FAILURE(start_guest());
+  ASSERT_TRUE(sh_ok("ip tuntap add dev vmt0 mode tap && ip link set vmt0 up"));
+  tap_made_ = true;
+  tap_guest_ = std::make_unique<QemuGuest>();
+  const auto err = tap_guest_->start({.tap = "vmt0", .mac = mac_of(2), .addr = std::string(kTapIp) + "/24"});
+  ASSERT_FALSE(err) << *err;
+  call("port.create", {{"name", "vm2"}});
+  call("nic.create", {{"port", "vm2"}, {"mac", mac_of(2)}, {"backend", "vmt0"}, {"vmq", "auto"}});
+  EXPECT_EQ(call("nic.connect", {{"port", "vm2"}}).value("state", ""), "connected");
+  const json before = call("stats");
+  guest("ping -c 3 -i 0.2 -W 3 " + std::string(kTapIp));
+  const QemuGuest::Result r = tap_guest_->run("ping -c 3 -i 0.2 -W 3 " + std::string(kGuestIp));
+  EXPECT_EQ(r.status, 0) << r.out;
+  const json after = call("stats");
+  const uint64_t ring = nic_u64(after, "vhost_rx_frames") - nic_u64(before, "vhost_rx_frames");
+  std::printf("[ guests   ] vhost-user and tap guests pinged each other; into the vhost-user guest's ring +%" PRIu64
+              "\n",
+              ring);
+  EXPECT_GE(ring, 6u) << "3 replies and 3 requests at least";
+  call("nic.disconnect", {{"port", "vm2"}});
+  expect_pools_idle();
+}
+
+// A guest with two queue pairs on the 2-queue uplink: pair q is served by
+// the worker of uplink queue q, traffic works both ways on both.
+TEST_F(VhostUserTest, MultiqueueGuest) {
+  attach();
+  call("port.create", {{"name", "vm1"}});
+  call("nic.create", {{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", "vhost-user:" + path_}, {"vmq", "auto"}});
+  EXPECT_EQ(call("nic.connect", {{"port", "vm1"}}).value("state", ""), "connected");
+  ASSERT_NO_FATAL_FAILURE(start_guest(2));
+  const std::string queues = guest("ls /sys/class/net/eth0/queues | tr '\\n' ' '");
+  std::printf("[ queues   ] %s\n", queues.c_str());
+  EXPECT_EQ(queues, "rx-0 rx-1 tx-0 tx-1 ");
+  std::string log;
+  sh("cat " + log_, &log);
+  EXPECT_NE(log.find("vhost-user queue pair 1 started"), std::string::npos) << log;
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("two queue pairs"));
+  ASSERT_NO_FATAL_FAILURE(transfer_both_ways("two queue pairs"));
+  // Frames taken from the guest's transmit rings, by the worker that took them.
+  const json st = call("stats");
+  for (const auto& q : st["queues"])
+    std::printf("[ queue %d  ] rx_vm %" PRIu64 " (the guest's frames taken from pair %d)\n", q.value("queue", -1),
+                q.value("rx_vm", uint64_t{0}), q.value("queue", -1));
+  guest_.reset();
+  expect_pools_idle();
+}
+
+}  // namespace
