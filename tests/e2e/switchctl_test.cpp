@@ -762,7 +762,7 @@ TEST_F(SwitchctlTest, InvalidInputRefusedWithItsExitCode) {
       {"port create a-name-far-too-long", 2, "not a valid name"},
       {"port create 'vm/1'", 2, "not a valid name"},
       {"port create .hidden", 2, "not a valid name"},
-      {"nic create vm2 --mac 02:00:00:00:00:02 --backend 'b@d'", 2, "not a valid name"},
+      {"nic create vm2 --mac 02:00:00:00:00:02 --backend 'b@d'", 2, "is not a backend"},
       {"port create vm3 --colour blue", 2, "--colour"},
       {"stats --interval 1", 2, "--watch"},
       {"nic connect nosuch", 3, "nosuch"},
