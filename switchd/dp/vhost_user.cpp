@@ -185,10 +185,16 @@ uint8_t* VhostUserDevice::uva(uint64_t addr, uint64_t len) const {
   return nullptr;
 }
 
+// Each table inside the memory and aligned as virtio requires (2.7: 16, 2
+// and 4 bytes), or not mapped: the ring is not live.
 void VhostUserDevice::map_ring(Ring& r) {
-  r.desc = reinterpret_cast<Desc*>(uva(r.desc_uva, uint64_t{16} * r.num));
-  r.avail = reinterpret_cast<Avail*>(uva(r.avail_uva, 6 + uint64_t{2} * r.num));
-  r.used = reinterpret_cast<Used*>(uva(r.used_uva, 6 + uint64_t{8} * r.num));
+  auto at = [&](uint64_t addr, uint64_t len, uintptr_t align) -> uint8_t* {
+    uint8_t* p = uva(addr, len);
+    return p && reinterpret_cast<uintptr_t>(p) % align == 0 ? p : nullptr;
+  };
+  r.desc = reinterpret_cast<Desc*>(at(r.desc_uva, uint64_t{16} * r.num, 16));
+  r.avail = reinterpret_cast<Avail*>(at(r.avail_uva, 6 + uint64_t{2} * r.num, 2));
+  r.used = reinterpret_cast<Used*>(at(r.used_uva, 6 + uint64_t{8} * r.num, 4));
 }
 
 bool VhostUserDevice::live(const Ring& r) const {
@@ -345,6 +351,14 @@ bool VhostUserDevice::set_mem_table(const uint8_t* p, uint32_t size, const std::
   for (uint32_t i = 0; i < n; i++) {
     MemRegion mr;
     std::memcpy(&mr, p + 8 + i * sizeof(MemRegion), sizeof(mr));
+    // Past the file's end the mapping is there but a touch is SIGBUS.
+    struct stat st{};
+    if (fstat(fds[i], &st) != 0 || st.st_size < 0 || mr.mmap_offset > static_cast<uint64_t>(st.st_size) ||
+        mr.size > static_cast<uint64_t>(st.st_size) - mr.mmap_offset) {
+      service::log(service::Level::Warn, "nic %s: vhost-user memory region %u runs past its file", nic_.c_str(), i);
+      unmap_all();
+      return false;
+    }
     Region r{.gpa = mr.gpa, .size = mr.size, .uva = mr.uva};
     r.map_len = mr.size + mr.mmap_offset;
     r.map = mmap(nullptr, r.map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0);
@@ -383,6 +397,7 @@ bool VhostUserDevice::handle_vring(uint32_t req, const uint8_t* p, uint32_t size
       if (!r) return true;  // a queue pair beyond the one offered
       if (!s.num || s.num > kMaxRing || (s.num & (s.num - 1))) return false;
       r->num = s.num;
+      map_ring(*r);  // the tables' bounds were checked for the old size
       return true;
     case kSetVringBase:
       if (r) r->last_avail = static_cast<uint16_t>(s.num);
@@ -504,7 +519,7 @@ uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64
       const uint32_t s = std::min(skip, d.len);
       skip -= s;
       const uint32_t n = d.len - s;
-      if (len + n > cap) {
+      if (n > cap - len) {  // len + n wraps for a buffer near 4 GiB
         bad = true;
         break;
       }
