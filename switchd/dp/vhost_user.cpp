@@ -40,6 +40,7 @@ namespace {
 constexpr uint16_t kDescNext = 1, kDescWrite = 2;
 constexpr uint16_t kAvailNoInterrupt = 1;
 constexpr uint32_t kMaxRing = 32768;
+constexpr uint32_t kMaxChain = 1024, kMaxDropped = 64;  // next_tx's bounds
 
 // Feature bits (virtio 1.x, 5.1.3; the vhost-user spec).
 constexpr uint64_t kNetMrgRxbuf = 1ull << 15;
@@ -504,7 +505,11 @@ VhostUserDevice::Rx VhostUserDevice::deliver(uint32_t p, const uint8_t* frame, u
 uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64_t* too_long) {
   std::lock_guard<std::mutex> lk(locks_[p]);
   Ring& r = rings_[2 * p + 1];
-  while (live(r) && r.last_avail != load_acquire(&r.avail->idx)) {
+  // Bounded work per call whatever the guest posts: chains of at most
+  // kMaxChain descriptors (Linux's vhost: UIO_MAXIOV), at most kMaxDropped
+  // bad ones skipped; the rest waits for the worker's next pass.
+  const uint32_t max_steps = std::min(r.num, kMaxChain);
+  for (uint32_t dropped = 0; dropped < kMaxDropped && live(r) && r.last_avail != load_acquire(&r.avail->idx);) {
     const uint16_t head = r.avail->ring[r.last_avail % r.num];
     r.last_avail++;
     uint32_t skip = hdr_len_, len = 0;
@@ -512,7 +517,7 @@ uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64
     for (uint16_t i = head, steps = 0; !bad; steps++) {
       const Desc d = r.desc[i];
       const uint8_t* from = gpa(d.addr, d.len);
-      if (!from || (d.flags & kDescWrite) || steps >= r.num) {
+      if (!from || (d.flags & kDescWrite) || steps >= max_steps) {
         bad = true;
         break;
       }
@@ -533,7 +538,7 @@ uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64
     __atomic_store_n(&r.used->idx, r.last_used, __ATOMIC_RELEASE);
     r.notify = true;
     if (bad || len == 0) {
-      ++*too_long;
+      ++*too_long, ++dropped;
       continue;
     }
     return len;

@@ -293,5 +293,20 @@ TEST_F(VhostUserDeviceTest, TransmitBufferNear4GiBIsDropped) {
   EXPECT_EQ(bad, 1u);
 }
 
+// Found by fuzz_vhost: an avail index far ahead over chains that loop made
+// one next_tx walk 65,535 chains of up to 32,768 descriptors each.
+TEST_F(VhostUserDeviceTest, TransmitWorkIsBoundedPerCall) {
+  ASSERT_NO_FATAL_FAILURE(set_up_device());
+  for (uint16_t i = 0; i < kNum; i++) post(1, i, kGpa + kBuffers, 64, 1, i);  // each loops on itself
+  avail(1)[1] = 1000;  // far more than the ring holds
+  uint8_t out[4096];
+  uint64_t bad = 0;
+  EXPECT_EQ(dev_->next_tx(0, out, sizeof(out), &bad), 0u);
+  EXPECT_EQ(bad, 64u) << "at most 64 bad chains skipped per call";
+  bad = 0;
+  EXPECT_EQ(dev_->next_tx(0, out, sizeof(out), &bad), 0u);
+  EXPECT_EQ(bad, 64u) << "the rest on the next call";
+}
+
 }  // namespace
 }  // namespace xvmq::switchd
