@@ -40,6 +40,7 @@ namespace {
 constexpr uint16_t kDescNext = 1, kDescWrite = 2;
 constexpr uint16_t kAvailNoInterrupt = 1;
 constexpr uint32_t kMaxRing = 32768;
+constexpr uint32_t kMaxChain = 1024, kMaxDropped = 64;  // next_tx's bounds
 
 // Feature bits (virtio 1.x, 5.1.3; the vhost-user spec).
 constexpr uint64_t kNetMrgRxbuf = 1ull << 15;
@@ -185,10 +186,16 @@ uint8_t* VhostUserDevice::uva(uint64_t addr, uint64_t len) const {
   return nullptr;
 }
 
+// Each table inside the memory and aligned as virtio requires (2.7: 16, 2
+// and 4 bytes), or not mapped: the ring is not live.
 void VhostUserDevice::map_ring(Ring& r) {
-  r.desc = reinterpret_cast<Desc*>(uva(r.desc_uva, uint64_t{16} * r.num));
-  r.avail = reinterpret_cast<Avail*>(uva(r.avail_uva, 6 + uint64_t{2} * r.num));
-  r.used = reinterpret_cast<Used*>(uva(r.used_uva, 6 + uint64_t{8} * r.num));
+  auto at = [&](uint64_t addr, uint64_t len, uintptr_t align) -> uint8_t* {
+    uint8_t* p = uva(addr, len);
+    return p && reinterpret_cast<uintptr_t>(p) % align == 0 ? p : nullptr;
+  };
+  r.desc = reinterpret_cast<Desc*>(at(r.desc_uva, uint64_t{16} * r.num, 16));
+  r.avail = reinterpret_cast<Avail*>(at(r.avail_uva, 6 + uint64_t{2} * r.num, 2));
+  r.used = reinterpret_cast<Used*>(at(r.used_uva, 6 + uint64_t{8} * r.num, 4));
 }
 
 bool VhostUserDevice::live(const Ring& r) const {
@@ -345,6 +352,14 @@ bool VhostUserDevice::set_mem_table(const uint8_t* p, uint32_t size, const std::
   for (uint32_t i = 0; i < n; i++) {
     MemRegion mr;
     std::memcpy(&mr, p + 8 + i * sizeof(MemRegion), sizeof(mr));
+    // Past the file's end the mapping is there but a touch is SIGBUS.
+    struct stat st{};
+    if (fstat(fds[i], &st) != 0 || st.st_size < 0 || mr.mmap_offset > static_cast<uint64_t>(st.st_size) ||
+        mr.size > static_cast<uint64_t>(st.st_size) - mr.mmap_offset) {
+      service::log(service::Level::Warn, "nic %s: vhost-user memory region %u runs past its file", nic_.c_str(), i);
+      unmap_all();
+      return false;
+    }
     Region r{.gpa = mr.gpa, .size = mr.size, .uva = mr.uva};
     r.map_len = mr.size + mr.mmap_offset;
     r.map = mmap(nullptr, r.map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0);
@@ -383,6 +398,7 @@ bool VhostUserDevice::handle_vring(uint32_t req, const uint8_t* p, uint32_t size
       if (!r) return true;  // a queue pair beyond the one offered
       if (!s.num || s.num > kMaxRing || (s.num & (s.num - 1))) return false;
       r->num = s.num;
+      map_ring(*r);  // the tables' bounds were checked for the old size
       return true;
     case kSetVringBase:
       if (r) r->last_avail = static_cast<uint16_t>(s.num);
@@ -489,7 +505,11 @@ VhostUserDevice::Rx VhostUserDevice::deliver(uint32_t p, const uint8_t* frame, u
 uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64_t* too_long) {
   std::lock_guard<std::mutex> lk(locks_[p]);
   Ring& r = rings_[2 * p + 1];
-  while (live(r) && r.last_avail != load_acquire(&r.avail->idx)) {
+  // Bounded work per call whatever the guest posts: chains of at most
+  // kMaxChain descriptors (Linux's vhost: UIO_MAXIOV), at most kMaxDropped
+  // bad ones skipped; the rest waits for the worker's next pass.
+  const uint32_t max_steps = std::min(r.num, kMaxChain);
+  for (uint32_t dropped = 0; dropped < kMaxDropped && live(r) && r.last_avail != load_acquire(&r.avail->idx);) {
     const uint16_t head = r.avail->ring[r.last_avail % r.num];
     r.last_avail++;
     uint32_t skip = hdr_len_, len = 0;
@@ -497,14 +517,14 @@ uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64
     for (uint16_t i = head, steps = 0; !bad; steps++) {
       const Desc d = r.desc[i];
       const uint8_t* from = gpa(d.addr, d.len);
-      if (!from || (d.flags & kDescWrite) || steps >= r.num) {
+      if (!from || (d.flags & kDescWrite) || steps >= max_steps) {
         bad = true;
         break;
       }
       const uint32_t s = std::min(skip, d.len);
       skip -= s;
       const uint32_t n = d.len - s;
-      if (len + n > cap) {
+      if (n > cap - len) {  // len + n wraps for a buffer near 4 GiB
         bad = true;
         break;
       }
@@ -518,7 +538,7 @@ uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64
     __atomic_store_n(&r.used->idx, r.last_used, __ATOMIC_RELEASE);
     r.notify = true;
     if (bad || len == 0) {
-      ++*too_long;
+      ++*too_long, ++dropped;
       continue;
     }
     return len;

@@ -237,5 +237,76 @@ TEST_F(VhostUserDeviceTest, StoppedRingAndFrontEndGone) {
   EXPECT_FALSE(dev_->rx_live(0));
 }
 
+// Found by fuzz_vhost: a region larger than its file was mapped, and the
+// first touch past the file's end was SIGBUS in the worker.
+TEST_F(VhostUserDeviceTest, MemoryPastItsFileIsRefused) {
+  const uint64_t twice[5] = {1, kGpa, 2 * kMemSize, kGpa + kUvaOffset, 0};
+  send_msg(5, twice, 40, {mem_fd_});
+  EXPECT_FALSE(dev_->connected()) << "the front-end is dropped";
+  EXPECT_FALSE(dev_->rx_live(0));
+}
+
+TEST_F(VhostUserDeviceTest, MemoryOffsetThatWrapsIsRefused) {
+  const uint64_t wraps[5] = {1, kGpa, 0x2000, kGpa + kUvaOffset, ~uint64_t{0} - 0xfff};
+  send_msg(5, wraps, 40, {mem_fd_});
+  EXPECT_FALSE(dev_->connected());
+}
+
+// A ring made larger after its addresses were checked: checked again.
+TEST_F(VhostUserDeviceTest, RingResizedPastTheMemoryIsNotLive) {
+  ASSERT_NO_FATAL_FAILURE(set_up_device());
+  const uint64_t end = kGpa + kUvaOffset + kMemSize;
+  const uint64_t addr[5] = {0, end - 16 * kNum, kGpa + used_at(0) + kUvaOffset, kGpa + avail_at(0) + kUvaOffset, 0};
+  send_msg(9, addr, 40);
+  ASSERT_TRUE(dev_->rx_live(0)) << "8 descriptors fit at the memory's end";
+  const uint32_t num[2] = {0, 2 * kNum};
+  send_msg(8, num, 8);
+  EXPECT_FALSE(dev_->rx_live(0)) << "16 do not";
+}
+
+TEST_F(VhostUserDeviceTest, MisalignedRingIsNotLive) {
+  ASSERT_NO_FATAL_FAILURE(set_up_device());
+  const uint64_t addr[5] = {0, kGpa + desc_at(0) + kUvaOffset + 8, kGpa + used_at(0) + kUvaOffset,
+                            kGpa + avail_at(0) + kUvaOffset, 0};
+  send_msg(9, addr, 40);
+  EXPECT_FALSE(dev_->rx_live(0)) << "descriptors are 16-byte aligned";
+}
+
+// A guest with more than 4 GiB can post a buffer of nearly 4 GiB: the
+// frame's length so far plus its length wrapped, and the copy ran past dst.
+TEST_F(VhostUserDeviceTest, TransmitBufferNear4GiBIsDropped) {
+  ASSERT_NO_FATAL_FAILURE(set_up_device());
+  constexpr uint64_t kBig = 5ull << 30, kBigGpa = 1ull << 32;  // sparse: no memory used
+  const int big = memfd_create("big", MFD_CLOEXEC);
+  ASSERT_EQ(ftruncate(big, kBig), 0);
+  const uint64_t table[9] = {2, kGpa, kMemSize, kGpa + kUvaOffset, 0, kBigGpa, kBig, kBigGpa + kUvaOffset, 0};
+  send_msg(5, table, 72, {mem_fd_, big});
+  close(big);
+  ASSERT_TRUE(dev_->connected());
+  std::memset(mem_ + kBuffers, 0, 112);
+  post(1, 0, kGpa + kBuffers, 112, 1, 1);  // the header and 100 bytes
+  post(1, 1, kBigGpa, 0xfffffff0, 0);
+  make_avail(1, 0);
+  uint8_t out[4096];
+  uint64_t bad = 0;
+  EXPECT_EQ(dev_->next_tx(0, out, sizeof(out), &bad), 0u);
+  EXPECT_EQ(bad, 1u);
+}
+
+// Found by fuzz_vhost: an avail index far ahead over chains that loop made
+// one next_tx walk 65,535 chains of up to 32,768 descriptors each.
+TEST_F(VhostUserDeviceTest, TransmitWorkIsBoundedPerCall) {
+  ASSERT_NO_FATAL_FAILURE(set_up_device());
+  for (uint16_t i = 0; i < kNum; i++) post(1, i, kGpa + kBuffers, 64, 1, i);  // each loops on itself
+  avail(1)[1] = 1000;  // far more than the ring holds
+  uint8_t out[4096];
+  uint64_t bad = 0;
+  EXPECT_EQ(dev_->next_tx(0, out, sizeof(out), &bad), 0u);
+  EXPECT_EQ(bad, 64u) << "at most 64 bad chains skipped per call";
+  bad = 0;
+  EXPECT_EQ(dev_->next_tx(0, out, sizeof(out), &bad), 0u);
+  EXPECT_EQ(bad, 64u) << "the rest on the next call";
+}
+
 }  // namespace
 }  // namespace xvmq::switchd
