@@ -51,7 +51,15 @@ stty -F /dev/ttyS1 raw -echo 115200
 exec 3<>/dev/ttyS1
 echo "eth0 $addr up" > /dev/console
 echo "@@XVMQ-READY" >&3
-while IFS= read -r cmd <&3; do
+while IFS= read -r line <&3; do
+  # "LENGTH COMMAND": a serial line can lose a character under load; a
+  # command that did not arrive whole is asked for again.
+  len=${line%% *}
+  cmd=${line#* }
+  if [ "$len" != "${#cmd}" ]; then
+    echo "@@XVMQ-END retry" >&3
+    continue
+  fi
   sh -c "$cmd" > /tmp/.out 2>&1 < /dev/null
   rc=$?
   cat /tmp/.out >&3
@@ -247,17 +255,29 @@ bool QemuGuest::read_until(const std::string& marker, std::string& out, std::chr
 QemuGuest::Result QemuGuest::run(const std::string& cmd, std::chrono::seconds limit) {
   Result r;
   if (ctl_ < 0) return r;
-  const std::string line = cmd + "\n";
-  if (write(ctl_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return r;
-  std::string text;
-  if (!read_until(kEnd, text, std::chrono::steady_clock::now() + limit)) {
-    r.out = buf_;
+  // The guest checks the length (kInit) and asks again for a command that
+  // lost a character on the way; written in short pieces, which a busy
+  // guest's UART keeps up with.
+  const std::string line = std::to_string(cmd.size()) + " " + cmd + "\n";
+  for (int attempt = 0; attempt < 5; attempt++) {
+    for (size_t off = 0; off < line.size(); off += 16) {
+      const size_t n = std::min<size_t>(16, line.size() - off);
+      if (write(ctl_, line.data() + off, n) != static_cast<ssize_t>(n)) return r;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::string text;
+    if (!read_until(kEnd, text, std::chrono::steady_clock::now() + limit)) {
+      r.out = buf_;
+      return r;
+    }
+    std::string status;
+    if (!read_until("\n", status, std::chrono::steady_clock::now() + std::chrono::seconds(2))) return r;
+    if (status.rfind("retry", 0) == 0) continue;
+    r.status = std::atoi(status.c_str());
+    r.out = text;
     return r;
   }
-  std::string status;
-  if (!read_until("\n", status, std::chrono::steady_clock::now() + std::chrono::seconds(2))) return r;
-  r.status = std::atoi(status.c_str());
-  r.out = text;
+  r.out = "the guest did not receive the command whole in 5 tries";
   return r;
 }
 
