@@ -69,7 +69,7 @@ class VhostUserDeviceTest : public ::testing::Test {
     uint8_t buf[512];
     const uint32_t h[3] = {req, 1, size};
     std::memcpy(buf, h, 12);
-    std::memcpy(buf + 12, payload, size);
+    if (size) std::memcpy(buf + 12, payload, size);  // payload may be null for none
     iovec iov{buf, 12 + size};
     msghdr m{};
     m.msg_iov = &iov;
