@@ -108,41 +108,7 @@ class VhostUserTest : public SwitchdFixture {
   }
 
   void transfer_both_ways(const std::string& what) {
-    SCOPED_TRACE(what);
-    const std::string kib = std::to_string(kTransferKiB);
-    const std::string file = dir_ + "/to-guest";
-    ASSERT_TRUE(sh_ok("head -c " + std::to_string(kTransferKiB * 1024) + " /dev/urandom > " + file));
-    std::string sum;
-    sh("sha256sum " + file + " | cut -d' ' -f1", &sum);
-    guest("rm -f /tmp/rx; nc -l -p 5001 > /tmp/rx & "
-          "for i in $(seq 100); do netstat -ltn | grep -q ':5001 ' && break; sleep 0.1; done; "
-          "netstat -ltn | grep -q ':5001 '");
-    const auto t0 = std::chrono::steady_clock::now();
-    EXPECT_TRUE(sh_ok(in("ext", "/usr/bin/python3 -c \"import socket,sys; s=socket.create_connection(('" +
-                                    std::string(kGuestIp) + "',5001),timeout=20); s.sendall(open('" + file +
-                                    "','rb').read()); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()\"")));
-    const std::string got = guest(
-        "for i in $(seq 100); do pidof nc >/dev/null || break; sleep 0.1; done; sha256sum /tmp/rx | cut -d' ' -f1");
-    const double in_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    EXPECT_EQ(got, sum) << "ext -> guest, " << kib << " KiB";
-
-    Bg server = background(
-        in("ext", "/usr/bin/python3 -c \"import socket,hashlib,json; l=socket.create_server(('" + std::string(kExtIp) +
-                      "',5002)); l.settimeout(30); c,_=l.accept(); c.settimeout(30); h=hashlib.sha256(); n=0\n"
-                      "while True:\n  b=c.recv(65536)\n  if not b: break\n  h.update(b); n+=len(b)\n"
-                      "c.close(); print(json.dumps({'bytes':n,'sha256':h.hexdigest()}))\""));
-    for (int i = 0; i < 100 && sh(in("ext", "ss -Hltn 'sport = :5002' | grep -q 5002")) != 0; i++)
-      std::this_thread::sleep_for(100ms);
-    const std::string want =
-        guest("dd if=/dev/urandom of=/tmp/tx bs=1024 count=" + kib + " 2>/dev/null; sha256sum /tmp/tx | cut -d' ' -f1");
-    const auto t1 = std::chrono::steady_clock::now();
-    guest("nc " + std::string(kExtIp) + " 5002 < /tmp/tx");
-    const json r = server.wait(40s);
-    const double out_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-    EXPECT_EQ(u64(r, {"bytes"}), uint64_t{kTransferKiB} * 1024) << r.dump();
-    EXPECT_EQ(r.value("sha256", "") + "\n", want) << "guest -> ext";
-    std::printf("[ tcp      ] %s: %d KiB in %.2f s into the guest, %.2f s out of it, SHA-256 equal\n", what.c_str(),
-                kTransferKiB, in_s, out_s);
+    transfer_with_guest([this](const std::string& c) { return guest(c); }, kGuestIp, kExtIp, kTransferKiB, what);
   }
 
   // What the guest's driver negotiated (virtio 1.x feature bits, bit i at

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <initializer_list>
 #include <optional>
@@ -117,6 +118,11 @@ class SwitchdFixture : public ::testing::Test {
                       std::initializer_list<std::string> words);
 
   void attach() { call("uplink.attach", {{"name", "up0"}}); }
+  // A TCP transfer of `kib` KiB each way between ext (at ext_ip) and a QEMU
+  // guest (at guest_ip), its SHA-256 the same at both ends; `guest` runs a
+  // command in the guest that must succeed and returns its output.
+  void transfer_with_guest(const std::function<std::string(const std::string&)>& guest, const std::string& guest_ip,
+                           const std::string& ext_ip, int kib, const std::string& what);
   // steering: "software" or "hardware"; empty: switchd's default. nic.create
   // asks for delivery_ when the NIC asks for a vmq.
   json add_vm(int i, const std::string& vmq = "auto", const std::string& steering = "");
