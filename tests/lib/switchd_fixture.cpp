@@ -260,7 +260,9 @@ std::vector<std::string> unit_launcher(const UnitPrivileges& u) {
   cmd.insert(cmd.end(), {"/usr/bin/setpriv", "--bounding-set", setpriv_caps(u.bounding), "--inh-caps",
                          setpriv_caps(u.ambient), "--ambient-caps", setpriv_caps(u.ambient)});
   if (u.no_new_privileges) cmd.push_back("--no-new-privs");
-  cmd.push_back("--");
+  // switchd dies with the test: a test killed mid-run (a timeout, a crash)
+  // leaves no daemon holding its namespaces' XDP programs and sockets.
+  cmd.insert(cmd.end(), {"--pdeathsig", "KILL", "--"});
   return cmd;
 }
 
