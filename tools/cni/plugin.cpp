@@ -272,9 +272,8 @@ std::optional<json> cmd_del(const NetConf& conf, const RuntimeEnv& env, const st
   if (port_gone) return json(nullptr);
   *err = sw_err;
   err->details = "removed the veth " + host + " and the IPAM allocation; switchd's port " + host +
-                 " (if any) is left: DEL again once switchd answers";
-  if (err->code != kTryAgainLater) err->details += " (" + err->msg + ")";
-  err->code = kTryAgainLater;
+                 (err->code == kTryAgainLater ? " (if any) is left: DEL again once switchd answers"
+                                              : " is left: switchd refused to remove it");
   return std::nullopt;
 }
 
