@@ -159,6 +159,8 @@ std::optional<Mac> configure_container(const RuntimeEnv& env, const json& ipam, 
   auto ns = rtnl::NetnsScope::enter(env.netns);
   if (!ns) return *err = {kUnknownContainer, ns.error().message, ""}, std::nullopt;
   if (!configure(env.ifname, ipam, err)) return std::nullopt;
+  // Without it switchd's delivery "auto" falls back to xsk (show says why).
+  (void)rtnl::gro_on(env.ifname);
   auto mac = rtnl::link_mac(env.ifname);
   if (!mac) return *err = kernel(mac.error(), "container"), std::nullopt;
   return *mac;
