@@ -19,6 +19,8 @@ XVMQ_PACKAGES=(
   # qemu_tap_test's guest (tests/lib/qemu_guest.h): QEMU under TCG, Debian's
   # cloud kernel and its virtio_net modules, busybox for the initramfs
   qemu-system-x86 linux-image-cloud-amd64 busybox-static
+  # xvmq-cni's IPAM plugins (host-local, static in /usr/lib/cni), for cni_test
+  containernetworking-plugins
 )
 
 xvmq_install_packages() {
