@@ -18,10 +18,13 @@ std::optional<UplinkConfig> Switch::uplink_config() const {
 }
 
 // The ports a configuration file describes: all but the host port, which
-// belongs to the uplink (its [uplink] host = "port").
+// belongs to the uplink (its [uplink] host = "port"), and the ports with an
+// owner, which belong to the orchestrator that made them (xvmq-cni): a file
+// neither names nor removes them.
 std::map<std::string, Port> Switch::config_ports() const {
   std::map<std::string, Port> ports = model_.ports();
   if (host_port_) ports.erase(host_port_->port);
+  std::erase_if(ports, [](const auto& kv) { return kv.second.owner.has_value(); });
   return ports;
 }
 
@@ -46,7 +49,42 @@ std::optional<SwitchError> run_step(Switch& sw, const Step& s) {
 
 }  // namespace
 
+namespace {
+
+std::string owner_words(const PortOwner& o) {
+  std::string w = "container " + o.container_id;
+  if (!o.ifname.empty()) w += " (" + o.ifname + ")";
+  if (!o.network.empty()) w += ", network " + o.network;
+  return w;
+}
+
+}  // namespace
+
+// A file cannot take an owned port, nor change the uplink under one: both
+// refused before any step, naming the port and its owner.
+void Switch::check_owned_ports(const SwitchConfig& desired, const std::string& source) const {
+  std::vector<std::string> owned;
+  for (const auto& [name, p] : model_.ports()) {
+    if (!p.owner) continue;
+    if (desired.ports.contains(name))
+      throw Refused(ErrorKind::Exists, "config " + source + ": port " + name + " belongs to " + owner_words(*p.owner) +
+                                           ", which made it: a configuration file cannot manage it (its orchestrator "
+                                           "removes it, e.g. CNI DEL)");
+    owned.push_back(name);
+  }
+  if (owned.empty() || uplink_config() == desired.uplink) return;
+  std::string names;
+  for (size_t i = 0; i < owned.size() && i < 3; i++) names += (i ? ", " : "") + owned[i];
+  if (owned.size() > 3) names += ", ...";
+  const std::string from = uplink_ ? "uplink " + uplink_->name : "no uplink";
+  const std::string to = desired.uplink ? "uplink " + desired.uplink->name : "no uplink";
+  throw Refused(ErrorKind::WrongState, "config " + source + ": the file changes " + from + " to " + to + " under " +
+                                           std::to_string(owned.size()) + " port(s) with an owner (" + names +
+                                           "); their orchestrator removes them first");
+}
+
 json Switch::config_apply(const SwitchConfig& desired, const std::string& source, bool dry_run) {
+  check_owned_ports(desired, source);
   const SwitchConfig before = current_config(config_ports(), uplink_config());
   const std::vector<Step> steps = plan(config_ports(), uplink_config(), desired);
   json out{{"steps", json::array()}, {"applied", !dry_run}};

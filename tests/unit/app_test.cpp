@@ -635,9 +635,41 @@ TEST_F(DeliveryTest, AnOwnerIsShownAndSurvivesARestart) {
   start();
   EXPECT_EQ(ok("show")["ports"], shown["ports"]);
   for (const auto& p : ok("show")["ports"]) {
-    if (p["name"] == "xv1") EXPECT_EQ(p["owner"], owner);
-    if (p["name"] == "plain") EXPECT_FALSE(p.contains("owner"));
+    if (p["name"] == "xv1") {
+      EXPECT_EQ(p["owner"], owner);
+    }
+    if (p["name"] == "plain") {
+      EXPECT_FALSE(p.contains("owner"));
+    }
   }
+}
+
+// A port with an owner is its orchestrator's: a configuration file does not
+// export it, does not remove it, cannot name it, and cannot change the uplink
+// under it.
+TEST_F(DeliveryTest, AConfigurationFileLeavesOwnedPortsAlone) {
+  ok("port.create", {{"name", "xv1"}, {"owner", {{"container_id", "c0ffee"}, {"network", "podnet"}}}});
+  ok("nic.create", {{"port", "xv1"}, {"mac", "02:00:00:00:00:01"}, {"backend", "xv1-host"}});
+  ok("nic.connect", {{"port", "xv1"}});
+  nic(2);
+  const std::string exported = ok("config.export")["config"];
+  EXPECT_EQ(exported.find("xv1"), std::string::npos) << exported;
+  EXPECT_NE(exported.find("vm2"), std::string::npos) << exported;
+  // A file without vm2 removes vm2, not xv1.
+  const std::string head = "[uplink]\nname = \"up0\"\n";
+  json r = ok("config.apply", {{"config", head}});
+  for (const json& st : r["steps"]) EXPECT_EQ(st["args"].dump().find("xv1"), std::string::npos) << st;
+  EXPECT_FALSE(r["steps"].empty());
+  json shown = ok("show");
+  ASSERT_EQ(shown["ports"].size(), 1u) << shown;
+  EXPECT_EQ(shown["ports"][0]["name"], "xv1");
+  EXPECT_EQ(ok("config.apply", {{"config", exported}, {"dry_run", true}})["steps"].size(), 3u)
+      << "vm2 made again (port, NIC, connect); xv1 untouched";
+  // Naming it, or moving the uplink from under it: refused up front.
+  refused("config.apply", {{"config", head + "\n[[port]]\nname = \"xv1\"\n"}}, ErrorKind::Exists,
+          {"port xv1 belongs to container c0ffee, network podnet", "cannot manage it"});
+  refused("config.apply", {{"config", ""}}, ErrorKind::WrongState,
+          {"changes uplink up0 to no uplink", "1 port(s) with an owner (xv1)"});
 }
 
 }  // namespace
