@@ -76,9 +76,12 @@ class CniFabricTest : public ::testing::Test {
 
   void TearDown() override {
     if (!fabric_) return;
+    fabric_->stop_switchds();
+    for (const char* h : {"A", "B"})
+      for (const auto& line : fabric_->log_problems(h)) ADD_FAILURE() << "switchd of host " << h << ": " << line;
     if (HasFailure())
       for (const char* h : {"A", "B"})
-        std::fprintf(stderr, "---- switchd of host %s\n%s----\n", h, slurp(fabric_->host(h).log).c_str());
+        std::fprintf(stderr, "---- switchd of host %s\n%s----\n", h, fabric_->log_text(h).c_str());
     fabric_->teardown();
   }
 

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -191,8 +192,30 @@ void Fabric::stop_switchd(FabricHost& h) {
   h.switchd = -1;
 }
 
-void Fabric::teardown() {
+void Fabric::stop_switchds() {
   for (auto& [name, h] : hosts_) stop_switchd(h);
+}
+
+std::vector<std::string> Fabric::log_problems(const std::string& host) const {
+  std::vector<std::string> out;
+  std::istringstream in(log_text(host));
+  for (std::string line; std::getline(in, line);) {
+    std::string low = line;
+    for (auto& c : low) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (low.find("error") != std::string::npos || low.find("failed") != std::string::npos ||
+        low.find("warning") != std::string::npos)
+      out.push_back(line);
+  }
+  return out;
+}
+
+std::string Fabric::log_text(const std::string& host) const {
+  auto it = hosts_.find(host);
+  return it == hosts_.end() ? "" : slurp_file(it->second.log);
+}
+
+void Fabric::teardown() {
+  stop_switchds();
   // Pods first, hosts and fabric last: deleting a namespace deletes its
   // veths, and their peers with them.
   while (!made_ns_.empty()) del_netns(made_ns_.back());

@@ -60,9 +60,16 @@ class Fabric {
   // The fabric, then each host with its uplink and its switchd (the uplink
   // attached). False, with the failure added, when a step failed.
   bool build(const std::vector<std::string>& hosts, const std::string& switchd_path);
-  // Stops the switchds, kills what still runs in the namespaces made here,
-  // deletes them and the directory. Idempotent.
+  // Stops the switchds (SIGTERM, reaped; SIGKILL after 5 s), kills what
+  // still runs in the namespaces made here, deletes them and the directory.
+  // Idempotent; stop_switchds() alone leaves their logs to read.
   void teardown();
+  void stop_switchds();
+  // The lines of host's switchd log that say error, failed or warning (as
+  // Open vSwitch's check_logs).
+  std::vector<std::string> log_problems(const std::string& host) const;
+  // What host's switchd wrote; "" for a host not built.
+  std::string log_text(const std::string& host) const;
 
   std::string netns(const std::string& n) const { return prefix_ + n; }
   std::string in(const std::string& n, const std::string& cmd) const { return "ip netns exec " + netns(n) + " " + cmd; }
