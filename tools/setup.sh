@@ -19,9 +19,9 @@ XVMQ_PACKAGES=(
   # qemu_tap_test's guest (tests/lib/qemu_guest.h): QEMU under TCG, Debian's
   # cloud kernel and its virtio_net modules, busybox for the initramfs
   qemu-system-x86 linux-image-cloud-amd64 busybox-static
-  # cni_fabric_test: the fabric's trunk rules (nft), the IPAM plugins the CNI
-  # plugin delegates to (/usr/lib/cni/static, host-local)
-  nftables containernetworking-plugins
+  # xvmq-cni's IPAM plugins (host-local, static in /usr/lib/cni), for cni_test
+  # and cni_fabric_test; the fabric's trunk rules (nft) in cni_fabric_test
+  containernetworking-plugins nftables
 )
 
 xvmq_install_packages() {

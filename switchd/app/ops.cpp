@@ -36,6 +36,37 @@ NameArgs parse_name_args(const json& args, bool checked) {
   return {.name = checked ? arg_name(args, "name") : arg_string(args, "name")};
 }
 
+PortCreateArgs parse_port_create_args(const json& args) {
+  PortCreateArgs a{.name = arg_string(args, "name")};
+  if (!args.contains("owner") || args["owner"].is_null()) return a;
+  const json& o = args["owner"];
+  const char* shape =
+      "port.create: owner must be a string (the container ID) or an object {container_id, ifname, network} of "
+      "strings";
+  if (o.is_string()) {
+    a.owner = PortOwner{.container_id = o.get<std::string>()};
+  } else {
+    if (!o.is_object()) usage(shape);
+    PortOwner owner;
+    for (const auto& [key, v] : o.items()) {
+      std::string* field = key == "container_id" ? &owner.container_id
+                           : key == "ifname"     ? &owner.ifname
+                           : key == "network"    ? &owner.network
+                                                 : nullptr;
+      if (!field)
+        usage("port.create: owner." + key.substr(0, 64) + " is not a field of owner (container_id, ifname, network)");
+      if (!v.is_string()) usage("port.create: owner." + key + " must be a string");
+      *field = v.get<std::string>();
+    }
+    if (!o.contains("container_id")) usage("port.create: owner.container_id is missing (the container's ID)");
+    if (o.contains("ifname") && owner.ifname.empty()) usage("port.create: owner.ifname is empty");
+    if (o.contains("network") && owner.network.empty()) usage("port.create: owner.network is empty");
+    a.owner = std::move(owner);
+  }
+  if (std::string why = check_owner(*a.owner); !why.empty()) usage("port.create: " + why);
+  return a;
+}
+
 PortArgs parse_port_args(const json& args) { return {.port = arg_name(args, "port")}; }
 
 NicCreateArgs parse_nic_create_args(const json& args) {
@@ -163,8 +194,8 @@ json do_uplink_detach(Switch& sw, const json&) {
 }
 
 json do_port_create(Switch& sw, const json& args) {
-  const NameArgs a = parse_name_args(args, false);
-  sw.port_create(a.name);
+  const PortCreateArgs a = parse_port_create_args(args);
+  sw.port_create(a.name, a.owner);
   return sw.views().port(a.name);
 }
 

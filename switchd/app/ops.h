@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "switchd/core/config.h"
+#include "switchd/core/model.h"
 #include "switchd/core/nic.h"
 
 namespace xvmq::switchd {
@@ -22,6 +23,13 @@ class Switch;
 // port.create (any string: the model names the rule), port.teardown, port.delete.
 struct NameArgs {
   std::string name;
+};
+// port.create: its name (any string: the model names the rule) and who owns
+// it (`owner`: a string, the container ID, or an object with container_id and
+// optional ifname and network; nothing else).
+struct PortCreateArgs {
+  std::string name;
+  std::optional<PortOwner> owner;
 };
 // nic.connect, nic.disconnect, nic.delete.
 struct PortArgs {
@@ -61,6 +69,7 @@ struct ConfigApplyArgs {
 
 // The parsers: each throws Refused(Usage) naming the argument at fault.
 NameArgs parse_name_args(const nlohmann::json& args, bool checked);
+PortCreateArgs parse_port_create_args(const nlohmann::json& args);
 PortArgs parse_port_args(const nlohmann::json& args);
 NicCreateArgs parse_nic_create_args(const nlohmann::json& args);
 VmqArgs parse_vmq_args(const nlohmann::json& args, VmqPolicy fits, const std::string& step);

@@ -31,6 +31,7 @@ void write_atomic(const std::string& path, const std::string& text) {
 
 json port_to_json(const Port& p) {
   json j{{"name", p.name}, {"state", to_string(p.state)}, {"nic", nullptr}};
+  if (p.owner) j["owner"] = owner_json(*p.owner);
   if (p.nic) {
     const Nic& n = *p.nic;
     j["nic"] = nic_fields(n.desc);
@@ -44,6 +45,14 @@ json port_to_json(const Port& p) {
 Port port_from_json(const json& p) {
   Port port{.name = p.at("name").get<std::string>(),
             .state = p.at("state").get<std::string>() == "torn_down" ? PortState::TornDown : PortState::Created};
+  if (p.contains("owner") && p["owner"].is_object()) {
+    const json& o = p["owner"];
+    port.owner = PortOwner{.container_id = o.value("container_id", ""),
+                           .ifname = o.value("ifname", ""),
+                           .network = o.value("network", "")};
+    // A record this switchd would refuse is dropped, not trusted.
+    if (!check_owner(*port.owner).empty()) port.owner.reset();
+  }
   if (!p.contains("nic") || p["nic"].is_null()) return port;
   const json& n = p["nic"];
   const std::string st = n.at("state").get<std::string>();

@@ -343,7 +343,9 @@ void Switch::uplink_detach() {
   uplink_.reset();
 }
 
-void Switch::port_create(const std::string& name) { model_.port_create(name); }
+void Switch::port_create(const std::string& name, std::optional<PortOwner> owner) {
+  model_.port_create(name, std::move(owner));
+}
 
 void Switch::port_teardown(const std::string& name) {
   refuse_on_host_port("port.teardown", name);

@@ -88,7 +88,7 @@ class Switch {
   // lock held. Each checks everything it can first and throws Refused.
   void uplink_attach(const UplinkConfig& up);
   void uplink_detach();
-  void port_create(const std::string& name);
+  void port_create(const std::string& name, std::optional<PortOwner> owner = std::nullopt);
   void port_teardown(const std::string& name);
   void port_delete(const std::string& name);
   void nic_create(const std::string& port, const NicDesc& nic);

@@ -217,6 +217,7 @@ json Views::affinity(const std::optional<SteeringState>& ss, const std::optional
 
 json Views::port(const Port& p) const {
   json j{{"name", p.name}, {"state", to_string(p.state)}, {"nic", nullptr}};
+  if (p.owner) j["owner"] = owner_json(*p.owner);
   if (!p.nic) return j;
   const Nic& n = *p.nic;
   const bool connected = n.state == NicState::Connected;

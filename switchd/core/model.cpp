@@ -1,6 +1,7 @@
 #include "switchd/core/model.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace xvmq::switchd {
 
@@ -91,7 +92,41 @@ void Model::record(const std::string& object, std::string_view from, std::string
   if (events_.size() > 4096) events_.pop_front();
 }
 
-void Model::port_create(const std::string& name) {
+namespace {
+
+bool owner_id_chars(const std::string& v) {
+  for (unsigned char c : v)
+    if (!std::isalnum(c) && c != '_' && c != '.' && c != '-') return false;
+  return true;
+}
+
+}  // namespace
+
+std::string check_owner(const PortOwner& o) {
+  const std::string limit = std::to_string(kMaxOwnerField);
+  if (o.container_id.empty() || o.container_id.size() > kMaxOwnerField || !owner_id_chars(o.container_id))
+    return "owner.container_id '" + o.container_id.substr(0, 64) + "': use 1 to " + limit +
+           " characters of A-Z a-z 0-9 _ . -";
+  if (!o.network.empty() && (o.network.size() > kMaxOwnerField || !owner_id_chars(o.network)))
+    return "owner.network '" + o.network.substr(0, 64) + "': use 1 to " + limit + " characters of A-Z a-z 0-9 _ . -";
+  bool bad_if = o.ifname.size() > 15 || o.ifname == "." || o.ifname == "..";
+  for (unsigned char c : o.ifname) bad_if |= c == '/' || c == ':' || std::isspace(c) || !std::isprint(c);
+  if (bad_if)
+    return "owner.ifname '" + o.ifname.substr(0, 64) +
+           "': use 1 to 15 printable characters, no '/', ':' or space, not . or ..";
+  return "";
+}
+
+nlohmann::json owner_json(const PortOwner& o) {
+  nlohmann::json j{{"container_id", o.container_id}};
+  if (!o.ifname.empty()) j["ifname"] = o.ifname;
+  if (!o.network.empty()) j["network"] = o.network;
+  return j;
+}
+
+void Model::port_create(const std::string& name, std::optional<PortOwner> owner) {
+  if (owner)
+    if (std::string why = check_owner(*owner); !why.empty()) throw Refused(ErrorKind::Usage, "port.create: " + why);
   if (!valid_name(name))
     throw Refused(ErrorKind::Usage,
                   "port name '" + name + "': use 1 to 15 characters of A-Z a-z 0-9 _ . -, not starting with - or .");
@@ -102,7 +137,7 @@ void Model::port_create(const std::string& name) {
     throw Refused(ErrorKind::Exhausted, "port.create " + name + ": switchd has " + std::to_string(ports_.size()) +
                                             " ports, the most it keeps (limit " + std::to_string(kMaxPorts) +
                                             "); delete one first");
-  ports_[name] = Port{name, PortState::Created, std::nullopt};
+  ports_[name] = Port{name, PortState::Created, std::nullopt, std::move(owner)};
   record("port " + name, "none", "created", "port.create");
 }
 

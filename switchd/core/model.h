@@ -50,10 +50,27 @@ struct Nic {
   std::optional<uint32_t> vmq_id;  // the vmq it was given (the state file's "vmq")
 };
 
+// Who made a port, for an orchestrator that must find it again (a CNI
+// plugin's DEL after a restart): the container, its interface, the network.
+// Kept with the port, persisted, shown; switchd does nothing else with it.
+struct PortOwner {
+  std::string container_id;  // 1..kMaxOwnerField of [A-Za-z0-9_.-] (CNI_CONTAINERID's rule)
+  std::string ifname;        // optional: the interface in the container (1..15, no '/', ':' or space)
+  std::string network;       // optional: the network's name, the rule of container_id
+  bool operator==(const PortOwner&) const = default;
+};
+inline constexpr std::size_t kMaxOwnerField = 255;
+// "" when the owner keeps the rules above, else what is wrong, naming the field.
+std::string check_owner(const PortOwner& owner);
+// {"container_id", "ifname", "network"}, the last two only when set: the
+// form show, port results and the state file use.
+nlohmann::json owner_json(const PortOwner& owner);
+
 struct Port {
   std::string name;
   PortState state = PortState::Created;
   std::optional<Nic> nic;
+  std::optional<PortOwner> owner;
 };
 
 struct Event {
@@ -84,7 +101,7 @@ class Model {
 
   // Each step checks everything first and throws Refused, or changes the
   // model and records an event. The datapath follows the model.
-  void port_create(const std::string& name);
+  void port_create(const std::string& name, std::optional<PortOwner> owner = std::nullopt);
   void port_teardown(const std::string& name);
   void port_delete(const std::string& name);
   void nic_create(const std::string& port, NicDesc nic);  // the NIC takes the port's name

@@ -551,3 +551,94 @@ TEST_F(DeliveryTest, ConfigApplyMovesAProcessorInPlaceAndRecreatesForADelivery) 
 
 }  // namespace
 }  // namespace xvmq::switchd
+
+namespace xvmq::switchd {
+namespace {
+
+TEST(Ops, PortCreateTakesAnOwnerAndNamesWhatIsWrongWithOne) {
+  EXPECT_FALSE(parse_port_create_args({{"name", "vm1"}}).owner);
+  EXPECT_FALSE(parse_port_create_args({{"name", "vm1"}, {"owner", nullptr}}).owner);
+  EXPECT_EQ(parse_port_create_args({{"name", "vm1"}, {"owner", "c0ffee"}}).owner, PortOwner{.container_id = "c0ffee"});
+  const PortOwner full{.container_id = "abc-1", .ifname = "eth0", .network = "net_a.b"};
+  EXPECT_EQ(parse_port_create_args(
+                {{"name", "vm1"}, {"owner", {{"container_id", "abc-1"}, {"ifname", "eth0"}, {"network", "net_a.b"}}}})
+                .owner,
+            full);
+  const std::vector<std::pair<json, std::string>> bad{
+      {42, "owner must be a string (the container ID) or an object"},
+      {json::array({"x"}), "owner must be a string"},
+      {json::object(), "owner.container_id is missing"},
+      {{{"container_id", "c"}, {"pod", "p"}}, "owner.pod is not a field of owner"},
+      {{{"container_id", 7}}, "owner.container_id must be a string"},
+      {{{"container_id", "c"}, {"ifname", ""}}, "owner.ifname is empty"},
+      {{{"container_id", "c"}, {"network", ""}}, "owner.network is empty"},
+      {"", "owner.container_id ''"},
+      {"has space", "owner.container_id 'has space'"},
+      {std::string(256, 'a'), "1 to 255 characters"},
+      {{{"container_id", "c"}, {"ifname", "eth/0"}}, "owner.ifname 'eth/0'"},
+      {{{"container_id", "c"}, {"ifname", "sixteen-chars-ab"}}, "owner.ifname"},
+      {{{"container_id", "c"}, {"network", "a;b"}}, "owner.network 'a;b'"},
+  };
+  for (const auto& [owner, words] : bad) {
+    const std::string msg = usage_of([&] { parse_port_create_args({{"name", "vm1"}, {"owner", owner}}); });
+    EXPECT_NE(msg.find(words), std::string::npos) << owner.dump() << " -> " << msg;
+    EXPECT_NE(msg.find("port.create"), std::string::npos) << msg;
+  }
+}
+
+TEST(Model, PortCreateRefusesABadOwnerAndKeepsAGoodOne) {
+  Model m;
+  try {
+    m.port_create("vm1", PortOwner{.container_id = "bad id"});
+    ADD_FAILURE() << "not refused";
+  } catch (const Refused& r) {
+    EXPECT_EQ(r.error.kind, ErrorKind::Usage);
+    EXPECT_NE(r.error.message.find("owner.container_id 'bad id'"), std::string::npos) << r.error.message;
+  }
+  EXPECT_TRUE(m.ports().empty());
+  m.port_create("vm1", PortOwner{.container_id = "c1", .ifname = "net1"});
+  EXPECT_EQ(m.port("vm1").owner, (PortOwner{.container_id = "c1", .ifname = "net1"}));
+  m.port_create("vm2");
+  EXPECT_FALSE(m.port("vm2").owner);
+}
+
+TEST_F(StateStoreTest, AnOwnerIsSavedAndLoadsBackAndABadOneIsDropped) {
+  std::map<std::string, Port> ports;
+  ports["xv1"] = Port{.name = "xv1", .owner = PortOwner{.container_id = "c1", .ifname = "eth0", .network = "n"}};
+  ports["xv2"] = Port{.name = "xv2"};
+  StateStore store(path());
+  store.save(ports, std::nullopt, std::nullopt, {});
+  std::ifstream in(path());
+  const json file = json::parse(in);
+  EXPECT_EQ(file["ports"][0]["owner"], json({{"container_id", "c1"}, {"ifname", "eth0"}, {"network", "n"}}));
+  EXPECT_FALSE(file["ports"][1].contains("owner"));
+  auto loaded = store.load();
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->ports.at(0).owner, ports["xv1"].owner);
+  EXPECT_FALSE(loaded->ports.at(1).owner);
+  std::ofstream(path()) << R"({"version": 1, "uplink": null, "ports": [
+      {"name": "xv1", "state": "created", "nic": null, "owner": {"container_id": "no spaces allowed"}}]})";
+  loaded = StateStore(path()).load();
+  ASSERT_TRUE(loaded);
+  EXPECT_FALSE(loaded->ports.at(0).owner);
+}
+
+TEST_F(DeliveryTest, AnOwnerIsShownAndSurvivesARestart) {
+  const json owner{{"container_id", "c0ffee"}, {"ifname", "eth0"}, {"network", "xvmq"}};
+  EXPECT_EQ(ok("port.create", {{"name", "xv1"}, {"owner", owner}})["owner"], owner);
+  EXPECT_EQ(ok("port.create", {{"name", "xv2"}, {"owner", "c2"}})["owner"], json({{"container_id", "c2"}}));
+  ok("port.create", {{"name", "plain"}});
+  refused("port.create", {{"name", "xv3"}, {"owner", {{"container_id", "c3"}, {"uid", 0}}}}, ErrorKind::Usage,
+          {"owner.uid is not a field of owner"});
+  ok("nic.create", {{"port", "xv1"}, {"mac", "02:00:00:00:00:01"}, {"backend", "xv1-host"}});
+  const json shown = ok("show");
+  start();
+  EXPECT_EQ(ok("show")["ports"], shown["ports"]);
+  for (const auto& p : ok("show")["ports"]) {
+    if (p["name"] == "xv1") EXPECT_EQ(p["owner"], owner);
+    if (p["name"] == "plain") EXPECT_FALSE(p.contains("owner"));
+  }
+}
+
+}  // namespace
+}  // namespace xvmq::switchd
