@@ -90,8 +90,10 @@ class CniFabricTest : public ::testing::Test {
     SCOPED_TRACE("add " + p.name + " on host " + host);
     ASSERT_TRUE(fabric_->add_netns(p.name));
     add_began_ = wall_s();
-    ASSERT_TRUE((how ? how : plumber_)->add(fabric_->host(host), p));
+    PodPlumber* plumber = how ? how : plumber_;
+    ASSERT_TRUE(plumber->add(fabric_->host(host), p));
     add_returned_ = wall_s();
+    ASSERT_TRUE(plumber->check(fabric_->host(host), p));
     const json nic = nic_with_mac(host, p.mac);
     ASSERT_TRUE(nic.is_object()) << "no NIC with " << p.mac << " on host " << host;
     EXPECT_EQ(nic.value("state", ""), "connected") << nic.dump();
@@ -272,7 +274,8 @@ TEST_F(CniFabricTest, MovedPodIsReachableOnceTheFabricRelearns) {
     after_add.push_back((*first_back - add_began_) * 1e3);
     outage.push_back((*first_back - *(first_back - 1)) * 1e3);
     std::printf(
-        "[ move     ] round %d, host %s -> %s: DEL %.1f ms, ADD %.1f ms; gratuitous ARP at the fabric %.1f ms after "
+        "[ move     ] round %d, host %s -> %s: DEL and the sandbox's removal %.1f ms, ADD %.1f ms; gratuitous ARP at "
+        "the fabric %.1f ms after "
         "ADD began; first reply %.1f ms after it, %.1f ms after ADD began; %.1f ms without a reply\n",
         r, host.c_str(), to.c_str(), (t_gone - t_del) * 1e3, add_ms.back(), (t_garp - add_began_) * 1e3, relearn.back(),
         after_add.back(), outage.back());

@@ -321,9 +321,19 @@ bool CniPlumber::add(const FabricHost& h, const Pod& p) {
     return false;
   }
   results_[p.id] = result;
-  json check = config(h, p);
-  check["prevResult"] = result;
-  return run(h, p, "CHECK", check, &out) == 0;
+  return true;
+}
+
+bool CniPlumber::check(const FabricHost& h, const Pod& p) {
+  auto it = results_.find(p.id);
+  if (it == results_.end()) {
+    ADD_FAILURE() << "CNI CHECK of " << p.name << ": no ADD result for " << p.id;
+    return false;
+  }
+  json conf = config(h, p);
+  conf["prevResult"] = it->second;
+  std::string out;
+  return run(h, p, "CHECK", conf, &out) == 0;
 }
 
 bool CniPlumber::del(const FabricHost& h, const Pod& p) {

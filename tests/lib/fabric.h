@@ -109,6 +109,8 @@ class PodPlumber {
   virtual ~PodPlumber() = default;
   virtual bool add(const FabricHost& h, const Pod& p) = 0;
   virtual bool del(const FabricHost& h, const Pod& p) = 0;
+  // What the plumber can check of a pod it added (CNI CHECK); true when nothing.
+  virtual bool check(const FabricHost&, const Pod&) { return true; }
   virtual std::string what() const = 0;
 };
 
@@ -132,13 +134,14 @@ class SwitchctlPlumber : public PodPlumber {
 
 // As a runtime does: the plugin run in the host's namespace with the CNI_*
 // variables and the network configuration on stdin, IPAM by the `static`
-// plugin. add() runs ADD then CHECK (with ADD's result as prevResult);
-// del() runs DEL. `cni_path` holds xvmq-cni and the IPAM plugins.
+// plugin. add() runs ADD, check() CHECK with ADD's result as prevResult,
+// del() DEL. `cni_path` holds xvmq-cni and the IPAM plugins.
 class CniPlumber : public PodPlumber {
  public:
   CniPlumber(const Fabric& f, std::string cni_path) : f_(f), cni_path_(std::move(cni_path)) {}
   bool add(const FabricHost& h, const Pod& p) override;
   bool del(const FabricHost& h, const Pod& p) override;
+  bool check(const FabricHost& h, const Pod& p) override;
   std::string what() const override { return "xvmq-cni"; }
   nlohmann::json config(const FabricHost& h, const Pod& p) const;
 
