@@ -4,8 +4,8 @@
 // a runtime does, with the CNI plugin xvmq-cni when it is built, else by hand
 // with switchctl (the same steps the plugin takes).
 //
-//   host A: a10 (VLAN 10, 10.88.0.1)   a20 (VLAN 20, 10.88.0.11)   mover (VLAN 10, 10.88.0.50)
-//   host B: b10 (VLAN 10, 10.88.0.2)   b20 (VLAN 20, 10.88.0.12)
+//   host A: a10 (VLAN 10, 10.88.0.10)   a20 (VLAN 20, 10.88.0.11)   mover (VLAN 10, 10.88.0.50)
+//   host B: b10 (VLAN 10, 10.88.0.20)   b20 (VLAN 20, 10.88.0.21)
 //
 // Every address is in 10.88.0.0/24, on both VLANs: only the VLAN keeps a10
 // from b20.
@@ -25,11 +25,14 @@ namespace {
 using namespace std::chrono_literals;
 using namespace xvmq::test;
 
-const Pod kA10{"a10", "a10", "02:00:00:00:0a:01", "10.88.0.1/24", 10};
-const Pod kB10{"b10", "b10", "02:00:00:00:0a:02", "10.88.0.2/24", 10};
-const Pod kA20{"a20", "a20", "02:00:00:00:14:01", "10.88.0.11/24", 20};
-const Pod kB20{"b20", "b20", "02:00:00:00:14:02", "10.88.0.12/24", 20};
-const Pod kMover{"mover", "mover", "02:00:00:00:0a:50", "10.88.0.50/24", 10};
+// The pods that stay get their address from a host-local range on their
+// host (not .1: host-local keeps it for the gateway); the mover keeps its
+// own (static) wherever it goes.
+const Pod kA10{"a10", "a10", "02:00:00:00:0a:01", "10.88.0.10/24", 10, "host-local"};
+const Pod kB10{"b10", "b10", "02:00:00:00:0a:02", "10.88.0.20/24", 10, "host-local"};
+const Pod kA20{"a20", "a20", "02:00:00:00:14:01", "10.88.0.11/24", 20, "host-local"};
+const Pod kB20{"b20", "b20", "02:00:00:00:14:02", "10.88.0.21/24", 20, "host-local"};
+const Pod kMover{"mover", "mover", "02:00:00:00:0a:50", "10.88.0.50/24", 10, "static"};
 
 double wall_s() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 

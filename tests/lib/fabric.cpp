@@ -287,15 +287,20 @@ bool SwitchctlPlumber::del(const FabricHost& h, const Pod& p) {
 // CNI
 
 json CniPlumber::config(const FabricHost& h, const Pod& p) const {
-  return {{"cniVersion", "1.0.0"},
-          {"name", "xvmq-fabric"},
-          {"type", "xvmq-cni"},
-          {"socket", h.sock},
-          {"uplink", "up0"},
-          {"vlan", p.vlan},
-          {"vmq", "auto"},
-          {"mac", p.mac},
-          {"ipam", {{"type", "static"}, {"addresses", json::array({{{"address", p.cidr}}})}}}};
+  json ipam{{"type", "static"}, {"addresses", json::array({{{"address", p.cidr}}})}};
+  if (p.ipam == "host-local") {
+    const std::string subnet = "10.88.0.0/24";  // the pods' one subnet, on every VLAN
+    ipam = {
+        {"type", "host-local"},
+        {"dataDir", f_.dir() + "/ipam-" + h.name},
+        {"ranges", json::array({json::array({{{"subnet", subnet}, {"rangeStart", p.ip()}, {"rangeEnd", p.ip()}}})})}};
+  }
+  return {{"cniVersion", "1.0.0"}, {"name", "xvmq-fabric"}, {"type", "xvmq-cni"}, {"socket", h.sock}, {"uplink", "up0"},
+          {"vlan", p.vlan},        {"vmq", "auto"},         {"mac", p.mac},       {"ipam", ipam}};
+}
+
+std::string CniPlumber::reservation(const FabricHost& h, const Pod& p) const {
+  return f_.dir() + "/ipam-" + h.name + "/xvmq-fabric/" + p.ip();
 }
 
 int CniPlumber::run(const FabricHost& h, const Pod& p, const std::string& command, const json& conf, std::string* out) {
@@ -316,8 +321,15 @@ bool CniPlumber::add(const FabricHost& h, const Pod& p) {
   std::string out;
   if (run(h, p, "ADD", config(h, p), &out) != 0) return false;
   const json result = json::parse(out, nullptr, false);
-  if (!result.is_object() || !result.contains("ips")) {
-    ADD_FAILURE() << "CNI ADD of " << p.name << ": no result with ips: " << out;
+  bool has_address = false;
+  if (result.is_object() && result["ips"].is_array())
+    for (const auto& ip : result["ips"]) has_address |= ip.value("address", "") == p.cidr;
+  if (!has_address) {
+    ADD_FAILURE() << "CNI ADD of " << p.name << ": " << p.cidr << " not in its result: " << out;
+    return false;
+  }
+  if (p.ipam == "host-local" && !fs::exists(reservation(h, p))) {
+    ADD_FAILURE() << "CNI ADD of " << p.name << ": host-local did not reserve " << reservation(h, p);
     return false;
   }
   results_[p.id] = result;
@@ -343,7 +355,12 @@ bool CniPlumber::del(const FabricHost& h, const Pod& p) {
     results_.erase(it);
   }
   std::string out;
-  return run(h, p, "DEL", conf, &out) == 0;
+  if (run(h, p, "DEL", conf, &out) != 0) return false;
+  if (p.ipam == "host-local" && fs::exists(reservation(h, p))) {
+    ADD_FAILURE() << "CNI DEL of " << p.name << ": host-local still reserves " << reservation(h, p);
+    return false;
+  }
+  return true;
 }
 
 // A gratuitous ARP

@@ -45,6 +45,9 @@ struct Pod {
   std::string mac;   // eth0's MAC
   std::string cidr;  // eth0's address, "10.88.0.1/24"
   int vlan = 0;      // access VLAN
+  // The CNI IPAM plugin that gives it `cidr`: "static", or "host-local"
+  // with a range of that one address and the host's own data directory.
+  std::string ipam = "static";
   std::string ip() const { return cidr.substr(0, cidr.find('/')); }
 };
 
@@ -133,9 +136,11 @@ class SwitchctlPlumber : public PodPlumber {
 };
 
 // As a runtime does: the plugin run in the host's namespace with the CNI_*
-// variables and the network configuration on stdin, IPAM by the `static`
-// plugin. add() runs ADD, check() CHECK with ADD's result as prevResult,
-// del() DEL. `cni_path` holds xvmq-cni and the IPAM plugins.
+// variables and the network configuration on stdin, IPAM by the pod's
+// plugin. add() runs ADD (its result must have the pod's address; with
+// host-local, the address is then reserved in the host's data directory),
+// check() CHECK with ADD's result as prevResult, del() DEL (the reservation
+// gone). `cni_path` holds xvmq-cni and the IPAM plugins.
 class CniPlumber : public PodPlumber {
  public:
   CniPlumber(const Fabric& f, std::string cni_path) : f_(f), cni_path_(std::move(cni_path)) {}
@@ -144,6 +149,8 @@ class CniPlumber : public PodPlumber {
   bool check(const FabricHost& h, const Pod& p) override;
   std::string what() const override { return "xvmq-cni"; }
   nlohmann::json config(const FabricHost& h, const Pod& p) const;
+  // host-local's file that reserves the pod's address on host h.
+  std::string reservation(const FabricHost& h, const Pod& p) const;
 
  private:
   // The plugin's exit status; its stdout in *out.
