@@ -273,8 +273,6 @@ TEST_F(CniTest, DelWithSwitchdDownThenAgainAfterItsRestart) {
   expect_error(cni("DEL", c, conf()), 11, {"switchd", "port " + port, "DEL again"});
   EXPECT_EQ(xv_links(), std::set<std::string>{});
   EXPECT_EQ(allocations(), std::set<std::string>{});
-  // Its backend went while it was down: switchd says so when it restores the NIC.
-  expected_log_.push_back(port);
   ASSERT_NO_FATAL_FAILURE(start_switchd());
   const json p = port_of(port);
   ASSERT_TRUE(p.is_object()) << "the port is switchd's until a DEL removes it";
@@ -326,6 +324,48 @@ TEST_F(CniTest, TheMacComesFromRuntimeConfigArgsOrTheConfiguration) {
   check["prevResult"]["ips"][0]["address"] = "10.88.200.200/16";
   expect_error(cni("CHECK", c3, check), 105, {"10.88.200.200/16"});
   for (const auto& c : {c1, c2, c3}) expect_ok("DEL", c, conf());
+  expect_nothing_left("after DEL");
+}
+
+// After ADD the container announces its address (a gratuitous ARP: sender
+// and target its own address, to the broadcast), so that a fabric that knew
+// the MAC elsewhere learns it is here now. The outside sees it through xvmq.
+TEST_F(CniTest, AddAnnouncesEachIpv4AddressByGratuitousArp) {
+  const std::string c = container(1);
+  json one = conf({{"mac", "02:42:00:00:00:07"}});
+  one["ipam"]["ranges"] = {{{{"subnet", "10.88.0.0/16"}, {"rangeStart", "10.88.7.7"}, {"rangeEnd", "10.88.7.7"}}}};
+  const std::string cap = dir_ + "/arp.txt";
+  Bg dump = background(
+      in("ext", "timeout 10 tcpdump -l -n -e -i ext0 -c 1 'arp and ether src 02:42:00:00:00:07' > " + cap + " 2>&1"));
+  for (int i = 0; i < 500 && slurp(cap).find("listening on") == std::string::npos; i++)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_NE(slurp(cap).find("listening on"), std::string::npos) << slurp(cap);
+  const json r = add(c, one);
+  dump.text(15s);
+  const std::string seen = slurp(cap);
+  EXPECT_NE(seen.find("02:42:00:00:00:07 > ff:ff:ff:ff:ff:ff"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("Request who-has 10.88.7.7 tell 10.88.7.7"), std::string::npos) << seen;
+  expect_ok("DEL", c, conf());
+  expect_nothing_left("after DEL");
+}
+
+// The configuration's VLAN, trunk, vmq policy and delivery reach switchd's NIC.
+TEST_F(CniTest, VlanTrunkVmqAndDeliveryReachTheNic) {
+  const std::string c1 = container(1), c2 = container(2);
+  const json a = add(c1, conf({{"vlan", 7}, {"vmq", "off"}, {"delivery", "xsk"}}));
+  const json n1 = port_of(host_end(a))["nic"];
+  EXPECT_EQ(n1["vlan_mode"], "access");
+  EXPECT_EQ(n1["vlan"], 7);
+  EXPECT_EQ(n1["vmq_policy"], "off");
+  EXPECT_EQ(n1["vmq"], nullptr);
+  EXPECT_EQ(n1["delivery_requested"], "xsk");
+  const json t = add(c2, conf({{"trunk", {{"vlans", {10, 20}}, {"native_vlan", 5}}}}));
+  const json n2 = port_of(host_end(t))["nic"];
+  EXPECT_EQ(n2["vlan_mode"], "trunk");
+  EXPECT_EQ(n2["trunk_vlans"], json({10, 20}));
+  EXPECT_EQ(n2["native_vlan"], 5);
+  EXPECT_EQ(n2["vmq_policy"], "auto");
+  for (const auto& c : {c1, c2}) expect_ok("DEL", c, conf());
   expect_nothing_left("after DEL");
 }
 
