@@ -58,12 +58,16 @@ bool Fabric::add_netns(const std::string& n) {
          sh_ok("ip -n " + netns(n) + " link set lo up");
 }
 
-void Fabric::del_netns(const std::string& n) {
+void Fabric::signal_all(const std::string& n, int sig) {
   std::string pids;
   sh("ip netns pids " + netns(n), &pids);
   std::istringstream s(pids);
   for (pid_t p; s >> p;)
-    if (p > 1 && p != getpid()) kill(p, SIGKILL);
+    if (p > 1 && p != getpid()) kill(p, sig);
+}
+
+void Fabric::del_netns(const std::string& n) {
+  signal_all(n, SIGKILL);
   sh("ip netns del " + netns(n));
   std::erase(made_ns_, n);
 }

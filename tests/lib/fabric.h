@@ -80,6 +80,8 @@ class Fabric {
   // untagged on the trunk), removed in teardown().
   bool add_netns(const std::string& n);
   void del_netns(const std::string& n);
+  // Sends `sig` to every process in namespace n (each one this test started there).
+  void signal_all(const std::string& n, int sig);
 
   const FabricHost& host(const std::string& name) const { return hosts_.at(name); }
   const std::string& dir() const { return dir_; }
