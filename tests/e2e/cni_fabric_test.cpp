@@ -140,12 +140,13 @@ class CniFabricTest : public ::testing::Test {
     return out.find("lladdr") != std::string::npos;
   }
 
-  // tcpdump -e on a port of the fabric, listening when this returns.
-  Bg sniff(const std::string& port, const std::string& filter, int count) {
+  // tcpdump -e on a port of the fabric, of the frames that enter the
+  // fabric there ("in") or leave it ("out"); listening when this returns.
+  Bg sniff(const std::string& port, const std::string& direction, const std::string& filter, int count) {
     const std::string err = fabric_->dir() + "/tcpdump-" + std::to_string(sniffs_++) + ".err";
     Bg b = background("(" +
-                      fabric_->in("fab", "timeout 10 tcpdump -tt -l -nei " + port + " -c " + std::to_string(count) +
-                                             " '" + filter + "'") +
+                      fabric_->in("fab", "timeout 10 tcpdump -tt -l -nei " + port + " -Q " + direction + " -c " +
+                                             std::to_string(count) + " '" + filter + "'") +
                       " 2>" + err + ")");
     for (int i = 0; i < 300 && slurp(err).find("listening on") == std::string::npos; i++)
       std::this_thread::sleep_for(10ms);
@@ -169,7 +170,7 @@ TEST_F(CniFabricTest, PodsReachTheirVlanAcrossHostsAndNoOther) {
 
   // What crosses the fabric from host A toward B, as a sniffer on the
   // switch's port sees it (tcpdump -e: the 802.1Q tag of each frame).
-  Bg cap = sniff("pB", "ether src " + kA10.mac + " or ether src " + kA20.mac, 12);
+  Bg cap = sniff("pB", "out", "ether src " + kA10.mac + " or ether src " + kA20.mac, 12);
   const uint64_t a10_before = fabric_->trunk_frames("pA", 10), a20_before = fabric_->trunk_frames("pA", 20);
   const uint64_t b10_before = fabric_->trunk_frames("pB", 10), b20_before = fabric_->trunk_frames("pB", 20);
 
@@ -253,7 +254,7 @@ TEST_F(CniFabricTest, MovedPodIsReachableOnceTheFabricRelearns) {
     ASSERT_EQ(fabric_->fdb_port(mover.mac), "p" + host);
 
     // The first frame from the mover that enters the fabric at its new place.
-    Bg first = sniff("p" + to, "ether src " + mover.mac, 1);
+    Bg first = sniff("p" + to, "in", "ether src " + mover.mac, 1);
     Bg pings = background(fabric_->in(pinger.name, "ping -D -n -i 0.005 -w 4 " + mover.ip()));
     std::this_thread::sleep_for(300ms);
     const double t_del = wall_s();
@@ -272,6 +273,7 @@ TEST_F(CniFabricTest, MovedPodIsReachableOnceTheFabricRelearns) {
     ASSERT_EQ(std::sscanf(frame.c_str(), "%lf ", &t_garp), 1) << "no frame from the mover at p" << to << ": " << frame;
     EXPECT_NE(frame.find("ARP"), std::string::npos) << "its first frame is not an ARP: " << frame;
     EXPECT_NE(frame.find(mover.ip()), std::string::npos) << frame;
+    EXPECT_GT(t_garp, add_began_) << "a frame from the mover at p" << to << " before its ADD: " << frame;
 
     auto first_back = std::find_if(t.begin(), t.end(), [&](double s) { return s > t_gone; });
     ASSERT_TRUE(!t.empty() && t.front() < t_del) << "no reply before the move";
