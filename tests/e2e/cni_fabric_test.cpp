@@ -10,6 +10,7 @@
 // Every address is in 10.88.0.0/24, on both VLANs: only the VLAN keeps a10
 // from b20.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
