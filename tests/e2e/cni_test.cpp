@@ -263,6 +263,22 @@ TEST_F(CniTest, DelWithoutAddAndDelTwiceSucceed) {
   expect_nothing_left("after DEL twice");
 }
 
+// A port of the host end's name that another container owns is not DEL's
+// to remove (nor ADD's to take): refused, code 102, and left as it is.
+TEST_F(CniTest, AnotherContainersPortIsLeftAlone) {
+  const std::string c = container(1);
+  const std::string port = host_end(add(c, conf()));
+  expect_ok("DEL", c, conf());
+  call("port.create", {{"name", port}, {"owner", "someone-else"}});
+  expect_error(cni("DEL", c, conf()), 102, {"port " + port, "belongs to container someone-else"});
+  expect_error(cni("ADD", c, conf()), 102, {port, "already"});
+  EXPECT_EQ(port_of(port)["owner"], json({{"container_id", "someone-else"}}));
+  EXPECT_EQ(xv_links(), std::set<std::string>{});
+  call("port.teardown", {{"name", port}});
+  call("port.delete", {{"name", port}});
+  expect_nothing_left("after the other's port went");
+}
+
 // switchd down during DEL: the veth and the address go, the error (11, try
 // again later) names the port left in switchd; a DEL once it is back finishes.
 TEST_F(CniTest, DelWithSwitchdDownThenAgainAfterItsRestart) {
@@ -292,6 +308,8 @@ TEST_F(CniTest, SwitchdRestartBetweenAddAndDel) {
   ASSERT_TRUE(p.is_object()) << host_end(r) << " not in " << call("show").dump() << "\nADD said " << r.dump();
   EXPECT_EQ(p["owner"], json({{"container_id", id(c)}, {"ifname", "eth0"}, {"network", "xvmqnet"}}));
   EXPECT_EQ(p["nic"]["state"], "connected");
+  // GRO on the container's end: the vmq's frames take the kernel's path into it.
+  ASSERT_NO_FATAL_FAILURE(require_delivery(host_end(r), "kernel"));
   json check = conf();
   check["prevResult"] = r;
   expect_ok("CHECK", c, check);

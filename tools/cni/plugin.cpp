@@ -159,6 +159,8 @@ std::optional<Mac> configure_container(const RuntimeEnv& env, const json& ipam, 
   auto ns = rtnl::NetnsScope::enter(env.netns);
   if (!ns) return *err = {kUnknownContainer, ns.error().message, ""}, std::nullopt;
   if (!configure(env.ifname, ipam, err)) return std::nullopt;
+  // Without it switchd's delivery "auto" falls back to xsk (show says why).
+  (void)rtnl::gro_on(env.ifname);
   auto mac = rtnl::link_mac(env.ifname);
   if (!mac) return *err = kernel(mac.error(), "container"), std::nullopt;
   return *mac;
@@ -272,9 +274,8 @@ std::optional<json> cmd_del(const NetConf& conf, const RuntimeEnv& env, const st
   if (port_gone) return json(nullptr);
   *err = sw_err;
   err->details = "removed the veth " + host + " and the IPAM allocation; switchd's port " + host +
-                 " (if any) is left: DEL again once switchd answers";
-  if (err->code != kTryAgainLater) err->details += " (" + err->msg + ")";
-  err->code = kTryAgainLater;
+                 (err->code == kTryAgainLater ? " (if any) is left: DEL again once switchd answers"
+                                              : " is left: switchd refused to remove it");
   return std::nullopt;
 }
 

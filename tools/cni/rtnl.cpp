@@ -3,15 +3,18 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <libmnl/libmnl.h>
+#include <linux/ethtool.h>
 #include <linux/if_addr.h>
 #include <linux/if_ether.h>
 #include <linux/if_link.h>
 #include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/sockios.h>
 #include <linux/veth.h>
 #include <net/if.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -291,6 +294,17 @@ Status add_route(const std::string& dev, const Prefix& dst, const std::optional<
   std::string via;
   if (gw) via = " via " + gw->str().substr(0, gw->str().find('/'));
   return talk(m.nlh, "add route " + dst.str() + via + " dev " + dev);
+}
+
+Status gro_on(const std::string& dev) {
+  Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (s.get() < 0) return sys_error(errno, "GRO on " + dev + ": socket");
+  ethtool_value v{ETHTOOL_SGRO, 1};
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, dev.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&v);
+  if (::ioctl(s.get(), SIOCETHTOOL, &ifr) < 0) return sys_error(errno, "GRO on " + dev);
+  return {};
 }
 
 Status gratuitous_arp(const std::string& dev, const Prefix& ip) {

@@ -57,6 +57,10 @@ Status add_address(const std::string& dev, const Prefix& p);
 Result<std::vector<Prefix>> addresses(const std::string& dev);
 // `dst` through `dev`, via `gw` when given (a link route otherwise).
 Status add_route(const std::string& dev, const Prefix& dst, const std::optional<Prefix>& gw);
+// GRO on `dev` (ethtool ioctl): a veth whose peer has GRO on takes frames
+// redirected into that peer by a DEVMAP, what switchd's kernel delivery does
+// into the host end (docs/architecture.md).
+Status gro_on(const std::string& dev);
 // One gratuitous ARP request for `ip` from `dev` (its MAC) to the broadcast.
 Status gratuitous_arp(const std::string& dev, const Prefix& ip);
 
