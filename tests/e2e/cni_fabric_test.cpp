@@ -112,21 +112,37 @@ class CniFabricTest : public ::testing::Test {
     fabric_->del_netns(p.name);
   }
 
-  // The NIC with `mac` in host's `show`, or null.
-  json nic_with_mac(const std::string& host, const std::string& mac) {
+  // What host's switchd answers to `op`, or null.
+  json call(const std::string& host, const std::string& op) {
     auto c = xvmq::control::ControlClient::connect(fabric_->host(host).sock, 10s);
     if (!c) {
       ADD_FAILURE() << "host " << host << ": " << c.error().message;
       return nullptr;
     }
-    auto r = c.value().call("show");
+    auto r = c.value().call(op);
     if (!r || !r.value().ok) {
-      ADD_FAILURE() << "host " << host << ": show failed";
+      ADD_FAILURE() << "host " << host << ": " << op << " failed";
       return nullptr;
     }
-    for (const auto& p : r.value().result["ports"])
-      if (p["nic"].is_object() && p["nic"].value("mac", "") == mac) return p["nic"];
-    return nullptr;
+    return r.value().result;
+  }
+
+  // The port whose NIC has `mac` in host's `show` (the plugin names ports
+  // after the container), and that NIC; null when none.
+  std::pair<std::string, json> port_with_mac(const std::string& host, const std::string& mac) {
+    const json show = call(host, "show");
+    if (show.is_object())
+      for (const auto& p : show["ports"])
+        if (p["nic"].is_object() && p["nic"].value("mac", "") == mac) return {p.value("name", ""), p["nic"]};
+    return {"", nullptr};
+  }
+  json nic_with_mac(const std::string& host, const std::string& mac) { return port_with_mac(host, mac).second; }
+
+  // The frames switchd delivered to a pod's NIC by its vmq (the VMQ path).
+  uint64_t fast_frames(const std::string& host, const Pod& p) {
+    const auto [port, nic] = port_with_mac(host, p.mac);
+    EXPECT_EQ(nic.value("path", ""), "vmq") << p.name << " on host " << host << ": " << nic.dump();
+    return u64(call(host, "stats"), {"nics", port.c_str(), "fast_frames"});
   }
 
   bool ping(const Pod& from, const Pod& to, int count = 2) {
@@ -206,6 +222,10 @@ TEST_F(CniFabricTest, PodsReachTheirVlanAcrossHostsAndNoOther) {
       "[ fabric   ] frames forwarded from port pA: VLAN 10 %lu, VLAN 20 %lu; from pB: VLAN 10 %lu, VLAN 20 %lu\n", a10,
       a20, b10, b20);
 
+  // What came over the fabric reached each pod by its vmq.
+  const std::vector<std::pair<std::string, Pod>> pods{{"A", kA10}, {"A", kA20}, {"B", kB10}, {"B", kB20}};
+  for (const auto& [h, p] : pods) EXPECT_GT(fast_frames(h, p), 0u) << p.name << ": nothing by the VMQ path";
+
   // Every frame of a10 on the wire has tag 10, every frame of a20 tag 20.
   const std::string seen = cap.text(20s);
   int tagged10 = 0, tagged20 = 0;
@@ -226,7 +246,6 @@ TEST_F(CniFabricTest, PodsReachTheirVlanAcrossHostsAndNoOther) {
   std::printf("[ fabric   ] tcpdump -e on pB: %d frames of a10, all tagged 10; %d of a20, all tagged 20\n", tagged10,
               tagged20);
 
-  const std::vector<std::pair<std::string, Pod>> pods{{"A", kA10}, {"A", kA20}, {"B", kB10}, {"B", kB20}};
   for (const auto& [h, p] : pods) ASSERT_NO_FATAL_FAILURE(del(h, p));
   EXPECT_TRUE(fabric_->switchd_alive("A"));
   EXPECT_TRUE(fabric_->switchd_alive("B"));
