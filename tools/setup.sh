@@ -20,7 +20,8 @@ XVMQ_PACKAGES=(
   # cloud kernel and its virtio_net modules, busybox for the initramfs
   qemu-system-x86 linux-image-cloud-amd64 busybox-static
   # xvmq-cni's IPAM plugins (host-local, static in /usr/lib/cni), for cni_test
-  containernetworking-plugins
+  # and cni_fabric_test; the fabric's trunk rules (nft) in cni_fabric_test
+  containernetworking-plugins nftables
 )
 
 xvmq_install_packages() {
