@@ -335,11 +335,15 @@ def print_guests(rep):
     if g["accel"] == "tcg":
         print("UNDER TCG: these figures are functional, bound by the emulated CPU; not a performance comparison. "
               "(%s)" % g["kvm_probe"])
-    lines = [("case", "backend", "sent fps", "into the ring", "in the guest", "backend drops", "x bridge")]
+    lines = [("case", "backend", "sent fps", "into the ring", "in the guest", "dropped/s", "x bridge")]
     for r in rep["guests"]:
         lines.append((r["what"], r["backend"], "%.0f" % r["sent_pps"], "%.0f" % r["placed_pps"],
-                      "%.0f" % r["guest_pps"], str(r["backend_drops"]), fmt(r["x_bridge"], "%.2f")))
+                      "%.0f" % r["guest_pps"], "%.0f" % r["drops_pps"], fmt(r["x_bridge"], "%.2f")))
     print_aligned(lines)
+    print("dropped: xvmq, the NIC's drops by reason (a tap's tx_dropped among them); the bridge, its tap's "
+          "tx_dropped. Last round: " + "; ".join("%s %s" % (r["case"], ", ".join("%s %d" % kv for kv in
+                                                  sorted(r["drops_last_round"].items())) or "none")
+                                                  for r in rep["guests"]))
     print()
 
 
