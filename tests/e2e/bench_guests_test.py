@@ -39,7 +39,7 @@ rows = {r["case"]: r for r in rep.get("guests", [])}
 if set(rows) != {"guest_bridge", "guest_vhost_user", "guest_tap"}:
     fails.append("guest cases %s" % sorted(rows))
 for c, r in rows.items():
-    if not (r["sent_pps"] > 0 and r["placed_pps"] > 0 and r["guest_pps"] > 0 and "drops_pps" in r):
+    if not (r["sent_pps"] > 0 and r["placed_pps"] > 0 and r["guest_pps"] > 0 and "lost_pps" in r):
         fails.append("%s: nothing sent, placed or received: %s" % (c, {k: v for k, v in r.items() if k != "runs"}))
     if c != "guest_bridge" and not r["x_bridge"]:
         fails.append("%s: no ratio to the bridge's guest" % c)

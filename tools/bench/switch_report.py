@@ -335,13 +335,14 @@ def print_guests(rep):
     if g["accel"] == "tcg":
         print("UNDER TCG: these figures are functional, bound by the emulated CPU; not a performance comparison. "
               "(%s)" % g["kvm_probe"])
-    lines = [("case", "backend", "sent fps", "into the ring", "in the guest", "dropped/s", "x bridge")]
+    lines = [("case", "backend", "sent fps", "into the ring", "in the guest", "lost/s", "x bridge")]
     for r in rep["guests"]:
         lines.append((r["what"], r["backend"], "%.0f" % r["sent_pps"], "%.0f" % r["placed_pps"],
-                      "%.0f" % r["guest_pps"], "%.0f" % r["drops_pps"], fmt(r["x_bridge"], "%.2f")))
+                      "%.0f" % r["guest_pps"], "%.0f" % r["lost_pps"], fmt(r["x_bridge"], "%.2f")))
     print_aligned(lines)
-    print("dropped: xvmq, the NIC's drops by reason (a tap's tx_dropped among them); the bridge, its tap's "
-          "tx_dropped. Last round: " + "; ".join("%s %s" % (r["case"], ", ".join("%s %d" % kv for kv in
+    print("lost: sent less placed into the ring. Where, in the last round (xvmq: the NIC's drops by reason, where "
+          "a tap's backend_tx_dropped counts frames backend_ring_full counts too; the bridge: its tap's "
+          "tx_dropped): " + "; ".join("%s %s" % (r["case"], ", ".join("%s %d" % kv for kv in
                                                   sorted(r["drops_last_round"].items())) or "none")
                                                   for r in rep["guests"]))
     print()
