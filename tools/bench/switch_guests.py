@@ -22,6 +22,7 @@ functional (bound by the emulated CPU), not a performance comparison.
 
 import os
 import signal
+import statistics
 import time
 
 from benchrun import Failure, log
@@ -212,7 +213,6 @@ class Guests:
 
 def guest_rows(guests, res):
     """One row per case: the medians of the rounds, and the guest's rate against the bridge's guest."""
-    import statistics
     rows = []
     ref = [x["guest_pps"] for x in res.get("guest_bridge", [])]
     for c in GUEST_CASES:
