@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -102,13 +103,15 @@ bool write_all(int fd, const std::string& s) {
   return true;
 }
 
-// The request: one line, "run TIMEOUT COMMAND", "console" or "stop".
+// The request: one line, "run TIMEOUT COMMAND", "console" or "stop"; a
+// client has 5 s to send it (SO_RCVTIMEO), so that one that sends nothing
+// does not hold the others up.
 std::string read_line(int fd) {
   std::string line;
   char c;
   while (line.size() < 65536) {
     const ssize_t n = read(fd, &c, 1);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && !g_stop) continue;
     if (n <= 0 || c == '\n') break;
     line.push_back(c);
   }
@@ -160,6 +163,8 @@ int do_serve(const Args& a) {
     if (poll(&p, 1, 200) <= 0) continue;
     const int c = accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) continue;
+    const timeval tv{5, 0};
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     const std::string req = read_line(c);
     if (req == "stop") {
       write_all(c, "0\n");
