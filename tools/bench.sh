@@ -4,8 +4,9 @@
 #
 #   ./tools/bench.sh [ARGS]          the classifier alone (BPF_PROG_RUN); ARGS go to
 #                                    xvmq-bench (--repeat, --rounds, --cpu, --json; see --help)
-#   ./tools/bench.sh switch [ARGS]   xvmq against the Linux bridge with real traffic; ARGS go to
-#                                    tools/bench/switch_bench.py (--rounds, --quick, --json; see --help)
+#   ./tools/bench.sh switch [ARGS]   xvmq against the Linux bridge with real traffic, namespaces and
+#                                    QEMU guests as VMs; ARGS go to tools/bench/switch_bench.py
+#                                    (--rounds, --quick, --guests-only, --json; see --help)
 #   ./tools/bench.sh scale [ARGS]    switchd with 1,000 VM NICs: time per NIC to connect and remove,
 #                                    memory, reachability; ARGS go to tools/bench/scale_bench.py
 #                                    (--nics, --json; see --help)

@@ -14,7 +14,18 @@
 #
 # Every namespace, link, pin and process it makes is removed at the end, on
 # failure and on Ctrl-C too. Nothing is sent in the root namespace.
+#
+#   ./tools/demo.sh [--vms netns|qemu]    netns (the default): the VMs above;
+#                                         qemu: real QEMU guests (tools/demo-qemu.sh)
 set -euo pipefail
+case "${1:-} ${2:-}" in
+  " " | "--vms netns" | "--vms=netns ") ;;
+  "--vms qemu" | "--vms=qemu ") exec "$(dirname "${BASH_SOURCE[0]}")/demo-qemu.sh" ;;
+  *)
+    echo "usage: $0 [--vms netns|qemu]" >&2
+    exit 2
+    ;;
+esac
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 xvmq_require_root

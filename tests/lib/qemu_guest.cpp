@@ -154,7 +154,7 @@ std::optional<std::string> QemuGuest::build_initramfs(const std::string& kver) {
 std::optional<std::string> QemuGuest::spawn(const GuestConfig& cfg, const std::string& kernel) {
   const std::string sock = dir_ + "/ctl.sock";
   std::vector<std::string> args{
-      kQemu, "-accel", "tcg", "-machine", "pc", "-m", std::to_string(cfg.memory_mb), "-smp", std::to_string(cfg.cpus), "-nodefaults",
+      kQemu, "-accel", cfg.accel, "-machine", "pc", "-m", std::to_string(cfg.memory_mb), "-smp", std::to_string(cfg.cpus), "-nodefaults",
       "-no-user-config", "-display", "none", "-no-reboot", "-kernel", kernel, "-initrd", dir_ + "/initrd.gz", "-append",
       "console=ttyS0 panic=-1 quiet xvmq.addr=" + cfg.addr, "-serial", "file:" + dir_ + "/console.log", "-chardev",
       "socket,id=ctl,path=" + sock + ",server=on,wait=off", "-serial", "chardev:ctl"};

@@ -38,6 +38,7 @@ struct GuestConfig {
   std::string addr;  // eth0's address with prefix, e.g. 10.77.0.2/24
   int memory_mb = 256;
   std::chrono::seconds boot_limit{60};  // until the guest says it is ready
+  std::string accel = "tcg";  // QEMU's -accel: "kvm" where KVM runs a stock kernel (not here: fact 16)
 };
 
 // Why a guest cannot run here (a package missing), or nullopt.

@@ -15,6 +15,10 @@ can alternate round after round without reconfiguring anything:
         have NICs with switchctl's defaults (a vmq, kernel delivery), vm3 a
         vmq with AF_XDP delivery (--delivery xsk), vm4 no vmq (--vmq off)
 
+After the rounds, the guest case (tools/bench/switch_guests.py): QEMU guests
+on br0 + a tap, on switchd's vhost-user socket and on a tap behind xvmq, at a
+fixed offered rate, under KVM where it runs guests, else under TCG.
+
 The generator (trafgen at full speed; xvmq-pace at a fixed rate) runs in ext
 (or in vm1, VM to VM) pinned to one CPU; a case's rate is the rx_packets
 delta of the receiving VM's eth0, read inside its namespace, over the
@@ -35,6 +39,7 @@ import tempfile
 import time
 
 from benchrun import Failure, add_switchd_arg, arg_parser, log, parse, run
+from switch_guests import Guests, guest_rows
 from switch_load import Load
 from switch_report import counter_delta, print_table, report
 
@@ -90,6 +95,7 @@ class Bench:
         self.queue_cpus = {}
         self.rps_mask = 0
         self.holders = {}  # namespace -> a process in it (netdev)
+        self.guests = None
 
     # ---- running things ----------------------------------------------------
 
@@ -132,6 +138,8 @@ class Bench:
 
     def teardown(self):
         log("==> tearing down")
+        if self.guests is not None:
+            self.guests.teardown()
         for p in list(self.procs):
             if p is not self.switchd:
                 self.stop(p, signal.SIGKILL)
@@ -435,10 +443,10 @@ class Bench:
         cases = [c for c in self.cases() if not a.cases or c["id"] in a.cases]
         res = {"frames": {(c["id"], s): [] for c in cases for s in a.sizes}, "cpu": {}, "hogs": {},
                "pings": {}, "iperfs": {}, "hog_rates": [], "bridge_max": [],
-               "cpu_background": []}
+               "cpu_background": [], "guests": {}}
         self.load = Load(self)
         t_start = time.monotonic()
-        for r in range(1, a.rounds + 1):
+        for r in range(1, a.rounds + 1 if not a.guests_only else 1):
             if not a.no_frames:
                 self.frame_round(r, cases, res)
             if not a.no_cpu:
@@ -449,12 +457,28 @@ class Bench:
                 self.latency_round(r, res)
             log("  round %d/%d done after %.0f s, load average %s"
                 % (r, a.rounds, time.monotonic() - t_start, " ".join("%.2f" % x for x in os.getloadavg())))
+        if not a.no_guests:
+            self.guest_rounds(res)
         rep = report(self, cases, res, load0, os.getloadavg())
+        if self.guests is not None:
+            rep["guests"] = guest_rows(self.guests, res["guests"])
+            rep["config"]["guests"] = {"accel": self.guests.accel, "kvm_probe": self.guests.kvm_said,
+                                       "offered_pps": self.a.guest_rate, "seconds": self.a.guest_seconds,
+                                       "frame_bytes": PACED_BYTES, "boot_seconds": self.guests.boot_s}
         with open(a.json, "w") as f:
             json.dump(rep, f, indent=2)
             f.write("\n")
         log("==> wrote %s" % a.json)
         return rep
+
+    def guest_rounds(self, res):
+        """The guest case, after every other: idle guests under TCG take CPU time, which the other cases
+        must not share. Its own rounds, the guests booted once."""
+        self.guests = Guests(self, vm_mac, vm_ip, EXT_MAC, EXT_IP)
+        self.guests.setup()
+        for r in range(1, self.a.rounds + 1):
+            self.guests.round(r, self.a.rounds, self.a.guest_rate, self.load, res["guests"])
+        self.guests.teardown()
 
     def frame_round(self, r, cases, res):
         for s in self.a.sizes:
@@ -570,8 +594,17 @@ def parse_args():
     p.add_argument("--no-cpu", action="store_true", help="no CPU-time cases")
     p.add_argument("--no-hogs", action="store_true", help="no loss cases with a CPU hog per CPU")
     p.add_argument("--no-latency", action="store_true", help="no ping and iperf3 runs")
+    p.add_argument("--no-guests", action="store_true", help="no guest case (QEMU guests)")
+    p.add_argument("--guests-only", action="store_true", help="only the guest case")
+    p.add_argument("--guest-rate", type=int, default=20000,
+                   help="offered frames per second of the guest case (default 20000)")
+    p.add_argument("--guest-seconds", type=float, default=5.0, help="seconds of traffic per guest case (default 5)")
+    p.add_argument("--kvm-limit", type=int, default=20,
+                   help="seconds a guest under -accel kvm has to come up before TCG is used (default 20)")
+    p.add_argument("--boot-limit", type=int, default=150, help="seconds a guest has to come up (default 150)")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke run: 1 s cases, 0.3 s warm-up, one 1 s CPU-time window, 100 pings, 1 s iperf3")
+                   help="a smoke run: 1 s cases, 0.3 s warm-up, one 1 s CPU-time window, 100 pings, 1 s iperf3; "
+                        "no guest case unless --guests-only (then 2 s per case, a 10 s KVM limit)")
     a = parse(p, "bench-switch.json")
     check_args(p, a)
     return a
@@ -586,6 +619,15 @@ def check_args(p, a):
         p.error("--sizes: 60..1514")
     if a.quick:
         a.seconds, a.warmup, a.pings, a.iperf_seconds, a.cpu_seconds = 1.0, 0.3, 100, 1, 1.0
+        a.guest_seconds, a.kvm_limit = 2.0, 10
+        # Booting guests under TCG takes 10 to 40 s: the smoke run of the rest leaves them out, and
+        # bench_guests_test runs them alone (--quick --guests-only).
+        if not a.guests_only:
+            a.no_guests = True
+    if a.guests_only:
+        if a.no_guests:
+            p.error("--guests-only with --no-guests")
+        a.no_frames = a.no_cpu = a.no_hogs = a.no_latency = True
     if a.rounds < 1:
         p.error("--rounds: at least 1")
     ncpu = os.cpu_count() or 1

@@ -266,6 +266,8 @@ def print_header(rep):
 
 
 def print_frames(rep):
+    if not rep["frames"]:
+        return
     c = rep["config"]
     print("%d rounds, %g s per case; frames per second received in the VM namespace (ceiling: on up0)"
           % (c["rounds"], c["seconds"]))
@@ -322,6 +324,30 @@ def print_hogs(rep):
     print()
 
 
+def print_guests(rep):
+    if not rep.get("guests"):
+        return
+    g = rep["config"]["guests"]
+    print("QEMU guests at %d fps offered (%d B, %g s per case), under %s: frames per second sent by ext0, placed "
+          "into the guest's ring by the backend (vhost-user: switchd's vhost_rx_frames; a tap: its tx_packets, "
+          "what QEMU read), received by the guest (its eth0's rx_packets)"
+          % (g["offered_pps"], g["frame_bytes"], g["seconds"], g["accel"].upper()))
+    if g["accel"] == "tcg":
+        print("UNDER TCG: these figures are functional, bound by the emulated CPU; not a performance comparison. "
+              "(%s)" % g["kvm_probe"])
+    lines = [("case", "backend", "sent fps", "into the ring", "in the guest", "lost/s", "x bridge")]
+    for r in rep["guests"]:
+        lines.append((r["what"], r["backend"], "%.0f" % r["sent_pps"], "%.0f" % r["placed_pps"],
+                      "%.0f" % r["guest_pps"], "%.0f" % r["lost_pps"], fmt(r["x_bridge"], "%.2f")))
+    print_aligned(lines)
+    print("lost: sent less placed into the ring. Where, in the last round (xvmq: the NIC's drops by reason, where "
+          "a tap's backend_tx_dropped counts frames backend_ring_full counts too; the bridge: its tap's "
+          "tx_dropped): " + "; ".join("%s %s" % (r["case"], ", ".join("%s %d" % kv for kv in
+                                                  sorted(r["drops_last_round"].items())) or "none")
+                                                  for r in rep["guests"]))
+    print()
+
+
 def print_targets(rep):
     print("Targets (a measurement: the exit status does not depend on them)")
     lines = [("target", "want", "got", "")]
@@ -338,4 +364,6 @@ def print_table(rep):
     print_latency(rep)
     print_cpu(rep)
     print_hogs(rep)
-    print_targets(rep)
+    print_guests(rep)
+    if rep["frames"] or rep["latency_tcp"] or rep["cpu_time"] or rep["hogs"]:
+        print_targets(rep)
