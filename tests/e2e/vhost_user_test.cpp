@@ -166,6 +166,23 @@ class VhostUserTest : public SwitchdFixture {
     EXPECT_TRUE(guest_reaches_ext(30s)) << "the guest after resetting its device";
   }
 
+  // A second guest, on the tap vmt0 (made here, multi_queue with queues > 1).
+  void start_tap_guest(const std::string& addr, int queues = 1) {
+    ASSERT_TRUE(sh_ok(std::string("ip tuntap add dev vmt0 mode tap") + (queues > 1 ? " multi_queue" : "") +
+                      " && ip link set vmt0 up"));
+    tap_made_ = true;
+    tap_guest_ = std::make_unique<QemuGuest>();
+    const auto err = tap_guest_->start(
+        {.tap = "vmt0", .queues = queues, .cpus = queues, .mac = mac_of(2), .addr = addr, .boot_limit = 90s});
+    ASSERT_FALSE(err) << *err;
+    std::printf("[ guest    ] up in %.1f s (QEMU pid %d, TCG, tap)\n", tap_guest_->boot_seconds(), tap_guest_->pid());
+  }
+  std::string tap_guest(const std::string& cmd, std::chrono::seconds limit = 30s) {
+    const QemuGuest::Result r = tap_guest_->run(cmd, limit);
+    EXPECT_EQ(r.status, 0) << "in the tap guest: " << cmd << "\n" << r.out;
+    return r.out;
+  }
+
   // Until the guest reaches ext again (a reconnected backend, ARP again).
   bool guest_reaches_ext(std::chrono::seconds limit) {
     const auto end = std::chrono::steady_clock::now() + limit;
@@ -281,6 +298,101 @@ TEST_F(VhostUserTest, MultiqueueGuest) {
     std::printf("[ queue %d  ] rx_vm %" PRIu64 " (the guest's frames taken from pair %d)\n", q.value("queue", -1),
                 q.value("rx_vm", uint64_t{0}), q.value("queue", -1));
   guest_.reset();
+  expect_pools_idle();
+}
+
+// VLANs inside the guests (the host has no 802.1Q module, the guests'
+// kernel does): a vhost-user guest and a tap guest, both NICs trunks of
+// VLANs 10 and 20, each guest with eth0.10 and eth0.20 on a subnet per
+// VLAN. They ping each other on both; the outside host's tagged frames
+// reach the guest on VLAN 10, and on VLAN 30, which neither NIC carries,
+// never.
+TEST_F(VhostUserTest, TrunkVlansInsideGuests) {
+  const json trunk{{"vlan_mode", "trunk"}, {"trunk_vlans", {10, 20}}, {"vmq", "auto"}};
+  attach();
+  call("port.create", {{"name", "vm1"}});
+  json nic1 = trunk;
+  nic1.update({{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", "vhost-user:" + path_}});
+  call("nic.create", nic1);
+  EXPECT_EQ(call("nic.connect", {{"port", "vm1"}}).value("state", ""), "connected");
+  ASSERT_NO_FATAL_FAILURE(start_guest());
+  ASSERT_NO_FATAL_FAILURE(start_tap_guest("10.78.0.3/24"));
+  call("port.create", {{"name", "vm2"}});
+  json nic2 = trunk;
+  nic2.update({{"port", "vm2"}, {"mac", mac_of(2)}, {"backend", "vmt0"}});
+  call("nic.create", nic2);
+  EXPECT_EQ(call("nic.connect", {{"port", "vm2"}}).value("state", ""), "connected");
+
+  for (int vid : {10, 20}) {
+    const std::string v = std::to_string(vid);
+    const std::string add = "ip link add link eth0 name eth0." + v + " type vlan id " + v + " && ip link set eth0." +
+                            v + " up && ip addr add 10.79." + v + ".";
+    guest(add + "2/24 dev eth0." + v);
+    tap_guest(add + "3/24 dev eth0." + v);
+  }
+  std::printf("[ vlans    ] %s", guest("cat /proc/net/vlan/config").c_str());
+
+  const json before = call("stats");
+  for (int vid : {10, 20}) {
+    const std::string v = std::to_string(vid);
+    guest("ping -c 3 -i 0.2 -W 3 10.79." + v + ".3");
+    tap_guest("ping -c 3 -i 0.2 -W 3 10.79." + v + ".2");
+  }
+  const json after = call("stats");
+  for (const char* vid : {"10", "20"}) {
+    const uint64_t moved = u64(after, {"vlans", vid, "frames"}) - u64(before, {"vlans", vid, "frames"});
+    std::printf("[ vlan %s  ] the switch forwarded +%" PRIu64 " frames on VLAN %s\n", vid, moved, vid);
+    EXPECT_GE(moved, 6u) << "ARP and 6 echo requests and replies on VLAN " << vid << " crossed the switch";
+  }
+  // The guests' untagged eth0: neither trunk has a native VLAN.
+  EXPECT_NE(guest_->run("ping -c 1 -W 1 10.78.0.3", 10s).status, 0) << "untagged frames between trunks";
+  EXPECT_GT(u64(call("stats"), {"nics", "vm1", "drops", "vlan_not_allowed"}), 0u);
+
+  // The outside host's tagged frames to the vhost-user guest: on VLAN 10
+  // into eth0.10 (the guest counts them there), on VLAN 30 nowhere.
+  auto guest_rx = [&](const char* dev) -> uint64_t {
+    return std::strtoull(guest(std::string("cat /sys/class/net/") + dev + "/statistics/rx_packets").c_str(), nullptr,
+                         10);
+  };
+
+  auto send_tagged = [&](int vid) {
+    EXPECT_TRUE(sh_ok(in("ext", std::string(FRAME_TOOL) + " send --dev ext0 --dst " + mac_of(1) + " --vlan " +
+                                    std::to_string(vid) + " --count 50 --rate 1000")));
+  };
+  const uint64_t rx10 = guest_rx("eth0.10"), rx20 = guest_rx("eth0.20"), rx0 = guest_rx("eth0");
+  const json s0 = call("stats");
+  send_tagged(10);
+  std::this_thread::sleep_for(300ms);
+  const json s1 = call("stats");
+  const uint64_t got10 = guest_rx("eth0.10") - rx10;
+  const uint64_t fast = nic_u64(s1, "fast_frames") - nic_u64(s0, "fast_frames");
+  std::printf("[ vlan 10  ] 50 tagged frames from outside: %" PRIu64 " into the guest's eth0.10, fast +%" PRIu64
+              ", vlans.10 +%" PRIu64 "\n",
+              got10, fast, u64(s1, {"vlans", "10", "frames"}) - u64(s0, {"vlans", "10", "frames"}));
+  EXPECT_EQ(got10, 50u);
+  send_tagged(30);
+  std::this_thread::sleep_for(300ms);
+  const json s2 = call("stats");
+  const uint64_t eth0_moved = guest_rx("eth0") - rx0;
+  uint64_t dropped = 0;
+  std::string why;
+  for (const auto& q : s2["queues"]) {
+    for (const auto& [reason, n] : q["drops"].items()) {
+      uint64_t was = 0;
+      for (const auto& p : s1["queues"])
+        if (p.value("queue", -1) == q.value("queue", -2)) was = p["drops"].value(reason, uint64_t{0});
+      if (n.get<uint64_t>() > was) why += " " + reason + " +" + std::to_string(n.get<uint64_t>() - was);
+      dropped += n.get<uint64_t>() - was;
+    }
+  }
+  std::printf("[ vlan 30  ] 50 tagged frames from outside: the guest's eth0 +%" PRIu64
+              " frames beyond VLAN 10's 50, eth0.20 +%" PRIu64 "; the switch's queue drops:%s; vlans.30 +%" PRIu64 "\n",
+              eth0_moved - got10, guest_rx("eth0.20") - rx20, why.c_str(),
+              u64(s2, {"vlans", "30", "frames"}) - u64(s1, {"vlans", "30", "frames"}));
+  EXPECT_LT(eth0_moved - got10, 50u) << "no VLAN 30 frame reached the guest";
+  EXPECT_GE(dropped, 50u) << "each VLAN 30 frame dropped by a named reason";
+  call("nic.disconnect", {{"port", "vm2"}});
+  call("nic.disconnect", {{"port", "vm1"}});
   expect_pools_idle();
 }
 
