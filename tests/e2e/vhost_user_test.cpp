@@ -396,4 +396,93 @@ TEST_F(VhostUserTest, TrunkVlansInsideGuests) {
   expect_pools_idle();
 }
 
+// Every lifecycle step with the guests running, for a vhost-user guest and
+// a tap guest on one switch: disconnect under a flood (traffic stops, the
+// frames for the guest are counted as unknown_unicast, every buffer is
+// back), delete + create (still cut off) + connect (the same guest is back:
+// QEMU reconnects to the vhost-user socket by itself), and the port torn
+// down, deleted and made again. After each step a ping both ways from the guest's side; the
+// other guest is not disturbed.
+TEST_F(VhostUserTest, LifecycleWithGuestsRunning) {
+  constexpr const char* kTapIp = "10.78.0.3";
+  attach();
+  const json vhost_nic{{"port", "vm1"}, {"mac", mac_of(1)}, {"backend", "vhost-user:" + path_}, {"vmq", "auto"}};
+  const json tap_nic{{"port", "vm2"}, {"mac", mac_of(2)}, {"backend", "vmt0"}, {"vmq", "auto"}};
+  call("port.create", {{"name", "vm1"}});
+  call("nic.create", vhost_nic);
+  call("nic.connect", {{"port", "vm1"}});
+  ASSERT_NO_FATAL_FAILURE(start_guest());
+  ASSERT_NO_FATAL_FAILURE(start_tap_guest(std::string(kTapIp) + "/24"));
+  call("port.create", {{"name", "vm2"}});
+  call("nic.create", tap_nic);
+  call("nic.connect", {{"port", "vm2"}});
+
+  struct Vm {
+    const char* port;
+    QemuGuest* g;
+    const char* ip;
+    const json* nic;
+  };
+  const Vm vms[] = {{"vm1", guest_.get(), kGuestIp, &vhost_nic}, {"vm2", tap_guest_.get(), kTapIp, &tap_nic}};
+  // Until the guest reaches ext (ARP, a vhost-user client reconnecting),
+  // then 3 pings each way; the seconds it took.
+  auto back = [&](const Vm& vm, const std::string& what) {
+    SCOPED_TRACE(std::string(vm.port) + ": " + what);
+    const auto t0 = std::chrono::steady_clock::now();
+    bool ok = false;
+    while (!ok && std::chrono::steady_clock::now() - t0 < 30s)
+      ok = vm.g->run("ping -c 1 -W 1 " + std::string(kExtIp), 10s).status == 0;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_TRUE(ok) << "the guest reaches ext within 30 s";
+    const QemuGuest::Result r = vm.g->run("ping -c 3 -i 0.2 -W 3 " + std::string(kExtIp));
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_TRUE(sh_ok(in("ext", "ping -c 3 -i 0.2 -W 3 " + std::string(vm.ip))));
+    std::printf("[ %s      ] %s: pings both ways, the guest through after %.1f s\n", vm.port, what.c_str(), s);
+  };
+  auto queue_drops = [&](const json& st, const char* why) {
+    uint64_t n = 0;
+    for (const auto& q : st["queues"]) n += q["drops"].value(why, uint64_t{0});
+    return n;
+  };
+  for (const Vm& vm : vms) back(vm, "connected");
+
+  for (const Vm& vm : vms) {
+    const Vm& other = &vm == &vms[0] ? vms[1] : vms[0];
+    // Disconnected under a flood from ext: it stops, nothing is held.
+    Bg flood = background(in("ext", "ping -f -c 2000 -W 1 " + std::string(vm.ip)));
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(call("nic.disconnect", {{"port", vm.port}}).value("state", ""), "disconnected");
+    (void)flood.text(60s);
+    expect_pools_idle();
+    const json before = call("stats");
+    EXPECT_NE(sh(in("ext", "ping -c 20 -i 0.05 -W 1 " + std::string(vm.ip))), 0) << "ext cannot reach it";
+    EXPECT_NE(vm.g->run("ping -c 1 -W 1 " + std::string(kExtIp), 10s).status, 0) << "no way out while disconnected";
+    const json after = call("stats");
+    const uint64_t unknown = queue_drops(after, "unknown_unicast") - queue_drops(before, "unknown_unicast");
+    std::printf("[ %s      ] disconnected: 20 pings from ext dropped as unknown_unicast +%" PRIu64 "\n", vm.port,
+                unknown);
+    EXPECT_GE(unknown, 20u);
+    back(other, std::string("while ") + vm.port + " is disconnected");
+    // Hyper-V's order: a disconnected NIC is deleted, not connected again.
+    expect_refused("nic.connect", {{"port", vm.port}}, "wrong_state", {"disconnected", "nic.delete"});
+    call("nic.delete", {{"port", vm.port}});
+    call("nic.create", *vm.nic);
+    EXPECT_NE(vm.g->run("ping -c 1 -W 1 " + std::string(kExtIp), 10s).status, 0) << "created, not connected";
+    EXPECT_EQ(call("nic.connect", {{"port", vm.port}}).value("state", ""), "connected");
+    back(vm, "deleted, made and connected again");
+
+    call("nic.disconnect", {{"port", vm.port}});
+    call("nic.delete", {{"port", vm.port}});
+    call("port.teardown", {{"name", vm.port}});
+    call("port.delete", {{"name", vm.port}});
+    expect_pools_idle();
+    call("port.create", {{"name", vm.port}});
+    call("nic.create", *vm.nic);
+    call("nic.connect", {{"port", vm.port}});
+    back(vm, "port torn down, deleted and made again");
+  }
+  for (const Vm& vm : vms) EXPECT_EQ(waitpid(vm.g->pid(), nullptr, WNOHANG), 0) << vm.port << "'s QEMU ran throughout";
+  expect_pools_idle();
+}
+
 }  // namespace
