@@ -411,8 +411,12 @@ bool VhostUserDevice::handle_vring(uint32_t req, const uint8_t* p, uint32_t size
         s.num = r->last_avail;
       }
       return reply(req, &s, sizeof(s));
-    case kSetVringEnable:
-      if (r) r->enabled = s.num != 0;
+    case kSetVringEnable:  // the guest changed its queue pairs (ethtool -L): deliveries go to the enabled ones
+      if (!r) return true;
+      if (s.index % 2 == 0 && r->enabled != (s.num != 0))
+        service::log(service::Level::Info, "nic %s: vhost-user queue pair %u %s", nic_.c_str(), s.index / 2,
+                     s.num ? "enabled" : "disabled");
+      r->enabled = s.num != 0;
       return true;
     default:
       return true;
