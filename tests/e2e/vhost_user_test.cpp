@@ -31,6 +31,7 @@ using namespace xvmq::test;
 constexpr const char* kGuestIp = "10.78.0.2";
 constexpr const char* kExtIp = "10.78.0.1";
 constexpr int kTransferKiB = 1024;
+constexpr int kMetricsPort = 9472;  // in this test's own network namespace
 
 class VhostUserTest : public SwitchdFixture {
  protected:
@@ -38,6 +39,7 @@ class VhostUserTest : public SwitchdFixture {
     prefix_tag_ = "vu";
     vm_count_ = 0;
     offloads_off_ = true;  // full checksums from ext0: the guest is offered no checksum offload
+    switchd_extra_ = {"--metrics-listen", std::to_string(kMetricsPort)};
   }
 
   void SetUp() override {
@@ -105,6 +107,26 @@ class VhostUserTest : public SwitchdFixture {
     EXPECT_GE(vmq, 5u) << "the echo requests to the guest came by its vmq";
     EXPECT_EQ(vmq, fast) << "every frame the classifier steered to the vmq reached the worker";
     EXPECT_EQ(ring, fast + dflt) << "every frame for the NIC went into the guest's ring";
+  }
+
+  // vhost_rx_frames as an operator sees it: the Prometheus family and
+  // switchctl stats' column, equal to the stats the guest's traffic left.
+  void check_vhost_rx_shown() {
+    const json st = call("stats");
+    const uint64_t frames = nic_u64(st, "vhost_rx_frames");
+    std::string scraped, table;
+    ASSERT_EQ(sh("busybox wget -q -O - http://127.0.0.1:" + std::to_string(kMetricsPort) +
+                     "/metrics | grep '^xvmq_nic_vhost_rx_frames_total'",
+                 &scraped),
+              0)
+        << scraped;
+    ASSERT_EQ(sh(std::string(SWITCHCTL_PATH) + " --socket " + sock_ + " stats | sed -n '/^PORTS/,/^$/p'", &table), 0)
+        << table;
+    std::printf("[ metrics  ] %s[ stats    ]\n%s", scraped.c_str(), table.c_str());
+    EXPECT_NE(scraped.find("port=\"vm1\"} " + std::to_string(frames) + "\n"), std::string::npos)
+        << "the scrape has stats' " << frames;
+    EXPECT_NE(table.find("VHOST-RX-FRAMES"), std::string::npos);
+    EXPECT_NE(table.find(" " + std::to_string(frames) + " "), std::string::npos) << "the table has stats' " << frames;
   }
 
   void transfer_both_ways(const std::string& what) {
@@ -290,6 +312,7 @@ TEST_F(VhostUserTest, GuestOnVhostUser) {
   ASSERT_NO_FATAL_FAILURE(start_guest());
   ASSERT_NO_FATAL_FAILURE(ping_both_ways("first QEMU"));
   ASSERT_NO_FATAL_FAILURE(transfer_both_ways("first QEMU"));
+  ASSERT_NO_FATAL_FAILURE(check_vhost_rx_shown());
   ASSERT_NO_FATAL_FAILURE(check_guest_view());
   ASSERT_NO_FATAL_FAILURE(guest_that_does_not_read());
   ASSERT_NO_FATAL_FAILURE(guest_resets_its_device());
