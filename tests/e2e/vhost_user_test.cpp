@@ -143,7 +143,8 @@ class VhostUserTest : public SwitchdFixture {
     EXPECT_EQ(f[15], '1') << "VIRTIO_NET_F_MRG_RXBUF";
     EXPECT_EQ(f[32], '1') << "VIRTIO_F_VERSION_1";
     EXPECT_EQ(f[5], '1') << "VIRTIO_NET_F_MAC (QEMU's)";
-    for (int bit : {0, 1, 7, 8, 11, 12, 22, 28, 29})  // checksums, TSO/UFO, MQ, indirect, event idx: not offered
+    EXPECT_EQ(f[29], '1') << "VIRTIO_RING_F_EVENT_IDX";
+    for (int bit : {0, 1, 7, 8, 11, 12, 22, 28})  // checksums, TSO/UFO, MQ, indirect: not offered
       EXPECT_EQ(f[bit], '0') << "feature bit " << bit;
     EXPECT_EQ(queues, "rx-0 tx-0 ") << "one queue pair";
   }
