@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 
 #include <cinttypes>
+#include <map>
 #include <thread>
 
 #include "tests/lib/qemu_guest.h"
@@ -473,16 +474,18 @@ TEST_F(VhostUserTest, TrunkVlansInsideGuests) {
   const json s2 = call("stats");
   const uint64_t eth0_moved = guest_rx("eth0") - rx0;
   uint64_t dropped = 0;
-  std::string why;
+  std::map<std::string, uint64_t> by_reason;  // over the queues
   for (const auto& q : s2["queues"]) {
     for (const auto& [reason, n] : q["drops"].items()) {
       uint64_t was = 0;
       for (const auto& p : s1["queues"])
         if (p.value("queue", -1) == q.value("queue", -2)) was = p["drops"].value(reason, uint64_t{0});
-      if (n.get<uint64_t>() > was) why += " " + reason + " +" + std::to_string(n.get<uint64_t>() - was);
+      if (n.get<uint64_t>() > was) by_reason[reason] += n.get<uint64_t>() - was;
       dropped += n.get<uint64_t>() - was;
     }
   }
+  std::string why;
+  for (const auto& [reason, n] : by_reason) why += " " + reason + " +" + std::to_string(n);
   std::printf("[ vlan 30  ] 50 tagged frames from outside: the guest's eth0 +%" PRIu64
               " frames beyond VLAN 10's 50, eth0.20 +%" PRIu64 "; the switch's queue drops:%s; vlans.30 +%" PRIu64 "\n",
               eth0_moved - got10, guest_rx("eth0.20") - rx20, why.c_str(),
