@@ -91,6 +91,10 @@ constexpr FamilyDecl kFamilies[] = {
      "Frames of a VM NIC: path fast (its vmq), default (the software switch), from_vm (sent by the VM)."},
     {"xvmq_nic_bytes_total", MetricType::Counter, "Bytes of a VM NIC, by path as xvmq_nic_frames_total."},
     {"xvmq_nic_drops_total", MetricType::Counter, "Frames to or from a VM NIC that the switch dropped, by reason."},
+    {"xvmq_nic_vhost_rx_frames_total", MetricType::Counter,
+     "Frames placed into a vhost-user guest's receive ring (of its fast and default frames); 0 for other NICs."},
+    {"xvmq_nic_vhost_rx_bytes_total", MetricType::Counter,
+     "Bytes of the frames placed into a vhost-user guest's ring."},
     {"xvmq_queue_rx_frames_total", MetricType::Counter,
      "Frames a general receive queue's worker took from its sockets: default, vmq or vm."},
     {"xvmq_queue_tx_frames_total", MetricType::Counter, "Frames a general receive queue's worker sent."},
@@ -164,6 +168,8 @@ void add_nic_totals(Families& f, const std::map<std::string, NicTotals>& nics, c
     }
     for (const auto& [reason, v] : n.drops)
       f.add("xvmq_nic_drops_total", {{"uplink", uplink}, {"port", port}, {"reason", reason}}, num(v));
+    f.add("xvmq_nic_vhost_rx_frames_total", {{"uplink", uplink}, {"port", port}}, num(n.vhost_rx_frames));
+    f.add("xvmq_nic_vhost_rx_bytes_total", {{"uplink", uplink}, {"port", port}}, num(n.vhost_rx_bytes));
   }
 }
 

@@ -68,6 +68,9 @@ struct Datapath::Connected {
   std::vector<Mac> static_macs;
   // A vhost-user backend's device, which the workers share (vhost_user.h).
   std::shared_ptr<VhostUserDevice> vhost;
+  // A tap's queues in use as its guest changes them (BackendWatch); null
+  // for a backend whose count is fixed.
+  std::shared_ptr<std::atomic<uint32_t>> live_queues;
 };
 
 Result<WorkerOptions> general_worker_options(const DatapathOptions& opts, uint32_t general, uint32_t reserved) {
@@ -141,6 +144,10 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
     (void)dp->cls_->set_host_groups(false);
   }
   dp->aging_ = std::make_unique<FdbAging>(*dp->fdb_, opts.fdb_age_s);
+  if (auto watch = BackendWatch::start(); watch)
+    dp->backend_watch_ = std::move(watch.value());
+  else
+    service::log(service::Level::Warn, "%s: a tap's queues are read at connect only", watch.error().message.c_str());
   return dp;
 }
 
@@ -293,6 +300,7 @@ Status Datapath::connect(const NicBinding& bound) {
   if (c->steering.hardware && static_cast<uint32_t>(c->steering.queue) >= c->backend_queues)
     software_steering(*c, *dev);
   c->ifindex = dev->ifindex;
+  if (dev->is_tap() && backend_watch_) c->live_queues = std::make_shared<std::atomic<uint32_t>>(c->backend_queues);
   c->delivery = decide_delivery(bound, *dev, c->steering);
   if (nic.delivery == Delivery::Kernel && c->delivery.effective != Delivery::Kernel)
     return Error{EOPNOTSUPP, "nic " + nic.name + " asks for kernel delivery: " + c->delivery.why};
@@ -318,6 +326,7 @@ Status Datapath::connect(const NicBinding& bound) {
                  "nic %s: backend %s has %u queue(s) for %zu uplink queues: the workers of queues %u.. hand what "
                  "they deliver to it to those of its queues",
                  nic.name.c_str(), nic.backend.c_str(), c->backend_queues, workers_.size(), c->backend_queues);
+  if (c->live_queues) backend_watch_->watch(c->ifindex, nic.name, nic.backend, c->backend_queues, c->live_queues);
   connected_[nic.name] = std::move(c);
   if (auto s2 = sync_ports(); !s2)
     service::log(service::Level::Warn, "nic %s: VM egress in XDP: %s", nic.name.c_str(), s2.error().message.c_str());
@@ -442,6 +451,11 @@ Status Datapath::add_to_workers(Connected& c, const std::vector<std::shared_ptr<
     if (done >= c.backend_queues) {  // no backend queue of this number: worker done % queues delivers
       wn.owner = workers_[done % c.backend_queues].get();
       wn.deliver_ring = wn.owner->delivery_ring(workers_[done]->queue());
+    } else if (c.live_queues) {  // ... once the guest turns this queue off
+      wn.live_queues = c.live_queues;
+      wn.index = static_cast<uint32_t>(done);
+      for (size_t i = 0; i < done; i++)
+        wn.fallbacks.emplace_back(workers_[i].get(), workers_[i]->delivery_ring(workers_[done]->queue()));
     }
     auto socks = workers_[done]->add_nic(wn);
     if (!socks) return socks.error();
@@ -475,6 +489,7 @@ Status Datapath::disconnect(const std::string& name) {
   if (it == connected_.end()) return Error{ENOENT, "nic " + name + " is not connected"};
   const NicBinding& nic = it->second->spec;
   const uint32_t all = static_cast<uint32_t>(workers_.size() + reserved_.size());
+  if (it->second->live_queues) backend_watch_->unwatch(it->second->ifindex);
   if (nic.vmq_id) {
     clear_filter(nic);
     for (uint32_t q = 0; q < all; q++) (void)cls_->clear_socket(nic.vmq_id, q);

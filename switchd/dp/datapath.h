@@ -19,6 +19,7 @@
 #include "loader/classifier.h"
 #include "loader/kernel_delivery.h"
 #include "loader/vmport.h"
+#include "switchd/dp/backend_watch.h"
 #include "switchd/dp/datapath_api.h"
 #include "switchd/core/fdb.h"
 #include "switchd/core/forwarding.h"
@@ -201,6 +202,7 @@ class Datapath : public DatapathApi {
   std::unique_ptr<Classifier> cls_;
   std::unique_ptr<Fdb> fdb_;
   std::unique_ptr<FdbAging> aging_;
+  std::unique_ptr<BackendWatch> backend_watch_;  // taps' queues in use, as their guests change them
   std::vector<std::unique_ptr<QueueWorker>> workers_;
   std::unique_ptr<StackReader> stack_reader_;  // host=stack only
   std::vector<QueueInfo> queues_;

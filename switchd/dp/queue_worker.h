@@ -162,6 +162,15 @@ struct WorkerNic {
   class QueueWorker* owner = nullptr;
   HandoffRing* deliver_ring = nullptr;
   uint32_t delivery_id = 0;  // unique per connect, the same on every worker
+  // A backend whose queues in use change while it is connected (a tap,
+  // whose guest turns queues on and off: ethtool -L): their number as last
+  // read (BackendWatch), null when fixed. This worker, the `index`th general
+  // one, delivers on its own socket only while index < that number, else
+  // through `fallbacks[index % number]` (general worker i and its delivery
+  // ring from this one, i < index) as if it had no socket on the backend.
+  std::shared_ptr<const std::atomic<uint32_t>> live_queues;
+  std::vector<std::pair<class QueueWorker*, HandoffRing*>> fallbacks;
+  uint32_t index = 0;
   // A vhost-user backend (vhost_user.h), shared by the workers: this one
   // serves queue pair `queue()` when the guest enabled it, else hands its
   // deliveries to `owner`, the first worker, which also serves the socket.
@@ -266,6 +275,7 @@ class QueueWorker {
   void hand_off(uint64_t addr, uint32_t len);
   // To a NIC: its backend socket here, or its owner's delivery ring.
   bool to_nic(Nic& n, uint64_t addr, uint32_t len);
+  bool hand_to_owner(Nic& n, QueueWorker* owner, HandoffRing* ring, uint64_t addr, uint32_t len);
   void drain_deliveries(Inbox& in);
   // vhost-user NICs (vhost_user.h): what became of a frame for the guest
   // (a VhostUserDevice::Rx), counted; what the guest sent, switched.

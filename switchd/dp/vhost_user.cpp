@@ -44,10 +44,11 @@ constexpr uint32_t kMaxChain = 1024, kMaxDropped = 64;  // next_tx's bounds
 
 // Feature bits (virtio 1.x, 5.1.3; the vhost-user spec).
 constexpr uint64_t kNetMrgRxbuf = 1ull << 15;
+constexpr uint64_t kRingEventIdx = 1ull << 29;
 constexpr uint64_t kNetMq = 1ull << 22;  // offered with more than one pair; QEMU masks it off without mq=on
 constexpr uint64_t kProtocolFeatures = 1ull << 30;
 constexpr uint64_t kVersion1 = 1ull << 32;
-constexpr uint64_t kOffered = kNetMrgRxbuf | kProtocolFeatures | kVersion1;
+constexpr uint64_t kOffered = kNetMrgRxbuf | kRingEventIdx | kProtocolFeatures | kVersion1;
 constexpr uint64_t kProtocolMq = 1ull << 0;
 
 // Requests (front-end to back-end) and header flags.
@@ -411,8 +412,12 @@ bool VhostUserDevice::handle_vring(uint32_t req, const uint8_t* p, uint32_t size
         s.num = r->last_avail;
       }
       return reply(req, &s, sizeof(s));
-    case kSetVringEnable:
-      if (r) r->enabled = s.num != 0;
+    case kSetVringEnable:  // the guest changed its queue pairs (ethtool -L): deliveries go to the enabled ones
+      if (!r) return true;
+      if (s.index % 2 == 0 && r->enabled != (s.num != 0))
+        service::log(service::Level::Info, "nic %s: vhost-user queue pair %u %s", nic_.c_str(), s.index / 2,
+                     s.num ? "enabled" : "disabled");
+      r->enabled = s.num != 0;
       return true;
     default:
       return true;
@@ -439,6 +444,7 @@ bool VhostUserDevice::set_vring_fd(uint32_t req, uint64_t v, std::vector<int>& f
   set_fd(r.kick, fd, pair_epoll_[index / 2]);
   r.polled = fd < 0;
   r.started = true;
+  r.signalled_valid = false;  // the guest's used_event is new: notify at the next completion
   if (index % 2 == 0)
     service::log(service::Level::Info, "nic %s: vhost-user queue pair %u started (%u entries)%s", nic_.c_str(),
                  index / 2, r.num, fd < 0 ? ", polled" : "");
@@ -546,17 +552,41 @@ uint32_t VhostUserDevice::next_tx(uint32_t p, uint8_t* dst, uint32_t cap, uint64
   return 0;
 }
 
+// With VIRTIO_RING_F_EVENT_IDX (virtio 1.x, 2.7.10) each side says at which
+// index it wants the next notification: the guest's used_event follows the
+// avail ring's entries, ours (avail_event) the used ring's. Both tables were
+// mapped with room for them (map_ring).
 void VhostUserDevice::flush(uint32_t p) {
   std::lock_guard<std::mutex> lk(locks_[p]);
+  const bool event_idx = features_ & kRingEventIdx;
+  const uint64_t one = 1;
   for (uint32_t i = 2 * p; i < 2 * p + 2; i++) {
     Ring& r = rings_[i];
     uint64_t v;
     if (r.kick >= 0) (void)!read(r.kick, &v, sizeof(v));  // a level-triggered epoll would not sleep
+    if (event_idx && live(r)) {
+      // Kick at the next buffer the guest posts; one posted before it could
+      // see this is looked for here, and a transmit ring's wakes the worker.
+      __atomic_store_n(reinterpret_cast<uint16_t*>(&r.used->ring[r.num]), r.last_avail, __ATOMIC_RELEASE);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (i % 2 && r.kick >= 0 && load_acquire(&r.avail->idx) != r.last_avail) (void)!write(r.kick, &one, sizeof(one));
+    }
     if (!r.notify) continue;
     r.notify = false;
     std::atomic_thread_fence(std::memory_order_seq_cst);  // used->idx before reading the guest's flags
-    if (r.call < 0 || !r.avail || (load_acquire(&r.avail->flags) & kAvailNoInterrupt)) continue;
-    const uint64_t one = 1;
+    if (r.call < 0 || !r.avail) continue;
+    if (event_idx) {
+      // vring_need_event: the used index went past used_event since the
+      // last notification (always notify the first time after a start).
+      const uint16_t event = load_acquire(&r.avail->ring[r.num]);
+      const uint16_t old = r.signalled_used;
+      const bool valid = r.signalled_valid;
+      r.signalled_used = r.last_used;
+      r.signalled_valid = true;
+      if (valid && static_cast<uint16_t>(r.last_used - event - 1) >= static_cast<uint16_t>(r.last_used - old)) continue;
+    } else if (load_acquire(&r.avail->flags) & kAvailNoInterrupt) {
+      continue;
+    }
     (void)!write(r.call, &one, sizeof(one));
   }
 }

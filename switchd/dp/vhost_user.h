@@ -16,9 +16,10 @@
 // What the guest is offered: VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF and
 // VHOST_USER_F_PROTOCOL_FEATURES (protocol feature MQ only: as many queue
 // pairs as the uplink has general queue workers, and VIRTIO_NET_F_MQ when
-// that is more than one). No checksum or
-// segmentation offloads, no indirect descriptors, no event index: frames
-// cross the switch whole and checked. The MAC and the link status are
+// that is more than one), VIRTIO_RING_F_EVENT_IDX (notifications in both
+// directions only where the other side asked for them). No checksum or
+// segmentation offloads, no indirect descriptors: frames cross the switch
+// whole and checked. The MAC and the link status are
 // QEMU's (its config space).
 //
 // Threads: the control socket is served by one worker (the first); queue
@@ -85,6 +86,8 @@ class VhostUserDevice {
     uint16_t last_avail = 0, last_used = 0;
     int kick = -1, call = -1;
     bool started = false, enabled = false, polled = false, notify = false;
+    uint16_t signalled_used = 0;  // the used index at the last notification (event index)
+    bool signalled_valid = false;
   };
   VhostUserDevice() = default;
 

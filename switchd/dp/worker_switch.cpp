@@ -90,19 +90,34 @@ void QueueWorker::deliver(const Egress& e, uint64_t addr, uint32_t len) {
 }
 
 bool QueueWorker::to_nic(Nic& n, uint64_t addr, uint32_t len) {
-  if (n.backend) return send(*n.backend, &n, addr, len);
+  if (n.backend) {
+    // The backend's queue of this worker's number gone (the guest turned it
+    // off): a worker that still has one delivers.
+    if (n.cfg.live_queues) {
+      const uint32_t live = n.cfg.live_queues->load(std::memory_order_relaxed);
+      if (live && n.cfg.index >= live) {
+        const auto& [owner, ring] = n.cfg.fallbacks[n.cfg.index % live];
+        return hand_to_owner(n, owner, ring, addr, len);
+      }
+    }
+    return send(*n.backend, &n, addr, len);
+  }
   // The guest's pair of this worker's number when it enabled it, else the owner's.
   if (n.vhost) {
     const auto r = n.vhost->deliver(n.vhost_pair, area_ + addr, len);
     if (r != VhostUserDevice::Rx::NotReady || !n.cfg.owner) return guest_took(n, static_cast<int>(r), len);
   }
-  if (!n.cfg.deliver_ring->push({area_ + addr, len}, n.cfg.delivery_id)) {
+  return hand_to_owner(n, n.cfg.owner, n.cfg.deliver_ring, addr, len);
+}
+
+bool QueueWorker::hand_to_owner(Nic& n, QueueWorker* owner, HandoffRing* ring, uint64_t addr, uint32_t len) {
+  if (!ring->push({area_ + addr, len}, n.cfg.delivery_id)) {
     drop(&n, Drop::Backpressure);  // the owner is a ring behind
     return false;
   }
   // One wakeup per owner and pass, not per frame.
-  if (std::find(owners_to_wake_.begin(), owners_to_wake_.end(), n.cfg.owner) == owners_to_wake_.end())
-    owners_to_wake_.push_back(n.cfg.owner);
+  if (std::find(owners_to_wake_.begin(), owners_to_wake_.end(), owner) == owners_to_wake_.end())
+    owners_to_wake_.push_back(owner);
   return true;
 }
 

@@ -6,7 +6,7 @@ import struct
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "fuzz_vhost")
 
-MRG, PROTO, V1 = 1 << 15, 1 << 30, 1 << 32
+MRG, EVENT_IDX, PROTO, V1 = 1 << 15, 1 << 29, 1 << 30, 1 << 32
 
 
 def u16(v): return struct.pack("<H", v)
@@ -49,6 +49,14 @@ seeds = {
         write(0x9100, bytes(range(100))) +
         desc(1, 0, 0x9000, 12, 1, 1) + desc(1, 1, 0x9100, 100, 0) + avail(1, 0) +
         next_tx(0, 2048) + flush(0) + msg(11, u32(0) + u32(0)) + msg(11, u32(1) + u32(0)),
+    # VIRTIO_RING_F_EVENT_IDX: the guest's used_event (after ring 0's 8
+    # avail entries at 0x2000) asks for a call after the first buffer; two
+    # frames received, one sent, each flushed (avail_event written).
+    "event_idx": bytes([0]) + handshake(MRG | EVENT_IDX | PROTO | V1) + write(0x2014, u16(1)) +
+        desc(0, 0, 0x8000, 2048, 2) + avail(0, 0) + desc(0, 1, 0x8800, 2048, 2) + avail(0, 1) +
+        deliver(0, 100) + flush(0) + deliver(0, 100) + flush(0) +
+        write(0x9100, bytes(range(100))) +
+        desc(1, 0, 0x9000, 12, 1, 1) + desc(1, 1, 0x9100, 100, 0) + avail(1, 0) + next_tx(0, 2048) + flush(0),
     # A receive buffer outside the memory, one not writable; a transmit
     # buffer the device would write; a head past the ring.
     "bad_descriptor": bytes([0]) + handshake() +

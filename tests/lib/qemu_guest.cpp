@@ -29,9 +29,22 @@ constexpr const char* kBusybox = "/bin/busybox";
 constexpr const char* kReady = "@@XVMQ-READY";
 constexpr const char* kEnd = "@@XVMQ-END ";
 
-// virtio-net and what it needs, in dependency order (DESIGN.md fact 16).
-constexpr const char* kModules[] = {"virtio_ring", "virtio",   "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-                                    "virtio_pci",  "failover", "net_failover",          "virtio_net"};
+// virtio-net and what it needs, in dependency order (DESIGN.md fact 16),
+// then 802.1Q (VLAN subinterfaces in the guest: the host has no such module,
+// fact 5, the guest's kernel does) after llc, stp, garp and mrp, which it needs.
+constexpr const char* kModules[] = {"virtio_ring",
+                                    "virtio",
+                                    "virtio_pci_legacy_dev",
+                                    "virtio_pci_modern_dev",
+                                    "virtio_pci",
+                                    "failover",
+                                    "net_failover",
+                                    "virtio_net",
+                                    "llc",
+                                    "stp",
+                                    "garp",
+                                    "mrp",
+                                    "8021q"};
 
 // The guest's /init: modules, eth0, then one command per line from ttyS1.
 constexpr const char* kInit = R"(#!/bin/busybox sh
@@ -39,7 +52,8 @@ constexpr const char* kInit = R"(#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net \
+         llc stp garp mrp 8021q; do
   [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
 done
 addr=$(sed -n 's/.*xvmq\.addr=\([^ ]*\).*/\1/p' /proc/cmdline)
@@ -123,6 +137,9 @@ std::optional<std::string> QemuGuest::build_initramfs(const std::string& kver) {
   fs::copy_file(kBusybox, root + "/bin/busybox", ec);
   if (ec) return "copy " + std::string(kBusybox) + ": " + ec.message();
   fs::create_symlink("busybox", root + "/bin/sh", ec);
+  // ethtool -l/-L, which busybox lacks (GuestConfig).
+  fs::copy_file(GUEST_CHANNELS, root + "/bin/channels", ec);
+  if (ec) return "copy " + std::string(GUEST_CHANNELS) + ": " + ec.message();
   {
     std::ofstream init(root + "/init");
     init << kInit;
@@ -141,8 +158,9 @@ std::optional<std::string> QemuGuest::build_initramfs(const std::string& kver) {
       if (n == ko || n == ko + ".xz") found.push_back(m);
     }
   }
-  if (std::find(found.begin(), found.end(), std::string("virtio_net")) == found.end())
-    return "virtio_net.ko not under /lib/modules/" + kver;
+  for (const char* m : {"virtio_net", "8021q"})
+    if (std::find(found.begin(), found.end(), std::string(m)) == found.end())
+      return std::string(m) + ".ko not under /lib/modules/" + kver;
   std::string out;
   if (sh("cd " + root + " && " + kBusybox + " find . | " + kBusybox + " cpio -o -H newc 2>/dev/null | gzip -1 > " +
              dir_ + "/initrd.gz",
@@ -164,7 +182,14 @@ std::optional<std::string> QemuGuest::spawn(const GuestConfig& cfg, const std::s
   std::string device = "virtio-net-pci,netdev=n0,mac=" + cfg.mac +
                        ",romfile=,csum=off,guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off";
   if (cfg.vhost_user.empty()) {
-    args.insert(args.end(), {"-netdev", "tap,id=n0,ifname=" + cfg.tap + ",script=no,downscript=no"});
+    // queues=N opens the tap N times (a multi_queue tap); MSI-X with 2N+2
+    // vectors, which the tap's user-space backend has under TCG.
+    std::string netdev = "tap,id=n0,ifname=" + cfg.tap + ",script=no,downscript=no";
+    if (cfg.queues > 1) {
+      netdev += ",queues=" + std::to_string(cfg.queues);
+      device += ",mq=on,vectors=" + std::to_string(2 * cfg.queues + 2);
+    }
+    args.insert(args.end(), {"-netdev", netdev});
   } else {
     args.insert(args.end(), {"-object", "memory-backend-memfd,id=mem,size=" + std::to_string(cfg.memory_mb) +
                                             "M,share=on",

@@ -7,7 +7,8 @@
 // Only Debian 12 packages: qemu-system-x86 (7.2), linux-image-cloud-amd64
 // (/boot/vmlinuz-*-cloud-amd64 and its modules) and busybox-static. The
 // guest's /init loads virtio-net's modules in dependency order, brings eth0
-// up with the address given on the kernel command line, says it is ready
+// up with the address given on the kernel command line (and 8021q, for VLAN
+// subinterfaces: `ip link add link eth0 name eth0.10 type vlan id 10`), says it is ready
 // and then runs one shell command per line from a second serial port
 // (ttyS1, a Unix socket on this side), answering with the output and the
 // exit status. The kernel's console (ttyS0) goes to a file the test can
@@ -32,7 +33,10 @@ struct GuestConfig {
   // client, reconnecting every second; the guest's memory shared (memfd) and
   // the device's MSI-X off, which QEMU 7.2 needs under TCG (DESIGN.md fact 19).
   std::string vhost_user;
-  int queues = 1;  // vhost-user: queue pairs of the device (mq=on beyond 1)
+  // Queue pairs of the device (mq=on beyond 1); a tap must then be made
+  // multi_queue. The guest's `channels eth0 [N]` reads or sets how many it
+  // uses (ethtool -l/-L eth0 combined N; busybox has no ethtool).
+  int queues = 1;
   int cpus = 1;    // the guest's vCPUs (Linux enables min(queues, CPUs) pairs)
   std::string mac;   // the guest's eth0
   std::string addr;  // eth0's address with prefix, e.g. 10.77.0.2/24

@@ -109,11 +109,12 @@ class VhostUserDeviceTest : public ::testing::Test {
     const uint32_t on[2] = {r, 1};
     send_msg(18, on, 8);
   }
-  void set_up_device() {
-    EXPECT_EQ(get_u64(1), (1ull << 15) | (1ull << 22) | (1ull << 30) | (1ull << 32));
+  // The features a front-end takes: MRG_RXBUF, PROTOCOL_FEATURES, VERSION_1, and `more`.
+  void set_up_device(uint64_t more = 0) {
+    EXPECT_EQ(get_u64(1), (1ull << 15) | (1ull << 22) | (1ull << 29) | (1ull << 30) | (1ull << 32));
     EXPECT_EQ(get_u64(15), 1u) << "protocol feature MQ";
     EXPECT_EQ(get_u64(17), 2u) << "a queue pair per epoll given";
-    const uint64_t f = (1ull << 15) | (1ull << 30) | (1ull << 32);
+    const uint64_t f = (1ull << 15) | (1ull << 30) | (1ull << 32) | more;
     send_msg(2, &f, 8);
     const uint64_t table[5] = {1, kGpa, kMemSize, kGpa + kUvaOffset, 0};
     send_msg(5, table, 40, {mem_fd_});
@@ -177,6 +178,40 @@ TEST_F(VhostUserDeviceTest, ReceiveAcrossMergeableBuffers) {
   EXPECT_EQ(dev_->deliver(0, frame.data(), 60), VhostUserDevice::Rx::Ok);
   dev_->flush(0);
   EXPECT_EQ(calls(), 0u);
+}
+
+// VIRTIO_RING_F_EVENT_IDX: the guest is called only when the used index
+// passes its used_event (after the avail ring's entries), and the device
+// asks for a kick at the next buffer (avail_event, after the used ring's).
+TEST_F(VhostUserDeviceTest, EventIndexSuppressesNotifications) {
+  ASSERT_NO_FATAL_FAILURE(set_up_device(1ull << 29));
+  for (uint16_t i = 0; i < kNum; i++) {
+    post(0, i, kGpa + kBuffers + i * 2048, 2048, 2 /* write */);
+    make_avail(0, i);
+  }
+  uint16_t* used_event = &avail(0)[2 + kNum];
+  uint16_t* avail_event = reinterpret_cast<uint16_t*>(mem_ + used_at(0) + 4 + 8 * kNum);
+  const uint8_t frame[64] = {1};
+  *used_event = 2;  // call me once the third buffer is used
+  ASSERT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::Ok);
+  dev_->flush(0);
+  EXPECT_EQ(calls(), 1u) << "the first completion after a start always calls";
+  EXPECT_EQ(*avail_event, 1) << "kick me at the next buffer";
+  ASSERT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::Ok);
+  dev_->flush(0);
+  EXPECT_EQ(calls(), 0u) << "used index 2: not past used_event 2";
+  ASSERT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::Ok);
+  ASSERT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::Ok);
+  dev_->flush(0);
+  EXPECT_EQ(calls(), 1u) << "used index 4: went past used_event 2";
+  EXPECT_EQ(*avail_event, 4);
+  ASSERT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::Ok);
+  dev_->flush(0);
+  EXPECT_EQ(calls(), 0u) << "used_event 2 already passed at the last call";
+  *used_event = 5;  // the guest read up to 5 and asks again
+  ASSERT_EQ(dev_->deliver(0, frame, 64), VhostUserDevice::Rx::Ok);
+  dev_->flush(0);
+  EXPECT_EQ(calls(), 1u) << "used index 6 passed used_event 5";
 }
 
 TEST_F(VhostUserDeviceTest, BuffersOutsideMemoryAreRefused) {

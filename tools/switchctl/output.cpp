@@ -260,8 +260,8 @@ void print_classifier(const json& cls) {
 }
 
 void print_ports(const json& result) {
-  Rows rows, delivery;
-  bool any_delivery = false;
+  Rows rows, delivery, vhost;
+  bool any_delivery = false, any_vhost = false;
   section("PORTS (per VM NIC)");
   for (auto& [port, n] : field(result, "nics").items()) {
     rows.push_back({port, cell(field(n, "fast_frames")), cell(field(n, "fast_bytes")), cell(field(n, "default_frames")),
@@ -269,9 +269,16 @@ void print_ports(const json& result) {
                     cell(sum_values(field(n, "drops")))});
     delivery.push_back({text(field(n, "delivery"))});
     any_delivery |= field(n, "delivery").is_string();
+    // vhost-user NICs: what reached the guest's ring (a NIC with a guest
+    // that never read, or none yet, shows it by its vhost_ drops).
+    const json& frames = field(n, "vhost_rx_frames");
+    vhost.push_back({cell(frames)});
+    auto positive = [](const json& v) { return v.is_number_unsigned() && v.get<uint64_t>() > 0; };
+    any_vhost |= positive(frames) || positive(field(field(n, "drops"), "vhost_not_ready"));
   }
   std::vector<std::string> titles{"PORT",          "FAST-FRAMES",    "FAST-BYTES",    "DEFAULT-FRAMES",
                                   "DEFAULT-BYTES", "FROM-VM-FRAMES", "FROM-VM-BYTES", "DROPS"};
+  if (any_vhost) add_column(titles, rows, 7, {"VHOST-RX-FRAMES"}, vhost);
   if (any_delivery) add_column(titles, rows, 1, {"DELIVERY"}, delivery);
   print_table(titles, rows);
 }
