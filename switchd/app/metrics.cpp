@@ -91,6 +91,9 @@ constexpr FamilyDecl kFamilies[] = {
      "Frames of a VM NIC: path fast (its vmq), default (the software switch), from_vm (sent by the VM)."},
     {"xvmq_nic_bytes_total", MetricType::Counter, "Bytes of a VM NIC, by path as xvmq_nic_frames_total."},
     {"xvmq_nic_drops_total", MetricType::Counter, "Frames to or from a VM NIC that the switch dropped, by reason."},
+    {"xvmq_nic_backend_tx_dropped_total", MetricType::Counter,
+     "A kernel-delivered NIC's backend netdev's own tx_dropped since delivery began: the same losses as "
+     "xvmq_nic_drops_total's backend_ring_full, seen by the netdev, and frames the host's stack sent it."},
     {"xvmq_nic_vhost_rx_frames_total", MetricType::Counter,
      "Frames placed into a vhost-user guest's receive ring (of its fast and default frames); 0 for other NICs."},
     {"xvmq_nic_vhost_rx_bytes_total", MetricType::Counter,
@@ -168,6 +171,7 @@ void add_nic_totals(Families& f, const std::map<std::string, NicTotals>& nics, c
     }
     for (const auto& [reason, v] : n.drops)
       f.add("xvmq_nic_drops_total", {{"uplink", uplink}, {"port", port}, {"reason", reason}}, num(v));
+    f.add("xvmq_nic_backend_tx_dropped_total", {{"uplink", uplink}, {"port", port}}, num(n.backend_tx_dropped));
     f.add("xvmq_nic_vhost_rx_frames_total", {{"uplink", uplink}, {"port", port}}, num(n.vhost_rx_frames));
     f.add("xvmq_nic_vhost_rx_bytes_total", {{"uplink", uplink}, {"port", port}}, num(n.vhost_rx_bytes));
   }

@@ -57,6 +57,7 @@ json nic_totals_json(const NicTotals& t) {
           {"vhost_rx_frames", t.vhost_rx_frames},
           {"vhost_rx_bytes", t.vhost_rx_bytes},
           {"drops", t.drops},
+          {"backend_tx_dropped", t.backend_tx_dropped},
           {"xsk", {{"backend", xsk_json(t.xsk_backend)}, {"vmq", xsk_json(t.xsk_vmq)}}}};
 }
 

@@ -679,8 +679,7 @@ void Datapath::add_kernel_totals(const Connected& c, NicTotals& t, const KernelC
     t.fast_frames += cls->vmq[vmq].frames - c.kernel_base.frames;
     t.fast_bytes += cls->vmq[vmq].bytes - c.kernel_base.bytes;
   }
-  if (auto ls = netlink::link_stats(c.spec.nic.backend); ls)
-    t.drops["backend_tx_dropped"] = ls->tx_dropped - c.tx_dropped_base;
+  if (auto ls = netlink::link_stats(c.spec.nic.backend); ls) t.backend_tx_dropped = ls->tx_dropped - c.tx_dropped_base;
   t.forced_moves = kc->forced_moves[vmq];
 }
 

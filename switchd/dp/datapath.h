@@ -117,6 +117,9 @@ struct NicTotals {
   uint64_t xsk_backend[kXskStats] = {}, xsk_vmq[kXskStats] = {};
   uint64_t kernel_out_frames = 0;  // sent on by its VM port program, in XDP
   uint64_t forced_moves = 0;       // vmq moves made before the old processor caught up
+  // Kernel delivery: the backend netdev's own tx_dropped since it began. Not
+  // one of `drops`: a tap counts there the frames backend_ring_full counts.
+  uint64_t backend_tx_dropped = 0;
 };
 
 class Datapath : public DatapathApi {

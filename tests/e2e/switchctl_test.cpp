@@ -242,6 +242,7 @@ TEST_F(MetricsTest, ScrapeMatchesStatsJson) {
       {"xvmq_vmq_rx_frames_total", {"uplink", "vmq", "nic"}},
       {"xvmq_nic_frames_total", {"uplink", "port", "path"}},
       {"xvmq_nic_drops_total", {"uplink", "port", "reason"}},
+      {"xvmq_nic_backend_tx_dropped_total", {"uplink", "port"}},
       {"xvmq_queue_rx_frames_total", {"uplink", "queue", "cpu", "socket"}},
       {"xvmq_queue_drops_total", {"uplink", "queue", "cpu", "reason"}},
       {"xvmq_queue_buffers", {"uplink", "queue", "cpu", "state"}},

@@ -159,9 +159,7 @@ class Guests:
 
     def backend_count(self, c, stats):
         """Frames the backend has placed into the guest's ring so far, and the drops on the way by
-        reason: for xvmq the NIC's (on a tap, backend_tx_dropped is the tap's own count of frames
-        that backend_ring_full counts too: the reasons are not to be added up); for the bridge its
-        tap's tx_dropped."""
+        reason: for xvmq the NIC's; for the bridge its tap's tx_dropped."""
         if c["id"] == "guest_vhost_user":
             n = stats["nics"]["vm5"]
             return n["vhost_rx_frames"], dict(n.get("drops", {}))

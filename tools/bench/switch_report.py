@@ -341,7 +341,7 @@ def print_guests(rep):
                       "%.0f" % r["guest_pps"], "%.0f" % r["lost_pps"], fmt(r["x_bridge"], "%.2f")))
     print_aligned(lines)
     print("lost: sent less placed into the ring. Where, in the last round (xvmq: the NIC's drops by reason, where "
-          "a tap's backend_tx_dropped counts frames backend_ring_full counts too; the bridge: its tap's "
+          "the bridge: its tap's "
           "tx_dropped): " + "; ".join("%s %s" % (r["case"], ", ".join("%s %d" % kv for kv in
                                                   sorted(r["drops_last_round"].items())) or "none")
                                                   for r in rep["guests"]))
