@@ -97,7 +97,12 @@ Result<std::unique_ptr<DatapathApi>> open_kernel_datapath(const std::string& upl
 Switch::Switch(const SwitchOptions& opts)
     : opts_(opts), store_(opts.state_dir + "/state.json"), model_(opts.max_vmqs) {}
 
-Switch::~Switch() = default;
+// Under the lock: the backend watch's thread may be asking for the switch
+// (backend_grew), and must find it whole or busy.
+Switch::~Switch() {
+  std::lock_guard lock(mu_);
+  dp_.reset();
+}
 
 Result<std::unique_ptr<Switch>> Switch::start(const SwitchOptions& opts) {
   std::unique_ptr<Switch> sw(new Switch(opts));
@@ -105,6 +110,7 @@ Result<std::unique_ptr<Switch>> Switch::start(const SwitchOptions& opts) {
   std::filesystem::create_directories(opts.state_dir, ec);
   if (ec) return Error{ec.value(), "state directory " + opts.state_dir + ": " + ec.message()};
   try {
+    std::lock_guard lock(sw->mu_);  // the datapath's threads may ask for it already
     sw->restore();
   } catch (const Refused& r) {
     return Error{EINVAL, r.error.message};
@@ -142,6 +148,7 @@ void Switch::restore() {
 
 void Switch::restore_uplink() {
   DatapathOptions o = opts_.datapath;
+  o.backend_grew = [this](const std::string& nic) { return backend_grew(nic); };
   o.mode = uplink_->mode;
   o.host_stack = uplink_->host == "stack";
   auto dp = opts_.open_datapath(uplink_->name, o);
@@ -199,6 +206,33 @@ std::vector<StaticEntry> Switch::statics_of(const std::string& port) const {
 json Switch::handle(const std::string& op, const json& args) {
   std::lock_guard lock(mu_);
   return run_op(*this, op, args);
+}
+
+// A tap's guest turned on queues the NIC had no sockets for at connect (the
+// guest's driver enabling multiqueue after the NIC was connected, or ethtool
+// -L): the datapath takes the NIC off and binds it again on all of them. The
+// lifecycle state does not change; if binding fails, the NIC is disconnected
+// and says why. Only tried: an op under way makes the watch ask again.
+bool Switch::backend_grew(const std::string& port) {
+  std::unique_lock lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;
+  const auto& ports = model_.ports();
+  auto it = ports.find(port);
+  if (!dp_ || it == ports.end() || !it->second.nic || it->second.nic->state != NicState::Connected) return true;
+  const uint32_t vmq = it->second.nic->vmq_id.value_or(0);
+  if (auto st = dp_->disconnect(port); !st) {
+    service::log(service::Level::Warn, "nic %s: its backend's new queues: %s", port.c_str(),
+                 st.error().message.c_str());
+    return true;
+  }
+  if (auto st = dp_->connect(binding(port, vmq)); !st) {
+    service::log(service::Level::Error, "nic %s: binding its backend's new queues failed: %s; the NIC is disconnected",
+                 port.c_str(), st.error().message.c_str());
+    const uint64_t before = last_event();
+    model_.nic_disconnect(port);
+    changed(before);
+  }
+  return true;
 }
 
 void Switch::on_event(std::function<void()> hook) {
@@ -305,6 +339,7 @@ void Switch::check_attach(const UplinkConfig& up) const {
 void Switch::uplink_attach(const UplinkConfig& up) {
   check_attach(up);
   DatapathOptions o = opts_.datapath;
+  o.backend_grew = [this](const std::string& nic) { return backend_grew(nic); };
   o.mode = up.mode;
   o.host_stack = up.host == "stack";
   auto dp = opts_.open_datapath(up.name, o);

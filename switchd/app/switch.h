@@ -124,6 +124,7 @@ class Switch {
   NicBinding binding(const std::string& port, uint32_t vmq_id) const;
   std::optional<UplinkConfig> uplink_config() const;
   std::map<std::string, Port> config_ports() const;
+  bool backend_grew(const std::string& port);
   void check_owned_ports(const SwitchConfig& desired, const std::string& source) const;
   std::vector<StaticEntry> statics_of(const std::string& port) const;
   void check_fdb_add(const std::string& port, const StaticEntry& key) const;

@@ -15,10 +15,12 @@
 
 namespace xvmq::switchd {
 
-Result<std::unique_ptr<BackendWatch>> BackendWatch::start() {
+Result<std::unique_ptr<BackendWatch>> BackendWatch::start(Grew grew) {
   std::unique_ptr<BackendWatch> w(new BackendWatch());
+  w->grew_ = std::move(grew);
   w->stop_fd_ = eventfd(0, EFD_CLOEXEC);
-  if (w->stop_fd_ < 0) return make_error(errno, "eventfd for the backends' queue watch");
+  w->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w->stop_fd_ < 0 || w->wake_fd_ < 0) return make_error(errno, "eventfd for the backends' queue watch");
   w->fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
   if (w->fd_ < 0) return make_error(errno, "rtnetlink socket for the backends' queue watch");
   sockaddr_nl sa{};
@@ -38,6 +40,7 @@ BackendWatch::~BackendWatch() {
   }
   if (fd_ >= 0) ::close(fd_);
   if (stop_fd_ >= 0) ::close(stop_fd_);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 void BackendWatch::watch(int ifindex, const std::string& nic, const std::string& backend, uint32_t at_connect,
@@ -45,21 +48,31 @@ void BackendWatch::watch(int ifindex, const std::string& nic, const std::string&
   std::lock_guard<std::mutex> lk(mu_);
   Watched& w = watched_[ifindex] = Watched{nic, backend, at_connect, std::move(live)};
   reread(w);  // a change between connect's read and now
+  if (!grown_.empty()) {
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
 }
 
 void BackendWatch::unwatch(int ifindex) {
   std::lock_guard<std::mutex> lk(mu_);
+  if (auto it = watched_.find(ifindex); it != watched_.end()) grown_.erase(it->second.nic);
   watched_.erase(ifindex);
 }
 
-// Under mu_.
 void BackendWatch::reread(Watched& w) {
   auto dev = netdev_info(w.backend);
   if (!dev) return;  // going away: disconnect follows
   const uint32_t now = dev->xsk_queues();
   const uint32_t was = w.live->exchange(now, std::memory_order_relaxed);
   if (now == was) return;
-  if (now > w.at_connect)
+  if (now > w.at_connect && grew_) {
+    service::log(service::Level::Info,
+                 "nic %s: backend %s now has %u queue(s) in use, %u at connect: its sockets are bound again on all "
+                 "of them",
+                 w.nic.c_str(), w.backend.c_str(), now, w.at_connect);
+    grown_.insert(w.nic);
+  } else if (now > w.at_connect)
     service::log(service::Level::Warn,
                  "nic %s: backend %s now has %u queue(s) in use, %u at connect: what the guest sends on queues %u.. "
                  "goes to the host's stack until the NIC is disconnected and connected again",
@@ -71,12 +84,38 @@ void BackendWatch::reread(Watched& w) {
                  w.nic.c_str(), w.backend.c_str(), now, was, now);
 }
 
+// Each pending NIC once: taken off the list first, so that a growth seen
+// while its sockets are bound again is not lost; put back when the owner
+// cannot take it now.
+void BackendWatch::ask_grown() {
+  std::vector<std::string> todo;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    todo.assign(grown_.begin(), grown_.end());
+    grown_.clear();
+  }
+  for (const auto& nic : todo) {
+    if (grew_(nic)) continue;
+    std::lock_guard<std::mutex> lk(mu_);
+    grown_.insert(nic);
+  }
+}
+
 void BackendWatch::run() {
   std::vector<char> buf(16384);
   for (;;) {
-    pollfd p[2] = {{fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    if (poll(p, 2, -1) < 0) continue;  // EINTR
+    bool pending = false;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      pending = !grown_.empty();
+    }
+    pollfd p[3] = {{fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    if (poll(p, 3, pending ? 20 : -1) < 0) continue;  // EINTR
     if (p[1].revents) return;
+    if (p[2].revents) {
+      uint64_t n = 0;
+      (void)!read(wake_fd_, &n, sizeof(n));
+    }
     for (;;) {
       const ssize_t n = recv(fd_, buf.data(), buf.size(), MSG_DONTWAIT);
       if (n < 0 && errno == ENOBUFS) {  // notifications lost: read every backend
@@ -93,6 +132,7 @@ void BackendWatch::run() {
         if (auto it = watched_.find(ifi->ifi_index); it != watched_.end()) reread(it->second);
       }
     }
+    ask_grown();
   }
 }
 

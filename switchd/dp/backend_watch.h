@@ -9,13 +9,18 @@
 // The workers read the count (WorkerNic::live_queues) per frame they
 // deliver: a worker whose backend queue is gone hands its frames to one that
 // still has one (docs/architecture.md, "Backends with fewer queues").
+// Queues beyond those the NIC had at connect have no socket yet: the watch
+// asks its owner (`grew`, from its own thread) to bind the NIC's sockets
+// again, and asks again while the owner is busy.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -25,7 +30,11 @@ namespace xvmq::switchd {
 
 class BackendWatch {
  public:
-  static Result<std::unique_ptr<BackendWatch>> start();
+  // NIC `nic`'s backend now has more queues in use than at connect: bind
+  // its sockets again. False: not now (the switch is busy), ask again soon.
+  // Called on the watch's thread, without the watch's lock.
+  using Grew = std::function<bool(const std::string& nic)>;
+  static Result<std::unique_ptr<BackendWatch>> start(Grew grew = {});
   ~BackendWatch();  // stops the thread
   BackendWatch(const BackendWatch&) = delete;
   BackendWatch& operator=(const BackendWatch&) = delete;
@@ -44,12 +53,16 @@ class BackendWatch {
   };
   BackendWatch() = default;
   void run();
-  static void reread(Watched& w);
+  void reread(Watched& w);  // under mu_
+  void ask_grown();         // not under mu_
 
+  Grew grew_;
   int fd_ = -1;
   int stop_fd_ = -1;
+  int wake_fd_ = -1;  // a NIC became pending outside the thread
   std::mutex mu_;
   std::map<int, Watched> watched_;  // by ifindex
+  std::set<std::string> grown_;     // NICs whose sockets are to be bound again
   std::thread thread_;
 };
 

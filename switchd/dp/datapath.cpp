@@ -144,7 +144,7 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const std::string& uplink, cons
     (void)dp->cls_->set_host_groups(false);
   }
   dp->aging_ = std::make_unique<FdbAging>(*dp->fdb_, opts.fdb_age_s);
-  if (auto watch = BackendWatch::start(); watch)
+  if (auto watch = BackendWatch::start(opts.backend_grew); watch)
     dp->backend_watch_ = std::move(watch.value());
   else
     service::log(service::Level::Warn, "%s: a tap's queues are read at connect only", watch.error().message.c_str());

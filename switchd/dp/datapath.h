@@ -9,6 +9,7 @@
 // to the host stack until a new switchd adopts it.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -58,6 +59,10 @@ struct DatapathOptions {
   // they go to their processors; below half of it the receiving CPU
   // delivers them itself again. 0: always to their processors.
   uint32_t spread_above = 100000;
+  // A tap's guest turned on more queues than the tap had at connect: bind
+  // the NIC's sockets again (the switch, under its lock; false: busy now).
+  // Called from the backend watch's thread. Unset: a warning instead.
+  std::function<bool(const std::string& nic)> backend_grew;
 };
 
 // A NIC as the datapath takes it: its descriptor and the vmq it was given.

@@ -155,8 +155,8 @@ class VhostUserTest : public SwitchdFixture {
   // reads again it is reachable.
   void guest_that_does_not_read() {
     guest("ip link set eth0 down");
-    ASSERT_TRUE(sh_ok(in("ext", "ip neigh replace " + std::string(kGuestIp) + " lladdr " + mac_of(1) +
-                                    " dev ext0 nud permanent")));
+    ASSERT_TRUE(sh_ok(
+        in("ext", "ip neigh replace " + std::string(kGuestIp) + " lladdr " + mac_of(1) + " dev ext0 nud permanent")));
     const json before = call("stats");
     std::string sent_text;
     (void)sh(in("ext", "ping -q -i 0.002 -c 1000 -W 1 " + std::string(kGuestIp) +
@@ -183,10 +183,13 @@ class VhostUserTest : public SwitchdFixture {
   // The guest resets its device (the driver unbound and bound again): QEMU
   // stops the rings (GET_VRING_BASE) and starts them anew; the guest is back.
   void guest_resets_its_device() {
-    guest("d=$(basename $(readlink /sys/class/net/eth0/device)); "
-          "echo $d > /sys/bus/virtio/drivers/virtio_net/unbind && echo $d > /sys/bus/virtio/drivers/virtio_net/bind");
-    guest("for i in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done; "
-          "ip link set eth0 up && ip addr add " + std::string(kGuestIp) + "/24 dev eth0");
+    guest(
+        "d=$(basename $(readlink /sys/class/net/eth0/device)); "
+        "echo $d > /sys/bus/virtio/drivers/virtio_net/unbind && echo $d > /sys/bus/virtio/drivers/virtio_net/bind");
+    guest(
+        "for i in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done; "
+        "ip link set eth0 up && ip addr add " +
+        std::string(kGuestIp) + "/24 dev eth0");
     EXPECT_TRUE(guest_reaches_ext(30s)) << "the guest after resetting its device";
   }
 
@@ -624,6 +627,55 @@ TEST_F(VhostUserTest, TapGuestChangesItsQueues) {
     for (const char* line :
          {"backend vmt0 now has 1 queue(s) in use (was 2)", "backend vmt0 now has 2 queue(s) in use (was 1)"})
       EXPECT_NE(log.find(line), std::string::npos) << "switchd learned of the change from rtnetlink: " << line;
+    call("nic.disconnect", {{"port", "vm2"}});
+    call("nic.delete", {{"port", "vm2"}});
+    expect_pools_idle();
+  }
+}
+
+// The usual order with a multiqueue tap: the NIC is connected while the tap
+// has one queue in use (QEMU keeps the others detached until the guest's
+// driver turns them on), then the guest turns on its second pair. switchd
+// binds the NIC's sockets again on both queues: what the guest's CPU 1 sends
+// on pair 1 is switched like the rest, instead of going to the host's stack.
+TEST_F(VhostUserTest, TapGuestTurnsOnMoreQueuesThanAtConnect) {
+  constexpr const char* kTapIp = "10.78.0.3";
+  attach();
+  ASSERT_NO_FATAL_FAILURE(start_tap_guest(std::string(kTapIp) + "/24", 2));
+  call("port.create", {{"name", "vm2"}});
+  for (const char* delivery : {"xsk", "kernel"}) {
+    SCOPED_TRACE(delivery);
+    EXPECT_EQ(tap_guest("channels eth0 1"), "combined 1 max 2\n");
+    call("nic.create",
+         {{"port", "vm2"}, {"mac", mac_of(2)}, {"backend", "vmt0"}, {"vmq", "auto"}, {"delivery", delivery}});
+    EXPECT_EQ(call("nic.connect", {{"port", "vm2"}}).value("state", ""), "connected");
+    EXPECT_EQ(tap_guest("channels eth0 2"), "combined 2 max 2\n");
+    std::string log;
+    for (int i = 0; i < 50 && log.find("its sockets are bound again") == std::string::npos; i++) {
+      std::this_thread::sleep_for(100ms);
+      sh("cat " + log_, &log);
+    }
+    EXPECT_NE(log.find("backend vmt0 now has 2 queue(s) in use, 1 at connect: its sockets are bound again"),
+              std::string::npos)
+        << log;
+    const json before = call("stats");
+    const std::string out = tap_guest("taskset -c 0 ping -c 20 -i 0.05 -W 2 " + std::string(kExtIp) +
+                                          " > /tmp/p0 & taskset -c 1 ping -c 20 -i 0.05 -W 2 " + std::string(kExtIp) +
+                                          " > /tmp/p1; wait; grep -h 'packets transmitted' /tmp/p0 /tmp/p1",
+                                      60s);
+    const json after = call("stats");
+    std::vector<uint64_t> took;
+    for (size_t q = 0; q < after["queues"].size(); q++)
+      took.push_back(after["queues"][q].value("rx_vm", uint64_t{0}) - before["queues"][q].value("rx_vm", uint64_t{0}));
+    ASSERT_EQ(took.size(), 2u);
+    std::printf("[ vm2      ] %s: connected at 1 queue, guest now at 2: taken from the guest per queue +%" PRIu64
+                " +%" PRIu64 "; %s",
+                delivery, took[0], took[1], out.c_str());
+    EXPECT_EQ(out,
+              "20 packets transmitted, 20 packets received, 0% packet loss\n"
+              "20 packets transmitted, 20 packets received, 0% packet loss\n");
+    EXPECT_GT(took[1], 0u) << "the guest's CPU 1 sends on pair 1, and switchd has a socket there now";
+    EXPECT_EQ(nic_of(call("show"), "vm2").value("state", ""), "connected");
     call("nic.disconnect", {{"port", "vm2"}});
     call("nic.delete", {{"port", "vm2"}});
     expect_pools_idle();
