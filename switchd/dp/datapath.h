@@ -222,7 +222,8 @@ class Datapath : public DatapathApi {
   // Kernel delivery (docs/architecture.md, "Deliveries").
   DeliveryState decide_delivery(const NicBinding& nic, const NetdevInfo& backend, const SteeringState& ss) const;
   int spread_cpu() const;
-  uint32_t vmq_flags() const;
+  uint32_t vmq_flags(bool receiving_cpu) const;
+  bool on_receiving_cpu(bool tap, bool configured) const;
   Status start_kernel(Connected& c);
   void stop_kernel(Connected& c);
   Status use_cpu(uint32_t cpu);

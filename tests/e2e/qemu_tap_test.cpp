@@ -104,6 +104,19 @@ TEST_F(QemuTapTest, GuestOnTapThroughBothDeliveries) {
   call("port.create", {{"name", "vm1"}});
   connect("");  // the default: kernel for a tap whose queue QEMU holds
   ASSERT_NO_FATAL_FAILURE(require_delivery("vm1", "kernel"));
+  // A tap's vmq is delivered on the receiving CPU (its reader, QEMU, does
+  // the receive work): no hop through a processor, until one is configured.
+  auto no_hop = [&] {
+    const json n = nic_of(call("show"), "vm1");
+    const auto conf = vmq_conf(n.value("vmq", 0u));
+    return std::pair{n.value("vmq_cpu_source", ""), conf && (conf->flags & XVMQ_VMQ_F_NO_HOP)};
+  };
+  EXPECT_EQ(no_hop(), std::pair(std::string("receiving"), true));
+  call("vmq.set", {{"port", "vm1"}, {"cpu", 0}});
+  EXPECT_EQ(no_hop(), std::pair(std::string("configured"), false));
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("kernel delivery through a configured processor"));
+  call("vmq.set", {{"port", "vm1"}, {"cpu", nullptr}});
+  EXPECT_EQ(no_hop(), std::pair(std::string("receiving"), true));
   ASSERT_NO_FATAL_FAILURE(ping_both_ways("kernel delivery"));
   ASSERT_NO_FATAL_FAILURE(transfer_both_ways("kernel delivery"));
 

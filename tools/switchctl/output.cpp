@@ -90,10 +90,12 @@ void numbers(const json& j, const std::string& name, std::vector<std::vector<std
       numbers(j[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), rows);
 }
 
-// The vmq's CPU: "2" as given (--cpu), "2 (spread)" as the datapath spread it.
+// The vmq's CPU: "2" as given (--cpu), "2 (spread)" as the datapath spread
+// it, "receiving" for a tap's vmq delivered by the CPU that receives it.
 std::string vmq_cpu_cell(const json& nic) {
   const json& cpu = field(nic, "vmq_cpu");
   if (!cpu.is_number()) return "-";
+  if (field(nic, "vmq_cpu_source") == "receiving") return "receiving";
   return text(cpu) + (field(nic, "vmq_cpu_source") == "spread" ? " (spread)" : "");
 }
 
