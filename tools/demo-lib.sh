@@ -1,6 +1,7 @@
-# What tools/demo.sh and tools/demo-classifier.sh share; sourced after
-# setup.sh. A demo sets EXT, SW and PIN_ROOT and defines cleanup [RC], which
-# removes what it made.
+# What tools/demo.sh, tools/demo-qemu.sh and tools/demo-classifier.sh share;
+# sourced after setup.sh. A demo sets EXT, SW and PIN_ROOT (and SWITCHD,
+# SWITCHCTL_BIN when it runs switchd) and defines cleanup [RC], which removes
+# what it made.
 
 # Print each command before it runs, with the namespace it runs in.
 host() { echo "host# $*"; "$@"; }
@@ -37,4 +38,65 @@ demo_del_namespaces() {
 demo_uplink_veth() {
   host ip -n "$EXT" link add ext0 numrxqueues 2 numtxqueues 2 type veth \
     peer name up0 netns "$SW" numrxqueues 2 numtxqueues 2
+}
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+say() { echo "    $*"; }
+# Print each command before it runs, with where it runs.
+in_ns() {
+  local ns=$1
+  shift
+  echo "$ns# $*" >&2 # stderr: the output may be filtered, the command is not
+  ip netns exec "$ns" "$@"
+}
+switchctl() {
+  echo "host# switchctl $*"
+  "$SWITCHCTL_BIN" "$@"
+}
+quiet_switchctl() { "$SWITCHCTL_BIN" "$@"; }
+
+# demo_add_namespaces NAMESPACE...: each made, without IPv6 (nothing of
+# the host's leaks into the demo's traffic).
+demo_add_namespaces() {
+  for ns in "$@"; do
+    host ip netns add "$ns"
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+}
+
+# switchd in $SW (2 vmqs, a worker per receive queue, the classifier left on
+# up0 at exit), its log in $TMP/switchd.log; SWITCHD_PID once it is ready.
+demo_start_switchd() {
+  local cmd=("$SWITCHD" --state-dir "$TMP/state" --socket "$XVMQ_SOCKET" --pin-root "$PIN_ROOT"
+    --max-vmqs 2 --queue-cpus "0:0,1:$(($(nproc) > 1 ? 1 : 0))" --detach-on-exit)
+  echo "$SW# ${cmd[*]#"$XVMQ_ROOT"/} &"
+  nsenter --net="/run/netns/$SW" "${cmd[@]}" >"$TMP/switchd.log" 2>&1 &
+  SWITCHD_PID=$!
+  for ((i = 0; i < 100; i++)); do
+    grep -qs "ready on" "$TMP/switchd.log" && break
+    kill -0 "$SWITCHD_PID" 2>/dev/null || fail "switchd exited: $(tail -n 3 "$TMP/switchd.log")"
+    sleep 0.1
+  done
+  grep -q "ready on" "$TMP/switchd.log" || fail "switchd did not get ready"
+}
+
+# For cleanup: switchd stopped, then the namespaces and pins removed, its
+# log shown when the demo failed (RC), the scratch directory removed.
+demo_stop_switchd() {
+  if [[ -n $SWITCHD_PID ]] && kill -0 "$SWITCHD_PID" 2>/dev/null; then
+    echo "host# kill -TERM switchd    # --detach-on-exit: the classifier leaves up0"
+    kill -TERM "$SWITCHD_PID"
+    wait "$SWITCHD_PID" 2>/dev/null
+  fi
+}
+demo_remove_all() {
+  local rc=$1
+  shift
+  demo_del_namespaces "$@"
+  if [[ -e $PIN_ROOT ]]; then host rm -rf "$PIN_ROOT"; fi
+  if ((rc != 0)) && [[ -n $TMP && -s $TMP/switchd.log ]]; then
+    echo "--- switchd's log"
+    tail -n 20 "$TMP/switchd.log"
+  fi
+  if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
 }

@@ -37,19 +37,6 @@ SWITCHD_PID=""
 declare -A GUEST_PID=()
 BG_PIDS=()
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-say() { echo "    $*"; }
-in_ns() {
-  local ns=$1
-  shift
-  echo "$ns# $*" >&2
-  ip netns exec "$ns" "$@"
-}
-switchctl() {
-  echo "host# switchctl $*"
-  "$SWITCHCTL_BIN" "$@"
-}
-quiet_switchctl() { "$SWITCHCTL_BIN" "$@"; }
 # One shell command line in a guest, printed as it runs; its output and status.
 guest() {
   local vm=$1
@@ -77,21 +64,11 @@ cleanup() {
     kill -TERM "${GUEST_PID[$vm]}" 2>/dev/null
   done
   for vm in "${!GUEST_PID[@]}"; do wait "${GUEST_PID[$vm]}" 2>/dev/null; done
-  if [[ -n $SWITCHD_PID ]] && kill -0 "$SWITCHD_PID" 2>/dev/null; then
-    echo "host# kill -TERM switchd    # --detach-on-exit: the classifier leaves up0"
-    kill -TERM "$SWITCHD_PID"
-    wait "$SWITCHD_PID" 2>/dev/null
-  fi
+  demo_stop_switchd
   for tap in vmt2 vmt3; do
     if [[ -e /run/netns/$SW ]] && ip -n "$SW" link show "$tap" >/dev/null 2>&1; then host ip -n "$SW" link del "$tap"; fi
   done
-  demo_del_namespaces "${NAMESPACES[@]}"
-  if [[ -e $PIN_ROOT ]]; then host rm -rf "$PIN_ROOT"; fi
-  if ((rc != 0)) && [[ -n $TMP && -s $TMP/switchd.log ]]; then
-    echo "--- switchd's log"
-    tail -n 20 "$TMP/switchd.log"
-  fi
-  if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
+  demo_remove_all "$rc" "${NAMESPACES[@]}"
   if ((rc == 0)); then echo "demo done: guests, QEMU, taps, namespaces, switchd, program and pins removed"; fi
   exit "$rc"
 }
@@ -108,10 +85,7 @@ export XVMQ_SOCKET=$TMP/switchd.sock
 step "the network: an outside host, the switch host with its uplink (2 receive queues) and two taps"
 mountpoint -q /sys/fs/bpf || host mount -t bpf bpf /sys/fs/bpf
 mkdir -p "$PIN_ROOT"
-for ns in "${NAMESPACES[@]}"; do
-  host ip netns add "$ns"
-  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
+demo_add_namespaces "${NAMESPACES[@]}"
 demo_uplink_veth
 host ip -n "$EXT" addr add 10.77.0.100/24 dev ext0
 # Full checksums from the outside host: a frame that crosses AF_XDP or is
@@ -127,17 +101,7 @@ for i in 2 3; do
 done
 
 step "switchd on the switch host: 2 vmqs, one worker per receive queue"
-cmd=("$SWITCHD" --state-dir "$TMP/state" --socket "$XVMQ_SOCKET" --pin-root "$PIN_ROOT"
-  --max-vmqs 2 --queue-cpus "0:0,1:$(($(nproc) > 1 ? 1 : 0))" --detach-on-exit)
-echo "$SW# ${cmd[*]#"$XVMQ_ROOT"/} &"
-nsenter --net="/run/netns/$SW" "${cmd[@]}" >"$TMP/switchd.log" 2>&1 &
-SWITCHD_PID=$!
-for ((i = 0; i < 100; i++)); do
-  grep -qs "ready on" "$TMP/switchd.log" && break
-  kill -0 "$SWITCHD_PID" 2>/dev/null || fail "switchd exited: $(tail -n 3 "$TMP/switchd.log")"
-  sleep 0.1
-done
-grep -q "ready on" "$TMP/switchd.log" || fail "switchd did not get ready"
+demo_start_switchd
 say "switchd is ready; switchctl finds it through XVMQ_SOCKET=$XVMQ_SOCKET"
 
 step "the switch in Hyper-V's order: port create, nic create (nic connect once a guest holds its tap)"

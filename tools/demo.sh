@@ -47,20 +47,6 @@ TMP=""
 SWITCHD_PID=""
 BG_PIDS=()
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-say() { echo "    $*"; }
-# Print each command before it runs, with where it runs (host: demo-lib.sh).
-in_ns() {
-  local ns=$1
-  shift
-  echo "$ns# $*" >&2  # stderr: the output may be filtered, the command is not
-  ip netns exec "$ns" "$@"
-}
-switchctl() {
-  echo "host# switchctl $*"
-  "$SWITCHCTL_BIN" "$@"
-}
-quiet_switchctl() { "$SWITCHCTL_BIN" "$@"; }
 
 cleanup() {
   local rc=${1:-$?}
@@ -68,18 +54,8 @@ cleanup() {
   set +e
   step "tearing down"
   for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  if [[ -n $SWITCHD_PID ]] && kill -0 "$SWITCHD_PID" 2>/dev/null; then
-    echo "host# kill -TERM switchd    # --detach-on-exit: the classifier leaves up0"
-    kill -TERM "$SWITCHD_PID"
-    wait "$SWITCHD_PID" 2>/dev/null
-  fi
-  demo_del_namespaces "${NAMESPACES[@]}"
-  if [[ -e $PIN_ROOT ]]; then host rm -rf "$PIN_ROOT"; fi
-  if ((rc != 0)) && [[ -n $TMP && -s $TMP/switchd.log ]]; then
-    echo "--- switchd's log"
-    tail -n 20 "$TMP/switchd.log"
-  fi
-  if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
+  demo_stop_switchd
+  demo_remove_all "$rc" "${NAMESPACES[@]}"
   if ((rc == 0)); then echo "demo done: namespaces, links, switchd, program and pins removed"; fi
   exit "$rc"
 }
@@ -95,10 +71,7 @@ export XVMQ_SOCKET=$TMP/switchd.sock
 step "the network: an outside host, the switch host with its uplink (2 receive queues), three VMs"
 mountpoint -q /sys/fs/bpf || host mount -t bpf bpf /sys/fs/bpf
 mkdir -p "$PIN_ROOT"
-for ns in "${NAMESPACES[@]}"; do
-  host ip netns add "$ns"
-  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
+demo_add_namespaces "${NAMESPACES[@]}"
 demo_uplink_veth
 host ip -n "$EXT" addr add 10.77.0.100/24 dev ext0
 # Frames the software switch carries cross AF_XDP sockets, which carry no
@@ -120,17 +93,7 @@ for i in 1 2 3; do
 done
 
 step "switchd on the switch host: 2 vmqs, one worker per receive queue"
-cmd=("$SWITCHD" --state-dir "$TMP/state" --socket "$XVMQ_SOCKET" --pin-root "$PIN_ROOT"
-  --max-vmqs 2 --queue-cpus "0:0,1:$(($(nproc) > 1 ? 1 : 0))" --detach-on-exit)
-echo "$SW# ${cmd[*]#"$XVMQ_ROOT"/} &"
-nsenter --net="/run/netns/$SW" "${cmd[@]}" >"$TMP/switchd.log" 2>&1 &
-SWITCHD_PID=$!
-for ((i = 0; i < 100; i++)); do
-  grep -qs "ready on" "$TMP/switchd.log" && break
-  kill -0 "$SWITCHD_PID" 2>/dev/null || fail "switchd exited: $(tail -n 3 "$TMP/switchd.log")"
-  sleep 0.1
-done
-grep -q "ready on" "$TMP/switchd.log" || fail "switchd did not get ready"
+demo_start_switchd
 say "switchd is ready; switchctl finds it through XVMQ_SOCKET=$XVMQ_SOCKET"
 
 step "the switch, step by step, in Hyper-V's order: port create, nic create, nic connect"
