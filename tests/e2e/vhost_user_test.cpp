@@ -344,6 +344,25 @@ TEST_F(VhostUserTest, GuestOnVhostUser) {
   EXPECT_TRUE(guest_reaches_ext(60s)) << "the guest after switchd's restart";
   ASSERT_NO_FATAL_FAILURE(ping_both_ways("after switchd's restart"));
   expect_pools_idle();
+
+  // switchd killed (SIGKILL) under the guest's traffic both ways: nothing
+  // of it is cleaned up (its socket file stays, the guest's rings are
+  // mid-use); a new switchd takes the path again, QEMU reconnects, the NIC
+  // and its vmq come back and the guest is on the network.
+  guest("ping -c 3000 -i 0.01 -W 1 " + std::string(kExtIp) + " > /dev/null 2>&1 &");  // the guest's way out
+  Bg in_flood = background(in("ext", "ping -f -w 3 " + std::string(kGuestIp)));
+  std::this_thread::sleep_for(500ms);
+  stop_switchd(SIGKILL);
+  (void)in_flood.text(120s);
+  start_switchd();
+  const json n = nic_of(call("show"), "vm1");
+  EXPECT_EQ(n.value("state", ""), "connected");
+  EXPECT_GT(n.value("vmq", 0u), 0u) << "its vmq back";
+  EXPECT_TRUE(guest_reaches_ext(60s)) << "the guest after switchd was killed and started again";
+  guest("killall ping; true");
+  ASSERT_NO_FATAL_FAILURE(ping_both_ways("after switchd was killed and started again"));
+  ASSERT_NO_FATAL_FAILURE(transfer_both_ways("after switchd was killed and started again"));
+  expect_pools_idle();
 }
 
 // A vhost-user guest and a tap guest on one switch: what the tap guest
