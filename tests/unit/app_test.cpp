@@ -634,7 +634,8 @@ TEST_F(DeliveryTest, AnOwnerIsShownAndSurvivesARestart) {
   const json shown = ok("show");
   start();
   EXPECT_EQ(ok("show")["ports"], shown["ports"]);
-  for (const auto& p : ok("show")["ports"]) {
+  const json again = ok("show");  // one object: the range below must not outlive it
+  for (const auto& p : again["ports"]) {
     if (p["name"] == "xv1") {
       EXPECT_EQ(p["owner"], owner);
     }
