@@ -17,7 +17,7 @@ xvmq_install_packages
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(fuzz_control fuzz_config fuzz_frames fuzz_vhost)
+((${#targets[@]})) || targets=(fuzz_control fuzz_config fuzz_frames fuzz_vhost fuzz_cni)
 out="${XVMQ_FUZZ_BUILD:-$XVMQ_ROOT/build-fuzz}"
 
 echo "==> building the fuzz targets in $out"
@@ -32,7 +32,7 @@ cmake --build "$out" -j"$(nproc)" --target "${targets[@]}" >"$out/build.log" 2>&
 
 # Bounds: an input longer than max_len is never tried; memory and time per
 # input are findings past these.
-declare -A max_len=([fuzz_control]=16384 [fuzz_config]=8192 [fuzz_frames]=2048 [fuzz_vhost]=4096)
+declare -A max_len=([fuzz_control]=16384 [fuzz_config]=8192 [fuzz_frames]=2048 [fuzz_vhost]=4096 [fuzz_cni]=4096)
 export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_stacktrace=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1}"
 failed=0

@@ -17,7 +17,7 @@ using namespace xvmq::cni;
 constexpr std::size_t kMaxConfig = 1 << 20;
 
 int fail(const CniError& e) {
-  std::cout << e.to_json().dump() << std::endl;
+  std::cout << print_json(e.to_json()) << std::endl;
   return 1;
 }
 
@@ -38,7 +38,7 @@ int main() {
   auto env = parse_env(&err);
   if (!env) return fail(err);
   if (env->command == "VERSION") {
-    std::cout << version_result().dump() << std::endl;
+    std::cout << print_json(version_result()) << std::endl;
     return 0;
   }
   std::string text;
@@ -55,6 +55,6 @@ int main() {
   else
     result = cmd_check(*conf, *env, text, &err);
   if (!result) return fail(err);
-  if (!result->is_null()) std::cout << result->dump() << std::endl;
+  if (!result->is_null()) std::cout << print_json(*result) << std::endl;
   return 0;
 }

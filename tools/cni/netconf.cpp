@@ -12,6 +12,8 @@ namespace xvmq::cni {
 
 using nlohmann::json;
 
+std::string print_json(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 json CniError::to_json() const {
   json j{{"cniVersion", kCniVersion}, {"code", code}, {"msg", msg}};
   if (!details.empty()) j["details"] = details;

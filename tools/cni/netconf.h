@@ -34,6 +34,11 @@ enum Code : int {
   kCheckFailed = 105,     // CHECK found something other than prevResult says
 };
 
+// What the plugin prints on stdout: `j` as one line of JSON, never an
+// exception. A message may quote the input's own bytes (a parse error's
+// "last read"), which need not be UTF-8: those are replaced (U+FFFD).
+std::string print_json(const nlohmann::json& j);
+
 // The spec's error result: {"cniVersion", "code", "msg", "details"}.
 struct CniError {
   int code = kIoFailure;
