@@ -100,3 +100,26 @@ demo_remove_all() {
   fi
   if [[ -n $TMP ]]; then rm -rf "$TMP"; fi
 }
+
+# demo_move_vmq VM IP: VM's vmq to another processor while the outside host
+# pings it, then back to spread.
+demo_move_vmq() {
+  step "dynamic VMQ: $1's vmq moves to another processor while the outside host pings it"
+  switchctl vmq set "$1" --cpu "$(($(nproc) > 1 ? 1 : 0))"
+  in_ns "$EXT" ping -c 3 -i 0.2 -W 3 "$2" | grep -E "packet loss"
+  switchctl vmq set "$1" --spread
+}
+
+# demo_lifecycle_backwards VM...: each VM's NIC and port removed in Hyper-V's
+# order, the uplink detached, the last events shown.
+demo_lifecycle_backwards() {
+  step "the lifecycle backwards: nic disconnect, nic delete, port teardown, port delete"
+  for vm in "$@"; do
+    switchctl nic disconnect "$vm"
+    switchctl nic delete "$vm"
+    switchctl port teardown "$vm"
+    switchctl port delete "$vm"
+  done
+  switchctl uplink detach
+  switchctl events | tail -n 6
+}

@@ -177,21 +177,10 @@ print("    The classifier's reasons for what did not go to a vmq:",
       ", ".join(f"{r} {v.get('frames', 0)}" for r, v in reasons.items() if v.get("frames", 0)))
 EOF
 say "vm2 has no vmq: all its frames come through the default queue. vm1 and vm3 have vmqs, delivered"
-say "by the kernel: frames from the outside go from XDP through the vmq's processor into the VM's"
-say "netdev, with no user-space hop; broadcasts (ARP) come through the software switch, which is"
-say "why they have default-path frames too."
+say "by the kernel: frames from the outside go from XDP into the VM's netdev, through the vmq's"
+say "processor once the receiving CPU is busy, with no user-space hop; broadcasts (ARP) come through"
+say "the software switch, which is why they have default-path frames too."
 
-step "dynamic VMQ: vm1's vmq moves to another processor while the outside host pings it"
-switchctl vmq set vm1 --cpu "$(($(nproc) > 1 ? 1 : 0))"
-in_ns "$EXT" ping -c 3 -i 0.2 -W 2 10.77.0.1 | grep -E "packet loss"
-switchctl vmq set vm1 --spread
+demo_move_vmq vm1 10.77.0.1
 
-step "the lifecycle backwards: nic disconnect, nic delete, port teardown, port delete"
-for vm in vm1 vm2 vm3; do
-  switchctl nic disconnect "$vm"
-  switchctl nic delete "$vm"
-  switchctl port teardown "$vm"
-  switchctl port delete "$vm"
-done
-switchctl uplink detach
-switchctl events | tail -n 6
+demo_lifecycle_backwards vm1 vm2 vm3
