@@ -210,6 +210,39 @@ class VhostUserTest : public SwitchdFixture {
     return r.out;
   }
 
+  // The guest pings ext from each of its CPUs at once, 20 each, all
+  // answered; what switchd took from the guest per queue worker shows the
+  // pairs it sent on: pair 1 only with two pairs (its CPU 1 leaves by pair 1: XPS).
+  void pings_from_both_cpus(QemuGuest& g, const std::string& port, const std::string& what, int pairs) {
+    auto rx_vm = [&](const json& st) {
+      std::vector<uint64_t> v;
+      for (const auto& q : st["queues"]) v.push_back(q.value("rx_vm", uint64_t{0}));
+      return v;
+    };
+    const json before = call("stats");
+    const QemuGuest::Result r = g.run("taskset -c 0 ping -c 20 -i 0.05 -W 2 " + std::string(kExtIp) +
+                                          " > /tmp/p0 & taskset -c 1 ping -c 20 -i 0.05 -W 2 " + std::string(kExtIp) +
+                                          " > /tmp/p1; wait; grep -h 'packets transmitted' /tmp/p0 /tmp/p1",
+                                      60s);
+    EXPECT_EQ(r.status, 0) << "in the guest: pings from both CPUs\n" << r.out;
+    const std::string& out = r.out;
+    const json after = call("stats");
+    const auto b = rx_vm(before), a = rx_vm(after);
+    ASSERT_EQ(a.size(), 2u);
+    ASSERT_EQ(b.size(), 2u);
+    std::printf("[ %-8s ] %s, %d pair(s): taken from the guest per queue +%" PRIu64 " +%" PRIu64 "; %s", port.c_str(),
+                what.c_str(), pairs, a[0] - b[0], a[1] - b[1], out.c_str());
+    EXPECT_EQ(out.find("100% packet loss"), std::string::npos) << out;
+    EXPECT_EQ(out,
+              "20 packets transmitted, 20 packets received, 0% packet loss\n"
+              "20 packets transmitted, 20 packets received, 0% packet loss\n");
+    if (pairs == 1) {
+      EXPECT_EQ(a[1] - b[1], 0u) << "one pair: the guest sends on pair 0 only";
+    } else {
+      EXPECT_GT(a[1] - b[1], 0u) << "two pairs: the guest's CPU 1 sends on pair 1";
+    }
+  }
+
   // The guest's eth0 goes from 2 queue pairs to 1 and back (ethtool -L
   // eth0 combined N, by the initramfs's `channels`) while ext pings it at
   // 100 a second: nothing is lost beyond the moment of each change. With
@@ -222,40 +255,14 @@ class VhostUserTest : public SwitchdFixture {
       EXPECT_EQ(r.status, 0) << "in the guest: " << cmd << "\n" << r.out;
       return r.out;
     };
-    // The frames switchd took from the guest, per queue worker.
-    auto rx_vm = [&](const json& st) {
-      std::vector<uint64_t> v;
-      for (const auto& q : st["queues"]) v.push_back(q.value("rx_vm", uint64_t{0}));
-      return v;
-    };
     auto drops = [&](const json& st) {
       const json& d = st["nics"][port]["drops"];
       uint64_t n = 0;
       for (const auto& [why, c] : d.items()) n += c.get<uint64_t>();
       return n;
     };
-    // The guest pings ext from each of its CPUs at once; the frames it sent per pair.
-    auto from_both_cpus = [&](const std::string& what, int pairs) {
-      const json before = call("stats");
-      const std::string out = run("taskset -c 0 ping -c 20 -i 0.05 -W 2 " + std::string(kExtIp) +
-                                  " > /tmp/p0 & taskset -c 1 ping -c 20 -i 0.05 -W 2 " + std::string(kExtIp) +
-                                  " > /tmp/p1; wait; grep -h 'packets transmitted' /tmp/p0 /tmp/p1");
-      const json after = call("stats");
-      const auto b = rx_vm(before), a = rx_vm(after);
-      std::printf("[ %-8s ] %s, %d pair(s): taken from the guest per queue +%" PRIu64 " +%" PRIu64 "; %s", port.c_str(),
-                  what.c_str(), pairs, a[0] - b[0], a[1] - b[1], out.c_str());
-      EXPECT_EQ(out.find("100% packet loss"), std::string::npos) << out;
-      EXPECT_EQ(out,
-                "20 packets transmitted, 20 packets received, 0% packet loss\n"
-                "20 packets transmitted, 20 packets received, 0% packet loss\n");
-      if (pairs == 1) {
-        EXPECT_EQ(a[1] - b[1], 0u) << "one pair: the guest sends on pair 0 only";
-      } else {
-        EXPECT_GT(a[1] - b[1], 0u) << "two pairs: the guest's CPU 1 sends on pair 1";
-      }
-    };
     EXPECT_EQ(run("channels eth0"), "combined 2 max 2\n");
-    from_both_cpus("before", 2);
+    pings_from_both_cpus(g, port, "before", 2);
     // ext's pings over the changes, from 4 sockets (their hashes spread them over ext0's queues).
     std::vector<Bg> pings;
     for (int i = 0; i < 4; i++)
@@ -265,9 +272,9 @@ class VhostUserTest : public SwitchdFixture {
     EXPECT_EQ(run("channels eth0 1"), "combined 1 max 2\n");
     std::printf("[ %-8s ] the guest's queues now: %s\n", port.c_str(),
                 run("ls /sys/class/net/eth0/queues | tr '\\n' ' '").c_str());
-    from_both_cpus("after ethtool -L eth0 combined 1", 1);
+    pings_from_both_cpus(g, port, "after ethtool -L eth0 combined 1", 1);
     EXPECT_EQ(run("channels eth0 2"), "combined 2 max 2\n");
-    from_both_cpus("after ethtool -L eth0 combined 2", 2);
+    pings_from_both_cpus(g, port, "after ethtool -L eth0 combined 2", 2);
     uint64_t sent = 0, got = 0;
     for (auto& p : pings) {
       const std::string t = p.text(60s);
@@ -677,23 +684,7 @@ TEST_F(VhostUserTest, TapGuestTurnsOnMoreQueuesThanAtConnect) {
     EXPECT_NE(log.find("backend vmt0 now has 2 queue(s) in use, 1 at connect: its sockets are bound again"),
               std::string::npos)
         << log;
-    const json before = call("stats");
-    const std::string out = tap_guest("taskset -c 0 ping -c 20 -i 0.05 -W 2 " + std::string(kExtIp) +
-                                          " > /tmp/p0 & taskset -c 1 ping -c 20 -i 0.05 -W 2 " + std::string(kExtIp) +
-                                          " > /tmp/p1; wait; grep -h 'packets transmitted' /tmp/p0 /tmp/p1",
-                                      60s);
-    const json after = call("stats");
-    std::vector<uint64_t> took;
-    for (size_t q = 0; q < after["queues"].size(); q++)
-      took.push_back(after["queues"][q].value("rx_vm", uint64_t{0}) - before["queues"][q].value("rx_vm", uint64_t{0}));
-    ASSERT_EQ(took.size(), 2u);
-    std::printf("[ vm2      ] %s: connected at 1 queue, guest now at 2: taken from the guest per queue +%" PRIu64
-                " +%" PRIu64 "; %s",
-                delivery, took[0], took[1], out.c_str());
-    EXPECT_EQ(out,
-              "20 packets transmitted, 20 packets received, 0% packet loss\n"
-              "20 packets transmitted, 20 packets received, 0% packet loss\n");
-    EXPECT_GT(took[1], 0u) << "the guest's CPU 1 sends on pair 1, and switchd has a socket there now";
+    pings_from_both_cpus(*tap_guest_, "vm2", std::string(delivery) + ": connected at 1 queue, guest now at 2", 2);
     EXPECT_EQ(nic_of(call("show"), "vm2").value("state", ""), "connected");
     call("nic.disconnect", {{"port", "vm2"}});
     call("nic.delete", {{"port", "vm2"}});
