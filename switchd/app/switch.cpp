@@ -226,7 +226,9 @@ bool Switch::backend_grew(const std::string& port) {
     return true;
   }
   if (auto st = dp_->connect(binding(port, vmq)); !st) {
-    service::log(service::Level::Error, "nic %s: binding its backend's new queues failed: %s; the NIC is disconnected",
+    service::log(service::Level::Error,
+                 "nic %s: binding its backend's new queues failed: %s; the NIC is disconnected (nic delete, then nic "
+                 "create and nic connect it again)",
                  port.c_str(), st.error().message.c_str());
     const uint64_t before = last_event();
     model_.nic_disconnect(port);
